@@ -1,0 +1,63 @@
+// Command herald is the herald server and its command-line tools.
+//
+//	herald [serve] [flags]   run the server (the default)
+//	herald version           print the version
+//
+// Every serve flag is also a config-file key (--config FILE, YAML) and an
+// environment variable (HERALD_ + upper-case name, '-' as '_'). Flags win
+// over the environment, which wins over the file, which wins over the
+// embedded defaults.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+// version is set at build time with -ldflags "-X main.version=…".
+var version = "dev"
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Environ(), os.Stdout, os.Stderr); err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(os.Stderr, "herald:", err)
+		}
+		os.Exit(2)
+	}
+}
+
+// run is herald's main, with its inputs and outputs passed in so tests can
+// drive it.
+func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) error {
+	cmd := "serve"
+	if len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
+		cmd, args = args[0], args[1:]
+	}
+	switch cmd {
+	case "serve":
+		return serve(ctx, args, env, stdout, stderr)
+	case "version":
+		_, err := fmt.Fprintln(stdout, "herald", version)
+		return err
+	case "help":
+		_, err := fmt.Fprint(stdout, usage)
+		return err
+	default:
+		return fmt.Errorf("unknown command %q\n%s", cmd, usage)
+	}
+}
+
+const usage = `usage: herald [command] [flags]
+
+commands:
+  serve     run the server (the default); herald serve -h lists its flags
+  version   print the version
+`

@@ -1,0 +1,225 @@
+package main
+
+import (
+	_ "embed"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/heraldhq/herald"
+)
+
+//go:embed defaults.yaml
+var defaultsYAML []byte
+
+// settings are serve's inputs once flags, environment, file and defaults
+// are merged.
+type settings struct {
+	addr       string
+	broker     string
+	logLevel   slog.Level
+	config     herald.Config
+	namespaces map[string]herald.Namespace
+}
+
+// option is one serve setting: a flag, an env variable and a file key.
+type option struct {
+	name  string
+	usage string
+	set   func(s *settings, v string) error
+}
+
+func options() []option {
+	return []option{
+		{"addr", "listen address", func(s *settings, v string) error { s.addr = v; return nil }},
+		{"broker", "memory (redis:// and nats:// arrive with the cluster brokers)", func(s *settings, v string) error {
+			if v != "memory" {
+				return fmt.Errorf("unsupported broker %q: this build knows memory", v)
+			}
+			s.broker = v
+			return nil
+		}},
+		{"history-size", "messages kept per channel", intSetting(func(s *settings, n int) { s.config.HistorySize = n })},
+		{"history-ttl", "how long messages are kept", durationSetting(func(s *settings, d time.Duration) { s.config.HistoryTTL = d })},
+		{"max-message-size", "bytes of one client frame and one API publish body", intSetting(func(s *settings, n int) { s.config.MaxMessageSize = n })},
+		{"log-level", "debug, info, warn or error", func(s *settings, v string) error { return s.logLevel.UnmarshalText([]byte(v)) }},
+	}
+}
+
+func intSetting(apply func(*settings, int)) func(*settings, string) error {
+	return func(s *settings, v string) error {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			return fmt.Errorf("want a whole number, got %q", v)
+		}
+		apply(s, n)
+		return nil
+	}
+}
+
+func durationSetting(apply func(*settings, time.Duration)) func(*settings, string) error {
+	return func(s *settings, v string) error {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 0 {
+			return fmt.Errorf("want a duration such as 10m, got %q", v)
+		}
+		apply(s, d)
+		return nil
+	}
+}
+
+// loadSettings merges defaults < config file < environment < flags.
+func loadSettings(args, env []string, stderr io.Writer) (*settings, error) {
+	opts := options()
+	fs := flag.NewFlagSet("herald serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	configPath := fs.String("config", "", "YAML config file")
+	flagVals := make(map[string]*string, len(opts))
+	for _, o := range opts {
+		flagVals[o.name] = fs.String(o.name, "", o.usage)
+	}
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	envMap := envToMap(env)
+	if *configPath == "" {
+		*configPath = envMap["HERALD_CONFIG"]
+	}
+
+	values := map[string]string{}
+	namespaces := map[string]herald.Namespace{}
+	if err := readYAML(defaultsYAML, values, namespaces); err != nil {
+		return nil, fmt.Errorf("embedded defaults: %w", err)
+	}
+	if *configPath != "" {
+		b, err := os.ReadFile(*configPath)
+		if err != nil {
+			return nil, fmt.Errorf("config: %w", err)
+		}
+		if err := readYAML(b, values, namespaces); err != nil {
+			return nil, fmt.Errorf("config %s: %w", *configPath, err)
+		}
+	}
+	source := map[string]string{}
+	for _, o := range opts {
+		if v, ok := envMap[envName(o.name)]; ok {
+			values[o.name], source[o.name] = v, envName(o.name)
+		}
+	}
+	fs.Visit(func(f *flag.Flag) {
+		if p, ok := flagVals[f.Name]; ok {
+			values[f.Name], source[f.Name] = *p, "--"+f.Name
+		}
+	})
+
+	s := &settings{logLevel: slog.LevelInfo, namespaces: namespaces}
+	for _, o := range opts {
+		v, ok := values[o.name]
+		if !ok {
+			continue
+		}
+		if err := o.set(s, v); err != nil {
+			where := source[o.name]
+			if where == "" {
+				where = o.name
+			}
+			return nil, fmt.Errorf("%s: %w", where, err)
+		}
+	}
+	s.config.Namespaces = namespaces
+	return s, nil
+}
+
+// readYAML reads a config file's keys into values (scalars as text) and
+// namespaces. Unknown keys are errors that name the key.
+func readYAML(b []byte, values map[string]string, namespaces map[string]herald.Namespace) error {
+	var doc map[string]yaml.Node
+	if err := yaml.Unmarshal(b, &doc); err != nil {
+		return err
+	}
+	known := map[string]bool{}
+	for _, o := range options() {
+		known[o.name] = true
+	}
+	keys := make([]string, 0, len(doc))
+	for k := range doc {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		node := doc[k]
+		switch {
+		case k == "namespaces":
+			if err := readNamespaces(&node, namespaces); err != nil {
+				return err
+			}
+		case known[k]:
+			if node.Kind != yaml.ScalarNode {
+				return fmt.Errorf("key %q: want a single value", k)
+			}
+			values[k] = node.Value
+		default:
+			return fmt.Errorf("unknown key %q", k)
+		}
+	}
+	return nil
+}
+
+func readNamespaces(node *yaml.Node, out map[string]herald.Namespace) error {
+	var nss map[string]map[string]yaml.Node
+	if err := node.Decode(&nss); err != nil {
+		return fmt.Errorf("key \"namespaces\": want a map of namespace names to options: %w", err)
+	}
+	for name, fields := range nss {
+		ns := out[name]
+		for k, v := range fields {
+			var err error
+			switch k {
+			case "history-size":
+				ns.HistorySize, err = strconv.Atoi(v.Value)
+			case "history-ttl":
+				ns.HistoryTTL, err = time.ParseDuration(v.Value)
+			case "presence":
+				var on bool
+				on, err = strconv.ParseBool(v.Value)
+				ns.NoPresence = !on
+			case "join-leave":
+				ns.JoinLeave, err = strconv.ParseBool(v.Value)
+			default:
+				err = errors.New("unknown key")
+			}
+			if err != nil {
+				return fmt.Errorf("key \"namespaces.%s.%s\": %w", name, k, err)
+			}
+		}
+		out[name] = ns
+	}
+	return nil
+}
+
+// envName is the environment variable of a setting.
+func envName(name string) string {
+	return "HERALD_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
+}
+
+func envToMap(env []string) map[string]string {
+	m := make(map[string]string, len(env))
+	for _, kv := range env {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			m[k] = v
+		}
+	}
+	return m
+}

@@ -1,0 +1,136 @@
+package herald
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/heraldhq/herald/broker"
+	"github.com/heraldhq/herald/internal/protocol"
+)
+
+// Config configures a Server. It is a plain struct: New checks it once and
+// fills the defaults named on each field; the zero Config is a working
+// single-node server.
+type Config struct {
+	// Broker moves messages between nodes and keeps history. nil: the
+	// in-memory broker (one node, history lost on exit). The Server starts
+	// it and closes it on Shutdown.
+	Broker broker.Broker
+
+	// HistorySize is how many messages a channel keeps [100]; negative
+	// keeps none. HistoryTTL is how long it keeps them [10m].
+	HistorySize int
+	HistoryTTL  time.Duration
+
+	// Namespaces are per-namespace rules, keyed by the part of a channel
+	// name before its first ':'. Channels outside them keep history and
+	// presence, without join/leave pushes.
+	Namespaces map[string]Namespace
+
+	// MaxMessageSize bounds one client frame and one API publish body, in
+	// bytes [65536]. Raise it for large payloads; it also bounds memory a
+	// single client can make the server hold.
+	MaxMessageSize int
+
+	// QueueMessages and QueueBytes bound each connection's outgoing queue
+	// [256 messages, 1 MiB]; a client that falls further behind is closed
+	// with 1008 so that it cannot slow down anyone else.
+	QueueMessages int
+	QueueBytes    int
+
+	// PingInterval: quiet connections are pinged after it [25s] and closed
+	// when still quiet PongTimeout later [10s]. WriteTimeout bounds each
+	// write to a connection [10s].
+	PingInterval time.Duration
+	PongTimeout  time.Duration
+	WriteTimeout time.Duration
+
+	// DisableCompression turns permessage-deflate off.
+	DisableCompression bool
+
+	// Hooks let an application authorize and observe clients.
+	Hooks Hooks
+
+	// Registerer receives herald's Prometheus collectors. nil: a registry
+	// of the Server's own, with the Go runtime collectors, served on
+	// /metrics. With a Registerer of yours, serve your Gatherer yourself.
+	Registerer prometheus.Registerer
+
+	// Logger receives herald's logs; nil discards them.
+	Logger *slog.Logger
+}
+
+// Namespace holds the rules of channels "NAME:…".
+type Namespace struct {
+	// HistorySize and HistoryTTL override the Config's for the namespace;
+	// 0 inherits, a negative HistorySize keeps no history.
+	HistorySize int
+	HistoryTTL  time.Duration
+	// NoPresence stops keeping who is subscribed.
+	NoPresence bool
+	// JoinLeave sends join and leave pushes to the channel's subscribers.
+	JoinLeave bool
+}
+
+// withDefaults checks c and returns it with defaults filled in.
+func (c Config) withDefaults() (Config, error) {
+	var errs []error
+	if c.HistorySize == 0 {
+		c.HistorySize = 100
+	}
+	if c.HistoryTTL < 0 {
+		errs = append(errs, errors.New("HistoryTTL must not be negative"))
+	} else if c.HistoryTTL == 0 {
+		c.HistoryTTL = 10 * time.Minute
+	}
+	if c.MaxMessageSize < 0 {
+		errs = append(errs, errors.New("MaxMessageSize must not be negative"))
+	} else if c.MaxMessageSize == 0 {
+		c.MaxMessageSize = 65536
+	}
+	if c.QueueMessages <= 0 {
+		c.QueueMessages = 256
+	}
+	if c.QueueBytes <= 0 {
+		c.QueueBytes = 1 << 20
+	}
+	for name, ns := range c.Namespaces {
+		if name == "" || !protocol.ValidChannel(name) {
+			errs = append(errs, fmt.Errorf("namespace %q: not a valid channel name prefix", name))
+		}
+		if ns.HistoryTTL < 0 {
+			errs = append(errs, fmt.Errorf("namespace %q: HistoryTTL must not be negative", name))
+		}
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return c, fmt.Errorf("herald: config: %w", err)
+	}
+	return c, nil
+}
+
+// channelRules resolves a channel's namespace rules.
+func (c *Config) channelRules(channel string) (hist broker.HistoryOptions, presence, joinLeave bool) {
+	size, ttl := c.HistorySize, c.HistoryTTL
+	presence = true
+	if ns, ok := c.Namespaces[protocol.Namespace(channel)]; ok {
+		if ns.HistorySize != 0 {
+			size = ns.HistorySize
+		}
+		if ns.HistoryTTL != 0 {
+			ttl = ns.HistoryTTL
+		}
+		presence = !ns.NoPresence
+		joinLeave = ns.JoinLeave
+	}
+	if size < 0 {
+		size = 0
+	}
+	return broker.HistoryOptions{Size: size, TTL: ttl}, presence, joinLeave
+}

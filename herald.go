@@ -1,0 +1,338 @@
+// Package herald is a real-time messaging server: pub/sub over WebSocket
+// (a JSON protocol, and a raw mode for a bare `new WebSocket(url)`), with
+// offsets, history, presence and resume, on an in-memory or shared broker.
+//
+// Use it as a binary (cmd/herald) or mount it in your own net/http server:
+//
+//	srv, err := herald.New(herald.Config{})
+//	if err != nil { … }
+//	defer srv.Shutdown(context.Background())
+//	mux.Handle("/", srv) // or mount single endpoints: srv.WebSocketHandler(), …
+//	off, err := srv.Publish(ctx, "news", map[string]any{"title": "hi"})
+//
+// The wire contract is docs/protocol.md.
+package herald
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base32"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/heraldhq/herald/broker"
+	"github.com/heraldhq/herald/broker/memory"
+	jsclient "github.com/heraldhq/herald/clients/js"
+	"github.com/heraldhq/herald/internal/hub"
+	"github.com/heraldhq/herald/internal/metrics"
+	"github.com/heraldhq/herald/internal/protocol"
+	"github.com/heraldhq/herald/internal/session"
+	"github.com/heraldhq/herald/internal/transport/ws"
+	"github.com/heraldhq/herald/web"
+)
+
+// Server is a herald node. Its methods are safe for concurrent use.
+type Server struct {
+	cfg     Config
+	broker  broker.Broker
+	hub     *hub.Hub
+	ws      *ws.Transport
+	metrics *metrics.Metrics
+	gather  prometheus.Gatherer // nil when the Registerer is the caller's
+	mux     *http.ServeMux
+
+	nodeID   string
+	clientN  atomic.Uint64
+	draining atomic.Bool
+	shutdown sync.Once
+}
+
+// New checks cfg, starts its broker and returns a ready Server.
+func New(cfg Config) (*Server, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, broker: cfg.Broker, nodeID: newNodeID()}
+	if s.broker == nil {
+		s.broker = memory.New()
+	}
+	reg := cfg.Registerer
+	if reg == nil {
+		r := prometheus.NewRegistry()
+		r.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		reg, s.gather = r, r
+	}
+	s.metrics = metrics.New(reg)
+	s.hub = hub.New(hub.Config{
+		Broker: s.broker,
+		Logger: cfg.Logger,
+		Options: func(channel string) hub.ChannelOptions {
+			hist, presence, joinLeave := s.cfg.channelRules(channel)
+			return hub.ChannelOptions{History: hist, Presence: presence, JoinLeave: joinLeave}
+		},
+	})
+	if err := s.hub.Start(context.Background()); err != nil {
+		return nil, fmt.Errorf("herald: %w", err)
+	}
+	s.ws = ws.New(ws.Config{
+		MaxMessageSize:     cfg.MaxMessageSize,
+		PingInterval:       cfg.PingInterval,
+		PongTimeout:        cfg.PongTimeout,
+		WriteTimeout:       cfg.WriteTimeout,
+		DisableCompression: cfg.DisableCompression,
+		Logger:             cfg.Logger,
+	}, protocol.SubprotocolJSONL, protocol.SubprotocolJSON)
+	s.mux = s.routes()
+	return s, nil
+}
+
+func (s *Server) routes() *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.Handle("GET /ws", s.WebSocketHandler())
+	mux.Handle("GET /ws/{channel}", s.RawHandler())
+	mux.Handle("GET /healthz", s.HealthHandler())
+	if s.gather != nil {
+		mux.Handle("GET /metrics", promhttp.HandlerFor(s.gather, promhttp.HandlerOpts{}))
+	}
+	mux.Handle("GET /herald.js", s.SDKHandler())
+	mux.Handle("GET /", http.FileServerFS(web.FS()))
+	return mux
+}
+
+// ServeHTTP serves every endpoint of the contract: /, /herald.js, /ws,
+// /ws/{channel}, /healthz and /metrics.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+
+// WebSocketHandler serves the JSON protocol (the contract's /ws).
+func (s *Server) WebSocketHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.serveWS(w, r, "")
+	})
+}
+
+// RawHandler serves raw mode (the contract's /ws/{channel}). Mount it on a
+// pattern with a {channel} wildcard, such as "GET /ws/{channel}".
+func (s *Server) RawHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		channel := r.PathValue("channel")
+		if !protocol.ValidChannel(channel) {
+			writeHTTPError(w, Errorf(CodeBadRequest, "bad channel name: 1-255 bytes of A-Z a-z 0-9 _ - . : @ = ,"))
+			return
+		}
+		s.serveWS(w, r, channel)
+	})
+}
+
+// HealthHandler answers 200 "ok", or 503 while the server shuts down.
+func (s *Server) HealthHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if s.draining.Load() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = w.Write([]byte("draining\n"))
+			return
+		}
+		_, _ = w.Write([]byte("ok\n"))
+	})
+}
+
+// SDKHandler serves herald.js, the browser SDK.
+func (s *Server) SDKHandler() http.Handler {
+	src := jsclient.Source()
+	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/javascript; charset=utf-8")
+		w.Header().Set("Content-Length", strconv.Itoa(len(src)))
+		_, _ = w.Write(src)
+	})
+}
+
+// serveWS upgrades a request to a session; rawChannel is "" for the JSON
+// protocol.
+func (s *Server) serveWS(w http.ResponseWriter, r *http.Request, rawChannel string) {
+	if s.draining.Load() {
+		writeHTTPError(w, Errorf(CodeUnavailable, "server is shutting down"))
+		return
+	}
+	var since *string
+	if rawChannel != "" && r.URL.Query().Has("since") {
+		v := r.URL.Query().Get("since")
+		if _, err := broker.ParseOffset(v); err != nil {
+			writeHTTPError(w, Errorf(CodeBadRequest, "bad since: "+err.Error()))
+			return
+		}
+		since = &v
+	}
+	user := ""
+	if s.cfg.Hooks.Connect != nil {
+		u, err := s.cfg.Hooks.Connect(r)
+		if err != nil {
+			writeHTTPError(w, s.publicError(err))
+			return
+		}
+		user = u
+	}
+	info := broker.ClientInfo{Client: s.newClientID(), User: user}
+	transport := "ws"
+	if rawChannel != "" {
+		transport = "raw"
+	}
+	var sess *session.Session
+	err := s.ws.Upgrade(w, r, func(c *ws.Conn) (ws.Handler, error) {
+		mode := session.ModeJSON
+		switch {
+		case rawChannel != "":
+			mode = session.ModeRaw
+		case c.Subprotocol() == protocol.SubprotocolJSONL:
+			mode = session.ModeJSONL
+		}
+		sess = session.New(context.Background(), session.Config{
+			Hub:           s.hub,
+			Conn:          c,
+			Client:        info,
+			Mode:          mode,
+			RawChannel:    rawChannel,
+			Policy:        hookPolicy{&s.cfg.Hooks},
+			QueueMessages: s.cfg.QueueMessages,
+			QueueBytes:    s.cfg.QueueBytes,
+			Metrics:       s.metrics,
+			Logger:        s.cfg.Logger,
+		})
+		return &connHandler{s: s, sess: sess, transport: transport}, nil
+	})
+	if err != nil {
+		s.cfg.Logger.Debug("websocket upgrade failed", "err", err)
+		return
+	}
+	s.metrics.Connections.WithLabelValues(transport).Inc()
+	s.cfg.Logger.Debug("client connected", "client", info.Client, "user", info.User, "transport", transport)
+	if s.cfg.Hooks.Connected != nil {
+		s.cfg.Hooks.Connected(Client{ID: info.Client, User: user})
+	}
+	if err := sess.Open(since); err != nil {
+		var pe *Error
+		if errors.As(err, &pe) && pe.Code == CodeForbidden {
+			sess.Disconnect(protocol.ClosePolicy, pe.Message)
+			return
+		}
+		sess.Disconnect(protocol.CloseInternal, "cannot subscribe")
+	}
+}
+
+// connHandler ties a WebSocket connection to its session and the server's
+// bookkeeping.
+type connHandler struct {
+	s         *Server
+	sess      *session.Session
+	transport string
+}
+
+func (h *connHandler) HandleText(b []byte)   { h.sess.HandleText(b) }
+func (h *connHandler) HandleBinary(b []byte) { h.sess.HandleBinary(b) }
+func (h *connHandler) Close() {
+	h.sess.Close()
+	h.s.metrics.Connections.WithLabelValues(h.transport).Dec()
+	c := h.sess.Client()
+	h.s.cfg.Logger.Debug("client disconnected", "client", c.Client)
+	if h.s.cfg.Hooks.Disconnected != nil {
+		h.s.cfg.Hooks.Disconnected(Client{ID: c.Client, User: c.User})
+	}
+}
+
+// Publish publishes data (any value that encodes to JSON, or a
+// json.RawMessage) to channel from the application and returns its offset.
+func (s *Server) Publish(ctx context.Context, channel string, data any, opts ...PublishOption) (string, error) {
+	if !protocol.ValidChannel(channel) {
+		return "", Errorf(CodeBadRequest, "bad channel name")
+	}
+	raw, ok := data.(json.RawMessage)
+	if !ok {
+		b, err := json.Marshal(data)
+		if err != nil {
+			return "", fmt.Errorf("herald: encode data: %w", err)
+		}
+		raw = b
+	}
+	if !json.Valid(raw) {
+		return "", Errorf(CodeBadRequest, "data is not valid JSON")
+	}
+	p := broker.Publication{Data: raw}
+	for _, o := range opts {
+		o(&p)
+	}
+	off, err := s.hub.Publish(ctx, channel, p)
+	if err != nil {
+		return "", fmt.Errorf("herald: %w", err)
+	}
+	s.metrics.MessagesIn.WithLabelValues("server").Inc()
+	return off.String(), nil
+}
+
+// PublishOption changes a Publish.
+type PublishOption func(*broker.Publication)
+
+// WithEvent names the message's event.
+func WithEvent(event string) PublishOption {
+	return func(p *broker.Publication) { p.Event = event }
+}
+
+// Shutdown stops taking connections, sends 1001 to every WebSocket client
+// and closes the broker. The caller shuts its http.Server down first (which
+// leaves upgraded connections alone); ctx bounds the wait for connections to
+// close.
+func (s *Server) Shutdown(ctx context.Context) error {
+	var err error
+	s.shutdown.Do(func() {
+		s.draining.Store(true)
+		s.ws.CloseAll(protocol.CloseGoingAway, "server shutting down")
+		s.ws.Close()
+		if werr := s.ws.WaitEmpty(ctx); werr != nil {
+			err = fmt.Errorf("herald: shutdown: %w", werr)
+		}
+		if cerr := s.broker.Close(); cerr != nil && err == nil {
+			err = fmt.Errorf("herald: close broker: %w", cerr)
+		}
+	})
+	return err
+}
+
+// publicError turns an error into what a client may see.
+func (s *Server) publicError(err error) *Error {
+	var pe *Error
+	if errors.As(err, &pe) {
+		return pe
+	}
+	if errors.Is(err, broker.ErrUnavailable) {
+		return Errorf(CodeUnavailable, "the broker is unavailable, try again")
+	}
+	s.cfg.Logger.Error("request failed", "err", err)
+	return Errorf(CodeInternal, "internal error")
+}
+
+// writeHTTPError answers with the contract's error shape and status.
+func writeHTTPError(w http.ResponseWriter, e *Error) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(e.Code.HTTPStatus())
+	_ = json.NewEncoder(w).Encode(struct {
+		Error *Error `json:"error"`
+	}{e})
+}
+
+func (s *Server) newClientID() string {
+	return s.nodeID + "-" + strconv.FormatUint(s.clientN.Add(1), 36)
+}
+
+func newNodeID() string {
+	var b [5]byte
+	_, _ = rand.Read(b[:])
+	return base32.HexEncoding.WithPadding(base32.NoPadding).EncodeToString(b[:])
+}

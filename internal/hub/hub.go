@@ -1,0 +1,380 @@
+// Package hub keeps, for one herald node, which subscribers listen to which
+// channel, and fans out what the broker delivers to them.
+//
+// A message flows Publish → broker → HandleMessage → Subscriber.Deliver.
+// The hub encodes each delivery once per wire format (Delivery) and hands it
+// to every subscriber without blocking; what a subscriber does with a full
+// queue is its own policy.
+//
+// Lock order: Hub.mu, then channel.setup, then channel.mu. Broker calls are
+// never made while holding Hub.mu or channel.mu, only channel.setup, which
+// serialises a channel's broker Subscribe and Unsubscribe.
+package hub
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+
+	"github.com/heraldhq/herald/broker"
+)
+
+var _ broker.Handler = (*Hub)(nil)
+
+// ErrAlreadySubscribed is returned by Subscribe for a subscriber that is
+// subscribed to the channel already.
+var ErrAlreadySubscribed = errors.New("already subscribed")
+
+// Subscriber receives a channel's deliveries. Deliver must not block.
+type Subscriber interface {
+	Deliver(d *Delivery)
+}
+
+// ChannelOptions are the per-channel rules the hub applies.
+type ChannelOptions struct {
+	History broker.HistoryOptions
+	// Presence keeps the channel's subscribers in the broker's presence
+	// store; JoinLeave sends join and leave pushes.
+	Presence  bool
+	JoinLeave bool
+}
+
+// Config configures a Hub.
+type Config struct {
+	// Broker is required.
+	Broker broker.Broker
+	// Options resolves a channel's rules; nil gives every channel the zero
+	// ChannelOptions (no history, no presence).
+	Options func(channel string) ChannelOptions
+	// Logger receives broker errors the hub cannot return to anyone; nil
+	// discards them.
+	Logger *slog.Logger
+}
+
+// Hub is one node's channel table. Its methods are safe for concurrent use.
+type Hub struct {
+	broker   broker.Broker
+	presence broker.PresenceStore // nil when the broker keeps no presence
+	options  func(string) ChannelOptions
+	log      *slog.Logger
+
+	mu       sync.RWMutex
+	channels map[string]*channel
+}
+
+type channel struct {
+	name string
+	refs int // subscribers, including those still subscribing; guarded by Hub.mu
+
+	setup sync.Mutex // serialises broker Subscribe/Unsubscribe
+	live  bool       // the broker delivers this channel to us; guarded by setup
+
+	mu   sync.Mutex
+	subs map[Subscriber]*entry
+}
+
+// entry is one subscriber's state in a channel. While pending, the
+// subscriber is catching up from history and live messages wait in buf.
+type entry struct {
+	pending bool
+	buf     []broker.Message
+}
+
+// New returns a hub over cfg.Broker; call Start before use.
+func New(cfg Config) *Hub {
+	h := &Hub{
+		broker:   cfg.Broker,
+		options:  cfg.Options,
+		log:      cfg.Logger,
+		channels: make(map[string]*channel),
+	}
+	if h.options == nil {
+		h.options = func(string) ChannelOptions { return ChannelOptions{} }
+	}
+	if h.log == nil {
+		h.log = slog.New(slog.DiscardHandler)
+	}
+	h.presence, _ = cfg.Broker.(broker.PresenceStore)
+	return h
+}
+
+// Start starts the broker with the hub as its Handler.
+func (h *Hub) Start(ctx context.Context) error {
+	if err := h.broker.Start(ctx, h); err != nil {
+		return fmt.Errorf("hub: start broker: %w", err)
+	}
+	return nil
+}
+
+// Options returns the rules of channel.
+func (h *Hub) Options(channel string) ChannelOptions { return h.options(channel) }
+
+// SubscribeResult tells a subscriber where it starts.
+type SubscribeResult struct {
+	// Latest is the channel's newest offset when the subscription began.
+	Latest broker.Offset
+	// Recovered is true when every message after the requested since was
+	// still in history (always true without since).
+	Recovered bool
+}
+
+// Subscribe adds sub to channel. Without since, sub gets the messages
+// published after Latest. With since, it first gets every message after
+// since that history holds, then live ones, with no gap and no duplicate.
+// ready is called exactly once on success, before anything is delivered to
+// sub for this channel, so a reply queued there precedes the messages.
+func (h *Hub) Subscribe(ctx context.Context, sub Subscriber, info broker.ClientInfo, name string, since *broker.Offset, ready func(SubscribeResult)) error {
+	ch, err := h.acquire(ctx, name)
+	if err != nil {
+		return err
+	}
+	ch.mu.Lock()
+	if _, dup := ch.subs[sub]; dup {
+		ch.mu.Unlock()
+		h.release(name, ch)
+		return ErrAlreadySubscribed
+	}
+	e := &entry{pending: true}
+	ch.subs[sub] = e
+	ch.mu.Unlock()
+
+	q := broker.HistoryQuery{Limit: 0}
+	if since != nil {
+		q = broker.HistoryQuery{Since: *since, Limit: -1}
+	}
+	hist, err := h.broker.History(ctx, name, q)
+	if err != nil {
+		ch.mu.Lock()
+		delete(ch.subs, sub)
+		ch.mu.Unlock()
+		h.release(name, ch)
+		return fmt.Errorf("hub: read history of %q: %w", name, err)
+	}
+
+	ch.mu.Lock()
+	ready(SubscribeResult{Latest: hist.Latest, Recovered: since == nil || hist.Complete})
+	last := hist.Latest
+	for _, m := range hist.Messages {
+		sub.Deliver(&Delivery{Message: m})
+		last = m.Offset
+	}
+	for _, m := range e.buf {
+		if m.Offset.Epoch != last.Epoch || m.Offset.Seq > last.Seq {
+			sub.Deliver(&Delivery{Message: m})
+		}
+	}
+	e.pending, e.buf = false, nil
+	ch.mu.Unlock()
+
+	opts := h.options(name)
+	if opts.Presence && h.presence != nil {
+		if err := h.presence.AddPresence(ctx, name, info); err != nil {
+			h.log.Warn("add presence", "channel", name, "err", err)
+		}
+	}
+	if opts.JoinLeave {
+		if err := h.broker.PublishJoin(ctx, name, info); err != nil {
+			h.log.Warn("publish join", "channel", name, "err", err)
+		}
+	}
+	return nil
+}
+
+// Unsubscribe removes sub from channel; it is a no-op when sub is not
+// subscribed.
+func (h *Hub) Unsubscribe(ctx context.Context, sub Subscriber, info broker.ClientInfo, name string) {
+	h.mu.Lock()
+	ch := h.channels[name]
+	h.mu.Unlock()
+	if ch == nil {
+		return
+	}
+	ch.mu.Lock()
+	_, ok := ch.subs[sub]
+	delete(ch.subs, sub)
+	ch.mu.Unlock()
+	if !ok {
+		return
+	}
+	opts := h.options(name)
+	if opts.Presence && h.presence != nil {
+		if err := h.presence.RemovePresence(ctx, name, info); err != nil {
+			h.log.Warn("remove presence", "channel", name, "err", err)
+		}
+	}
+	if opts.JoinLeave {
+		if err := h.broker.PublishLeave(ctx, name, info); err != nil {
+			h.log.Warn("publish leave", "channel", name, "err", err)
+		}
+	}
+	h.release(name, ch)
+}
+
+// acquire counts one more subscriber of name and makes sure the broker
+// delivers it to this node.
+func (h *Hub) acquire(ctx context.Context, name string) (*channel, error) {
+	h.mu.Lock()
+	ch := h.channels[name]
+	if ch == nil {
+		ch = &channel{name: name, subs: make(map[Subscriber]*entry)}
+		h.channels[name] = ch
+	}
+	ch.refs++
+	h.mu.Unlock()
+
+	ch.setup.Lock()
+	defer ch.setup.Unlock()
+	if !ch.live {
+		if err := h.broker.Subscribe(ctx, name); err != nil {
+			h.mu.Lock()
+			ch.refs--
+			h.dropIfUnusedLocked(ch)
+			h.mu.Unlock()
+			return nil, fmt.Errorf("hub: subscribe broker to %q: %w", name, err)
+		}
+		ch.live = true
+	}
+	return ch, nil
+}
+
+// release counts one subscriber less and, for the last one, unsubscribes
+// the broker and forgets the channel.
+func (h *Hub) release(name string, ch *channel) {
+	h.mu.Lock()
+	ch.refs--
+	last := ch.refs == 0
+	h.mu.Unlock()
+	if !last {
+		return
+	}
+	ch.setup.Lock()
+	defer ch.setup.Unlock()
+	h.mu.Lock()
+	still := ch.refs == 0
+	h.mu.Unlock()
+	if still && ch.live {
+		// A short context: unsubscribing is cleanup nobody waits for.
+		if err := h.broker.Unsubscribe(context.Background(), name); err != nil {
+			h.log.Warn("unsubscribe broker", "channel", name, "err", err)
+		}
+		ch.live = false
+	}
+	h.mu.Lock()
+	h.dropIfUnusedLocked(ch)
+	h.mu.Unlock()
+}
+
+func (h *Hub) dropIfUnusedLocked(ch *channel) {
+	if ch.refs == 0 && !ch.live && h.channels[ch.name] == ch {
+		delete(h.channels, ch.name)
+	}
+}
+
+// Publish publishes p to channel with the channel's history options and
+// returns the offset the broker assigned.
+func (h *Hub) Publish(ctx context.Context, name string, p broker.Publication) (broker.Offset, error) {
+	off, err := h.broker.Publish(ctx, name, p, h.options(name).History)
+	if err != nil {
+		return broker.Offset{}, fmt.Errorf("hub: publish to %q: %w", name, err)
+	}
+	return off, nil
+}
+
+// History reads channel's history.
+func (h *Hub) History(ctx context.Context, name string, q broker.HistoryQuery) (broker.HistoryResult, error) {
+	res, err := h.broker.History(ctx, name, q)
+	if err != nil {
+		return res, fmt.Errorf("hub: read history of %q: %w", name, err)
+	}
+	return res, nil
+}
+
+// Presence lists channel's subscribers across the cluster; it returns an
+// empty list for channels whose namespace keeps no presence.
+func (h *Hub) Presence(ctx context.Context, name string) ([]broker.ClientInfo, error) {
+	if h.presence == nil || !h.options(name).Presence {
+		return []broker.ClientInfo{}, nil
+	}
+	cs, err := h.presence.Presence(ctx, name)
+	if err != nil {
+		return nil, fmt.Errorf("hub: read presence of %q: %w", name, err)
+	}
+	sort.Slice(cs, func(i, j int) bool { return cs[i].Client < cs[j].Client })
+	return cs, nil
+}
+
+// ChannelCount is a channel and its subscribers on this node.
+type ChannelCount struct {
+	Channel     string
+	Subscribers int
+}
+
+// Channels lists the channels with subscribers on this node, by name.
+func (h *Hub) Channels() []ChannelCount {
+	h.mu.Lock()
+	chs := make([]*channel, 0, len(h.channels))
+	for _, ch := range h.channels {
+		chs = append(chs, ch)
+	}
+	h.mu.Unlock()
+	out := make([]ChannelCount, 0, len(chs))
+	for _, ch := range chs {
+		ch.mu.Lock()
+		n := len(ch.subs)
+		ch.mu.Unlock()
+		if n > 0 {
+			out = append(out, ChannelCount{Channel: ch.name, Subscribers: n})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Channel < out[j].Channel })
+	return out
+}
+
+// HandleMessage fans m out to the channel's subscribers; called by the
+// broker.
+func (h *Hub) HandleMessage(m broker.Message) {
+	ch := h.lookup(m.Channel)
+	if ch == nil {
+		return
+	}
+	d := &Delivery{Message: m}
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	for sub, e := range ch.subs {
+		if e.pending {
+			e.buf = append(e.buf, m)
+			continue
+		}
+		sub.Deliver(d)
+	}
+}
+
+// HandleJoin fans a join out; called by the broker.
+func (h *Hub) HandleJoin(name string, c broker.ClientInfo) { h.presenceEvent("join", name, c) }
+
+// HandleLeave fans a leave out; called by the broker.
+func (h *Hub) HandleLeave(name string, c broker.ClientInfo) { h.presenceEvent("leave", name, c) }
+
+func (h *Hub) presenceEvent(op, name string, c broker.ClientInfo) {
+	ch := h.lookup(name)
+	if ch == nil {
+		return
+	}
+	d := &Delivery{Presence: &PresenceEvent{Op: op, Channel: name, Client: c}}
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	for sub, e := range ch.subs {
+		if !e.pending {
+			sub.Deliver(d)
+		}
+	}
+}
+
+func (h *Hub) lookup(name string) *channel {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	return h.channels[name]
+}

@@ -1,0 +1,77 @@
+package hub
+
+import (
+	"sync"
+
+	"github.com/heraldhq/herald/broker"
+	"github.com/heraldhq/herald/internal/protocol"
+)
+
+// Payload is one frame's content, encoded once and shared by every
+// subscriber that speaks the same wire format. It is immutable once built.
+type Payload struct {
+	Bytes  []byte
+	Binary bool
+	// Shared is true for payloads the hub fans out to many subscribers; a
+	// transport may then prepare its frame once (Prepared) instead of once
+	// per connection.
+	Shared bool
+
+	once     sync.Once
+	prepared any
+}
+
+// NewPayload returns a payload for one connection only.
+func NewPayload(b []byte) *Payload { return &Payload{Bytes: b} }
+
+// Prepared returns the transport's frame for p, building it with build on
+// the first call only. Every caller must pass an equivalent build.
+func (p *Payload) Prepared(build func(*Payload) any) any {
+	p.once.Do(func() { p.prepared = build(p) })
+	return p.prepared
+}
+
+// Delivery is one event for the subscribers of a channel: a message, a join
+// or a leave. Its wire encodings are made on first use and shared.
+type Delivery struct {
+	// Message is set for a message; Presence for a join or leave.
+	Message  broker.Message
+	Presence *PresenceEvent
+
+	jsonOnce, rawOnce sync.Once
+	json, raw         *Payload
+}
+
+// PresenceEvent is a join or leave.
+type PresenceEvent struct {
+	Op      string // "join" or "leave"
+	Channel string
+	Client  broker.ClientInfo
+}
+
+// JSON returns the delivery as a push of the JSON protocol.
+func (d *Delivery) JSON() *Payload {
+	d.jsonOnce.Do(func() {
+		var b []byte
+		if d.Presence != nil {
+			b = protocol.PresencePush(d.Presence.Op, d.Presence.Channel, d.Presence.Client)
+		} else {
+			b = protocol.MessagePush(d.Message)
+		}
+		d.json = &Payload{Bytes: b, Shared: true}
+	})
+	return d.json
+}
+
+// Raw returns the delivery as raw mode sends it, or nil for a join or leave
+// (raw mode carries messages only).
+func (d *Delivery) Raw() *Payload {
+	if d.Presence != nil {
+		return nil
+	}
+	d.rawOnce.Do(func() {
+		b, bin := protocol.RawPayload(d.Message)
+		d.raw = &Payload{Bytes: b, Binary: bin, Shared: true}
+	})
+	return d.raw
+}

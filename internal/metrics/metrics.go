@@ -1,0 +1,51 @@
+// Package metrics holds herald's Prometheus collectors. Labels have bounded
+// cardinality: never a channel name or a client id.
+package metrics
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// Metrics are the collectors one herald server updates.
+type Metrics struct {
+	// Connections counts open connections by transport ("ws", "raw").
+	Connections *prometheus.GaugeVec
+	// Subscriptions counts subscriptions of this node's connections.
+	Subscriptions prometheus.Gauge
+	// MessagesIn counts messages accepted for publishing, by source
+	// ("client", "api", "server").
+	MessagesIn *prometheus.CounterVec
+	// MessagesOut counts messages written to connections.
+	MessagesOut prometheus.Counter
+	// SlowConsumers counts connections closed because their outgoing queue
+	// overflowed.
+	SlowConsumers prometheus.Counter
+}
+
+// New creates the collectors and registers them with reg (nil: none).
+func New(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		Connections: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "herald_connections",
+			Help: "Open client connections, by transport.",
+		}, []string{"transport"}),
+		Subscriptions: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "herald_subscriptions",
+			Help: "Channel subscriptions held by this node's connections.",
+		}),
+		MessagesIn: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "herald_messages_in_total",
+			Help: "Messages accepted for publishing, by source.",
+		}, []string{"source"}),
+		MessagesOut: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "herald_messages_out_total",
+			Help: "Messages written to client connections.",
+		}),
+		SlowConsumers: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "herald_slow_consumer_disconnects_total",
+			Help: "Connections closed because they did not read fast enough.",
+		}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.Connections, m.Subscriptions, m.MessagesIn, m.MessagesOut, m.SlowConsumers)
+	}
+	return m
+}

@@ -1,0 +1,142 @@
+// Package protocol is herald's wire format: the JSON commands, replies and
+// pushes of /ws, the raw-mode payloads, channel names and error codes. It is
+// pure: no I/O, no state, safe for concurrent use.
+package protocol
+
+import (
+	"bytes"
+	"encoding/json"
+	"strconv"
+)
+
+// Op names a client command.
+type Op string
+
+// The contract's commands.
+const (
+	OpSubscribe   Op = "subscribe"
+	OpUnsubscribe Op = "unsubscribe"
+	OpPublish     Op = "publish"
+	OpHistory     Op = "history"
+	OpPresence    Op = "presence"
+	OpPing        Op = "ping"
+)
+
+// Command is one decoded client command. Fields an op does not use are zero.
+type Command struct {
+	ID      uint64
+	Op      Op
+	Channel string
+	// Since is the offset to resume after; HasSince tells "since": "" (from
+	// the start of history) apart from no since at all.
+	Since    string
+	HasSince bool
+	Data     json.RawMessage // compact JSON
+	Event    string
+	// Limit is the history limit; -1 when not given.
+	Limit int
+}
+
+// wireCommand is the JSON shape of a command.
+type wireCommand struct {
+	ID      json.RawMessage `json:"id"`
+	Op      string          `json:"op"`
+	Channel *string         `json:"channel"`
+	Since   *string         `json:"since"`
+	Data    json.RawMessage `json:"data"`
+	Event   *string         `json:"event"`
+	Limit   *int            `json:"limit"`
+}
+
+// DecodeCommand decodes and checks one command. On error it returns the
+// command's id when one could be read (0 otherwise) and a bad_request
+// *Error naming the problem.
+func DecodeCommand(b []byte) (Command, *Error) {
+	b = bytes.TrimSpace(b)
+	if len(b) == 0 || b[0] != '{' {
+		return Command{}, Errorf(CodeBadRequest, "a command is a JSON object")
+	}
+	var w wireCommand
+	if err := json.Unmarshal(b, &w); err != nil {
+		return Command{}, Errorf(CodeBadRequest, "malformed JSON: "+jsonProblem(err))
+	}
+	var c Command
+	if w.ID == nil {
+		return c, Errorf(CodeBadRequest, "id is required")
+	}
+	id, err := strconv.ParseUint(string(w.ID), 10, 64)
+	if err != nil || id == 0 {
+		return c, Errorf(CodeBadRequest, "id must be a positive integer")
+	}
+	c.ID = id
+	c.Op = Op(w.Op)
+	c.Limit = -1
+	switch c.Op {
+	case OpPing:
+		return c, nil
+	case OpSubscribe, OpUnsubscribe, OpPublish, OpHistory, OpPresence:
+	case "":
+		return c, Errorf(CodeBadRequest, "op is required")
+	default:
+		return c, Errorf(CodeBadRequest, "unknown op "+strconv.Quote(w.Op))
+	}
+	if w.Channel == nil {
+		return c, Errorf(CodeBadRequest, "channel is required")
+	}
+	if !ValidChannel(*w.Channel) {
+		return c, Errorf(CodeBadRequest, "bad channel name: 1-255 bytes of A-Z a-z 0-9 _ - . : @ = ,")
+	}
+	c.Channel = *w.Channel
+	if w.Since != nil {
+		if c.Op != OpSubscribe && c.Op != OpHistory {
+			return c, Errorf(CodeBadRequest, "since is only for subscribe and history")
+		}
+		c.Since, c.HasSince = *w.Since, true
+	}
+	if w.Limit != nil {
+		if c.Op != OpHistory || *w.Limit < 0 {
+			return c, Errorf(CodeBadRequest, "limit must be a non-negative integer, on history")
+		}
+		c.Limit = *w.Limit
+	}
+	if w.Event != nil {
+		if c.Op != OpPublish {
+			return c, Errorf(CodeBadRequest, "event is only for publish")
+		}
+		c.Event = *w.Event
+	}
+	if c.Op == OpPublish {
+		if w.Data == nil {
+			return c, Errorf(CodeBadRequest, "data is required")
+		}
+		var buf bytes.Buffer
+		if err := json.Compact(&buf, w.Data); err != nil {
+			return c, Errorf(CodeBadRequest, "malformed data")
+		}
+		c.Data = buf.Bytes()
+	}
+	return c, nil
+}
+
+// jsonProblem describes a decoding error without echoing the input back.
+func jsonProblem(err error) string {
+	switch e := err.(type) {
+	case *json.SyntaxError:
+		return "syntax error at byte " + strconv.FormatInt(e.Offset, 10)
+	case *json.UnmarshalTypeError:
+		return "field " + strconv.Quote(e.Field) + " has the wrong type"
+	default:
+		return "cannot decode"
+	}
+}
+
+// SplitLines calls fn for each non-blank line of a herald.v1.jsonl frame.
+func SplitLines(frame []byte, fn func(line []byte)) {
+	for len(frame) > 0 {
+		line, rest, _ := bytes.Cut(frame, []byte{'\n'})
+		frame = rest
+		if len(bytes.TrimSpace(line)) > 0 {
+			fn(line)
+		}
+	}
+}

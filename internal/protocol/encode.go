@@ -1,0 +1,142 @@
+package protocol
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"strconv"
+
+	"github.com/heraldhq/herald/broker"
+)
+
+// Subprotocols herald speaks on /ws, first preferred.
+const (
+	SubprotocolJSON  = "herald.v1"
+	SubprotocolJSONL = "herald.v1.jsonl"
+)
+
+// WireMessage is a message as the contract shows it: in pushes (with Op),
+// history replies and the server API.
+type WireMessage struct {
+	Op      string          `json:"op,omitempty"`
+	Channel string          `json:"channel"`
+	Offset  string          `json:"offset"`
+	Data    json.RawMessage `json:"data"`
+	Event   string          `json:"event,omitempty"`
+	User    string          `json:"user,omitempty"`
+	Client  string          `json:"client,omitempty"`
+	// Binary marks data that was published as a binary frame; Data is then
+	// its base64 as a JSON string.
+	Binary bool `json:"binary,omitempty"`
+}
+
+// ToWire converts a broker message to its contract shape.
+func ToWire(m broker.Message) WireMessage {
+	w := WireMessage{
+		Channel: m.Channel,
+		Offset:  m.Offset.String(),
+		Data:    m.Data,
+		Event:   m.Event,
+		User:    m.User,
+		Client:  m.Client,
+	}
+	if m.Binary {
+		w.Binary = true
+		w.Data = json.RawMessage(strconv.Quote(base64.StdEncoding.EncodeToString(m.Data)))
+	}
+	return w
+}
+
+// MessagePush encodes m as a "message" push.
+func MessagePush(m broker.Message) []byte {
+	w := ToWire(m)
+	w.Op = "message"
+	return mustMarshal(w)
+}
+
+// PresencePush encodes a "join" or "leave" push.
+func PresencePush(op, channel string, c broker.ClientInfo) []byte {
+	return mustMarshal(struct {
+		Op      string `json:"op"`
+		Channel string `json:"channel"`
+		Client  string `json:"client"`
+		User    string `json:"user"`
+	}{op, channel, c.Client, c.User})
+}
+
+// Welcome encodes the "welcome" push.
+func Welcome(client, user string) []byte {
+	return mustMarshal(struct {
+		Op     string `json:"op"`
+		Client string `json:"client"`
+		User   string `json:"user"`
+	}{"welcome", client, user})
+}
+
+// RawPayload is a message as raw mode sends it: the data itself when it is a
+// JSON string, its compact JSON otherwise, or the bytes of a binary publish.
+func RawPayload(m broker.Message) (payload []byte, binary bool) {
+	if m.Binary {
+		return m.Data, true
+	}
+	if len(m.Data) > 0 && m.Data[0] == '"' {
+		var s string
+		if json.Unmarshal(m.Data, &s) == nil {
+			return []byte(s), false
+		}
+	}
+	return m.Data, false
+}
+
+// Reply encodes a successful reply to command id; fields are merged into
+// the object after "id" and "ok" (nil for none).
+func Reply(id uint64, fields any) []byte {
+	head := `{"id":` + strconv.FormatUint(id, 10) + `,"ok":true`
+	if fields == nil {
+		return []byte(head + "}")
+	}
+	body := mustMarshal(fields)
+	if len(body) <= 2 { // "{}"
+		return []byte(head + "}")
+	}
+	return append([]byte(head+","), body[1:]...)
+}
+
+// ErrorReply encodes a failed reply to command id (0 when the command had
+// no readable id).
+func ErrorReply(id uint64, e *Error) []byte {
+	return mustMarshal(struct {
+		ID    uint64 `json:"id"`
+		OK    bool   `json:"ok"`
+		Error *Error `json:"error"`
+	}{id, false, e})
+}
+
+// SubscribeReply is the body of a subscribe reply.
+type SubscribeReply struct {
+	Offset    string `json:"offset"`
+	Recovered bool   `json:"recovered"`
+}
+
+// PublishReply is the body of a publish reply.
+type PublishReply struct {
+	Offset string `json:"offset"`
+}
+
+// HistoryReply is the body of a history reply.
+type HistoryReply struct {
+	Messages []WireMessage `json:"messages"`
+}
+
+// PresenceReply is the body of a presence reply.
+type PresenceReply struct {
+	Clients []broker.ClientInfo `json:"clients"`
+}
+
+// mustMarshal encodes values whose types cannot fail to encode.
+func mustMarshal(v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic("protocol: encoding a fixed shape failed: " + err.Error())
+	}
+	return b
+}

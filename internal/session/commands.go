@@ -1,0 +1,191 @@
+package session
+
+import (
+	"encoding/json"
+
+	"github.com/heraldhq/herald/broker"
+	"github.com/heraldhq/herald/internal/hub"
+	"github.com/heraldhq/herald/internal/protocol"
+)
+
+// handleCommand decodes and runs one JSON command and queues its reply.
+func (s *Session) handleCommand(b []byte) {
+	cmd, perr := protocol.DecodeCommand(b)
+	if perr != nil {
+		s.reply(protocol.ErrorReply(cmd.ID, perr))
+		return
+	}
+	switch cmd.Op {
+	case protocol.OpPing:
+		s.reply(protocol.Reply(cmd.ID, nil))
+	case protocol.OpSubscribe:
+		s.cmdSubscribe(cmd)
+	case protocol.OpUnsubscribe:
+		s.cmdUnsubscribe(cmd)
+	case protocol.OpPublish:
+		s.cmdPublish(cmd)
+	case protocol.OpHistory:
+		s.cmdHistory(cmd)
+	case protocol.OpPresence:
+		s.cmdPresence(cmd)
+	}
+}
+
+func (s *Session) cmdSubscribe(cmd protocol.Command) {
+	var since *string
+	if cmd.HasSince {
+		since = &cmd.Since
+	}
+	ok, perr := s.subscribe(cmd.Channel, since, func(r hub.SubscribeResult) {
+		s.reply(protocol.Reply(cmd.ID, protocol.SubscribeReply{
+			Offset:    r.Latest.String(),
+			Recovered: r.Recovered,
+		}))
+	})
+	if !ok {
+		s.reply(protocol.ErrorReply(cmd.ID, perr))
+	}
+}
+
+// subscribe checks and makes one subscription; ready runs once it is made,
+// before any message of the channel is queued. It reports whether the
+// subscription was made, and why not.
+func (s *Session) subscribe(channel string, since *string, ready func(hub.SubscribeResult)) (bool, *protocol.Error) {
+	var from *broker.Offset
+	if since != nil {
+		off, err := broker.ParseOffset(*since)
+		if err != nil {
+			return false, protocol.Errorf(protocol.CodeBadRequest, "bad since: "+err.Error())
+		}
+		from = &off
+	}
+	if s.cfg.Policy != nil {
+		if err := s.cfg.Policy.AuthorizeSubscribe(s.ctx, s.cfg.Client, channel); err != nil {
+			return false, s.asProtocolError(err)
+		}
+	}
+	s.mu.Lock()
+	_, dup := s.subs[channel]
+	if s.closed || dup {
+		s.mu.Unlock()
+		if dup {
+			return false, protocol.Errorf(protocol.CodeBadRequest, "already subscribed")
+		}
+		return false, protocol.Errorf(protocol.CodeUnavailable, "connection closing")
+	}
+	if s.subs == nil {
+		s.subs = make(map[string]struct{}, 1)
+	}
+	s.subs[channel] = struct{}{}
+	s.mu.Unlock()
+
+	if err := s.cfg.Hub.Subscribe(s.ctx, s, s.cfg.Client, channel, from, ready); err != nil {
+		s.mu.Lock()
+		delete(s.subs, channel)
+		s.mu.Unlock()
+		return false, s.asProtocolError(err)
+	}
+	s.subscriptionsDelta(1)
+	// A Close that ran while the hub was subscribing did not see this
+	// subscription: undo it here.
+	s.mu.Lock()
+	closed := s.closed
+	s.mu.Unlock()
+	if closed {
+		s.cfg.Hub.Unsubscribe(s.ctx, s, s.cfg.Client, channel)
+		s.subscriptionsDelta(-1)
+	}
+	return true, nil
+}
+
+func (s *Session) cmdUnsubscribe(cmd protocol.Command) {
+	s.mu.Lock()
+	_, ok := s.subs[cmd.Channel]
+	delete(s.subs, cmd.Channel)
+	s.mu.Unlock()
+	if ok {
+		s.cfg.Hub.Unsubscribe(s.ctx, s, s.cfg.Client, cmd.Channel)
+		s.subscriptionsDelta(-1)
+	}
+	s.reply(protocol.Reply(cmd.ID, nil))
+}
+
+func (s *Session) cmdPublish(cmd protocol.Command) {
+	off, err := s.publish(cmd.Channel, broker.Publication{
+		Data:   cmd.Data,
+		Event:  cmd.Event,
+		User:   s.cfg.Client.User,
+		Client: s.cfg.Client.Client,
+	})
+	if err != nil {
+		s.reply(protocol.ErrorReply(cmd.ID, s.asProtocolError(err)))
+		return
+	}
+	s.reply(protocol.Reply(cmd.ID, protocol.PublishReply{Offset: off.String()}))
+}
+
+// publish authorizes and publishes p to channel.
+func (s *Session) publish(channel string, p broker.Publication) (broker.Offset, error) {
+	if s.cfg.Policy != nil {
+		if err := s.cfg.Policy.AuthorizePublish(s.ctx, s.cfg.Client, channel, &p); err != nil {
+			return broker.Offset{}, err
+		}
+	}
+	off, err := s.cfg.Hub.Publish(s.ctx, channel, p)
+	if err != nil {
+		return off, err
+	}
+	if s.cfg.Metrics != nil {
+		s.cfg.Metrics.MessagesIn.WithLabelValues("client").Inc()
+	}
+	return off, nil
+}
+
+func (s *Session) cmdHistory(cmd protocol.Command) {
+	if s.cfg.Policy != nil {
+		if err := s.cfg.Policy.AuthorizeSubscribe(s.ctx, s.cfg.Client, cmd.Channel); err != nil {
+			s.reply(protocol.ErrorReply(cmd.ID, s.asProtocolError(err)))
+			return
+		}
+	}
+	var since broker.Offset
+	if cmd.HasSince {
+		off, err := broker.ParseOffset(cmd.Since)
+		if err != nil {
+			s.reply(protocol.ErrorReply(cmd.ID, protocol.Errorf(protocol.CodeBadRequest, "bad since: "+err.Error())))
+			return
+		}
+		since = off
+	}
+	res, err := s.cfg.Hub.History(s.ctx, cmd.Channel, broker.HistoryQuery{Since: since, Limit: cmd.Limit})
+	if err != nil {
+		s.reply(protocol.ErrorReply(cmd.ID, s.asProtocolError(err)))
+		return
+	}
+	msgs := make([]protocol.WireMessage, len(res.Messages))
+	for i, m := range res.Messages {
+		msgs[i] = protocol.ToWire(m)
+	}
+	s.reply(protocol.Reply(cmd.ID, protocol.HistoryReply{Messages: msgs}))
+}
+
+func (s *Session) cmdPresence(cmd protocol.Command) {
+	if s.cfg.Policy != nil {
+		if err := s.cfg.Policy.AuthorizeSubscribe(s.ctx, s.cfg.Client, cmd.Channel); err != nil {
+			s.reply(protocol.ErrorReply(cmd.ID, s.asProtocolError(err)))
+			return
+		}
+	}
+	cs, err := s.cfg.Hub.Presence(s.ctx, cmd.Channel)
+	if err != nil {
+		s.reply(protocol.ErrorReply(cmd.ID, s.asProtocolError(err)))
+		return
+	}
+	s.reply(protocol.Reply(cmd.ID, protocol.PresenceReply{Clients: cs}))
+}
+
+// quoteJSON returns text as a JSON string.
+func quoteJSON(text []byte) json.RawMessage {
+	b, _ := json.Marshal(string(text)) // a string always encodes
+	return b
+}

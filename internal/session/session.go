@@ -1,0 +1,206 @@
+// Package session is one client connection's protocol state: its
+// subscriptions, the commands it sends, and its bounded outgoing queue with
+// a write loop that runs only while there is something to write.
+//
+// A session does not touch the socket: the transport hands it frames
+// (HandleText, HandleBinary) and writes what the session gives its Conn.
+package session
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+
+	"github.com/heraldhq/herald/broker"
+	"github.com/heraldhq/herald/internal/hub"
+	"github.com/heraldhq/herald/internal/metrics"
+	"github.com/heraldhq/herald/internal/protocol"
+)
+
+// Conn is the transport side of a session.
+type Conn interface {
+	// WriteBatch writes payloads in order; it blocks until they are written
+	// or the write failed. It is never called concurrently.
+	WriteBatch(ps []*hub.Payload) error
+	// Close closes the connection with a close code and reason. It must not
+	// block, and may be called more than once.
+	Close(code int, reason string)
+}
+
+// Mode is how a session speaks.
+type Mode int
+
+// The session modes.
+const (
+	// ModeJSON is the JSON protocol, one object per frame (herald.v1).
+	ModeJSON Mode = iota
+	// ModeJSONL is the JSON protocol, several lines per frame (herald.v1.jsonl).
+	ModeJSONL
+	// ModeRaw is raw mode: frames are message data of one channel.
+	ModeRaw
+)
+
+// Policy decides what a client may do. Errors of type *protocol.Error reach
+// the client as they are; any other error is reported as "internal".
+type Policy interface {
+	// AuthorizeSubscribe allows or refuses a subscription.
+	AuthorizeSubscribe(ctx context.Context, c broker.ClientInfo, channel string) error
+	// AuthorizePublish allows or refuses a publish and may rewrite p.
+	AuthorizePublish(ctx context.Context, c broker.ClientInfo, channel string, p *broker.Publication) error
+}
+
+// Config configures a Session.
+type Config struct {
+	Hub    *hub.Hub
+	Conn   Conn
+	Client broker.ClientInfo
+	Mode   Mode
+	// RawChannel is the channel of a ModeRaw session.
+	RawChannel string
+	// Policy is consulted for every subscribe and publish; nil allows all.
+	Policy Policy
+	// QueueMessages and QueueBytes bound the outgoing queue; a session
+	// whose queue would pass either is closed with 1008.
+	QueueMessages int
+	QueueBytes    int
+	Metrics       *metrics.Metrics
+	Logger        *slog.Logger
+}
+
+// Session is one connection. HandleText and HandleBinary must be called
+// from one goroutine at a time; Deliver and Close from any.
+type Session struct {
+	cfg Config
+	ctx context.Context
+
+	mu     sync.Mutex // guards subs
+	subs   map[string]struct{}
+	closed bool
+
+	qmu        sync.Mutex // guards the outgoing queue
+	queue      []*hub.Payload
+	queueBytes int
+	writing    bool
+	closing    bool
+}
+
+// New returns a session; the caller calls Open next.
+func New(ctx context.Context, cfg Config) *Session {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Session{cfg: cfg, ctx: ctx}
+}
+
+// Client returns the session's client and user ids.
+func (s *Session) Client() broker.ClientInfo { return s.cfg.Client }
+
+// Open starts the session: a JSON session sends its welcome, a raw session
+// subscribes to its channel (resuming after since when it is set).
+func (s *Session) Open(since *string) error {
+	if s.cfg.Mode != ModeRaw {
+		s.enqueue(hub.NewPayload(protocol.Welcome(s.cfg.Client.Client, s.cfg.Client.User)))
+		return nil
+	}
+	_, perr := s.subscribe(s.cfg.RawChannel, since, func(hub.SubscribeResult) {})
+	if perr != nil {
+		return perr
+	}
+	return nil
+}
+
+// Deliver queues a delivery for the client; called by the hub.
+func (s *Session) Deliver(d *hub.Delivery) {
+	if s.cfg.Mode == ModeRaw {
+		if p := d.Raw(); p != nil {
+			s.enqueue(p)
+		}
+		return
+	}
+	s.enqueue(d.JSON())
+}
+
+// HandleText handles one text frame.
+func (s *Session) HandleText(frame []byte) {
+	switch s.cfg.Mode {
+	case ModeRaw:
+		s.publishRaw(frame, false)
+	case ModeJSONL:
+		protocol.SplitLines(frame, s.handleCommand)
+	default:
+		s.handleCommand(frame)
+	}
+}
+
+// HandleBinary handles one binary frame: raw mode relays it, the JSON
+// protocol refuses it.
+func (s *Session) HandleBinary(frame []byte) {
+	if s.cfg.Mode == ModeRaw {
+		s.publishRaw(frame, true)
+		return
+	}
+	s.reply(protocol.ErrorReply(0, protocol.Errorf(protocol.CodeBadRequest, "binary frames are not commands: send JSON text")))
+}
+
+// Close unsubscribes the session from every channel. Later deliveries are
+// dropped.
+func (s *Session) Close() {
+	s.qmu.Lock()
+	s.closing = true
+	s.queue, s.queueBytes = nil, 0
+	s.qmu.Unlock()
+
+	s.mu.Lock()
+	s.closed = true
+	subs := s.subs
+	s.subs = nil
+	s.mu.Unlock()
+	for ch := range subs {
+		s.cfg.Hub.Unsubscribe(context.Background(), s, s.cfg.Client, ch)
+		s.subscriptionsDelta(-1)
+	}
+}
+
+// Disconnect closes the connection with a close code and reason.
+func (s *Session) Disconnect(code int, reason string) { s.cfg.Conn.Close(code, reason) }
+
+func (s *Session) reply(b []byte) { s.enqueue(hub.NewPayload(b)) }
+
+func (s *Session) subscriptionsDelta(d float64) {
+	if s.cfg.Metrics != nil {
+		s.cfg.Metrics.Subscriptions.Add(d)
+	}
+}
+
+// publishRaw publishes a raw-mode frame to the session's channel. Raw mode
+// has no replies: a refused publish is logged and dropped.
+func (s *Session) publishRaw(frame []byte, binary bool) {
+	p := broker.Publication{Binary: binary, User: s.cfg.Client.User, Client: s.cfg.Client.Client}
+	if binary {
+		p.Data = append([]byte(nil), frame...)
+	} else {
+		p.Data = quoteJSON(frame)
+	}
+	if _, err := s.publish(s.cfg.RawChannel, p); err != nil {
+		s.cfg.Logger.Debug("raw publish refused", "client", s.cfg.Client.Client, "err", err)
+	}
+}
+
+// asProtocolError turns any error into what a client may see.
+func (s *Session) asProtocolError(err error) *protocol.Error {
+	var pe *protocol.Error
+	switch {
+	case errors.As(err, &pe):
+		return pe
+	case errors.Is(err, broker.ErrUnavailable):
+		return protocol.Errorf(protocol.CodeUnavailable, "the broker is unavailable, try again")
+	case errors.Is(err, hub.ErrAlreadySubscribed):
+		return protocol.Errorf(protocol.CodeBadRequest, "already subscribed")
+	case errors.Is(err, context.Canceled):
+		return protocol.Errorf(protocol.CodeUnavailable, "connection closing")
+	default:
+		s.cfg.Logger.Error("command failed", "client", s.cfg.Client.Client, "err", err)
+		return protocol.Errorf(protocol.CodeInternal, "internal error")
+	}
+}

@@ -1,0 +1,277 @@
+// Package ws is herald's WebSocket transport, the only code that touches a
+// WebSocket. It keeps github.com/lxzan/gws behind a small surface: Upgrade
+// turns a request into a Conn whose frames go to a Handler, and Conn writes
+// the batches a session gives it.
+//
+// Per idle connection there is one goroutine (gws's read loop) and no timer:
+// keepalive is one ticker for all connections, which pings connections that
+// were quiet for PingInterval and closes those quiet for PingInterval +
+// PongTimeout. Commands are handled off the read loop so its stack stays
+// small, one at a time per connection, in order.
+package ws
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/lxzan/gws"
+)
+
+// Handler receives one connection's frames. Frames are handed over one at a
+// time, in order; the slice is only valid during the call.
+type Handler interface {
+	HandleText(frame []byte)
+	HandleBinary(frame []byte)
+	// Close is called once, when the connection is gone.
+	Close()
+}
+
+// Config configures a Transport. Zero fields take the defaults in brackets.
+type Config struct {
+	// MaxMessageSize bounds one incoming message in bytes [65536]; a larger
+	// one closes the connection with 1009.
+	MaxMessageSize int
+	// ReadBufferSize is the read buffer per connection [1024]; memory per
+	// idle connection grows with it.
+	ReadBufferSize int
+	// PingInterval is how long a connection may be quiet before the server
+	// pings it [25s]; PongTimeout how much longer it may stay quiet before
+	// it is closed as dead [10s].
+	PingInterval time.Duration
+	PongTimeout  time.Duration
+	// WriteTimeout bounds one batch of writes [10s].
+	WriteTimeout time.Duration
+	// HandshakeTimeout bounds writing the upgrade response [5s].
+	HandshakeTimeout time.Duration
+	// DisableCompression turns permessage-deflate off.
+	DisableCompression bool
+	// Logger receives handler panics; nil discards.
+	Logger *slog.Logger
+}
+
+func (c *Config) setDefaults() {
+	if c.MaxMessageSize <= 0 {
+		c.MaxMessageSize = 65536
+	}
+	if c.ReadBufferSize <= 0 {
+		c.ReadBufferSize = 1024
+	}
+	if c.PingInterval <= 0 {
+		c.PingInterval = 25 * time.Second
+	}
+	if c.PongTimeout <= 0 {
+		c.PongTimeout = 10 * time.Second
+	}
+	if c.WriteTimeout <= 0 {
+		c.WriteTimeout = 10 * time.Second
+	}
+	if c.HandshakeTimeout <= 0 {
+		c.HandshakeTimeout = 5 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Transport upgrades requests and keeps its connections alive.
+type Transport struct {
+	cfg       Config
+	upgraders map[string]*gws.Upgrader // by subprotocol; "" for none
+	now       atomic.Int64             // coarse clock, unix nanoseconds, set by the ticker
+
+	mu    sync.Mutex
+	conns map[*Conn]struct{}
+
+	stop chan struct{}
+	done chan struct{}
+}
+
+// New returns a Transport speaking subprotocols (in the server's order of
+// preference) and starts its keepalive ticker; Close stops it.
+func New(cfg Config, subprotocols ...string) *Transport {
+	cfg.setDefaults()
+	t := &Transport{
+		cfg:       cfg,
+		upgraders: make(map[string]*gws.Upgrader, len(subprotocols)+1),
+		conns:     make(map[*Conn]struct{}),
+		stop:      make(chan struct{}),
+		done:      make(chan struct{}),
+	}
+	t.now.Store(time.Now().UnixNano())
+	events := &events{t: t}
+	for _, proto := range append([]string{""}, subprotocols...) {
+		opt := &gws.ServerOption{
+			ParallelEnabled:    true,
+			ParallelGolimit:    1, // one command at a time per connection, in order
+			ReadMaxPayloadSize: cfg.MaxMessageSize,
+			ReadBufferSize:     cfg.ReadBufferSize,
+			CheckUtf8Enabled:   true,
+			HandshakeTimeout:   cfg.HandshakeTimeout,
+			NewSession:         func() gws.SessionStorage { return &slot{} },
+			Recovery:           t.recover,
+			PermessageDeflate: gws.PermessageDeflate{
+				Enabled:               !cfg.DisableCompression,
+				ServerContextTakeover: true,
+				ClientContextTakeover: true,
+				PoolSize:              8,
+			},
+		}
+		if proto != "" {
+			opt.SubProtocols = []string{proto}
+		}
+		t.upgraders[proto] = gws.NewUpgrader(events, opt)
+	}
+	go t.keepalive()
+	return t
+}
+
+// Upgrade upgrades the request. accept is called with the new connection
+// before it reads anything and returns the connection's Handler; an error
+// from accept closes the connection with 1011. Upgrade returns once the
+// connection is handed to its read loop; after an error the response has
+// been written.
+func (t *Transport) Upgrade(w http.ResponseWriter, r *http.Request, accept func(*Conn) (Handler, error)) error {
+	u := t.upgraders[t.negotiate(r.Header.Get("Sec-WebSocket-Protocol"))]
+	gc, err := u.Upgrade(w, r)
+	if err != nil {
+		return fmt.Errorf("ws: upgrade: %w", err)
+	}
+	c := &Conn{t: t, gc: gc, written: make(chan struct{}, 1)}
+	c.lastRead.Store(t.now.Load())
+	gc.Session().Store("", c)
+	h, err := accept(c)
+	if err != nil {
+		_ = gc.WriteClose(1011, []byte("internal error"))
+		return fmt.Errorf("ws: accept: %w", err)
+	}
+	c.h = h
+	t.mu.Lock()
+	t.conns[c] = struct{}{}
+	t.mu.Unlock()
+	go gc.ReadLoop()
+	return nil
+}
+
+// negotiate picks the first subprotocol the client offers that the server
+// speaks, or "" (none) when it offers none of them.
+func (t *Transport) negotiate(header string) string {
+	for _, p := range strings.Split(header, ",") {
+		p = strings.TrimSpace(p)
+		if _, ok := t.upgraders[p]; ok && p != "" {
+			return p
+		}
+	}
+	return ""
+}
+
+// Len returns the number of open connections.
+func (t *Transport) Len() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.conns)
+}
+
+// CloseAll closes every connection with code and reason, without waiting.
+func (t *Transport) CloseAll(code int, reason string) {
+	t.mu.Lock()
+	conns := make([]*Conn, 0, len(t.conns))
+	for c := range t.conns {
+		conns = append(conns, c)
+	}
+	t.mu.Unlock()
+	for _, c := range conns {
+		c.Close(code, reason)
+	}
+}
+
+// WaitEmpty waits until every connection has closed, or ctx is done.
+func (t *Transport) WaitEmpty(ctx context.Context) error {
+	tk := time.NewTicker(5 * time.Millisecond)
+	defer tk.Stop()
+	for t.Len() > 0 {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("ws: %d connections still open: %w", t.Len(), ctx.Err())
+		case <-tk.C:
+		}
+	}
+	return nil
+}
+
+// Close stops the keepalive ticker. Connections stay open: close them with
+// CloseAll.
+func (t *Transport) Close() {
+	select {
+	case <-t.stop:
+	default:
+		close(t.stop)
+		<-t.done
+	}
+}
+
+func (t *Transport) recover(gws.Logger) {
+	if v := recover(); v != nil {
+		t.cfg.Logger.Error("panic in connection handler", "panic", v)
+	}
+}
+
+// keepalive is the one timer of all connections.
+func (t *Transport) keepalive() {
+	defer close(t.done)
+	tick := min(t.cfg.PingInterval, t.cfg.PongTimeout) / 2
+	tk := time.NewTicker(tick)
+	defer tk.Stop()
+	for {
+		select {
+		case <-t.stop:
+			return
+		case now := <-tk.C:
+			t.now.Store(now.UnixNano())
+			t.sweep(now.UnixNano())
+		}
+	}
+}
+
+// sweep pings quiet connections and closes dead ones.
+func (t *Transport) sweep(now int64) {
+	ping := int64(t.cfg.PingInterval)
+	dead := ping + int64(t.cfg.PongTimeout)
+	t.mu.Lock()
+	var quiet, gone []*Conn
+	for c := range t.conns {
+		switch idle := now - c.lastRead.Load(); {
+		case idle >= dead:
+			gone = append(gone, c)
+		case idle >= ping && !c.pinged.Load():
+			quiet = append(quiet, c)
+		}
+	}
+	t.mu.Unlock()
+	for _, c := range quiet {
+		c.pinged.Store(true)
+		c.gc.WriteAsync(gws.OpcodePing, nil, nil)
+	}
+	for _, c := range gone {
+		_ = c.gc.NetConn().Close() // a dead peer reads no close frame
+	}
+}
+
+// errClosed is returned by writes on a closed connection.
+var errClosed = errors.New("ws: connection closed")
+
+// slot is the per-connection session storage gws asks for, holding just
+// the *Conn (gws's default is a map).
+type slot struct{ v any }
+
+func (s *slot) Len() int                       { return 1 }
+func (s *slot) Load(string) (any, bool)        { return s.v, s.v != nil }
+func (s *slot) Delete(string)                  { s.v = nil }
+func (s *slot) Store(_ string, v any)          { s.v = v }
+func (s *slot) Range(f func(string, any) bool) { f("", s.v) }
