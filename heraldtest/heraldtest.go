@@ -66,6 +66,7 @@ type Client struct {
 	mu      sync.Mutex
 	nextID  uint64
 	frames  chan map[string]any // everything received, in order
+	readErr error               // why reading stopped; set before frames closes
 	Welcome map[string]any
 }
 
@@ -95,6 +96,7 @@ func (c *Client) readLoop() {
 	for {
 		_, b, err := c.Conn.Read(context.Background())
 		if err != nil {
+			c.readErr = err
 			return
 		}
 		for _, line := range strings.Split(string(b), "\n") {
@@ -133,8 +135,7 @@ func (c *Client) Closed() websocket.StatusCode {
 		select {
 		case _, ok := <-c.frames:
 			if !ok {
-				_, _, err := c.Conn.Read(context.Background())
-				return websocket.CloseStatus(err)
+				return websocket.CloseStatus(c.readErr)
 			}
 		case <-time.After(Timeout):
 			c.t.Fatalf("connection not closed within %v", Timeout)

@@ -16,6 +16,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -82,9 +84,10 @@ func (c *Config) setDefaults() {
 
 // Transport upgrades requests and keeps its connections alive.
 type Transport struct {
-	cfg       Config
-	upgraders map[string]*gws.Upgrader // by subprotocol; "" for none
-	now       atomic.Int64             // coarse clock, unix nanoseconds, set by the ticker
+	cfg          Config
+	upgraders    map[string]*gws.Upgrader // "ours" when the client offers one of subprotocols, "" otherwise
+	subprotocols []string
+	now          atomic.Int64 // coarse clock, unix nanoseconds, set by the ticker
 
 	mu    sync.Mutex
 	conns map[*Conn]struct{}
@@ -99,14 +102,14 @@ func New(cfg Config, subprotocols ...string) *Transport {
 	cfg.setDefaults()
 	t := &Transport{
 		cfg:       cfg,
-		upgraders: make(map[string]*gws.Upgrader, len(subprotocols)+1),
+		upgraders: make(map[string]*gws.Upgrader, 2),
 		conns:     make(map[*Conn]struct{}),
 		stop:      make(chan struct{}),
 		done:      make(chan struct{}),
 	}
 	t.now.Store(time.Now().UnixNano())
 	events := &events{t: t}
-	for _, proto := range append([]string{""}, subprotocols...) {
+	for _, protos := range [][]string{nil, subprotocols} {
 		opt := &gws.ServerOption{
 			ParallelEnabled:    true,
 			ParallelGolimit:    1, // one command at a time per connection, in order
@@ -116,18 +119,27 @@ func New(cfg Config, subprotocols ...string) *Transport {
 			HandshakeTimeout:   cfg.HandshakeTimeout,
 			NewSession:         func() gws.SessionStorage { return &slot{} },
 			Recovery:           t.recover,
+			SubProtocols:       protos,
 			PermessageDeflate: gws.PermessageDeflate{
-				Enabled:               !cfg.DisableCompression,
+				Enabled: !cfg.DisableCompression,
+				// The server keeps its compression context (what it sends
+				// is most of the traffic) in a 4 KiB window; clients
+				// compress each message on its own, so the server holds
+				// no decompression window per connection.
 				ServerContextTakeover: true,
-				ClientContextTakeover: true,
+				ServerMaxWindowBits:   serverWindowBits,
+				ClientContextTakeover: false,
+				ClientMaxWindowBits:   15,
 				PoolSize:              8,
 			},
 		}
-		if proto != "" {
-			opt.SubProtocols = []string{proto}
+		key := ""
+		if protos != nil {
+			key = "ours"
 		}
-		t.upgraders[proto] = gws.NewUpgrader(events, opt)
+		t.upgraders[key] = gws.NewUpgrader(events, opt)
 	}
+	t.subprotocols = subprotocols
 	go t.keepalive()
 	return t
 }
@@ -139,6 +151,7 @@ func New(cfg Config, subprotocols ...string) *Transport {
 // been written.
 func (t *Transport) Upgrade(w http.ResponseWriter, r *http.Request, accept func(*Conn) (Handler, error)) error {
 	u := t.upgraders[t.negotiate(r.Header.Get("Sec-WebSocket-Protocol"))]
+	sanitizeDeflateOffer(r.Header)
 	gc, err := u.Upgrade(w, r)
 	if err != nil {
 		return fmt.Errorf("ws: upgrade: %w", err)
@@ -159,16 +172,44 @@ func (t *Transport) Upgrade(w http.ResponseWriter, r *http.Request, accept func(
 	return nil
 }
 
-// negotiate picks the first subprotocol the client offers that the server
-// speaks, or "" (none) when it offers none of them.
+// negotiate returns "ours" when the client offers one of the server's
+// subprotocols (gws then picks the server's first choice among them), ""
+// when it offers none of them: such a client gets no subprotocol.
 func (t *Transport) negotiate(header string) string {
 	for _, p := range strings.Split(header, ",") {
-		p = strings.TrimSpace(p)
-		if _, ok := t.upgraders[p]; ok && p != "" {
-			return p
+		if slices.Contains(t.subprotocols, strings.TrimSpace(p)) {
+			return "ours"
 		}
 	}
 	return ""
+}
+
+// serverWindowBits is the server's LZ77 window: 4 KiB per compressing
+// connection instead of 32 KiB.
+const serverWindowBits = 12
+
+// sanitizeDeflateOffer keeps gws's permessage-deflate negotiation within
+// RFC 7692: only the client's first offer is considered, and an offer gws
+// would answer wrongly is removed, so that connection goes uncompressed.
+// Declined: anything but permessage-deflate first, and a server window
+// smaller than the server's (server_max_window_bits below 12).
+func sanitizeDeflateOffer(h http.Header) {
+	const key = "Sec-WebSocket-Extensions"
+	offer, _, _ := strings.Cut(strings.Join(h.Values(key), ","), ",")
+	h.Del(key)
+	params := strings.Split(offer, ";")
+	if strings.TrimSpace(params[0]) != "permessage-deflate" {
+		return
+	}
+	for _, p := range params[1:] {
+		name, val, _ := strings.Cut(strings.TrimSpace(p), "=")
+		if name == "server_max_window_bits" {
+			if n, err := strconv.Atoi(strings.Trim(val, `"`)); err != nil || n < serverWindowBits {
+				return
+			}
+		}
+	}
+	h.Set(key, offer)
 }
 
 // Len returns the number of open connections.

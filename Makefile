@@ -1,0 +1,28 @@
+# herald's two commands: `make run` (or `go run ./cmd/herald serve`) and `make test`.
+.PHONY: run test deps vet unit bench fuzz
+
+run:
+	go run ./cmd/herald serve
+
+# test runs every test: vet, the Go suite with the race detector (it drives
+# the browser end-to-end test too), herald.js's unit tests, a short fuzz
+# run of each parser, and every benchmark once so none can rot.
+test: deps vet
+	node --test clients/js/test/
+	go test -race -count=1 ./...
+	cd examples && go test -race -count=1 ./...
+	$(MAKE) fuzz FUZZTIME=5s
+	go test -run=NONE -bench=. -benchtime=1x ./...
+
+deps:
+	@test -d e2e/node_modules/playwright-core || npm ci --prefix e2e --no-audit --no-fund
+
+vet:
+	go vet ./...
+	cd examples && go vet ./...
+
+FUZZTIME ?= 30s
+fuzz:
+	go test -run=NONE -fuzz=FuzzDecodeCommand -fuzztime=$(FUZZTIME) ./internal/protocol
+	go test -run=NONE -fuzz=FuzzValidChannel -fuzztime=$(FUZZTIME) ./internal/protocol
+	go test -run=NONE -fuzz=FuzzParseOffset -fuzztime=$(FUZZTIME) ./broker

@@ -1,0 +1,136 @@
+package herald_test
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/heraldhq/herald"
+	"github.com/heraldhq/herald/heraldtest"
+)
+
+// dialSilent opens a WebSocket by hand and then never reads or answers a
+// ping: a peer that went away without closing its socket.
+func dialSilent(t *testing.T, base, path string) net.Conn {
+	t.Helper()
+	u, err := url.Parse(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := net.Dial("tcp", u.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	var key [16]byte
+	_, _ = rand.Read(key[:])
+	fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+		"Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n", path, u.Host, base64.StdEncoding.EncodeToString(key[:]))
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("handshake status %d", resp.StatusCode)
+	}
+	return c
+}
+
+func metricValue(t *testing.T, base, name string) string {
+	t.Helper()
+	resp, err := http.Get(base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if rest, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
+			return rest
+		}
+	}
+	return ""
+}
+
+func TestKeepaliveClosesDeadPeersAndKeepsLiveOnes(t *testing.T) {
+	_, hs := heraldtest.NewServer(t, herald.Config{
+		PingInterval: 50 * time.Millisecond,
+		PongTimeout:  50 * time.Millisecond,
+	})
+	live := heraldtest.Dial(t, heraldtest.WSURL(hs.URL, "/ws"))
+	dialSilent(t, hs.URL, "/ws")
+	heraldtest.WaitFor(t, heraldtest.Timeout, func() bool {
+		return metricValue(t, hs.URL, `herald_connections{transport="ws"}`) == "2"
+	})
+	// The silent peer is closed after PingInterval+PongTimeout; the live
+	// client answers pings (its reader is running) and stays.
+	heraldtest.WaitFor(t, heraldtest.Timeout, func() bool {
+		return metricValue(t, hs.URL, `herald_connections{transport="ws"}`) == "1"
+	})
+	deadline := time.Now().Add(300 * time.Millisecond) // several keepalive rounds
+	for time.Now().Before(deadline) {
+		live.MustOK(map[string]any{"op": "ping"})
+	}
+	if got := metricValue(t, hs.URL, `herald_connections{transport="ws"}`); got != "1" {
+		t.Fatalf("live client dropped: connections = %s", got)
+	}
+}
+
+func TestShutdownSends1001(t *testing.T) {
+	srv, err := herald.New(herald.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := newHTTPServer(t, srv)
+	a := heraldtest.Dial(t, heraldtest.WSURL(hs, "/ws"))
+	ctx, cancel := context.WithTimeout(context.Background(), heraldtest.Timeout)
+	defer cancel()
+	raw, _, err := websocket.Dial(ctx, heraldtest.WSURL(hs, "/ws/room"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Shutdown(ctx) }()
+	if got := a.Closed(); got != websocket.StatusGoingAway {
+		t.Fatalf("JSON client close status %v, want 1001", got)
+	}
+	_, _, err = raw.Read(ctx)
+	if got := websocket.CloseStatus(err); got != websocket.StatusGoingAway {
+		t.Fatalf("raw client close status %v (%v), want 1001", got, err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("shutdown: %v", err)
+	}
+	resp, err := http.Get(hs + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("healthz after shutdown: %d, want 503", resp.StatusCode)
+	}
+}
+
+// newHTTPServer serves h on a loopback port for the test's duration and
+// returns its base URL.
+func newHTTPServer(t *testing.T, h http.Handler) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = hs.Serve(ln) }()
+	t.Cleanup(func() { _ = hs.Close() })
+	return "http://" + ln.Addr().String()
+}

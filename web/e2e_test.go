@@ -1,0 +1,44 @@
+package web_test
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/heraldhq/herald"
+	"github.com/heraldhq/herald/heraldtest"
+)
+
+// TestChatPageInChromium drives the demo chat page in headless Chromium
+// (e2e/*.test.mjs, through playwright-core) against a real server.
+func TestChatPageInChromium(t *testing.T) {
+	e2e, err := filepath.Abs("../e2e")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(e2e, "node_modules", "playwright-core")); err != nil {
+		t.Fatalf("playwright-core is not installed: run `npm ci --prefix e2e` (make test does): %v", err)
+	}
+	if _, err := os.Stat("/usr/bin/chromium"); err != nil {
+		t.Fatalf("Chromium is not installed (Debian package chromium; .ci/run installs it): %v", err)
+	}
+	node, err := exec.LookPath("node")
+	if err != nil {
+		t.Fatalf("node is not installed: %v", err)
+	}
+	_, hs := heraldtest.NewServer(t, herald.Config{
+		Namespaces: map[string]herald.Namespace{"chat": {JoinLeave: true}},
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, node, "--test", e2e)
+	cmd.Env = append(os.Environ(), "HERALD_URL="+hs.URL)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("browser test failed: %v\n%s", err, out)
+	}
+	t.Logf("%s", out)
+}
