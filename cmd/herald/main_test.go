@@ -1,0 +1,150 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/heraldhq/herald/heraldtest"
+)
+
+func writeFile(t *testing.T, body string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "herald.yaml")
+	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestSettingsPrecedence(t *testing.T) {
+	t.Parallel()
+	file := writeFile(t, "history-size: 7\nhistory-ttl: 1m\nmax-message-size: 1000\naddr: ':1'\n")
+	env := []string{"HERALD_HISTORY_TTL=2m", "HERALD_MAX_MESSAGE_SIZE=2000", "HERALD_CONFIG=" + file}
+	s, err := loadSettings([]string{"--max-message-size", "3000"}, env, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.config.HistorySize != 7 { // file over defaults
+		t.Errorf("history-size = %d, want 7 from the file", s.config.HistorySize)
+	}
+	if s.config.HistoryTTL != 2*time.Minute { // env over file
+		t.Errorf("history-ttl = %v, want 2m from the environment", s.config.HistoryTTL)
+	}
+	if s.config.MaxMessageSize != 3000 { // flag over env
+		t.Errorf("max-message-size = %d, want 3000 from the flag", s.config.MaxMessageSize)
+	}
+	if s.addr != ":1" {
+		t.Errorf("addr = %q, want :1 from the file", s.addr)
+	}
+}
+
+func TestSettingsDefaults(t *testing.T) {
+	t.Parallel()
+	s, err := loadSettings(nil, nil, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.addr != ":8080" || s.broker != "memory" || s.config.HistorySize != 100 ||
+		s.config.HistoryTTL != 10*time.Minute || s.config.MaxMessageSize != 65536 {
+		t.Fatalf("defaults: %+v", s)
+	}
+	if !s.config.Namespaces["chat"].JoinLeave {
+		t.Fatal("the chat namespace has no join/leave by default")
+	}
+}
+
+func TestSettingsErrorsNameTheKey(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name string
+		args []string
+		env  []string
+		file string
+		want string
+	}{
+		{name: "unknown file key", file: "histroy-size: 5\n", want: `unknown key "histroy-size"`},
+		{name: "unknown namespace key", file: "namespaces:\n  chat:\n    joinleave: true\n", want: `namespaces.chat.joinleave`},
+		{name: "bad file value", file: "history-ttl: soon\n", want: "history-ttl"},
+		{name: "bad env value", env: []string{"HERALD_HISTORY_SIZE=many"}, want: "HERALD_HISTORY_SIZE"},
+		{name: "bad flag value", args: []string{"--max-message-size", "-5"}, want: "--max-message-size"},
+		{name: "unknown broker", args: []string{"--broker", "kafka://x"}, want: "--broker"},
+		{name: "unknown flag", args: []string{"--nope"}, want: "nope"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			args := tc.args
+			if tc.file != "" {
+				args = append([]string{"--config", writeFile(t, tc.file)}, args...)
+			}
+			var stderr bytes.Buffer
+			_, err := loadSettings(args, tc.env, &stderr)
+			if err == nil {
+				t.Fatal("no error")
+			}
+			if msg := err.Error() + stderr.String(); !strings.Contains(msg, tc.want) {
+				t.Fatalf("error %q does not name %q", msg, tc.want)
+			}
+		})
+	}
+}
+
+func TestVersion(t *testing.T) {
+	t.Parallel()
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"version"}, nil, &out, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(out.String(), "herald ") {
+		t.Fatalf("version printed %q", out.String())
+	}
+}
+
+func TestServeRunsAndStopsOnCancel(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, []string{"--addr", addr}, nil, io.Discard, io.Discard) }()
+	heraldtest.WaitFor(t, heraldtest.Timeout, func() bool {
+		resp, err := http.Get("http://" + addr + "/healthz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+	for _, path := range []string{"/", "/herald.js"} {
+		resp, err := http.Get("http://" + addr + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || len(body) == 0 {
+			t.Fatalf("GET %s: %d, %d bytes", path, resp.StatusCode, len(body))
+		}
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("serve returned %v", err)
+		}
+	case <-time.After(heraldtest.Timeout):
+		t.Fatal("serve did not stop")
+	}
+}
