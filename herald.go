@@ -186,7 +186,6 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request, rawChannel stri
 	if rawChannel != "" {
 		transport = "raw"
 	}
-	var sess *session.Session
 	err := s.ws.Upgrade(w, r, func(c *ws.Conn) (ws.Handler, error) {
 		mode := session.ModeJSON
 		switch {
@@ -195,7 +194,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request, rawChannel stri
 		case c.Subprotocol() == protocol.SubprotocolJSONL:
 			mode = session.ModeJSONL
 		}
-		sess = session.New(context.Background(), session.Config{
+		sess := session.New(context.Background(), session.Config{
 			Hub:           s.hub,
 			Conn:          c,
 			Client:        info,
@@ -207,24 +206,25 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request, rawChannel stri
 			Metrics:       s.metrics,
 			Logger:        s.cfg.Logger,
 		})
+		s.metrics.Connections.WithLabelValues(transport).Inc()
+		s.cfg.Logger.Debug("client connected", "client", info.Client, "user", info.User, "transport", transport)
+		if s.cfg.Hooks.Connected != nil {
+			s.cfg.Hooks.Connected(Client{ID: info.Client, User: user})
+		}
+		// Open before the first frame is read: the welcome goes first, and
+		// a raw client is subscribed before it can publish.
+		if err := sess.Open(since); err != nil {
+			pe := s.publicError(err)
+			code := protocol.CloseInternal
+			if pe.Code == CodeForbidden || pe.Code == CodeUnauthorized {
+				code = protocol.ClosePolicy
+			}
+			sess.Disconnect(code, pe.Message)
+		}
 		return &connHandler{s: s, sess: sess, transport: transport}, nil
 	})
 	if err != nil {
 		s.cfg.Logger.Debug("websocket upgrade failed", "err", err)
-		return
-	}
-	s.metrics.Connections.WithLabelValues(transport).Inc()
-	s.cfg.Logger.Debug("client connected", "client", info.Client, "user", info.User, "transport", transport)
-	if s.cfg.Hooks.Connected != nil {
-		s.cfg.Hooks.Connected(Client{ID: info.Client, User: user})
-	}
-	if err := sess.Open(since); err != nil {
-		var pe *Error
-		if errors.As(err, &pe) && pe.Code == CodeForbidden {
-			sess.Disconnect(protocol.ClosePolicy, pe.Message)
-			return
-		}
-		sess.Disconnect(protocol.CloseInternal, "cannot subscribe")
 	}
 }
 
