@@ -18,6 +18,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/heraldhq/herald/internal/loadtest"
 )
 
 // version is set at build time with -ldflags "-X main.version=…".
@@ -44,6 +46,8 @@ func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) erro
 	switch cmd {
 	case "serve":
 		return serve(ctx, args, env, stdout, stderr)
+	case "bench":
+		return loadtest.Run(ctx, args, stdout, stderr)
 	case "version":
 		_, err := fmt.Fprintln(stdout, "herald", version)
 		return err
@@ -59,5 +63,6 @@ const usage = `usage: herald [command] [flags]
 
 commands:
   serve     run the server (the default); herald serve -h lists its flags
+  bench     load-test a running server: herald bench idle|fanout -h
   version   print the version
 `

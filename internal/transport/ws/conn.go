@@ -43,7 +43,8 @@ func (c *Conn) WriteBatch(ps []*hub.Payload) error {
 	}
 	_ = c.gc.SetWriteDeadline(time.Now().Add(c.t.cfg.WriteTimeout))
 	if len(ps) > 1 && c.gc.SubProtocol() == protocol.SubprotocolJSONL {
-		var buf bytes.Buffer
+		buf := c.t.bufs.Get().(*bytes.Buffer)
+		defer c.t.putBuffer(buf) // after the wait below: gws has written it
 		for i, p := range ps {
 			if i > 0 {
 				buf.WriteByte('\n')

@@ -11,6 +11,7 @@
 package ws
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -92,6 +93,8 @@ type Transport struct {
 	mu    sync.Mutex
 	conns map[*Conn]struct{}
 
+	bufs sync.Pool // *bytes.Buffer for frames of several lines
+
 	stop chan struct{}
 	done chan struct{}
 }
@@ -108,6 +111,7 @@ func New(cfg Config, subprotocols ...string) *Transport {
 		done:      make(chan struct{}),
 	}
 	t.now.Store(time.Now().UnixNano())
+	t.bufs.New = func() any { return new(bytes.Buffer) }
 	events := &events{t: t}
 	for _, protos := range [][]string{nil, subprotocols} {
 		opt := &gws.ServerOption{
@@ -302,6 +306,17 @@ func (t *Transport) sweep(now int64) {
 	for _, c := range gone {
 		_ = c.gc.NetConn().Close() // a dead peer reads no close frame
 	}
+}
+
+// maxPooledBuffer keeps one huge batch from pinning its buffer forever.
+const maxPooledBuffer = 64 << 10
+
+func (t *Transport) putBuffer(b *bytes.Buffer) {
+	if b.Cap() > maxPooledBuffer {
+		return
+	}
+	b.Reset()
+	t.bufs.Put(b)
 }
 
 // errClosed is returned by writes on a closed connection.
