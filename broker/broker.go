@@ -105,8 +105,10 @@ type HistoryOptions struct {
 
 // HistoryQuery selects messages from a channel's history.
 type HistoryQuery struct {
-	// Since returns only messages after this offset; the zero Offset returns
-	// the oldest messages kept.
+	// Since returns only messages after this offset. The zero Offset means
+	// no cursor: the newest Limit messages are returned. An offset from
+	// another epoch (a history that is gone) returns the oldest messages
+	// the current history holds, with Complete false.
 	Since Offset
 	// Limit caps how many messages are returned: 0 returns none (only the
 	// latest offset), a negative value returns all that match.
@@ -122,8 +124,7 @@ type HistoryResult struct {
 	Latest Offset
 	// Complete is true when nothing after Since was lost: Since is in the
 	// current epoch and history still holds every message after it. It is
-	// also true for a zero Since on a channel with nothing trimmed before
-	// the first message returned.
+	// always true for the zero Since.
 	Complete bool
 }
 

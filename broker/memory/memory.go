@@ -198,21 +198,24 @@ func (b *Broker) History(_ context.Context, name string, q broker.HistoryQuery) 
 	if len(ch.history) > 0 {
 		first = ch.history[0].Offset.Seq
 	}
-	var since uint64
+	start := 0
 	switch {
 	case q.Since.IsZero():
 		res.Complete = true
+		if q.Limit >= 0 && len(ch.history) > q.Limit {
+			start = len(ch.history) - q.Limit // the newest Limit
+		}
 	case q.Since.Epoch != ch.epoch || q.Since.Seq > ch.seq:
-		return res, nil // another life of this channel: nothing can be resumed
+		// A cursor into a history that is gone: all that is kept now
+		// came after it.
 	default:
-		since = q.Since.Seq
-		res.Complete = since+1 >= first
-	}
-	start := len(ch.history)
-	for i, m := range ch.history {
-		if m.Offset.Seq > since {
-			start = i
-			break
+		res.Complete = q.Since.Seq+1 >= first
+		start = len(ch.history)
+		for i, m := range ch.history {
+			if m.Offset.Seq > q.Since.Seq {
+				start = i
+				break
+			}
 		}
 	}
 	msgs := ch.history[start:]

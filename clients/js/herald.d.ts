@@ -1,0 +1,144 @@
+// Type declarations for herald.js, the browser SDK of herald.
+
+/** The connection's state, as told by `on('state', …)`. */
+export type State = 'connecting' | 'connected' | 'disconnected';
+
+/** The contract's error codes; `Error.code` of a rejected command. */
+export type ErrorCode =
+  | 'bad_request'
+  | 'unauthorized'
+  | 'forbidden'
+  | 'not_found'
+  | 'too_large'
+  | 'rate_limited'
+  | 'unavailable'
+  | 'internal';
+
+/** An Error from herald: a refused command, or `unavailable` from the SDK itself. */
+export interface HeraldError extends Error {
+  code: ErrorCode | string;
+}
+
+/** A message of a channel, as pushed by the server or returned by history. */
+export interface Message<T = unknown> {
+  channel: string;
+  /** Opaque, ordered within the channel; pass it back as `since` to resume. */
+  offset: string;
+  data: T;
+  /** Only when the publisher gave one. */
+  event?: string;
+  /** The publisher's user id, where known. */
+  user?: string;
+  /** The publisher's client id, where known. */
+  client?: string;
+}
+
+/** One client subscribed to a channel. */
+export interface PresenceClient {
+  client: string;
+  user: string;
+}
+
+/** A join or leave push. */
+export interface PresenceEvent {
+  op: 'join' | 'leave';
+  channel: string;
+  client: string;
+  user: string;
+}
+
+/** What a subscribe reply told: the channel's latest offset, and whether resuming lost nothing. */
+export interface Subscribed {
+  offset: string;
+  recovered: boolean;
+}
+
+export interface HeraldOptions {
+  /** A JWT, sent as `?token=`. */
+  token?: string;
+  /** Called before each connect and reconnect; its result is sent as `?token=`. */
+  getToken?: () => string | undefined | Promise<string | undefined>;
+  /** The WebSocket class to use [globalThis.WebSocket]; for tests and other runtimes. */
+  WebSocket?: new (url: string, protocols?: string | string[]) => WebSocket;
+  /**
+   * Milliseconds between keepalive pings while connected [25000]; a connection
+   * that sends nothing for a whole interval is dropped and reconnected. 0 turns it off.
+   */
+  pingInterval?: number;
+}
+
+export interface SubscribeOptions {
+  /** Resume after this offset: its later messages that history holds come first. */
+  since?: string;
+}
+
+export interface HistoryOptions {
+  limit?: number;
+  since?: string;
+}
+
+export type Unlisten = () => void;
+
+/** One channel subscribed by `Herald.subscribe`. */
+export class Subscription<T = unknown> {
+  readonly channel: string;
+  /**
+   * The last offset seen on the channel: the last message's, or the subscribe
+   * reply's when no message came yet. Reconnects resume from it.
+   */
+  readonly offset: string | undefined;
+  /**
+   * The last subscribe reply's `recovered`: false when history no longer reached
+   * back to the offset asked for, so messages were missed. Undefined before the
+   * first reply.
+   */
+  readonly recovered: boolean | undefined;
+  /** Stops the subscription. */
+  unsubscribe(): void;
+  /** The channel's messages, oldest first. */
+  history(opts?: HistoryOptions): Promise<Message<T>[]>;
+  /** The clients subscribed to the channel. */
+  presence(): Promise<PresenceClient[]>;
+  /** After each subscribe reply: the first, and one per reconnect. */
+  on(event: 'subscribed', fn: (r: Subscribed) => void): Unlisten;
+  /** A client joined or left, where the channel's namespace tells. */
+  on(event: 'join' | 'leave', fn: (e: PresenceEvent) => void): Unlisten;
+  /** The server refused the subscription; it is gone. */
+  on(event: 'error', fn: (e: HeraldError) => void): Unlisten;
+}
+
+/** One connection to herald's /ws that reconnects by itself. */
+export class Herald {
+  /**
+   * @param url the /ws endpoint; left out, `ws(s)://<location.host>/ws`.
+   */
+  constructor(url?: string, opts?: HeraldOptions);
+  constructor(opts: HeraldOptions);
+  readonly url: string;
+  readonly state: State;
+  /** This connection's client id, from the server's welcome; new on each reconnect. */
+  readonly client: string;
+  /** The user id of the token, '' for anonymous clients. */
+  readonly user: string;
+  /**
+   * Subscribes to channel: handler gets each message once, in order, across
+   * reconnects. Throws if channel is already subscribed.
+   */
+  subscribe<T = unknown>(
+    channel: string,
+    handler: (data: T, message: Message<T>) => void,
+    opts?: SubscribeOptions,
+  ): Subscription<T>;
+  /**
+   * Publishes data and resolves with its offset; rejects with a HeraldError.
+   * While disconnected it waits for the connection.
+   */
+  publish(channel: string, data: unknown, opts?: { event?: string }): Promise<string>;
+  on(event: 'state', fn: (state: State) => void): Unlisten;
+  /** Errors that belong to no command: a bad frame, a failed getToken. */
+  on(event: 'error', fn: (e: Error) => void): Unlisten;
+  /** Closes the connection for good; what waits rejects with `unavailable`. */
+  close(): void;
+}
+
+export default Herald;

@@ -1,0 +1,313 @@
+// herald.js — the browser SDK for herald's JSON protocol on /ws.
+// An ES module with no dependencies. See README.md beside this file.
+
+const PROTOCOLS = ['herald.v1.jsonl', 'herald.v1'];
+const RETRY_MIN = 250; // ms before the first reconnect, doubling up to RETRY_MAX
+const RETRY_MAX = 10000;
+const SEEN_MAX = 1000; // offsets remembered per subscription to drop duplicates
+
+function herr(code, message) {
+  const e = new Error(message || code);
+  e.code = code;
+  return e;
+}
+
+// Emitter is the small event helper behind Herald.on and Subscription.on.
+class Emitter {
+  constructor() {
+    this._on = {};
+  }
+
+  // on registers fn for event and returns a function that removes it.
+  on(event, fn) {
+    (this._on[event] ||= new Set()).add(fn);
+    return () => this._on[event].delete(fn);
+  }
+
+  _emit(event, ...args) {
+    for (const fn of this._on[event] || []) {
+      try {
+        fn(...args);
+      } catch (e) {
+        setTimeout(() => { throw e; }); // report without breaking the SDK
+      }
+    }
+  }
+}
+
+// Subscription is one channel subscribed by Herald.subscribe.
+export class Subscription extends Emitter {
+  constructor(herald, channel, handler, since) {
+    super();
+    this.channel = channel;
+    // offset is the last offset seen on the channel (a message's, or the
+    // subscribe reply's when no message came yet); undefined before the
+    // first reply when no since was given. Reconnects resume from it.
+    this.offset = since;
+    // recovered is the last subscribe reply's recovered flag: false when
+    // history no longer reached back to the offset asked for.
+    this.recovered = undefined;
+    this._h = herald;
+    this._fn = handler;
+    this._seen = new Set();
+  }
+
+  // unsubscribe stops the subscription; the handler gets no more messages.
+  unsubscribe() {
+    const h = this._h;
+    if (h._subs.get(this.channel) !== this) return;
+    h._subs.delete(this.channel);
+    if (h.state === 'connected') h._call('unsubscribe', { channel: this.channel }).catch(() => {});
+  }
+
+  // history resolves with the channel's messages, oldest first.
+  async history({ limit, since } = {}) {
+    return (await this._h._call('history', { channel: this.channel, limit, since })).messages;
+  }
+
+  // presence resolves with the clients subscribed to the channel.
+  async presence() {
+    return (await this._h._call('presence', { channel: this.channel })).clients;
+  }
+
+  _message(m) {
+    if (this._seen.has(m.offset)) return;
+    this._seen.add(m.offset);
+    if (this._seen.size > SEEN_MAX) this._seen.delete(this._seen.values().next().value);
+    this.offset = m.offset;
+    this._fn && this._fn(m.data, m);
+  }
+}
+
+// Herald is one connection to a herald server that reconnects by itself.
+export class Herald extends Emitter {
+  constructor(url, opts = {}) {
+    super();
+    if (url && typeof url === 'object') [url, opts] = [undefined, url];
+    if (!url) {
+      const l = globalThis.location;
+      url = (l.protocol === 'https:' ? 'wss://' : 'ws://') + l.host + '/ws';
+    }
+    this.url = url;
+    this.state = 'disconnected';
+    this.client = ''; // this connection's client id, from the welcome
+    this.user = '';
+    this._opts = opts;
+    this._WS = opts.WebSocket || globalThis.WebSocket;
+    this._ping = opts.pingInterval ?? 25000;
+    this._id = 0;
+    this._pending = new Map(); // id → {op, frame, sent, resolve, reject}
+    this._queue = []; // commands waiting for a connection
+    this._out = []; // commands to send in the next batch
+    this._subs = new Map(); // channel → Subscription
+    this._retries = 0;
+    this._closed = false;
+    // Connect in a microtask, so that listeners added right after the
+    // constructor see 'connecting'.
+    queueMicrotask(() => this._connect());
+  }
+
+  // subscribe subscribes to channel; handler(data, message) gets each
+  // message once, in order, across reconnects.
+  subscribe(channel, handler, { since } = {}) {
+    if (this._closed) throw herr('unavailable', 'herald: closed');
+    if (this._subs.has(channel)) throw herr('bad_request', 'herald: already subscribed to ' + channel);
+    const sub = new Subscription(this, channel, handler, since);
+    this._subs.set(channel, sub);
+    if (this.state === 'connected') this._subscribe(sub);
+    return sub;
+  }
+
+  // publish resolves with the message's offset, or rejects with an Error
+  // whose code is the server's error code. While disconnected it waits.
+  async publish(channel, data, { event } = {}) {
+    return (await this._call('publish', { channel, data: data === undefined ? null : data, event })).offset;
+  }
+
+  // close closes the connection for good.
+  close() {
+    if (this._closed) return;
+    this._closed = true;
+    clearTimeout(this._timer);
+    for (const p of this._pending.values()) p.reject(herr('unavailable', 'herald: closed'));
+    this._pending.clear();
+    const ws = this._ws;
+    if (ws) {
+      this._drop(ws);
+      ws.close(1000);
+    }
+    this._setState('disconnected');
+  }
+
+  _setState(s) {
+    if (this.state === s) return;
+    this.state = s;
+    this._emit('state', s);
+  }
+
+  async _connect() {
+    if (this._closed) return;
+    this._setState('connecting');
+    let url = this.url;
+    let token = this._opts.token;
+    let ws;
+    try {
+      if (this._opts.getToken) token = await this._opts.getToken();
+      if (this._closed) return;
+      if (token) url += (url.includes('?') ? '&' : '?') + 'token=' + encodeURIComponent(token);
+      ws = new this._WS(url, PROTOCOLS);
+    } catch (e) {
+      this._emit('error', e);
+      return this._retry();
+    }
+    this._ws = ws;
+    ws.onopen = () => this._open(ws);
+    ws.onmessage = (ev) => this._read(ev.data);
+    ws.onclose = () => {
+      this._drop(ws);
+      this._retry();
+    };
+    ws.onerror = () => {};
+  }
+
+  _open(ws) {
+    this._jsonl = ws.protocol === PROTOCOLS[0];
+    this._alive = true;
+    if (this._ping > 0) {
+      this._pinger = setInterval(() => {
+        if (!this._alive) {
+          // Nothing came for a whole interval, not even a ping reply.
+          this._drop(ws);
+          ws.close();
+          return this._retry();
+        }
+        this._alive = false;
+        if (this.state === 'connected') this._call('ping').catch(() => {});
+      }, this._ping);
+    }
+  }
+
+  // _welcome makes the connection usable: the server's first frame names
+  // this client.
+  _welcome(m) {
+    this.client = m.client;
+    this.user = m.user || '';
+    if (this.state === 'connected') return;
+    this._retries = 0;
+    // Subscriptions first, then what waited: commands run in order.
+    this.state = 'connected';
+    for (const sub of this._subs.values()) this._subscribe(sub);
+    for (const p of this._queue) this._send(p);
+    this._queue = [];
+    this._emit('state', 'connected');
+  }
+
+  // _drop forgets the socket ws. What was not sent on it waits for the next
+  // connection, and so do history and presence, which are safe to repeat;
+  // a publish that was sent is rejected with unavailable, since it may or
+  // may not have been published. Subscribe, unsubscribe and ping belong to
+  // the lost connection.
+  _drop(ws) {
+    if (this._ws !== ws) return;
+    ws.onopen = ws.onmessage = ws.onclose = null;
+    this._ws = null;
+    clearInterval(this._pinger);
+    this._out = [];
+    for (const [id, p] of this._pending) {
+      if (p.op === 'history' || p.op === 'presence' || (p.op === 'publish' && !p.sent)) {
+        p.sent = false;
+        continue;
+      }
+      this._pending.delete(id);
+      if (p.op === 'publish') p.reject(herr('unavailable', 'herald: connection lost before the reply'));
+    }
+    this._queue = [...this._pending.values()];
+  }
+
+  _retry() {
+    if (this._closed) return;
+    this._setState('disconnected');
+    const d = Math.min(RETRY_MAX, RETRY_MIN * 2 ** this._retries++);
+    this._timer = setTimeout(() => this._connect(), d / 2 + (Math.random() * d) / 2);
+  }
+
+  // _subscribe sends sub's subscribe command. Its reply is handled at once,
+  // before the messages that follow it in the same frame.
+  _subscribe(sub) {
+    const mine = () => this._subs.get(sub.channel) === sub;
+    this._cmd('subscribe', { channel: sub.channel, since: sub.offset }, (r) => {
+      if (!mine()) return;
+      if (sub.offset === undefined) sub.offset = r.offset;
+      sub.recovered = r.recovered;
+      sub._emit('subscribed', { offset: r.offset, recovered: r.recovered });
+    }, (e) => {
+      if (!mine()) return;
+      this._subs.delete(sub.channel);
+      sub._emit('error', e);
+    });
+  }
+
+  // _call sends a command, or queues it until connected, and resolves with
+  // its reply.
+  _call(op, fields) {
+    return new Promise((resolve, reject) => this._cmd(op, fields, resolve, reject));
+  }
+
+  _cmd(op, fields, resolve, reject) {
+    if (this._closed) return reject(herr('unavailable', 'herald: closed'));
+    const id = ++this._id;
+    const p = { op, frame: JSON.stringify({ id, op, ...fields }), resolve, reject };
+    this._pending.set(id, p);
+    if (this.state === 'connected') this._send(p);
+    else this._queue.push(p);
+  }
+
+  // _send sends p in the next batch: the commands sent in one task go out
+  // as one frame, one a line.
+  _send(p) {
+    if (this._out.push(p) > 1) return;
+    queueMicrotask(() => {
+      const out = this._out;
+      const ws = this._ws;
+      this._out = [];
+      if (!ws || !out.length) return;
+      for (const p of out) p.sent = true;
+      if (this._jsonl) ws.send(out.map((p) => p.frame).join('\n'));
+      else for (const p of out) ws.send(p.frame);
+    });
+  }
+
+  _read(text) {
+    this._alive = true;
+    if (typeof text !== 'string') return;
+    for (const line of text.split('\n')) {
+      if (!line.trim()) continue;
+      let m;
+      try {
+        m = JSON.parse(line);
+      } catch (e) {
+        this._emit('error', e);
+        continue;
+      }
+      if (m.id) {
+        const p = this._pending.get(m.id);
+        if (!p) continue;
+        this._pending.delete(m.id);
+        if (m.ok) p.resolve(m);
+        else p.reject(herr(m.error?.code || 'internal', m.error?.message));
+        continue;
+      }
+      if (m.op === 'welcome') this._welcome(m);
+      else if (m.op === 'error' || m.ok === false) {
+        this._emit('error', herr(m.error?.code || 'internal', m.error?.message));
+      } else {
+        const sub = this._subs.get(m.channel);
+        if (!sub) continue;
+        if (m.op === 'message') sub._message(m);
+        else if (m.op === 'join' || m.op === 'leave') sub._emit(m.op, m);
+      }
+    }
+  }
+}
+
+export default Herald;

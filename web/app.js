@@ -1,0 +1,181 @@
+// The demo chat page: rooms are channels chat:<room>. A chat message's data
+// is {"name", "text", "ts"}; {"type": "hello", "name"} tells the room who a
+// client is, since presence only knows client ids.
+import { Herald } from '/herald.js';
+
+const $ = (id) => document.getElementById(id);
+const ROOM = /^[A-Za-z0-9_\-.:@=,]{1,64}$/; // channel-name characters
+
+const herald = new Herald();
+const names = new Map(); // client id → name, learned from messages
+const present = new Map(); // client id → user id, of the current room
+const shown = new Set(); // offsets already on screen
+let sub = null;
+let me = '';
+
+herald.on('state', (s) => {
+  $('state').textContent = s;
+  $('state').dataset.state = s;
+});
+
+// Fill the form from last time.
+$('name').value = localStorage.getItem('herald.name') || '';
+$('room').value = decodeURIComponent(location.hash.slice(1)) || localStorage.getItem('herald.room') || 'lobby';
+($('name').value ? $('text') : $('name')).focus();
+
+$('entry').addEventListener('submit', (ev) => {
+  ev.preventDefault();
+  const name = $('name').value.trim();
+  const room = $('room').value.trim();
+  if (!name) return $('name').focus();
+  if (!ROOM.test(room)) {
+    $('room').setCustomValidity('Letters, digits and _ - . : @ = , only');
+    return $('room').reportValidity();
+  }
+  $('room').setCustomValidity('');
+  localStorage.setItem('herald.name', name);
+  localStorage.setItem('herald.room', room);
+  history.replaceState(null, '', '#' + encodeURIComponent(room));
+  join(name, room);
+});
+
+$('composer').addEventListener('submit', async (ev) => {
+  ev.preventDefault();
+  const text = $('text').value.trim();
+  if (!text || !sub) return;
+  $('text').value = '';
+  try {
+    await herald.publish(sub.channel, { name: me, text, ts: Date.now() });
+  } catch (e) {
+    system(`Not sent (${e.code || 'error'}): ${text}`);
+  }
+});
+
+function join(name, room) {
+  const channel = 'chat:' + room;
+  if (sub && sub.channel === channel && me === name) return;
+  me = name;
+  if (sub) sub.unsubscribe();
+  $('messages').replaceChildren();
+  shown.clear();
+  present.clear();
+  $('title').textContent = '# ' + room;
+  $('text').disabled = $('send').disabled = false;
+  $('text').focus();
+
+  const s = herald.subscribe(channel, (data, m) => show(m));
+  sub = s;
+  let again = false;
+  s.on('subscribed', ({ recovered }) => {
+    // After a reconnect this client has a new id: say who it is again,
+    // quietly. When the server could not resume the room (it restarted),
+    // fetch history as on joining, to fill the gap and learn names.
+    if (again) hello(s, true);
+    if (!again || !recovered) catchUp(s, $('messages').lastChild);
+    again = true;
+    refreshWho(s);
+  });
+  s.on('join', (m) => {
+    present.set(m.client, m.user);
+    renderWho();
+  });
+  s.on('leave', (m) => {
+    present.delete(m.client);
+    renderWho();
+  });
+  s.on('error', (e) => system(`Could not join (${e.code || 'error'}): ${e.message}`));
+  hello(s, false);
+}
+
+// catchUp shows the room's recent history, oldest first, after the element
+// after (at the top when null): what came live meanwhile stays below it.
+async function catchUp(s, after) {
+  let msgs;
+  try {
+    msgs = await s.history();
+  } catch {
+    return;
+  }
+  if (sub !== s) return;
+  const before = after ? after.nextSibling : $('messages').firstChild;
+  for (const m of msgs) show(m, before);
+}
+
+// refreshWho asks who is in the room now.
+async function refreshWho(s) {
+  try {
+    const clients = await s.presence();
+    if (sub !== s) return;
+    present.clear();
+    for (const c of clients) present.set(c.client, c.user);
+    renderWho();
+  } catch (e) {
+    system(`Presence failed (${e.code || 'error'})`);
+  }
+}
+
+function hello(s, again) {
+  herald.publish(s.channel, { type: 'hello', name: me, again }).catch(() => {});
+}
+
+// show renders message m before the element before (or at the end).
+function show(m, before = null) {
+  if (shown.has(m.offset)) return;
+  shown.add(m.offset);
+  const d = m.data;
+  const obj = d && typeof d === 'object' ? d : {};
+  if (typeof obj.name === 'string' && m.client) {
+    names.set(m.client, obj.name);
+    if (present.has(m.client)) renderWho();
+  }
+  if (obj.type === 'hello') {
+    if (!obj.again) system(`${obj.name} joined`, before);
+    return;
+  }
+  const text = typeof d === 'string' ? d : typeof obj.text === 'string' ? obj.text : JSON.stringify(d);
+  const from = obj.name || names.get(m.client) || m.user || 'someone';
+  const when = new Date(typeof obj.ts === 'number' ? obj.ts : Date.now());
+
+  const li = el('li', 'msg');
+  if (m.client && m.client === herald.client) li.classList.add('mine');
+  const meta = el('div', 'meta');
+  meta.append(el('span', 'from', from));
+  const time = el('time', '', when.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' }));
+  time.dateTime = when.toISOString();
+  meta.append(time);
+  li.append(meta, el('div', 'text', text));
+  add(li, before, li.classList.contains('mine'));
+}
+
+function system(text, before = null) {
+  add(el('li', 'sys', text), before);
+}
+
+// add inserts li and keeps the list scrolled to the end if it was there,
+// or if scroll says so.
+function add(li, before, scroll = false) {
+  const list = $('messages');
+  const atEnd = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
+  list.insertBefore(li, before);
+  if (!before && (atEnd || scroll)) list.scrollTop = list.scrollHeight;
+}
+
+function renderWho() {
+  const items = [...present.keys()].map((c) => {
+    const you = c === herald.client;
+    const li = el('li', you ? 'you' : '', you ? me : names.get(c) || present.get(c) || 'guest ' + c.slice(-4));
+    if (you) li.append(el('small', '', ' (you)'));
+    li.dataset.client = c;
+    return li;
+  });
+  items.sort((a, b) => a.textContent.localeCompare(b.textContent));
+  $('who').replaceChildren(...items);
+  $('count').textContent = present.size ? `(${present.size})` : '';
+}
+
+function el(tag, cls, text) {
+  const e = document.createElement(tag);
+  if (cls) e.className = cls;
+  if (text !== undefined) e.textContent = text;
+  return e;
+}
