@@ -123,8 +123,9 @@ type HistoryResult struct {
 	// current epoch (zero for a channel with no history).
 	Latest Offset
 	// Complete is true when nothing after Since was lost: Since is in the
-	// current epoch and history still holds every message after it. It is
-	// always true for the zero Since.
+	// current epoch and history still holds every message after it. For
+	// the zero Since it is true when history still holds every message of
+	// the current epoch (nothing was trimmed or expired).
 	Complete bool
 }
 

@@ -201,7 +201,7 @@ func (b *Broker) History(_ context.Context, name string, q broker.HistoryQuery) 
 	start := 0
 	switch {
 	case q.Since.IsZero():
-		res.Complete = true
+		res.Complete = first == 1
 		if q.Limit >= 0 && len(ch.history) > q.Limit {
 			start = len(ch.history) - q.Limit // the newest Limit
 		}

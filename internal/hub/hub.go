@@ -158,12 +158,12 @@ func (h *Hub) Subscribe(ctx context.Context, sub Subscriber, info broker.ClientI
 	ready(SubscribeResult{Latest: hist.Latest, Recovered: since == nil || hist.Complete})
 	last := hist.Latest
 	for _, m := range hist.Messages {
-		sub.Deliver(&Delivery{Message: m})
+		sub.Deliver(&Delivery{Message: m, Replay: true})
 		last = m.Offset
 	}
 	for _, m := range e.buf {
 		if m.Offset.Epoch != last.Epoch || m.Offset.Seq > last.Seq {
-			sub.Deliver(&Delivery{Message: m})
+			sub.Deliver(&Delivery{Message: m, Replay: true})
 		}
 	}
 	e.pending, e.buf = false, nil

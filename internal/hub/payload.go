@@ -37,6 +37,10 @@ type Delivery struct {
 	// Message is set for a message; Presence for a join or leave.
 	Message  broker.Message
 	Presence *PresenceEvent
+	// Replay marks a message delivered to one subscriber catching up from
+	// history, not a live fan-out: the subscriber asked for it, so it does
+	// not count as falling behind.
+	Replay bool
 
 	jsonOnce, rawOnce sync.Once
 	json, raw         *Payload

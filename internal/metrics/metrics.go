@@ -44,6 +44,14 @@ func New(reg prometheus.Registerer) *Metrics {
 			Help: "Connections closed because they did not read fast enough.",
 		}),
 	}
+	// Every label value exists from the start, so dashboards see zeros
+	// rather than missing series.
+	for _, t := range []string{"ws", "raw"} {
+		m.Connections.WithLabelValues(t)
+	}
+	for _, src := range []string{"client", "api", "server"} {
+		m.MessagesIn.WithLabelValues(src)
+	}
 	if reg != nil {
 		reg.MustRegister(m.Connections, m.Subscriptions, m.MessagesIn, m.MessagesOut, m.SlowConsumers)
 	}

@@ -58,14 +58,21 @@ func DecodeCommand(b []byte) (Command, *Error) {
 	}
 	var w wireCommand
 	if err := json.Unmarshal(b, &w); err != nil {
-		return Command{}, Errorf(CodeBadRequest, "malformed JSON: "+jsonProblem(err))
+		// A field of the wrong type leaves the rest decoded: answer with
+		// the command's id when it is readable, so the client is not left
+		// waiting for a reply.
+		var c Command
+		if _, ok := err.(*json.UnmarshalTypeError); ok {
+			c.ID, _ = parseID(w.ID)
+		}
+		return c, Errorf(CodeBadRequest, "malformed JSON: "+jsonProblem(err))
 	}
 	var c Command
 	if w.ID == nil {
 		return c, Errorf(CodeBadRequest, "id is required")
 	}
-	id, err := strconv.ParseUint(string(w.ID), 10, 64)
-	if err != nil || id == 0 {
+	id, ok := parseID(w.ID)
+	if !ok {
 		return c, Errorf(CodeBadRequest, "id must be a positive integer")
 	}
 	c.ID = id
@@ -116,6 +123,12 @@ func DecodeCommand(b []byte) (Command, *Error) {
 		c.Data = buf.Bytes()
 	}
 	return c, nil
+}
+
+// parseID parses a command id: a positive integer that fits a uint64.
+func parseID(raw json.RawMessage) (uint64, bool) {
+	id, err := strconv.ParseUint(string(raw), 10, 64)
+	return id, err == nil && id != 0
 }
 
 // jsonProblem describes a decoding error without echoing the input back.

@@ -1,6 +1,9 @@
 package protocol
 
-import "net/http"
+import (
+	"net/http"
+	"unicode/utf8"
+)
 
 // Code is one of the contract's error codes.
 type Code string
@@ -62,10 +65,16 @@ func (c Code) HTTPStatus() int {
 	}
 }
 
-// CloseReason trims a close reason to what fits a close frame.
+// CloseReason trims a close reason to what fits a close frame, on a rune
+// boundary: RFC 6455 requires the reason to be valid UTF-8, and clients
+// fail a connection whose close reason is not.
 func CloseReason(s string) string {
-	if len(s) > closeCodeMaxLen {
-		return s[:closeCodeMaxLen]
+	if len(s) <= closeCodeMaxLen {
+		return s
 	}
-	return s
+	n := closeCodeMaxLen
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
 }

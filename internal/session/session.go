@@ -78,11 +78,12 @@ type Session struct {
 	subs   map[string]struct{}
 	closed bool
 
-	qmu        sync.Mutex // guards the outgoing queue
-	queue      []*hub.Payload
-	queueBytes int
-	writing    bool
-	closing    bool
+	qmu       sync.Mutex // guards the outgoing queue
+	queue     []queued
+	liveLen   int // live fan-out payloads in queue
+	liveBytes int // and their bytes
+	writing   bool
+	closing   bool
 }
 
 // New returns a session; the caller calls Open next.
@@ -100,7 +101,7 @@ func (s *Session) Client() broker.ClientInfo { return s.cfg.Client }
 // subscribes to its channel (resuming after since when it is set).
 func (s *Session) Open(since *string) error {
 	if s.cfg.Mode != ModeRaw {
-		s.enqueue(hub.NewPayload(protocol.Welcome(s.cfg.Client.Client, s.cfg.Client.User)))
+		s.enqueue(hub.NewPayload(protocol.Welcome(s.cfg.Client.Client, s.cfg.Client.User)), false)
 		return nil
 	}
 	_, perr := s.subscribe(s.cfg.RawChannel, since, func(hub.SubscribeResult) {})
@@ -114,11 +115,11 @@ func (s *Session) Open(since *string) error {
 func (s *Session) Deliver(d *hub.Delivery) {
 	if s.cfg.Mode == ModeRaw {
 		if p := d.Raw(); p != nil {
-			s.enqueue(p)
+			s.enqueue(p, !d.Replay)
 		}
 		return
 	}
-	s.enqueue(d.JSON())
+	s.enqueue(d.JSON(), !d.Replay)
 }
 
 // HandleText handles one text frame.
@@ -148,7 +149,7 @@ func (s *Session) HandleBinary(frame []byte) {
 func (s *Session) Close() {
 	s.qmu.Lock()
 	s.closing = true
-	s.queue, s.queueBytes = nil, 0
+	s.queue, s.liveLen, s.liveBytes = nil, 0, 0
 	s.qmu.Unlock()
 
 	s.mu.Lock()
@@ -165,7 +166,7 @@ func (s *Session) Close() {
 // Disconnect closes the connection with a close code and reason.
 func (s *Session) Disconnect(code int, reason string) { s.cfg.Conn.Close(code, reason) }
 
-func (s *Session) reply(b []byte) { s.enqueue(hub.NewPayload(b)) }
+func (s *Session) reply(b []byte) { s.enqueue(hub.NewPayload(b), false) }
 
 func (s *Session) subscriptionsDelta(d float64) {
 	if s.cfg.Metrics != nil {

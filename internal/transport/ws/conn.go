@@ -21,7 +21,8 @@ type Conn struct {
 
 	lastRead atomic.Int64 // coarse unix nanoseconds of the last frame read
 	pinged   atomic.Bool  // a keepalive ping is outstanding
-	closed   atomic.Bool
+	closed   atomic.Bool  // the read loop has ended
+	closing  atomic.Bool  // Close was called
 	once     sync.Once
 
 	written chan struct{} // signalled when a batch has gone through gws's write queue
@@ -69,9 +70,13 @@ func (c *Conn) WriteBatch(ps []*hub.Payload) error {
 	return nil
 }
 
-// batchDone runs in gws's write queue after a batch's frames.
+// batchDone runs in gws's write queue after a batch's frames. It clears the
+// batch's deadline unless the connection is closing, whose deadline bounds
+// the close frame.
 func (c *Conn) batchDone() {
-	_ = c.gc.SetWriteDeadline(time.Time{})
+	if !c.closing.Load() {
+		_ = c.gc.SetWriteDeadline(time.Time{})
+	}
 	c.written <- struct{}{}
 }
 
@@ -85,14 +90,14 @@ func opcode(p *hub.Payload) gws.Opcode {
 }
 
 // Close sends a close frame with code and reason and closes the
-// connection, without blocking; a peer that does not read gets WriteTimeout
-// to take the frame.
+// connection, without blocking. A peer that does not read gets WriteTimeout
+// to take the frame; then the socket is closed regardless.
 func (c *Conn) Close(code int, reason string) {
 	c.once.Do(func() {
-		go func() {
-			_ = c.gc.SetWriteDeadline(time.Now().Add(c.t.cfg.WriteTimeout))
-			_ = c.gc.WriteClose(uint16(code), []byte(protocol.CloseReason(reason)))
-		}()
+		c.closing.Store(true)
+		_ = c.gc.SetWriteDeadline(time.Now().Add(c.t.cfg.WriteTimeout))
+		time.AfterFunc(c.t.cfg.WriteTimeout, func() { _ = c.gc.NetConn().Close() })
+		go func() { _ = c.gc.WriteClose(uint16(code), []byte(protocol.CloseReason(reason))) }()
 	})
 }
 

@@ -1,0 +1,101 @@
+package loadtest
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// clockTicks is USER_HZ, the unit of /proc CPU times (100 on Linux).
+const clockTicks = 100
+
+// cpuSample is a reading of the machine's and two processes' CPU time,
+// from /proc; fields are zero where /proc cannot be read.
+type cpuSample struct {
+	at          time.Time
+	busy, total uint64 // machine: non-idle and all ticks, over every core
+	self, other uint64 // ticks of this process and of the server (pid)
+	ok          bool
+}
+
+func sampleCPU(pid int) cpuSample {
+	s := cpuSample{at: time.Now()}
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return s
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 6 || f[0] != "cpu" {
+		return s
+	}
+	for i, v := range f[1:] {
+		n, _ := strconv.ParseUint(v, 10, 64)
+		if i >= 8 { // guest time is already counted in user
+			break
+		}
+		s.total += n
+		if i != 3 && i != 4 { // idle, iowait
+			s.busy += n
+		}
+	}
+	s.self = procTicks(os.Getpid())
+	if pid > 0 {
+		s.other = procTicks(pid)
+	}
+	s.ok = true
+	return s
+}
+
+// procTicks returns the user+system CPU ticks of process pid.
+func procTicks(pid int) uint64 {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0
+	}
+	// The command name may hold spaces: fields count from after its ')'.
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	if len(f) < 13 {
+		return 0
+	}
+	u, _ := strconv.ParseUint(f[11], 10, 64)
+	k, _ := strconv.ParseUint(f[12], 10, 64)
+	return u + k
+}
+
+// cpuUse is what the machine and the processes did between two samples.
+type cpuUse struct {
+	HostBusy    float64 `json:"host_cpu_busy"`          // fraction of all cores busy
+	ClientCores float64 `json:"client_cores"`           // cores this process used
+	ServerCores float64 `json:"server_cores,omitempty"` // cores the server used (given -pid)
+	OtherCores  float64 `json:"other_cores"`            // cores anything else used
+}
+
+func cpuBetween(a, b cpuSample) cpuUse {
+	if !a.ok || !b.ok || b.total <= a.total {
+		return cpuUse{}
+	}
+	wall := b.at.Sub(a.at).Seconds()
+	cores := func(t0, t1 uint64) float64 { return round(float64(t1-t0)/clockTicks/wall, 2) }
+	u := cpuUse{
+		HostBusy:    round(float64(b.busy-a.busy)/float64(b.total-a.total), 3),
+		ClientCores: cores(a.self, b.self),
+	}
+	if b.other > 0 {
+		u.ServerCores = cores(a.other, b.other)
+	}
+	ncpu := float64(b.total-a.total) / clockTicks / wall
+	u.OtherCores = round(max(0, u.HostBusy*ncpu-u.ClientCores-u.ServerCores), 2)
+	return u
+}
+
+func cpuText(u cpuUse) string {
+	s := fmt.Sprintf("machine %.0f%% busy: client %.2f cores", u.HostBusy*100, u.ClientCores)
+	if u.ServerCores > 0 {
+		s += fmt.Sprintf(", server %.2f cores", u.ServerCores)
+	}
+	return s + fmt.Sprintf(", other processes %.2f cores", u.OtherCores)
+}

@@ -1,0 +1,505 @@
+package loadtest
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// fanoutResult is the fanout scenario's JSON line.
+type fanoutResult struct {
+	Scenario        string            `json:"scenario"`
+	URL             string            `json:"url"`
+	Proto           string            `json:"proto"`
+	Subs            int               `json:"subs"`
+	Subscribed      int               `json:"subscribed"`
+	Rate            float64           `json:"rate"`
+	DurationSeconds float64           `json:"duration_seconds"`
+	Size            int               `json:"size"`
+	Published       int64             `json:"published"`
+	Acked           int64             `json:"acked"`
+	PublishErrors   int64             `json:"publish_errors"`
+	Unacked         int64             `json:"unacked"`
+	PublishRate     float64           `json:"publish_rate"`
+	PublisherLagMs  float64           `json:"publisher_max_lag_ms"`
+	Expected        int64             `json:"expected"`
+	Received        int64             `json:"received"`
+	Lost            int64             `json:"lost"`
+	Duplicates      int64             `json:"duplicates"`
+	OutOfOrder      int64             `json:"out_of_order"`
+	SubsComplete    int               `json:"subs_complete"`
+	DeliveredPerSec float64           `json:"delivered_per_sec"`
+	P50Ms           float64           `json:"p50_ms"`
+	P90Ms           float64           `json:"p90_ms"`
+	P99Ms           float64           `json:"p99_ms"`
+	P999Ms          float64           `json:"p999_ms"`
+	MaxMs           float64           `json:"max_ms"`
+	MeanMs          float64           `json:"mean_ms"`
+	AckP50Ms        float64           `json:"ack_p50_ms"`
+	AckP99Ms        float64           `json:"ack_p99_ms"`
+	Closed          int64             `json:"closed_by_server"`
+	Errors          int64             `json:"errors"`
+	ErrorKinds      map[string]string `json:"error_kinds,omitempty"`
+	ClientRSSKiB    int64             `json:"client_rss_kib,omitempty"`
+	ServerRSSKiB    int64             `json:"server_rss_kib,omitempty"`
+	CPU             cpuUse            `json:"cpu"`
+}
+
+func runFanout(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("herald bench fanout", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var cm common
+	cm.register(fs, "fanout")
+	subs := fs.Int("subs", 1000, "subscribers on the channel")
+	rate := fs.Float64("rate", 100, "publishes per second")
+	duration := fs.Duration("duration", 20*time.Second, "how long to publish")
+	size := fs.Int("size", 128, "bytes of each message's data (timestamp, sequence number and padding)")
+	drain := fs.Duration("drain", 10*time.Second, "longest wait for deliveries after the last publish")
+	pid := fs.Int("pid", 0, "the server's process id, to report its CPU and RSS (0: not measured)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	switch {
+	case fs.NArg() > 0:
+		return fmt.Errorf("bench fanout: unexpected argument %q", fs.Arg(0))
+	case *subs < 1:
+		return errors.New("bench fanout: -subs must be at least 1")
+	case *rate <= 0:
+		return errors.New("bench fanout: -rate must be positive")
+	case *duration <= 0:
+		return errors.New("bench fanout: -duration must be positive")
+	}
+	t, err := cm.target()
+	if err != nil {
+		return err
+	}
+	res := fanoutResult{Scenario: "fanout", URL: t.subscriberURL().String(), Proto: t.proto, Subs: *subs,
+		Rate: *rate, DurationSeconds: duration.Seconds(), Size: *size}
+	r := &fanoutRun{t: t, lat: new(histogram), ack: new(histogram), pending: map[uint64]pendingPub{}}
+
+	// Subscribers.
+	var mu sync.Mutex
+	start := time.Now()
+	stop := make(chan struct{})
+	pw := progress(stderr, time.Second, stop, func() string {
+		mu.Lock()
+		k := len(r.subs)
+		mu.Unlock()
+		return fmt.Sprintf("fanout: subscribed %d/%d, errors %d", k, *subs, r.errs.n.Load())
+	})
+	dialAll(ctx, t, *subs, cm.concurrency, 4096, cm.dialTimeout, &r.errs, func(c *wsConn) {
+		s := &subscriber{c: c, r: r, done: make(chan struct{})}
+		mu.Lock()
+		r.subs = append(r.subs, s)
+		mu.Unlock()
+		go s.read()
+	})
+	close(stop)
+	pw.Wait()
+	res.Subscribed = len(r.subs)
+	fmt.Fprintf(stderr, "fanout: %d subscribers in %v, %d errors\n", len(r.subs), time.Since(start).Round(time.Millisecond), r.errs.n.Load())
+	defer r.closeAll()
+	if len(r.subs) == 0 {
+		return errors.New("bench fanout: no subscriber could subscribe")
+	}
+
+	// Publisher.
+	pubCtx, cancel := context.WithTimeout(ctx, cm.dialTimeout)
+	pub, err := dialWS(pubCtx, t.ws, "herald.v1", 4096)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("bench fanout: publisher: %w", err)
+	}
+	r.pub = pub
+	r.pubDone = make(chan struct{})
+	go r.readAcks()
+
+	// Warm up: publish sequence 0 until every subscriber has seen it, so
+	// raw-mode subscriptions (which have no reply) are live too.
+	warm := time.Now()
+	for r.ready() < len(r.subs) && time.Since(warm) < cm.dialTimeout && ctx.Err() == nil {
+		if err := r.publish(0, *size, false); err != nil {
+			return fmt.Errorf("bench fanout: publisher: %w", err)
+		}
+		waitUntil(ctx, 50*time.Millisecond, func() bool { return r.ready() == len(r.subs) })
+	}
+	if k := r.ready(); k < len(r.subs) {
+		fmt.Fprintf(stderr, "fanout: only %d of %d subscribers received the warm-up message\n", k, len(r.subs))
+	}
+
+	// Publish at a fixed rate.
+	interval := time.Duration(float64(time.Second) / *rate)
+	cpu0 := sampleCPU(*pid)
+	pubStart := time.Now()
+	r.pubStart.Store(pubStart.UnixNano())
+	end := pubStart.Add(*duration)
+	stop = make(chan struct{})
+	var published atomic.Int64
+	pw = progress(stderr, time.Second, stop, func() string {
+		el := time.Since(pubStart).Seconds()
+		got := r.received()
+		return fmt.Sprintf("fanout: %4.0fs published %d, delivered %d (%.0f/s), p99 %.2fms, closed %d",
+			el, published.Load(), got, float64(got)/el, ms(r.lat.quantile(0.99)), r.closed.Load())
+	})
+	var maxLag time.Duration
+	timer := time.NewTimer(0)
+	<-timer.C
+	for seq := uint64(1); ctx.Err() == nil; seq++ {
+		due := pubStart.Add(time.Duration(seq-1) * interval)
+		if !due.Before(end) {
+			break
+		}
+		if d := time.Until(due); d > 0 {
+			timer.Reset(d)
+			select {
+			case <-ctx.Done():
+			case <-timer.C:
+			}
+		}
+		maxLag = max(maxLag, time.Since(due))
+		if err := r.publish(seq, *size, true); err != nil {
+			r.errs.add("publish", err)
+			break
+		}
+		published.Store(int64(seq))
+	}
+	pubEnd := time.Now()
+	res.CPU = cpuBetween(cpu0, sampleCPU(*pid))
+	if *pid > 0 {
+		if v, err := rssKiB(*pid); err == nil {
+			res.ServerRSSKiB = v
+		}
+	}
+
+	// Drain: wait for every ack and every delivery, or for progress to stop.
+	lastGot, lastChange := int64(-1), time.Now()
+	waitUntil(ctx, *drain, func() bool {
+		got := r.received()
+		if got != lastGot {
+			lastGot, lastChange = got, time.Now()
+		}
+		acked := r.acked.Load()
+		return (r.unacked() == 0 && got >= acked*int64(len(r.subs))) || time.Since(lastChange) > 3*time.Second
+	})
+	close(stop)
+	pw.Wait()
+	r.closeAll()
+
+	// Tally.
+	res.Published = published.Load()
+	res.Acked = r.acked.Load()
+	res.PublishErrors = r.pubErrs.Load()
+	res.Unacked = int64(r.unacked())
+	res.PublishRate = round(float64(res.Published)/pubEnd.Sub(pubStart).Seconds(), 1)
+	res.PublisherLagMs = ms(maxLag)
+	res.Expected = res.Acked * int64(len(r.subs))
+	for _, s := range r.subs {
+		res.Received += s.distinct
+		res.Duplicates += s.dups
+		res.OutOfOrder += s.ooo
+		if s.distinct >= res.Acked {
+			res.SubsComplete++
+		}
+	}
+	res.Lost = res.Expected - res.Received
+	if last := r.lastRecv.Load(); last > 0 && res.Received > 0 {
+		res.DeliveredPerSec = round(float64(res.Received)/time.Duration(last-pubStart.UnixNano()).Seconds(), 1)
+	}
+	res.P50Ms, res.P90Ms = ms(r.lat.quantile(0.50)), ms(r.lat.quantile(0.90))
+	res.P99Ms, res.P999Ms = ms(r.lat.quantile(0.99)), ms(r.lat.quantile(0.999))
+	res.MaxMs, res.MeanMs = ms(time.Duration(r.lat.max.Load())), ms(r.lat.mean())
+	res.AckP50Ms, res.AckP99Ms = ms(r.ack.quantile(0.50)), ms(r.ack.quantile(0.99))
+	res.Closed = r.closed.Load()
+	res.Errors = r.errs.n.Load()
+	res.ErrorKinds = r.errs.summary()
+	if v, err := rssKiB(os.Getpid()); err == nil {
+		res.ClientRSSKiB = v
+	}
+
+	rows := []row{
+		{"subscribers", fmt.Sprintf("%d of %d (%s)", res.Subscribed, res.Subs, res.Proto)},
+		{"published", fmt.Sprintf("%d in %.1fs (%.1f/s, asked %.1f/s), %d-byte data, acked %d, errors %d, unacked %d",
+			res.Published, pubEnd.Sub(pubStart).Seconds(), res.PublishRate, res.Rate, res.Size, res.Acked, res.PublishErrors, res.Unacked)},
+		{"delivered", fmt.Sprintf("%d of %d expected (%.0f msg/s)", res.Received, res.Expected, res.DeliveredPerSec)},
+		{"lost", fmt.Sprintf("%d (subscribers complete: %d/%d)", res.Lost, res.SubsComplete, res.Subscribed)},
+		{"duplicates / out of order", fmt.Sprintf("%d / %d", res.Duplicates, res.OutOfOrder)},
+		{"latency", fmt.Sprintf("p50 %.2fms  p90 %.2fms  p99 %.2fms  p99.9 %.2fms  max %.2fms  mean %.2fms",
+			res.P50Ms, res.P90Ms, res.P99Ms, res.P999Ms, res.MaxMs, res.MeanMs)},
+		{"publish ack", fmt.Sprintf("p50 %.2fms  p99 %.2fms", res.AckP50Ms, res.AckP99Ms)},
+		{"publisher max lag", fmt.Sprintf("%.2fms", res.PublisherLagMs)},
+		{"CPU while publishing", cpuText(res.CPU)},
+		{"closed by server", strconv.FormatInt(res.Closed, 10)},
+		{"errors", strconv.FormatInt(res.Errors, 10)},
+	}
+	kinds := make([]string, 0, len(res.ErrorKinds))
+	for k := range res.ErrorKinds {
+		kinds = append(kinds, k)
+	}
+	sort.Strings(kinds)
+	for _, k := range kinds {
+		rows = append(rows, row{"errors: " + k, res.ErrorKinds[k]})
+	}
+	if err := report(stdout, "herald bench fanout", rows, res); err != nil {
+		return err
+	}
+	return ctx.Err()
+}
+
+// waitUntil polls cond every few milliseconds for at most d.
+func waitUntil(ctx context.Context, d time.Duration, cond func() bool) {
+	deadline := time.Now().Add(d)
+	for !cond() && time.Now().Before(deadline) && ctx.Err() == nil {
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+type pendingPub struct {
+	sent  time.Time
+	timed bool
+}
+
+// fanoutRun is the shared state of one fanout run.
+type fanoutRun struct {
+	t    *target
+	subs []*subscriber
+	errs errorLog
+	lat  *histogram // delivery latency
+	ack  *histogram // publish → ok reply
+
+	pub      *wsConn
+	pubDone  chan struct{}
+	nextID   uint64 // publishing goroutine only
+	pmu      sync.Mutex
+	pending  map[uint64]pendingPub // by command id
+	acked    atomic.Int64          // timed publishes acknowledged ok
+	pubErrs  atomic.Int64
+	pubStart atomic.Int64
+	lastRecv atomic.Int64 // unix nanoseconds of the latest delivery
+	closed   atomic.Int64 // subscribers the server closed
+	closing  atomic.Bool
+	once     sync.Once
+}
+
+// publish sends one publish command carrying seq and the send time,
+// padded to size bytes of data.
+func (r *fanoutRun) publish(seq uint64, size int, timed bool) error {
+	r.nextID++
+	id := r.nextID
+	now := time.Now()
+	var b bytes.Buffer
+	b.Grow(size + 128)
+	b.WriteString(`{"id":`)
+	b.WriteString(strconv.FormatUint(id, 10))
+	b.WriteString(`,"op":"publish","channel":`)
+	b.WriteString(quote(r.t.channel))
+	b.WriteString(`,"data":`)
+	dataStart := b.Len()
+	b.WriteString(`{"bench_ts":`)
+	b.WriteString(strconv.FormatInt(now.UnixNano(), 10))
+	b.WriteString(`,"bench_seq":`)
+	b.WriteString(strconv.FormatUint(seq, 10))
+	b.WriteString(`,"pad":"`)
+	if pad := size - (b.Len() - dataStart) - 2; pad > 0 {
+		b.WriteString(strings.Repeat("x", pad))
+	}
+	b.WriteString(`"}}`)
+	r.pmu.Lock()
+	r.pending[id] = pendingPub{sent: now, timed: timed}
+	r.pmu.Unlock()
+	return r.pub.writeText(b.Bytes())
+}
+
+// readAcks reads the publisher's replies.
+func (r *fanoutRun) readAcks() {
+	defer close(r.pubDone)
+	for {
+		_, msg, err := r.pub.readMessage()
+		if err != nil {
+			if !r.closing.Load() {
+				r.errs.add("publisher", err)
+			}
+			return
+		}
+		now := time.Now()
+		var rep struct {
+			ID    uint64          `json:"id"`
+			OK    bool            `json:"ok"`
+			Error json.RawMessage `json:"error"`
+		}
+		if json.Unmarshal(msg, &rep) != nil || rep.ID == 0 {
+			continue // the welcome
+		}
+		r.pmu.Lock()
+		p, ok := r.pending[rep.ID]
+		delete(r.pending, rep.ID)
+		r.pmu.Unlock()
+		if !ok || !p.timed {
+			continue
+		}
+		if !rep.OK {
+			r.pubErrs.Add(1)
+			r.errs.add("publish refused", errors.New(string(rep.Error)))
+			continue
+		}
+		r.acked.Add(1)
+		r.ack.add(now.Sub(p.sent))
+	}
+}
+
+func (r *fanoutRun) unacked() int {
+	r.pmu.Lock()
+	defer r.pmu.Unlock()
+	n := 0
+	for _, p := range r.pending {
+		if p.timed {
+			n++
+		}
+	}
+	return n
+}
+
+func (r *fanoutRun) ready() int {
+	n := 0
+	for _, s := range r.subs {
+		if s.ready.Load() {
+			n++
+		}
+	}
+	return n
+}
+
+func (r *fanoutRun) received() int64 {
+	var n int64
+	for _, s := range r.subs {
+		n += s.count.Load()
+	}
+	return n
+}
+
+// closeAll closes every connection and waits for their readers.
+func (r *fanoutRun) closeAll() {
+	r.once.Do(func() {
+		r.closing.Store(true)
+		for _, s := range r.subs {
+			s.c.close()
+		}
+		for _, s := range r.subs {
+			<-s.done
+		}
+		if r.pub != nil {
+			r.pub.close()
+			<-r.pubDone
+		}
+	})
+}
+
+// subscriber is one fan-out subscriber and its reader's tallies; the
+// plain fields are the reader's own until done is closed.
+type subscriber struct {
+	c     *wsConn
+	r     *fanoutRun
+	done  chan struct{}
+	ready atomic.Bool  // received the warm-up message
+	count atomic.Int64 // distinct sequence numbers received, for progress
+
+	seen     []uint64 // bitset of sequence numbers received
+	distinct int64
+	dups     int64
+	ooo      int64
+	maxSeq   uint64
+}
+
+var (
+	keyTS  = []byte(`"bench_ts":`)
+	keySeq = []byte(`"bench_seq":`)
+)
+
+func (s *subscriber) read() {
+	defer close(s.done)
+	jsonl := s.r.t.proto == "jsonl"
+	for {
+		_, msg, err := s.c.readMessage()
+		if err != nil {
+			if !s.r.closing.Load() {
+				var ce *closeError
+				if errors.As(err, &ce) {
+					s.r.closed.Add(1)
+					s.r.errs.add("closed by server "+strconv.Itoa(ce.Code), err)
+				} else {
+					s.r.errs.add("subscriber", err)
+				}
+			}
+			return
+		}
+		now := time.Now().UnixNano()
+		if !jsonl {
+			s.handle(msg, now)
+			continue
+		}
+		for len(msg) > 0 {
+			var line []byte
+			line, msg, _ = bytes.Cut(msg, []byte{'\n'})
+			s.handle(line, now)
+		}
+	}
+}
+
+// handle tallies one message; frames without the bench fields (replies,
+// the welcome) are ignored.
+func (s *subscriber) handle(msg []byte, now int64) {
+	seq, ok := numberAfter(msg, keySeq)
+	if !ok {
+		return
+	}
+	if seq == 0 {
+		s.ready.Store(true)
+		return
+	}
+	ts, ok := numberAfter(msg, keyTS)
+	if !ok {
+		return
+	}
+	s.r.lat.add(time.Duration(now - int64(ts)))
+	s.r.lastRecv.Store(now)
+	w, bit := seq/64, uint64(1)<<(seq%64)
+	for uint64(len(s.seen)) <= w {
+		s.seen = append(s.seen, 0)
+	}
+	if s.seen[w]&bit != 0 {
+		s.dups++
+		return
+	}
+	s.seen[w] |= bit
+	s.distinct++
+	s.count.Add(1)
+	if seq < s.maxSeq {
+		s.ooo++
+	}
+	s.maxSeq = max(s.maxSeq, seq)
+}
+
+// numberAfter parses the unsigned integer that follows key in b.
+func numberAfter(b, key []byte) (uint64, bool) {
+	i := bytes.Index(b, key)
+	if i < 0 {
+		return 0, false
+	}
+	b = b[i+len(key):]
+	var n uint64
+	j := 0
+	for ; j < len(b) && b[j] >= '0' && b[j] <= '9'; j++ {
+		n = n*10 + uint64(b[j]-'0')
+	}
+	return n, j > 0
+}

@@ -1,0 +1,129 @@
+package loadtest
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/heraldhq/herald"
+	"github.com/heraldhq/herald/heraldtest"
+)
+
+// runBench runs `herald bench args…` against a fresh in-process server and
+// decodes the JSON line it prints last.
+func runBench(t *testing.T, args ...string) map[string]any {
+	t.Helper()
+	_, hs := heraldtest.NewServer(t, herald.Config{})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var stdout, stderr bytes.Buffer
+	args = append(args, "-url", heraldtest.WSURL(hs.URL, "/ws"))
+	if err := Run(ctx, args, &stdout, &stderr); err != nil {
+		t.Fatalf("bench %v: %v\nstdout:\n%s\nstderr:\n%s", args, err, &stdout, &stderr)
+	}
+	lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")
+	var res map[string]any
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &res); err != nil {
+		t.Fatalf("last line is not JSON: %v\n%s", err, &stdout)
+	}
+	return res
+}
+
+func TestIdle(t *testing.T) {
+	for _, proto := range []string{"json", "jsonl", "raw"} {
+		t.Run("proto="+proto, func(t *testing.T) {
+			res := runBench(t, "idle", "-n", "40", "-c", "8", "-hold", "300ms", "-proto", proto,
+				"-pid", strconv.Itoa(os.Getpid()), "-settle", "2s")
+			if res["subscribed"] != 40.0 || res["errors"] != 0.0 || res["dropped"] != 0.0 {
+				t.Fatalf("result %v", res)
+			}
+			if res["rss_after_kib"].(float64) <= 0 || res["connect_rate"].(float64) <= 0 {
+				t.Fatalf("missing figures: %v", res)
+			}
+			if proto != "raw" && res["server_subscriptions"] != 40.0 {
+				t.Fatalf("server has %v subscriptions, want 40", res["server_subscriptions"])
+			}
+		})
+	}
+}
+
+func TestFanout(t *testing.T) {
+	for _, proto := range []string{"json", "jsonl", "raw"} {
+		t.Run("proto="+proto, func(t *testing.T) {
+			res := runBench(t, "fanout", "-subs", "10", "-rate", "100", "-duration", "500ms", "-size", "300", "-proto", proto)
+			published := res["published"].(float64)
+			if published < 40 || res["acked"] != published || res["expected"] != published*10 {
+				t.Fatalf("published %v, result %v", published, res)
+			}
+			if res["lost"] != 0.0 || res["received"] != published*10 || res["duplicates"] != 0.0 || res["out_of_order"] != 0.0 {
+				t.Fatalf("result %v", res)
+			}
+			if res["p99_ms"].(float64) <= 0 || res["max_ms"].(float64) < res["p50_ms"].(float64) {
+				t.Fatalf("latencies %v", res)
+			}
+		})
+	}
+}
+
+func TestRunRefusesBadInput(t *testing.T) {
+	ctx := context.Background()
+	for _, args := range [][]string{
+		{"nope"},
+		{"idle", "-n", "0"},
+		{"idle", "-proto", "xml"},
+		{"idle", "-url", "https://127.0.0.1:1/ws"},
+		{"fanout", "-rate", "0"},
+		{"fanout", "extra"},
+	} {
+		if err := Run(ctx, args, &bytes.Buffer{}, &bytes.Buffer{}); err == nil {
+			t.Errorf("%v: no error", args)
+		}
+	}
+}
+
+func TestHistogram(t *testing.T) {
+	var h histogram
+	for i := 1; i <= 1000; i++ {
+		h.add(time.Duration(i) * time.Microsecond)
+	}
+	for _, c := range []struct {
+		q    float64
+		want time.Duration
+	}{{0.5, 500 * time.Microsecond}, {0.99, 990 * time.Microsecond}, {1, time.Millisecond}} {
+		got := h.quantile(c.q)
+		if got < c.want || float64(got) > float64(c.want)*1.008 {
+			t.Errorf("quantile(%v) = %v, want %v within 0.8%%", c.q, got, c.want)
+		}
+	}
+	if h.max.Load() != int64(time.Millisecond) {
+		t.Errorf("max %v", time.Duration(h.max.Load()))
+	}
+	for v := int64(0); v < 1<<20; v = v*3/2 + 1 {
+		if i := bucketOf(v); v > upperOf(i) || (i > 0 && v <= upperOf(i-1)) {
+			t.Fatalf("value %d lands in bucket %d [%d, %d]", v, i, upperOf(i-1)+1, upperOf(i))
+		}
+	}
+}
+
+func TestParseFrame(t *testing.T) {
+	long := bytes.Repeat([]byte("a"), 300)
+	frame := append([]byte{0x81, 126, 0x01, 0x2C}, long...)
+	frame = append(frame, 0x89, 0x00) // and a ping
+	for cut := 0; cut < 4+300; cut++ {
+		if _, _, _, n, err := parseFrame(frame[:cut]); n != 0 || err != nil {
+			t.Fatalf("partial frame of %d bytes: n=%d err=%v", cut, n, err)
+		}
+	}
+	fin, op, p, n, err := parseFrame(frame)
+	if err != nil || !fin || op != opText || !bytes.Equal(p, long) || n != 304 {
+		t.Fatalf("fin=%v op=%v len=%d n=%d err=%v", fin, op, len(p), n, err)
+	}
+	if _, op, _, n, _ := parseFrame(frame[n:]); op != opPing || n != 2 {
+		t.Fatalf("second frame op=%v n=%d", op, n)
+	}
+}

@@ -1,0 +1,156 @@
+package protocol
+
+import (
+	"encoding/json"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+func TestDecodeCommand(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name  string
+		frame string
+		want  Command
+	}{
+		{"ping", `{"id":1,"op":"ping"}`,
+			Command{ID: 1, Op: OpPing, Limit: -1}},
+		{"surrounding white space", " \t{\"id\":2,\"op\":\"ping\"}\r\n",
+			Command{ID: 2, Op: OpPing, Limit: -1}},
+		{"largest id", `{"id":18446744073709551615,"op":"ping"}`,
+			Command{ID: 18446744073709551615, Op: OpPing, Limit: -1}},
+		{"unknown fields are ignored", `{"id":3,"op":"ping","x":{"y":[1]}}`,
+			Command{ID: 3, Op: OpPing, Limit: -1}},
+		{"subscribe", `{"id":4,"op":"subscribe","channel":"chat:room-1"}`,
+			Command{ID: 4, Op: OpSubscribe, Channel: "chat:room-1", Limit: -1}},
+		{"subscribe since empty", `{"id":5,"op":"subscribe","channel":"a","since":""}`,
+			Command{ID: 5, Op: OpSubscribe, Channel: "a", HasSince: true, Limit: -1}},
+		{"subscribe since", `{"id":6,"op":"subscribe","channel":"a","since":"12-abcd"}`,
+			Command{ID: 6, Op: OpSubscribe, Channel: "a", Since: "12-abcd", HasSince: true, Limit: -1}},
+		{"since null is no since", `{"id":7,"op":"subscribe","channel":"a","since":null}`,
+			Command{ID: 7, Op: OpSubscribe, Channel: "a", Limit: -1}},
+		{"unsubscribe", `{"id":8,"op":"unsubscribe","channel":"A_z.0:@=,-"}`,
+			Command{ID: 8, Op: OpUnsubscribe, Channel: "A_z.0:@=,-", Limit: -1}},
+		{"publish compacts data", `{"id":9,"op":"publish","channel":"a","data":{ "x" : [ 1, 2 ] }}`,
+			Command{ID: 9, Op: OpPublish, Channel: "a", Data: json.RawMessage(`{"x":[1,2]}`), Limit: -1}},
+		{"publish with event", `{"id":10,"op":"publish","channel":"a","data":"hi","event":"greet"}`,
+			Command{ID: 10, Op: OpPublish, Channel: "a", Data: json.RawMessage(`"hi"`), Event: "greet", Limit: -1}},
+		{"publish null", `{"id":11,"op":"publish","channel":"a","data":null}`,
+			Command{ID: 11, Op: OpPublish, Channel: "a", Data: json.RawMessage(`null`), Limit: -1}},
+		{"field order does not matter", `{"data":[true],"channel":"a","op":"publish","id":12}`,
+			Command{ID: 12, Op: OpPublish, Channel: "a", Data: json.RawMessage(`[true]`), Limit: -1}},
+		{"history", `{"id":13,"op":"history","channel":"a"}`,
+			Command{ID: 13, Op: OpHistory, Channel: "a", Limit: -1}},
+		{"history limit 0", `{"id":14,"op":"history","channel":"a","limit":0}`,
+			Command{ID: 14, Op: OpHistory, Channel: "a", Limit: 0}},
+		{"history since and limit", `{"id":15,"op":"history","channel":"a","since":"3-e","limit":10}`,
+			Command{ID: 15, Op: OpHistory, Channel: "a", Since: "3-e", HasSince: true, Limit: 10}},
+		{"presence", `{"id":16,"op":"presence","channel":"a"}`,
+			Command{ID: 16, Op: OpPresence, Channel: "a", Limit: -1}},
+		{"longest channel", `{"id":17,"op":"subscribe","channel":"` + strings.Repeat("x", 255) + `"}`,
+			Command{ID: 17, Op: OpSubscribe, Channel: strings.Repeat("x", 255), Limit: -1}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			got, err := DecodeCommand([]byte(tt.frame))
+			if err != nil {
+				t.Fatalf("DecodeCommand(%s): %v", tt.frame, err)
+			}
+			if !reflect.DeepEqual(got, tt.want) {
+				t.Fatalf("DecodeCommand(%s)\n got %+v\nwant %+v", tt.frame, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestDecodeCommandErrors(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name   string
+		frame  string
+		wantID uint64 // the id the error reply must carry
+	}{
+		{"empty", ``, 0},
+		{"blank", " \n ", 0},
+		{"array", `[1]`, 0},
+		{"string", `"x"`, 0},
+		{"number", `42`, 0},
+		{"null", `null`, 0},
+		{"truncated", `{"id":1,"op":`, 0},
+		{"trailing garbage", `{"id":1,"op":"ping"} x`, 0},
+		{"two objects", `{"id":1,"op":"ping"}{"id":2,"op":"ping"}`, 0},
+		{"missing id", `{"op":"ping"}`, 0},
+		{"zero id", `{"id":0,"op":"ping"}`, 0},
+		{"negative id", `{"id":-1,"op":"ping"}`, 0},
+		{"fractional id", `{"id":1.5,"op":"ping"}`, 0},
+		{"exponent id", `{"id":1e3,"op":"ping"}`, 0},
+		{"string id", `{"id":"1","op":"ping"}`, 0},
+		{"null id", `{"id":null,"op":"ping"}`, 0},
+		{"id too large", `{"id":18446744073709551616,"op":"ping"}`, 0},
+		{"missing op", `{"id":3}`, 3},
+		{"unknown op", `{"id":4,"op":"dance"}`, 4},
+		{"op is case sensitive", `{"id":5,"op":"PING"}`, 5},
+		{"op not a string", `{"id":6,"op":7}`, 6},
+		{"missing channel", `{"id":7,"op":"subscribe"}`, 7},
+		{"null channel", `{"id":8,"op":"subscribe","channel":null}`, 8},
+		{"empty channel", `{"id":9,"op":"subscribe","channel":""}`, 9},
+		{"channel of 256 bytes", `{"id":10,"op":"subscribe","channel":"` + strings.Repeat("x", 256) + `"}`, 10},
+		{"channel with a space", `{"id":11,"op":"publish","channel":"a b","data":1}`, 11},
+		{"channel with a slash", `{"id":12,"op":"history","channel":"a/b"}`, 12},
+		{"channel with unicode", `{"id":13,"op":"presence","channel":"café"}`, 13},
+		{"channel with a NUL", `{"id":14,"op":"unsubscribe","channel":"a\u0000"}`, 14},
+		{"channel not a string", `{"id":15,"op":"subscribe","channel":5}`, 15},
+		{"since on publish", `{"id":16,"op":"publish","channel":"a","data":1,"since":"1-e"}`, 16},
+		{"since not a string", `{"id":17,"op":"subscribe","channel":"a","since":5}`, 17},
+		{"negative limit", `{"id":18,"op":"history","channel":"a","limit":-1}`, 18},
+		{"fractional limit", `{"id":19,"op":"history","channel":"a","limit":1.5}`, 19},
+		{"string limit", `{"id":20,"op":"history","channel":"a","limit":"3"}`, 20},
+		{"limit on subscribe", `{"id":21,"op":"subscribe","channel":"a","limit":3}`, 21},
+		{"event on subscribe", `{"id":22,"op":"subscribe","channel":"a","event":"x"}`, 22},
+		{"event not a string", `{"id":23,"op":"publish","channel":"a","data":1,"event":1}`, 23},
+		{"publish without data", `{"id":24,"op":"publish","channel":"a"}`, 24},
+		{"wrong type before the id", `{"channel":["a"],"op":"subscribe","id":25}`, 25},
+		{"wrong type and a bad id", `{"id":"26","op":"subscribe","channel":5}`, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			got, err := DecodeCommand([]byte(tt.frame))
+			if err == nil {
+				t.Fatalf("DecodeCommand(%s) = %+v, want an error", tt.frame, got)
+			}
+			if err.Code != CodeBadRequest {
+				t.Errorf("DecodeCommand(%s): code %q, want %q", tt.frame, err.Code, CodeBadRequest)
+			}
+			if err.Message == "" {
+				t.Errorf("DecodeCommand(%s): empty error message", tt.frame)
+			}
+			if got.ID != tt.wantID {
+				t.Errorf("DecodeCommand(%s): id %d, want %d (%v)", tt.frame, got.ID, tt.wantID, err)
+			}
+		})
+	}
+}
+
+func TestSplitLines(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		frame string
+		want  []string
+	}{
+		{"", nil},
+		{"\n\n  \n", nil},
+		{`{"id":1}`, []string{`{"id":1}`}},
+		{"{\"id\":1}\n{\"id\":2}\n", []string{`{"id":1}`, `{"id":2}`}},
+		{"a\n\n \t\nb\r\n", []string{"a", "b\r"}},
+	}
+	for _, tt := range tests {
+		var got []string
+		SplitLines([]byte(tt.frame), func(line []byte) { got = append(got, string(line)) })
+		if !reflect.DeepEqual(got, tt.want) {
+			t.Errorf("SplitLines(%q) = %q, want %q", tt.frame, got, tt.want)
+		}
+	}
+}
