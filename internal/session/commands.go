@@ -2,6 +2,7 @@ package session
 
 import (
 	"encoding/json"
+	"slices"
 
 	"github.com/heraldhq/herald/broker"
 	"github.com/heraldhq/herald/internal/hub"
@@ -65,7 +66,7 @@ func (s *Session) subscribe(channel string, since *string, ready func(hub.Subscr
 		}
 	}
 	s.mu.Lock()
-	_, dup := s.subs[channel]
+	dup := slices.Contains(s.subs, channel)
 	if s.closed || dup {
 		s.mu.Unlock()
 		if dup {
@@ -73,15 +74,12 @@ func (s *Session) subscribe(channel string, since *string, ready func(hub.Subscr
 		}
 		return false, protocol.Errorf(protocol.CodeUnavailable, "connection closing")
 	}
-	if s.subs == nil {
-		s.subs = make(map[string]struct{}, 1)
-	}
-	s.subs[channel] = struct{}{}
+	s.subs = append(s.subs, channel)
 	s.mu.Unlock()
 
 	if err := s.cfg.Hub.Subscribe(s.ctx, s, s.cfg.Client, channel, from, ready); err != nil {
 		s.mu.Lock()
-		delete(s.subs, channel)
+		s.removeSubLocked(channel)
 		s.mu.Unlock()
 		return false, s.asProtocolError(err)
 	}
@@ -100,8 +98,7 @@ func (s *Session) subscribe(channel string, since *string, ready func(hub.Subscr
 
 func (s *Session) cmdUnsubscribe(cmd protocol.Command) {
 	s.mu.Lock()
-	_, ok := s.subs[cmd.Channel]
-	delete(s.subs, cmd.Channel)
+	ok := s.removeSubLocked(cmd.Channel)
 	s.mu.Unlock()
 	if ok {
 		s.cfg.Hub.Unsubscribe(s.ctx, s, s.cfg.Client, cmd.Channel)

@@ -35,12 +35,14 @@ func (s *Session) enqueue(p *hub.Payload, live bool) {
 		s.liveBytes += len(p.Bytes)
 	}
 	s.queue = append(s.queue, queued{p: p, live: live})
-	start := !s.writing
-	s.writing = true
-	s.qmu.Unlock()
-	if start {
-		go s.writeLoop()
+	if s.writing {
+		s.qmu.Unlock()
+		return
 	}
+	s.writing = true
+	batch := s.takeLocked()
+	s.qmu.Unlock()
+	s.cfg.Conn.Send(batch, s.sentFn)
 }
 
 // queued is one payload waiting to be written.
@@ -49,44 +51,43 @@ type queued struct {
 	live bool
 }
 
-// writeLoop writes what is queued, batch by batch, and exits when the queue
-// is empty.
-func (s *Session) writeLoop() {
-	var spare []queued
-	var batch []*hub.Payload
-	for {
-		s.qmu.Lock()
-		q := s.queue
-		if len(q) == 0 || s.closing {
-			s.writing = false
-			s.queue, s.liveLen, s.liveBytes = nil, 0, 0
-			s.qmu.Unlock()
-			return
+// takeLocked moves the whole queue into the batch to send.
+func (s *Session) takeLocked() []*hub.Payload {
+	s.batch = s.batch[:0]
+	s.batchMessages = 0
+	for _, e := range s.queue {
+		s.batch = append(s.batch, e.p)
+		if e.p.Shared {
+			s.batchMessages++
 		}
-		s.queue, s.liveLen, s.liveBytes = spare[:0], 0, 0
-		s.qmu.Unlock()
-
-		batch = batch[:0]
-		messages := 0
-		for _, e := range q {
-			batch = append(batch, e.p)
-			if e.p.Shared {
-				messages++
-			}
-		}
-		err := s.cfg.Conn.WriteBatch(batch)
-		if s.cfg.Metrics != nil {
-			s.cfg.Metrics.MessagesOut.Add(float64(messages))
-		}
-		if err != nil {
-			s.qmu.Lock()
-			s.closing = true
-			s.qmu.Unlock()
-			s.cfg.Conn.Close(protocol.CloseNormal, "")
-			continue // the loop exits at the top, clearing the queue
-		}
-		clear(q)
-		clear(batch)
-		spare = q
 	}
+	clear(s.queue)
+	s.queue, s.liveLen, s.liveBytes = s.queue[:0], 0, 0
+	return s.batch
+}
+
+// sent is called by the Conn when a batch is written; it sends what was
+// queued meanwhile, or ends the write cycle.
+func (s *Session) sent(err error) {
+	if s.cfg.Metrics != nil && err == nil {
+		s.cfg.Metrics.MessagesOut.Add(float64(s.batchMessages))
+	}
+	clear(s.batch)
+	s.qmu.Lock()
+	if err != nil {
+		s.closing = true
+	}
+	if len(s.queue) == 0 || s.closing {
+		s.writing = false
+		// An idle session keeps no buffers.
+		s.queue, s.batch, s.liveLen, s.liveBytes = nil, nil, 0, 0
+		s.qmu.Unlock()
+		if err != nil {
+			s.cfg.Conn.Close(protocol.CloseNormal, "")
+		}
+		return
+	}
+	batch := s.takeLocked()
+	s.qmu.Unlock()
+	s.cfg.Conn.Send(batch, s.sentFn)
 }

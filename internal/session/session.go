@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
 	"sync"
 
 	"github.com/heraldhq/herald/broker"
@@ -20,9 +21,11 @@ import (
 
 // Conn is the transport side of a session.
 type Conn interface {
-	// WriteBatch writes payloads in order; it blocks until they are written
-	// or the write failed. It is never called concurrently.
-	WriteBatch(ps []*hub.Payload) error
+	// Send queues payloads for writing, in order, without blocking, and
+	// calls done once they are written or have failed; done may call Send.
+	// The session sends the next batch only after done: one batch is in
+	// flight at a time. Send must not keep ps after it returns.
+	Send(ps []*hub.Payload, done func(error))
 	// Close closes the connection with a close code and reason. It must not
 	// block, and may be called more than once.
 	Close(code int, reason string)
@@ -74,16 +77,22 @@ type Session struct {
 	cfg Config
 	ctx context.Context
 
-	mu     sync.Mutex // guards subs
-	subs   map[string]struct{}
+	mu     sync.Mutex // guards subs and closed
+	subs   []string   // a few per connection: a slice is smaller than a map
 	closed bool
 
 	qmu       sync.Mutex // guards the outgoing queue
 	queue     []queued
-	liveLen   int // live fan-out payloads in queue
-	liveBytes int // and their bytes
-	writing   bool
+	liveLen   int  // live fan-out payloads in queue
+	liveBytes int  // and their bytes
+	writing   bool // a batch is in flight
 	closing   bool
+
+	// The batch in flight (used only by whoever set writing) and s.sent
+	// bound once.
+	batch         []*hub.Payload
+	batchMessages int
+	sentFn        func(error)
 }
 
 // New returns a session; the caller calls Open next.
@@ -91,7 +100,9 @@ func New(ctx context.Context, cfg Config) *Session {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Session{cfg: cfg, ctx: ctx}
+	s := &Session{cfg: cfg, ctx: ctx}
+	s.sentFn = s.sent
+	return s
 }
 
 // Client returns the session's client and user ids.
@@ -157,10 +168,20 @@ func (s *Session) Close() {
 	subs := s.subs
 	s.subs = nil
 	s.mu.Unlock()
-	for ch := range subs {
+	for _, ch := range subs {
 		s.cfg.Hub.Unsubscribe(context.Background(), s, s.cfg.Client, ch)
 		s.subscriptionsDelta(-1)
 	}
+}
+
+// removeSubLocked forgets channel and reports whether it was subscribed.
+func (s *Session) removeSubLocked(channel string) bool {
+	i := slices.Index(s.subs, channel)
+	if i < 0 {
+		return false
+	}
+	s.subs = slices.Delete(s.subs, i, i+1)
+	return true
 }
 
 // Disconnect closes the connection with a close code and reason.

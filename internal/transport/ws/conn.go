@@ -19,13 +19,18 @@ type Conn struct {
 	gc *gws.Conn
 	h  Handler
 
-	lastRead atomic.Int64 // coarse unix nanoseconds of the last frame read
-	pinged   atomic.Bool  // a keepalive ping is outstanding
-	closed   atomic.Bool  // the read loop has ended
-	closing  atomic.Bool  // Close was called
-	once     sync.Once
+	lastRead     atomic.Int64 // coarse unix nanoseconds of the last frame read
+	writingSince atomic.Int64 // coarse unix nanoseconds a batch started; 0 when none is in flight
+	pinged       atomic.Bool  // a keepalive ping is outstanding
+	closed       atomic.Bool  // the read loop has ended
+	closing      atomic.Bool  // Close was called
+	once         sync.Once
 
-	written chan struct{} // signalled when a batch has gone through gws's write queue
+	// The batch in flight: its completion callback, its joined lines, and
+	// c.sent bound once so that queueing it does not allocate.
+	done   func(error)
+	buf    *bytes.Buffer
+	sentFn func()
 }
 
 // Subprotocol returns the negotiated subprotocol, "" for none.
@@ -34,25 +39,28 @@ func (c *Conn) Subprotocol() string { return c.gc.SubProtocol() }
 // RemoteAddr returns the peer's address.
 func (c *Conn) RemoteAddr() net.Addr { return c.gc.RemoteAddr() }
 
-// WriteBatch writes ps in order and waits until they are written. A payload
-// shared by many connections is framed — and compressed — once for all of
-// them. In herald.v1.jsonl, several payloads go out as one frame of lines.
-// It must not be called concurrently.
-func (c *Conn) WriteBatch(ps []*hub.Payload) error {
-	if c.closed.Load() {
-		return errClosed
-	}
-	_ = c.gc.SetWriteDeadline(time.Now().Add(c.t.cfg.WriteTimeout))
+// Send queues ps on the connection's writer, in order, without blocking,
+// and calls done on the writer once they are written or have failed; done
+// may call Send again. One batch is in flight at a time: the caller waits
+// for done before the next Send. A payload shared by many connections is
+// framed — and compressed — once for all of them. In herald.v1.jsonl,
+// several payloads go out as one frame of lines.
+//
+// The writer is gws's write queue: a goroutine that exists only while there
+// is something to write. A batch still unwritten after WriteTimeout gets its
+// connection closed by the keepalive sweep.
+func (c *Conn) Send(ps []*hub.Payload, done func(error)) {
+	c.done = done
+	c.writingSince.Store(c.t.now.Load())
 	if len(ps) > 1 && c.gc.SubProtocol() == protocol.SubprotocolJSONL {
-		buf := c.t.bufs.Get().(*bytes.Buffer)
-		defer c.t.putBuffer(buf) // after the wait below: gws has written it
+		c.buf = c.t.bufs.Get().(*bytes.Buffer)
 		for i, p := range ps {
 			if i > 0 {
-				buf.WriteByte('\n')
+				c.buf.WriteByte('\n')
 			}
-			buf.Write(p.Bytes)
+			c.buf.Write(p.Bytes)
 		}
-		c.gc.WriteAsync(gws.OpcodeText, buf.Bytes(), nil)
+		c.gc.WriteAsync(gws.OpcodeText, c.buf.Bytes(), nil)
 	} else {
 		for _, p := range ps {
 			if p.Shared {
@@ -62,22 +70,23 @@ func (c *Conn) WriteBatch(ps []*hub.Payload) error {
 			c.gc.WriteAsync(opcode(p), p.Bytes, nil)
 		}
 	}
-	c.gc.Async(c.batchDone)
-	<-c.written
-	if c.closed.Load() {
-		return errClosed
-	}
-	return nil
+	c.gc.Async(c.sentFn)
 }
 
-// batchDone runs in gws's write queue after a batch's frames. It clears the
-// batch's deadline unless the connection is closing, whose deadline bounds
-// the close frame.
-func (c *Conn) batchDone() {
-	if !c.closing.Load() {
-		_ = c.gc.SetWriteDeadline(time.Time{})
+// sent runs on the writer after a batch's frames.
+func (c *Conn) sent() {
+	c.writingSince.Store(0)
+	if c.buf != nil {
+		c.t.putBuffer(c.buf)
+		c.buf = nil
 	}
-	c.written <- struct{}{}
+	var err error
+	if c.closed.Load() || c.closing.Load() {
+		err = errClosed
+	}
+	done := c.done
+	c.done = nil
+	done(err)
 }
 
 func newBroadcaster(p *hub.Payload) any { return gws.NewBroadcaster(opcode(p), p.Bytes) }

@@ -41,15 +41,17 @@ type Config struct {
 	// MaxMessageSize bounds one incoming message in bytes [65536]; a larger
 	// one closes the connection with 1009.
 	MaxMessageSize int
-	// ReadBufferSize is the read buffer per connection [1024]; memory per
-	// idle connection grows with it.
+	// ReadBufferSize is the read buffer per connection [512]; memory per
+	// idle connection grows with it. Frames larger than it are read
+	// straight into their own buffer, so it need only fit typical commands.
 	ReadBufferSize int
 	// PingInterval is how long a connection may be quiet before the server
 	// pings it [25s]; PongTimeout how much longer it may stay quiet before
 	// it is closed as dead [10s].
 	PingInterval time.Duration
 	PongTimeout  time.Duration
-	// WriteTimeout bounds one batch of writes [10s].
+	// WriteTimeout bounds one batch of writes [10s]; a connection that
+	// takes longer is closed.
 	WriteTimeout time.Duration
 	// HandshakeTimeout bounds writing the upgrade response [5s].
 	HandshakeTimeout time.Duration
@@ -64,7 +66,7 @@ func (c *Config) setDefaults() {
 		c.MaxMessageSize = 65536
 	}
 	if c.ReadBufferSize <= 0 {
-		c.ReadBufferSize = 1024
+		c.ReadBufferSize = 512
 	}
 	if c.PingInterval <= 0 {
 		c.PingInterval = 25 * time.Second
@@ -160,7 +162,8 @@ func (t *Transport) Upgrade(w http.ResponseWriter, r *http.Request, accept func(
 	if err != nil {
 		return fmt.Errorf("ws: upgrade: %w", err)
 	}
-	c := &Conn{t: t, gc: gc, written: make(chan struct{}, 1)}
+	c := &Conn{t: t, gc: gc}
+	c.sentFn = c.sent
 	c.lastRead.Store(t.now.Load())
 	gc.Session().Store("", c)
 	h, err := accept(c)
@@ -270,7 +273,7 @@ func (t *Transport) recover(gws.Logger) {
 // keepalive is the one timer of all connections.
 func (t *Transport) keepalive() {
 	defer close(t.done)
-	tick := min(t.cfg.PingInterval, t.cfg.PongTimeout) / 2
+	tick := min(t.cfg.PingInterval, t.cfg.PongTimeout, t.cfg.WriteTimeout) / 2
 	tk := time.NewTicker(tick)
 	defer tk.Stop()
 	for {
@@ -284,15 +287,19 @@ func (t *Transport) keepalive() {
 	}
 }
 
-// sweep pings quiet connections and closes dead ones.
+// sweep pings quiet connections and closes dead ones: those quiet for
+// PingInterval + PongTimeout, and those whose batch has not been written
+// within WriteTimeout.
 func (t *Transport) sweep(now int64) {
 	ping := int64(t.cfg.PingInterval)
 	dead := ping + int64(t.cfg.PongTimeout)
+	writeTimeout := int64(t.cfg.WriteTimeout)
 	t.mu.Lock()
 	var quiet, gone []*Conn
 	for c := range t.conns {
+		since := c.writingSince.Load()
 		switch idle := now - c.lastRead.Load(); {
-		case idle >= dead:
+		case idle >= dead, since != 0 && now-since > writeTimeout:
 			gone = append(gone, c)
 		case idle >= ping && !c.pinged.Load():
 			quiet = append(quiet, c)
@@ -304,7 +311,7 @@ func (t *Transport) sweep(now int64) {
 		c.gc.WriteAsync(gws.OpcodePing, nil, nil)
 	}
 	for _, c := range gone {
-		_ = c.gc.NetConn().Close() // a dead peer reads no close frame
+		_ = c.gc.NetConn().Close() // a peer that reads nothing gets no close frame
 	}
 }
 
