@@ -304,6 +304,15 @@ func testHistorySize(t *testing.T, e *env) {
 	if !res.Complete || len(res.Messages) != 0 {
 		t.Errorf("since the latest: Complete %v, %d messages; want true, 0", res.Complete, len(res.Messages))
 	}
+
+	// The zero Since asks for all of the epoch: two messages are gone.
+	res = e.history(ch, broker.HistoryQuery{Limit: -1})
+	if res.Complete {
+		t.Errorf("zero since after the 1st and 2nd of 5 were trimmed: Complete = true, want false")
+	}
+	if got := offsets(res.Messages); !slices.Equal(got, offs[2:]) {
+		t.Errorf("zero since: messages %v, want %v", got, offs[2:])
+	}
 }
 
 func testHistoryTTL(t *testing.T, e *env) {
@@ -316,6 +325,13 @@ func testHistoryTTL(t *testing.T, e *env) {
 	waitFor(t, func() bool {
 		return len(e.history(ch, broker.HistoryQuery{Limit: -1}).Messages) == 0
 	})
+	// Expired messages are lost: a cursor from before them, or no cursor
+	// at all, no longer gets everything.
+	for _, since := range []broker.Offset{{}, offs[0]} {
+		if res := e.history(ch, broker.HistoryQuery{Since: since, Limit: -1}); res.Complete {
+			t.Errorf("since %v after the history expired: Complete = true, want false", since)
+		}
+	}
 	// A channel whose history expired still takes messages.
 	o3 := e.publish(ch, `3`, opts)
 	if got := offsets(e.history(ch, broker.HistoryQuery{Limit: -1}).Messages); !slices.Equal(got, []broker.Offset{o3}) {
@@ -349,7 +365,7 @@ func testHistorySinceLimit(t *testing.T, e *env) {
 	}{
 		{"zero since, all", broker.HistoryQuery{Limit: -1}, offs},
 		{"zero since, limit 0", broker.HistoryQuery{Limit: 0}, nil},
-		{"zero since, limit 2 gives the oldest", broker.HistoryQuery{Limit: 2}, offs[:2]},
+		{"zero since, limit 2 gives the newest", broker.HistoryQuery{Limit: 2}, offs[3:]},
 		{"zero since, limit past the end", broker.HistoryQuery{Limit: 50}, offs},
 		{"since 2nd, all", broker.HistoryQuery{Since: offs[1], Limit: -1}, offs[2:]},
 		{"since 2nd, limit 2", broker.HistoryQuery{Since: offs[1], Limit: 2}, offs[2:4]},
@@ -388,13 +404,23 @@ func testHistoryOtherEpoch(t *testing.T, e *env) {
 	for _, since := range []broker.Offset{
 		{Epoch: offs[0].Epoch + "x", Seq: offs[0].Seq},
 		{Epoch: "not-" + offs[0].Epoch, Seq: 1},
+		{Epoch: "not-" + offs[0].Epoch, Seq: offs[2].Seq + 100},
 	} {
+		// A cursor into a history that is gone gets what the current
+		// history holds, oldest first.
 		res := e.history(ch, broker.HistoryQuery{Since: since, Limit: -1})
 		if res.Complete {
 			t.Errorf("since %v, from another epoch than %v: Complete = true, want false", since, offs[0])
 		}
 		if res.Latest != offs[2] {
 			t.Errorf("since %v: Latest = %v, want %v", since, res.Latest, offs[2])
+		}
+		if got := offsets(res.Messages); !slices.Equal(got, offs) {
+			t.Errorf("since %v: messages %v, want all the current history holds, %v", since, got, offs)
+		}
+		res = e.history(ch, broker.HistoryQuery{Since: since, Limit: 2})
+		if got := offsets(res.Messages); !slices.Equal(got, offs[:2]) || res.Complete {
+			t.Errorf("since %v, limit 2: messages %v, Complete %v; want the oldest two %v, false", since, got, res.Complete, offs[:2])
 		}
 	}
 }

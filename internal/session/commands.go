@@ -9,8 +9,10 @@ import (
 	"github.com/heraldhq/herald/internal/protocol"
 )
 
-// handleCommand decodes and runs one JSON command and queues its reply.
+// handleCommand decodes and runs one JSON command and queues its reply,
+// then waits while too many replies are unread (throttle).
 func (s *Session) handleCommand(b []byte) {
+	defer s.throttle()
 	cmd, perr := protocol.DecodeCommand(b)
 	if perr != nil {
 		s.reply(protocol.ErrorReply(cmd.ID, perr))

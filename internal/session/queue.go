@@ -5,25 +5,39 @@ import (
 	"github.com/heraldhq/herald/internal/protocol"
 )
 
-// enqueue adds p to the outgoing queue without blocking and starts the
-// write loop when none runs: an idle session has no writer goroutine.
+// kind says what a queued payload is, for the queue's limits.
+type kind int
+
+const (
+	// live is fan-out the client did not ask for: the slow-consumer
+	// limits apply.
+	live kind = iota
+	// reply answers a command: replies waiting past QueueBytes stop the
+	// session from handling further commands until they drain (throttle).
+	reply
+	// replay is history catch-up the client asked for, bounded by history.
+	replay
+)
+
+// enqueue adds p to the outgoing queue without blocking and starts a write
+// when none is in flight: an idle session has no writer goroutine.
 //
-// Only live fan-out (live set) counts against the queue's limits: replies
-// and history catch-up are what the client asked for, bounded by its own
-// commands and by history. A live delivery that finds the client further
-// behind than the limits allow closes the session as a slow consumer.
-func (s *Session) enqueue(p *hub.Payload, live bool) {
+// A live delivery that finds the client further behind than QueueMessages
+// or QueueBytes of live messages closes the session as a slow consumer.
+// Replies and history catch-up are what the client asked for and do not
+// count as falling behind.
+func (s *Session) enqueue(p *hub.Payload, k kind) {
 	s.qmu.Lock()
 	if s.closing {
 		s.qmu.Unlock()
 		return
 	}
-	if live {
+	switch k {
+	case live:
 		// Any one payload is taken when nothing live waits, so a message
 		// larger than the byte limit still reaches a reader that keeps up.
 		if s.liveLen > 0 && (s.liveLen >= s.cfg.QueueMessages || s.liveBytes+len(p.Bytes) > s.cfg.QueueBytes) {
-			s.closing = true
-			s.queue, s.liveLen, s.liveBytes = nil, 0, 0
+			s.closeLocked()
 			s.qmu.Unlock()
 			if s.cfg.Metrics != nil {
 				s.cfg.Metrics.SlowConsumers.Inc()
@@ -33,8 +47,10 @@ func (s *Session) enqueue(p *hub.Payload, live bool) {
 		}
 		s.liveLen++
 		s.liveBytes += len(p.Bytes)
+	case reply:
+		s.replyBytes += len(p.Bytes)
 	}
-	s.queue = append(s.queue, queued{p: p, live: live})
+	s.queue = append(s.queue, p)
 	if s.writing {
 		s.qmu.Unlock()
 		return
@@ -45,25 +61,53 @@ func (s *Session) enqueue(p *hub.Payload, live bool) {
 	s.cfg.Conn.Send(batch, s.sentFn)
 }
 
-// queued is one payload waiting to be written.
-type queued struct {
-	p    *hub.Payload
-	live bool
+// throttle blocks the session's command handling while more than
+// QueueBytes of replies wait behind the batch in flight: a peer that sends
+// commands without reading the replies meets TCP backpressure, not
+// unbounded server memory. The wait ends when the writer takes the replies,
+// or when the session closes (a write stuck past WriteTimeout closes it).
+func (s *Session) throttle() {
+	s.qmu.Lock()
+	for s.replyBytes > s.cfg.QueueBytes && !s.closing {
+		if s.drained == nil {
+			s.drained = make(chan struct{})
+		}
+		ch := s.drained
+		s.qmu.Unlock()
+		<-ch
+		s.qmu.Lock()
+	}
+	s.qmu.Unlock()
 }
 
 // takeLocked moves the whole queue into the batch to send.
 func (s *Session) takeLocked() []*hub.Payload {
-	s.batch = s.batch[:0]
+	s.batch = append(s.batch[:0], s.queue...)
 	s.batchMessages = 0
-	for _, e := range s.queue {
-		s.batch = append(s.batch, e.p)
-		if e.p.Shared {
+	for _, p := range s.queue {
+		if p.Shared {
 			s.batchMessages++
 		}
 	}
 	clear(s.queue)
-	s.queue, s.liveLen, s.liveBytes = s.queue[:0], 0, 0
+	s.queue, s.liveLen, s.liveBytes, s.replyBytes = s.queue[:0], 0, 0, 0
+	s.wakeLocked()
 	return s.batch
+}
+
+// closeLocked marks the session closing and drops what is queued.
+func (s *Session) closeLocked() {
+	s.closing = true
+	s.queue, s.liveLen, s.liveBytes, s.replyBytes = nil, 0, 0, 0
+	s.wakeLocked()
+}
+
+// wakeLocked releases a throttled command handler.
+func (s *Session) wakeLocked() {
+	if s.drained != nil {
+		close(s.drained)
+		s.drained = nil
+	}
 }
 
 // sent is called by the Conn when a batch is written; it sends what was
@@ -75,12 +119,11 @@ func (s *Session) sent(err error) {
 	clear(s.batch)
 	s.qmu.Lock()
 	if err != nil {
-		s.closing = true
+		s.closeLocked()
 	}
 	if len(s.queue) == 0 || s.closing {
 		s.writing = false
-		// An idle session keeps no buffers.
-		s.queue, s.batch, s.liveLen, s.liveBytes = nil, nil, 0, 0
+		s.queue, s.batch = nil, nil // an idle session keeps no buffers
 		s.qmu.Unlock()
 		if err != nil {
 			s.cfg.Conn.Close(protocol.CloseNormal, "")

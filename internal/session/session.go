@@ -81,12 +81,14 @@ type Session struct {
 	subs   []string   // a few per connection: a slice is smaller than a map
 	closed bool
 
-	qmu       sync.Mutex // guards the outgoing queue
-	queue     []queued
-	liveLen   int  // live fan-out payloads in queue
-	liveBytes int  // and their bytes
-	writing   bool // a batch is in flight
-	closing   bool
+	qmu        sync.Mutex // guards the outgoing queue
+	queue      []*hub.Payload
+	liveLen    int           // live fan-out payloads in queue
+	liveBytes  int           // and their bytes
+	replyBytes int           // bytes of replies in queue
+	drained    chan struct{} // closed when replies are taken; nil unless throttled
+	writing    bool          // a batch is in flight
+	closing    bool
 
 	// The batch in flight (used only by whoever set writing) and s.sent
 	// bound once.
@@ -112,7 +114,7 @@ func (s *Session) Client() broker.ClientInfo { return s.cfg.Client }
 // subscribes to its channel (resuming after since when it is set).
 func (s *Session) Open(since *string) error {
 	if s.cfg.Mode != ModeRaw {
-		s.enqueue(hub.NewPayload(protocol.Welcome(s.cfg.Client.Client, s.cfg.Client.User)), false)
+		s.enqueue(hub.NewPayload(protocol.Welcome(s.cfg.Client.Client, s.cfg.Client.User)), reply)
 		return nil
 	}
 	_, perr := s.subscribe(s.cfg.RawChannel, since, func(hub.SubscribeResult) {})
@@ -126,11 +128,11 @@ func (s *Session) Open(since *string) error {
 func (s *Session) Deliver(d *hub.Delivery) {
 	if s.cfg.Mode == ModeRaw {
 		if p := d.Raw(); p != nil {
-			s.enqueue(p, !d.Replay)
+			s.enqueue(p, deliveryKind(d))
 		}
 		return
 	}
-	s.enqueue(d.JSON(), !d.Replay)
+	s.enqueue(d.JSON(), deliveryKind(d))
 }
 
 // HandleText handles one text frame.
@@ -159,8 +161,7 @@ func (s *Session) HandleBinary(frame []byte) {
 // dropped.
 func (s *Session) Close() {
 	s.qmu.Lock()
-	s.closing = true
-	s.queue, s.liveLen, s.liveBytes = nil, 0, 0
+	s.closeLocked()
 	s.qmu.Unlock()
 
 	s.mu.Lock()
@@ -187,7 +188,14 @@ func (s *Session) removeSubLocked(channel string) bool {
 // Disconnect closes the connection with a close code and reason.
 func (s *Session) Disconnect(code int, reason string) { s.cfg.Conn.Close(code, reason) }
 
-func (s *Session) reply(b []byte) { s.enqueue(hub.NewPayload(b), false) }
+func (s *Session) reply(b []byte) { s.enqueue(hub.NewPayload(b), reply) }
+
+func deliveryKind(d *hub.Delivery) kind {
+	if d.Replay {
+		return replay
+	}
+	return live
+}
 
 func (s *Session) subscriptionsDelta(d float64) {
 	if s.cfg.Metrics != nil {

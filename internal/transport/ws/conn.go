@@ -123,9 +123,7 @@ func (e *events) OnOpen(*gws.Conn) {}
 func (e *events) OnClose(gc *gws.Conn, _ error) {
 	c := conn(gc)
 	c.closed.Store(true)
-	e.t.mu.Lock()
-	delete(e.t.conns, c)
-	e.t.mu.Unlock()
+	e.t.forget(c)
 	c.h.Close()
 }
 

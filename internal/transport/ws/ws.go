@@ -94,6 +94,7 @@ type Transport struct {
 
 	mu    sync.Mutex
 	conns map[*Conn]struct{}
+	drain *closeInfo // set by CloseAll: how to close connections still arriving
 
 	bufs sync.Pool // *bytes.Buffer for frames of several lines
 
@@ -166,17 +167,30 @@ func (t *Transport) Upgrade(w http.ResponseWriter, r *http.Request, accept func(
 	c.sentFn = c.sent
 	c.lastRead.Store(t.now.Load())
 	gc.Session().Store("", c)
+	// Counted from here on, so that a shutdown while accept runs closes
+	// and waits for this connection too.
+	t.mu.Lock()
+	t.conns[c] = struct{}{}
+	drain := t.drain
+	t.mu.Unlock()
 	h, err := accept(c)
 	if err != nil {
+		t.forget(c)
 		_ = gc.WriteClose(1011, []byte("internal error"))
 		return fmt.Errorf("ws: accept: %w", err)
 	}
 	c.h = h
-	t.mu.Lock()
-	t.conns[c] = struct{}{}
-	t.mu.Unlock()
+	if drain != nil {
+		c.Close(drain.code, drain.reason)
+	}
 	go gc.ReadLoop()
 	return nil
+}
+
+func (t *Transport) forget(c *Conn) {
+	t.mu.Lock()
+	delete(t.conns, c)
+	t.mu.Unlock()
 }
 
 // negotiate returns "ours" when the client offers one of the server's
@@ -226,9 +240,11 @@ func (t *Transport) Len() int {
 	return len(t.conns)
 }
 
-// CloseAll closes every connection with code and reason, without waiting.
+// CloseAll closes every connection with code and reason, without waiting,
+// and every connection upgraded after it too.
 func (t *Transport) CloseAll(code int, reason string) {
 	t.mu.Lock()
+	t.drain = &closeInfo{code: code, reason: reason}
 	conns := make([]*Conn, 0, len(t.conns))
 	for c := range t.conns {
 		conns = append(conns, c)
@@ -313,6 +329,12 @@ func (t *Transport) sweep(now int64) {
 	for _, c := range gone {
 		_ = c.gc.NetConn().Close() // a peer that reads nothing gets no close frame
 	}
+}
+
+// closeInfo is a close code and reason.
+type closeInfo struct {
+	code   int
+	reason string
 }
 
 // maxPooledBuffer keeps one huge batch from pinning its buffer forever.

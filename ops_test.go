@@ -1,0 +1,96 @@
+package herald_test
+
+import (
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/coder/websocket"
+
+	"github.com/heraldhq/herald"
+	"github.com/heraldhq/herald/heraldtest"
+)
+
+func TestHealthz(t *testing.T) {
+	t.Parallel()
+	_, base := newServer(t, herald.Config{})
+	resp, err := http.Get(base + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK || strings.TrimSpace(string(body)) != "ok" {
+		t.Fatalf("/healthz: %d %q, want 200 ok", resp.StatusCode, body)
+	}
+}
+
+func TestMetricsMove(t *testing.T) {
+	t.Parallel()
+	_, base := newServer(t, herald.Config{})
+	const (
+		wsConns  = `herald_connections{transport="ws"}`
+		rawConns = `herald_connections{transport="raw"}`
+		inClient = `herald_messages_in_total{source="client"}`
+		inServer = `herald_messages_in_total{source="server"}`
+		out      = `herald_messages_out_total`
+	)
+	text := func() string {
+		resp, err := http.Get(base + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/plain") {
+			t.Errorf("/metrics Content-Type %q, want the text format", ct)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	for _, name := range []string{"herald_connections", "herald_messages_in_total", "herald_messages_out_total", "herald_slow_consumer_disconnects_total"} {
+		if !strings.Contains(text(), "# TYPE "+name+" ") {
+			t.Errorf("/metrics does not describe %s", name)
+		}
+	}
+	before := scrape(t, base)
+	// Every series exists from the start, at zero.
+	for _, series := range []string{wsConns, rawConns, inClient, inServer, out, "herald_slow_consumer_disconnects_total"} {
+		if v, ok := before[series]; !ok || v != 0 {
+			t.Errorf("fresh server: %s = %v (present %v), want 0", series, v, ok)
+		}
+	}
+
+	a, b := dial(t, base), dial(t, base)
+	r := dialRaw(t, base, "m")
+	heraldtest.WaitFor(t, heraldtest.Timeout, func() bool {
+		m := scrape(t, base)
+		return m[wsConns]-before[wsConns] == 2 && m[rawConns]-before[rawConns] == 1
+	})
+
+	b.MustOK(map[string]any{"op": "subscribe", "channel": "m"})
+	waitPresent(t, b, "m", 2)
+	for range 3 {
+		publish(t, a, "m", "x")
+	}
+	for range 3 {
+		nextMessage(t, b)
+		r.nextText()
+	}
+	// 3 messages in from a client; out: 3 to b and 3 to the raw client.
+	// Replies are not messages.
+	heraldtest.WaitFor(t, heraldtest.Timeout, func() bool {
+		m := scrape(t, base)
+		return m[inClient]-before[inClient] == 3 && m[out]-before[out] == 6
+	})
+	if m := scrape(t, base); m[inServer] != before[inServer] {
+		t.Errorf("%s moved without a server publish: %v → %v", inServer, before[inServer], m[inServer])
+	}
+
+	_ = a.Conn.Close(websocket.StatusNormalClosure, "")
+	_ = r.Conn.Close(websocket.StatusNormalClosure, "")
+	heraldtest.WaitFor(t, heraldtest.Timeout, func() bool {
+		m := scrape(t, base)
+		return m[wsConns]-before[wsConns] == 1 && m[rawConns]-before[rawConns] == 0
+	})
+}

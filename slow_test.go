@@ -1,0 +1,117 @@
+package herald_test
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"net"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/heraldhq/herald"
+	"github.com/heraldhq/herald/heraldtest"
+)
+
+// A subscriber that stops reading is dropped as a slow consumer; another
+// subscriber of the same channel gets every message, in order, meanwhile.
+func TestSlowConsumerIsDropped(t *testing.T) {
+	t.Parallel()
+	for _, mode := range []string{"json", "raw"} {
+		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
+			// WriteTimeout stays at its default (10s): the queue limit, not
+			// a write timeout, is what must catch the stuck peer.
+			srv, base := newServer(t, herald.Config{QueueMessages: 16})
+			healthy := dial(t, base)
+			healthy.MustOK(map[string]any{"op": "subscribe", "channel": "flood"})
+			before := scrape(t, base)
+
+			// The stuck peer subscribes and never reads again.
+			var stuck *frameConn
+			if mode == "raw" {
+				stuck = dialFrames(t, base, "/ws/flood")
+			} else {
+				stuck = dialFrames(t, base, "/ws")
+				stuck.write(true, opText, []byte(`{"id":1,"op":"subscribe","channel":"flood"}`))
+			}
+			_ = stuck.c.(*net.TCPConn).SetReadBuffer(4096)
+			waitPresent(t, healthy, "flood", 2)
+
+			// Messages that do not compress, published one at a time: the
+			// healthy subscriber reads each before the next is published,
+			// so only the stuck one falls behind.
+			pad := make([]byte, 16<<10)
+			n := 0
+			publishOne := func() {
+				t.Helper()
+				n++
+				_, _ = rand.Read(pad)
+				if _, err := srv.Publish(context.Background(), "flood", map[string]any{"n": n, "pad": hex.EncodeToString(pad)}); err != nil {
+					t.Fatal(err)
+				}
+				if got := counter(t, nextMessage(t, healthy)); got != n {
+					t.Fatalf("healthy subscriber got message %d, want %d", got, n)
+				}
+			}
+			const slow = "herald_slow_consumer_disconnects_total"
+			for metric(t, base, slow) == before[slow] {
+				if n == 5000 {
+					t.Fatalf("%s did not move in %d messages", slow, n)
+				}
+				publishOne()
+			}
+			for range 50 {
+				publishOne()
+			}
+			if d := metric(t, base, slow) - before[slow]; d != 1 {
+				t.Errorf("%s moved by %v, want 1: only the stuck peer is slow", slow, d)
+			}
+		})
+	}
+}
+
+// A peer that stops reading is disconnected within about WriteTimeout of
+// the server giving up on it — whether the queue limit or the write
+// timeout notices first — not left open until keepalive (switched off
+// here) would find it. Once it is gone it leaves presence and the
+// connection count.
+func TestStuckPeerIsClosedPromptly(t *testing.T) {
+	t.Parallel()
+	var disconnected atomic.Int32
+	const writeTimeout = time.Second
+	srv, base := newServer(t, herald.Config{
+		QueueMessages: 16,
+		WriteTimeout:  writeTimeout,
+		PingInterval:  time.Hour,
+		Hooks:         herald.Hooks{Disconnected: func(herald.Client) { disconnected.Add(1) }},
+	})
+	healthy := dial(t, base)
+	healthy.MustOK(map[string]any{"op": "subscribe", "channel": "flood"})
+	stuck := dialFrames(t, base, "/ws/flood")
+	_ = stuck.c.(*net.TCPConn).SetReadBuffer(4096)
+	waitPresent(t, healthy, "flood", 2)
+	conns := `herald_connections{transport="raw"}`
+	if got := metric(t, base, conns); got != 1 {
+		t.Fatalf("%s = %v, want 1", conns, got)
+	}
+
+	pad := make([]byte, 16<<10)
+	deadline := time.Now().Add(heraldtest.Timeout + 10*writeTimeout)
+	for n := 1; disconnected.Load() == 0; n++ {
+		if time.Now().After(deadline) {
+			t.Fatalf("a peer that reads nothing is still connected after %d messages", n)
+		}
+		_, _ = rand.Read(pad)
+		if _, err := srv.Publish(context.Background(), "flood", map[string]any{"n": n, "pad": hex.EncodeToString(pad)}); err != nil {
+			t.Fatal(err)
+		}
+		if got := counter(t, nextMessage(t, healthy)); got != n {
+			t.Fatalf("healthy subscriber got message %d, want %d", got, n)
+		}
+	}
+	if present := waitPresent(t, healthy, "flood", 1); present[0].(map[string]any)["client"] != clientID(healthy) {
+		t.Errorf("presence after the drop: %v", present)
+	}
+	heraldtest.WaitFor(t, heraldtest.Timeout, func() bool { return metric(t, base, conns) == 0 })
+}
