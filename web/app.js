@@ -75,14 +75,8 @@ function join(name, room) {
     again = true;
     refreshWho(s);
   });
-  s.on('join', (m) => {
-    present.set(m.client, m.user);
-    renderWho();
-  });
-  s.on('leave', (m) => {
-    present.delete(m.client);
-    renderWho();
-  });
+  s.on('join', (m) => presenceEvent('join', m));
+  s.on('leave', (m) => presenceEvent('leave', m));
   s.on('error', (e) => system(`Could not join (${e.code || 'error'}): ${e.message}`));
   hello(s, false);
 }
@@ -101,16 +95,36 @@ async function catchUp(s, after) {
   for (const m of msgs) show(m, before);
 }
 
-// refreshWho asks who is in the room now.
+// pendingWho collects the joins and leaves that arrive while a presence
+// request is in flight: its snapshot may predate them.
+let pendingWho = null;
+
+function presenceEvent(op, m) {
+  if (pendingWho) pendingWho.push([op, m]);
+  applyPresence(op, m);
+  renderWho();
+}
+
+function applyPresence(op, m) {
+  if (op === 'join') present.set(m.client, m.user);
+  else present.delete(m.client);
+}
+
+// refreshWho asks who is in the room now, then replays on top of the
+// answer the joins and leaves that came while it was on its way.
 async function refreshWho(s) {
+  const events = (pendingWho = []);
   try {
     const clients = await s.presence();
     if (sub !== s) return;
     present.clear();
     for (const c of clients) present.set(c.client, c.user);
+    for (const [op, m] of events) applyPresence(op, m);
     renderWho();
   } catch (e) {
     system(`Presence failed (${e.code || 'error'})`);
+  } finally {
+    if (pendingWho === events) pendingWho = null;
   }
 }
 

@@ -13,7 +13,9 @@ import (
 )
 
 // TestChatPageInChromium drives the demo chat page in headless Chromium
-// (e2e/*.test.mjs, through playwright-core) against a real server.
+// (e2e/*.test.mjs, through playwright-core) against a real server: one in
+// this process (HERALD_URL), and herald binaries the tests start and stop
+// themselves (HERALD_BIN), for what needs a server restart.
 func TestChatPageInChromium(t *testing.T) {
 	e2e, err := filepath.Abs("../e2e")
 	if err != nil {
@@ -29,16 +31,36 @@ func TestChatPageInChromium(t *testing.T) {
 	if err != nil {
 		t.Fatalf("node is not installed: %v", err)
 	}
+	bin := buildHerald(t)
 	_, hs := heraldtest.NewServer(t, herald.Config{
 		Namespaces: map[string]herald.Namespace{"chat": {JoinLeave: true}},
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, node, "--test", e2e)
-	cmd.Env = append(os.Environ(), "HERALD_URL="+hs.URL)
+	cmd.Env = append(os.Environ(), "HERALD_URL="+hs.URL, "HERALD_BIN="+bin)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("browser test failed: %v\n%s", err, out)
 	}
 	t.Logf("%s", out)
+}
+
+// buildHerald builds the herald binary (./cmd/herald) once into a temporary
+// directory and returns its path.
+func buildHerald(t *testing.T) string {
+	t.Helper()
+	goTool, err := exec.LookPath("go")
+	if err != nil {
+		t.Fatalf("the go tool is not on PATH: %v", err)
+	}
+	bin := filepath.Join(t.TempDir(), "herald")
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, goTool, "build", "-o", bin, "./cmd/herald")
+	cmd.Dir = ".." // the repository root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build ./cmd/herald: %v\n%s", err, out)
+	}
+	return bin
 }

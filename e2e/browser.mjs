@@ -1,0 +1,70 @@
+// Shared parts of the browser end-to-end tests: launching Chromium and
+// driving the demo chat page.
+import assert from 'node:assert/strict';
+import { chromium } from 'playwright-core';
+
+export const WAIT = 10_000; // ms any one condition may take
+
+// launch starts headless Chromium (Debian's, or $CHROMIUM).
+export function launch() {
+  return chromium.launch({
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    headless: false, // the args below ask for the new headless mode
+    args: [
+      '--headless=new',
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-quic',
+      '--no-first-run',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+    ],
+  });
+}
+
+// person opens the chat page at base in a browser context of its own, so
+// that each has its own storage, waits until it is connected, and fails the
+// test on any error in the page except console errors matching ignore.
+export async function person(browser, t, base, { ignore = null } = {}) {
+  const context = await browser.newContext({ viewport: { width: 390, height: 800 } });
+  t.after(() => context.close());
+  const page = await context.newPage();
+  page.setDefaultTimeout(WAIT);
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(e.message));
+  page.on('console', (m) => {
+    if (m.type() === 'error' && !(ignore && ignore.test(m.text()))) errors.push(m.text() + ' ' + m.location().url);
+  });
+  t.after(() => assert.deepEqual(errors, [], 'errors in the page'));
+  await page.goto(base + '/');
+  await connected(page, WAIT);
+  return page;
+}
+
+// connected waits until the page shows it is connected.
+export function connected(page, timeout = WAIT) {
+  return page.locator('#state', { hasText: /^connected$/ }).waitFor({ timeout });
+}
+
+// join enters a room; the page is in once it sees itself there.
+export async function join(page, name, room) {
+  await page.fill('#name', name);
+  await page.fill('#room', room);
+  await page.click('#join');
+  await page.locator('#who li', { hasText: name }).waitFor();
+}
+
+// say sends text, with the button or with Enter.
+export async function say(page, text, { enter = false } = {}) {
+  await page.fill('#text', text);
+  if (enter) await page.press('#text', 'Enter');
+  else await page.click('#send');
+}
+
+// message waits for the chat message holding text on page and returns it.
+export async function message(page, text) {
+  const msg = page.locator('#messages .msg', { hasText: text });
+  await msg.waitFor();
+  return msg;
+}

@@ -1,0 +1,193 @@
+// Browser end-to-end test of the demo chat page across a server restart: the
+// page reconnects by itself and the conversation goes on.
+// Starts and stops its own herald: HERALD_BIN=path/to/herald node --test e2e/
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { createServer } from 'node:net';
+import { setTimeout as delay } from 'node:timers/promises';
+import { WAIT, launch, person as open, connected, join, say, message } from './browser.mjs';
+
+const bin = process.env.HERALD_BIN || '';
+// ms a page may take to reconnect: the SDK backs off up to 10 s between tries.
+const RECONNECT = 25_000;
+
+let browser;
+const servers = new Set(); // running herald children, killed in after()
+
+before(async () => {
+  assert.ok(bin, 'set HERALD_BIN to the path of a herald binary (go build -o herald ./cmd/herald); this test starts and restarts it');
+  browser = await launch();
+});
+
+after(async () => {
+  await Promise.all([...servers].map((s) => s.stop()));
+  await browser?.close();
+});
+
+// freePort asks the system for a free loopback port.
+async function freePort() {
+  const srv = createServer();
+  await new Promise((resolve, reject) => {
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', resolve);
+  });
+  const { port } = srv.address();
+  await new Promise((resolve) => srv.close(resolve));
+  return port;
+}
+
+// startHerald runs `herald serve` on port and resolves once /healthz
+// answers 200. stop() sends SIGTERM and resolves when the process is gone.
+async function startHerald(port) {
+  const child = spawn(bin, ['serve', '--addr', `127.0.0.1:${port}`, '--log-level', 'warn'], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let output = '';
+  child.stdout.on('data', (b) => (output += b));
+  child.stderr.on('data', (b) => (output += b));
+  let exited = null; // {code, signal} once the process is gone
+  const gone = new Promise((resolve) => {
+    child.once('exit', (code, signal) => {
+      exited = { code, signal };
+      resolve(exited);
+    });
+    child.once('error', (err) => {
+      exited = { error: err };
+      resolve(exited);
+    });
+  });
+  const server = {
+    child,
+    gone,
+    get output() {
+      return output;
+    },
+    async stop() {
+      if (!exited) child.kill('SIGTERM');
+      const res = await gone;
+      servers.delete(server);
+      return res;
+    },
+  };
+  servers.add(server);
+
+  const url = `http://127.0.0.1:${port}/healthz`;
+  const deadline = Date.now() + WAIT;
+  for (;;) {
+    if (exited) {
+      servers.delete(server);
+      assert.fail(`herald exited before it was healthy (${JSON.stringify(exited)}):\n${output}`);
+    }
+    try {
+      const res = await fetch(url, { signal: AbortSignal.timeout(1000) });
+      await res.arrayBuffer();
+      if (res.status === 200) return server;
+    } catch {
+      // not listening yet
+    }
+    if (Date.now() > deadline) {
+      await server.stop();
+      assert.fail(`herald on port ${port} did not answer 200 on /healthz within ${WAIT} ms:\n${output}`);
+    }
+    await delay(25); // poll interval
+  }
+}
+
+// A refused WebSocket connection while the server is down is expected;
+// Chromium reports each one on the console as an error.
+const refused = /WebSocket connection to .* failed/;
+
+function person(t, base) {
+  return open(browser, t, base, { ignore: refused });
+}
+
+// count is how many chat messages on page hold text.
+function count(page, text) {
+  return page.locator('#messages .msg', { hasText: text }).count();
+}
+
+// snapshot describes what page shows, for failure messages.
+function snapshot(page) {
+  return page.evaluate(() => JSON.stringify({
+    state: document.querySelector('#state').textContent,
+    who: [...document.querySelectorAll('#who li')].map((li) => `${li.dataset.client} ${li.textContent}`),
+    messages: [...document.querySelectorAll('#messages li')].map((li) => `${li.className}: ${li.textContent}`),
+  }));
+}
+
+// myClient is the client id the page lists itself under in #who.
+function myClient(page) {
+  return page.locator('#who li.you').getAttribute('data-client');
+}
+
+test('the chat page reconnects after a server restart and the conversation goes on', { timeout: 90_000 }, async (t) => {
+  const port = await freePort();
+  const base = `http://127.0.0.1:${port}`;
+  let server = await startHerald(port);
+
+  const room = 'restart-' + randomBytes(4).toString('hex');
+  const [alice, bob] = [await person(t, base), await person(t, base)];
+  await join(alice, 'Alice', room);
+  await join(bob, 'Bob', room);
+  await bob.locator('#who li', { hasText: 'Alice' }).waitFor();
+  await alice.locator('#who li', { hasText: 'Bob' }).waitFor();
+
+  const before = 'before the restart ' + randomBytes(3).toString('hex');
+  await say(alice, before);
+  await message(bob, before);
+  await message(alice, before);
+  const [aliceBefore, bobBefore] = [await myClient(alice), await myClient(bob)];
+  assert.ok(aliceBefore && bobBefore, 'each page lists itself in #who');
+
+  // The server goes away: both pages notice.
+  const exit = await server.stop();
+  assert.ok(!exit.error, `herald could not be stopped: ${exit.error}`);
+  for (const page of [alice, bob]) {
+    await page.waitForFunction(() => document.querySelector('#state').textContent !== 'connected', null, { timeout: WAIT });
+    assert.match(await page.textContent('#state'), /^(connecting|disconnected)$/);
+  }
+
+  // It comes back on the same port: both pages reconnect by themselves.
+  server = await startHerald(port);
+  await Promise.all([connected(alice, RECONNECT), connected(bob, RECONNECT)]);
+
+  // Each page lists itself under its new client id.
+  await alice.waitForFunction((old) => {
+    const li = document.querySelector('#who li.you');
+    return li && li.dataset.client !== old;
+  }, aliceBefore, { timeout: WAIT });
+  const aliceAfter = await myClient(alice);
+
+  // Bob's list has Alice again, by name, under her new id, and no one under
+  // the ids of the lost connections.
+  await bob.locator(`#who li[data-client="${aliceAfter}"]`, { hasText: 'Alice' }).waitFor().catch(async (e) => {
+    e.message += `\nAlice is ${aliceAfter} (was ${aliceBefore}); Bob's page: ${await snapshot(bob)}`;
+    throw e;
+  });
+  await bob.waitForFunction((old) => {
+    const ids = [...document.querySelectorAll('#who li')].map((li) => li.dataset.client);
+    return ids.length === 2 && !ids.some((id) => old.includes(id));
+  }, [aliceBefore, bobBefore], { timeout: WAIT });
+
+  // The conversation goes on.
+  const afterText = 'after the restart ' + randomBytes(3).toString('hex');
+  await say(alice, afterText);
+  await message(bob, afterText);
+  await message(alice, afterText);
+  const reply = 'Bob still here ' + randomBytes(3).toString('hex');
+  await say(bob, reply);
+  await message(alice, reply);
+  await message(bob, reply);
+
+  // Nothing is shown twice, and what came before the restart stays.
+  for (const page of [alice, bob]) {
+    for (const text of [before, afterText, reply]) {
+      assert.equal(await count(page, text), 1, `messages holding "${text}" on ${page === alice ? 'Alice' : 'Bob'}'s page`);
+    }
+  }
+
+  const exit2 = await server.stop();
+  assert.ok(!exit2.error, `herald could not be stopped: ${exit2.error}`);
+});
