@@ -154,7 +154,7 @@ func runIdle(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	ph := progress(stderr, 2*time.Second, swStop, func() string {
 		return fmt.Sprintf("idle: holding %d connections, dropped %d, %v left", len(conns)-int(sw.dropped.Load()), sw.dropped.Load(), time.Until(holdStart.Add(*hold)).Round(time.Second))
 	})
-	if left > 0 {
+	if left > 0 && len(conns) > 0 {
 		select {
 		case <-ctx.Done():
 		case <-time.After(left):

@@ -211,7 +211,7 @@ func (e *errorLog) add(kind string, err error) {
 	}
 }
 
-// summary returns "kind×count (first error), …", or "" for none.
+// summary returns, for each kind, its count and first error.
 func (e *errorLog) summary() map[string]string {
 	e.mu.Lock()
 	defer e.mu.Unlock()
