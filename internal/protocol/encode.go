@@ -46,11 +46,32 @@ func ToWire(m broker.Message) WireMessage {
 	return w
 }
 
-// MessagePush encodes m as a "message" push.
+// MessagePush encodes m as a "message" push. The data, compact and valid
+// already, is copied in as it is rather than re-scanned by encoding/json.
 func MessagePush(m broker.Message) []byte {
 	w := ToWire(m)
-	w.Op = "message"
-	return mustMarshal(w)
+	b := make([]byte, 0, len(w.Data)+len(w.Channel)+len(w.Offset)+len(w.Event)+len(w.User)+len(w.Client)+96)
+	b = append(b, `{"op":"message","channel":`...)
+	b = appendString(b, w.Channel)
+	b = append(b, `,"offset":`...)
+	b = appendString(b, w.Offset)
+	b = append(b, `,"data":`...)
+	b = append(b, w.Data...)
+	for _, f := range [...]struct{ key, val string }{{`,"event":`, w.Event}, {`,"user":`, w.User}, {`,"client":`, w.Client}} {
+		if f.val != "" {
+			b = append(b, f.key...)
+			b = appendString(b, f.val)
+		}
+	}
+	if w.Binary {
+		b = append(b, `,"binary":true`...)
+	}
+	return append(b, '}')
+}
+
+// appendString appends s as a JSON string, escaped as encoding/json does.
+func appendString(b []byte, s string) []byte {
+	return append(b, mustMarshal(s)...)
 }
 
 // PresencePush encodes a "join" or "leave" push.

@@ -137,7 +137,7 @@ func New(cfg Config, subprotocols ...string) *Transport {
 				ServerMaxWindowBits:   serverWindowBits,
 				ClientContextTakeover: false,
 				ClientMaxWindowBits:   15,
-				PoolSize:              8,
+				PoolSize:              4, // per upgrader: enough for 2 cores; each deflater holds ~0.9 MB
 			},
 		}
 		key := ""
