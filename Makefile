@@ -8,7 +8,7 @@ run:
 # the browser end-to-end test too), herald.js's unit tests, a short fuzz
 # run of each parser, and every benchmark once so none can rot.
 test: deps vet
-	node --test clients/js/test/
+	node --test clients/js/test/*.test.mjs
 	go test -race -count=1 ./...
 	cd examples && go test -race -count=1 ./...
 	$(MAKE) fuzz FUZZTIME=5s

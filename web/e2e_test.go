@@ -37,7 +37,11 @@ func TestChatPageInChromium(t *testing.T) {
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, node, "--test", e2e)
+	files, err := filepath.Glob(filepath.Join(e2e, "*.test.mjs"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no browser tests in %s: %v", e2e, err)
+	}
+	cmd := exec.CommandContext(ctx, node, append([]string{"--test"}, files...)...)
 	cmd.Env = append(os.Environ(), "HERALD_URL="+hs.URL, "HERALD_BIN="+bin)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
