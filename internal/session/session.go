@@ -1,6 +1,7 @@
 // Package session is one client connection's protocol state: its
-// subscriptions, the commands it sends, and its bounded outgoing queue with
-// a write loop that runs only while there is something to write.
+// subscriptions, the commands it sends, and its bounded outgoing queue,
+// handed to the transport one batch at a time while there is something to
+// write (an idle session runs no goroutine).
 //
 // A session does not touch the socket: the transport hands it frames
 // (HandleText, HandleBinary) and writes what the session gives its Conn.
