@@ -52,6 +52,21 @@ type Config struct {
 	// DisableCompression turns permessage-deflate off.
 	DisableCompression bool
 
+	// Origins lists the origins (scheme://host[:port]) allowed for CORS on
+	// SSE and the server API; "*" allows any. Empty: only the request's own
+	// host, which needs no CORS.
+	Origins []string
+
+	// SSEHeartbeat is how often an idle SSE stream gets a comment line
+	// [15s]; proxies close streams that stay silent. SSERetry is the
+	// reconnect delay the stream tells EventSource [2s].
+	SSEHeartbeat time.Duration
+	SSERetry     time.Duration
+
+	// APIKey guards the server API (/api/…), compared in constant time.
+	// Empty: the API answers loopback callers only.
+	APIKey string
+
 	// Hooks let an application authorize and observe clients.
 	Hooks Hooks
 
@@ -105,6 +120,15 @@ func (c Config) withDefaults() (Config, error) {
 		if ns.HistoryTTL < 0 {
 			errs = append(errs, fmt.Errorf("namespace %q: HistoryTTL must not be negative", name))
 		}
+	}
+	if c.SSEHeartbeat < 0 || c.SSERetry < 0 {
+		errs = append(errs, errors.New("SSEHeartbeat and SSERetry must not be negative"))
+	}
+	if c.SSEHeartbeat == 0 {
+		c.SSEHeartbeat = 15 * time.Second
+	}
+	if c.SSERetry == 0 {
+		c.SSERetry = 2 * time.Second
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

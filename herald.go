@@ -100,6 +100,13 @@ func (s *Server) routes() *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.Handle("GET /ws", s.WebSocketHandler())
 	mux.Handle("GET /ws/{channel}", s.RawHandler())
+	sse := s.SSEHandler()
+	mux.Handle("GET /sse", sse)
+	mux.Handle("OPTIONS /sse", sse) // CORS preflight
+	api := s.APIHandler()
+	for _, method := range []string{"GET", "POST", "OPTIONS"} {
+		mux.Handle(method+" /api/", api)
+	}
 	mux.Handle("GET /healthz", s.HealthHandler())
 	if s.gather != nil {
 		mux.Handle("GET /metrics", promhttp.HandlerFor(s.gather, promhttp.HandlerOpts{}))
@@ -110,7 +117,7 @@ func (s *Server) routes() *http.ServeMux {
 }
 
 // ServeHTTP serves every endpoint of the contract: /, /herald.js, /ws,
-// /ws/{channel}, /healthz and /metrics.
+// /ws/{channel}, /sse, /api/…, /healthz and /metrics.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
 
 // WebSocketHandler serves the JSON protocol (the contract's /ws).

@@ -51,6 +51,16 @@ func options() []option {
 		{"history-size", "messages kept per channel", intSetting(func(s *settings, n int) { s.config.HistorySize = n })},
 		{"history-ttl", "how long messages are kept", durationSetting(func(s *settings, d time.Duration) { s.config.HistoryTTL = d })},
 		{"max-message-size", "bytes of one client frame and one API publish body", intSetting(func(s *settings, n int) { s.config.MaxMessageSize = n })},
+		{"origins", "comma-separated origins allowed for CORS on SSE and the API (* for any; empty: same host)", func(s *settings, v string) error {
+			s.config.Origins = nil
+			for _, o := range strings.Split(v, ",") {
+				if o = strings.TrimSpace(o); o != "" {
+					s.config.Origins = append(s.config.Origins, o)
+				}
+			}
+			return nil
+		}},
+		{"api-key", "key for the server API; without one it answers loopback callers only", func(s *settings, v string) error { s.config.APIKey = v; return nil }},
 		{"log-level", "debug, info, warn or error", func(s *settings, v string) error { return s.logLevel.UnmarshalText([]byte(v)) }},
 	}
 }
