@@ -1,11 +1,24 @@
 package herald
 
-import "net/http"
+import (
+	"net/http"
 
-// APIHandler serves the server API (the contract's /api/…). Mount it on
-// "/api/".
+	"github.com/heraldhq/herald/internal/api"
+)
+
+// APIHandler serves the server API (the contract's /api/…): publish, the
+// active channels, history and presence. Mount it on "/api/" for every
+// method; it routes on the full path. Callers authenticate with
+// "Authorization: Bearer <Config.APIKey>"; without an APIKey only loopback
+// callers are served. Each call returns a new handler over the same
+// server; they are interchangeable.
 func (s *Server) APIHandler() http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		writeHTTPError(w, Errorf(CodeNotFound, "the server API is not built yet"))
+	return api.New(api.Config{
+		Hub:            s.hub,
+		APIKey:         s.cfg.APIKey,
+		Origins:        s.cfg.Origins,
+		MaxMessageSize: s.cfg.MaxMessageSize,
+		Metrics:        s.metrics,
+		Logger:         s.cfg.Logger,
 	})
 }

@@ -36,6 +36,7 @@ import (
 	"github.com/heraldhq/herald/internal/metrics"
 	"github.com/heraldhq/herald/internal/protocol"
 	"github.com/heraldhq/herald/internal/session"
+	"github.com/heraldhq/herald/internal/transport/sse"
 	"github.com/heraldhq/herald/internal/transport/ws"
 	"github.com/heraldhq/herald/web"
 )
@@ -46,6 +47,7 @@ type Server struct {
 	broker  broker.Broker
 	hub     *hub.Hub
 	ws      *ws.Transport
+	sse     *sse.Transport
 	metrics *metrics.Metrics
 	gather  prometheus.Gatherer // nil when the Registerer is the caller's
 	mux     *http.ServeMux
@@ -54,6 +56,8 @@ type Server struct {
 	clientN  atomic.Uint64
 	draining atomic.Bool
 	shutdown sync.Once
+
+	sseServers sync.Map // *http.Server → struct{}: those that end SSE streams on shutdown
 }
 
 // New checks cfg, starts its broker and returns a ready Server.
@@ -92,6 +96,11 @@ func New(cfg Config) (*Server, error) {
 		DisableCompression: cfg.DisableCompression,
 		Logger:             cfg.Logger,
 	}, protocol.SubprotocolJSONL, protocol.SubprotocolJSON)
+	s.sse = sse.New(sse.Config{
+		Heartbeat:    cfg.SSEHeartbeat,
+		Retry:        cfg.SSERetry,
+		WriteTimeout: cfg.WriteTimeout,
+	})
 	s.mux = s.routes()
 	return s, nil
 }
@@ -104,7 +113,9 @@ func (s *Server) routes() *http.ServeMux {
 	mux.Handle("GET /sse", sse)
 	mux.Handle("OPTIONS /sse", sse) // CORS preflight
 	api := s.APIHandler()
-	for _, method := range []string{"GET", "POST", "OPTIONS"} {
+	// Every method, so that the API answers a wrong one in its own error
+	// shape; a bare "/api/" pattern would conflict with "GET /".
+	for _, method := range []string{"GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"} {
 		mux.Handle(method+" /api/", api)
 	}
 	mux.Handle("GET /healthz", s.HealthHandler())
@@ -292,9 +303,10 @@ func WithEvent(event string) PublishOption {
 	return func(p *broker.Publication) { p.Event = event }
 }
 
-// Shutdown stops taking connections, sends 1001 to every WebSocket client
-// and closes the broker. The caller shuts its http.Server down first (which
-// leaves upgraded connections alone); ctx bounds the wait for connections to
+// Shutdown stops taking connections, sends 1001 to every WebSocket client,
+// ends every SSE stream and closes the broker. The caller shuts its
+// http.Server down first (which leaves upgraded connections alone, and
+// ends the SSE streams it serves); ctx bounds the wait for connections to
 // close.
 func (s *Server) Shutdown(ctx context.Context) error {
 	var err error
@@ -302,8 +314,12 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		s.draining.Store(true)
 		s.ws.CloseAll(protocol.CloseGoingAway, "server shutting down")
 		s.ws.Close()
+		s.sse.Shutdown()
 		if werr := s.ws.WaitEmpty(ctx); werr != nil {
 			err = fmt.Errorf("herald: shutdown: %w", werr)
+		}
+		if serr := s.sse.Wait(ctx); serr != nil && err == nil {
+			err = fmt.Errorf("herald: shutdown: %w", serr)
 		}
 		if cerr := s.broker.Close(); cerr != nil && err == nil {
 			err = fmt.Errorf("herald: close broker: %w", cerr)

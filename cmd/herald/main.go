@@ -1,6 +1,7 @@
 // Command herald is the herald server and its command-line tools.
 //
 //	herald [serve] [flags]   run the server (the default)
+//	herald pub CHANNEL DATA  publish through the server API
 //	herald version           print the version
 //
 // Every serve flag is also a config-file key (--config FILE, YAML) and an
@@ -46,6 +47,8 @@ func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) erro
 	switch cmd {
 	case "serve":
 		return serve(ctx, args, env, stdout, stderr)
+	case "pub":
+		return pub(ctx, args, env, os.Stdin, stdout, stderr) // tests call pub with a stdin of their own
 	case "bench":
 		return loadtest.Run(ctx, args, stdout, stderr)
 	case "version":
@@ -63,6 +66,7 @@ const usage = `usage: herald [command] [flags]
 
 commands:
   serve     run the server (the default); herald serve -h lists its flags
+  pub       publish through the server API: herald pub [--url U] [--api-key K] [--event E] CHANNEL DATA|-
   bench     load-test a running server: herald bench idle|fanout -h
   version   print the version
 `

@@ -1,0 +1,418 @@
+// Package api serves herald's server API, the contract's /api/…: publish,
+// the active channels, history and presence, as JSON over HTTP for
+// application back ends.
+//
+// Every error answers {"error":{"code","message"}} with the status its code
+// maps to (protocol.Code.HTTPStatus); the one exception is a wrong method,
+// 405 with code bad_request, since the contract has no code of its own for
+// it. Requests are checked in this order: origin (CORS), API key, path,
+// method, then the endpoint's own input.
+package api
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"strconv"
+	"strings"
+
+	"github.com/heraldhq/herald/broker"
+	"github.com/heraldhq/herald/internal/hub"
+	"github.com/heraldhq/herald/internal/metrics"
+	"github.com/heraldhq/herald/internal/protocol"
+)
+
+// Config configures a Handler.
+type Config struct {
+	// Hub is the node's hub; required.
+	Hub *hub.Hub
+	// APIKey is the key callers send as "Authorization: Bearer <key>".
+	// Empty: only loopback callers are served. Behind a reverse proxy on
+	// the same host every caller looks like loopback: set a key there.
+	APIKey string
+	// Origins are the origins allowed for CORS; "*" allows any. Empty:
+	// only the request's own host. A request whose Origin header is not
+	// allowed is refused with 403, so a web page cannot publish through a
+	// browser on the server's machine.
+	Origins []string
+	// MaxMessageSize bounds a publish body, in bytes; 0 means no bound.
+	MaxMessageSize int
+	// Metrics, when set, counts publishes as MessagesIn{source="api"}.
+	Metrics *metrics.Metrics
+	// Logger receives internal errors, which callers see only as
+	// "internal"; nil discards them.
+	Logger *slog.Logger
+}
+
+// Handler serves the server API. It is mounted on "/api/" and routes on the
+// full request path. It is safe for concurrent use.
+type Handler struct {
+	cfg     Config
+	keyHash [sha256.Size]byte // of cfg.APIKey, so comparing takes the same time for any length
+	log     *slog.Logger
+}
+
+var _ http.Handler = (*Handler)(nil)
+
+// New returns a Handler for cfg.
+func New(cfg Config) *Handler {
+	h := &Handler{cfg: cfg, keyHash: sha256.Sum256([]byte(cfg.APIKey)), log: cfg.Logger}
+	if h.log == nil {
+		h.log = slog.New(slog.DiscardHandler)
+	}
+	return h
+}
+
+// Methods the API answers, for Allow and CORS preflights.
+const allowedMethods = "GET, POST, OPTIONS"
+
+// ServeHTTP answers one API request.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Cache-Control", "no-store")
+	if !h.cors(w, r) {
+		writeError(w, protocol.Errorf(protocol.CodeForbidden, "origin not allowed: add it to --origins (Config.Origins)"))
+		return
+	}
+	if r.Method == http.MethodOptions {
+		h.preflight(w)
+		return
+	}
+	if e := h.authorize(r); e != nil {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="herald"`)
+		writeError(w, e)
+		return
+	}
+	endpoint, channel, ok := route(r.URL)
+	if !ok {
+		writeError(w, protocol.Errorf(protocol.CodeNotFound, "no such endpoint: "+r.URL.Path))
+		return
+	}
+	if !endpoint.allows(r.Method) {
+		w.Header().Set("Allow", endpoint.method+", OPTIONS")
+		writeStatus(w, http.StatusMethodNotAllowed, protocol.Errorf(protocol.CodeBadRequest,
+			"method "+r.Method+" not allowed here: use "+endpoint.method))
+		return
+	}
+	if endpoint.channel && !protocol.ValidChannel(channel) {
+		writeError(w, badChannel())
+		return
+	}
+	endpoint.serve(h, w, r, channel)
+}
+
+// endpoint is one route of the API.
+type endpoint struct {
+	method  string
+	channel bool // the path names a channel
+	serve   func(h *Handler, w http.ResponseWriter, r *http.Request, channel string)
+}
+
+func (e endpoint) allows(method string) bool {
+	return method == e.method || (e.method == http.MethodGet && method == http.MethodHead)
+}
+
+var (
+	publishEndpoint  = endpoint{method: http.MethodPost, serve: (*Handler).publish}
+	channelsEndpoint = endpoint{method: http.MethodGet, serve: (*Handler).channels}
+	historyEndpoint  = endpoint{method: http.MethodGet, channel: true, serve: (*Handler).history}
+	presenceEndpoint = endpoint{method: http.MethodGet, channel: true, serve: (*Handler).presence}
+)
+
+// route finds the endpoint of a path and the channel it names. A channel
+// is taken from the escaped path, so an encoded "/" stays inside it (and
+// makes it a bad name) instead of adding a segment.
+func route(u *url.URL) (e endpoint, channel string, ok bool) {
+	rest, found := strings.CutPrefix(u.EscapedPath(), "/api/")
+	if !found {
+		return e, "", false
+	}
+	seg := strings.Split(rest, "/")
+	switch {
+	case len(seg) == 1 && seg[0] == "publish":
+		return publishEndpoint, "", true
+	case len(seg) == 1 && seg[0] == "channels":
+		return channelsEndpoint, "", true
+	case len(seg) == 3 && seg[0] == "channels" && (seg[2] == "history" || seg[2] == "presence"):
+		channel, err := url.PathUnescape(seg[1])
+		if err != nil {
+			channel = seg[1] // not a valid name either way
+		}
+		if seg[2] == "history" {
+			return historyEndpoint, channel, true
+		}
+		return presenceEndpoint, channel, true
+	}
+	return e, "", false
+}
+
+// authorize checks the caller's API key, or that it is on loopback when
+// no key is configured.
+func (h *Handler) authorize(r *http.Request) *protocol.Error {
+	if h.cfg.APIKey == "" {
+		if !isLoopback(r.RemoteAddr) {
+			return protocol.Errorf(protocol.CodeUnauthorized,
+				"no API key is configured, so the server API answers loopback callers only: configure --api-key (Config.APIKey) to call it from elsewhere")
+		}
+		return nil
+	}
+	scheme, key, _ := strings.Cut(r.Header.Get("Authorization"), " ")
+	if !strings.EqualFold(scheme, "Bearer") || key == "" {
+		return protocol.Errorf(protocol.CodeUnauthorized, "missing API key: send Authorization: Bearer <key>")
+	}
+	got := sha256.Sum256([]byte(strings.TrimSpace(key)))
+	if subtle.ConstantTimeCompare(got[:], h.keyHash[:]) != 1 {
+		return protocol.Errorf(protocol.CodeUnauthorized, "bad API key")
+	}
+	return nil
+}
+
+// isLoopback reports whether a RemoteAddr ("host:port") is 127.0.0.0/8 or
+// ::1 (also as an IPv4-mapped address).
+func isLoopback(remoteAddr string) bool {
+	host, _, err := net.SplitHostPort(remoteAddr)
+	if err != nil {
+		host = remoteAddr
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.Unmap().IsLoopback()
+}
+
+// cors sets the CORS response headers for an allowed Origin and reports
+// whether the request may go on: it has no Origin, comes from the
+// server's own host, or from an origin in Config.Origins.
+func (h *Handler) cors(w http.ResponseWriter, r *http.Request) bool {
+	w.Header().Add("Vary", "Origin")
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return true
+	}
+	if u, err := url.Parse(origin); err == nil && u.Host != "" && strings.EqualFold(u.Host, r.Host) {
+		return true // same host: no CORS needed
+	}
+	for _, o := range h.cfg.Origins {
+		if o == "*" || strings.EqualFold(o, origin) {
+			w.Header().Set("Access-Control-Allow-Origin", origin)
+			return true
+		}
+	}
+	return false
+}
+
+// preflight answers an OPTIONS request; cors has set the origin already.
+func (h *Handler) preflight(w http.ResponseWriter) {
+	hd := w.Header()
+	hd.Set("Allow", allowedMethods)
+	if hd.Get("Access-Control-Allow-Origin") != "" {
+		hd.Set("Access-Control-Allow-Methods", allowedMethods)
+		hd.Set("Access-Control-Allow-Headers", "Authorization, Content-Type")
+		hd.Set("Access-Control-Max-Age", "600")
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// publishRequest is the body of POST /api/publish.
+type publishRequest struct {
+	Channel *string         `json:"channel"`
+	Data    json.RawMessage `json:"data"`
+	Event   *string         `json:"event"`
+}
+
+// publish serves POST /api/publish.
+func (h *Handler) publish(w http.ResponseWriter, r *http.Request, _ string) {
+	body := r.Body
+	if h.cfg.MaxMessageSize > 0 {
+		body = http.MaxBytesReader(w, r.Body, int64(h.cfg.MaxMessageSize))
+	}
+	b, err := io.ReadAll(body)
+	if err != nil {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			writeError(w, protocol.Errorf(protocol.CodeTooLarge,
+				"body over "+strconv.FormatInt(tooLarge.Limit, 10)+" bytes (--max-message-size)"))
+			return
+		}
+		writeError(w, protocol.Errorf(protocol.CodeBadRequest, "cannot read the body"))
+		return
+	}
+	req, perr := decodePublish(b)
+	if perr != nil {
+		writeError(w, perr)
+		return
+	}
+	off, err := h.cfg.Hub.Publish(r.Context(), *req.Channel, broker.Publication{Data: req.Data, Event: deref(req.Event)})
+	if err != nil {
+		writeError(w, h.publicError(fmt.Errorf("api: publish: %w", err)))
+		return
+	}
+	if h.cfg.Metrics != nil {
+		h.cfg.Metrics.MessagesIn.WithLabelValues("api").Inc()
+	}
+	h.writeJSON(w, protocol.PublishReply{Offset: off.String()})
+}
+
+// decodePublish decodes and checks a publish body; unknown fields are
+// ignored and data is compacted, as the JSON protocol does.
+func decodePublish(b []byte) (publishRequest, *protocol.Error) {
+	var req publishRequest
+	b = bytes.TrimSpace(b)
+	if len(b) == 0 || b[0] != '{' {
+		return req, protocol.Errorf(protocol.CodeBadRequest, `the body is a JSON object: {"channel":"…","data":…}`)
+	}
+	if err := json.Unmarshal(b, &req); err != nil {
+		return req, protocol.Errorf(protocol.CodeBadRequest, "malformed JSON: "+jsonProblem(err))
+	}
+	if req.Channel == nil {
+		return req, protocol.Errorf(protocol.CodeBadRequest, "channel is required")
+	}
+	if !protocol.ValidChannel(*req.Channel) {
+		return req, badChannel()
+	}
+	if req.Data == nil {
+		return req, protocol.Errorf(protocol.CodeBadRequest, "data is required")
+	}
+	var buf bytes.Buffer
+	if err := json.Compact(&buf, req.Data); err != nil {
+		return req, protocol.Errorf(protocol.CodeBadRequest, "malformed data")
+	}
+	req.Data = buf.Bytes()
+	return req, nil
+}
+
+// channelCount is one entry of GET /api/channels.
+type channelCount struct {
+	Channel     string `json:"channel"`
+	Subscribers int    `json:"subscribers"`
+}
+
+// channels serves GET /api/channels: this node's channels with subscribers.
+func (h *Handler) channels(w http.ResponseWriter, _ *http.Request, _ string) {
+	counts := h.cfg.Hub.Channels()
+	out := make([]channelCount, len(counts))
+	for i, c := range counts {
+		out[i] = channelCount{Channel: c.Channel, Subscribers: c.Subscribers}
+	}
+	h.writeJSON(w, struct {
+		Channels []channelCount `json:"channels"`
+	}{out})
+}
+
+// history serves GET /api/channels/{channel}/history?since=&limit=, with
+// the semantics of the JSON protocol's history command.
+func (h *Handler) history(w http.ResponseWriter, r *http.Request, channel string) {
+	q := broker.HistoryQuery{Limit: -1}
+	params := r.URL.Query()
+	if params.Has("since") {
+		off, err := broker.ParseOffset(params.Get("since"))
+		if err != nil {
+			writeError(w, protocol.Errorf(protocol.CodeBadRequest, "bad since: "+err.Error()))
+			return
+		}
+		q.Since = off
+	}
+	if params.Has("limit") {
+		n, err := strconv.Atoi(params.Get("limit"))
+		if err != nil || n < 0 {
+			writeError(w, protocol.Errorf(protocol.CodeBadRequest, "limit must be a non-negative integer"))
+			return
+		}
+		q.Limit = n
+	}
+	res, err := h.cfg.Hub.History(r.Context(), channel, q)
+	if err != nil {
+		writeError(w, h.publicError(fmt.Errorf("api: history: %w", err)))
+		return
+	}
+	msgs := make([]protocol.WireMessage, len(res.Messages))
+	for i, m := range res.Messages {
+		msgs[i] = protocol.ToWire(m)
+	}
+	h.writeJSON(w, protocol.HistoryReply{Messages: msgs})
+}
+
+// presence serves GET /api/channels/{channel}/presence.
+func (h *Handler) presence(w http.ResponseWriter, r *http.Request, channel string) {
+	cs, err := h.cfg.Hub.Presence(r.Context(), channel)
+	if err != nil {
+		writeError(w, h.publicError(fmt.Errorf("api: presence: %w", err)))
+		return
+	}
+	if cs == nil {
+		cs = []broker.ClientInfo{}
+	}
+	h.writeJSON(w, protocol.PresenceReply{Clients: cs})
+}
+
+// publicError turns an error into what a caller may see: a *protocol.Error
+// as it is, an unreachable broker as unavailable, anything else as
+// internal (and logged).
+func (h *Handler) publicError(err error) *protocol.Error {
+	var pe *protocol.Error
+	if errors.As(err, &pe) {
+		return pe
+	}
+	if errors.Is(err, broker.ErrUnavailable) {
+		return protocol.Errorf(protocol.CodeUnavailable, "the broker is unavailable, try again")
+	}
+	h.log.Error("api request failed", "err", err)
+	return protocol.Errorf(protocol.CodeInternal, "internal error")
+}
+
+func badChannel() *protocol.Error {
+	return protocol.Errorf(protocol.CodeBadRequest, "bad channel name: 1-255 bytes of A-Z a-z 0-9 _ - . : @ = ,")
+}
+
+// jsonProblem describes a decoding error without echoing the input back.
+func jsonProblem(err error) string {
+	var syntax *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &syntax):
+		return "syntax error at byte " + strconv.FormatInt(syntax.Offset, 10)
+	case errors.As(err, &typ):
+		return "field " + strconv.Quote(typ.Field) + " has the wrong type"
+	default:
+		return "cannot decode"
+	}
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
+}
+
+// writeError answers with the contract's error shape and the status of its
+// code: the API's one table from error to status is Code.HTTPStatus.
+func writeError(w http.ResponseWriter, e *protocol.Error) {
+	writeStatus(w, e.Code.HTTPStatus(), e)
+}
+
+// writeStatus answers with the error shape and an explicit status.
+func writeStatus(w http.ResponseWriter, status int, e *protocol.Error) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(struct {
+		Error *protocol.Error `json:"error"`
+	}{e})
+}
+
+// writeJSON answers 200 with v as JSON.
+func (h *Handler) writeJSON(w http.ResponseWriter, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		writeError(w, h.publicError(fmt.Errorf("api: encode reply: %w", err)))
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write(append(b, '\n'))
+}
