@@ -1,10 +1,191 @@
 package herald
 
-import "net/http"
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
 
-// SSEHandler serves Server-Sent Events (the contract's /sse).
+	"github.com/heraldhq/herald/broker"
+	"github.com/heraldhq/herald/internal/protocol"
+	"github.com/heraldhq/herald/internal/session"
+)
+
+// SSEHandler serves Server-Sent Events (the contract's /sse): GET with 1–32
+// `channel` parameters opens a stream of their messages; OPTIONS answers
+// CORS preflight. A `Last-Event-ID` header (or `lastEventId` parameter)
+// resumes after the cursor it holds. Everything that can refuse the stream
+// — origin, channels, cursor, the Connect and AuthorizeSubscribe hooks,
+// the broker — answers with an HTTP error before the first byte of it.
 func (s *Server) SSEHandler() http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		writeHTTPError(w, Errorf(CodeNotFound, "SSE is not built yet"))
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !s.cors(w, r) {
+			writeHTTPError(w, Errorf(CodeForbidden, "origin not allowed"))
+			return
+		}
+		if r.Method == http.MethodOptions {
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+		s.serveSSE(w, r)
 	})
+}
+
+// serveSSE validates a stream request, subscribes it and runs it.
+func (s *Server) serveSSE(w http.ResponseWriter, r *http.Request) {
+	if s.draining.Load() {
+		writeHTTPError(w, Errorf(CodeUnavailable, "server is shutting down"))
+		return
+	}
+	channels, cursor, perr := sseRequest(r)
+	if perr != nil {
+		writeHTTPError(w, perr)
+		return
+	}
+	s.endSSEOnShutdown(r)
+	user := ""
+	if s.cfg.Hooks.Connect != nil {
+		u, err := s.cfg.Hooks.Connect(r)
+		if err != nil {
+			writeHTTPError(w, s.publicError(err))
+			return
+		}
+		user = u
+	}
+	stream, err := s.sse.NewStream(w)
+	if err != nil {
+		writeHTTPError(w, Errorf(CodeUnavailable, "server is shutting down"))
+		return
+	}
+	defer stream.Release()
+	info := broker.ClientInfo{Client: s.newClientID(), User: user}
+	sess := session.New(context.Background(), session.Config{
+		Hub:           s.hub,
+		Conn:          stream,
+		Client:        info,
+		Mode:          session.ModeSSE,
+		Policy:        hookPolicy{&s.cfg.Hooks},
+		QueueMessages: s.cfg.QueueMessages,
+		QueueBytes:    s.cfg.QueueBytes,
+		Metrics:       s.metrics,
+		Logger:        s.cfg.Logger,
+	})
+	defer sess.Close()
+	// Subscribe every channel before the stream starts, so that a refusal
+	// is still an HTTP error and the first `id:` covers every channel.
+	for _, ch := range channels {
+		var since *string
+		i := slices.IndexFunc(cursor, func(p protocol.SSEPosition) bool { return p.Channel == ch })
+		if i >= 0 {
+			v := cursor[i].Offset.String()
+			since = &v
+		}
+		res, err := sess.SubscribeStream(ch, since)
+		if err != nil {
+			writeHTTPError(w, s.publicError(err))
+			return
+		}
+		// Until a message of it is written, the channel stays where the
+		// stream started it: after the cursor, or live after Latest.
+		if i >= 0 {
+			stream.SetPosition(ch, cursor[i].Offset)
+		} else {
+			stream.SetPosition(ch, res.Latest)
+		}
+	}
+
+	s.metrics.Connections.WithLabelValues("sse").Inc()
+	defer s.metrics.Connections.WithLabelValues("sse").Dec()
+	s.cfg.Logger.Debug("client connected", "client", info.Client, "user", user, "transport", "sse")
+	if s.cfg.Hooks.Connected != nil {
+		s.cfg.Hooks.Connected(Client{ID: info.Client, User: user})
+	}
+	if err := stream.Serve(r.Context()); err != nil {
+		s.cfg.Logger.Debug("sse stream ended", "client", info.Client, "err", err)
+	}
+	sess.Close()
+	s.cfg.Logger.Debug("client disconnected", "client", info.Client)
+	if s.cfg.Hooks.Disconnected != nil {
+		s.cfg.Hooks.Disconnected(Client{ID: info.Client, User: user})
+	}
+}
+
+// sseRequest reads a stream request's channels (each once, in order) and
+// its resume cursor (nil when it has none).
+func sseRequest(r *http.Request) ([]string, protocol.SSECursor, *Error) {
+	q := r.URL.Query()
+	var channels []string
+	for _, ch := range q["channel"] {
+		if !protocol.ValidChannel(ch) {
+			return nil, nil, Errorf(CodeBadRequest, "bad channel name: 1-255 bytes of A-Z a-z 0-9 _ - . : @ = ,")
+		}
+		if !slices.Contains(channels, ch) {
+			channels = append(channels, ch)
+		}
+	}
+	if len(channels) == 0 || len(channels) > protocol.MaxSSEChannels {
+		return nil, nil, Errorf(CodeBadRequest, fmt.Sprintf("give 1 to %d channel parameters", protocol.MaxSSEChannels))
+	}
+	last := r.Header.Get("Last-Event-ID")
+	if last == "" {
+		last = q.Get("lastEventId")
+	}
+	if last == "" {
+		return channels, nil, nil
+	}
+	cursor, err := protocol.ParseSSECursor(last)
+	if err != nil {
+		return nil, nil, Errorf(CodeBadRequest, "bad Last-Event-ID: "+err.Error())
+	}
+	return channels, cursor, nil
+}
+
+// cors sets the CORS headers of a request to /sse and reports whether its
+// origin is allowed: no Origin, the request's own host, or one of
+// Config.Origins ("*" for any). A disallowed origin gets no CORS headers.
+func (s *Server) cors(w http.ResponseWriter, r *http.Request) bool {
+	h := w.Header()
+	h.Add("Vary", "Origin")
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return true
+	}
+	if u, err := url.Parse(origin); err == nil && u.Host != "" && strings.EqualFold(u.Host, r.Host) {
+		return true
+	}
+	allow := ""
+	for _, o := range s.cfg.Origins {
+		if o == "*" {
+			allow = "*"
+			break
+		}
+		if strings.EqualFold(strings.TrimSuffix(o, "/"), origin) {
+			allow = origin
+		}
+	}
+	if allow == "" {
+		return false
+	}
+	h.Set("Access-Control-Allow-Origin", allow)
+	if r.Method == http.MethodOptions {
+		h.Set("Access-Control-Allow-Methods", "GET, OPTIONS")
+		h.Set("Access-Control-Allow-Headers", "Authorization, Last-Event-ID, Cache-Control")
+		h.Set("Access-Control-Max-Age", "600")
+	}
+	return true
+}
+
+// endSSEOnShutdown makes the http.Server serving r end every SSE stream
+// when it shuts down: a stream is a request that never finishes by itself,
+// and http.Server.Shutdown waits for requests. Registered once per server.
+func (s *Server) endSSEOnShutdown(r *http.Request) {
+	hs, ok := r.Context().Value(http.ServerContextKey).(*http.Server)
+	if !ok {
+		return
+	}
+	if _, loaded := s.sseServers.LoadOrStore(hs, struct{}{}); !loaded {
+		hs.RegisterOnShutdown(s.sse.CloseAll)
+	}
 }

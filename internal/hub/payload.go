@@ -16,6 +16,11 @@ type Payload struct {
 	// transport may then prepare its frame once (Prepared) instead of once
 	// per connection.
 	Shared bool
+	// Channel and Offset name the message an SSE payload carries (SSE);
+	// the SSE transport writes the stream's cursor from them. They are
+	// empty for other payloads.
+	Channel string
+	Offset  broker.Offset
 
 	once     sync.Once
 	prepared any
@@ -42,8 +47,8 @@ type Delivery struct {
 	// not count as falling behind.
 	Replay bool
 
-	jsonOnce, rawOnce sync.Once
-	json, raw         *Payload
+	jsonOnce, rawOnce, sseOnce sync.Once
+	json, raw, sse             *Payload
 }
 
 // PresenceEvent is a join or leave.
@@ -78,4 +83,22 @@ func (d *Delivery) Raw() *Payload {
 		d.raw = &Payload{Bytes: b, Binary: bin, Shared: true}
 	})
 	return d.raw
+}
+
+// SSE returns the delivery as an SSE event without its `id:` line (the
+// stream's cursor, written per stream by the transport), or nil for a join
+// or leave (SSE streams carry messages only).
+func (d *Delivery) SSE() *Payload {
+	if d.Presence != nil {
+		return nil
+	}
+	d.sseOnce.Do(func() {
+		d.sse = &Payload{
+			Bytes:   protocol.SSEEvent(d.Message),
+			Shared:  true,
+			Channel: d.Message.Channel,
+			Offset:  d.Message.Offset,
+		}
+	})
+	return d.sse
 }

@@ -6,7 +6,7 @@ import "github.com/prometheus/client_golang/prometheus"
 
 // Metrics are the collectors one herald server updates.
 type Metrics struct {
-	// Connections counts open connections by transport ("ws", "raw").
+	// Connections counts open connections by transport ("ws", "raw", "sse").
 	Connections *prometheus.GaugeVec
 	// Subscriptions counts subscriptions of this node's connections.
 	Subscriptions prometheus.Gauge
@@ -46,7 +46,7 @@ func New(reg prometheus.Registerer) *Metrics {
 	}
 	// Every label value exists from the start, so dashboards see zeros
 	// rather than missing series.
-	for _, t := range []string{"ws", "raw"} {
+	for _, t := range []string{"ws", "raw", "sse"} {
 		m.Connections.WithLabelValues(t)
 	}
 	for _, src := range []string{"client", "api", "server"} {

@@ -43,6 +43,9 @@ const (
 	ModeJSONL
 	// ModeRaw is raw mode: frames are message data of one channel.
 	ModeRaw
+	// ModeSSE is a Server-Sent Events stream: messages only, subscribed
+	// with SubscribeStream; nothing is read from the client.
+	ModeSSE
 )
 
 // Policy decides what a client may do. Errors of type *protocol.Error reach
@@ -114,6 +117,9 @@ func (s *Session) Client() broker.ClientInfo { return s.cfg.Client }
 // Open starts the session: a JSON session sends its welcome, a raw session
 // subscribes to its channel (resuming after since when it is set).
 func (s *Session) Open(since *string) error {
+	if s.cfg.Mode == ModeSSE {
+		return nil
+	}
 	if s.cfg.Mode != ModeRaw {
 		s.enqueue(hub.NewPayload(protocol.Welcome(s.cfg.Client.Client, s.cfg.Client.User)), reply)
 		return nil
@@ -127,13 +133,38 @@ func (s *Session) Open(since *string) error {
 
 // Deliver queues a delivery for the client; called by the hub.
 func (s *Session) Deliver(d *hub.Delivery) {
-	if s.cfg.Mode == ModeRaw {
+	switch s.cfg.Mode {
+	case ModeRaw:
 		if p := d.Raw(); p != nil {
+			s.enqueue(p, deliveryKind(d))
+		}
+		return
+	case ModeSSE:
+		if p := d.SSE(); p != nil {
 			s.enqueue(p, deliveryKind(d))
 		}
 		return
 	}
 	s.enqueue(d.JSON(), deliveryKind(d))
+}
+
+// SubscribeStream subscribes a ModeSSE session to channel, resuming after
+// since when it is set, and returns where the subscription starts. When
+// history no longer reaches back to since, the stream first gets a
+// "herald.unrecovered" event for the channel, then what history still
+// holds. A refused or failed subscription returns a *protocol.Error.
+func (s *Session) SubscribeStream(channel string, since *string) (hub.SubscribeResult, error) {
+	var res hub.SubscribeResult
+	ok, perr := s.subscribe(channel, since, func(r hub.SubscribeResult) {
+		res = r
+		if !r.Recovered {
+			s.enqueue(hub.NewPayload(protocol.SSEUnrecovered(channel)), replay)
+		}
+	})
+	if !ok {
+		return res, perr
+	}
+	return res, nil
 }
 
 // HandleText handles one text frame.

@@ -1,0 +1,284 @@
+// Package sse is herald's Server-Sent Events transport, the only code that
+// writes an SSE stream. A Stream is one response: it implements the
+// session's Conn (Send, Close), prepends the stream's cursor as the `id:`
+// of every message it writes, and sends a heartbeat comment while idle.
+//
+// A stream runs on its request's goroutine (Serve): nothing else writes to
+// the response. Transport tracks the open streams so that a server can end
+// them all on shutdown.
+package sse
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/heraldhq/herald/broker"
+	"github.com/heraldhq/herald/internal/hub"
+	"github.com/heraldhq/herald/internal/protocol"
+)
+
+// errClosed is what a batch that could not be written reports.
+var errClosed = errors.New("sse: stream closed")
+
+// Config configures a Transport. Zero fields take the defaults in brackets.
+type Config struct {
+	// Heartbeat is how long a stream may stay silent before it gets a
+	// comment line [15s].
+	Heartbeat time.Duration
+	// Retry is the reconnect delay the stream's opening `retry:` line
+	// tells EventSource [2s].
+	Retry time.Duration
+	// WriteTimeout bounds one batch of writes [10s]; a stream that takes
+	// longer ends.
+	WriteTimeout time.Duration
+}
+
+// Transport keeps the open streams. Its methods are safe for concurrent
+// use.
+type Transport struct {
+	cfg Config
+
+	mu      sync.Mutex
+	streams map[*Stream]struct{}
+	closing bool // Shutdown was called: no new streams
+}
+
+// ErrClosing is returned by NewStream once Shutdown was called.
+var ErrClosing = errors.New("sse: shutting down")
+
+// New returns a Transport.
+func New(cfg Config) *Transport {
+	if cfg.Heartbeat <= 0 {
+		cfg.Heartbeat = 15 * time.Second
+	}
+	if cfg.Retry <= 0 {
+		cfg.Retry = 2 * time.Second
+	}
+	if cfg.WriteTimeout <= 0 {
+		cfg.WriteTimeout = 10 * time.Second
+	}
+	return &Transport{cfg: cfg, streams: make(map[*Stream]struct{})}
+}
+
+// Stream is one SSE response. Send and Close may be called from any
+// goroutine; everything else from the request's goroutine.
+type Stream struct {
+	t      *Transport
+	w      http.ResponseWriter
+	rc     *http.ResponseController
+	wake   chan struct{} // a batch is pending, or the stream is closing
+	closed chan struct{} // closed by Close
+	once   sync.Once
+
+	mu      sync.Mutex // guards pending and ended
+	pending *batch
+	ended   bool
+
+	cursor protocol.SSECursor
+	index  map[string]int // channel → position in cursor
+	buf    []byte
+}
+
+type batch struct {
+	ps   []*hub.Payload
+	done func(error)
+}
+
+// NewStream returns a stream over w, registered with t, or ErrClosing
+// after Shutdown. Nothing is written until Serve: the caller may answer
+// with an HTTP error instead. The caller calls Release when done.
+func (t *Transport) NewStream(w http.ResponseWriter) (*Stream, error) {
+	s := &Stream{
+		t:      t,
+		w:      w,
+		rc:     http.NewResponseController(w),
+		wake:   make(chan struct{}, 1),
+		closed: make(chan struct{}),
+		index:  make(map[string]int),
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closing {
+		return nil, ErrClosing
+	}
+	t.streams[s] = struct{}{}
+	return s, nil
+}
+
+// Len returns how many streams are open.
+func (t *Transport) Len() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.streams)
+}
+
+// Shutdown refuses new streams and ends every open one.
+func (t *Transport) Shutdown() {
+	t.mu.Lock()
+	t.closing = true
+	t.mu.Unlock()
+	t.CloseAll()
+}
+
+// CloseAll ends every open stream; new ones are still taken.
+func (t *Transport) CloseAll() {
+	t.mu.Lock()
+	streams := make([]*Stream, 0, len(t.streams))
+	for s := range t.streams {
+		streams = append(streams, s)
+	}
+	t.mu.Unlock()
+	for _, s := range streams {
+		s.Close(protocol.CloseGoingAway, "server shutting down")
+	}
+}
+
+// Wait waits until every stream has ended (Release), or ctx is done.
+func (t *Transport) Wait(ctx context.Context) error {
+	tk := time.NewTicker(5 * time.Millisecond)
+	defer tk.Stop()
+	for t.Len() > 0 {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("sse: %d streams still open: %w", t.Len(), ctx.Err())
+		case <-tk.C:
+		}
+	}
+	return nil
+}
+
+// SetPosition sets channel's place in the stream's cursor: where the
+// channel starts when no message of it has been written yet. Channels
+// appear in the cursor in the order they are first set. Call it before
+// Serve.
+func (s *Stream) SetPosition(channel string, off broker.Offset) {
+	if i, ok := s.index[channel]; ok {
+		s.cursor[i].Offset = off
+		return
+	}
+	s.index[channel] = len(s.cursor)
+	s.cursor = append(s.cursor, protocol.SSEPosition{Channel: channel, Offset: off})
+}
+
+// Send queues ps for the stream's writer without blocking and calls done
+// once they are written or have failed; done may call Send. One batch is in
+// flight at a time.
+func (s *Stream) Send(ps []*hub.Payload, done func(error)) {
+	s.mu.Lock()
+	if s.ended {
+		s.mu.Unlock()
+		done(errClosed)
+		return
+	}
+	s.pending = &batch{ps: append([]*hub.Payload(nil), ps...), done: done}
+	s.mu.Unlock()
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Close ends the stream without blocking; code and reason are not sent
+// (SSE has no close frame). It may be called more than once.
+func (s *Stream) Close(code int, reason string) {
+	s.once.Do(func() { close(s.closed) })
+}
+
+// Serve writes the response head and the `retry:` line, then the batches
+// it is sent, a heartbeat comment whenever the stream stayed silent for
+// Heartbeat, until ctx is done (the client went away), Close is called or
+// a write fails. The caller calls Release afterwards.
+func (s *Stream) Serve(ctx context.Context) error {
+	h := s.w.Header()
+	h.Set("Content-Type", "text/event-stream; charset=utf-8")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("X-Accel-Buffering", "no")
+	s.w.WriteHeader(http.StatusOK)
+	if err := s.write(protocol.SSERetry(s.t.cfg.Retry.Milliseconds())); err != nil {
+		return err
+	}
+	heartbeat := time.NewTimer(s.t.cfg.Heartbeat)
+	defer heartbeat.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-s.closed:
+			return nil
+		case <-heartbeat.C:
+			if err := s.write([]byte(protocol.SSEHeartbeat)); err != nil {
+				return err
+			}
+		case <-s.wake:
+			s.mu.Lock()
+			b := s.pending
+			s.pending = nil
+			s.mu.Unlock()
+			if b == nil {
+				continue
+			}
+			err := s.write(s.encode(b.ps))
+			b.done(err)
+			if err != nil {
+				return err
+			}
+		}
+		heartbeat.Reset(s.t.cfg.Heartbeat)
+	}
+}
+
+// Release ends the stream's bookkeeping: a batch still pending reports
+// failure, later Sends fail at once, and the Transport forgets the stream.
+// Call it once, after Serve (or instead of it).
+func (s *Stream) Release() {
+	s.Close(0, "")
+	s.mu.Lock()
+	s.ended = true
+	b := s.pending
+	s.pending = nil
+	s.mu.Unlock()
+	if b != nil {
+		b.done(errClosed)
+	}
+	s.t.mu.Lock()
+	delete(s.t.streams, s)
+	s.t.mu.Unlock()
+}
+
+// encode joins a batch into one write, each message after the `id:` line
+// of the cursor that includes it.
+func (s *Stream) encode(ps []*hub.Payload) []byte {
+	b := s.buf[:0]
+	for _, p := range ps {
+		if p.Channel != "" {
+			s.SetPosition(p.Channel, p.Offset)
+			b = append(b, "id: "...)
+			b = append(b, s.cursor.String()...)
+			b = append(b, '\n')
+		}
+		b = append(b, p.Bytes...)
+	}
+	if cap(b) <= 64<<10 {
+		s.buf = b // keep a modest buffer for the next batch
+	}
+	return b
+}
+
+// write writes b and flushes it, within WriteTimeout.
+func (s *Stream) write(b []byte) error {
+	// Deadlines are best effort: a ResponseWriter without them (a test
+	// recorder, some middleware) still gets the write.
+	_ = s.rc.SetWriteDeadline(time.Now().Add(s.t.cfg.WriteTimeout))
+	if _, err := s.w.Write(b); err != nil {
+		return fmt.Errorf("sse: write: %w", err)
+	}
+	if err := s.rc.Flush(); err != nil {
+		return fmt.Errorf("sse: flush: %w", err)
+	}
+	_ = s.rc.SetWriteDeadline(time.Time{})
+	return nil
+}
