@@ -2,9 +2,12 @@ package herald_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/url"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/coder/websocket"
@@ -216,4 +219,114 @@ func TestRawSubscribedBeforeFirstFrame(t *testing.T) {
 			t.Fatalf("sent %q at once, got back %q, %v", text, b, err)
 		}
 	}
+}
+
+// A raw client whose since is older than history first gets the one
+// non-message frame raw mode has, then what history still holds.
+func TestRawSinceUnrecoveredSignal(t *testing.T) {
+	t.Parallel()
+	srv, base := newServer(t, herald.Config{HistorySize: 2})
+	ctx := context.Background()
+	var offs []string
+	for _, s := range []string{"m1", "m2", "m3", "m4"} {
+		off, err := srv.Publish(ctx, "lossy", s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		offs = append(offs, off)
+	}
+	r := dialRaw(t, base, "lossy?since="+url.QueryEscape(offs[0]))
+	var signal map[string]any
+	if err := json.Unmarshal([]byte(r.nextText()), &signal); err != nil {
+		t.Fatalf("first frame is not the unrecovered signal: %v", err)
+	}
+	if signal["herald"] != "unrecovered" || signal["channel"] != "lossy" || signal["offset"] != offs[3] {
+		t.Fatalf("signal %v, want unrecovered on lossy at %s", signal, offs[3])
+	}
+	for _, want := range []string{"m3", "m4"} {
+		if got := r.nextText(); got != want {
+			t.Fatalf("got %q, want %q", got, want)
+		}
+	}
+	// A resume that history covers gets no signal.
+	ok := dialRaw(t, base, "lossy?since="+url.QueryEscape(offs[2]))
+	if got := ok.nextText(); got != "m4" {
+		t.Fatalf("recovered resume got %q first, want m4", got)
+	}
+}
+
+// The resume race in raw mode: while a publisher runs flat out, a raw
+// client drops its connection again and again and resumes each time after
+// the last message it saw; it ends with every message exactly once, in
+// order. The publisher goes on until the client has resumed several times.
+func TestRawResumeWhilePublishing(t *testing.T) {
+	t.Parallel()
+	const atLeast, atMost, resumes = 2000, 200000, 6
+	srv, base := newServer(t, herald.Config{HistorySize: atMost, QueueMessages: atMost, QueueBytes: 256 << 20})
+	ctx := context.Background()
+
+	var mu sync.Mutex
+	offsets := map[int]string{}
+	var reconnects atomic.Int32
+	final := make(chan int, 1)
+	go func() {
+		defer close(final)
+		for i := 1; i <= atMost; i++ {
+			off, err := srv.Publish(ctx, "flood", map[string]int{"n": i})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			mu.Lock()
+			offsets[i] = off
+			mu.Unlock()
+			if i >= atLeast && reconnects.Load() >= resumes {
+				final <- i
+				return
+			}
+		}
+	}()
+	offsetOf := func(n int) string {
+		mu.Lock()
+		defer mu.Unlock()
+		off, ok := offsets[n]
+		if !ok {
+			// Publish returns after the message is delivered to every
+			// subscriber, so a message seen has its offset recorded.
+			t.Fatalf("no offset recorded for message %d", n)
+		}
+		return off
+	}
+
+	last, total := 0, atMost+1
+	since := ""
+	for last < total {
+		r := dialRaw(t, base, "flood?since="+url.QueryEscape(since))
+		// Read a few hundred messages, then drop the connection mid-stream.
+		for i := 0; i < 300 && last < total; i++ {
+			if total > atMost {
+				select {
+				case n, ok := <-final:
+					if !ok {
+						t.Fatal("the publisher stopped early")
+					}
+					total = n
+				default:
+				}
+			}
+			var m struct{ N int }
+			text := r.nextText()
+			if err := json.Unmarshal([]byte(text), &m); err != nil {
+				t.Fatalf("frame %q: %v", text, err)
+			}
+			if m.N != last+1 {
+				t.Fatalf("after %d resumes: got message %d, want %d", reconnects.Load(), m.N, last+1)
+			}
+			last = m.N
+		}
+		_ = r.Conn.CloseNow()
+		since = offsetOf(last)
+		reconnects.Add(1)
+	}
+	t.Logf("%d messages over %d connections", total, reconnects.Load())
 }

@@ -93,6 +93,17 @@ func Welcome(client, user string) []byte {
 	}{"welcome", client, user})
 }
 
+// RawUnrecovered is the one frame raw mode sends that is not a message: a
+// client that resumed with ?since= gets it first when history no longer
+// reaches back that far. Only clients that ask to resume can receive it.
+func RawUnrecovered(channel, latest string) []byte {
+	return mustMarshal(struct {
+		Herald  string `json:"herald"`
+		Channel string `json:"channel"`
+		Offset  string `json:"offset"`
+	}{"unrecovered", channel, latest})
+}
+
 // RawPayload is a message as raw mode sends it: the data itself when it is a
 // JSON string, its compact JSON otherwise, or the bytes of a binary publish.
 func RawPayload(m broker.Message) (payload []byte, binary bool) {

@@ -124,7 +124,11 @@ func (s *Session) Open(since *string) error {
 		s.enqueue(hub.NewPayload(protocol.Welcome(s.cfg.Client.Client, s.cfg.Client.User)), reply)
 		return nil
 	}
-	_, perr := s.subscribe(s.cfg.RawChannel, since, func(hub.SubscribeResult) {})
+	_, perr := s.subscribe(s.cfg.RawChannel, since, func(r hub.SubscribeResult) {
+		if !r.Recovered {
+			s.enqueue(hub.NewPayload(protocol.RawUnrecovered(s.cfg.RawChannel, r.Latest.String())), reply)
+		}
+	})
 	if perr != nil {
 		return perr
 	}
