@@ -16,7 +16,7 @@ func (s *Server) APIHandler() http.Handler {
 	return api.New(api.Config{
 		Hub:            s.hub,
 		APIKey:         s.cfg.APIKey,
-		Origins:        s.cfg.Origins,
+		Origins:        s.origins,
 		MaxMessageSize: s.cfg.MaxMessageSize,
 		Metrics:        s.metrics,
 		Logger:         s.cfg.Logger,

@@ -34,6 +34,7 @@ import (
 	jsclient "github.com/heraldhq/herald/clients/js"
 	"github.com/heraldhq/herald/internal/hub"
 	"github.com/heraldhq/herald/internal/metrics"
+	"github.com/heraldhq/herald/internal/origin"
 	"github.com/heraldhq/herald/internal/protocol"
 	"github.com/heraldhq/herald/internal/session"
 	"github.com/heraldhq/herald/internal/transport/sse"
@@ -48,6 +49,7 @@ type Server struct {
 	hub     *hub.Hub
 	ws      *ws.Transport
 	sse     *sse.Transport
+	origins origin.Policy
 	metrics *metrics.Metrics
 	gather  prometheus.Gatherer // nil when the Registerer is the caller's
 	mux     *http.ServeMux
@@ -66,7 +68,7 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, broker: cfg.Broker, nodeID: newNodeID()}
+	s := &Server{cfg: cfg, broker: cfg.Broker, nodeID: newNodeID(), origins: origin.New(cfg.Origins)}
 	if s.broker == nil {
 		s.broker = memory.New()
 	}

@@ -4,9 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"net/url"
 	"slices"
-	"strings"
 
 	"github.com/heraldhq/herald/broker"
 	"github.com/heraldhq/herald/internal/protocol"
@@ -21,11 +19,12 @@ import (
 // the broker — answers with an HTTP error before the first byte of it.
 func (s *Server) SSEHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !s.cors(w, r) {
-			writeHTTPError(w, Errorf(CodeForbidden, "origin not allowed"))
+		if !s.origins.Allow(w, r) {
+			writeHTTPError(w, Errorf(CodeForbidden, "origin not allowed: add it to --origins (Config.Origins)"))
 			return
 		}
 		if r.Method == http.MethodOptions {
+			corsPreflight(w)
 			w.WriteHeader(http.StatusNoContent)
 			return
 		}
@@ -142,39 +141,16 @@ func sseRequest(r *http.Request) ([]string, protocol.SSECursor, *Error) {
 	return channels, cursor, nil
 }
 
-// cors sets the CORS headers of a request to /sse and reports whether its
-// origin is allowed: no Origin, the request's own host, or one of
-// Config.Origins ("*" for any). A disallowed origin gets no CORS headers.
-func (s *Server) cors(w http.ResponseWriter, r *http.Request) bool {
+// corsPreflight adds the preflight headers for an allowed cross-origin
+// stream request.
+func corsPreflight(w http.ResponseWriter) {
 	h := w.Header()
-	h.Add("Vary", "Origin")
-	origin := r.Header.Get("Origin")
-	if origin == "" {
-		return true
+	if h.Get("Access-Control-Allow-Origin") == "" {
+		return
 	}
-	if u, err := url.Parse(origin); err == nil && u.Host != "" && strings.EqualFold(u.Host, r.Host) {
-		return true
-	}
-	allow := ""
-	for _, o := range s.cfg.Origins {
-		if o == "*" {
-			allow = "*"
-			break
-		}
-		if strings.EqualFold(strings.TrimSuffix(o, "/"), origin) {
-			allow = origin
-		}
-	}
-	if allow == "" {
-		return false
-	}
-	h.Set("Access-Control-Allow-Origin", allow)
-	if r.Method == http.MethodOptions {
-		h.Set("Access-Control-Allow-Methods", "GET, OPTIONS")
-		h.Set("Access-Control-Allow-Headers", "Authorization, Last-Event-ID, Cache-Control")
-		h.Set("Access-Control-Max-Age", "600")
-	}
-	return true
+	h.Set("Access-Control-Allow-Methods", "GET, OPTIONS")
+	h.Set("Access-Control-Allow-Headers", "Authorization, Last-Event-ID, Cache-Control")
+	h.Set("Access-Control-Max-Age", "600")
 }
 
 // endSSEOnShutdown makes the http.Server serving r end every SSE stream

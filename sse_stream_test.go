@@ -148,10 +148,10 @@ func TestSSECORS(t *testing.T) {
 		allow                      string
 	}{
 		{"preflight allowed", http.MethodOptions, base, "https://app.example", 204, "https://app.example"},
-		{"preflight any", http.MethodOptions, anyBase, "https://else.example", 204, "*"},
+		{"preflight any", http.MethodOptions, anyBase, "https://else.example", 204, "https://else.example"},
 		{"preflight disallowed", http.MethodOptions, base, "https://evil.example", 403, ""},
 		{"stream allowed", http.MethodGet, base, "https://app.example", 200, "https://app.example"},
-		{"stream any", http.MethodGet, anyBase, "https://else.example", 200, "*"},
+		{"stream any", http.MethodGet, anyBase, "https://else.example", 200, "https://else.example"},
 		{"stream disallowed", http.MethodGet, base, "https://evil.example", 403, ""},
 		{"stream same host", http.MethodGet, base, "http://" + u.Host, 200, ""},
 		{"stream without origin", http.MethodGet, base, "", 200, ""},

@@ -28,6 +28,7 @@ import (
 	"github.com/heraldhq/herald/broker"
 	"github.com/heraldhq/herald/internal/hub"
 	"github.com/heraldhq/herald/internal/metrics"
+	"github.com/heraldhq/herald/internal/origin"
 	"github.com/heraldhq/herald/internal/protocol"
 )
 
@@ -39,11 +40,10 @@ type Config struct {
 	// Empty: only loopback callers are served. Behind a reverse proxy on
 	// the same host every caller looks like loopback: set a key there.
 	APIKey string
-	// Origins are the origins allowed for CORS; "*" allows any. Empty:
-	// only the request's own host. A request whose Origin header is not
-	// allowed is refused with 403, so a web page cannot publish through a
-	// browser on the server's machine.
-	Origins []string
+	// Origins are the origins allowed for CORS. A request whose Origin
+	// header is not allowed is refused with 403, so a web page cannot
+	// publish through a browser on the server's machine.
+	Origins origin.Policy
 	// MaxMessageSize bounds a publish body, in bytes; 0 means no bound.
 	MaxMessageSize int
 	// Metrics, when set, counts publishes as MessagesIn{source="api"}.
@@ -78,7 +78,7 @@ const allowedMethods = "GET, POST, OPTIONS"
 // ServeHTTP answers one API request.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-store")
-	if !h.cors(w, r) {
+	if !h.cfg.Origins.Allow(w, r) {
 		writeError(w, protocol.Errorf(protocol.CodeForbidden, "origin not allowed: add it to --origins (Config.Origins)"))
 		return
 	}
@@ -184,27 +184,6 @@ func isLoopback(remoteAddr string) bool {
 	}
 	ip, err := netip.ParseAddr(host)
 	return err == nil && ip.Unmap().IsLoopback()
-}
-
-// cors sets the CORS response headers for an allowed Origin and reports
-// whether the request may go on: it has no Origin, comes from the
-// server's own host, or from an origin in Config.Origins.
-func (h *Handler) cors(w http.ResponseWriter, r *http.Request) bool {
-	w.Header().Add("Vary", "Origin")
-	origin := r.Header.Get("Origin")
-	if origin == "" {
-		return true
-	}
-	if u, err := url.Parse(origin); err == nil && u.Host != "" && strings.EqualFold(u.Host, r.Host) {
-		return true // same host: no CORS needed
-	}
-	for _, o := range h.cfg.Origins {
-		if o == "*" || strings.EqualFold(o, origin) {
-			w.Header().Set("Access-Control-Allow-Origin", origin)
-			return true
-		}
-	}
-	return false
 }
 
 // preflight answers an OPTIONS request; cors has set the origin already.
