@@ -61,6 +61,8 @@ func options() []option {
 			return nil
 		}},
 		{"api-key", "key for the server API; without one it answers loopback callers only", func(s *settings, v string) error { s.config.APIKey = v; return nil }},
+		{"sse-heartbeat", "how often an idle SSE stream gets a comment line", durationSetting(func(s *settings, d time.Duration) { s.config.SSEHeartbeat = d })},
+		{"sse-retry", "the reconnect delay SSE streams tell EventSource", durationSetting(func(s *settings, d time.Duration) { s.config.SSERetry = d })},
 		{"log-level", "debug, info, warn or error", func(s *settings, v string) error { return s.logLevel.UnmarshalText([]byte(v)) }},
 	}
 }
