@@ -1,6 +1,8 @@
 // The demo chat page: rooms are channels chat:<room>. A chat message's data
 // is {"name", "text", "ts"}; {"type": "hello", "name"} tells the room who a
-// client is, since presence only knows client ids.
+// client is, since presence only knows client ids. The chat talks WebSocket
+// through herald.js; the live feed reads the same room with a plain
+// EventSource from /sse.
 import { Herald } from '/herald.js';
 
 const $ = (id) => document.getElementById(id);
@@ -53,6 +55,8 @@ $('composer').addEventListener('submit', async (ev) => {
 
 function join(name, room) {
   const channel = 'chat:' + room;
+  feedRoom = room;
+  syncFeed();
   if (sub && sub.channel === channel && me === name) return;
   me = name;
   if (sub) sub.unsubscribe();
@@ -192,4 +196,132 @@ function el(tag, cls, text) {
   if (cls) e.className = cls;
   if (text !== undefined) e.textContent = text;
   return e;
+}
+
+// The live feed: while it is shown, an EventSource on /sse follows the
+// current room and lists each message as it arrives. Opened again on the
+// same room, it resumes from the last event id it saw, so nothing published
+// meanwhile is missed; the server says herald.unrecovered when its history
+// no longer reaches back that far.
+const FEED_MAX = 200; // entries kept on screen
+let view = 'chat';
+let feedRoom = '';
+let es = null; // the feed's EventSource, if any
+let esChannel = '';
+let feedChannel = ''; // the channel the entries on screen come from
+let lastId = '';
+
+$('tab-chat').addEventListener('click', () => setView('chat'));
+$('tab-feed').addEventListener('click', () => setView('feed'));
+$('sse-notice').addEventListener('click', () => ($('sse-notice').hidden = true));
+
+function setView(v) {
+  view = v;
+  $('tab-chat').setAttribute('aria-selected', String(v === 'chat'));
+  $('tab-feed').setAttribute('aria-selected', String(v === 'feed'));
+  $('messages').hidden = v !== 'chat';
+  $('feed-view').hidden = v !== 'feed';
+  syncFeed();
+}
+
+// syncFeed keeps one EventSource open on the current room while the feed
+// is shown, and none otherwise.
+function syncFeed() {
+  const channel = view === 'feed' && feedRoom ? 'chat:' + feedRoom : '';
+  if (es && esChannel === channel && es.readyState !== EventSource.CLOSED) return;
+  if (es) es.close();
+  es = null;
+  esChannel = channel;
+  if (!channel) return feedState();
+
+  let url = '/sse?channel=' + encodeURIComponent(channel);
+  if (channel === feedChannel && lastId) {
+    url += '&lastEventId=' + encodeURIComponent(lastId);
+  } else {
+    feedChannel = channel;
+    lastId = '';
+    $('feed').replaceChildren();
+    $('feed').dataset.empty = `Waiting for messages in ${channel}…`;
+    $('sse-notice').hidden = true;
+    showLastId('');
+  }
+  const src = (es = new EventSource(url));
+  const mine = (fn) => (e) => es === src && fn(e);
+  src.addEventListener('open', mine(feedState));
+  src.addEventListener('error', mine(() => {
+    feedState();
+    if (src.readyState === EventSource.CLOSED) notice('The server refused the stream. Open the feed again to retry.');
+  }));
+  src.addEventListener('message', mine((e) => {
+    showLastId(e.lastEventId);
+    feedMessage(e.data);
+  }));
+  src.addEventListener('herald.binary', mine((e) => {
+    showLastId(e.lastEventId);
+    let n = '?';
+    try {
+      n = atob(e.data).length;
+    } catch {}
+    feedAdd(el('li', 'feed-item sys', `binary message, ${n} bytes`));
+  }));
+  src.addEventListener('herald.unrecovered', mine(() => {
+    notice(`Some messages of ${channel} were missed: the server's history no longer reaches back to where the feed left off.`);
+  }));
+  feedState();
+}
+
+function feedState() {
+  const s = es ? ['connecting', 'open', 'closed'][es.readyState] : 'closed';
+  $('sse-state').textContent = s;
+  $('sse-state').dataset.state = s;
+}
+
+// showLastId shows the stream's cursor, shortened around where it differs
+// from the one before: successive cursors share long runs of characters.
+function showLastId(id) {
+  const prev = lastId;
+  lastId = id;
+  const out = $('sse-last-id');
+  out.title = id;
+  if (!id) return (out.textContent = 'none');
+  const n = 12;
+  if (id.length <= n + 2) return (out.textContent = id);
+  let i = 0;
+  while (i < id.length - 1 && id[i] === prev[i]) i++;
+  const from = Math.min(Math.max(0, i - 4), id.length - n);
+  out.textContent = (from > 0 ? '…' : '') + id.slice(from, from + n) + (from + n < id.length ? '…' : '');
+}
+
+function notice(text) {
+  $('sse-notice').textContent = text;
+  $('sse-notice').hidden = false;
+}
+
+// feedMessage lists one message: the data itself when it was a JSON
+// string, its JSON otherwise (SSE does not tell the two apart).
+function feedMessage(data) {
+  let d = data;
+  try {
+    d = JSON.parse(data);
+  } catch {}
+  const obj = d && typeof d === 'object' && !Array.isArray(d) ? d : null;
+  if (obj && obj.type === 'hello') {
+    const who = typeof obj.name === 'string' ? obj.name : 'someone';
+    return feedAdd(el('li', 'feed-item sys hello', obj.again ? `${who} is back` : `${who} joined`));
+  }
+  const li = el('li', 'feed-item');
+  if (obj && typeof obj.text === 'string') {
+    li.append(el('span', 'from', typeof obj.name === 'string' && obj.name ? obj.name : 'someone'), el('span', 'text', obj.text));
+  } else {
+    li.append(el('span', 'text', data));
+  }
+  feedAdd(li);
+}
+
+function feedAdd(li) {
+  const list = $('feed');
+  const atEnd = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
+  list.append(li);
+  while (list.childElementCount > FEED_MAX) list.firstElementChild.remove();
+  if (atEnd) list.scrollTop = list.scrollHeight;
 }
