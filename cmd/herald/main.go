@@ -67,6 +67,6 @@ const usage = `usage: herald [command] [flags]
 commands:
   serve     run the server (the default); herald serve -h lists its flags
   pub       publish through the server API: herald pub [--url U] [--api-key K] [--event E] CHANNEL DATA|-
-  bench     load-test a running server: herald bench idle|fanout -h
+  bench     load-test a running server: herald bench idle|fanout|sse -h
   version   print the version
 `

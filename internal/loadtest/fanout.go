@@ -56,36 +56,89 @@ type fanoutResult struct {
 	CPU             cpuUse            `json:"cpu"`
 }
 
+// fanoutFlags are the flags of the scenarios that fan messages out from
+// one publisher (fanout, sse).
+type fanoutFlags struct {
+	subs     int
+	rate     float64
+	duration time.Duration
+	size     int
+	drain    time.Duration
+	pid      int
+}
+
+func (f *fanoutFlags) register(fs *flag.FlagSet) {
+	fs.IntVar(&f.subs, "subs", 1000, "subscribers on the channel")
+	fs.Float64Var(&f.rate, "rate", 100, "publishes per second")
+	fs.DurationVar(&f.duration, "duration", 20*time.Second, "how long to publish")
+	fs.IntVar(&f.size, "size", 128, "bytes of each message's data (timestamp, sequence number and padding)")
+	fs.DurationVar(&f.drain, "drain", 10*time.Second, "longest wait for deliveries after the last publish")
+	fs.IntVar(&f.pid, "pid", 0, "the server's process id, to report its CPU and RSS (0: not measured)")
+}
+
+// check validates the parsed flags of scenario name.
+func (f *fanoutFlags) check(name string, fs *flag.FlagSet) error {
+	switch {
+	case fs.NArg() > 0:
+		return fmt.Errorf("bench %s: unexpected argument %q", name, fs.Arg(0))
+	case f.subs < 1:
+		return fmt.Errorf("bench %s: -subs must be at least 1", name)
+	case f.rate <= 0:
+		return fmt.Errorf("bench %s: -rate must be positive", name)
+	case f.duration <= 0:
+		return fmt.Errorf("bench %s: -duration must be positive", name)
+	}
+	return nil
+}
+
 func runFanout(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("herald bench fanout", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var cm common
 	cm.register(fs, "fanout")
-	subs := fs.Int("subs", 1000, "subscribers on the channel")
-	rate := fs.Float64("rate", 100, "publishes per second")
-	duration := fs.Duration("duration", 20*time.Second, "how long to publish")
-	size := fs.Int("size", 128, "bytes of each message's data (timestamp, sequence number and padding)")
-	drain := fs.Duration("drain", 10*time.Second, "longest wait for deliveries after the last publish")
-	pid := fs.Int("pid", 0, "the server's process id, to report its CPU and RSS (0: not measured)")
+	var ff fanoutFlags
+	ff.register(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	switch {
-	case fs.NArg() > 0:
-		return fmt.Errorf("bench fanout: unexpected argument %q", fs.Arg(0))
-	case *subs < 1:
-		return errors.New("bench fanout: -subs must be at least 1")
-	case *rate <= 0:
-		return errors.New("bench fanout: -rate must be positive")
-	case *duration <= 0:
-		return errors.New("bench fanout: -duration must be positive")
+	if err := ff.check("fanout", fs); err != nil {
+		return err
 	}
 	t, err := cm.target()
 	if err != nil {
 		return err
 	}
-	res := fanoutResult{Scenario: "fanout", URL: t.subscriberURL().String(), Proto: t.proto, Subs: *subs,
-		Rate: *rate, DurationSeconds: duration.Seconds(), Size: *size}
+	sc := fanoutScenario{name: "fanout", proto: t.proto, url: t.subscriberURL().String(),
+		subscribe: func(ctx context.Context, r *fanoutRun) (*subscriber, error) {
+			c, err := t.subscribe(ctx, 4096, cm.dialTimeout)
+			if err != nil {
+				return nil, err
+			}
+			s := r.newSubscriber(c.close)
+			go s.readWS(c, t.proto == "jsonl")
+			return s, nil
+		}}
+	return runFanoutScenario(ctx, sc, &cm, t, ff, stdout, stderr)
+}
+
+// fanoutScenario is what sets a fan-out scenario apart: how its
+// subscribers connect and read. Publishing, tallying and reporting are
+// shared.
+type fanoutScenario struct {
+	name  string // scenario name, for the report
+	proto string // what subscribers speak, for the report
+	url   string // where subscribers connect, for the report
+	// subscribe connects one subscriber, starts its reader and returns it.
+	subscribe func(ctx context.Context, r *fanoutRun) (*subscriber, error)
+}
+
+// runFanoutScenario dials ff.subs subscribers the scenario's way, then
+// publishes over a WebSocket to t.ws at ff.rate for ff.duration, waits for
+// the deliveries and reports them.
+func runFanoutScenario(ctx context.Context, sc fanoutScenario, cm *common, t *target, ff fanoutFlags, stdout, stderr io.Writer) error {
+	name := sc.name
+	res := fanoutResult{Scenario: name, URL: sc.url, Proto: sc.proto, Subs: ff.subs,
+		Rate: ff.rate, DurationSeconds: ff.duration.Seconds(), Size: ff.size}
 	r := &fanoutRun{t: t, lat: new(histogram), ack: new(histogram), pending: map[uint64]pendingPub{}}
 
 	// Subscribers.
@@ -96,22 +149,25 @@ func runFanout(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		mu.Lock()
 		k := len(r.subs)
 		mu.Unlock()
-		return fmt.Sprintf("fanout: subscribed %d/%d, errors %d", k, *subs, r.errs.n.Load())
+		return fmt.Sprintf("%s: subscribed %d/%d, errors %d", name, k, ff.subs, r.errs.n.Load())
 	})
-	dialAll(ctx, t, *subs, cm.concurrency, 4096, cm.dialTimeout, &r.errs, func(c *wsConn) {
-		s := &subscriber{c: c, r: r, done: make(chan struct{})}
+	dialPool(ctx, ff.subs, cm.concurrency, &r.errs, func(ctx context.Context) error {
+		s, err := sc.subscribe(ctx, r)
+		if err != nil {
+			return err
+		}
 		mu.Lock()
 		r.subs = append(r.subs, s)
 		mu.Unlock()
-		go s.read()
+		return nil
 	})
 	close(stop)
 	pw.Wait()
 	res.Subscribed = len(r.subs)
-	fmt.Fprintf(stderr, "fanout: %d subscribers in %v, %d errors\n", len(r.subs), time.Since(start).Round(time.Millisecond), r.errs.n.Load())
+	fmt.Fprintf(stderr, "%s: %d subscribers in %v, %d errors\n", name, len(r.subs), time.Since(start).Round(time.Millisecond), r.errs.n.Load())
 	defer r.closeAll()
 	if len(r.subs) == 0 {
-		return errors.New("bench fanout: no subscriber could subscribe")
+		return fmt.Errorf("bench %s: no subscriber could subscribe", name)
 	}
 
 	// Publisher.
@@ -119,38 +175,38 @@ func runFanout(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	pub, err := dialWS(pubCtx, t.ws, "herald.v1", 4096)
 	cancel()
 	if err != nil {
-		return fmt.Errorf("bench fanout: publisher: %w", err)
+		return fmt.Errorf("bench %s: publisher: %w", name, err)
 	}
 	r.pub = pub
 	r.pubDone = make(chan struct{})
 	go r.readAcks()
 
 	// Warm up: publish sequence 0 until every subscriber has seen it, so
-	// raw-mode subscriptions (which have no reply) are live too.
+	// subscriptions without a reply (raw mode, SSE) are live too.
 	warm := time.Now()
 	for r.ready() < len(r.subs) && time.Since(warm) < cm.dialTimeout && ctx.Err() == nil {
-		if err := r.publish(0, *size, false); err != nil {
-			return fmt.Errorf("bench fanout: publisher: %w", err)
+		if err := r.publish(0, ff.size, false); err != nil {
+			return fmt.Errorf("bench %s: publisher: %w", name, err)
 		}
 		waitUntil(ctx, 50*time.Millisecond, func() bool { return r.ready() == len(r.subs) })
 	}
 	if k := r.ready(); k < len(r.subs) {
-		fmt.Fprintf(stderr, "fanout: only %d of %d subscribers received the warm-up message\n", k, len(r.subs))
+		fmt.Fprintf(stderr, "%s: only %d of %d subscribers received the warm-up message\n", name, k, len(r.subs))
 	}
 
 	// Publish at a fixed rate.
-	interval := time.Duration(float64(time.Second) / *rate)
-	cpu0 := sampleCPU(*pid)
+	interval := time.Duration(float64(time.Second) / ff.rate)
+	cpu0 := sampleCPU(ff.pid)
 	pubStart := time.Now()
 	r.pubStart.Store(pubStart.UnixNano())
-	end := pubStart.Add(*duration)
+	end := pubStart.Add(ff.duration)
 	stop = make(chan struct{})
 	var published atomic.Int64
 	pw = progress(stderr, time.Second, stop, func() string {
 		el := time.Since(pubStart).Seconds()
 		got := r.received()
-		return fmt.Sprintf("fanout: %4.0fs published %d, delivered %d (%.0f/s), p99 %.2fms, closed %d",
-			el, published.Load(), got, float64(got)/el, ms(r.lat.quantile(0.99)), r.closed.Load())
+		return fmt.Sprintf("%s: %4.0fs published %d, delivered %d (%.0f/s), p99 %.2fms, closed %d",
+			name, el, published.Load(), got, float64(got)/el, ms(r.lat.quantile(0.99)), r.closed.Load())
 	})
 	var maxLag time.Duration
 	timer := time.NewTimer(0)
@@ -168,23 +224,23 @@ func runFanout(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			}
 		}
 		maxLag = max(maxLag, time.Since(due))
-		if err := r.publish(seq, *size, true); err != nil {
+		if err := r.publish(seq, ff.size, true); err != nil {
 			r.errs.add("publish", err)
 			break
 		}
 		published.Store(int64(seq))
 	}
 	pubEnd := time.Now()
-	res.CPU = cpuBetween(cpu0, sampleCPU(*pid))
-	if *pid > 0 {
-		if v, err := rssKiB(*pid); err == nil {
+	res.CPU = cpuBetween(cpu0, sampleCPU(ff.pid))
+	if ff.pid > 0 {
+		if v, err := rssKiB(ff.pid); err == nil {
 			res.ServerRSSKiB = v
 		}
 	}
 
 	// Drain: wait for every ack and every delivery, or for progress to stop.
 	lastGot, lastChange := int64(-1), time.Now()
-	waitUntil(ctx, *drain, func() bool {
+	waitUntil(ctx, ff.drain, func() bool {
 		got := r.received()
 		if got != lastGot {
 			lastGot, lastChange = got, time.Now()
@@ -250,7 +306,7 @@ func runFanout(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	for _, k := range kinds {
 		rows = append(rows, row{"errors: " + k, res.ErrorKinds[k]})
 	}
-	if err := report(stdout, "herald bench fanout", rows, res); err != nil {
+	if err := report(stdout, "herald bench "+name, rows, res); err != nil {
 		return err
 	}
 	return ctx.Err()
@@ -392,7 +448,7 @@ func (r *fanoutRun) closeAll() {
 	r.once.Do(func() {
 		r.closing.Store(true)
 		for _, s := range r.subs {
-			s.c.close()
+			s.close()
 		}
 		for _, s := range r.subs {
 			<-s.done
@@ -407,11 +463,11 @@ func (r *fanoutRun) closeAll() {
 // subscriber is one fan-out subscriber and its reader's tallies; the
 // plain fields are the reader's own until done is closed.
 type subscriber struct {
-	c     *wsConn
 	r     *fanoutRun
-	done  chan struct{}
-	ready atomic.Bool  // received the warm-up message
-	count atomic.Int64 // distinct sequence numbers received, for progress
+	close func()        // closes the connection, which ends the reader
+	done  chan struct{} // closed when the reader returns
+	ready atomic.Bool   // received the warm-up message
+	count atomic.Int64  // distinct sequence numbers received, for progress
 
 	seen     []uint64 // bitset of sequence numbers received
 	distinct int64
@@ -420,26 +476,41 @@ type subscriber struct {
 	maxSeq   uint64
 }
 
+// newSubscriber returns a subscriber whose connection close closes; its
+// reader must close s.done when it returns.
+func (r *fanoutRun) newSubscriber(close func()) *subscriber {
+	return &subscriber{r: r, close: close, done: make(chan struct{})}
+}
+
 var (
 	keyTS  = []byte(`"bench_ts":`)
 	keySeq = []byte(`"bench_seq":`)
 )
 
-func (s *subscriber) read() {
+// ended records why a subscriber's connection ended, unless the run
+// closed it.
+func (s *subscriber) ended(err error) {
+	if s.r.closing.Load() {
+		return
+	}
+	var ce *closeError
+	switch {
+	case errors.As(err, &ce):
+		s.r.closed.Add(1)
+		s.r.errs.add("closed by server "+strconv.Itoa(ce.Code), err)
+	default:
+		s.r.errs.add("subscriber", err)
+	}
+}
+
+// readWS reads a WebSocket subscriber's messages until its connection
+// ends; jsonl splits frames into lines.
+func (s *subscriber) readWS(c *wsConn, jsonl bool) {
 	defer close(s.done)
-	jsonl := s.r.t.proto == "jsonl"
 	for {
-		_, msg, err := s.c.readMessage()
+		_, msg, err := c.readMessage()
 		if err != nil {
-			if !s.r.closing.Load() {
-				var ce *closeError
-				if errors.As(err, &ce) {
-					s.r.closed.Add(1)
-					s.r.errs.add("closed by server "+strconv.Itoa(ce.Code), err)
-				} else {
-					s.r.errs.add("subscriber", err)
-				}
-			}
+			s.ended(err)
 			return
 		}
 		now := time.Now().UnixNano()

@@ -1,6 +1,7 @@
 // Package loadtest is herald's load tool, `herald bench SCENARIO [flags]`.
-// It drives a running herald server over real WebSockets and reports what
-// the server costs and how fast it delivers:
+// It drives a running herald server over real WebSockets (and, in sse,
+// real HTTP streams) and reports what the server costs and how fast it
+// delivers:
 //
 //   - idle: N connections each subscribed to a channel, held open; the
 //     server's RSS (from /proc, given -pid) before and after gives memory
@@ -8,12 +9,16 @@
 //   - fanout: S subscribers on one channel and one publisher at a fixed
 //     rate; every message carries its send time and a sequence number, so
 //     each subscriber measures latency, loss, duplicates and order.
+//   - sse: fanout with Server-Sent Events streams (GET /sse?channel=C, one
+//     HTTP/1.1 connection each) as the subscribers; the publisher still
+//     speaks WebSocket.
 //
 // The client is lean on purpose, so that it measures the server and not
 // itself: its own WebSocket code (no compression, no extensions), dialling
 // from a bounded pool of workers, and no goroutine per idle connection —
 // one sweeper drains all idle sockets without blocking and answers the
-// server's pings. Fan-out subscribers have one reader goroutine each.
+// server's pings. Fan-out subscribers (WebSocket or SSE) have one reader
+// goroutine each.
 //
 // Progress goes to stderr while it runs; at the end a table and one JSON
 // line with every figure go to stdout. Runs are bounded by their flags and
@@ -39,6 +44,7 @@ const usage = `usage: herald bench SCENARIO [flags]
 scenarios:
   idle     hold N subscribed connections; memory per connection, connect rate
   fanout   S subscribers, one publisher at a fixed rate; latency and loss
+  sse      the same with S Server-Sent Events streams (/sse) as subscribers
 
 herald bench SCENARIO -h lists the scenario's flags.
 `
@@ -54,6 +60,8 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runIdle(ctx, args[1:], stdout, stderr)
 	case "fanout":
 		return runFanout(ctx, args[1:], stdout, stderr)
+	case "sse":
+		return runSSE(ctx, args[1:], stdout, stderr)
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return nil
@@ -72,8 +80,14 @@ type common struct {
 }
 
 func (c *common) register(fs *flag.FlagSet, channel string) {
-	fs.StringVar(&c.url, "url", "ws://127.0.0.1:8080/ws", "herald's /ws endpoint (an http:// base URL works too)")
+	c.registerNoProto(fs, channel)
 	fs.StringVar(&c.proto, "proto", "json", "json (herald.v1), jsonl (herald.v1.jsonl) or raw (/ws/{channel})")
+}
+
+// registerNoProto registers every common flag but -proto, which stays json.
+func (c *common) registerNoProto(fs *flag.FlagSet, channel string) {
+	c.proto = "json"
+	fs.StringVar(&c.url, "url", "ws://127.0.0.1:8080/ws", "herald's /ws endpoint (an http:// base URL works too)")
 	fs.StringVar(&c.channel, "channel", channel, "channel to subscribe to")
 	fs.IntVar(&c.concurrency, "c", 100, "connections dialled at once")
 	fs.DurationVar(&c.dialTimeout, "dial-timeout", 10*time.Second, "bound on one dial, handshake and subscribe")
@@ -226,6 +240,19 @@ func (e *errorLog) summary() map[string]string {
 // calls keep with each (from the dialling goroutines). It stops early when
 // ctx is done.
 func dialAll(ctx context.Context, t *target, n, concurrency, readBuf int, timeout time.Duration, errs *errorLog, keep func(*wsConn)) {
+	dialPool(ctx, n, concurrency, errs, func(ctx context.Context) error {
+		c, err := t.subscribe(ctx, readBuf, timeout)
+		if err != nil {
+			return err
+		}
+		keep(c)
+		return nil
+	})
+}
+
+// dialPool calls dial n times, at most concurrency at a time, and logs
+// its errors as "dial". It stops early when ctx is done.
+func dialPool(ctx context.Context, n, concurrency int, errs *errorLog, dial func(context.Context) error) {
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	for range min(concurrency, n) {
@@ -233,14 +260,9 @@ func dialAll(ctx context.Context, t *target, n, concurrency, readBuf int, timeou
 		go func() {
 			defer wg.Done()
 			for next.Add(1) <= int64(n) && ctx.Err() == nil {
-				c, err := t.subscribe(ctx, readBuf, timeout)
-				if err != nil {
-					if ctx.Err() == nil {
-						errs.add("dial", err)
-					}
-					continue
+				if err := dial(ctx); err != nil && ctx.Err() == nil {
+					errs.add("dial", err)
 				}
-				keep(c)
 			}
 		}()
 	}

@@ -1,10 +1,12 @@
 package loadtest
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -70,6 +72,48 @@ func TestFanout(t *testing.T) {
 	}
 }
 
+func TestSSE(t *testing.T) {
+	res := runBench(t, "sse", "-subs", "10", "-rate", "100", "-duration", "500ms", "-size", "300")
+	published := res["published"].(float64)
+	if published < 40 || res["acked"] != published || res["expected"] != published*10 {
+		t.Fatalf("published %v, result %v", published, res)
+	}
+	if res["lost"] != 0.0 || res["received"] != published*10 || res["duplicates"] != 0.0 || res["out_of_order"] != 0.0 {
+		t.Fatalf("result %v", res)
+	}
+	if res["errors"] != 0.0 || res["proto"] != "sse" || !strings.Contains(res["url"].(string), "/sse?channel=sse") {
+		t.Fatalf("result %v", res)
+	}
+	if res["p99_ms"].(float64) <= 0 || res["max_ms"].(float64) < res["p50_ms"].(float64) {
+		t.Fatalf("latencies %v", res)
+	}
+}
+
+func TestSSEParser(t *testing.T) {
+	stream := "retry: 2000\r\n: hello\n\nid: 7\nevent: news\ndata: a\ndata\ndata:b\n\n" +
+		"data: x\nid\n\nid: 9\u0000\nevent: lone\n\ndata: " + strings.Repeat("z", 5000) + "\n\nid: 10\ndata: cut"
+	c := &sseConn{body: bufio.NewReaderSize(strings.NewReader(stream), 16)}
+	p := newSSEParser()
+	type event struct{ typ, data, id string }
+	var got []event
+	for {
+		l, err := c.readLine()
+		if err != nil {
+			break
+		}
+		if ev, ok := p.line(l); ok {
+			got = append(got, event{string(ev.typ), string(ev.data), string(ev.id)})
+		}
+	}
+	want := []event{{"news", "a\n\nb", "7"}, {"message", "x", ""}, {"message", strings.Repeat("z", 5000), ""}}
+	if !slices.Equal(got, want) {
+		t.Errorf("events %q, want %q", got, want)
+	}
+	if p.retry != 2000 || p.comments != 1 {
+		t.Errorf("retry %d, comments %d", p.retry, p.comments)
+	}
+}
+
 func TestRunRefusesBadInput(t *testing.T) {
 	ctx := context.Background()
 	for _, args := range [][]string{
@@ -79,6 +123,8 @@ func TestRunRefusesBadInput(t *testing.T) {
 		{"idle", "-url", "https://127.0.0.1:1/ws"},
 		{"fanout", "-rate", "0"},
 		{"fanout", "extra"},
+		{"sse", "-subs", "0"},
+		{"sse", "-proto", "raw"},
 	} {
 		if err := Run(ctx, args, &bytes.Buffer{}, &bytes.Buffer{}); err == nil {
 			t.Errorf("%v: no error", args)
