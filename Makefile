@@ -25,4 +25,6 @@ FUZZTIME ?= 30s
 fuzz:
 	go test -run=NONE -fuzz=FuzzDecodeCommand -fuzztime=$(FUZZTIME) ./internal/protocol
 	go test -run=NONE -fuzz=FuzzValidChannel -fuzztime=$(FUZZTIME) ./internal/protocol
+	go test -run=NONE -fuzz=FuzzSSECursor -fuzztime=$(FUZZTIME) ./internal/protocol
 	go test -run=NONE -fuzz=FuzzParseOffset -fuzztime=$(FUZZTIME) ./broker
+	go test -run=NONE -fuzz=FuzzDecodePublish -fuzztime=$(FUZZTIME) ./internal/api
