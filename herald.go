@@ -192,21 +192,17 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request, rawChannel stri
 		}
 		since = &v
 	}
-	user := ""
-	if s.cfg.Hooks.Connect != nil {
-		u, err := s.cfg.Hooks.Connect(r)
-		if err != nil {
-			writeHTTPError(w, s.publicError(err))
-			return
-		}
-		user = u
+	user, err := s.connectUser(r)
+	if err != nil {
+		writeHTTPError(w, s.publicError(err))
+		return
 	}
 	info := broker.ClientInfo{Client: s.newClientID(), User: user}
 	transport := "ws"
 	if rawChannel != "" {
 		transport = "raw"
 	}
-	err := s.ws.Upgrade(w, r, func(c *ws.Conn) (ws.Handler, error) {
+	err = s.ws.Upgrade(w, r, func(c *ws.Conn) (ws.Handler, error) {
 		mode := session.ModeJSON
 		switch {
 		case rawChannel != "":
@@ -246,6 +242,15 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request, rawChannel stri
 	if err != nil {
 		s.cfg.Logger.Debug("websocket upgrade failed", "err", err)
 	}
+}
+
+// connectUser runs the Connect hook, when there is one, and returns the
+// user it names ("" for anonymous).
+func (s *Server) connectUser(r *http.Request) (string, error) {
+	if s.cfg.Hooks.Connect == nil {
+		return "", nil
+	}
+	return s.cfg.Hooks.Connect(r)
 }
 
 // connHandler ties a WebSocket connection to its session and the server's

@@ -44,14 +44,10 @@ func (s *Server) serveSSE(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.endSSEOnShutdown(r)
-	user := ""
-	if s.cfg.Hooks.Connect != nil {
-		u, err := s.cfg.Hooks.Connect(r)
-		if err != nil {
-			writeHTTPError(w, s.publicError(err))
-			return
-		}
-		user = u
+	user, err := s.connectUser(r)
+	if err != nil {
+		writeHTTPError(w, s.publicError(err))
+		return
 	}
 	stream, err := s.sse.NewStream(w)
 	if err != nil {
