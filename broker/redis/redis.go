@@ -1,0 +1,547 @@
+// Package redis is herald's broker for several nodes sharing one Redis 7
+// server.
+//
+// Each channel has a sequence and epoch in a hash, its history in a stream
+// and a pub/sub topic of its own. Publish runs one Lua script that assigns
+// the offset, stores the message and publishes it on the topic, so the
+// topic carries a channel's messages in offset order. Every node holds one
+// pub/sub connection; one goroutine reads it and calls the Handler, so calls
+// for one channel never overlap and keep the topic's order.
+//
+// Pub/sub is not durable: a node whose connection drops misses what was
+// published until go-redis reconnects it. History still holds those
+// messages, and the offsets show the gap.
+package redis
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/heraldhq/herald/broker"
+)
+
+var (
+	_ broker.Broker        = (*Broker)(nil)
+	_ broker.PresenceStore = (*Broker)(nil)
+)
+
+// metaGrace is how long a channel's sequence and epoch outlive its history
+// when the history has a TTL, so that a reader can still tell "expired"
+// from "never used". After that the channel starts a new epoch.
+const metaGrace = time.Minute
+
+// Config configures a Broker. The zero value talks to a local Redis.
+type Config struct {
+	// URL names the server, as redis://[user:pass@]host:port/db or
+	// rediss:// for TLS. Empty means redis://127.0.0.1:6379/0.
+	URL string
+	// Prefix starts every key and topic the broker uses, so several herald
+	// deployments (or tests) can share one server. Empty means "herald:".
+	Prefix string
+	// PresenceTTL is how long AddPresence keeps a client listed; the
+	// caller must add it again before then. It bounds how long the clients
+	// of a crashed node stay listed. Zero means 60s.
+	PresenceTTL time.Duration
+	// Logger receives errors of the receive loop. Nil discards them.
+	Logger *slog.Logger
+}
+
+// Broker is the Redis broker. Call New, then Start. All methods are safe
+// for concurrent use.
+type Broker struct {
+	prefix      string
+	presenceTTL time.Duration
+	log         *slog.Logger
+	client      *goredis.Client
+
+	mu      sync.Mutex // guards everything below
+	ps      *goredis.PubSub
+	handler broker.Handler
+	wanted  map[string]bool            // topic → subscribed
+	waiters map[string][]chan struct{} // kind+" "+topic → Subscribe/Unsubscribe calls awaiting confirmation
+	closed  bool
+	stop    chan struct{} // closed by Close
+	done    chan struct{} // closed when the receive loop exits
+}
+
+// New validates cfg and returns a broker. It does not connect; Start does.
+func New(cfg Config) (*Broker, error) {
+	if cfg.URL == "" {
+		cfg.URL = "redis://127.0.0.1:6379/0"
+	}
+	if cfg.Prefix == "" {
+		cfg.Prefix = "herald:"
+	}
+	if cfg.PresenceTTL == 0 {
+		cfg.PresenceTTL = 60 * time.Second
+	}
+	if cfg.PresenceTTL < time.Millisecond {
+		return nil, errors.New("redis broker: PresenceTTL must be at least 1ms")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	opts, err := goredis.ParseURL(cfg.URL)
+	if err != nil {
+		return nil, fmt.Errorf("redis broker: %w", err)
+	}
+	return &Broker{
+		prefix:      cfg.Prefix,
+		presenceTTL: cfg.PresenceTTL,
+		log:         cfg.Logger,
+		client:      goredis.NewClient(opts),
+		wanted:      make(map[string]bool),
+		waiters:     make(map[string][]chan struct{}),
+		stop:        make(chan struct{}),
+		done:        make(chan struct{}),
+	}, nil
+}
+
+// Start checks that Redis answers, opens the node's pub/sub connection and
+// starts the loop that calls h. It fails with a wrapped
+// broker.ErrUnavailable when Redis cannot be reached.
+func (b *Broker) Start(ctx context.Context, h broker.Handler) error {
+	if err := b.client.Ping(ctx).Err(); err != nil {
+		return b.wrap(ctx, "start", err)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return fmt.Errorf("redis broker: start: %w", broker.ErrUnavailable)
+	}
+	if b.handler != nil {
+		return errors.New("redis broker: started twice")
+	}
+	b.handler = h
+	b.ps = b.client.Subscribe(context.WithoutCancel(ctx))
+	go b.receive(b.ps)
+	return nil
+}
+
+// Close stops the receive loop and closes the connections. No Handler call
+// runs after it returns; later calls fail with broker.ErrUnavailable.
+func (b *Broker) Close() error {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return nil
+	}
+	b.closed = true
+	ps := b.ps
+	b.mu.Unlock()
+	close(b.stop)
+	var errs []error
+	if ps != nil {
+		errs = append(errs, ps.Close())
+		<-b.done
+	}
+	errs = append(errs, b.client.Close())
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("redis broker: close: %w", err)
+	}
+	return nil
+}
+
+func (b *Broker) key(channel, kind string) string {
+	return b.prefix + "{" + channel + "}:" + kind
+}
+
+func (b *Broker) topic(channel string) string { return b.prefix + "ch:" + channel }
+
+// Subscribe adds channel's topic to the node's pub/sub connection and
+// returns once Redis confirmed it, so a Publish that starts afterwards is
+// delivered.
+func (b *Broker) Subscribe(ctx context.Context, channel string) error {
+	return b.subscription(ctx, "subscribe", channel)
+}
+
+// Unsubscribe removes channel's topic and returns once Redis confirmed it;
+// nothing of channel is delivered after it returns.
+func (b *Broker) Unsubscribe(ctx context.Context, channel string) error {
+	return b.subscription(ctx, "unsubscribe", channel)
+}
+
+func (b *Broker) subscription(ctx context.Context, kind, channel string) error {
+	topic := b.topic(channel)
+	wait := make(chan struct{})
+	b.mu.Lock()
+	if b.closed || b.ps == nil {
+		b.mu.Unlock()
+		return fmt.Errorf("redis broker: %s %q: %w", kind, channel, broker.ErrUnavailable)
+	}
+	ps := b.ps
+	b.wanted[topic] = kind == "subscribe"
+	w := kind + " " + topic
+	b.waiters[w] = append(b.waiters[w], wait)
+	b.mu.Unlock()
+
+	var err error
+	if kind == "subscribe" {
+		err = ps.Subscribe(ctx, topic)
+	} else {
+		err = ps.Unsubscribe(ctx, topic)
+	}
+	if err == nil {
+		select {
+		case <-wait:
+			return nil
+		case <-ctx.Done():
+			err = ctx.Err()
+		case <-b.stop:
+			err = goredis.ErrClosed
+		}
+	}
+	b.mu.Lock()
+	b.waiters[w] = removeWaiter(b.waiters[w], wait)
+	if len(b.waiters[w]) == 0 {
+		delete(b.waiters, w)
+	}
+	b.mu.Unlock()
+	return b.wrap(ctx, kind+" "+strconv.Quote(channel), err)
+}
+
+func removeWaiter(ws []chan struct{}, w chan struct{}) []chan struct{} {
+	for i, x := range ws {
+		if x == w {
+			return append(ws[:i], ws[i+1:]...)
+		}
+	}
+	return ws
+}
+
+// receive reads the pub/sub connection until Close and calls the Handler.
+func (b *Broker) receive(ps *goredis.PubSub) {
+	defer close(b.done)
+	ctx := context.Background()
+	for {
+		v, err := ps.Receive(ctx)
+		if err != nil {
+			select {
+			case <-b.stop:
+				return
+			default:
+			}
+			// go-redis reconnects and subscribes again on the next call.
+			b.log.Warn("redis broker: receive", "err", err)
+			select {
+			case <-b.stop:
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+			continue
+		}
+		switch v := v.(type) {
+		case *goredis.Subscription:
+			b.confirm(v.Kind, v.Channel)
+		case *goredis.Message:
+			b.deliver(v.Channel, v.Payload)
+		}
+	}
+}
+
+// confirm releases the Subscribe or Unsubscribe calls waiting for topic.
+func (b *Broker) confirm(kind, topic string) {
+	w := kind + " " + topic
+	b.mu.Lock()
+	ws := b.waiters[w]
+	delete(b.waiters, w)
+	b.mu.Unlock()
+	for _, c := range ws {
+		close(c)
+	}
+}
+
+// deliver decodes one pub/sub payload and calls the Handler, unless the
+// channel was unsubscribed meanwhile.
+func (b *Broker) deliver(topic, payload string) {
+	channel, ok := strings.CutPrefix(topic, b.prefix+"ch:")
+	b.mu.Lock()
+	wanted := b.wanted[topic]
+	h := b.handler
+	b.mu.Unlock()
+	if !ok || !wanted || payload == "" {
+		return
+	}
+	fields, err := splitNetstrings(payload[1:])
+	switch {
+	case err != nil:
+	case payload[0] == 'm' && len(fields) == 8:
+		var m broker.Message
+		if m, err = decodeMessage(channel, fields); err == nil {
+			h.HandleMessage(m)
+			return
+		}
+	case payload[0] == 'j' && len(fields) == 2:
+		h.HandleJoin(channel, broker.ClientInfo{Client: fields[0], User: fields[1]})
+		return
+	case payload[0] == 'l' && len(fields) == 2:
+		h.HandleLeave(channel, broker.ClientInfo{Client: fields[0], User: fields[1]})
+		return
+	default:
+		err = errors.New("unknown payload")
+	}
+	b.log.Error("redis broker: bad pub/sub payload", "topic", topic, "err", err)
+}
+
+// decodeMessage builds a Message from the fields the publish script sends:
+// seq, epoch, time µs, binary, event, user, client, data.
+func decodeMessage(channel string, f []string) (broker.Message, error) {
+	seq, err := strconv.ParseUint(f[0], 10, 64)
+	if err != nil {
+		return broker.Message{}, fmt.Errorf("seq: %w", err)
+	}
+	us, err := strconv.ParseInt(f[2], 10, 64)
+	if err != nil {
+		return broker.Message{}, fmt.Errorf("time: %w", err)
+	}
+	return broker.Message{
+		Channel: channel,
+		Offset:  broker.Offset{Epoch: f[1], Seq: seq},
+		Data:    []byte(f[7]),
+		Binary:  f[3] == "1",
+		Event:   f[4],
+		User:    f[5],
+		Client:  f[6],
+		Time:    time.UnixMicro(us),
+	}, nil
+}
+
+// splitNetstrings splits "LEN:VALUE" items written back to back.
+func splitNetstrings(s string) ([]string, error) {
+	var out []string
+	for s != "" {
+		n, rest, ok := strings.Cut(s, ":")
+		size, err := strconv.Atoi(n)
+		if !ok || err != nil || size < 0 || size > len(rest) {
+			return nil, errors.New("malformed netstring")
+		}
+		out = append(out, rest[:size])
+		s = rest[size:]
+	}
+	return out, nil
+}
+
+func netstring(s string) string { return strconv.Itoa(len(s)) + ":" + s }
+
+// Publish stores p in channel's history (when opts.Size > 0) and publishes
+// it on channel's topic in one atomic script. A TTL applies to every kept
+// message; once all of them expired and the channel stayed idle a further
+// minute, the next Publish starts a new epoch.
+func (b *Broker) Publish(ctx context.Context, channel string, p broker.Publication, opts broker.HistoryOptions) (broker.Offset, error) {
+	binary := "0"
+	if p.Binary {
+		binary = "1"
+	}
+	ttl := max(opts.TTL.Milliseconds(), 0)
+	if opts.TTL > 0 && ttl == 0 {
+		ttl = 1
+	}
+	res, err := publishScript.Run(ctx, b.client,
+		[]string{b.key(channel, "meta"), b.key(channel, "stream")},
+		newEpoch(), max(opts.Size, 0), ttl, metaGrace.Milliseconds(), b.topic(channel),
+		[]byte(p.Data), binary, p.Event, p.User, p.Client,
+	).Slice()
+	if err != nil {
+		return broker.Offset{}, b.wrap(ctx, "publish to "+strconv.Quote(channel), err)
+	}
+	if len(res) != 2 {
+		return broker.Offset{}, fmt.Errorf("redis broker: publish to %q: unexpected reply %v", channel, res)
+	}
+	seq, _ := res[0].(int64)
+	epoch, _ := res[1].(string)
+	return broker.Offset{Epoch: epoch, Seq: uint64(seq)}, nil
+}
+
+// History reads channel's history, dropping expired messages first.
+func (b *Broker) History(ctx context.Context, channel string, q broker.HistoryQuery) (broker.HistoryResult, error) {
+	limit := q.Limit
+	if limit < 0 {
+		limit = -1
+	}
+	res, err := historyScript.Run(ctx, b.client,
+		[]string{b.key(channel, "meta"), b.key(channel, "stream")},
+		q.Since.Epoch, q.Since.Seq, limit,
+	).Slice()
+	if err != nil {
+		return broker.HistoryResult{}, b.wrap(ctx, "history of "+strconv.Quote(channel), err)
+	}
+	if len(res) == 0 {
+		// A channel never used (or long expired): nothing to lose unless
+		// a cursor points into it.
+		return broker.HistoryResult{Complete: q.Since.IsZero()}, nil
+	}
+	bad := func(what string) (broker.HistoryResult, error) {
+		return broker.HistoryResult{}, fmt.Errorf("redis broker: history of %q: unexpected reply: %s", channel, what)
+	}
+	if len(res) != 5 {
+		return bad("length")
+	}
+	seq, ok1 := res[0].(int64)
+	epoch, ok2 := res[1].(string)
+	first, ok3 := res[2].(int64)
+	mode, ok4 := res[3].(string)
+	entries, ok5 := res[4].([]any)
+	if !ok1 || !ok2 || !ok3 || !ok4 || !ok5 {
+		return bad("types")
+	}
+	out := broker.HistoryResult{Latest: broker.Offset{Epoch: epoch, Seq: uint64(seq)}}
+	if seq == 0 {
+		out.Latest = broker.Offset{}
+	}
+	switch mode {
+	case "zero":
+		out.Complete = first == 1
+	case "since":
+		out.Complete = int64(q.Since.Seq)+1 >= first
+	}
+	out.Messages = make([]broker.Message, 0, len(entries))
+	for _, e := range entries {
+		m, err := decodeEntry(channel, epoch, e)
+		if err != nil {
+			return bad(err.Error())
+		}
+		out.Messages = append(out.Messages, m)
+	}
+	if mode == "zero" { // read newest first
+		for i, j := 0, len(out.Messages)-1; i < j; i, j = i+1, j-1 {
+			out.Messages[i], out.Messages[j] = out.Messages[j], out.Messages[i]
+		}
+	}
+	return out, nil
+}
+
+// decodeEntry turns one XRANGE entry {"<seq>-0", {field, value, ...}} into
+// a Message.
+func decodeEntry(channel, epoch string, e any) (broker.Message, error) {
+	pair, ok := e.([]any)
+	if !ok || len(pair) != 2 {
+		return broker.Message{}, errors.New("entry shape")
+	}
+	id, _ := pair[0].(string)
+	kv, _ := pair[1].([]any)
+	seqText, _, _ := strings.Cut(id, "-")
+	seq, err := strconv.ParseUint(seqText, 10, 64)
+	if err != nil {
+		return broker.Message{}, fmt.Errorf("entry id %q", id)
+	}
+	m := broker.Message{Channel: channel, Offset: broker.Offset{Epoch: epoch, Seq: seq}}
+	for i := 0; i+1 < len(kv); i += 2 {
+		k, _ := kv[i].(string)
+		v, _ := kv[i+1].(string)
+		switch k {
+		case "data":
+			m.Data = []byte(v)
+		case "binary":
+			m.Binary = v == "1"
+		case "event":
+			m.Event = v
+		case "user":
+			m.User = v
+		case "client":
+			m.Client = v
+		case "time":
+			us, err := strconv.ParseInt(v, 10, 64)
+			if err != nil {
+				return broker.Message{}, fmt.Errorf("entry time %q", v)
+			}
+			m.Time = time.UnixMicro(us)
+		}
+	}
+	return m, nil
+}
+
+// PublishJoin publishes a join on channel's topic; it is not stored.
+func (b *Broker) PublishJoin(ctx context.Context, channel string, c broker.ClientInfo) error {
+	return b.publishPresence(ctx, "j", channel, c)
+}
+
+// PublishLeave publishes a leave on channel's topic; it is not stored.
+func (b *Broker) PublishLeave(ctx context.Context, channel string, c broker.ClientInfo) error {
+	return b.publishPresence(ctx, "l", channel, c)
+}
+
+func (b *Broker) publishPresence(ctx context.Context, kind, channel string, c broker.ClientInfo) error {
+	payload := kind + netstring(c.Client) + netstring(c.User)
+	if err := b.client.Publish(ctx, b.topic(channel), payload).Err(); err != nil {
+		return b.wrap(ctx, "presence event on "+strconv.Quote(channel), err)
+	}
+	return nil
+}
+
+// AddPresence lists c in channel for PresenceTTL; adding it again renews
+// that.
+func (b *Broker) AddPresence(ctx context.Context, channel string, c broker.ClientInfo) error {
+	err := presenceAddScript.Run(ctx, b.client,
+		[]string{b.key(channel, "presence"), b.key(channel, "users")},
+		c.Client, c.User, max(b.presenceTTL.Milliseconds(), 1),
+	).Err()
+	return b.wrap(ctx, "add presence in "+strconv.Quote(channel), err)
+}
+
+// RemovePresence forgets c in channel.
+func (b *Broker) RemovePresence(ctx context.Context, channel string, c broker.ClientInfo) error {
+	err := presenceRemoveScript.Run(ctx, b.client,
+		[]string{b.key(channel, "presence"), b.key(channel, "users")},
+		c.Client,
+	).Err()
+	return b.wrap(ctx, "remove presence in "+strconv.Quote(channel), err)
+}
+
+// Presence lists channel's clients whose PresenceTTL has not run out, in no
+// particular order.
+func (b *Broker) Presence(ctx context.Context, channel string) ([]broker.ClientInfo, error) {
+	res, err := presenceListScript.Run(ctx, b.client,
+		[]string{b.key(channel, "presence"), b.key(channel, "users")},
+	).StringSlice()
+	if err != nil {
+		return nil, b.wrap(ctx, "presence in "+strconv.Quote(channel), err)
+	}
+	out := make([]broker.ClientInfo, 0, len(res)/2)
+	for i := 0; i+1 < len(res); i += 2 {
+		out = append(out, broker.ClientInfo{Client: res[i], User: res[i+1]})
+	}
+	return out, nil
+}
+
+// wrap adds context to err. Errors that mean Redis cannot serve us
+// (connection failures, a closed broker, a server still loading or
+// without a primary) wrap broker.ErrUnavailable; the caller's own
+// cancellation and other server replies do not.
+func (b *Broker) wrap(ctx context.Context, op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	var reply goredis.Error
+	switch {
+	case ctx.Err() != nil && errors.Is(err, ctx.Err()):
+		return fmt.Errorf("redis broker: %s: %w", op, err)
+	case errors.As(err, &reply) && !unavailableReply(reply.Error()):
+		return fmt.Errorf("redis broker: %s: %w", op, err)
+	}
+	return fmt.Errorf("redis broker: %s: %w: %w", op, broker.ErrUnavailable, err)
+}
+
+func unavailableReply(msg string) bool {
+	for _, p := range []string{"LOADING", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "READONLY", "BUSY "} {
+		if strings.HasPrefix(msg, p) {
+			return true
+		}
+	}
+	return false
+}
+
+func newEpoch() string {
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
