@@ -148,3 +148,15 @@ func TestServeRunsAndStopsOnCancel(t *testing.T) {
 		t.Fatal("serve did not stop")
 	}
 }
+
+func TestBrokerSetting(t *testing.T) {
+	t.Parallel()
+	for _, ok := range []string{"memory", "redis://127.0.0.1:6379/0", "rediss://cache.example:6380/1"} {
+		if _, err := loadSettings([]string{"--broker", ok}, nil, io.Discard); err != nil {
+			t.Errorf("--broker %s: %v", ok, err)
+		}
+	}
+	if got := redactURL("redis://user:secret@cache.example:6379/0"); strings.Contains(got, "secret") {
+		t.Errorf("redactURL kept the password: %s", got)
+	}
+}

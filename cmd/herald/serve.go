@@ -8,10 +8,14 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"runtime/debug"
 	"time"
 
 	"github.com/heraldhq/herald"
+	"github.com/heraldhq/herald/broker"
+	"github.com/heraldhq/herald/broker/memory"
+	"github.com/heraldhq/herald/broker/redis"
 )
 
 const (
@@ -37,6 +41,9 @@ func serve(ctx context.Context, args, env []string, _ io.Writer, stderr io.Write
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: s.logLevel}))
 	cfg := s.config
 	cfg.Logger = logger
+	if cfg.Broker, err = newBroker(s.broker, logger); err != nil {
+		return err
+	}
 	srv, err := herald.New(cfg)
 	if err != nil {
 		return err
@@ -47,7 +54,7 @@ func serve(ctx context.Context, args, env []string, _ io.Writer, stderr io.Write
 		return fmt.Errorf("listen: %w", err)
 	}
 	httpSrv := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelDebug)}
-	logger.Info("herald listening", "addr", ln.Addr().String(), "url", "http://"+displayHost(ln.Addr()), "broker", s.broker)
+	logger.Info("herald listening", "addr", ln.Addr().String(), "url", "http://"+displayHost(ln.Addr()), "broker", redactURL(s.broker))
 
 	errc := make(chan error, 1)
 	go func() { errc <- httpSrv.Serve(ln) }()
@@ -66,6 +73,26 @@ func serve(ctx context.Context, args, env []string, _ io.Writer, stderr io.Write
 		return fmt.Errorf("serve: %w", err)
 	}
 	return errors.Join(herr, serr)
+}
+
+// newBroker makes the broker a --broker URL names; herald.New starts it.
+func newBroker(brokerURL string, logger *slog.Logger) (broker.Broker, error) {
+	if brokerURL == "memory" {
+		return memory.New(), nil
+	}
+	b, err := redis.New(redis.Config{URL: brokerURL, Logger: logger})
+	if err != nil {
+		return nil, fmt.Errorf("broker %s: %w", redactURL(brokerURL), err)
+	}
+	return b, nil
+}
+
+// redactURL hides a password in a broker URL, for logs.
+func redactURL(s string) string {
+	if u, err := url.Parse(s); err == nil && u.User != nil {
+		return u.Redacted()
+	}
+	return s
 }
 
 // displayHost names a listen address the way a browser would reach it.

@@ -41,9 +41,9 @@ type option struct {
 func options() []option {
 	return []option{
 		{"addr", "listen address", func(s *settings, v string) error { s.addr = v; return nil }},
-		{"broker", "memory (redis:// and nats:// arrive with the cluster brokers)", func(s *settings, v string) error {
-			if v != "memory" {
-				return fmt.Errorf("unsupported broker %q: this build knows memory", v)
+		{"broker", "memory, or redis://host:port/db for several nodes on one Redis", func(s *settings, v string) error {
+			if v != "memory" && !strings.HasPrefix(v, "redis://") && !strings.HasPrefix(v, "rediss://") {
+				return fmt.Errorf("unsupported broker %q: want memory or redis://host:port/db", v)
 			}
 			s.broker = v
 			return nil

@@ -1,0 +1,107 @@
+package herald_test
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"os"
+	"testing"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/heraldhq/herald"
+	"github.com/heraldhq/herald/broker/redis"
+	"github.com/heraldhq/herald/heraldtest"
+)
+
+// redisAddr is the Redis the cluster tests use (.ci/run starts one).
+func redisAddr() string {
+	if a := os.Getenv("HERALD_TEST_REDIS"); a != "" {
+		return a
+	}
+	return "127.0.0.1:6379"
+}
+
+// redisCluster starts n herald nodes, each with its own listener, on one
+// Redis under a key prefix of the test's own, and removes the keys after.
+func redisCluster(t *testing.T, n int) []string {
+	t.Helper()
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	prefix := "herald-test:" + hex.EncodeToString(b[:]) + ":"
+	rdb := goredis.NewClient(&goredis.Options{Addr: redisAddr()})
+	if err := rdb.Ping(context.Background()).Err(); err != nil {
+		t.Fatalf("Redis at %s is not reachable (set HERALD_TEST_REDIS, or let .ci/run start it): %v", redisAddr(), err)
+	}
+	t.Cleanup(func() {
+		ctx := context.Background()
+		iter := rdb.Scan(ctx, 0, prefix+"*", 100).Iterator()
+		for iter.Next(ctx) {
+			rdb.Del(ctx, iter.Val())
+		}
+		_ = rdb.Close()
+	})
+	bases := make([]string, n)
+	for i := range bases {
+		br, err := redis.New(redis.Config{URL: "redis://" + redisAddr() + "/0", Prefix: prefix})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, hs := heraldtest.NewServer(t, herald.Config{Broker: br})
+		bases[i] = hs.URL
+	}
+	return bases
+}
+
+// Three nodes on one Redis behave as one server: a publish on one node
+// reaches subscribers on the others with the same offset, a client resumes
+// on another node from an offset it got elsewhere, and presence lists the
+// clients of every node.
+func TestClusterOnRedis(t *testing.T) {
+	t.Parallel()
+	nodes := redisCluster(t, 3)
+	on := func(i int) *heraldtest.Client { return dial(t, nodes[i]) }
+
+	c2, c3 := on(1), on(2)
+	c2.MustOK(map[string]any{"op": "subscribe", "channel": "room:a"})
+	c3.MustOK(map[string]any{"op": "subscribe", "channel": "room:a"})
+
+	pub := on(0)
+	var offsets []string
+	for i := 1; i <= 5; i++ {
+		r := pub.MustOK(map[string]any{"op": "publish", "channel": "room:a", "data": map[string]int{"n": i}})
+		offsets = append(offsets, r["offset"].(string))
+	}
+	for _, c := range []*heraldtest.Client{c2, c3} {
+		for i, want := range offsets {
+			m := nextMessage(t, c)
+			if m["offset"] != want || counter(t, m) != i+1 {
+				t.Fatalf("message %d on another node: %v, want offset %s", i+1, m, want)
+			}
+		}
+	}
+
+	// Resume on node 3 from an offset node 1 gave.
+	late := on(2)
+	r := late.MustOK(map[string]any{"op": "subscribe", "channel": "room:a", "since": offsets[1]})
+	if r["recovered"] != true || r["offset"] != offsets[4] {
+		t.Fatalf("resume on node 3: %v, want recovered at %s", r, offsets[4])
+	}
+	for i := 3; i <= 5; i++ {
+		if m := nextMessage(t, late); counter(t, m) != i || m["offset"] != offsets[i-1] {
+			t.Fatalf("resumed message %v, want %d", m, i)
+		}
+	}
+
+	// Presence asked on node 1 lists the clients of nodes 2 and 3.
+	p := pub.MustOK(map[string]any{"op": "presence", "channel": "room:a"})
+	got := map[string]bool{}
+	for _, c := range p["clients"].([]any) {
+		got[c.(map[string]any)["client"].(string)] = true
+	}
+	for _, c := range []*heraldtest.Client{c2, c3, late} {
+		if id := c.Welcome["client"].(string); !got[id] {
+			t.Fatalf("presence on node 1 %v lacks client %s", p["clients"], id)
+		}
+	}
+}
