@@ -24,6 +24,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -41,6 +42,10 @@ import (
 	"github.com/heraldhq/herald/internal/transport/ws"
 	"github.com/heraldhq/herald/web"
 )
+
+// presenceRefresh is how often a node records its subscribers in presence
+// again: a third of the Redis broker's 60 s presence expiry.
+const presenceRefresh = 20 * time.Second
 
 // Server is a herald node. Its methods are safe for concurrent use.
 type Server struct {
@@ -80,8 +85,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.metrics = metrics.New(reg)
 	s.hub = hub.New(hub.Config{
-		Broker: s.broker,
-		Logger: cfg.Logger,
+		Broker:          s.broker,
+		Logger:          cfg.Logger,
+		PresenceRefresh: presenceRefresh,
 		Options: func(channel string) hub.ChannelOptions {
 			hist, presence, joinLeave := s.cfg.channelRules(channel)
 			return hub.ChannelOptions{History: hist, Presence: presence, JoinLeave: joinLeave}
@@ -328,6 +334,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		if serr := s.sse.Wait(ctx); serr != nil && err == nil {
 			err = fmt.Errorf("herald: shutdown: %w", serr)
 		}
+		s.hub.Stop()
 		if cerr := s.broker.Close(); cerr != nil && err == nil {
 			err = fmt.Errorf("herald: close broker: %w", cerr)
 		}

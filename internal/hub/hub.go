@@ -18,6 +18,7 @@ import (
 	"log/slog"
 	"sort"
 	"sync"
+	"time"
 
 	"github.com/heraldhq/herald/broker"
 )
@@ -52,6 +53,10 @@ type Config struct {
 	// Logger receives broker errors the hub cannot return to anyone; nil
 	// discards them.
 	Logger *slog.Logger
+	// PresenceRefresh is how often the hub records its subscribers in the
+	// broker's presence store again, for stores whose entries expire so
+	// that a crashed node's clients vanish. Zero: never.
+	PresenceRefresh time.Duration
 }
 
 // Hub is one node's channel table. Its methods are safe for concurrent use.
@@ -63,6 +68,10 @@ type Hub struct {
 
 	mu       sync.RWMutex
 	channels map[string]*channel
+
+	refresh time.Duration
+	stop    chan struct{}
+	done    chan struct{}
 }
 
 type channel struct {
@@ -79,6 +88,7 @@ type channel struct {
 // entry is one subscriber's state in a channel. While pending, the
 // subscriber is catching up from history and live messages wait in buf.
 type entry struct {
+	info    broker.ClientInfo
 	pending bool
 	buf     []broker.Message
 }
@@ -90,6 +100,9 @@ func New(cfg Config) *Hub {
 		options:  cfg.Options,
 		log:      cfg.Logger,
 		channels: make(map[string]*channel),
+		refresh:  cfg.PresenceRefresh,
+		stop:     make(chan struct{}),
+		done:     make(chan struct{}),
 	}
 	if h.options == nil {
 		h.options = func(string) ChannelOptions { return ChannelOptions{} }
@@ -106,7 +119,70 @@ func (h *Hub) Start(ctx context.Context) error {
 	if err := h.broker.Start(ctx, h); err != nil {
 		return fmt.Errorf("hub: start broker: %w", err)
 	}
+	go h.refreshPresence()
 	return nil
+}
+
+// Stop ends the hub's background work; call it before closing the broker.
+func (h *Hub) Stop() {
+	select {
+	case <-h.stop:
+		return
+	default:
+	}
+	close(h.stop)
+	<-h.done
+}
+
+// refreshPresence records every subscriber in presence again, every
+// PresenceRefresh, until Stop.
+func (h *Hub) refreshPresence() {
+	defer close(h.done)
+	if h.refresh <= 0 || h.presence == nil {
+		<-h.stop
+		return
+	}
+	t := time.NewTicker(h.refresh)
+	defer t.Stop()
+	for {
+		select {
+		case <-h.stop:
+			return
+		case <-t.C:
+			h.refreshPresenceOnce()
+		}
+	}
+}
+
+func (h *Hub) refreshPresenceOnce() {
+	h.mu.RLock()
+	chs := make([]*channel, 0, len(h.channels))
+	for _, ch := range h.channels {
+		chs = append(chs, ch)
+	}
+	h.mu.RUnlock()
+	for _, ch := range chs {
+		if !h.options(ch.name).Presence {
+			continue
+		}
+		ch.mu.Lock()
+		infos := make([]broker.ClientInfo, 0, len(ch.subs))
+		for _, e := range ch.subs {
+			if !e.pending {
+				infos = append(infos, e.info)
+			}
+		}
+		ch.mu.Unlock()
+		for _, info := range infos {
+			ctx, cancel := context.WithTimeout(context.Background(), h.refresh)
+			err := h.presence.AddPresence(ctx, ch.name, info)
+			cancel()
+			if err != nil {
+				h.log.Warn("refresh presence", "channel", ch.name, "err", err)
+				break
+			}
+		}
+	}
 }
 
 // Options returns the rules of channel.
@@ -137,7 +213,7 @@ func (h *Hub) Subscribe(ctx context.Context, sub Subscriber, info broker.ClientI
 		h.release(name, ch)
 		return ErrAlreadySubscribed
 	}
-	e := &entry{pending: true}
+	e := &entry{info: info, pending: true}
 	ch.subs[sub] = e
 	ch.mu.Unlock()
 
