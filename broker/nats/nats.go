@@ -1,0 +1,776 @@
+// Package nats is herald's broker on NATS JetStream: history and offsets
+// live in one JetStream stream per prefix, live delivery rides on core NATS,
+// and presence lives in a JetStream key-value bucket.
+//
+// # Layout on the server
+//
+// With Prefix p, a channel c is the subject token t = base64url(c) and:
+//
+//   - stream "p-history" stores every message on subject p.msg.t and
+//     republishes it (RePublish) to p.live.t as soon as it is stored;
+//   - join and leave events are published to p.live.t directly;
+//   - key-value bucket "p-presence" holds one key t.c<base64url(client)>
+//     per present client, expiring after Config.PresenceTTL.
+//
+// The server must be NATS 2.9 or later with JetStream enabled (RePublish and
+// the expected-last-subject-sequence check).
+//
+// # Offsets
+//
+// An offset's Seq is the message's stream sequence: it grows strictly within
+// a channel but is not contiguous. Its Epoch is the stream's creation time,
+// so a stream deleted and created again starts a new epoch. The epoch is read
+// at Start; a node started before the stream was recreated keeps the old
+// epoch until it is restarted.
+//
+// Every message carries the stream sequence of the channel's previous message
+// (header Herald-Prev) and its position in the channel (Herald-N). Publish
+// writes with JetStream's expected-last-subject-sequence check, retrying on
+// conflict, so the chain is exact even with publishers on many nodes.
+//
+// # Live delivery
+//
+// The server republishes each stored message to p.live.t in stream order, so
+// every subscribed node sees a channel's messages in offset order, each once,
+// carrying the offset Publish returned. Join and leave ride the same subject,
+// so one subscription per channel, delivered by one goroutine, feeds the
+// Handler: calls for one channel never overlap.
+//
+// Live delivery is at most once, as core NATS is: messages republished while
+// a node is disconnected from the server are not delivered to it (they stay
+// in history, where the hub recovers them by offset).
+//
+// # Retention limits
+//
+// HistoryOptions are applied when History reads, from the options of the
+// channel's latest message: a message is returned only while it is among the
+// newest Size of its channel and younger than TTL (by the publishing node's
+// clock, compared with the reading node's). The stream itself keeps at most
+// Config.MaxHistory messages per channel for at most Config.MaxAge, so a
+// Size above MaxHistory or a TTL above MaxAge is capped by the server. Messages published with Size 0 are
+// stored too (they carry the chain) but never returned. When a channel's
+// last message ages out of the stream (MaxAge), the channel starts over and
+// cursors from before are no longer recognised as lost; keep MaxAge well
+// above the longest history TTL.
+package nats
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/url"
+	"regexp"
+	"strconv"
+	"sync"
+	"time"
+
+	natsgo "github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/heraldhq/herald/broker"
+)
+
+var (
+	_ broker.Broker        = (*Broker)(nil)
+	_ broker.PresenceStore = (*Broker)(nil)
+)
+
+// Config configures a NATS broker.
+type Config struct {
+	// URL is the NATS server, nats://host:port. Empty means
+	// nats://127.0.0.1:4222.
+	URL string
+	// Prefix names the subjects, stream and bucket of this herald cluster;
+	// letters, digits, '_' and '-' only. Empty means "herald". Nodes of one
+	// cluster share a Prefix; change it to run two clusters on one server.
+	Prefix string
+	// PresenceTTL is how long a presence entry lives unless renewed by
+	// AddPresence. Zero means 60s.
+	PresenceTTL time.Duration
+	// MaxHistory caps the messages the stream keeps per channel; larger
+	// HistoryOptions.Size values are capped to it. Zero means 1000.
+	MaxHistory int
+	// MaxAge caps how long the stream keeps any message. Zero means 24h.
+	MaxAge time.Duration
+	// DialTimeout bounds connecting in Start. Zero means 2s.
+	DialTimeout time.Duration
+	// Logger receives connection events; nil discards them.
+	Logger *slog.Logger
+}
+
+// Header names of a stored message.
+const (
+	hdrN      = "Herald-N"
+	hdrPrev   = "Herald-Prev"
+	hdrSize   = "Herald-Size"
+	hdrTTL    = "Herald-Ttl"
+	hdrEvent  = "Herald-Event"
+	hdrUser   = "Herald-User"
+	hdrClient = "Herald-Client"
+	hdrBinary = "Herald-Binary"
+	hdrTime   = "Herald-Time" // Unix nanoseconds when Publish was called
+	hdrKind   = "Herald-Kind" // "join" or "leave" on presence events
+)
+
+// flushTimeout bounds Subscribe's wait for the server when ctx has no
+// deadline.
+const flushTimeout = 5 * time.Second
+
+// maxPublishAttempts bounds Publish's retries on sequence conflicts.
+const maxPublishAttempts = 100
+
+var validPrefix = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
+
+// Broker is the NATS broker. It is safe for concurrent use; create it with
+// New and call Start once before anything else.
+type Broker struct {
+	cfg Config
+	log *slog.Logger
+
+	// Lock order: mu, then channel.mu. pubMu and chain.mu are taken alone.
+	mu       sync.Mutex // guards handler, nc, js, stream, kv, epoch, channels, closed
+	handler  broker.Handler
+	nc       *natsgo.Conn
+	js       jetstream.JetStream
+	stream   jetstream.Stream
+	kv       jetstream.KeyValue
+	epoch    string
+	channels map[string]*channel // subscribed channels
+	closed   bool
+
+	pubMu  sync.Mutex
+	chains map[string]*chain // Publish's view of channels' heads; cleared when large
+}
+
+// channel is this node's subscription to one channel.
+type channel struct {
+	name string
+	h    broker.Handler
+
+	mu     sync.Mutex // held while the Handler is called for the channel; guards sub, active
+	sub    *natsgo.Subscription
+	active bool // false once Unsubscribe or Close ran: deliveries are dropped
+}
+
+// chain is the head of one channel's message chain as this node last saw
+// it. Its lock makes this node's publishes on the channel take turns, so
+// they do not race each other's sequence checks.
+type chain struct {
+	mu      sync.Mutex
+	lastSeq uint64 // stream sequence of the channel's last message
+	lastN   uint64
+	known   bool
+}
+
+// maxChains bounds the chain cache; it is cleared when it grows past this.
+const maxChains = 10000
+
+// New validates cfg and returns an unstarted broker.
+func New(cfg Config) (*Broker, error) {
+	if cfg.URL == "" {
+		cfg.URL = "nats://127.0.0.1:4222"
+	}
+	if cfg.Prefix == "" {
+		cfg.Prefix = "herald"
+	}
+	if !validPrefix.MatchString(cfg.Prefix) {
+		return nil, fmt.Errorf("nats broker: prefix %q: want letters, digits, '_' and '-' only", cfg.Prefix)
+	}
+	if cfg.PresenceTTL == 0 {
+		cfg.PresenceTTL = time.Minute
+	}
+	if cfg.MaxHistory == 0 {
+		cfg.MaxHistory = 1000
+	}
+	if cfg.MaxAge == 0 {
+		cfg.MaxAge = 24 * time.Hour
+	}
+	if cfg.DialTimeout == 0 {
+		cfg.DialTimeout = 2 * time.Second
+	}
+	if cfg.PresenceTTL < 0 || cfg.MaxHistory < 0 || cfg.MaxAge < 0 || cfg.DialTimeout < 0 {
+		return nil, errors.New("nats broker: negative limit in config")
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	return &Broker{cfg: cfg, log: log, channels: make(map[string]*channel), chains: make(map[string]*chain)}, nil
+}
+
+// StreamName and BucketName return the names of the JetStream stream and
+// key-value bucket the broker uses, for operators and tests.
+func (b *Broker) StreamName() string { return b.cfg.Prefix + "-history" }
+
+// BucketName: see StreamName.
+func (b *Broker) BucketName() string { return b.cfg.Prefix + "-presence" }
+
+// Start connects to NATS, creates or updates the stream and bucket, and
+// registers h. It fails with a wrapped broker.ErrUnavailable when the server
+// cannot be reached within Config.DialTimeout.
+func (b *Broker) Start(ctx context.Context, h broker.Handler) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.handler != nil || b.closed {
+		return errors.New("nats broker: started twice or after Close")
+	}
+	nc, err := natsgo.Connect(b.cfg.URL,
+		natsgo.Name("herald"),
+		natsgo.Timeout(b.cfg.DialTimeout),
+		natsgo.MaxReconnects(-1),
+		natsgo.DisconnectErrHandler(func(_ *natsgo.Conn, err error) {
+			b.log.Warn("nats broker: disconnected", "err", err)
+		}),
+		natsgo.ReconnectHandler(func(*natsgo.Conn) { b.log.Info("nats broker: reconnected") }),
+	)
+	if err != nil {
+		return fmt.Errorf("nats broker: connect %s: %w: %w", b.cfg.URL, broker.ErrUnavailable, err)
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			nc.Close()
+		}
+	}()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("nats broker: jetstream: %w", err)
+	}
+	p := b.cfg.Prefix
+	var stream jetstream.Stream
+	err = retryServerError(ctx, func() (err error) {
+		stream, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+			Name:              b.StreamName(),
+			Subjects:          []string{p + ".msg.*"},
+			Storage:           jetstream.FileStorage,
+			MaxMsgsPerSubject: int64(b.cfg.MaxHistory),
+			MaxAge:            b.cfg.MaxAge,
+			RePublish:         &jetstream.RePublish{Source: p + ".msg.>", Destination: p + ".live.>"},
+		})
+		return err
+	})
+	if err != nil {
+		return b.wrap("create stream", err)
+	}
+	info := stream.CachedInfo()
+	var kv jetstream.KeyValue
+	err = retryServerError(ctx, func() (err error) {
+		kv, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+			Bucket: b.BucketName(),
+			TTL:    b.cfg.PresenceTTL,
+		})
+		return err
+	})
+	if err != nil {
+		return b.wrap("create presence bucket", err)
+	}
+	ok = true
+	b.handler, b.nc, b.js, b.stream, b.kv = h, nc, js, stream, kv
+	b.epoch = strconv.FormatInt(info.Created.UnixNano(), 36)
+	return nil
+}
+
+// retryServerError calls f up to three times while it fails with a server
+// internal error (status 500): NATS 2.9 servers were seen to fail creating a
+// file stream now and then while other streams were created or deleted.
+func retryServerError(ctx context.Context, f func() error) error {
+	var err error
+	for attempt := 1; attempt <= 3; attempt++ {
+		if err = f(); err == nil {
+			return nil
+		}
+		var apiErr *jetstream.APIError
+		if !errors.As(err, &apiErr) || apiErr.Code != 500 {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(time.Duration(attempt) * 50 * time.Millisecond):
+		}
+	}
+	return err
+}
+
+// Close unsubscribes every channel and closes the connection. No Handler
+// call starts after it returns; later calls fail with broker.ErrUnavailable.
+func (b *Broker) Close() error {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return nil
+	}
+	b.closed = true
+	nc := b.nc
+	for _, ch := range b.channels {
+		ch.mu.Lock() // waits for a Handler call in progress
+		ch.active = false
+		ch.sub = nil
+		ch.mu.Unlock()
+	}
+	clear(b.channels)
+	b.mu.Unlock()
+	if nc != nil {
+		nc.Close()
+	}
+	return nil
+}
+
+// state returns the connection handles, or ErrUnavailable when the broker is
+// closed or not started.
+func (b *Broker) state() (*natsgo.Conn, jetstream.Stream, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed || b.nc == nil {
+		return nil, nil, fmt.Errorf("nats broker: %w: closed or not started", broker.ErrUnavailable)
+	}
+	return b.nc, b.stream, nil
+}
+
+// chainFor returns Publish's view of channel name's head.
+func (b *Broker) chainFor(name string) *chain {
+	b.pubMu.Lock()
+	defer b.pubMu.Unlock()
+	c := b.chains[name]
+	if c == nil {
+		if len(b.chains) >= maxChains {
+			clear(b.chains)
+		}
+		c = &chain{}
+		b.chains[name] = c
+	}
+	return c
+}
+
+func token(s string) string { return base64.RawURLEncoding.EncodeToString([]byte(s)) }
+
+func (b *Broker) msgSubject(tok string) string  { return b.cfg.Prefix + ".msg." + tok }
+func (b *Broker) liveSubject(tok string) string { return b.cfg.Prefix + ".live." + tok }
+
+// wrap adds context to err, marking connection failures as
+// broker.ErrUnavailable.
+func (b *Broker) wrap(op string, err error) error {
+	if isUnavailable(err) {
+		return fmt.Errorf("nats broker: %s: %w: %w", op, broker.ErrUnavailable, err)
+	}
+	return fmt.Errorf("nats broker: %s: %w", op, err)
+}
+
+func isUnavailable(err error) bool {
+	for _, target := range []error{
+		natsgo.ErrConnectionClosed, natsgo.ErrConnectionDraining, natsgo.ErrConnectionReconnecting,
+		natsgo.ErrNoServers, natsgo.ErrTimeout, natsgo.ErrNoResponders, natsgo.ErrDisconnected,
+		jetstream.ErrNoStreamResponse, jetstream.ErrJetStreamNotEnabled, context.DeadlineExceeded,
+	} {
+		if errors.Is(err, target) {
+			return true
+		}
+	}
+	return false
+}
+
+// Subscribe starts delivering channel's messages and presence events to the
+// Handler. It returns once the server has registered the subscription.
+func (b *Broker) Subscribe(ctx context.Context, name string) error {
+	b.mu.Lock()
+	if b.closed || b.nc == nil {
+		b.mu.Unlock()
+		return fmt.Errorf("nats broker: %w: closed or not started", broker.ErrUnavailable)
+	}
+	if b.channels[name] != nil {
+		b.mu.Unlock()
+		return nil // calls are not counted
+	}
+	nc := b.nc
+	ch := &channel{name: name, h: b.handler, active: true}
+	ch.mu.Lock() // no delivery before sub is set
+	sub, err := nc.Subscribe(b.liveSubject(token(name)), func(m *natsgo.Msg) { b.deliver(ch, m) })
+	if err != nil {
+		ch.mu.Unlock()
+		b.mu.Unlock()
+		return b.wrap("subscribe "+name, err)
+	}
+	if err := sub.SetPendingLimits(-1, -1); err != nil {
+		b.log.Warn("nats broker: pending limits", "channel", name, "err", err)
+	}
+	ch.sub = sub
+	b.channels[name] = ch
+	ch.mu.Unlock()
+	b.mu.Unlock()
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, flushTimeout)
+		defer cancel()
+	}
+	if err := nc.FlushWithContext(ctx); err != nil {
+		return b.wrap("subscribe "+name, err)
+	}
+	return nil
+}
+
+// Unsubscribe stops delivering channel to the Handler; no call for it starts
+// after Unsubscribe returns.
+func (b *Broker) Unsubscribe(_ context.Context, name string) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed || b.nc == nil {
+		return fmt.Errorf("nats broker: %w: closed or not started", broker.ErrUnavailable)
+	}
+	ch := b.channels[name]
+	if ch == nil {
+		return nil
+	}
+	delete(b.channels, name)
+	ch.mu.Lock() // waits for a Handler call in progress
+	defer ch.mu.Unlock()
+	ch.active = false
+	if err := ch.sub.Unsubscribe(); err != nil && !errors.Is(err, natsgo.ErrConnectionClosed) {
+		return b.wrap("unsubscribe "+name, err)
+	}
+	return nil
+}
+
+// deliver hands one live message to the Handler while its subscription is
+// active. It runs on the subscription's goroutine, so calls for one channel
+// come one at a time, in the order the server sent them.
+func (b *Broker) deliver(ch *channel, m *natsgo.Msg) {
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	if !ch.active {
+		return
+	}
+	h := ch.h
+	switch m.Header.Get(hdrKind) {
+	case "join", "leave":
+		var c broker.ClientInfo
+		if err := json.Unmarshal(m.Data, &c); err != nil {
+			b.log.Warn("nats broker: bad presence event", "channel", ch.name, "err", err)
+			return
+		}
+		if m.Header.Get(hdrKind) == "join" {
+			h.HandleJoin(ch.name, c)
+		} else {
+			h.HandleLeave(ch.name, c)
+		}
+		return
+	}
+	seq, err := strconv.ParseUint(m.Header.Get(jetstream.SequenceHeader), 10, 64)
+	if err != nil {
+		b.log.Warn("nats broker: live message without sequence", "channel", ch.name)
+		return
+	}
+	msg, _ := b.message(ch.name, seq, m.Header, m.Data)
+	h.HandleMessage(msg)
+}
+
+// meta is what a stored message's headers say besides the publication.
+type meta struct {
+	n, prev uint64
+	size    int
+	ttl     time.Duration
+}
+
+// message decodes a stored message.
+func (b *Broker) message(name string, seq uint64, h natsgo.Header, data []byte) (broker.Message, meta) {
+	var md meta
+	ns, _ := strconv.ParseInt(h.Get(hdrTime), 10, 64)
+	md.n, _ = strconv.ParseUint(h.Get(hdrN), 10, 64)
+	md.prev, _ = strconv.ParseUint(h.Get(hdrPrev), 10, 64)
+	md.size, _ = strconv.Atoi(h.Get(hdrSize))
+	ttl, _ := strconv.ParseInt(h.Get(hdrTTL), 10, 64)
+	md.ttl = time.Duration(ttl)
+	unesc := func(k string) string {
+		s, err := url.PathUnescape(h.Get(k))
+		if err != nil {
+			return h.Get(k)
+		}
+		return s
+	}
+	return broker.Message{
+		Channel: name,
+		Offset:  broker.Offset{Epoch: b.epoch, Seq: seq},
+		Data:    json.RawMessage(data),
+		Binary:  h.Get(hdrBinary) == "1",
+		Event:   unesc(hdrEvent),
+		User:    unesc(hdrUser),
+		Client:  unesc(hdrClient),
+		Time:    time.Unix(0, ns),
+	}, md
+}
+
+// Publish stores p in the channel's stream subject, chained to the channel's
+// previous message, and returns its offset. The server republishes it to
+// every subscribed node.
+func (b *Broker) Publish(ctx context.Context, name string, p broker.Publication, opts broker.HistoryOptions) (broker.Offset, error) {
+	_, stream, err := b.state()
+	if err != nil {
+		return broker.Offset{}, err
+	}
+	b.mu.Lock()
+	js, epoch := b.js, b.epoch
+	b.mu.Unlock()
+
+	ch := b.chainFor(name)
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	subj := b.msgSubject(token(name))
+	for range maxPublishAttempts {
+		if !ch.known {
+			last, err := stream.GetLastMsgForSubject(ctx, subj)
+			switch {
+			case errors.Is(err, jetstream.ErrMsgNotFound):
+				ch.lastSeq, ch.lastN = 0, 0
+			case err != nil:
+				return broker.Offset{}, b.wrap("publish "+name, err)
+			default:
+				_, md := b.message(name, last.Sequence, last.Header, nil)
+				ch.lastSeq, ch.lastN = last.Sequence, md.n
+			}
+			ch.known = true
+		}
+		m := natsgo.NewMsg(subj)
+		m.Data = p.Data
+		m.Header.Set(hdrN, strconv.FormatUint(ch.lastN+1, 10))
+		m.Header.Set(hdrPrev, strconv.FormatUint(ch.lastSeq, 10))
+		m.Header.Set(hdrTime, strconv.FormatInt(time.Now().UnixNano(), 10))
+		m.Header.Set(hdrSize, strconv.Itoa(max(opts.Size, 0)))
+		if opts.TTL > 0 {
+			m.Header.Set(hdrTTL, strconv.FormatInt(int64(opts.TTL), 10))
+		}
+		if p.Binary {
+			m.Header.Set(hdrBinary, "1")
+		}
+		for k, v := range map[string]string{hdrEvent: p.Event, hdrUser: p.User, hdrClient: p.Client} {
+			if v != "" {
+				m.Header.Set(k, url.PathEscape(v))
+			}
+		}
+		ack, err := js.PublishMsg(ctx, m, jetstream.WithExpectLastSequencePerSubject(ch.lastSeq))
+		if err != nil {
+			var apiErr *jetstream.APIError
+			if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+				apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
+				ch.known = false // another node published: read the chain's head again
+				continue
+			}
+			ch.known = false
+			return broker.Offset{}, b.wrap("publish "+name, err)
+		}
+		ch.lastSeq, ch.lastN = ack.Sequence, ch.lastN+1
+		return broker.Offset{Epoch: epoch, Seq: ack.Sequence}, nil
+	}
+	return broker.Offset{}, fmt.Errorf("nats broker: publish %s: %d sequence conflicts in a row", name, maxPublishAttempts)
+}
+
+// History walks the channel's chain back from its newest message, keeping
+// the messages its latest HistoryOptions still allow.
+func (b *Broker) History(ctx context.Context, name string, q broker.HistoryQuery) (broker.HistoryResult, error) {
+	_, stream, err := b.state()
+	if err != nil {
+		return broker.HistoryResult{}, err
+	}
+	subj := b.msgSubject(token(name))
+	last, err := stream.GetLastMsgForSubject(ctx, subj)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		// Nothing stored: a channel never used, or one whose every message
+		// left the stream. Only the zero cursor has nothing to lose.
+		return broker.HistoryResult{Complete: q.Since.IsZero()}, nil
+	}
+	if err != nil {
+		return broker.HistoryResult{}, b.wrap("history "+name, err)
+	}
+	res := broker.HistoryResult{Latest: broker.Offset{Epoch: b.epoch, Seq: last.Sequence}}
+	_, head := b.message(name, last.Sequence, last.Header, nil)
+	now := time.Now()
+	kept := func(m broker.Message, md meta) bool {
+		if head.size <= 0 || md.n+uint64(head.size) <= head.n {
+			return false
+		}
+		return head.ttl <= 0 || now.Sub(m.Time) <= head.ttl
+	}
+	cursor := !q.Since.IsZero() && q.Since.Epoch == b.epoch && q.Since.Seq <= last.Sequence
+	stop := uint64(0) // walk back to messages after this sequence
+	if cursor {
+		stop = q.Since.Seq
+	}
+
+	// The newest Limit are all a zero cursor needs; whether history is
+	// complete is then told by the channel's first stored message.
+	newestOnly := q.Since.IsZero() && q.Limit >= 0
+
+	var newest []broker.Message // newest first
+	reached := false            // the walk reached stop or the channel's first message
+	cut := false                // the walk stopped at Limit messages
+	raw := last
+	for {
+		if raw.Sequence <= stop {
+			reached = true
+			break
+		}
+		if newestOnly && len(newest) == q.Limit {
+			cut = true
+			break
+		}
+		m, md := b.message(name, raw.Sequence, raw.Header, raw.Data)
+		if !kept(m, md) {
+			break
+		}
+		newest = append(newest, m)
+		if md.prev == 0 {
+			reached = true
+			break
+		}
+		raw, err = stream.GetMsg(ctx, md.prev)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			break // left the stream (MaxHistory, MaxAge)
+		}
+		if err != nil {
+			return broker.HistoryResult{}, b.wrap("history "+name, err)
+		}
+	}
+	msgs := make([]broker.Message, len(newest))
+	for i, m := range newest {
+		msgs[len(newest)-1-i] = m
+	}
+	switch {
+	case q.Since.IsZero():
+		// Complete when the channel's first message is still kept.
+		res.Complete = reached
+		if cut {
+			first, err := stream.GetMsg(ctx, 1, jetstream.WithGetMsgSubject(subj))
+			switch {
+			case errors.Is(err, jetstream.ErrMsgNotFound):
+			case err != nil:
+				return broker.HistoryResult{}, b.wrap("history "+name, err)
+			default:
+				m, md := b.message(name, first.Sequence, first.Header, nil)
+				res.Complete = md.n == 1 && kept(m, md)
+			}
+		}
+		if q.Limit >= 0 && len(msgs) > q.Limit {
+			msgs = msgs[len(msgs)-q.Limit:]
+		}
+	case cursor:
+		res.Complete = reached
+		if q.Limit >= 0 && len(msgs) > q.Limit {
+			msgs = msgs[:q.Limit]
+		}
+	default:
+		// A cursor into a history that is gone: all that is kept came
+		// after it.
+		if q.Limit >= 0 && len(msgs) > q.Limit {
+			msgs = msgs[:q.Limit]
+		}
+	}
+	if len(msgs) > 0 {
+		res.Messages = msgs
+	}
+	return res, nil
+}
+
+// PublishJoin delivers a join event to every node subscribed to channel.
+func (b *Broker) PublishJoin(ctx context.Context, name string, c broker.ClientInfo) error {
+	return b.presenceEvent(ctx, name, c, "join")
+}
+
+// PublishLeave delivers a leave event to every node subscribed to channel.
+func (b *Broker) PublishLeave(ctx context.Context, name string, c broker.ClientInfo) error {
+	return b.presenceEvent(ctx, name, c, "leave")
+}
+
+func (b *Broker) presenceEvent(_ context.Context, name string, c broker.ClientInfo, kind string) error {
+	nc, _, err := b.state()
+	if err != nil {
+		return err
+	}
+	data, err := json.Marshal(c)
+	if err != nil {
+		return fmt.Errorf("nats broker: %s %s: %w", kind, name, err)
+	}
+	m := natsgo.NewMsg(b.liveSubject(token(name)))
+	m.Header.Set(hdrKind, kind)
+	m.Data = data
+	if err := nc.PublishMsg(m); err != nil {
+		return b.wrap(kind+" "+name, err)
+	}
+	return nil
+}
+
+func (b *Broker) presenceKey(name, client string) string {
+	return token(name) + ".c" + token(client)
+}
+
+func (b *Broker) bucket() (jetstream.KeyValue, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed || b.kv == nil {
+		return nil, fmt.Errorf("nats broker: %w: closed or not started", broker.ErrUnavailable)
+	}
+	return b.kv, nil
+}
+
+// AddPresence records c in channel for Config.PresenceTTL; adding it again
+// renews it.
+func (b *Broker) AddPresence(ctx context.Context, name string, c broker.ClientInfo) error {
+	kv, err := b.bucket()
+	if err != nil {
+		return err
+	}
+	data, err := json.Marshal(c)
+	if err != nil {
+		return fmt.Errorf("nats broker: add presence: %w", err)
+	}
+	if _, err := kv.Put(ctx, b.presenceKey(name, c.Client), data); err != nil {
+		return b.wrap("add presence to "+name, err)
+	}
+	return nil
+}
+
+// RemovePresence forgets c in channel; forgetting a client not present is
+// not an error.
+func (b *Broker) RemovePresence(ctx context.Context, name string, c broker.ClientInfo) error {
+	kv, err := b.bucket()
+	if err != nil {
+		return err
+	}
+	if err := kv.Purge(ctx, b.presenceKey(name, c.Client)); err != nil {
+		return b.wrap("remove presence from "+name, err)
+	}
+	return nil
+}
+
+// Presence lists channel's subscribers in no particular order.
+func (b *Broker) Presence(ctx context.Context, name string) ([]broker.ClientInfo, error) {
+	kv, err := b.bucket()
+	if err != nil {
+		return nil, err
+	}
+	out := []broker.ClientInfo{}
+	lister, err := kv.ListKeysFiltered(ctx, token(name)+".*")
+	if err != nil {
+		if errors.Is(err, jetstream.ErrNoKeysFound) {
+			return out, nil
+		}
+		return nil, b.wrap("presence of "+name, err)
+	}
+	defer lister.Stop()
+	for key := range lister.Keys() {
+		e, err := kv.Get(ctx, key)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			continue // removed or expired meanwhile
+		}
+		if err != nil {
+			return nil, b.wrap("presence of "+name, err)
+		}
+		var c broker.ClientInfo
+		if err := json.Unmarshal(e.Value(), &c); err != nil {
+			return nil, fmt.Errorf("nats broker: presence of %s: key %s: %w", name, key, err)
+		}
+		out = append(out, c)
+	}
+	return out, nil
+}
