@@ -6,15 +6,21 @@ import (
 	"encoding/hex"
 	"os"
 	"testing"
+	"time"
 
+	natsgo "github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/heraldhq/herald"
+	"github.com/heraldhq/herald/broker"
+	"github.com/heraldhq/herald/broker/nats"
 	"github.com/heraldhq/herald/broker/redis"
 	"github.com/heraldhq/herald/heraldtest"
 )
 
-// redisAddr is the Redis the cluster tests use (.ci/run starts one).
+// redisAddr and natsURL are the brokers the cluster tests use (.ci/run
+// starts them where they are not running).
 func redisAddr() string {
 	if a := os.Getenv("HERALD_TEST_REDIS"); a != "" {
 		return a
@@ -22,13 +28,23 @@ func redisAddr() string {
 	return "127.0.0.1:6379"
 }
 
-// redisCluster starts n herald nodes, each with its own listener, on one
-// Redis under a key prefix of the test's own, and removes the keys after.
-func redisCluster(t *testing.T, n int) []string {
-	t.Helper()
+func natsURL() string {
+	if u := os.Getenv("HERALD_TEST_NATS"); u != "" {
+		return u
+	}
+	return "nats://127.0.0.1:4222"
+}
+
+func testPrefix() string {
 	var b [6]byte
 	_, _ = rand.Read(b[:])
-	prefix := "herald-test:" + hex.EncodeToString(b[:]) + ":"
+	return "heraldtest-" + hex.EncodeToString(b[:])
+}
+
+// redisBrokers returns a maker of Redis brokers sharing a key prefix of
+// the test's own, and removes the keys after the test.
+func redisBrokers(t *testing.T) func() broker.Broker {
+	prefix := testPrefix() + ":"
 	rdb := goredis.NewClient(&goredis.Options{Addr: redisAddr()})
 	if err := rdb.Ping(context.Background()).Err(); err != nil {
 		t.Fatalf("Redis at %s is not reachable (set HERALD_TEST_REDIS, or let .ci/run start it): %v", redisAddr(), err)
@@ -41,25 +57,71 @@ func redisCluster(t *testing.T, n int) []string {
 		}
 		_ = rdb.Close()
 	})
-	bases := make([]string, n)
-	for i := range bases {
-		br, err := redis.New(redis.Config{URL: "redis://" + redisAddr() + "/0", Prefix: prefix})
+	return func() broker.Broker {
+		b, err := redis.New(redis.Config{URL: "redis://" + redisAddr() + "/0", Prefix: prefix})
 		if err != nil {
 			t.Fatal(err)
 		}
-		_, hs := heraldtest.NewServer(t, herald.Config{Broker: br})
+		return b
+	}
+}
+
+// natsBrokers returns a maker of NATS brokers sharing a prefix of the
+// test's own, and deletes its stream and bucket after the test.
+func natsBrokers(t *testing.T) func() broker.Broker {
+	prefix := testPrefix()
+	nc, err := natsgo.Connect(natsURL(), natsgo.Timeout(2*time.Second))
+	if err != nil {
+		t.Fatalf("NATS with JetStream is not reachable at %s (set HERALD_TEST_NATS, or let .ci/run start it): %v", natsURL(), err)
+	}
+	t.Cleanup(func() {
+		defer nc.Close()
+		js, err := jetstream.New(nc)
+		if err != nil {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = js.DeleteStream(ctx, prefix+"-history")
+		_ = js.DeleteKeyValue(ctx, prefix+"-presence")
+	})
+	return func() broker.Broker {
+		b, err := nats.New(nats.Config{URL: natsURL(), Prefix: prefix})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+}
+
+// cluster starts n herald nodes, each with its own listener and broker
+// from newBroker, and returns their base URLs. Cleanup runs in reverse, so
+// the nodes shut down before their brokers' data is removed.
+func cluster(t *testing.T, n int, newBroker func() broker.Broker) []string {
+	t.Helper()
+	bases := make([]string, n)
+	for i := range bases {
+		_, hs := heraldtest.NewServer(t, herald.Config{Broker: newBroker()})
 		bases[i] = hs.URL
 	}
 	return bases
 }
 
-// Three nodes on one Redis behave as one server: a publish on one node
-// reaches subscribers on the others with the same offset, a client resumes
-// on another node from an offset it got elsewhere, and presence lists the
-// clients of every node.
 func TestClusterOnRedis(t *testing.T) {
 	t.Parallel()
-	nodes := redisCluster(t, 3)
+	testCluster(t, cluster(t, 3, redisBrokers(t)))
+}
+
+func TestClusterOnNATS(t *testing.T) {
+	t.Parallel()
+	testCluster(t, cluster(t, 3, natsBrokers(t)))
+}
+
+// testCluster checks that nodes on one broker behave as one server: a
+// publish on one node reaches subscribers on the others with the same
+// offset, a client resumes on another node from an offset it got
+// elsewhere, and presence lists the clients of every node.
+func testCluster(t *testing.T, nodes []string) {
 	on := func(i int) *heraldtest.Client { return dial(t, nodes[i]) }
 
 	c2, c3 := on(1), on(2)

@@ -151,7 +151,7 @@ func TestServeRunsAndStopsOnCancel(t *testing.T) {
 
 func TestBrokerSetting(t *testing.T) {
 	t.Parallel()
-	for _, ok := range []string{"memory", "redis://127.0.0.1:6379/0", "rediss://cache.example:6380/1"} {
+	for _, ok := range []string{"memory", "redis://127.0.0.1:6379/0", "rediss://cache.example:6380/1", "nats://127.0.0.1:4222"} {
 		if _, err := loadSettings([]string{"--broker", ok}, nil, io.Discard); err != nil {
 			t.Errorf("--broker %s: %v", ok, err)
 		}

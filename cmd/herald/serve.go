@@ -10,11 +10,13 @@ import (
 	"net/http"
 	"net/url"
 	"runtime/debug"
+	"strings"
 	"time"
 
 	"github.com/heraldhq/herald"
 	"github.com/heraldhq/herald/broker"
 	"github.com/heraldhq/herald/broker/memory"
+	"github.com/heraldhq/herald/broker/nats"
 	"github.com/heraldhq/herald/broker/redis"
 )
 
@@ -77,10 +79,18 @@ func serve(ctx context.Context, args, env []string, _ io.Writer, stderr io.Write
 
 // newBroker makes the broker a --broker URL names; herald.New starts it.
 func newBroker(brokerURL string, logger *slog.Logger) (broker.Broker, error) {
-	if brokerURL == "memory" {
+	var (
+		b   broker.Broker
+		err error
+	)
+	switch {
+	case brokerURL == "memory":
 		return memory.New(), nil
+	case strings.HasPrefix(brokerURL, "nats://"):
+		b, err = nats.New(nats.Config{URL: brokerURL, Logger: logger})
+	default:
+		b, err = redis.New(redis.Config{URL: brokerURL, Logger: logger})
 	}
-	b, err := redis.New(redis.Config{URL: brokerURL, Logger: logger})
 	if err != nil {
 		return nil, fmt.Errorf("broker %s: %w", redactURL(brokerURL), err)
 	}

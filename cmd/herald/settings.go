@@ -41,9 +41,9 @@ type option struct {
 func options() []option {
 	return []option{
 		{"addr", "listen address", func(s *settings, v string) error { s.addr = v; return nil }},
-		{"broker", "memory, or redis://host:port/db for several nodes on one Redis", func(s *settings, v string) error {
-			if v != "memory" && !strings.HasPrefix(v, "redis://") && !strings.HasPrefix(v, "rediss://") {
-				return fmt.Errorf("unsupported broker %q: want memory or redis://host:port/db", v)
+		{"broker", "memory, redis://host:port/db or nats://host:port (several nodes on one Redis or NATS)", func(s *settings, v string) error {
+			if v != "memory" && !strings.HasPrefix(v, "redis://") && !strings.HasPrefix(v, "rediss://") && !strings.HasPrefix(v, "nats://") {
+				return fmt.Errorf("unsupported broker %q: want memory, redis://host:port/db or nats://host:port", v)
 			}
 			s.broker = v
 			return nil
