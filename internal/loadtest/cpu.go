@@ -16,11 +16,13 @@ const clockTicks = 100
 type cpuSample struct {
 	at          time.Time
 	busy, total uint64 // machine: non-idle and all ticks, over every core
-	self, other uint64 // ticks of this process and of the server (pid)
+	self, other uint64 // ticks of this process and of the server (pid and more)
 	ok          bool
 }
 
-func sampleCPU(pid int) cpuSample {
+// sampleCPU reads the machine's CPU time, this process's and, as the
+// server's, the sum of pid's and more's (further nodes).
+func sampleCPU(pid int, more ...int) cpuSample {
 	s := cpuSample{at: time.Now()}
 	b, err := os.ReadFile("/proc/stat")
 	if err != nil {
@@ -42,8 +44,10 @@ func sampleCPU(pid int) cpuSample {
 		}
 	}
 	s.self = procTicks(os.Getpid())
-	if pid > 0 {
-		s.other = procTicks(pid)
+	for _, p := range append([]int{pid}, more...) {
+		if p > 0 {
+			s.other += procTicks(p)
+		}
 	}
 	s.ok = true
 	return s
@@ -70,7 +74,7 @@ func procTicks(pid int) uint64 {
 type cpuUse struct {
 	HostBusy    float64 `json:"host_cpu_busy"`          // fraction of all cores busy
 	ClientCores float64 `json:"client_cores"`           // cores this process used
-	ServerCores float64 `json:"server_cores,omitempty"` // cores the server used (given -pid)
+	ServerCores float64 `json:"server_cores,omitempty"` // cores the server used (given -pid; with -node-pids, all nodes)
 	OtherCores  float64 `json:"other_cores"`            // cores anything else used
 }
 

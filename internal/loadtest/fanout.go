@@ -21,6 +21,7 @@ import (
 type fanoutResult struct {
 	Scenario        string            `json:"scenario"`
 	URL             string            `json:"url"`
+	SubURLs         []string          `json:"sub_urls,omitempty"`
 	Proto           string            `json:"proto"`
 	Subs            int               `json:"subs"`
 	Subscribed      int               `json:"subscribed"`
@@ -53,6 +54,7 @@ type fanoutResult struct {
 	ErrorKinds      map[string]string `json:"error_kinds,omitempty"`
 	ClientRSSKiB    int64             `json:"client_rss_kib,omitempty"`
 	ServerRSSKiB    int64             `json:"server_rss_kib,omitempty"`
+	Nodes           int               `json:"server_nodes,omitempty"` // processes in server_cores, with -node-pids
 	CPU             cpuUse            `json:"cpu"`
 }
 
@@ -65,6 +67,7 @@ type fanoutFlags struct {
 	size     int
 	drain    time.Duration
 	pid      int
+	nodePIDs []int
 }
 
 func (f *fanoutFlags) register(fs *flag.FlagSet) {
@@ -74,6 +77,20 @@ func (f *fanoutFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&f.size, "size", 128, "bytes of each message's data (timestamp, sequence number and padding)")
 	fs.DurationVar(&f.drain, "drain", 10*time.Second, "longest wait for deliveries after the last publish")
 	fs.IntVar(&f.pid, "pid", 0, "the server's process id, to report its CPU and RSS (0: not measured)")
+	fs.Func("node-pids", "comma-separated process ids of further server nodes, whose CPU counts in server_cores with -pid's", func(v string) error {
+		f.nodePIDs = f.nodePIDs[:0]
+		for _, w := range strings.Split(v, ",") {
+			if w = strings.TrimSpace(w); w == "" {
+				continue
+			}
+			n, err := strconv.Atoi(w)
+			if err != nil || n < 1 {
+				return fmt.Errorf("want process ids, got %q", w)
+			}
+			f.nodePIDs = append(f.nodePIDs, n)
+		}
+		return nil
+	})
 }
 
 // check validates the parsed flags of scenario name.
@@ -98,6 +115,8 @@ func runFanout(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	cm.register(fs, "fanout")
 	var ff fanoutFlags
 	ff.register(fs)
+	var subURLs string
+	fs.StringVar(&subURLs, "sub-urls", "", "comma-separated /ws endpoints the subscribers dial, spread round-robin (default: -url); the publisher uses -url")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -108,9 +127,18 @@ func runFanout(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
+	subTargets, err := cm.subTargets(subURLs)
+	if err != nil {
+		return err
+	}
+	var next atomic.Uint64
 	sc := fanoutScenario{name: "fanout", proto: t.proto, url: t.subscriberURL().String(),
 		subscribe: func(ctx context.Context, r *fanoutRun) (*subscriber, error) {
-			c, err := t.subscribe(ctx, 4096, cm.dialTimeout)
+			st := t
+			if len(subTargets) > 0 {
+				st = subTargets[(next.Add(1)-1)%uint64(len(subTargets))]
+			}
+			c, err := st.subscribe(ctx, 4096, cm.dialTimeout)
 			if err != nil {
 				return nil, err
 			}
@@ -118,7 +146,29 @@ func runFanout(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			go s.readWS(c, t.proto == "jsonl")
 			return s, nil
 		}}
+	for _, st := range subTargets {
+		sc.subURLs = append(sc.subURLs, st.subscriberURL().String())
+	}
 	return runFanoutScenario(ctx, sc, &cm, t, ff, stdout, stderr)
+}
+
+// subTargets parses -sub-urls, a comma-separated list of /ws endpoints
+// with the same form as -url; empty gives none (subscribers use -url).
+func (c *common) subTargets(list string) ([]*target, error) {
+	var ts []*target
+	for _, u := range strings.Split(list, ",") {
+		if u = strings.TrimSpace(u); u == "" {
+			continue
+		}
+		cc := *c
+		cc.url = u
+		t, err := cc.target()
+		if err != nil {
+			return nil, fmt.Errorf("%w (in -sub-urls)", err)
+		}
+		ts = append(ts, t)
+	}
+	return ts, nil
 }
 
 // fanoutScenario is what sets a fan-out scenario apart: how its
@@ -128,6 +178,8 @@ type fanoutScenario struct {
 	name  string // scenario name, for the report
 	proto string // what subscribers speak, for the report
 	url   string // where subscribers connect, for the report
+	// subURLs are the endpoints subscribers are spread over, when not url.
+	subURLs []string
 	// subscribe connects one subscriber, starts its reader and returns it.
 	subscribe func(ctx context.Context, r *fanoutRun) (*subscriber, error)
 }
@@ -137,8 +189,14 @@ type fanoutScenario struct {
 // the deliveries and reports them.
 func runFanoutScenario(ctx context.Context, sc fanoutScenario, cm *common, t *target, ff fanoutFlags, stdout, stderr io.Writer) error {
 	name := sc.name
-	res := fanoutResult{Scenario: name, URL: sc.url, Proto: sc.proto, Subs: ff.subs,
+	res := fanoutResult{Scenario: name, URL: sc.url, SubURLs: sc.subURLs, Proto: sc.proto, Subs: ff.subs,
 		Rate: ff.rate, DurationSeconds: ff.duration.Seconds(), Size: ff.size}
+	if len(ff.nodePIDs) > 0 {
+		res.Nodes = len(ff.nodePIDs)
+		if ff.pid > 0 {
+			res.Nodes++
+		}
+	}
 	r := &fanoutRun{t: t, lat: new(histogram), ack: new(histogram), pending: map[uint64]pendingPub{}}
 
 	// Subscribers.
@@ -196,7 +254,7 @@ func runFanoutScenario(ctx context.Context, sc fanoutScenario, cm *common, t *ta
 
 	// Publish at a fixed rate.
 	interval := time.Duration(float64(time.Second) / ff.rate)
-	cpu0 := sampleCPU(ff.pid)
+	cpu0 := sampleCPU(ff.pid, ff.nodePIDs...)
 	pubStart := time.Now()
 	r.pubStart.Store(pubStart.UnixNano())
 	end := pubStart.Add(ff.duration)
@@ -231,7 +289,7 @@ func runFanoutScenario(ctx context.Context, sc fanoutScenario, cm *common, t *ta
 		published.Store(int64(seq))
 	}
 	pubEnd := time.Now()
-	res.CPU = cpuBetween(cpu0, sampleCPU(ff.pid))
+	res.CPU = cpuBetween(cpu0, sampleCPU(ff.pid, ff.nodePIDs...))
 	if ff.pid > 0 {
 		if v, err := rssKiB(ff.pid); err == nil {
 			res.ServerRSSKiB = v

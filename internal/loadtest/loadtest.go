@@ -9,6 +9,8 @@
 //   - fanout: S subscribers on one channel and one publisher at a fixed
 //     rate; every message carries its send time and a sequence number, so
 //     each subscriber measures latency, loss, duplicates and order.
+//     -sub-urls spreads the subscribers over other nodes than the
+//     publisher's, to measure fan-out through a shared broker.
 //   - sse: fanout with Server-Sent Events streams (GET /sse?channel=C, one
 //     HTTP/1.1 connection each) as the subscribers; the publisher still
 //     speaks WebSocket.

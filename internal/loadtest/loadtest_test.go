@@ -72,6 +72,40 @@ func TestFanout(t *testing.T) {
 	}
 }
 
+// TestFanoutSubURLs spreads the subscribers over two servers that share no
+// broker, so exactly the half dialled to the publisher's server receive.
+func TestFanoutSubURLs(t *testing.T) {
+	_, a := heraldtest.NewServer(t, herald.Config{})
+	_, b := heraldtest.NewServer(t, herald.Config{})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var stdout, stderr bytes.Buffer
+	args := []string{"fanout", "-subs", "10", "-rate", "100", "-duration", "300ms", "-drain", "1s",
+		"-dial-timeout", "1s", "-url", heraldtest.WSURL(a.URL, "/ws"), "-node-pids", strconv.Itoa(os.Getpid()),
+		"-sub-urls", heraldtest.WSURL(a.URL, "/ws") + ", " + b.URL}
+	if err := Run(ctx, args, &stdout, &stderr); err != nil {
+		t.Fatalf("bench %v: %v\nstderr:\n%s", args, err, &stderr)
+	}
+	lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")
+	var res map[string]any
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &res); err != nil {
+		t.Fatalf("last line is not JSON: %v\n%s", err, &stdout)
+	}
+	published := res["published"].(float64)
+	if published < 20 || res["acked"] != published || res["subscribed"] != 10.0 {
+		t.Fatalf("result %v", res)
+	}
+	if res["subs_complete"] != 5.0 || res["received"] != published*5 || res["lost"] != published*5 {
+		t.Fatalf("want half the subscribers complete and half lost: %v", res)
+	}
+	if res["server_nodes"] != 1.0 {
+		t.Fatalf("server_nodes %v, want 1", res["server_nodes"])
+	}
+	if urls, _ := res["sub_urls"].([]any); len(urls) != 2 || !strings.HasPrefix(urls[1].(string), "ws://") {
+		t.Fatalf("sub_urls %v", res["sub_urls"])
+	}
+}
+
 func TestSSE(t *testing.T) {
 	res := runBench(t, "sse", "-subs", "10", "-rate", "100", "-duration", "500ms", "-size", "300")
 	published := res["published"].(float64)
@@ -123,6 +157,8 @@ func TestRunRefusesBadInput(t *testing.T) {
 		{"idle", "-url", "https://127.0.0.1:1/ws"},
 		{"fanout", "-rate", "0"},
 		{"fanout", "extra"},
+		{"fanout", "-sub-urls", "ws://127.0.0.1:1/ws,ftp://127.0.0.1:1/ws"},
+		{"fanout", "-node-pids", "1,x"},
 		{"sse", "-subs", "0"},
 		{"sse", "-proto", "raw"},
 	} {
