@@ -159,14 +159,29 @@ func (s *Server) RawHandler() http.Handler {
 	})
 }
 
-// HealthHandler answers 200 "ok", or 503 while the server shuts down.
+// healthTimeout bounds the broker check of HealthHandler.
+const healthTimeout = time.Second
+
+// HealthHandler answers 200 "ok"; 503 "draining" while the server shuts
+// down; and 503 "unavailable" when the broker is a broker.HealthChecker
+// whose backing service does not answer within a second.
 func (s *Server) HealthHandler() http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		if s.draining.Load() {
 			w.WriteHeader(http.StatusServiceUnavailable)
 			_, _ = w.Write([]byte("draining\n"))
 			return
+		}
+		if hc, ok := s.broker.(broker.HealthChecker); ok {
+			ctx, cancel := context.WithTimeout(r.Context(), healthTimeout)
+			err := hc.Healthy(ctx)
+			cancel()
+			if err != nil {
+				w.WriteHeader(http.StatusServiceUnavailable)
+				_, _ = w.Write([]byte("unavailable: the broker is unreachable\n"))
+				return
+			}
 		}
 		_, _ = w.Write([]byte("ok\n"))
 	})

@@ -173,6 +173,15 @@ type Broker interface {
 	Close() error
 }
 
+// HealthChecker is an optional ability of a Broker that depends on a
+// backing service: herald's /healthz asks it whether that service answers.
+type HealthChecker interface {
+	// Healthy returns nil when the backing service answers within ctx, and
+	// an error wrapping ErrUnavailable otherwise (a closed broker included).
+	// It must be cheap: it is called on every health probe.
+	Healthy(ctx context.Context) error
+}
+
 // PresenceStore keeps who is subscribed to each channel, across all nodes.
 type PresenceStore interface {
 	// AddPresence records c as subscribed to channel.

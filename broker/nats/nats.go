@@ -77,6 +77,7 @@ import (
 var (
 	_ broker.Broker        = (*Broker)(nil)
 	_ broker.PresenceStore = (*Broker)(nil)
+	_ broker.HealthChecker = (*Broker)(nil)
 )
 
 // Config configures a NATS broker.
@@ -98,6 +99,10 @@ type Config struct {
 	MaxAge time.Duration
 	// DialTimeout bounds connecting in Start. Zero means 2s.
 	DialTimeout time.Duration
+	// ReconnectWait is how long the broker waits between attempts to
+	// reconnect after losing the server; it retries forever. Zero means 2s;
+	// lower it to notice a server that came back sooner.
+	ReconnectWait time.Duration
 	// Logger receives connection events; nil discards them.
 	Logger *slog.Logger
 }
@@ -192,7 +197,10 @@ func New(cfg Config) (*Broker, error) {
 	if cfg.DialTimeout == 0 {
 		cfg.DialTimeout = 2 * time.Second
 	}
-	if cfg.PresenceTTL < 0 || cfg.MaxHistory < 0 || cfg.MaxAge < 0 || cfg.DialTimeout < 0 {
+	if cfg.ReconnectWait == 0 {
+		cfg.ReconnectWait = 2 * time.Second
+	}
+	if cfg.PresenceTTL < 0 || cfg.MaxHistory < 0 || cfg.MaxAge < 0 || cfg.DialTimeout < 0 || cfg.ReconnectWait < 0 {
 		return nil, errors.New("nats broker: negative limit in config")
 	}
 	log := cfg.Logger
@@ -222,6 +230,11 @@ func (b *Broker) Start(ctx context.Context, h broker.Handler) error {
 		natsgo.Name("herald"),
 		natsgo.Timeout(b.cfg.DialTimeout),
 		natsgo.MaxReconnects(-1),
+		natsgo.ReconnectWait(b.cfg.ReconnectWait),
+		// No buffering while reconnecting: a publish made during an outage
+		// fails now rather than being sent, and stored, after its caller
+		// was told it failed.
+		natsgo.ReconnectBufSize(-1),
 		natsgo.DisconnectErrHandler(func(_ *natsgo.Conn, err error) {
 			b.log.Warn("nats broker: disconnected", "err", err)
 		}),
@@ -331,6 +344,30 @@ func (b *Broker) state() (*natsgo.Conn, jetstream.Stream, error) {
 	return b.nc, b.stream, nil
 }
 
+// healthTimeout bounds Healthy's JetStream call when ctx allows longer.
+const healthTimeout = time.Second
+
+// Healthy returns nil when the connection to NATS is up and JetStream
+// answers an account-info request within a second; otherwise an error
+// wrapping broker.ErrUnavailable, also before Start and after Close.
+func (b *Broker) Healthy(ctx context.Context) error {
+	b.mu.Lock()
+	nc, js, closed := b.nc, b.js, b.closed
+	b.mu.Unlock()
+	if closed || nc == nil {
+		return fmt.Errorf("nats broker: health: %w: closed or not started", broker.ErrUnavailable)
+	}
+	if st := nc.Status(); st != natsgo.CONNECTED {
+		return fmt.Errorf("nats broker: health: %w: connection %s", broker.ErrUnavailable, st)
+	}
+	ctx, cancel := context.WithTimeout(ctx, healthTimeout)
+	defer cancel()
+	if _, err := js.AccountInfo(ctx); err != nil {
+		return fmt.Errorf("nats broker: health: %w: %w", broker.ErrUnavailable, err)
+	}
+	return nil
+}
+
 // chainFor returns Publish's view of channel name's head.
 func (b *Broker) chainFor(name string) *chain {
 	b.pubMu.Lock()
@@ -364,6 +401,7 @@ func isUnavailable(err error) bool {
 	for _, target := range []error{
 		natsgo.ErrConnectionClosed, natsgo.ErrConnectionDraining, natsgo.ErrConnectionReconnecting,
 		natsgo.ErrNoServers, natsgo.ErrTimeout, natsgo.ErrNoResponders, natsgo.ErrDisconnected,
+		natsgo.ErrReconnectBufExceeded,
 		jetstream.ErrNoStreamResponse, jetstream.ErrJetStreamNotEnabled, context.DeadlineExceeded,
 	} {
 		if errors.Is(err, target) {

@@ -33,6 +33,7 @@ import (
 var (
 	_ broker.Broker        = (*Broker)(nil)
 	_ broker.PresenceStore = (*Broker)(nil)
+	_ broker.HealthChecker = (*Broker)(nil)
 )
 
 // metaGrace is how long a channel's sequence and epoch outlive its history
@@ -148,6 +149,27 @@ func (b *Broker) Close() error {
 	errs = append(errs, b.client.Close())
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("redis broker: close: %w", err)
+	}
+	return nil
+}
+
+// healthTimeout bounds Healthy's PING when ctx allows longer.
+const healthTimeout = time.Second
+
+// Healthy pings Redis, waiting at most a second. It returns nil when Redis
+// answers, and an error wrapping broker.ErrUnavailable otherwise, also once
+// the broker is closed.
+func (b *Broker) Healthy(ctx context.Context) error {
+	b.mu.Lock()
+	closed := b.closed
+	b.mu.Unlock()
+	if closed {
+		return fmt.Errorf("redis broker: health: %w: closed", broker.ErrUnavailable)
+	}
+	ctx, cancel := context.WithTimeout(ctx, healthTimeout)
+	defer cancel()
+	if err := b.client.Ping(ctx).Err(); err != nil {
+		return fmt.Errorf("redis broker: health: %w: %w", broker.ErrUnavailable, err)
 	}
 	return nil
 }

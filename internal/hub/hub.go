@@ -230,6 +230,15 @@ func (h *Hub) Subscribe(ctx context.Context, sub Subscriber, info broker.ClientI
 		return fmt.Errorf("hub: read history of %q: %w", name, err)
 	}
 
+	// In presence before the reply goes out: a client that asks who is
+	// there after its subscribe reply finds itself.
+	opts := h.options(name)
+	if opts.Presence && h.presence != nil {
+		if err := h.presence.AddPresence(ctx, name, info); err != nil {
+			h.log.Warn("add presence", "channel", name, "err", err)
+		}
+	}
+
 	ch.mu.Lock()
 	ready(SubscribeResult{Latest: hist.Latest, Recovered: since == nil || hist.Complete})
 	last := hist.Latest
@@ -245,12 +254,6 @@ func (h *Hub) Subscribe(ctx context.Context, sub Subscriber, info broker.ClientI
 	e.pending, e.buf = false, nil
 	ch.mu.Unlock()
 
-	opts := h.options(name)
-	if opts.Presence && h.presence != nil {
-		if err := h.presence.AddPresence(ctx, name, info); err != nil {
-			h.log.Warn("add presence", "channel", name, "err", err)
-		}
-	}
 	if opts.JoinLeave {
 		if err := h.broker.PublishJoin(ctx, name, info); err != nil {
 			h.log.Warn("publish join", "channel", name, "err", err)
