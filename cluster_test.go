@@ -46,17 +46,11 @@ func testPrefix() string {
 func redisBrokers(t *testing.T) func() broker.Broker {
 	prefix := testPrefix() + ":"
 	rdb := goredis.NewClient(&goredis.Options{Addr: redisAddr()})
+	defer rdb.Close()
 	if err := rdb.Ping(context.Background()).Err(); err != nil {
 		t.Fatalf("Redis at %s is not reachable (set HERALD_TEST_REDIS, or let .ci/run start it): %v", redisAddr(), err)
 	}
-	t.Cleanup(func() {
-		ctx := context.Background()
-		iter := rdb.Scan(ctx, 0, prefix+"*", 100).Iterator()
-		for iter.Next(ctx) {
-			rdb.Del(ctx, iter.Val())
-		}
-		_ = rdb.Close()
-	})
+	t.Cleanup(func() { dropRedisKeys(prefix) })
 	return func() broker.Broker {
 		b, err := redis.New(redis.Config{URL: "redis://" + redisAddr() + "/0", Prefix: prefix})
 		if err != nil {
@@ -74,17 +68,8 @@ func natsBrokers(t *testing.T) func() broker.Broker {
 	if err != nil {
 		t.Fatalf("NATS with JetStream is not reachable at %s (set HERALD_TEST_NATS, or let .ci/run start it): %v", natsURL(), err)
 	}
-	t.Cleanup(func() {
-		defer nc.Close()
-		js, err := jetstream.New(nc)
-		if err != nil {
-			return
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = js.DeleteStream(ctx, prefix+"-history")
-		_ = js.DeleteKeyValue(ctx, prefix+"-presence")
-	})
+	nc.Close()
+	t.Cleanup(func() { dropNATSPrefix(prefix) })
 	return func() broker.Broker {
 		b, err := nats.New(nats.Config{URL: natsURL(), Prefix: prefix})
 		if err != nil {
@@ -92,6 +77,34 @@ func natsBrokers(t *testing.T) func() broker.Broker {
 		}
 		return b
 	}
+}
+
+// dropRedisKeys removes the keys under prefix from the test Redis.
+func dropRedisKeys(prefix string) {
+	ctx := context.Background()
+	rdb := goredis.NewClient(&goredis.Options{Addr: redisAddr()})
+	defer rdb.Close()
+	iter := rdb.Scan(ctx, 0, prefix+"*", 100).Iterator()
+	for iter.Next(ctx) {
+		rdb.Del(ctx, iter.Val())
+	}
+}
+
+// dropNATSPrefix deletes the stream and bucket of prefix from the test NATS.
+func dropNATSPrefix(prefix string) {
+	nc, err := natsgo.Connect(natsURL(), natsgo.Timeout(2*time.Second))
+	if err != nil {
+		return
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = js.DeleteStream(ctx, prefix+"-history")
+	_ = js.DeleteKeyValue(ctx, prefix+"-presence")
 }
 
 // cluster starts n herald nodes, each with its own listener and broker

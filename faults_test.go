@@ -1,7 +1,6 @@
 package herald_test
 
 import (
-	"context"
 	"errors"
 	"io"
 	"net"
@@ -10,10 +9,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	natsgo "github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/heraldhq/herald"
 	"github.com/heraldhq/herald/broker"
@@ -180,34 +175,6 @@ func testBrokerOutage(t *testing.T, p *faultProxy, b broker.Broker) {
 		}
 		return live
 	})
-}
-
-// dropRedisKeys removes the keys under prefix from the test Redis.
-func dropRedisKeys(prefix string) {
-	ctx := context.Background()
-	rdb := goredis.NewClient(&goredis.Options{Addr: redisAddr()})
-	defer rdb.Close()
-	iter := rdb.Scan(ctx, 0, prefix+"*", 100).Iterator()
-	for iter.Next(ctx) {
-		rdb.Del(ctx, iter.Val())
-	}
-}
-
-// dropNATSPrefix deletes the stream and bucket of prefix from the test NATS.
-func dropNATSPrefix(prefix string) {
-	nc, err := natsgo.Connect(natsURL(), natsgo.Timeout(2*time.Second))
-	if err != nil {
-		return
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	_ = js.DeleteStream(ctx, prefix+"-history")
-	_ = js.DeleteKeyValue(ctx, prefix+"-presence")
 }
 
 // health returns the status and body of /healthz.
