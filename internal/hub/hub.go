@@ -185,9 +185,6 @@ func (h *Hub) refreshPresenceOnce() {
 	}
 }
 
-// Options returns the rules of channel.
-func (h *Hub) Options(channel string) ChannelOptions { return h.options(channel) }
-
 // SubscribeResult tells a subscriber where it starts.
 type SubscribeResult struct {
 	// Latest is the channel's newest offset when the subscription began.

@@ -2,7 +2,6 @@ package ws
 
 import (
 	"bytes"
-	"net"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -35,9 +34,6 @@ type Conn struct {
 
 // Subprotocol returns the negotiated subprotocol, "" for none.
 func (c *Conn) Subprotocol() string { return c.gc.SubProtocol() }
-
-// RemoteAddr returns the peer's address.
-func (c *Conn) RemoteAddr() net.Addr { return c.gc.RemoteAddr() }
 
 // Send queues ps on the connection's writer, in order, without blocking,
 // and calls done on the writer once they are written or have failed; done
