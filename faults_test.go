@@ -177,6 +177,82 @@ func testBrokerOutage(t *testing.T, p *faultProxy, b broker.Broker) {
 	})
 }
 
+func TestLiveGapFilledAfterOutageOnRedis(t *testing.T) {
+	t.Parallel()
+	p := newFaultProxy(t, redisAddr())
+	prefix := testPrefix() + ":"
+	t.Cleanup(func() { dropRedisKeys(prefix) })
+	node := func(addr string) broker.Broker {
+		b, err := redis.New(redis.Config{
+			URL:    "redis://" + addr + "/0?dial_timeout=200ms&read_timeout=500ms&write_timeout=500ms&max_retries=0",
+			Prefix: prefix,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	testLiveGapFilled(t, p, node(redisAddr()), node(p.addr))
+}
+
+func TestLiveGapFilledAfterOutageOnNATS(t *testing.T) {
+	t.Parallel()
+	p := newFaultProxy(t, strings.TrimPrefix(natsURL(), "nats://"))
+	prefix := testPrefix()
+	t.Cleanup(func() { dropNATSPrefix(prefix) })
+	node := func(url string) broker.Broker {
+		b, err := nats.New(nats.Config{URL: url, Prefix: prefix, DialTimeout: time.Second, ReconnectWait: 50 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	testLiveGapFilled(t, p, node(natsURL()), node("nats://"+p.addr))
+}
+
+// testLiveGapFilled cuts one node (sub) off the broker while another
+// (pub) keeps publishing. Once the connection is back, sub's subscriber,
+// which never disconnected from herald, receives every message published
+// meanwhile, in order and once, without waiting for another publish.
+func testLiveGapFilled(t *testing.T, p *faultProxy, direct, proxied broker.Broker) {
+	_, pubBase := newServer(t, herald.Config{Broker: direct})
+	_, subBase := newServer(t, herald.Config{Broker: proxied})
+	const ch = "faults:gap"
+	sub := dial(t, subBase)
+	sub.MustOK(map[string]any{"op": "subscribe", "channel": ch})
+	pub := dial(t, pubBase)
+
+	first := publish(t, pub, ch, map[string]int{"n": 1})
+	if m := nextMessage(t, sub); m["offset"] != first {
+		t.Fatalf("first message across nodes: %v, want offset %s", m, first)
+	}
+
+	p.cut()
+	heraldtest.WaitFor(t, heraldtest.Timeout, func() bool {
+		status, _ := health(t, subBase)
+		return status == http.StatusServiceUnavailable
+	})
+	var missed []string
+	for n := 2; n <= 6; n++ {
+		missed = append(missed, publish(t, pub, ch, map[string]int{"n": n}))
+	}
+	p.restore()
+
+	for i, want := range missed {
+		m := nextMessage(t, sub)
+		if m["offset"] != want || counter(t, m) != i+2 {
+			t.Fatalf("message %d after the outage: %v, want n=%d at %s", i+2, m, i+2, want)
+		}
+	}
+	if extra := fence(t, sub); len(extra) != 0 {
+		t.Fatalf("more than the missed messages: %v", extra)
+	}
+	last := publish(t, pub, ch, map[string]int{"n": 7})
+	if m := nextMessage(t, sub); m["offset"] != last {
+		t.Fatalf("live message after the repair: %v, want offset %s", m, last)
+	}
+}
+
 // health returns the status and body of /healthz.
 func health(t *testing.T, base string) (int, string) {
 	t.Helper()

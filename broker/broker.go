@@ -11,7 +11,8 @@
 //   - Publish returns only after the message is stored in history (when the
 //     channel keeps history) and handed to the fan-out; its offset is greater
 //     than every earlier offset of that channel.
-//   - The Handler sees the messages of one channel in offset order, each once.
+//   - The Handler sees the messages of one channel in offset order, each once,
+//     with Prev naming the previous message of the channel.
 //   - History returns messages oldest first, and reports whether it reaches
 //     back to the offset asked for.
 package broker
@@ -71,6 +72,11 @@ func ParseOffset(s string) (Offset, error) {
 type Message struct {
 	Channel string
 	Offset  Offset
+	// Prev is the Seq of the channel's previous message in the same epoch,
+	// 0 for the first. Seqs need not be contiguous, so Prev is how a
+	// receiver sees that it missed a message: a Prev above the last Seq it
+	// got.
+	Prev uint64
 	// Data is the message's JSON value, or its raw bytes when Binary is set
 	// (a binary frame published in raw WebSocket mode).
 	Data   json.RawMessage
@@ -145,6 +151,11 @@ type Handler interface {
 	// with PublishJoin and PublishLeave on any node.
 	HandleJoin(channel string, c ClientInfo)
 	HandleLeave(channel string, c ClientInfo)
+	// HandleReconnect is called after the broker got its backing service
+	// back following an outage, once it receives live messages again.
+	// Messages published meanwhile may never reach HandleMessage; they are
+	// in History, where the Handler can read them.
+	HandleReconnect()
 }
 
 // Broker moves messages between herald nodes and keeps channel history.

@@ -166,7 +166,24 @@ func testOffsetsInOrder(t *testing.T, e *env) {
 			t.Fatalf("Handler message %d has data %s, want %s", i+1, m.Data, want)
 		}
 	}
+	checkChain(t, "Handler", got)
+	checkChain(t, "History", e.history(ch, broker.HistoryQuery{Limit: -1}).Messages)
 	e.rec.checkSerial(t)
+}
+
+// checkChain fails t unless each message's Prev is the Seq of the message
+// before it and the first message of a channel has Prev 0.
+func checkChain(t *testing.T, what string, ms []broker.Message) {
+	t.Helper()
+	for i, m := range ms {
+		want := uint64(0)
+		if i > 0 {
+			want = ms[i-1].Offset.Seq
+		}
+		if m.Prev != want {
+			t.Fatalf("%s message %d at %v has Prev %d, want %d", what, i+1, m.Offset, m.Prev, want)
+		}
+	}
 }
 
 func testMessageFields(t *testing.T, e *env) {
@@ -597,6 +614,7 @@ func testConcurrentPublishers(t *testing.T, e *env) {
 			t.Fatalf("Handler saw %v after %v: not in offset order", m.Offset, got[i-1].Offset)
 		}
 	}
+	checkChain(t, "Handler", got)
 	// Each publisher's own messages keep their order.
 	last := make(map[int]int)
 	for _, m := range got {
@@ -708,6 +726,9 @@ func (r *recorder) HandleLeave(ch string, c broker.ClientInfo) {
 	r.events[ch] = append(r.events[ch], presenceEvent{"leave", c})
 	r.mu.Unlock()
 }
+
+// HandleReconnect needs no record: the suite does not cut the connection.
+func (r *recorder) HandleReconnect() {}
 
 func (r *recorder) messages(ch string) []broker.Message {
 	r.mu.Lock()

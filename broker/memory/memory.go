@@ -138,6 +138,7 @@ func (b *Broker) Publish(_ context.Context, name string, p broker.Publication, o
 	m := broker.Message{
 		Channel: name,
 		Offset:  broker.Offset{Epoch: ch.epoch, Seq: ch.seq},
+		Prev:    ch.seq - 1,
 		Data:    p.Data,
 		Binary:  p.Binary,
 		Event:   p.Event,

@@ -37,8 +37,9 @@
 // Handler: calls for one channel never overlap.
 //
 // Live delivery is at most once, as core NATS is: messages republished while
-// a node is disconnected from the server are not delivered to it (they stay
-// in history, where the hub recovers them by offset).
+// a node is disconnected from the server are not delivered to it. They stay
+// in history: after a reconnection the broker calls the Handler's
+// HandleReconnect, and Herald-Prev shows the gap.
 //
 // # Retention limits
 //
@@ -238,7 +239,10 @@ func (b *Broker) Start(ctx context.Context, h broker.Handler) error {
 		natsgo.DisconnectErrHandler(func(_ *natsgo.Conn, err error) {
 			b.log.Warn("nats broker: disconnected", "err", err)
 		}),
-		natsgo.ReconnectHandler(func(*natsgo.Conn) { b.log.Info("nats broker: reconnected") }),
+		natsgo.ReconnectHandler(func(*natsgo.Conn) {
+			b.log.Info("nats broker: reconnected")
+			h.HandleReconnect()
+		}),
 	)
 	if err != nil {
 		return fmt.Errorf("nats broker: connect %s: %w: %w", b.cfg.URL, broker.ErrUnavailable, err)
@@ -531,6 +535,7 @@ func (b *Broker) message(name string, seq uint64, h natsgo.Header, data []byte) 
 	return broker.Message{
 		Channel: name,
 		Offset:  broker.Offset{Epoch: b.epoch, Seq: seq},
+		Prev:    md.prev,
 		Data:    json.RawMessage(data),
 		Binary:  h.Get(hdrBinary) == "1",
 		Event:   unesc(hdrEvent),

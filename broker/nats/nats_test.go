@@ -175,6 +175,7 @@ func (h *handler) HandleMessage(m broker.Message) {
 }
 func (h *handler) HandleJoin(string, broker.ClientInfo)  {}
 func (h *handler) HandleLeave(string, broker.ClientInfo) {}
+func (h *handler) HandleReconnect()                      {}
 
 func (h *handler) offsets() []broker.Offset {
 	h.mu.Lock()

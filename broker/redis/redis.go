@@ -10,7 +10,8 @@
 //
 // Pub/sub is not durable: a node whose connection drops misses what was
 // published until go-redis reconnects it. History still holds those
-// messages, and the offsets show the gap.
+// messages: once the connection receives again the broker calls the
+// Handler's HandleReconnect, and the offsets show the gap.
 package redis
 
 import (
@@ -245,9 +246,19 @@ func removeWaiter(ws []chan struct{}, w chan struct{}) []chan struct{} {
 func (b *Broker) receive(ps *goredis.PubSub) {
 	defer close(b.done)
 	ctx := context.Background()
+	lost := false // the connection failed since the last thing it received
 	for {
 		v, err := ps.Receive(ctx)
+		if err == nil && lost {
+			lost = false
+			b.log.Info("redis broker: pub/sub connection back")
+			b.mu.Lock()
+			h := b.handler
+			b.mu.Unlock()
+			h.HandleReconnect()
+		}
 		if err != nil {
+			lost = true
 			select {
 			case <-b.stop:
 				return
@@ -329,6 +340,7 @@ func decodeMessage(channel string, f []string) (broker.Message, error) {
 	return broker.Message{
 		Channel: channel,
 		Offset:  broker.Offset{Epoch: f[1], Seq: seq},
+		Prev:    seq - 1, // sequences are contiguous (HINCRBY)
 		Data:    []byte(f[7]),
 		Binary:  f[3] == "1",
 		Event:   f[4],
@@ -456,7 +468,7 @@ func decodeEntry(channel, epoch string, e any) (broker.Message, error) {
 	if err != nil {
 		return broker.Message{}, fmt.Errorf("entry id %q", id)
 	}
-	m := broker.Message{Channel: channel, Offset: broker.Offset{Epoch: epoch, Seq: seq}}
+	m := broker.Message{Channel: channel, Offset: broker.Offset{Epoch: epoch, Seq: seq}, Prev: seq - 1}
 	for i := 0; i+1 < len(kv); i += 2 {
 		k, _ := kv[i].(string)
 		v, _ := kv[i+1].(string)

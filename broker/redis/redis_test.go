@@ -90,6 +90,7 @@ func (c *collector) HandleMessage(m broker.Message) {
 }
 func (*collector) HandleJoin(string, broker.ClientInfo)  {}
 func (*collector) HandleLeave(string, broker.ClientInfo) {}
+func (*collector) HandleReconnect()                      {}
 
 func (c *collector) offsets() []broker.Offset {
 	c.mu.Lock()

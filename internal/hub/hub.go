@@ -9,6 +9,15 @@
 // Lock order: Hub.mu, then channel.setup, then channel.mu. Broker calls are
 // never made while holding Hub.mu or channel.mu, only channel.setup, which
 // serialises a channel's broker Subscribe and Unsubscribe.
+//
+// Gaps: live delivery from a broker spanning several nodes can miss
+// messages while the node is cut off from it. Each message names its
+// predecessor (broker.Message.Prev); when one arrives whose predecessor
+// this node never fanned out, or when the broker reports a reconnection,
+// the channel is repaired: the missing messages are read from history and
+// fanned out in order before anything that arrived meanwhile. Each
+// subscriber also remembers where it started, so no message reaches it
+// twice or from before its start.
 package hub
 
 import (
@@ -72,6 +81,10 @@ type Hub struct {
 	refresh time.Duration
 	stop    chan struct{}
 	done    chan struct{}
+
+	repairMu sync.Mutex // orders starting a repair with Stop
+	stopped  bool       // guarded by repairMu
+	repairs  sync.WaitGroup
 }
 
 type channel struct {
@@ -83,14 +96,27 @@ type channel struct {
 
 	mu   sync.Mutex
 	subs map[Subscriber]*entry
+	// seen is the newest message fanned out; zero before the first.
+	seen broker.Offset
+	// While repairing, live messages wait in held (up to maxHeld; beyond
+	// that they are dropped and overflow makes the repair read history
+	// again, where they are).
+	repairing bool
+	held      []broker.Message
+	overflow  bool
 }
+
+// maxHeld bounds the live messages a channel holds while it is repaired.
+const maxHeld = 4096
 
 // entry is one subscriber's state in a channel. While pending, the
 // subscriber is catching up from history and live messages wait in buf.
+// from is the offset it started after: it never gets a message up to it.
 type entry struct {
 	info    broker.ClientInfo
 	pending bool
 	buf     []broker.Message
+	from    broker.Offset
 }
 
 // New returns a hub over cfg.Broker; call Start before use.
@@ -123,7 +149,8 @@ func (h *Hub) Start(ctx context.Context) error {
 	return nil
 }
 
-// Stop ends the hub's background work; call it before closing the broker.
+// Stop ends the hub's background work, repairs included; call it before
+// closing the broker.
 func (h *Hub) Stop() {
 	select {
 	case <-h.stop:
@@ -132,6 +159,10 @@ func (h *Hub) Stop() {
 	}
 	close(h.stop)
 	<-h.done
+	h.repairMu.Lock()
+	h.stopped = true
+	h.repairMu.Unlock()
+	h.repairs.Wait()
 }
 
 // refreshPresence records every subscriber in presence again, every
@@ -155,12 +186,7 @@ func (h *Hub) refreshPresence() {
 }
 
 func (h *Hub) refreshPresenceOnce() {
-	h.mu.RLock()
-	chs := make([]*channel, 0, len(h.channels))
-	for _, ch := range h.channels {
-		chs = append(chs, ch)
-	}
-	h.mu.RUnlock()
+	chs := h.snapshot()
 	for _, ch := range chs {
 		if !h.options(ch.name).Presence {
 			continue
@@ -248,7 +274,7 @@ func (h *Hub) Subscribe(ctx context.Context, sub Subscriber, info broker.ClientI
 			sub.Deliver(&Delivery{Message: m, Replay: true})
 		}
 	}
-	e.pending, e.buf = false, nil
+	e.pending, e.buf, e.from = false, nil, last
 	ch.mu.Unlock()
 
 	if opts.JoinLeave {
@@ -390,12 +416,7 @@ type ChannelCount struct {
 
 // Channels lists the channels with subscribers on this node, by name.
 func (h *Hub) Channels() []ChannelCount {
-	h.mu.Lock()
-	chs := make([]*channel, 0, len(h.channels))
-	for _, ch := range h.channels {
-		chs = append(chs, ch)
-	}
-	h.mu.Unlock()
+	chs := h.snapshot()
 	out := make([]ChannelCount, 0, len(chs))
 	for _, ch := range chs {
 		ch.mu.Lock()
@@ -416,17 +437,148 @@ func (h *Hub) HandleMessage(m broker.Message) {
 	if ch == nil {
 		return
 	}
-	d := &Delivery{Message: m}
 	ch.mu.Lock()
 	defer ch.mu.Unlock()
-	for sub, e := range ch.subs {
-		if e.pending {
-			e.buf = append(e.buf, m)
-			continue
-		}
-		sub.Deliver(d)
+	switch {
+	case ch.repairing:
+		ch.holdLocked(m)
+	case ch.seen.IsZero() || m.Offset.Epoch != ch.seen.Epoch:
+		ch.fanOutLocked(m)
+	case m.Offset.Seq <= ch.seen.Seq:
+		// A late copy of a message a repair already fanned out.
+	case m.Prev > ch.seen.Seq:
+		// Messages between seen and m never arrived.
+		h.log.Info("gap in live delivery, repairing from history",
+			"channel", m.Channel, "after", ch.seen.String(), "before", m.Offset.String())
+		ch.holdLocked(m)
+		h.repairLocked(ch, ch.seen)
+	default:
+		ch.fanOutLocked(m)
 	}
 }
+
+// HandleReconnect repairs every channel from the newest message it fanned
+// out, or, before the first, from where its subscribers started; called by
+// the broker after an outage.
+func (h *Hub) HandleReconnect() {
+	chs := h.snapshot()
+	for _, ch := range chs {
+		ch.mu.Lock()
+		if !ch.repairing {
+			from, ok := ch.seen, true
+			if from.IsZero() {
+				from, ok = ch.earliestStartLocked()
+			}
+			if ok {
+				h.repairLocked(ch, from)
+			}
+		}
+		ch.mu.Unlock()
+	}
+}
+
+// earliestStartLocked returns the oldest offset a subscriber of ch started
+// after, and false when ch has no subscriber past catching up.
+func (ch *channel) earliestStartLocked() (broker.Offset, bool) {
+	var from broker.Offset
+	found := false
+	for _, e := range ch.subs {
+		switch {
+		case e.pending:
+		case !found:
+			from, found = e.from, true
+		case e.from.Epoch != from.Epoch:
+			return broker.Offset{}, true // several epochs: read all history
+		case e.from.Seq < from.Seq:
+			from = e.from
+		}
+	}
+	return from, found
+}
+
+// fanOutLocked hands m to every subscriber that has not had it.
+func (ch *channel) fanOutLocked(m broker.Message) {
+	d := &Delivery{Message: m}
+	for sub, e := range ch.subs {
+		switch {
+		case e.pending:
+			e.buf = append(e.buf, m)
+		case m.Offset.Epoch == e.from.Epoch && m.Offset.Seq <= e.from.Seq:
+			// From before the subscriber's start: it has it, or asked not to.
+		default:
+			sub.Deliver(d)
+		}
+	}
+	ch.seen = m.Offset
+}
+
+// holdLocked keeps a live message until the repair in progress ends.
+func (ch *channel) holdLocked(m broker.Message) {
+	if len(ch.held) >= maxHeld {
+		ch.held, ch.overflow = nil, true
+	}
+	if !ch.overflow {
+		ch.held = append(ch.held, m)
+	}
+}
+
+// repairLocked starts reading ch's history after from, in the background.
+func (h *Hub) repairLocked(ch *channel, from broker.Offset) {
+	h.repairMu.Lock()
+	defer h.repairMu.Unlock()
+	if h.stopped {
+		return
+	}
+	ch.repairing = true
+	h.repairs.Add(1)
+	go h.repair(ch, from)
+}
+
+// repair fans out the messages of ch's history after from that this node
+// has not fanned out, then those held meanwhile, retrying while the broker
+// is unavailable, until Stop.
+func (h *Hub) repair(ch *channel, from broker.Offset) {
+	defer h.repairs.Done()
+	wait := 50 * time.Millisecond
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), repairTimeout)
+		res, err := h.broker.History(ctx, ch.name, broker.HistoryQuery{Since: from, Limit: -1})
+		cancel()
+		if err != nil {
+			h.log.Warn("repair: read history", "channel", ch.name, "err", err)
+			select {
+			case <-h.stop:
+				return
+			case <-time.After(wait):
+			}
+			wait = min(2*wait, 2*time.Second)
+			continue
+		}
+		ch.mu.Lock()
+		if !res.Complete {
+			h.log.Warn("repair: history no longer holds every missed message",
+				"channel", ch.name, "after", from.String())
+		}
+		held := ch.held
+		ch.held = nil
+		for _, m := range append(res.Messages, held...) {
+			if ch.seen.IsZero() || m.Offset.Epoch != ch.seen.Epoch || m.Offset.Seq > ch.seen.Seq {
+				ch.fanOutLocked(m)
+			}
+		}
+		if ch.overflow {
+			ch.overflow, from = false, ch.seen
+			ch.mu.Unlock()
+			continue
+		}
+		ch.repairing = false
+		ch.mu.Unlock()
+		return
+	}
+}
+
+// repairTimeout bounds one history read of a repair.
+const repairTimeout = 10 * time.Second
 
 // HandleJoin fans a join out; called by the broker.
 func (h *Hub) HandleJoin(name string, c broker.ClientInfo) { h.presenceEvent("join", name, c) }
@@ -447,6 +599,17 @@ func (h *Hub) presenceEvent(op, name string, c broker.ClientInfo) {
 			sub.Deliver(d)
 		}
 	}
+}
+
+// snapshot lists the channels this node serves now.
+func (h *Hub) snapshot() []*channel {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	chs := make([]*channel, 0, len(h.channels))
+	for _, ch := range h.channels {
+		chs = append(chs, ch)
+	}
+	return chs
 }
 
 func (h *Hub) lookup(name string) *channel {

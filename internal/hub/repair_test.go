@@ -1,0 +1,203 @@
+package hub_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/heraldhq/herald/broker"
+	"github.com/heraldhq/herald/broker/memory"
+	"github.com/heraldhq/herald/internal/hub"
+)
+
+// lossyBroker is the in-memory broker with a switch that makes live
+// delivery miss messages, as a node cut off from Redis or NATS does, and
+// a way to report the reconnection.
+type lossyBroker struct {
+	*memory.Broker
+	inner broker.Handler
+
+	mu     sync.Mutex
+	losing bool
+	missed []broker.Message // what live delivery lost, for late copies
+}
+
+func (b *lossyBroker) Start(ctx context.Context, h broker.Handler) error {
+	b.inner = h
+	return b.Broker.Start(ctx, b)
+}
+
+func (b *lossyBroker) HandleMessage(m broker.Message) {
+	b.mu.Lock()
+	losing := b.losing
+	if losing {
+		b.missed = append(b.missed, m)
+	}
+	b.mu.Unlock()
+	if !losing {
+		b.inner.HandleMessage(m)
+	}
+}
+func (b *lossyBroker) HandleJoin(ch string, c broker.ClientInfo)  { b.inner.HandleJoin(ch, c) }
+func (b *lossyBroker) HandleLeave(ch string, c broker.ClientInfo) { b.inner.HandleLeave(ch, c) }
+func (b *lossyBroker) HandleReconnect()                           { b.inner.HandleReconnect() }
+
+func (b *lossyBroker) lose(on bool) {
+	b.mu.Lock()
+	b.losing = on
+	b.mu.Unlock()
+}
+
+// recording is a Subscriber that keeps the sequence numbers it is given.
+type recording struct {
+	mu   sync.Mutex
+	seqs []uint64
+}
+
+func (r *recording) Deliver(d *hub.Delivery) {
+	if d.Presence != nil {
+		return
+	}
+	r.mu.Lock()
+	r.seqs = append(r.seqs, d.Message.Offset.Seq)
+	r.mu.Unlock()
+}
+
+func (r *recording) got() []uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.seqs)
+}
+
+// waitSeqs waits until r has exactly want, failing on anything else.
+func (r *recording) waitSeqs(t *testing.T, what string, want ...uint64) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		got := r.got()
+		if slices.Equal(got, want) {
+			return
+		}
+		if len(got) > len(want) || !slices.Equal(got, want[:len(got)]) || time.Now().After(deadline) {
+			t.Fatalf("%s got %v, want %v", what, got, want)
+		}
+		time.Sleep(2 * time.Millisecond) // poll for the repair's goroutine
+	}
+}
+
+type repairEnv struct {
+	t   *testing.T
+	b   *lossyBroker
+	h   *hub.Hub
+	ctx context.Context
+	n   int
+}
+
+const room = "room"
+
+func newRepairEnv(t *testing.T) *repairEnv {
+	b := &lossyBroker{Broker: memory.New()}
+	h := hub.New(hub.Config{
+		Broker:  b,
+		Options: func(string) hub.ChannelOptions { return hub.ChannelOptions{History: broker.HistoryOptions{Size: 100}} },
+	})
+	e := &repairEnv{t: t, b: b, h: h, ctx: context.Background()}
+	if err := h.Start(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		h.Stop()
+		_ = b.Close()
+	})
+	return e
+}
+
+func (e *repairEnv) subscribe(since *broker.Offset) *recording {
+	e.t.Helper()
+	r := &recording{}
+	if err := e.h.Subscribe(e.ctx, r, broker.ClientInfo{Client: fmt.Sprint(r)}, room, since, func(hub.SubscribeResult) {}); err != nil {
+		e.t.Fatal(err)
+	}
+	return r
+}
+
+// publish publishes count messages and returns the offset of the last.
+func (e *repairEnv) publish(count int) broker.Offset {
+	e.t.Helper()
+	var off broker.Offset
+	for range count {
+		e.n++
+		var err error
+		off, err = e.h.Publish(e.ctx, room, broker.Publication{Data: json.RawMessage(fmt.Sprint(e.n))})
+		if err != nil {
+			e.t.Fatal(err)
+		}
+	}
+	return off
+}
+
+// A message whose predecessor never arrived makes the hub read the missing
+// ones from history and deliver them first.
+func TestGapRepairedOnNextMessage(t *testing.T) {
+	e := newRepairEnv(t)
+	r := e.subscribe(nil)
+	e.publish(2)
+	e.b.lose(true)
+	e.publish(3)
+	e.b.lose(false)
+	r.waitSeqs(t, "before the next message", 1, 2)
+	e.publish(1)
+	r.waitSeqs(t, "after the next message", 1, 2, 3, 4, 5, 6)
+}
+
+// After the broker reports a reconnection the hub fetches what it missed
+// without waiting for another message; late copies of those messages are
+// not delivered again.
+func TestGapRepairedOnReconnect(t *testing.T) {
+	e := newRepairEnv(t)
+	r := e.subscribe(nil)
+	e.publish(2)
+	e.b.lose(true)
+	e.publish(3)
+	e.b.lose(false)
+	e.b.HandleReconnect()
+	r.waitSeqs(t, "after the reconnection", 1, 2, 3, 4, 5)
+	for _, m := range e.b.missed {
+		e.b.inner.HandleMessage(m)
+	}
+	e.publish(1)
+	r.waitSeqs(t, "after late copies", 1, 2, 3, 4, 5, 6)
+}
+
+// A reconnection before the channel's first message repairs from where
+// the subscribers started.
+func TestGapRepairedBeforeFirstMessage(t *testing.T) {
+	e := newRepairEnv(t)
+	e.publish(2) // before anyone subscribed
+	r := e.subscribe(nil)
+	e.b.lose(true)
+	e.publish(2)
+	e.b.lose(false)
+	e.b.HandleReconnect()
+	r.waitSeqs(t, "after the reconnection", 3, 4)
+}
+
+// A repair gives each subscriber only what comes after its own start.
+func TestRepairRespectsEachSubscribersStart(t *testing.T) {
+	e := newRepairEnv(t)
+	early := e.subscribe(nil)
+	epoch := e.publish(2).Epoch
+	e.b.lose(true)
+	e.publish(3)
+	late := e.subscribe(nil)                                     // starts after 5
+	resumed := e.subscribe(&broker.Offset{Epoch: epoch, Seq: 3}) // replays 4 and 5
+	e.b.lose(false)
+	e.publish(1)
+	early.waitSeqs(t, "early subscriber", 1, 2, 3, 4, 5, 6)
+	late.waitSeqs(t, "late subscriber", 6)
+	resumed.waitSeqs(t, "resumed subscriber", 4, 5, 6)
+}
