@@ -67,6 +67,40 @@ type Config struct {
 	// Empty: the API answers loopback callers only.
 	APIKey string
 
+	// TokenSecret verifies HS256 client tokens, TokenPublicKey (PEM: an
+	// RSA or ECDSA P-256 public key) RS256 or ES256 ones, and TokenJWKS (a
+	// JSON Web Key Set) RS256 and ES256 ones by their kid. Any combination
+	// may be set. With none, clients are anonymous unless the Connect hook
+	// names them. Tokens come in `?token=` or `Authorization: Bearer`.
+	TokenSecret    string
+	TokenPublicKey []byte
+	TokenJWKS      []byte
+	// AllowAnonymous lets clients without a token connect although a token
+	// key is set. Without a key it is moot: every client is anonymous.
+	AllowAnonymous bool
+
+	// MaxSubscriptions caps one connection's channels [128]; negative: no
+	// limit.
+	MaxSubscriptions int
+	// PublishRate is how many publishes per second one connection may make
+	// on average [100], in bursts of up to PublishBurst [100]; a negative
+	// PublishRate: no limit.
+	PublishRate  float64
+	PublishBurst int
+	// MaxConnections caps open WebSocket and SSE connections together;
+	// more are refused with 503 before the upgrade. Default: the process's
+	// open-file limit less a reserve for listeners, brokers and files (a
+	// tenth of it, at most 256); negative: no limit.
+	MaxConnections int
+	// MaxConnectionsPerIP caps the connections of one client address,
+	// refused with 429 [0: no limit]. Behind a proxy every client has the
+	// proxy's address: set it only where herald faces clients directly.
+	MaxConnectionsPerIP int
+	// HandshakeTimeout bounds writing a WebSocket upgrade's response [5s].
+	// (Reading the request is the http.Server's ReadHeaderTimeout, which
+	// herald serve sets to the same value.)
+	HandshakeTimeout time.Duration
+
 	// Hooks let an application authorize and observe clients.
 	Hooks Hooks
 
@@ -89,6 +123,14 @@ type Namespace struct {
 	NoPresence bool
 	// JoinLeave sends join and leave pushes to the channel's subscribers.
 	JoinLeave bool
+	// NoClientPublish refuses publishes from clients: only the server API
+	// and Server.Publish publish here.
+	NoClientPublish bool
+	// NoAnonymousSubscribe and NoAnonymousPublish refuse anonymous clients
+	// (no token, no user from the Connect hook) what they name; reading
+	// history and presence counts as subscribing.
+	NoAnonymousSubscribe bool
+	NoAnonymousPublish   bool
 }
 
 // withDefaults checks c and returns it with defaults filled in.
@@ -121,6 +163,21 @@ func (c Config) withDefaults() (Config, error) {
 			errs = append(errs, fmt.Errorf("namespace %q: HistoryTTL must not be negative", name))
 		}
 	}
+	if c.MaxSubscriptions == 0 {
+		c.MaxSubscriptions = 128
+	}
+	if c.PublishRate == 0 {
+		c.PublishRate = 100
+	}
+	if c.PublishBurst <= 0 {
+		c.PublishBurst = 100
+	}
+	if c.MaxConnections == 0 {
+		c.MaxConnections = defaultMaxConnections()
+	}
+	if c.HandshakeTimeout < 0 {
+		errs = append(errs, errors.New("HandshakeTimeout must not be negative"))
+	}
 	if c.SSEHeartbeat < 0 || c.SSERetry < 0 {
 		errs = append(errs, errors.New("SSEHeartbeat and SSERetry must not be negative"))
 	}
@@ -139,10 +196,19 @@ func (c Config) withDefaults() (Config, error) {
 	return c, nil
 }
 
-// channelRules resolves a channel's namespace rules.
-func (c *Config) channelRules(channel string) (hist broker.HistoryOptions, presence, joinLeave bool) {
+// rules are what a channel's namespace decides.
+type rules struct {
+	history              broker.HistoryOptions
+	presence, joinLeave  bool
+	noClientPublish      bool
+	noAnonymousSubscribe bool
+	noAnonymousPublish   bool
+}
+
+// rules resolves a channel's namespace rules.
+func (c *Config) rules(channel string) rules {
 	size, ttl := c.HistorySize, c.HistoryTTL
-	presence = true
+	r := rules{presence: true}
 	if ns, ok := c.Namespaces[protocol.Namespace(channel)]; ok {
 		if ns.HistorySize != 0 {
 			size = ns.HistorySize
@@ -150,11 +216,12 @@ func (c *Config) channelRules(channel string) (hist broker.HistoryOptions, prese
 		if ns.HistoryTTL != 0 {
 			ttl = ns.HistoryTTL
 		}
-		presence = !ns.NoPresence
-		joinLeave = ns.JoinLeave
+		r.presence = !ns.NoPresence
+		r.joinLeave = ns.JoinLeave
+		r.noClientPublish = ns.NoClientPublish
+		r.noAnonymousSubscribe = ns.NoAnonymousSubscribe
+		r.noAnonymousPublish = ns.NoAnonymousPublish
 	}
-	if size < 0 {
-		size = 0
-	}
-	return broker.HistoryOptions{Size: size, TTL: ttl}, presence, joinLeave
+	r.history = broker.HistoryOptions{Size: max(size, 0), TTL: ttl}
+	return r
 }

@@ -230,9 +230,15 @@ func waitPresent(t *testing.T, c *heraldtest.Client, channel string, n int) []an
 // body of a refusal (101 and "" when the upgrade went through).
 func dialStatus(t *testing.T, u string) (int, string) {
 	t.Helper()
+	return dialStatusHeader(t, u, nil)
+}
+
+// dialStatusHeader is dialStatus with extra request headers.
+func dialStatusHeader(t *testing.T, u string, header http.Header) (int, string) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), heraldtest.Timeout)
 	defer cancel()
-	conn, resp, err := websocket.Dial(ctx, u, nil)
+	conn, resp, err := websocket.Dial(ctx, u, &websocket.DialOptions{HTTPHeader: header})
 	if err == nil {
 		_ = conn.CloseNow()
 		return http.StatusSwitchingProtocols, ""

@@ -33,6 +33,7 @@ import (
 	"github.com/heraldhq/herald/broker"
 	"github.com/heraldhq/herald/broker/memory"
 	jsclient "github.com/heraldhq/herald/clients/js"
+	"github.com/heraldhq/herald/internal/auth"
 	"github.com/heraldhq/herald/internal/hub"
 	"github.com/heraldhq/herald/internal/metrics"
 	"github.com/heraldhq/herald/internal/origin"
@@ -49,15 +50,17 @@ const presenceRefresh = 20 * time.Second
 
 // Server is a herald node. Its methods are safe for concurrent use.
 type Server struct {
-	cfg     Config
-	broker  broker.Broker
-	hub     *hub.Hub
-	ws      *ws.Transport
-	sse     *sse.Transport
-	origins origin.Policy
-	metrics *metrics.Metrics
-	gather  prometheus.Gatherer // nil when the Registerer is the caller's
-	mux     *http.ServeMux
+	cfg      Config
+	broker   broker.Broker
+	hub      *hub.Hub
+	ws       *ws.Transport
+	sse      *sse.Transport
+	origins  origin.Policy
+	verifier *auth.Verifier // nil without a token key
+	limits   connLimits
+	metrics  *metrics.Metrics
+	gather   prometheus.Gatherer // nil when the Registerer is the caller's
+	mux      *http.ServeMux
 
 	nodeID   string
 	clientN  atomic.Uint64
@@ -74,6 +77,11 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, broker: cfg.Broker, nodeID: newNodeID(), origins: origin.New(cfg.Origins)}
+	s.limits.max, s.limits.perIP = cfg.MaxConnections, cfg.MaxConnectionsPerIP
+	s.verifier, err = auth.New(auth.Keys{Secret: []byte(cfg.TokenSecret), PublicKeyPEM: cfg.TokenPublicKey, JWKS: cfg.TokenJWKS})
+	if err != nil {
+		return nil, fmt.Errorf("herald: config: %w", err)
+	}
 	if s.broker == nil {
 		s.broker = memory.New()
 	}
@@ -89,8 +97,8 @@ func New(cfg Config) (*Server, error) {
 		Logger:          cfg.Logger,
 		PresenceRefresh: presenceRefresh,
 		Options: func(channel string) hub.ChannelOptions {
-			hist, presence, joinLeave := s.cfg.channelRules(channel)
-			return hub.ChannelOptions{History: hist, Presence: presence, JoinLeave: joinLeave}
+			r := s.cfg.rules(channel)
+			return hub.ChannelOptions{History: r.history, Presence: r.presence, JoinLeave: r.joinLeave}
 		},
 	})
 	if err := s.hub.Start(context.Background()); err != nil {
@@ -101,6 +109,7 @@ func New(cfg Config) (*Server, error) {
 		PingInterval:       cfg.PingInterval,
 		PongTimeout:        cfg.PongTimeout,
 		WriteTimeout:       cfg.WriteTimeout,
+		HandshakeTimeout:   cfg.HandshakeTimeout,
 		DisableCompression: cfg.DisableCompression,
 		Logger:             cfg.Logger,
 	}, protocol.SubprotocolJSONL, protocol.SubprotocolJSON)
@@ -200,10 +209,6 @@ func (s *Server) SDKHandler() http.Handler {
 // serveWS upgrades a request to a session; rawChannel is "" for the JSON
 // protocol.
 func (s *Server) serveWS(w http.ResponseWriter, r *http.Request, rawChannel string) {
-	if s.draining.Load() {
-		writeHTTPError(w, Errorf(CodeUnavailable, "server is shutting down"))
-		return
-	}
 	var since *string
 	if rawChannel != "" && r.URL.Query().Has("since") {
 		v := r.URL.Query().Get("since")
@@ -213,17 +218,18 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request, rawChannel stri
 		}
 		since = &v
 	}
-	user, err := s.connectUser(r)
-	if err != nil {
-		writeHTTPError(w, s.publicError(err))
+	who, ip, ok := s.admit(w, r)
+	if !ok {
 		return
 	}
-	info := broker.ClientInfo{Client: s.newClientID(), User: user}
+	info := broker.ClientInfo{Client: s.newClientID(), User: who.user}
 	transport := "ws"
 	if rawChannel != "" {
 		transport = "raw"
 	}
-	err = s.ws.Upgrade(w, r, func(c *ws.Conn) (ws.Handler, error) {
+	accepted := false
+	err := s.ws.Upgrade(w, r, func(c *ws.Conn) (ws.Handler, error) {
+		accepted = true
 		mode := session.ModeJSON
 		switch {
 		case rawChannel != "":
@@ -237,7 +243,9 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request, rawChannel stri
 			Client:        info,
 			Mode:          mode,
 			RawChannel:    rawChannel,
-			Policy:        hookPolicy{&s.cfg.Hooks},
+			Policy:        s.newAccess(who),
+			Expires:       who.expires(),
+			Limits:        s.sessionLimits(),
 			QueueMessages: s.cfg.QueueMessages,
 			QueueBytes:    s.cfg.QueueBytes,
 			Metrics:       s.metrics,
@@ -246,32 +254,27 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request, rawChannel stri
 		s.metrics.Connections.WithLabelValues(transport).Inc()
 		s.cfg.Logger.Debug("client connected", "client", info.Client, "user", info.User, "transport", transport)
 		if s.cfg.Hooks.Connected != nil {
-			s.cfg.Hooks.Connected(Client{ID: info.Client, User: user})
+			s.cfg.Hooks.Connected(Client{ID: info.Client, User: info.User})
 		}
 		// Open before the first frame is read: the welcome goes first, and
 		// a raw client is subscribed before it can publish.
 		if err := sess.Open(since); err != nil {
 			pe := s.publicError(err)
+			s.countRefusal(pe)
 			code := protocol.CloseInternal
-			if pe.Code == CodeForbidden || pe.Code == CodeUnauthorized {
+			if pe.Code == CodeForbidden || pe.Code == CodeUnauthorized || pe.Code == CodeRateLimited {
 				code = protocol.ClosePolicy
 			}
 			sess.Disconnect(code, pe.Message)
 		}
-		return &connHandler{s: s, sess: sess, transport: transport}, nil
+		return &connHandler{s: s, sess: sess, transport: transport, ip: ip}, nil
 	})
+	if !accepted {
+		s.limits.release(ip)
+	}
 	if err != nil {
 		s.cfg.Logger.Debug("websocket upgrade failed", "err", err)
 	}
-}
-
-// connectUser runs the Connect hook, when there is one, and returns the
-// user it names ("" for anonymous).
-func (s *Server) connectUser(r *http.Request) (string, error) {
-	if s.cfg.Hooks.Connect == nil {
-		return "", nil
-	}
-	return s.cfg.Hooks.Connect(r)
 }
 
 // connHandler ties a WebSocket connection to its session and the server's
@@ -280,12 +283,14 @@ type connHandler struct {
 	s         *Server
 	sess      *session.Session
 	transport string
+	ip        string
 }
 
 func (h *connHandler) HandleText(b []byte)   { h.sess.HandleText(b) }
 func (h *connHandler) HandleBinary(b []byte) { h.sess.HandleBinary(b) }
 func (h *connHandler) Close() {
 	h.sess.Close()
+	h.s.limits.release(h.ip)
 	h.s.metrics.Connections.WithLabelValues(h.transport).Dec()
 	c := h.sess.Client()
 	h.s.cfg.Logger.Debug("client disconnected", "client", c.Client)

@@ -46,7 +46,8 @@ type Hooks struct {
 	AuthorizePublish func(ctx context.Context, c Client, channel string, p *Publication) error
 }
 
-// hookPolicy adapts Hooks to the session's Policy.
+// hookPolicy runs the authorization hooks; a connection's access runs it
+// after the token and namespace checks.
 type hookPolicy struct{ h *Hooks }
 
 func (p hookPolicy) AuthorizeSubscribe(ctx context.Context, c broker.ClientInfo, channel string) error {

@@ -19,36 +19,39 @@ import (
 // the broker — answers with an HTTP error before the first byte of it.
 func (s *Server) SSEHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodOptions {
+			s.serveSSE(w, r)
+			return
+		}
 		if !s.origins.Allow(w, r) {
+			s.metrics.Refusals.WithLabelValues("origin").Inc()
 			writeHTTPError(w, Errorf(CodeForbidden, "origin not allowed: add it to --origins (Config.Origins)"))
 			return
 		}
-		if r.Method == http.MethodOptions {
-			corsPreflight(w)
-			w.WriteHeader(http.StatusNoContent)
-			return
-		}
-		s.serveSSE(w, r)
+		corsPreflight(w)
+		w.WriteHeader(http.StatusNoContent)
 	})
 }
 
 // serveSSE validates a stream request, subscribes it and runs it.
 func (s *Server) serveSSE(w http.ResponseWriter, r *http.Request) {
-	if s.draining.Load() {
-		writeHTTPError(w, Errorf(CodeUnavailable, "server is shutting down"))
-		return
-	}
 	channels, cursor, perr := sseRequest(r)
 	if perr != nil {
 		writeHTTPError(w, perr)
 		return
 	}
-	s.endSSEOnShutdown(r)
-	user, err := s.connectUser(r)
-	if err != nil {
-		writeHTTPError(w, s.publicError(err))
+	if max := s.cfg.MaxSubscriptions; max > 0 && len(channels) > max {
+		s.metrics.Refusals.WithLabelValues("subscription_limit").Inc()
+		writeHTTPError(w, Errorf(CodeRateLimited, fmt.Sprintf("subscription limit: at most %d channels per stream", max)))
 		return
 	}
+	who, ip, ok := s.admit(w, r)
+	if !ok {
+		return
+	}
+	defer s.limits.release(ip)
+	user := who.user
+	s.endSSEOnShutdown(r)
 	stream, err := s.sse.NewStream(w)
 	if err != nil {
 		writeHTTPError(w, Errorf(CodeUnavailable, "server is shutting down"))
@@ -61,13 +64,15 @@ func (s *Server) serveSSE(w http.ResponseWriter, r *http.Request) {
 		Conn:          stream,
 		Client:        info,
 		Mode:          session.ModeSSE,
-		Policy:        hookPolicy{&s.cfg.Hooks},
+		Policy:        s.newAccess(who),
+		Expires:       who.expires(),
 		QueueMessages: s.cfg.QueueMessages,
 		QueueBytes:    s.cfg.QueueBytes,
 		Metrics:       s.metrics,
 		Logger:        s.cfg.Logger,
 	})
 	defer sess.Close()
+	_ = sess.Open(nil) // an SSE session only starts its token's expiry there
 	// Subscribe every channel before the stream starts, so that a refusal
 	// is still an HTTP error and the first `id:` covers every channel.
 	for _, ch := range channels {
@@ -79,7 +84,9 @@ func (s *Server) serveSSE(w http.ResponseWriter, r *http.Request) {
 		}
 		res, err := sess.SubscribeStream(ch, since)
 		if err != nil {
-			writeHTTPError(w, s.publicError(err))
+			pe := s.publicError(err)
+			s.countRefusal(pe)
+			writeHTTPError(w, pe)
 			return
 		}
 		// Until a message of it is written, the channel stays where the

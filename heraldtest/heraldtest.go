@@ -6,6 +6,7 @@ package heraldtest
 import (
 	"context"
 	"encoding/json"
+	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
@@ -74,9 +75,15 @@ type Client struct {
 // the welcome push.
 func Dial(t testing.TB, url string, subprotocols ...string) *Client {
 	t.Helper()
+	return DialHeader(t, url, nil, subprotocols...)
+}
+
+// DialHeader is Dial with extra request headers (Authorization, Origin).
+func DialHeader(t testing.TB, url string, header http.Header, subprotocols ...string) *Client {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), Timeout)
 	defer cancel()
-	conn, _, err := websocket.Dial(ctx, url, &websocket.DialOptions{Subprotocols: subprotocols})
+	conn, _, err := websocket.Dial(ctx, url, &websocket.DialOptions{Subprotocols: subprotocols, HTTPHeader: header})
 	if err != nil {
 		t.Fatalf("dial %s: %v", url, err)
 	}

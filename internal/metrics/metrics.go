@@ -18,6 +18,24 @@ type Metrics struct {
 	// SlowConsumers counts connections closed because their outgoing queue
 	// overflowed.
 	SlowConsumers prometheus.Counter
+	// Refusals counts what herald turned away, by reason (RefusalReasons).
+	Refusals *prometheus.CounterVec
+}
+
+// RefusalReasons are the values of Refusals' reason label:
+//   - unauthorized: no token where one is required, or a bad one (401)
+//   - forbidden: a token, namespace rule or hook did not allow it (403)
+//   - origin: a browser page from an origin not allowed (403)
+//   - too_large: a frame or API body over MaxMessageSize (1009, 413)
+//   - rate_limited: over a connection's publish rate (429)
+//   - subscription_limit: over a connection's subscriptions (429)
+//   - connection_limit: over the server's connections (503)
+//   - ip_limit: over one client address's connections (429)
+//   - token_expired: a connection closed when its token expired (1008)
+//   - write_timeout: a connection closed because a write stalled
+var RefusalReasons = []string{
+	"unauthorized", "forbidden", "origin", "too_large", "rate_limited", "subscription_limit",
+	"connection_limit", "ip_limit", "token_expired", "write_timeout",
 }
 
 // New creates the collectors and registers them with reg (nil: none).
@@ -43,6 +61,13 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "herald_slow_consumer_disconnects_total",
 			Help: "Connections closed because they did not read fast enough.",
 		}),
+		Refusals: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "herald_refusals_total",
+			Help: "Requests, commands and connections refused or cut off, by reason.",
+		}, []string{"reason"}),
+	}
+	for _, r := range RefusalReasons {
+		m.Refusals.WithLabelValues(r)
 	}
 	// Every label value exists from the start, so dashboards see zeros
 	// rather than missing series.
@@ -53,7 +78,7 @@ func New(reg prometheus.Registerer) *Metrics {
 		m.MessagesIn.WithLabelValues(src)
 	}
 	if reg != nil {
-		reg.MustRegister(m.Connections, m.Subscriptions, m.MessagesIn, m.MessagesOut, m.SlowConsumers)
+		reg.MustRegister(m.Connections, m.Subscriptions, m.MessagesIn, m.MessagesOut, m.SlowConsumers, m.Refusals)
 	}
 	return m
 }

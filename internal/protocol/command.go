@@ -20,6 +20,9 @@ const (
 	OpHistory     Op = "history"
 	OpPresence    Op = "presence"
 	OpPing        Op = "ping"
+	// OpRefresh replaces the connection's token before it expires (herald's
+	// addition to the contract).
+	OpRefresh Op = "refresh"
 )
 
 // Command is one decoded client command. Fields an op does not use are zero.
@@ -35,6 +38,8 @@ type Command struct {
 	Event    string
 	// Limit is the history limit; -1 when not given.
 	Limit int
+	// Token is the new token of a refresh.
+	Token string
 }
 
 // wireCommand is the JSON shape of a command.
@@ -46,6 +51,7 @@ type wireCommand struct {
 	Data    json.RawMessage `json:"data"`
 	Event   *string         `json:"event"`
 	Limit   *int            `json:"limit"`
+	Token   *string         `json:"token"`
 }
 
 // DecodeCommand decodes and checks one command. On error it returns the
@@ -80,6 +86,12 @@ func DecodeCommand(b []byte) (Command, *Error) {
 	c.Limit = -1
 	switch c.Op {
 	case OpPing:
+		return c, nil
+	case OpRefresh:
+		if w.Token == nil || *w.Token == "" {
+			return c, Errorf(CodeBadRequest, "token is required")
+		}
+		c.Token = *w.Token
 		return c, nil
 	case OpSubscribe, OpUnsubscribe, OpPublish, OpHistory, OpPresence:
 	case "":

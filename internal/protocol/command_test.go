@@ -38,6 +38,8 @@ func TestDecodeCommand(t *testing.T) {
 			Command{ID: 10, Op: OpPublish, Channel: "a", Data: json.RawMessage(`"hi"`), Event: "greet", Limit: -1}},
 		{"publish null", `{"id":11,"op":"publish","channel":"a","data":null}`,
 			Command{ID: 11, Op: OpPublish, Channel: "a", Data: json.RawMessage(`null`), Limit: -1}},
+		{"refresh", `{"id":12,"op":"refresh","token":"a.b.c"}`,
+			Command{ID: 12, Op: OpRefresh, Token: "a.b.c", Limit: -1}},
 		{"field order does not matter", `{"data":[true],"channel":"a","op":"publish","id":12}`,
 			Command{ID: 12, Op: OpPublish, Channel: "a", Data: json.RawMessage(`[true]`), Limit: -1}},
 		{"history", `{"id":13,"op":"history","channel":"a"}`,
@@ -113,6 +115,9 @@ func TestDecodeCommandErrors(t *testing.T) {
 		{"publish without data", `{"id":24,"op":"publish","channel":"a"}`, 24},
 		{"wrong type before the id", `{"channel":["a"],"op":"subscribe","id":25}`, 25},
 		{"wrong type and a bad id", `{"id":"26","op":"subscribe","channel":5}`, 0},
+		{"refresh without token", `{"id":27,"op":"refresh"}`, 27},
+		{"refresh with empty token", `{"id":28,"op":"refresh","token":""}`, 28},
+		{"refresh token not a string", `{"id":29,"op":"refresh","token":7}`, 29},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -35,6 +35,7 @@ var seedFrames = []string{
 	`null`,
 	``,
 	"{\"id\":15,\"op\":\"ping\"}\n{\"id\":16,\"op\":\"ping\"}",
+	`{"id":17,"op":"refresh","token":"a.b.c"}`,
 }
 
 func FuzzDecodeCommand(f *testing.F) {
@@ -71,9 +72,12 @@ func checkCommand(t *testing.T, frame []byte, c Command) {
 		t.Fatalf("DecodeCommand(%q) accepted id 0", frame)
 	}
 	switch c.Op {
-	case OpPing:
+	case OpPing, OpRefresh:
 		if c.Channel != "" {
-			t.Fatalf("ping with channel %q", c.Channel)
+			t.Fatalf("%s with channel %q", c.Op, c.Channel)
+		}
+		if (c.Op == OpRefresh) != (c.Token != "") {
+			t.Fatalf("%s with token %q", c.Op, c.Token)
 		}
 	case OpSubscribe, OpUnsubscribe, OpPublish, OpHistory, OpPresence:
 		if !ValidChannel(c.Channel) {
@@ -113,7 +117,11 @@ func encodeCommand(c Command) []byte {
 	}
 	var b strings.Builder
 	b.WriteString(`{"id":` + strconv.FormatUint(c.ID, 10) + `,"op":` + q(string(c.Op)))
-	if c.Op != OpPing {
+	switch c.Op {
+	case OpPing:
+	case OpRefresh:
+		b.WriteString(`,"token":` + q(c.Token))
+	default:
 		b.WriteString(`,"channel":` + q(c.Channel))
 	}
 	if c.HasSince {

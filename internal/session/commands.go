@@ -2,6 +2,7 @@ package session
 
 import (
 	"encoding/json"
+	"fmt"
 	"slices"
 
 	"github.com/heraldhq/herald/broker"
@@ -15,7 +16,7 @@ func (s *Session) handleCommand(b []byte) {
 	defer s.throttle()
 	cmd, perr := protocol.DecodeCommand(b)
 	if perr != nil {
-		s.reply(protocol.ErrorReply(cmd.ID, perr))
+		s.replyError(cmd.ID, perr)
 		return
 	}
 	switch cmd.Op {
@@ -31,7 +32,32 @@ func (s *Session) handleCommand(b []byte) {
 		s.cmdHistory(cmd)
 	case protocol.OpPresence:
 		s.cmdPresence(cmd)
+	case protocol.OpRefresh:
+		s.cmdRefresh(cmd)
 	}
+}
+
+// replyError answers command id with perr, counting the refusals of a
+// token, a namespace rule or a hook.
+func (s *Session) replyError(id uint64, perr *protocol.Error) {
+	if perr.Code == protocol.CodeForbidden || perr.Code == protocol.CodeUnauthorized {
+		s.refused(string(perr.Code))
+	}
+	s.reply(protocol.ErrorReply(id, perr))
+}
+
+func (s *Session) cmdRefresh(cmd protocol.Command) {
+	if s.cfg.Policy == nil {
+		s.replyError(cmd.ID, protocol.Errorf(protocol.CodeBadRequest, "this server takes no tokens"))
+		return
+	}
+	exp, err := s.cfg.Policy.Refresh(s.ctx, s.cfg.Client, cmd.Token)
+	if err != nil {
+		s.replyError(cmd.ID, s.asProtocolError(err))
+		return
+	}
+	s.setExpiry(exp)
+	s.reply(protocol.Reply(cmd.ID, nil))
 }
 
 func (s *Session) cmdSubscribe(cmd protocol.Command) {
@@ -46,7 +72,7 @@ func (s *Session) cmdSubscribe(cmd protocol.Command) {
 		}))
 	})
 	if !ok {
-		s.reply(protocol.ErrorReply(cmd.ID, perr))
+		s.replyError(cmd.ID, perr)
 	}
 }
 
@@ -69,10 +95,15 @@ func (s *Session) subscribe(channel string, since *string, ready func(hub.Subscr
 	}
 	s.mu.Lock()
 	dup := slices.Contains(s.subs, channel)
-	if s.closed || dup {
+	full := s.cfg.Limits.MaxSubscriptions > 0 && len(s.subs) >= s.cfg.Limits.MaxSubscriptions
+	if s.closed || dup || full {
 		s.mu.Unlock()
-		if dup {
+		switch {
+		case dup:
 			return false, protocol.Errorf(protocol.CodeBadRequest, "already subscribed")
+		case full:
+			s.refused("subscription_limit")
+			return false, protocol.Errorf(protocol.CodeRateLimited, fmt.Sprintf("subscription limit reached: at most %d channels per connection", s.cfg.Limits.MaxSubscriptions))
 		}
 		return false, protocol.Errorf(protocol.CodeUnavailable, "connection closing")
 	}
@@ -117,7 +148,7 @@ func (s *Session) cmdPublish(cmd protocol.Command) {
 		Client: s.cfg.Client.Client,
 	})
 	if err != nil {
-		s.reply(protocol.ErrorReply(cmd.ID, s.asProtocolError(err)))
+		s.replyError(cmd.ID, s.asProtocolError(err))
 		return
 	}
 	s.reply(protocol.Reply(cmd.ID, protocol.PublishReply{Offset: off.String()}))
@@ -125,6 +156,11 @@ func (s *Session) cmdPublish(cmd protocol.Command) {
 
 // publish authorizes and publishes p to channel.
 func (s *Session) publish(channel string, p broker.Publication) (broker.Offset, error) {
+	if s.cfg.Mode != ModeRaw && !s.allowPublish() {
+		s.refused("rate_limited")
+		return broker.Offset{}, protocol.Errorf(protocol.CodeRateLimited,
+			fmt.Sprintf("publish rate limit: %g per second, bursts of %d", float64(s.cfg.Limits.PublishRate), max(s.cfg.Limits.PublishBurst, 1)))
+	}
 	if s.cfg.Policy != nil {
 		if err := s.cfg.Policy.AuthorizePublish(s.ctx, s.cfg.Client, channel, &p); err != nil {
 			return broker.Offset{}, err
@@ -143,7 +179,7 @@ func (s *Session) publish(channel string, p broker.Publication) (broker.Offset, 
 func (s *Session) cmdHistory(cmd protocol.Command) {
 	if s.cfg.Policy != nil {
 		if err := s.cfg.Policy.AuthorizeSubscribe(s.ctx, s.cfg.Client, cmd.Channel); err != nil {
-			s.reply(protocol.ErrorReply(cmd.ID, s.asProtocolError(err)))
+			s.replyError(cmd.ID, s.asProtocolError(err))
 			return
 		}
 	}
@@ -151,14 +187,14 @@ func (s *Session) cmdHistory(cmd protocol.Command) {
 	if cmd.HasSince {
 		off, err := broker.ParseOffset(cmd.Since)
 		if err != nil {
-			s.reply(protocol.ErrorReply(cmd.ID, protocol.Errorf(protocol.CodeBadRequest, "bad since: "+err.Error())))
+			s.replyError(cmd.ID, protocol.Errorf(protocol.CodeBadRequest, "bad since: "+err.Error()))
 			return
 		}
 		since = off
 	}
 	res, err := s.cfg.Hub.History(s.ctx, cmd.Channel, broker.HistoryQuery{Since: since, Limit: cmd.Limit})
 	if err != nil {
-		s.reply(protocol.ErrorReply(cmd.ID, s.asProtocolError(err)))
+		s.replyError(cmd.ID, s.asProtocolError(err))
 		return
 	}
 	msgs := make([]protocol.WireMessage, len(res.Messages))
@@ -171,13 +207,13 @@ func (s *Session) cmdHistory(cmd protocol.Command) {
 func (s *Session) cmdPresence(cmd protocol.Command) {
 	if s.cfg.Policy != nil {
 		if err := s.cfg.Policy.AuthorizeSubscribe(s.ctx, s.cfg.Client, cmd.Channel); err != nil {
-			s.reply(protocol.ErrorReply(cmd.ID, s.asProtocolError(err)))
+			s.replyError(cmd.ID, s.asProtocolError(err))
 			return
 		}
 	}
 	cs, err := s.cfg.Hub.Presence(s.ctx, cmd.Channel)
 	if err != nil {
-		s.reply(protocol.ErrorReply(cmd.ID, s.asProtocolError(err)))
+		s.replyError(cmd.ID, s.asProtocolError(err))
 		return
 	}
 	s.reply(protocol.Reply(cmd.ID, protocol.PresenceReply{Clients: cs}))

@@ -13,6 +13,9 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"time"
+
+	"golang.org/x/time/rate"
 
 	"github.com/heraldhq/herald/broker"
 	"github.com/heraldhq/herald/internal/hub"
@@ -55,6 +58,19 @@ type Policy interface {
 	AuthorizeSubscribe(ctx context.Context, c broker.ClientInfo, channel string) error
 	// AuthorizePublish allows or refuses a publish and may rewrite p.
 	AuthorizePublish(ctx context.Context, c broker.ClientInfo, channel string, p *broker.Publication) error
+	// Refresh replaces the connection's token and returns when the new one
+	// expires (zero: never).
+	Refresh(ctx context.Context, c broker.ClientInfo, token string) (time.Time, error)
+}
+
+// Limits bound what one connection may do; zero fields do not limit.
+type Limits struct {
+	// MaxSubscriptions caps the channels one connection is subscribed to.
+	MaxSubscriptions int
+	// PublishRate is the publishes per second a connection may make on
+	// average, with bursts of PublishBurst.
+	PublishRate  rate.Limit
+	PublishBurst int
 }
 
 // Config configures a Session.
@@ -67,6 +83,11 @@ type Config struct {
 	RawChannel string
 	// Policy is consulted for every subscribe and publish; nil allows all.
 	Policy Policy
+	// Expires is when the connection's token expires: the session closes
+	// the connection with 1008 then, unless a refresh moves it. Zero:
+	// never.
+	Expires time.Time
+	Limits  Limits
 	// QueueMessages and QueueBytes bound the outgoing queue; a session
 	// whose queue would pass either is closed with 1008.
 	QueueMessages int
@@ -81,9 +102,11 @@ type Session struct {
 	cfg Config
 	ctx context.Context
 
-	mu     sync.Mutex // guards subs and closed
-	subs   []string   // a few per connection: a slice is smaller than a map
-	closed bool
+	mu      sync.Mutex // guards subs, closed and expiry
+	subs    []string   // a few per connection: a slice is smaller than a map
+	closed  bool
+	expiry  *time.Timer   // nil without a token expiry
+	limiter *rate.Limiter // made on the first publish; used by the reading goroutine only
 
 	qmu        sync.Mutex // guards the outgoing queue
 	queue      []*hub.Payload
@@ -117,6 +140,9 @@ func (s *Session) Client() broker.ClientInfo { return s.cfg.Client }
 // Open starts the session: a JSON session sends its welcome, a raw session
 // subscribes to its channel (resuming after since when it is set).
 func (s *Session) Open(since *string) error {
+	if !s.cfg.Expires.IsZero() {
+		s.setExpiry(s.cfg.Expires)
+	}
 	if s.cfg.Mode == ModeSSE {
 		return nil
 	}
@@ -204,6 +230,9 @@ func (s *Session) Close() {
 	s.closed = true
 	subs := s.subs
 	s.subs = nil
+	if s.expiry != nil {
+		s.expiry.Stop()
+	}
 	s.mu.Unlock()
 	for _, ch := range subs {
 		s.cfg.Hub.Unsubscribe(context.Background(), s, s.cfg.Client, ch)
@@ -219,6 +248,45 @@ func (s *Session) removeSubLocked(channel string) bool {
 	}
 	s.subs = slices.Delete(s.subs, i, i+1)
 	return true
+}
+
+// setExpiry makes the session close its connection at t (1008, "token
+// expired"), replacing an earlier expiry; the zero t removes it.
+func (s *Session) setExpiry(t time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return
+	}
+	if s.expiry != nil {
+		s.expiry.Stop()
+		s.expiry = nil
+	}
+	if t.IsZero() {
+		return
+	}
+	s.expiry = time.AfterFunc(time.Until(t), func() {
+		s.refused("token_expired")
+		s.cfg.Conn.Close(protocol.ClosePolicy, "token expired")
+	})
+}
+
+// allowPublish takes one publish from the connection's rate limit.
+func (s *Session) allowPublish() bool {
+	if s.cfg.Limits.PublishRate <= 0 {
+		return true
+	}
+	if s.limiter == nil {
+		s.limiter = rate.NewLimiter(s.cfg.Limits.PublishRate, max(s.cfg.Limits.PublishBurst, 1))
+	}
+	return s.limiter.Allow()
+}
+
+// refused counts a refusal by reason.
+func (s *Session) refused(reason string) {
+	if s.cfg.Metrics != nil {
+		s.cfg.Metrics.Refusals.WithLabelValues(reason).Inc()
+	}
 }
 
 // Disconnect closes the connection with a close code and reason.
@@ -242,6 +310,13 @@ func (s *Session) subscriptionsDelta(d float64) {
 // publishRaw publishes a raw-mode frame to the session's channel. Raw mode
 // has no replies: a refused publish is logged and dropped.
 func (s *Session) publishRaw(frame []byte, binary bool) {
+	if !s.allowPublish() {
+		// Raw mode has no error replies: a client over its rate is told by
+		// closing, rather than silently losing what it sends.
+		s.refused("rate_limited")
+		s.cfg.Conn.Close(protocol.ClosePolicy, "publish rate limit exceeded")
+		return
+	}
 	p := broker.Publication{Binary: binary, User: s.cfg.Client.User, Client: s.cfg.Client.Client}
 	if binary {
 		p.Data = append([]byte(nil), frame...)

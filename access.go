@@ -1,0 +1,251 @@
+package herald
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/time/rate"
+
+	"github.com/heraldhq/herald/broker"
+	"github.com/heraldhq/herald/internal/auth"
+	"github.com/heraldhq/herald/internal/session"
+)
+
+// caller is who a client request is, once its token and the Connect hook
+// have spoken.
+type caller struct {
+	user string
+	// id is the verified token; nil without one.
+	id *auth.Identity
+}
+
+// authenticate reads and verifies the request's token (`?token=` or
+// `Authorization: Bearer`) and runs the Connect hook. A bad token, or none
+// where one is required, is an unauthorized *Error.
+func (s *Server) authenticate(r *http.Request) (caller, error) {
+	var c caller
+	tok := requestToken(r)
+	switch {
+	case tok != "" && s.verifier != nil:
+		id, err := s.verifier.Verify(tok)
+		if err != nil {
+			return c, Errorf(CodeUnauthorized, err.Error())
+		}
+		c.id, c.user = id, id.User
+	case tok != "" && s.cfg.Hooks.Connect == nil:
+		// A token nobody can check must not pass for anonymous: its holder
+		// believes it is someone.
+		return c, Errorf(CodeUnauthorized, "this server verifies no tokens: it has no token key")
+	case tok == "" && s.verifier != nil && !s.cfg.AllowAnonymous:
+		return c, Errorf(CodeUnauthorized, "a token is required: pass ?token= or Authorization: Bearer")
+	}
+	if s.cfg.Hooks.Connect != nil {
+		user, err := s.cfg.Hooks.Connect(r)
+		if err != nil {
+			return c, err
+		}
+		if c.id == nil {
+			c.user = user
+		}
+	}
+	return c, nil
+}
+
+// requestToken is the token of r: its `token` parameter, or else its
+// Authorization bearer credentials.
+func requestToken(r *http.Request) string {
+	if t := r.URL.Query().Get("token"); t != "" {
+		return t
+	}
+	scheme, cred, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	if ok && strings.EqualFold(scheme, "Bearer") {
+		return strings.TrimSpace(cred)
+	}
+	return ""
+}
+
+// access is one connection's session.Policy: its token's channels, the
+// namespace rules, then the hooks. The token may change (refresh).
+type access struct {
+	s  *Server
+	id atomic.Pointer[auth.Identity] // nil without a token
+}
+
+func (s *Server) newAccess(c caller) *access {
+	a := &access{s: s}
+	a.id.Store(c.id)
+	return a
+}
+
+// anonymous reports whether the client has neither a token nor a user
+// from the Connect hook.
+func (a *access) anonymous(c broker.ClientInfo) bool { return a.id.Load() == nil && c.User == "" }
+
+func (a *access) AuthorizeSubscribe(ctx context.Context, c broker.ClientInfo, channel string) error {
+	if a.anonymous(c) && a.s.cfg.rules(channel).noAnonymousSubscribe {
+		return Errorf(CodeForbidden, fmt.Sprintf("anonymous clients may not subscribe to %q: connect with a token", channel))
+	}
+	if id := a.id.Load(); id != nil && !id.CanSubscribe(channel) {
+		return Errorf(CodeForbidden, fmt.Sprintf("the token does not allow subscribing to %q", channel))
+	}
+	return hookPolicy{&a.s.cfg.Hooks}.AuthorizeSubscribe(ctx, c, channel)
+}
+
+func (a *access) AuthorizePublish(ctx context.Context, c broker.ClientInfo, channel string, p *broker.Publication) error {
+	r := a.s.cfg.rules(channel)
+	if r.noClientPublish {
+		return Errorf(CodeForbidden, fmt.Sprintf("clients may not publish to %q: only the server API does", channel))
+	}
+	if a.anonymous(c) && r.noAnonymousPublish {
+		return Errorf(CodeForbidden, fmt.Sprintf("anonymous clients may not publish to %q: connect with a token", channel))
+	}
+	if id := a.id.Load(); id != nil && !id.CanPublish(channel) {
+		return Errorf(CodeForbidden, fmt.Sprintf("the token does not allow publishing to %q", channel))
+	}
+	return hookPolicy{&a.s.cfg.Hooks}.AuthorizePublish(ctx, c, channel, p)
+}
+
+// Refresh verifies a new token for the connection: it must name the same
+// user, and replaces the old token's channels and expiry.
+func (a *access) Refresh(_ context.Context, c broker.ClientInfo, token string) (time.Time, error) {
+	if a.s.verifier == nil {
+		return time.Time{}, Errorf(CodeBadRequest, "this server verifies no tokens: it has no token key")
+	}
+	id, err := a.s.verifier.Verify(token)
+	if err != nil {
+		return time.Time{}, Errorf(CodeUnauthorized, err.Error())
+	}
+	if id.User != c.User {
+		return time.Time{}, Errorf(CodeForbidden, "a refreshed token must name the connection's user (sub)")
+	}
+	a.id.Store(id)
+	return id.Expires, nil
+}
+
+// connLimits counts open connections, in total and per client address.
+type connLimits struct {
+	max, perIP int // ≤ 0: no limit
+	total      atomic.Int64
+
+	mu   sync.Mutex
+	byIP map[string]int // only when perIP > 0
+}
+
+// errConnLimit and errIPLimit are acquire's refusals.
+var (
+	errConnLimit = Errorf(CodeUnavailable, "connection limit reached: try again later")
+	errIPLimit   = Errorf(CodeRateLimited, "too many connections from this address")
+)
+
+// acquire counts one more connection from ip, or refuses it (and counts
+// nothing) when a limit is reached.
+func (l *connLimits) acquire(ip string) error {
+	if n := l.total.Add(1); l.max > 0 && n > int64(l.max) {
+		l.total.Add(-1)
+		return errConnLimit
+	}
+	if l.perIP <= 0 {
+		return nil
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.byIP[ip] >= l.perIP {
+		l.total.Add(-1)
+		return errIPLimit
+	}
+	if l.byIP == nil {
+		l.byIP = make(map[string]int)
+	}
+	l.byIP[ip]++
+	return nil
+}
+
+// release counts one connection from ip less.
+func (l *connLimits) release(ip string) {
+	l.total.Add(-1)
+	if l.perIP <= 0 {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.byIP[ip]--; l.byIP[ip] <= 0 {
+		delete(l.byIP, ip)
+	}
+}
+
+// clientIP is the address a request came from, without its port.
+func clientIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+// admit runs every check a client connection passes before it is served —
+// draining, origin, limits, token, Connect hook — and answers the request
+// when one refuses. On success the caller must call s.limits.release(ip)
+// once the connection ends.
+func (s *Server) admit(w http.ResponseWriter, r *http.Request) (caller, string, bool) {
+	if s.draining.Load() {
+		writeHTTPError(w, Errorf(CodeUnavailable, "server is shutting down"))
+		return caller{}, "", false
+	}
+	if !s.origins.Allow(w, r) {
+		s.metrics.Refusals.WithLabelValues("origin").Inc()
+		writeHTTPError(w, Errorf(CodeForbidden, "origin not allowed: add it to --origins (Config.Origins)"))
+		return caller{}, "", false
+	}
+	c, err := s.authenticate(r)
+	if err != nil {
+		pe := s.publicError(err)
+		s.countRefusal(pe)
+		if pe.Code == CodeUnauthorized {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="herald"`)
+		}
+		writeHTTPError(w, pe)
+		return caller{}, "", false
+	}
+	ip := clientIP(r)
+	if err := s.limits.acquire(ip); err != nil {
+		reason := "connection_limit"
+		if err == errIPLimit {
+			reason = "ip_limit"
+		}
+		s.metrics.Refusals.WithLabelValues(reason).Inc()
+		writeHTTPError(w, err.(*Error))
+		return caller{}, "", false
+	}
+	return c, ip, true
+}
+
+// countRefusal counts a refusal whose code says it was one.
+func (s *Server) countRefusal(e *Error) {
+	switch e.Code {
+	case CodeUnauthorized, CodeForbidden:
+		s.metrics.Refusals.WithLabelValues(string(e.Code)).Inc()
+	}
+}
+
+// sessionLimits are the per-connection limits of the configuration.
+func (s *Server) sessionLimits() session.Limits {
+	return session.Limits{
+		MaxSubscriptions: max(s.cfg.MaxSubscriptions, 0),
+		PublishRate:      rate.Limit(max(s.cfg.PublishRate, 0)),
+		PublishBurst:     s.cfg.PublishBurst,
+	}
+}
+
+// expires is when c's token expires; zero without a token or an exp.
+func (c caller) expires() time.Time {
+	if c.id == nil {
+		return time.Time{}
+	}
+	return c.id.Expires
+}
