@@ -28,3 +28,4 @@ fuzz:
 	go test -run=NONE -fuzz=FuzzSSECursor -fuzztime=$(FUZZTIME) ./internal/protocol
 	go test -run=NONE -fuzz=FuzzParseOffset -fuzztime=$(FUZZTIME) ./broker
 	go test -run=NONE -fuzz=FuzzDecodePublish -fuzztime=$(FUZZTIME) ./internal/api
+	go test -run=NONE -fuzz=FuzzVerify -fuzztime=$(FUZZTIME) ./internal/auth

@@ -130,4 +130,7 @@ func TestOverSizeMessageCloses1009(t *testing.T) {
 	if code := raw.closed(); code != websocket.StatusMessageTooBig {
 		t.Fatalf("raw client close status %v, want 1009", code)
 	}
+	heraldtest.WaitFor(t, heraldtest.Timeout, func() bool {
+		return metric(t, base, `herald_refusals_total{reason="too_large"}`) == 2
+	})
 }

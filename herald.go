@@ -112,6 +112,7 @@ func New(cfg Config) (*Server, error) {
 		HandshakeTimeout:   cfg.HandshakeTimeout,
 		DisableCompression: cfg.DisableCompression,
 		Logger:             cfg.Logger,
+		Refused:            func(reason string) { s.metrics.Refusals.WithLabelValues(reason).Inc() },
 	}, protocol.SubprotocolJSONL, protocol.SubprotocolJSON)
 	s.sse = sse.New(sse.Config{
 		Heartbeat:    cfg.SSEHeartbeat,

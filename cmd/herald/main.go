@@ -2,6 +2,7 @@
 //
 //	herald [serve] [flags]   run the server (the default)
 //	herald pub CHANNEL DATA  publish through the server API
+//	herald token --user U    print a client token signed with --token-secret
 //	herald version           print the version
 //
 // Every serve flag is also a config-file key (--config FILE, YAML) and an
@@ -49,6 +50,8 @@ func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) erro
 		return serve(ctx, args, env, stdout, stderr)
 	case "pub":
 		return pub(ctx, args, env, os.Stdin, stdout, stderr) // tests call pub with a stdin of their own
+	case "token":
+		return token(ctx, args, env, stdout, stderr)
 	case "bench":
 		return loadtest.Run(ctx, args, stdout, stderr)
 	case "version":
@@ -67,6 +70,7 @@ const usage = `usage: herald [command] [flags]
 commands:
   serve     run the server (the default); herald serve -h lists its flags
   pub       publish through the server API: herald pub [--url U] [--api-key K] [--event E] CHANNEL DATA|-
+  token     print a client token for development: herald token --token-secret S --user U [--sub P] [--pub P] [--ttl D]
   bench     load-test a running server: herald bench idle|fanout|sse -h
   version   print the version
 `

@@ -119,14 +119,7 @@ func TestServeRunsAndStopsOnCancel(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- run(ctx, []string{"--addr", addr}, nil, io.Discard, io.Discard) }()
-	heraldtest.WaitFor(t, heraldtest.Timeout, func() bool {
-		resp, err := http.Get("http://" + addr + "/healthz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	})
+	waitHealthy(t, addr)
 	for _, path := range []string{"/", "/herald.js"} {
 		resp, err := http.Get("http://" + addr + path)
 		if err != nil {
@@ -159,4 +152,17 @@ func TestBrokerSetting(t *testing.T) {
 	if got := redactURL("redis://user:secret@cache.example:6379/0"); strings.Contains(got, "secret") {
 		t.Errorf("redactURL kept the password: %s", got)
 	}
+}
+
+// waitHealthy waits until the server at addr answers /healthz with 200.
+func waitHealthy(t *testing.T, addr string) {
+	t.Helper()
+	heraldtest.WaitFor(t, heraldtest.Timeout, func() bool {
+		resp, err := http.Get("http://" + addr + "/healthz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
 }

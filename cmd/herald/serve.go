@@ -11,7 +11,6 @@ import (
 	"net/url"
 	"runtime/debug"
 	"strings"
-	"time"
 
 	"github.com/heraldhq/herald"
 	"github.com/heraldhq/herald/broker"
@@ -21,8 +20,6 @@ import (
 )
 
 const (
-	// shutdownTimeout bounds a graceful shutdown.
-	shutdownTimeout = 10 * time.Second
 	// defaultGCPercent is the GC target of herald serve when GOGC is unset.
 	defaultGCPercent = 50
 )
@@ -55,7 +52,11 @@ func serve(ctx context.Context, args, env []string, _ io.Writer, stderr io.Write
 		_ = srv.Shutdown(context.Background())
 		return fmt.Errorf("listen: %w", err)
 	}
-	httpSrv := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelDebug)}
+	httpSrv := &http.Server{
+		Handler:           srv,
+		ReadHeaderTimeout: s.config.HandshakeTimeout,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelDebug),
+	}
 	logger.Info("herald listening", "addr", ln.Addr().String(), "url", "http://"+displayHost(ln.Addr()), "broker", redactURL(s.broker))
 
 	errc := make(chan error, 1)
@@ -67,7 +68,7 @@ func serve(ctx context.Context, args, env []string, _ io.Writer, stderr io.Write
 	case <-ctx.Done():
 	}
 	logger.Info("shutting down")
-	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	sctx, cancel := context.WithTimeout(context.Background(), s.shutdownTimeout)
 	defer cancel()
 	herr := httpSrv.Shutdown(sctx)
 	serr := srv.Shutdown(sctx)

@@ -24,11 +24,12 @@ var defaultsYAML []byte
 // settings are serve's inputs once flags, environment, file and defaults
 // are merged.
 type settings struct {
-	addr       string
-	broker     string
-	logLevel   slog.Level
-	config     herald.Config
-	namespaces map[string]herald.Namespace
+	addr            string
+	broker          string
+	logLevel        slog.Level
+	shutdownTimeout time.Duration
+	config          herald.Config
+	namespaces      map[string]herald.Namespace
 }
 
 // option is one serve setting: a flag, an env variable and a file key.
@@ -61,6 +62,30 @@ func options() []option {
 			return nil
 		}},
 		{"api-key", "key for the server API; without one it answers loopback callers only", func(s *settings, v string) error { s.config.APIKey = v; return nil }},
+		{"token-secret", "HS256 secret for client tokens; once set, clients need a token unless --allow-anonymous", func(s *settings, v string) error { s.config.TokenSecret = v; return nil }},
+		{"token-public-key", "PEM file of an RSA or ECDSA P-256 public key for RS256/ES256 client tokens", fileSetting(func(s *settings, b []byte) { s.config.TokenPublicKey = b })},
+		{"token-jwks", "JSON Web Key Set file for RS256/ES256 client tokens, by kid", fileSetting(func(s *settings, b []byte) { s.config.TokenJWKS = b })},
+		{"allow-anonymous", "let clients in without a token although a token key is set (without a key everyone is anonymous)", boolSetting(func(s *settings, on bool) { s.config.AllowAnonymous = on })},
+		{"max-subscriptions", "channels per connection (0: no limit)", limitSetting(func(s *settings, n int) { s.config.MaxSubscriptions = n })},
+		{"publish-rate", "publishes per second per connection, on average (0: no limit)", func(s *settings, v string) error {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil || f < 0 {
+				return fmt.Errorf("want a number of publishes per second, got %q", v)
+			}
+			if f == 0 {
+				f = -1
+			}
+			s.config.PublishRate = f
+			return nil
+		}},
+		{"publish-burst", "publishes per connection in a burst above the rate", intSetting(func(s *settings, n int) { s.config.PublishBurst = n })},
+		{"max-connections", "open WebSocket and SSE connections, in total (0: no limit; default: the open-file limit less a reserve)", limitSetting(func(s *settings, n int) { s.config.MaxConnections = n })},
+		{"max-connections-per-ip", "connections from one client address (0: no limit; behind a proxy leave it 0)", intSetting(func(s *settings, n int) { s.config.MaxConnectionsPerIP = n })},
+		{"queue-messages", "outgoing messages a connection may fall behind before it is closed as a slow consumer", intSetting(func(s *settings, n int) { s.config.QueueMessages = n })},
+		{"queue-bytes", "outgoing bytes a connection may fall behind before it is closed as a slow consumer", intSetting(func(s *settings, n int) { s.config.QueueBytes = n })},
+		{"handshake-timeout", "time a client has to send its request headers, and the server to write an upgrade", durationSetting(func(s *settings, d time.Duration) { s.config.HandshakeTimeout = d })},
+		{"write-timeout", "time one write to a connection may take before the connection is closed", durationSetting(func(s *settings, d time.Duration) { s.config.WriteTimeout = d })},
+		{"shutdown-timeout", "how long a graceful shutdown waits for connections to close", durationSetting(func(s *settings, d time.Duration) { s.shutdownTimeout = d })},
 		{"sse-heartbeat", "how often an idle SSE stream gets a comment line", durationSetting(func(s *settings, d time.Duration) { s.config.SSEHeartbeat = d })},
 		{"sse-retry", "the reconnect delay SSE streams tell EventSource", durationSetting(func(s *settings, d time.Duration) { s.config.SSERetry = d })},
 		{"log-level", "debug, info, warn or error", func(s *settings, v string) error { return s.logLevel.UnmarshalText([]byte(v)) }},
@@ -74,6 +99,43 @@ func intSetting(apply func(*settings, int)) func(*settings, string) error {
 			return fmt.Errorf("want a whole number, got %q", v)
 		}
 		apply(s, n)
+		return nil
+	}
+}
+
+// limitSetting reads a limit where 0 means none (herald.Config's -1).
+func limitSetting(apply func(*settings, int)) func(*settings, string) error {
+	return intSetting(func(s *settings, n int) {
+		if n == 0 {
+			n = -1
+		}
+		apply(s, n)
+	})
+}
+
+func boolSetting(apply func(*settings, bool)) func(*settings, string) error {
+	return func(s *settings, v string) error {
+		on, err := strconv.ParseBool(v)
+		if err != nil {
+			return fmt.Errorf("want true or false, got %q", v)
+		}
+		apply(s, on)
+		return nil
+	}
+}
+
+// fileSetting reads the file a setting names; "" reads nothing.
+func fileSetting(apply func(*settings, []byte)) func(*settings, string) error {
+	return func(s *settings, v string) error {
+		if v == "" {
+			apply(s, nil)
+			return nil
+		}
+		b, err := os.ReadFile(v)
+		if err != nil {
+			return err
+		}
+		apply(s, b)
 		return nil
 	}
 }
@@ -209,6 +271,18 @@ func readNamespaces(node *yaml.Node, out map[string]herald.Namespace) error {
 				ns.NoPresence = !on
 			case "join-leave":
 				ns.JoinLeave, err = strconv.ParseBool(v.Value)
+			case "client-publish":
+				var on bool
+				on, err = strconv.ParseBool(v.Value)
+				ns.NoClientPublish = !on
+			case "anonymous-subscribe":
+				var on bool
+				on, err = strconv.ParseBool(v.Value)
+				ns.NoAnonymousSubscribe = !on
+			case "anonymous-publish":
+				var on bool
+				on, err = strconv.ParseBool(v.Value)
+				ns.NoAnonymousPublish = !on
 			default:
 				err = errors.New("unknown key")
 			}

@@ -46,7 +46,8 @@ type Config struct {
 	Origins origin.Policy
 	// MaxMessageSize bounds a publish body, in bytes; 0 means no bound.
 	MaxMessageSize int
-	// Metrics, when set, counts publishes as MessagesIn{source="api"}.
+	// Metrics, when set, counts publishes as MessagesIn{source="api"} and
+	// refusals.
 	Metrics *metrics.Metrics
 	// Logger receives internal errors, which callers see only as
 	// "internal"; nil discards them.
@@ -79,6 +80,7 @@ const allowedMethods = "GET, POST, OPTIONS"
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-store")
 	if !h.cfg.Origins.Allow(w, r) {
+		h.refused("origin")
 		writeError(w, protocol.Errorf(protocol.CodeForbidden, "origin not allowed: add it to --origins (Config.Origins)"))
 		return
 	}
@@ -87,6 +89,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if e := h.authorize(r); e != nil {
+		h.refused(string(e.Code))
 		w.Header().Set("WWW-Authenticate", `Bearer realm="herald"`)
 		writeError(w, e)
 		return
@@ -215,6 +218,7 @@ func (h *Handler) publish(w http.ResponseWriter, r *http.Request, _ string) {
 	if err != nil {
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {
+			h.refused("too_large")
 			writeError(w, protocol.Errorf(protocol.CodeTooLarge,
 				"body over "+strconv.FormatInt(tooLarge.Limit, 10)+" bytes (--max-message-size)"))
 			return
@@ -368,6 +372,13 @@ func deref(s *string) string {
 		return ""
 	}
 	return *s
+}
+
+// refused counts a refusal by reason (metrics.RefusalReasons).
+func (h *Handler) refused(reason string) {
+	if h.cfg.Metrics != nil {
+		h.cfg.Metrics.Refusals.WithLabelValues(reason).Inc()
+	}
 }
 
 // writeError answers with the contract's error shape and the status of its

@@ -2,6 +2,7 @@ package ws
 
 import (
 	"bytes"
+	"errors"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -116,7 +117,11 @@ func conn(gc *gws.Conn) *Conn {
 
 func (e *events) OnOpen(*gws.Conn) {}
 
-func (e *events) OnClose(gc *gws.Conn, _ error) {
+func (e *events) OnClose(gc *gws.Conn, err error) {
+	var coded interface{ Uint16() uint16 }
+	if errors.As(err, &coded) && coded.Uint16() == 1009 {
+		e.t.refused("too_large")
+	}
 	c := conn(gc)
 	c.closed.Store(true)
 	e.t.forget(c)

@@ -59,6 +59,10 @@ type Config struct {
 	DisableCompression bool
 	// Logger receives handler panics; nil discards.
 	Logger *slog.Logger
+	// Refused, when set, is told of each connection the transport cuts
+	// off: "too_large" (a message over MaxMessageSize) or
+	// "write_timeout" (a batch not written within WriteTimeout).
+	Refused func(reason string)
 }
 
 func (c *Config) setDefaults() {
@@ -280,6 +284,12 @@ func (t *Transport) Close() {
 	}
 }
 
+func (t *Transport) refused(reason string) {
+	if t.cfg.Refused != nil {
+		t.cfg.Refused(reason)
+	}
+}
+
 func (t *Transport) recover(gws.Logger) {
 	if v := recover(); v != nil {
 		t.cfg.Logger.Error("panic in connection handler", "panic", v)
@@ -327,6 +337,9 @@ func (t *Transport) sweep(now int64) {
 		c.gc.WriteAsync(gws.OpcodePing, nil, nil)
 	}
 	for _, c := range gone {
+		if since := c.writingSince.Load(); since != 0 && now-since > writeTimeout {
+			t.refused("write_timeout")
+		}
 		_ = c.gc.NetConn().Close() // a peer that reads nothing gets no close frame
 	}
 }

@@ -1,0 +1,132 @@
+package herald_test
+
+import (
+	"bufio"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/heraldhq/herald"
+	"github.com/heraldhq/herald/heraldtest"
+)
+
+// upgrade opens a WebSocket to path by hand, for tests that open many or
+// misbehave on purpose; it reports errors rather than failing the test.
+func upgrade(base, path string) (net.Conn, error) {
+	u, err := url.Parse(base)
+	if err != nil {
+		return nil, err
+	}
+	c, err := net.DialTimeout("tcp", u.Host, heraldtest.Timeout)
+	if err != nil {
+		return nil, err
+	}
+	var key [16]byte
+	_, _ = rand.Read(key[:])
+	_ = c.SetDeadline(time.Now().Add(heraldtest.Timeout))
+	fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+		"Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n", path, u.Host, base64.StdEncoding.EncodeToString(key[:]))
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		_ = c.Close()
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		_ = c.Close()
+		return nil, fmt.Errorf("handshake status %d", resp.StatusCode)
+	}
+	_ = c.SetDeadline(time.Time{})
+	return c, nil
+}
+
+// closeFrame is a masked close frame with code 1000.
+var closeFrame = []byte{0x88, 0x82, 1, 2, 3, 4, 0x03 ^ 1, 0xe8 ^ 2}
+
+// After 10,000 connections come and go — half closing properly, half cut
+// off — the server holds no more goroutines and no more memory than
+// before. Not parallel: the goroutine count must be this test's alone.
+func TestNoLeakAfterManyConnections(t *testing.T) {
+	_, base := newServer(t, herald.Config{})
+	const cycles, workers = 10000, 8
+	cycle := func(i int) error {
+		path := "/ws"
+		if i%2 == 0 {
+			path = "/ws/leak" // raw: subscribed to a channel, present in it
+		}
+		c, err := upgrade(base, path)
+		if err != nil {
+			return err
+		}
+		if i%4 < 2 {
+			_, err = c.Write(closeFrame)
+		}
+		return errors.Join(err, c.Close())
+	}
+	for i := range 100 { // warm pools and maps up
+		if err := cycle(i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitNoConnections(t, base)
+	goroutines, heap := settle()
+
+	start := time.Now()
+	var next atomic.Int64
+	var failed atomic.Value
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for i := int(next.Add(1)); i <= cycles; i = int(next.Add(1)) {
+				if err := cycle(i); err != nil {
+					failed.CompareAndSwap(nil, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if err := failed.Load(); err != nil {
+		t.Fatalf("a connection failed: %v", err)
+	}
+	elapsed := time.Since(start)
+	waitNoConnections(t, base)
+	var goroutinesAfter int
+	var heapAfter uint64
+	heraldtest.WaitFor(t, heraldtest.Timeout, func() bool {
+		goroutinesAfter, heapAfter = settle()
+		return goroutinesAfter <= goroutines
+	})
+	growth := int64(heapAfter) - int64(heap)
+	t.Logf("%d connections in %v; goroutines %d → %d; live heap %d → %d bytes (%+d)",
+		cycles, elapsed.Round(time.Millisecond), goroutines, goroutinesAfter, heap, heapAfter, growth)
+	if growth > 1<<20 {
+		t.Fatalf("live heap grew by %d bytes over %d connections", growth, cycles)
+	}
+}
+
+// settle collects garbage and returns the goroutine count and live heap.
+func settle() (int, uint64) {
+	runtime.GC()
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return runtime.NumGoroutine(), ms.HeapAlloc
+}
+
+func waitNoConnections(t *testing.T, base string) {
+	t.Helper()
+	heraldtest.WaitFor(t, heraldtest.Timeout, func() bool {
+		m := scrape(t, base)
+		return m[`herald_connections{transport="ws"}`] == 0 && m[`herald_connections{transport="raw"}`] == 0 &&
+			m["herald_subscriptions"] == 0
+	})
+}

@@ -1,0 +1,206 @@
+package herald_test
+
+import (
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/heraldhq/herald"
+	"github.com/heraldhq/herald/heraldtest"
+)
+
+// A connection over its publish rate gets rate_limited and stays open;
+// the bucket refills with time.
+func TestPublishRateLimit(t *testing.T) {
+	t.Parallel()
+	_, base := newServer(t, herald.Config{PublishRate: 2, PublishBurst: 5})
+	c := dial(t, base)
+	before := metric(t, base, `herald_refusals_total{reason="rate_limited"}`)
+	ok, limited := 0, 0
+	for i := range 12 {
+		r := c.Call(map[string]any{"op": "publish", "channel": "r", "data": i}, nil)
+		switch {
+		case r["ok"] == true:
+			ok++
+		case heraldtest.ErrorCode(r) == "rate_limited":
+			limited++
+		default:
+			t.Fatalf("publish %d: %v", i, r)
+		}
+	}
+	// 12 publishes within well under a second: the burst of 5, perhaps one
+	// more refilled, and the rest refused.
+	if ok < 5 || ok > 6 || ok+limited != 12 {
+		t.Fatalf("%d accepted and %d rate limited, want 5 (or 6) accepted", ok, limited)
+	}
+	if got := metric(t, base, `herald_refusals_total{reason="rate_limited"}`) - before; got != float64(limited) {
+		t.Errorf("rate_limited counted %v, want %d", got, limited)
+	}
+	heraldtest.WaitFor(t, heraldtest.Timeout, func() bool {
+		return c.Call(map[string]any{"op": "publish", "channel": "r", "data": "later"}, nil)["ok"] == true
+	})
+	// Subscribing is not publishing: it is not limited by the rate.
+	c.MustOK(map[string]any{"op": "subscribe", "channel": "r"})
+}
+
+// Raw mode has no error replies: a raw client over its rate is closed
+// with 1008.
+func TestRawPublishRateLimitCloses(t *testing.T) {
+	t.Parallel()
+	_, base := newServer(t, herald.Config{PublishRate: 1, PublishBurst: 3})
+	r := dialRaw(t, base, "rr")
+	for i := range 10 {
+		if err := r.Conn.Write(t.Context(), websocket.MessageText, fmt.Appendf(nil, "m%d", i)); err != nil {
+			break // closed already
+		}
+	}
+	if code := r.closed(); code != websocket.StatusPolicyViolation {
+		t.Fatalf("raw flood closed with %v, want 1008", code)
+	}
+}
+
+func TestPublishRateUnlimited(t *testing.T) {
+	t.Parallel()
+	_, base := newServer(t, herald.Config{PublishRate: -1})
+	c := dial(t, base)
+	for i := range 300 {
+		c.MustOK(map[string]any{"op": "publish", "channel": "u", "data": i})
+	}
+}
+
+func TestSubscriptionLimit(t *testing.T) {
+	t.Parallel()
+	_, base := newServer(t, herald.Config{MaxSubscriptions: 2})
+	c := dial(t, base)
+	c.MustOK(map[string]any{"op": "subscribe", "channel": "a"})
+	c.MustOK(map[string]any{"op": "subscribe", "channel": "b"})
+	r := c.Call(map[string]any{"op": "subscribe", "channel": "c"}, nil)
+	if heraldtest.ErrorCode(r) != "rate_limited" || !strings.Contains(errorMessage(r), "at most 2") {
+		t.Fatalf("third subscription: %v, want rate_limited naming the limit", r)
+	}
+	c.MustOK(map[string]any{"op": "unsubscribe", "channel": "a"})
+	c.MustOK(map[string]any{"op": "subscribe", "channel": "c"})
+	if got := metric(t, base, `herald_refusals_total{reason="subscription_limit"}`); got != 1 {
+		t.Errorf("subscription_limit counted %v, want 1", got)
+	}
+	resp, cancel := getSSE(t, nil, base+"/sse?channel=a&channel=b&channel=c", nil)
+	defer cancel()
+	if resp.StatusCode != http.StatusTooManyRequests {
+		t.Errorf("SSE stream of 3 channels: %s, want 429", resp.Status)
+	}
+}
+
+// Past MaxConnections, WebSocket and SSE are refused with 503 before the
+// upgrade; a closed connection frees its place.
+func TestConnectionLimit(t *testing.T) {
+	t.Parallel()
+	_, base := newServer(t, herald.Config{MaxConnections: 2})
+	a := dial(t, base)
+	s := openSSE(t, nil, base+"/sse?channel=x", nil)
+	if status, body := dialStatus(t, heraldtest.WSURL(base, "/ws")); status != http.StatusServiceUnavailable || !strings.Contains(body, "connection limit") {
+		t.Fatalf("third connection: %d %s, want 503", status, body)
+	}
+	resp, cancel := getSSE(t, nil, base+"/sse?channel=x", nil)
+	cancel()
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("third connection over SSE: %s, want 503", resp.Status)
+	}
+	if got := metric(t, base, `herald_refusals_total{reason="connection_limit"}`); got != 2 {
+		t.Errorf("connection_limit counted %v, want 2", got)
+	}
+	s.Close()
+	_ = a.Conn.CloseNow()
+	heraldtest.WaitFor(t, heraldtest.Timeout, func() bool {
+		status, _ := dialStatus(t, heraldtest.WSURL(base, "/ws"))
+		return status == http.StatusSwitchingProtocols
+	})
+}
+
+func TestConnectionLimitPerAddress(t *testing.T) {
+	t.Parallel()
+	_, base := newServer(t, herald.Config{MaxConnectionsPerIP: 2})
+	dial(t, base)
+	dial(t, base)
+	if status, body := dialStatus(t, heraldtest.WSURL(base, "/ws")); status != http.StatusTooManyRequests || !strings.Contains(body, "too many connections from this address") {
+		t.Fatalf("third connection from one address: %d %s, want 429", status, body)
+	}
+	if got := metric(t, base, `herald_refusals_total{reason="ip_limit"}`); got != 1 {
+		t.Errorf("ip_limit counted %v, want 1", got)
+	}
+}
+
+// WebSocket checks Origin like SSE and the API: a page of another site is
+// refused before the upgrade (cross-site WebSocket hijacking), the
+// server's own pages and listed origins are let in.
+func TestWebSocketOrigin(t *testing.T) {
+	t.Parallel()
+	_, base := newServer(t, herald.Config{Origins: []string{"https://app.example"}})
+	host := strings.TrimPrefix(base, "http://")
+	for origin, want := range map[string]int{
+		"https://evil.example": http.StatusForbidden,
+		"https://app.example":  http.StatusSwitchingProtocols,
+		"http://" + host:       http.StatusSwitchingProtocols,
+	} {
+		for _, u := range []string{heraldtest.WSURL(base, "/ws"), rawURL(base, "o")} {
+			if status, body := dialStatusHeader(t, u, http.Header{"Origin": {origin}}); status != want {
+				t.Errorf("%s from %s: %d %s, want %d", u, origin, status, body, want)
+			}
+		}
+	}
+	if got := metric(t, base, `herald_refusals_total{reason="origin"}`); got != 2 {
+		t.Errorf("origin refusals counted %v, want 2", got)
+	}
+}
+
+// Namespace rules: who may publish and subscribe where.
+func TestNamespaceRules(t *testing.T) {
+	t.Parallel()
+	_, base := newServer(t, herald.Config{
+		TokenSecret:    tokenSecret,
+		AllowAnonymous: true,
+		Namespaces: map[string]herald.Namespace{
+			"news":    {NoClientPublish: true},
+			"members": {NoAnonymousSubscribe: true, NoAnonymousPublish: true},
+			"board":   {NoAnonymousPublish: true},
+		},
+	})
+	anon := dial(t, base)
+	ann := heraldtest.Dial(t, wsWithToken(base, mint(t, "ann", time.Hour, nil)))
+	check := func(c *heraldtest.Client, who string, cmd map[string]any, want string) {
+		t.Helper()
+		r := c.Call(cmd, nil)
+		got := "ok"
+		if r["ok"] != true {
+			got = heraldtest.ErrorCode(r)
+		}
+		if got != want {
+			t.Errorf("%s %v: %v, want %s", who, cmd, r, want)
+		}
+	}
+	pub := func(ch string) map[string]any { return map[string]any{"op": "publish", "channel": ch, "data": 1} }
+	sub := func(ch string) map[string]any { return map[string]any{"op": "subscribe", "channel": ch} }
+	hist := func(ch string) map[string]any { return map[string]any{"op": "history", "channel": ch} }
+
+	check(anon, "anonymous", sub("news:today"), "ok")
+	check(anon, "anonymous", pub("news:today"), "forbidden")
+	check(ann, "ann", pub("news:today"), "forbidden")
+	check(anon, "anonymous", sub("members:x"), "forbidden")
+	check(anon, "anonymous", hist("members:x"), "forbidden")
+	check(anon, "anonymous", pub("members:x"), "forbidden")
+	check(ann, "ann", sub("members:x"), "ok")
+	check(ann, "ann", pub("members:x"), "ok")
+	check(anon, "anonymous", sub("board:x"), "ok")
+	check(anon, "anonymous", pub("board:x"), "forbidden")
+	check(ann, "ann", pub("board:x"), "ok")
+	check(anon, "anonymous", pub("other"), "ok")
+
+	// The server API still publishes where clients may not.
+	apiPublish(t, base, `{"channel":"news:today","data":"from the backend"}`)
+	if m := nextMessage(t, anon); m["data"] != "from the backend" {
+		t.Fatalf("news subscriber got %v", m)
+	}
+}
