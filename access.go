@@ -193,6 +193,7 @@ func clientIP(r *http.Request) string {
 // when one refuses. On success the caller must call s.limits.release(ip)
 // once the connection ends.
 func (s *Server) admit(w http.ResponseWriter, r *http.Request) (caller, string, bool) {
+	s.requestArrived(r)
 	if s.draining.Load() {
 		writeHTTPError(w, Errorf(CodeUnavailable, "server is shutting down"))
 		return caller{}, "", false
@@ -248,4 +249,36 @@ func (c caller) expires() time.Time {
 		return time.Time{}
 	}
 	return c.id.Expires
+}
+
+// ConnState and ConnContext are hooks for the http.Server's fields of the
+// same names. Together they count, as handshake_timeout refusals,
+// connections closed without ever sending herald a request after at least
+// HandshakeTimeout: half-open handshakes cut off by the server's
+// ReadHeaderTimeout. herald serve sets both.
+func (s *Server) ConnState(c net.Conn, state http.ConnState) {
+	switch state {
+	case http.StateNew:
+		s.handshaking.Store(c, time.Now())
+	case http.StateHijacked, http.StateIdle:
+		s.handshaking.Delete(c)
+	case http.StateClosed:
+		if v, ok := s.handshaking.LoadAndDelete(c); ok && time.Since(v.(time.Time)) >= s.cfg.HandshakeTimeout*9/10 {
+			s.metrics.Refusals.WithLabelValues("handshake_timeout").Inc()
+		}
+	}
+}
+
+// ConnContext: see ConnState.
+func (s *Server) ConnContext(ctx context.Context, c net.Conn) context.Context {
+	return context.WithValue(ctx, connKey{}, c)
+}
+
+type connKey struct{}
+
+// requestArrived marks r's connection as past its handshake.
+func (s *Server) requestArrived(r *http.Request) {
+	if c, ok := r.Context().Value(connKey{}).(net.Conn); ok {
+		s.handshaking.Delete(c)
+	}
 }

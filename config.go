@@ -96,9 +96,10 @@ type Config struct {
 	// refused with 429 [0: no limit]. Behind a proxy every client has the
 	// proxy's address: set it only where herald faces clients directly.
 	MaxConnectionsPerIP int
-	// HandshakeTimeout bounds writing a WebSocket upgrade's response [5s].
-	// (Reading the request is the http.Server's ReadHeaderTimeout, which
-	// herald serve sets to the same value.)
+	// HandshakeTimeout bounds writing a WebSocket upgrade's response
+	// [10s]. Reading the request is the http.Server's ReadHeaderTimeout:
+	// set it to the same value (herald serve does), and Server.ConnState
+	// as the http.Server's ConnState to count the connections it cuts off.
 	HandshakeTimeout time.Duration
 
 	// Hooks let an application authorize and observe clients.
@@ -177,6 +178,8 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.HandshakeTimeout < 0 {
 		errs = append(errs, errors.New("HandshakeTimeout must not be negative"))
+	} else if c.HandshakeTimeout == 0 {
+		c.HandshakeTimeout = 10 * time.Second
 	}
 	if c.SSEHeartbeat < 0 || c.SSERetry < 0 {
 		errs = append(errs, errors.New("SSEHeartbeat and SSERetry must not be negative"))

@@ -67,7 +67,8 @@ type Server struct {
 	draining atomic.Bool
 	shutdown sync.Once
 
-	sseServers sync.Map // *http.Server → struct{}: those that end SSE streams on shutdown
+	sseServers  sync.Map // *http.Server → struct{}: those that end SSE streams on shutdown
+	handshaking sync.Map // net.Conn → time.Time accepted: connections yet to send a request (ConnState)
 }
 
 // New checks cfg, starts its broker and returns a ready Server.
@@ -147,7 +148,10 @@ func (s *Server) routes() *http.ServeMux {
 
 // ServeHTTP serves every endpoint of the contract: /, /herald.js, /ws,
 // /ws/{channel}, /sse, /api/…, /healthz and /metrics.
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s.requestArrived(r)
+	s.mux.ServeHTTP(w, r)
+}
 
 // WebSocketHandler serves the JSON protocol (the contract's /ws).
 func (s *Server) WebSocketHandler() http.Handler {

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"net"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -114,4 +115,42 @@ func TestStuckPeerIsClosedPromptly(t *testing.T) {
 		t.Errorf("presence after the drop: %v", present)
 	}
 	heraldtest.WaitFor(t, heraldtest.Timeout, func() bool { return metric(t, base, conns) == 0 })
+}
+
+// A peer whose socket stops taking bytes, with a queue too large to
+// overflow first, is closed once a write has waited WriteTimeout, and the
+// close is counted as a write timeout.
+func TestWriteTimeoutClosesAndCounts(t *testing.T) {
+	t.Parallel()
+	const writeTimeout = 500 * time.Millisecond
+	srv, base := newServer(t, herald.Config{
+		QueueMessages: 1 << 20,
+		QueueBytes:    1 << 30,
+		WriteTimeout:  writeTimeout,
+		PingInterval:  time.Hour,
+	})
+	stuck := dialFrames(t, base, "/ws/stall")
+	_ = stuck.c.(*net.TCPConn).SetReadBuffer(4096)
+	watcher := dial(t, base)
+	waitPresent(t, watcher, "stall", 1)
+
+	pad := strings.Repeat("x", 64<<10)
+	deadline := time.Now().Add(heraldtest.Timeout)
+	for metric(t, base, `herald_connections{transport="raw"}`) != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("a peer that takes no bytes is still connected")
+		}
+		for range 16 {
+			if _, err := srv.Publish(context.Background(), "stall", pad); err != nil {
+				t.Fatal(err)
+			}
+		}
+		time.Sleep(writeTimeout / 5) // let the sweep see the stalled write
+	}
+	if got := metric(t, base, `herald_refusals_total{reason="write_timeout"}`); got != 1 {
+		t.Fatalf("write_timeout counted %v, want 1", got)
+	}
+	if got := metric(t, base, "herald_slow_consumer_disconnects_total"); got != 0 {
+		t.Fatalf("slow consumer disconnects %v, want 0: the write timeout closed it", got)
+	}
 }

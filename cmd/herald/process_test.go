@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -98,6 +99,15 @@ func TestHandshakeTimeout(t *testing.T) {
 	if waited < 250*time.Millisecond || waited > 3*time.Second {
 		t.Fatalf("stalled handshake closed after %v, want about 300ms", waited)
 	}
+	heraldtest.WaitFor(t, heraldtest.Timeout, func() bool {
+		resp, err := http.Get("http://" + addr + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return strings.Contains(string(b), `herald_refusals_total{reason="handshake_timeout"} 1`+"\n")
+	})
 }
 
 // SIGTERM: every WebSocket gets 1001, every SSE stream ends, and the

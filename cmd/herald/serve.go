@@ -55,6 +55,8 @@ func serve(ctx context.Context, args, env []string, _ io.Writer, stderr io.Write
 	httpSrv := &http.Server{
 		Handler:           srv,
 		ReadHeaderTimeout: s.config.HandshakeTimeout,
+		ConnState:         srv.ConnState,
+		ConnContext:       srv.ConnContext,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelDebug),
 	}
 	logger.Info("herald listening", "addr", ln.Addr().String(), "url", "http://"+displayHost(ln.Addr()), "broker", redactURL(s.broker))

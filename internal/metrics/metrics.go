@@ -33,9 +33,11 @@ type Metrics struct {
 //   - ip_limit: over one client address's connections (429)
 //   - token_expired: a connection closed when its token expired (1008)
 //   - write_timeout: a connection closed because a write stalled
+//   - handshake_timeout: a connection closed before it sent a complete
+//     request within the handshake timeout
 var RefusalReasons = []string{
 	"unauthorized", "forbidden", "origin", "too_large", "rate_limited", "subscription_limit",
-	"connection_limit", "ip_limit", "token_expired", "write_timeout",
+	"connection_limit", "ip_limit", "token_expired", "write_timeout", "handshake_timeout",
 }
 
 // New creates the collectors and registers them with reg (nil: none).
