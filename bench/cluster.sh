@@ -68,7 +68,9 @@ trap 'exit 130' INT TERM
 # waits until it listens.
 start_node() {
 	local port=$1 broker=$2 pid
-	"$BIN" serve --addr "127.0.0.1:$port" --broker "$broker" --log-level warn 2>>"$OUT/server.log" &
+	# --publish-rate 0: the load tool publishes from one connection as fast as
+	# the scenario asks, past herald's default limit of 100/s per connection.
+	"$BIN" serve --addr "127.0.0.1:$port" --broker "$broker" --log-level warn --publish-rate 0 2>>"$OUT/server.log" &
 	pid=$!
 	NODE_PIDS+=("$pid")
 	for _ in $(seq 200); do
