@@ -6,6 +6,17 @@ const RETRY_MIN = 250; // ms before the first reconnect, doubling up to RETRY_MA
 const RETRY_MAX = 10000;
 const SEEN_MAX = 1000; // offsets remembered per subscription to drop duplicates
 
+// tokenExpiry is a JWT's exp in ms, or 0 when it has none or is no JWT.
+function tokenExpiry(token) {
+  try {
+    const b = token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
+    const exp = JSON.parse(atob(b + '='.repeat((4 - (b.length % 4)) % 4))).exp;
+    return typeof exp === 'number' ? exp * 1000 : 0;
+  } catch {
+    return 0;
+  }
+}
+
 function herr(code, message) {
   const e = new Error(message || code);
   e.code = code;
@@ -129,6 +140,7 @@ export class Herald extends Emitter {
     if (this._closed) return;
     this._closed = true;
     clearTimeout(this._timer);
+    clearTimeout(this._refresher);
     for (const p of this._pending.values()) p.reject(herr('unavailable', 'herald: closed'));
     this._pending.clear();
     const ws = this._ws;
@@ -161,6 +173,7 @@ export class Herald extends Emitter {
       return this._retry();
     }
     this._ws = ws;
+    this._token = token;
     ws.onopen = () => this._open(ws);
     ws.onmessage = (ev) => this._read(ev.data);
     ws.onclose = () => {
@@ -199,7 +212,35 @@ export class Herald extends Emitter {
     for (const sub of this._subs.values()) this._subscribe(sub);
     for (const p of this._queue) this._send(p);
     this._queue = [];
+    this._scheduleRefresh();
     this._emit('state', 'connected');
+  }
+
+  // _scheduleRefresh arranges, when getToken is given and the token
+  // expires, for a new token to replace it on this connection shortly
+  // before: the server closes a connection whose token expired.
+  _scheduleRefresh() {
+    clearTimeout(this._refresher);
+    const exp = this._opts.getToken && this._token && tokenExpiry(this._token);
+    if (!exp) return;
+    const left = exp - Date.now();
+    this._refresher = setTimeout(() => this._refresh(), Math.max(0, left - Math.min(60000, left / 5)));
+  }
+
+  async _refresh() {
+    const ws = this._ws;
+    try {
+      const token = await this._opts.getToken();
+      if (this._ws !== ws || this.state !== 'connected') return;
+      await this._call('refresh', { token });
+      if (this._ws !== ws) return;
+      this._token = token;
+      this._scheduleRefresh();
+    } catch (e) {
+      // The server closes the connection at expiry; the reconnect asks
+      // getToken again.
+      this._emit('error', e);
+    }
   }
 
   // _drop forgets the socket ws. What was not sent on it waits for the next
@@ -212,6 +253,7 @@ export class Herald extends Emitter {
     ws.onopen = ws.onmessage = ws.onclose = null;
     this._ws = null;
     clearInterval(this._pinger);
+    clearTimeout(this._refresher);
     this._out = [];
     for (const [id, p] of this._pending) {
       if (p.op === 'history' || p.op === 'presence' || (p.op === 'publish' && !p.sent)) {
@@ -219,7 +261,7 @@ export class Herald extends Emitter {
         continue;
       }
       this._pending.delete(id);
-      if (p.op === 'publish') p.reject(herr('unavailable', 'herald: connection lost before the reply'));
+      if (p.op === 'publish' || p.op === 'refresh') p.reject(herr('unavailable', 'herald: connection lost before the reply'));
     }
     this._queue = [...this._pending.values()];
   }

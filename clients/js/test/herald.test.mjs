@@ -371,6 +371,54 @@ test('token and getToken go in the url', async () => {
   h2.close();
 });
 
+// jwt makes an unsigned JWT-shaped token with the given exp (seconds).
+function jwt(exp, sub = 'ann') {
+  const b64 = (o) => Buffer.from(JSON.stringify(o)).toString('base64url');
+  return b64({ alg: 'HS256' }) + '.' + b64({ sub, exp }) + '.sig';
+}
+
+test('getToken refreshes the token on the connection before it expires', async () => {
+  const WS = fakeSocket();
+  const now = Math.floor(Date.now() / 1000);
+  const tokens = [jwt(now + 1), jwt(now + 3600)];
+  let asked = 0;
+  const h = new Herald('ws://herald.test/ws', {
+    WebSocket: WS,
+    pingInterval: 0,
+    getToken: async () => tokens[asked++],
+  });
+  const ws = await waitFor(() => WS.sockets[0]);
+  assert.ok(ws.url.endsWith('token=' + encodeURIComponent(tokens[0])));
+  ws.open();
+  // About a fifth of the second left: the refresh goes out before exp.
+  const r = await command(ws, 'refresh');
+  assert.equal(r.token, tokens[1]);
+  assert.ok(Date.now() < (now + 1) * 1000, 'refresh sent after the token expired');
+  ws.recv({ id: r.id, ok: true });
+  assert.equal(asked, 2);
+  // The new token expires in an hour: no second refresh soon, and the
+  // connection is still the first.
+  await new Promise((res) => setTimeout(res, 50));
+  assert.equal(ws.commands().filter((c) => c.op === 'refresh').length, 1);
+  assert.equal(WS.sockets.length, 1);
+  h.close();
+});
+
+test('a token without exp, or without getToken, is never refreshed', async () => {
+  const WS = fakeSocket();
+  const h = new Herald('ws://herald.test/ws', { WebSocket: WS, pingInterval: 0, getToken: async () => 'opaque' });
+  const ws = await waitFor(() => WS.sockets[0]);
+  ws.open();
+  const h2 = new Herald('ws://herald.test/ws', { WebSocket: WS, pingInterval: 0, token: jwt(Math.floor(Date.now() / 1000)) });
+  const ws2 = await waitFor(() => WS.sockets[1]);
+  ws2.open();
+  await new Promise((res) => setTimeout(res, 50));
+  assert.equal(ws.commands().filter((c) => c.op === 'refresh').length, 0);
+  assert.equal(ws2.commands().filter((c) => c.op === 'refresh').length, 0);
+  h.close();
+  h2.close();
+});
+
 test('close rejects what waits and stops reconnecting', async () => {
   const WS = fakeSocket();
   const h = new Herald('ws://herald.test/ws', { WebSocket: WS, pingInterval: 0 });
