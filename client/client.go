@@ -1,0 +1,727 @@
+// Package client is herald's Go client: one connection to a herald server's
+// JSON protocol on /ws that reconnects by itself and resumes every
+// subscription from the last offset it saw, so a reader gets every message
+// once, in order, across reconnects, while the server's history holds them.
+//
+// All methods are safe for concurrent use. Every call that waits for the
+// server takes a context; while the connection is down, calls wait for the
+// next one (or for their context), except that a publish sent on a
+// connection that was lost before its ack fails with the unavailable code:
+// it may or may not have been published.
+package client
+
+import (
+	"cmp"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/coder/websocket"
+)
+
+// Options configure a Client. The zero Options connect anonymously.
+type Options struct {
+	// Token is a JWT sent with every connection (Authorization: Bearer).
+	Token string
+	// GetToken, when set, is called before every connection for the token
+	// to send, and shortly before a JWT's exp to refresh it on the live
+	// connection. It takes precedence over Token.
+	GetToken func(ctx context.Context) (string, error)
+	// Header is added to every handshake request (an Origin, say).
+	Header http.Header
+	// MinRetry and MaxRetry bound the jittered, doubling delay between
+	// reconnection attempts [250ms, 10s].
+	MinRetry, MaxRetry time.Duration
+	// OnState, when set, is told of every state change. It runs on the
+	// client's own goroutine: it must not block.
+	OnState func(State)
+	// Logger receives what goes wrong in the background (a failed
+	// reconnect); nil discards.
+	Logger *slog.Logger
+}
+
+// State is the connection's state.
+type State int
+
+// The states of a Client.
+const (
+	// Connecting: dialling, or waiting for the server's welcome.
+	Connecting State = iota
+	// Connected: commands go out as they are made.
+	Connected
+	// Disconnected: waiting to reconnect, or closed.
+	Disconnected
+)
+
+func (s State) String() string {
+	switch s {
+	case Connecting:
+		return "connecting"
+	case Connected:
+		return "connected"
+	}
+	return "disconnected"
+}
+
+// Error is an error the server answered a command with.
+type Error struct {
+	// Code is the contract's error code: bad_request, unauthorized,
+	// forbidden, not_found, too_large, rate_limited, unavailable, internal.
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+func (e *Error) Error() string { return "herald: " + e.Code + ": " + e.Message }
+
+// ErrClosed is returned by calls on a closed Client.
+var ErrClosed = errors.New("herald client: closed")
+
+// errLost fails a publish whose connection was lost before its ack.
+var errLost = &Error{Code: "unavailable", Message: "connection lost before the reply: the publish may or may not have happened"}
+
+// Message is one message of a channel.
+type Message struct {
+	Channel string          `json:"channel"`
+	Offset  string          `json:"offset"`
+	Data    json.RawMessage `json:"data"`
+	Event   string          `json:"event,omitempty"`
+	User    string          `json:"user,omitempty"`
+	Client  string          `json:"client,omitempty"`
+	// Binary marks data published as a binary frame in raw mode; Data is
+	// then its base64 as a JSON string.
+	Binary bool `json:"binary,omitempty"`
+}
+
+// Presence is one subscribed connection.
+type Presence struct {
+	Client string `json:"client"`
+	User   string `json:"user"`
+}
+
+// Client is one connection to a herald server; see the package doc.
+type Client struct {
+	url  string
+	opts Options
+	log  *slog.Logger
+
+	mu        sync.Mutex
+	conn      *websocket.Conn // nil unless connected
+	state     State
+	token     string // sent with the current connection
+	clientID  string
+	user      string
+	nextID    uint64
+	pending   map[uint64]*call
+	subs      map[string]*Subscription
+	connected chan struct{} // closed while connected
+	closed    bool
+
+	stop   chan struct{}   // closed by Close
+	ctx    context.Context // done at Close: ends a reconnect in progress
+	cancel context.CancelFunc
+	done   chan struct{} // closed when the run loop ends
+}
+
+// call is one command waiting for its reply.
+type call struct {
+	id    uint64
+	op    string
+	frame []byte
+	sent  bool                         // written on the current connection
+	done  func(json.RawMessage, error) // called once, with the reply or why there is none
+}
+
+// Dial connects to url — a ws:// or wss:// /ws endpoint, or an http(s)://
+// base URL, to which /ws is added — and returns once the server's welcome
+// arrived. A refused first connection (a bad token, say) is an error; after
+// that the Client reconnects by itself until Close.
+func Dial(ctx context.Context, rawURL string, opts *Options) (*Client, error) {
+	u, err := wsURL(rawURL)
+	if err != nil {
+		return nil, err
+	}
+	c := &Client{
+		url:       u,
+		pending:   make(map[uint64]*call),
+		subs:      make(map[string]*Subscription),
+		connected: make(chan struct{}),
+		state:     Disconnected,
+		stop:      make(chan struct{}),
+		done:      make(chan struct{}),
+	}
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+	if opts != nil {
+		c.opts = *opts
+	}
+	if c.opts.MinRetry <= 0 {
+		c.opts.MinRetry = 250 * time.Millisecond
+	}
+	if c.opts.MaxRetry <= 0 {
+		c.opts.MaxRetry = 10 * time.Second
+	}
+	c.log = c.opts.Logger
+	if c.log == nil {
+		c.log = slog.New(slog.DiscardHandler)
+	}
+	conn, welcome, err := c.connect(ctx)
+	if err != nil {
+		c.cancel()
+		return nil, err
+	}
+	c.online(conn, welcome)
+	go c.run(conn)
+	return c, nil
+}
+
+// wsURL turns a server URL into its /ws endpoint.
+func wsURL(raw string) (string, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "", fmt.Errorf("herald client: url: %w", err)
+	}
+	switch u.Scheme {
+	case "http":
+		u.Scheme = "ws"
+	case "https":
+		u.Scheme = "wss"
+	case "ws", "wss":
+	default:
+		return "", fmt.Errorf("herald client: url %q: want ws://, wss://, http:// or https://", raw)
+	}
+	if u.Path == "" || u.Path == "/" {
+		u.Path = "/ws"
+	}
+	return u.String(), nil
+}
+
+// connect dials once and reads the welcome.
+func (c *Client) connect(ctx context.Context) (*websocket.Conn, welcome, error) {
+	c.setState(Connecting)
+	token := c.opts.Token
+	if c.opts.GetToken != nil {
+		t, err := c.opts.GetToken(ctx)
+		if err != nil {
+			return nil, welcome{}, fmt.Errorf("herald client: get token: %w", err)
+		}
+		token = t
+	}
+	h := http.Header{}
+	for k, v := range c.opts.Header {
+		h[k] = v
+	}
+	if token != "" {
+		h.Set("Authorization", "Bearer "+token)
+	}
+	conn, resp, err := websocket.Dial(ctx, c.url, &websocket.DialOptions{
+		Subprotocols: []string{"herald.v1.jsonl", "herald.v1"},
+		HTTPHeader:   h,
+	})
+	if err != nil {
+		return nil, welcome{}, dialError(resp, err)
+	}
+	conn.SetReadLimit(-1) // the server bounds what it sends
+	_, b, err := conn.Read(ctx)
+	var w welcome
+	if err == nil {
+		err = json.Unmarshal(firstLine(b), &w)
+	}
+	if err != nil || w.Op != "welcome" {
+		_ = conn.CloseNow()
+		return nil, welcome{}, fmt.Errorf("herald client: no welcome from %s: %v", c.url, err)
+	}
+	c.mu.Lock()
+	c.token = token
+	c.mu.Unlock()
+	return conn, w, nil
+}
+
+type welcome struct {
+	Op     string `json:"op"`
+	Client string `json:"client"`
+	User   string `json:"user"`
+}
+
+// dialError turns a refused handshake into the server's *Error when the
+// response carries one.
+func dialError(resp *http.Response, err error) error {
+	if resp != nil {
+		var body struct {
+			Error *Error `json:"error"`
+		}
+		if resp.Body != nil {
+			_ = json.NewDecoder(resp.Body).Decode(&body)
+		}
+		if body.Error != nil {
+			return fmt.Errorf("herald client: connect: %w", body.Error)
+		}
+	}
+	return fmt.Errorf("herald client: connect: %w", err)
+}
+
+func firstLine(b []byte) []byte {
+	line, _, _ := strings.Cut(string(b), "\n")
+	return []byte(line)
+}
+
+// run serves one connection after another until Close.
+func (c *Client) run(conn *websocket.Conn) {
+	defer close(c.done)
+	for {
+		err := c.read(conn)
+		c.offline(conn, err)
+		for retries := 0; ; retries++ {
+			select {
+			case <-c.stop:
+				return
+			case <-time.After(c.backoff(retries)):
+			}
+			ctx, cancel := context.WithTimeout(c.ctx, c.opts.MaxRetry+10*time.Second)
+			var w welcome
+			conn, w, err = c.connect(ctx)
+			cancel()
+			if err == nil {
+				c.online(conn, w)
+				break
+			}
+			c.log.Warn("herald client: reconnect", "url", c.url, "err", err)
+			c.setState(Disconnected)
+		}
+	}
+}
+
+// backoff is the jittered delay before reconnection attempt n.
+func (c *Client) backoff(n int) time.Duration {
+	d := c.opts.MinRetry << min(n, 16)
+	d = min(d, c.opts.MaxRetry)
+	return d/2 + rand.N(d/2+1)
+}
+
+// online makes conn the current connection: subscriptions are resumed
+// first, then the commands that waited go out, in order.
+func (c *Client) online(conn *websocket.Conn, w welcome) {
+	c.mu.Lock()
+	select {
+	case <-c.stop:
+		c.mu.Unlock()
+		_ = conn.CloseNow()
+		return
+	default:
+	}
+	c.conn, c.clientID, c.user = conn, w.Client, w.User
+	subs := make([]*Subscription, 0, len(c.subs))
+	for _, s := range c.subs {
+		subs = append(subs, s)
+	}
+	var waiting []*call
+	for id, p := range c.pending {
+		switch {
+		case p.sent:
+		case p.op == "subscribe":
+			delete(c.pending, id) // every subscription is made again below
+		default:
+			waiting = append(waiting, p)
+		}
+	}
+	c.mu.Unlock()
+	for _, s := range subs {
+		c.subscribeCmd(s)
+	}
+	slices.SortFunc(waiting, func(a, b *call) int { return cmp.Compare(a.id, b.id) })
+	for _, p := range waiting {
+		c.write(conn, p)
+	}
+	c.setState(Connected)
+	c.scheduleRefresh(conn)
+}
+
+// offline forgets conn. A publish or refresh that was sent on it fails
+// (it may or may not have happened); a subscribe is made again by the next
+// connection's resubscribe; everything else that was sent waits to be sent
+// again.
+func (c *Client) offline(conn *websocket.Conn, err error) {
+	_ = conn.CloseNow()
+	var lost []*call
+	c.mu.Lock()
+	if c.conn == conn {
+		c.conn = nil
+	}
+	for id, p := range c.pending {
+		if !p.sent {
+			continue
+		}
+		p.sent = false
+		switch p.op {
+		case "publish", "refresh":
+			delete(c.pending, id)
+			lost = append(lost, p)
+		case "subscribe":
+			delete(c.pending, id)
+		}
+	}
+	c.mu.Unlock()
+	for _, p := range lost {
+		p.done(nil, errLost)
+	}
+	c.setState(Disconnected)
+	c.log.Info("herald client: connection lost", "url", c.url, "err", err)
+}
+
+func (c *Client) setState(s State) {
+	c.mu.Lock()
+	changed := c.state != s
+	c.state = s
+	if s == Connected {
+		select {
+		case <-c.connected:
+		default:
+			close(c.connected)
+		}
+	} else {
+		select {
+		case <-c.connected:
+			c.connected = make(chan struct{})
+		default:
+		}
+	}
+	c.mu.Unlock()
+	if changed && c.opts.OnState != nil {
+		c.opts.OnState(s)
+	}
+}
+
+// State returns the connection's state.
+func (c *Client) State() State {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.state
+}
+
+// ID returns the server's id for the current connection, and User the
+// user it authenticated as ("" for anonymous).
+func (c *Client) ID() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.clientID
+}
+
+// User returns the user id of the connection ("" for anonymous).
+func (c *Client) User() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.user
+}
+
+// read handles frames until the connection fails.
+func (c *Client) read(conn *websocket.Conn) error {
+	for {
+		_, b, err := conn.Read(context.Background())
+		if err != nil {
+			return err
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if strings.TrimSpace(line) != "" {
+				c.handle([]byte(line))
+			}
+		}
+	}
+}
+
+// frame is what the server sends: a reply (id set) or a push (op set).
+type frame struct {
+	ID    uint64          `json:"id"`
+	OK    bool            `json:"ok"`
+	Error *Error          `json:"error"`
+	Op    string          `json:"op"`
+	Rest  json.RawMessage `json:"-"`
+}
+
+func (c *Client) handle(line []byte) {
+	var f frame
+	if err := json.Unmarshal(line, &f); err != nil {
+		c.log.Warn("herald client: bad frame", "err", err)
+		return
+	}
+	if f.ID != 0 {
+		c.mu.Lock()
+		p := c.pending[f.ID]
+		delete(c.pending, f.ID)
+		c.mu.Unlock()
+		if p == nil {
+			return
+		}
+		if !f.OK {
+			if f.Error == nil {
+				f.Error = &Error{Code: "internal", Message: "reply without ok or error"}
+			}
+			p.done(nil, f.Error)
+			return
+		}
+		p.done(line, nil)
+		return
+	}
+	if f.Op != "message" {
+		return // join and leave are not surfaced by this client
+	}
+	var m Message
+	if err := json.Unmarshal(line, &m); err != nil {
+		c.log.Warn("herald client: bad message", "err", err)
+		return
+	}
+	c.mu.Lock()
+	s := c.subs[m.Channel]
+	c.mu.Unlock()
+	if s != nil {
+		s.push(m)
+	}
+}
+
+// send makes a command; it goes out now when connected, else on the next
+// connection. done gets its reply.
+func (c *Client) send(op string, fields map[string]any, done func(json.RawMessage, error)) (*call, error) {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil, ErrClosed
+	}
+	c.nextID++
+	fields["id"], fields["op"] = c.nextID, op
+	b, err := json.Marshal(fields)
+	if err != nil {
+		c.mu.Unlock()
+		return nil, fmt.Errorf("herald client: encode %s: %w", op, err)
+	}
+	p := &call{id: c.nextID, op: op, frame: b, done: done}
+	c.pending[p.id] = p
+	conn := c.conn
+	c.mu.Unlock()
+	if conn != nil {
+		c.write(conn, p)
+	}
+	return p, nil
+}
+
+// write sends p on conn, unless it was sent already.
+func (c *Client) write(conn *websocket.Conn, p *call) {
+	c.mu.Lock()
+	if p.sent || c.conn != conn {
+		c.mu.Unlock()
+		return
+	}
+	p.sent = true
+	c.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := conn.Write(ctx, websocket.MessageText, p.frame); err != nil {
+		_ = conn.CloseNow() // the read loop sees it and reconnects
+	}
+}
+
+// do sends a command and waits for its reply.
+func (c *Client) do(ctx context.Context, op string, fields map[string]any) (json.RawMessage, error) {
+	type response struct {
+		raw json.RawMessage
+		err error
+	}
+	replies := make(chan response, 1)
+	p, err := c.send(op, fields, func(raw json.RawMessage, err error) { replies <- response{raw, err} })
+	if err != nil {
+		return nil, err
+	}
+	select {
+	case r := <-replies:
+		return r.raw, r.err
+	case <-ctx.Done():
+		c.forget(p)
+		return nil, ctx.Err()
+	case <-c.stop:
+		return nil, ErrClosed
+	}
+}
+
+// forget drops a call nobody waits for.
+func (c *Client) forget(p *call) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.pending, p.id)
+}
+
+// Publish publishes data (any value that encodes to JSON, or a
+// json.RawMessage) to channel and returns its offset once the server
+// acknowledged it. event, when not empty, names the message's event.
+func (c *Client) Publish(ctx context.Context, channel string, data any, event string) (string, error) {
+	raw, err := encodeData(data)
+	if err != nil {
+		return "", err
+	}
+	fields := map[string]any{"channel": channel, "data": raw}
+	if event != "" {
+		fields["event"] = event
+	}
+	b, err := c.do(ctx, "publish", fields)
+	if err != nil {
+		return "", err
+	}
+	var r struct {
+		Offset string `json:"offset"`
+	}
+	if err := json.Unmarshal(b, &r); err != nil {
+		return "", fmt.Errorf("herald client: publish reply: %w", err)
+	}
+	return r.Offset, nil
+}
+
+func encodeData(data any) (json.RawMessage, error) {
+	if raw, ok := data.(json.RawMessage); ok {
+		if !json.Valid(raw) {
+			return nil, errors.New("herald client: data is not valid JSON")
+		}
+		return raw, nil
+	}
+	b, err := json.Marshal(data)
+	if err != nil {
+		return nil, fmt.Errorf("herald client: encode data: %w", err)
+	}
+	return b, nil
+}
+
+// HistoryOptions select messages from a channel's history.
+type HistoryOptions struct {
+	// Since returns the messages after this offset; "" with HasSince
+	// returns them from the start of history.
+	Since    string
+	HasSince bool
+	// Limit caps how many are returned; 0 returns all.
+	Limit int
+}
+
+// History returns messages of channel's history, oldest first.
+func (c *Client) History(ctx context.Context, channel string, o HistoryOptions) ([]Message, error) {
+	fields := map[string]any{"channel": channel}
+	if o.HasSince || o.Since != "" {
+		fields["since"] = o.Since
+	}
+	if o.Limit > 0 {
+		fields["limit"] = o.Limit
+	}
+	b, err := c.do(ctx, "history", fields)
+	if err != nil {
+		return nil, err
+	}
+	var r struct {
+		Messages []Message `json:"messages"`
+	}
+	if err := json.Unmarshal(b, &r); err != nil {
+		return nil, fmt.Errorf("herald client: history reply: %w", err)
+	}
+	return r.Messages, nil
+}
+
+// Presence lists the connections subscribed to channel, across the
+// cluster.
+func (c *Client) Presence(ctx context.Context, channel string) ([]Presence, error) {
+	b, err := c.do(ctx, "presence", map[string]any{"channel": channel})
+	if err != nil {
+		return nil, err
+	}
+	var r struct {
+		Clients []Presence `json:"clients"`
+	}
+	if err := json.Unmarshal(b, &r); err != nil {
+		return nil, fmt.Errorf("herald client: presence reply: %w", err)
+	}
+	return r.Clients, nil
+}
+
+// Close closes the connection for good; calls waiting on it return
+// ErrClosed, and so do later ones.
+func (c *Client) Close() error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil
+	}
+	c.closed = true
+	close(c.stop)
+	conn := c.conn
+	subs := c.subs
+	c.subs = map[string]*Subscription{}
+	c.mu.Unlock()
+	for _, s := range subs {
+		s.end(ErrClosed)
+	}
+	if conn != nil {
+		_ = conn.Close(websocket.StatusNormalClosure, "")
+	}
+	c.cancel()
+	<-c.done
+	c.setState(Disconnected)
+	return nil
+}
+
+// scheduleRefresh replaces the connection's token shortly before it
+// expires, when GetToken can give a new one.
+func (c *Client) scheduleRefresh(conn *websocket.Conn) {
+	c.mu.Lock()
+	token := c.token
+	c.mu.Unlock()
+	if c.opts.GetToken == nil {
+		return
+	}
+	exp := tokenExpiry(token)
+	if exp.IsZero() {
+		return
+	}
+	left := time.Until(exp)
+	time.AfterFunc(max(0, left-min(time.Minute, left/5)), func() {
+		c.mu.Lock()
+		current := c.conn == conn
+		c.mu.Unlock()
+		if !current {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		t, err := c.opts.GetToken(ctx)
+		if err == nil {
+			_, err = c.do(ctx, "refresh", map[string]any{"token": t})
+		}
+		if err != nil {
+			c.log.Warn("herald client: refresh token", "err", err)
+			return
+		}
+		c.mu.Lock()
+		c.token = t
+		c.mu.Unlock()
+		c.scheduleRefresh(conn)
+	})
+}
+
+// tokenExpiry reads a JWT's exp without verifying it; zero when it has
+// none or is no JWT.
+func tokenExpiry(token string) time.Time {
+	parts := strings.Split(token, ".")
+	if len(parts) != 3 {
+		return time.Time{}
+	}
+	b, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		return time.Time{}
+	}
+	var claims struct {
+		Exp float64 `json:"exp"`
+	}
+	if json.Unmarshal(b, &claims) != nil || claims.Exp <= 0 {
+		return time.Time{}
+	}
+	return time.Unix(int64(claims.Exp), 0)
+}

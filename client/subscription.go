@@ -1,0 +1,217 @@
+package client
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sync"
+)
+
+// Subscription is one channel subscribed by Client.Subscribe. Its messages
+// wait in an unbounded queue until Next takes them: read them promptly.
+type Subscription struct {
+	c       *Client
+	channel string
+
+	mu        sync.Mutex
+	queue     []Message
+	wake      chan struct{} // holds a token while the queue or err is new
+	last      string        // the last offset seen; resubscribes start after it
+	haveLast  bool
+	recovered bool
+	err       error // why the subscription ended; nil while it lasts
+
+	ready    chan struct{} // closed at the first reply
+	readyErr error
+}
+
+// SubscribeOption changes how Subscribe starts.
+type SubscribeOption func(*Subscription)
+
+// Since starts the subscription after offset: every message after it that
+// history holds comes first, then live ones. "" starts from the beginning
+// of history.
+func Since(offset string) SubscribeOption {
+	return func(s *Subscription) { s.last, s.haveLast = offset, true }
+}
+
+// Subscribe subscribes to channel and returns once the server accepted it.
+// Without Since, the subscription gets the messages published after that.
+// The Client resubscribes after every reconnection from the last offset it
+// saw, so Next returns every message once, in order, while history holds
+// them.
+func (c *Client) Subscribe(ctx context.Context, channel string, opts ...SubscribeOption) (*Subscription, error) {
+	s := &Subscription{c: c, channel: channel, wake: make(chan struct{}, 1), ready: make(chan struct{})}
+	for _, o := range opts {
+		o(s)
+	}
+	c.mu.Lock()
+	switch {
+	case c.closed:
+		c.mu.Unlock()
+		return nil, ErrClosed
+	case c.subs[channel] != nil:
+		c.mu.Unlock()
+		return nil, &Error{Code: "bad_request", Message: "already subscribed to " + channel}
+	}
+	c.subs[channel] = s
+	connected := c.conn != nil
+	c.mu.Unlock()
+	if connected {
+		c.subscribeCmd(s)
+	} // else the next connection subscribes it
+	select {
+	case <-s.ready:
+		if s.readyErr != nil {
+			return nil, s.readyErr
+		}
+		return s, nil
+	case <-ctx.Done():
+		c.drop(s)
+		return nil, ctx.Err()
+	}
+}
+
+// subscribeCmd sends s's subscribe, resuming after the last offset seen.
+func (c *Client) subscribeCmd(s *Subscription) {
+	fields := map[string]any{"channel": s.channel}
+	s.mu.Lock()
+	if s.haveLast {
+		fields["since"] = s.last
+	}
+	s.mu.Unlock()
+	if _, err := c.send("subscribe", fields, s.subscribed); err != nil {
+		s.subscribed(nil, err)
+	}
+}
+
+// subscribed handles a subscribe reply.
+func (s *Subscription) subscribed(raw json.RawMessage, err error) {
+	first := false
+	select {
+	case <-s.ready:
+	default:
+		first = true
+	}
+	if err != nil {
+		s.c.drop(s)
+		if first {
+			s.readyErr = err
+			close(s.ready)
+		} else {
+			s.end(fmt.Errorf("herald client: resubscribe %s: %w", s.channel, err))
+		}
+		return
+	}
+	var r struct {
+		Offset    string `json:"offset"`
+		Recovered bool   `json:"recovered"`
+	}
+	_ = json.Unmarshal(raw, &r)
+	s.mu.Lock()
+	if !s.haveLast {
+		s.last, s.haveLast = r.Offset, true
+	}
+	s.recovered = r.Recovered
+	s.mu.Unlock()
+	if first {
+		close(s.ready)
+	}
+}
+
+// drop forgets s, if it is still the channel's subscription.
+func (c *Client) drop(s *Subscription) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.subs[s.channel] == s {
+		delete(c.subs, s.channel)
+	}
+}
+
+// push queues a message of the channel.
+func (s *Subscription) push(m Message) {
+	s.mu.Lock()
+	if s.err != nil || (s.haveLast && m.Offset == s.last) {
+		s.mu.Unlock()
+		return
+	}
+	s.last, s.haveLast = m.Offset, true
+	s.queue = append(s.queue, m)
+	s.mu.Unlock()
+	s.signal()
+}
+
+func (s *Subscription) signal() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// end finishes the subscription: Next returns err once the queue is empty.
+func (s *Subscription) end(err error) {
+	s.mu.Lock()
+	if s.err == nil {
+		s.err = err
+	}
+	s.mu.Unlock()
+	s.signal()
+}
+
+// Next returns the subscription's next message, waiting for one until ctx
+// is done. After Unsubscribe or Close it returns the messages still queued,
+// then the error that ended the subscription.
+func (s *Subscription) Next(ctx context.Context) (Message, error) {
+	for {
+		s.mu.Lock()
+		if len(s.queue) > 0 {
+			m := s.queue[0]
+			s.queue[0] = Message{}
+			s.queue = s.queue[1:]
+			s.mu.Unlock()
+			return m, nil
+		}
+		err := s.err
+		s.mu.Unlock()
+		if err != nil {
+			return Message{}, err
+		}
+		select {
+		case <-s.wake:
+		case <-ctx.Done():
+			return Message{}, ctx.Err()
+		}
+	}
+}
+
+// Channel is the subscription's channel.
+func (s *Subscription) Channel() string { return s.channel }
+
+// Offset is the last offset the subscription saw: its last message's, or
+// where the subscription started.
+func (s *Subscription) Offset() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.last
+}
+
+// Recovered reports whether the last (re)subscribe found everything after
+// the offset it asked for still in history; false means messages were
+// missed.
+func (s *Subscription) Recovered() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.recovered
+}
+
+// ErrUnsubscribed ends a subscription that was unsubscribed.
+var ErrUnsubscribed = fmt.Errorf("herald client: unsubscribed")
+
+// Unsubscribe stops the subscription; Next returns what is queued, then
+// ErrUnsubscribed.
+func (s *Subscription) Unsubscribe(ctx context.Context) error {
+	s.c.drop(s)
+	s.end(ErrUnsubscribed)
+	_, err := s.c.do(ctx, "unsubscribe", map[string]any{"channel": s.channel})
+	return err
+}
