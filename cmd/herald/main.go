@@ -1,7 +1,8 @@
 // Command herald is the herald server and its command-line tools.
 //
 //	herald [serve] [flags]   run the server (the default)
-//	herald pub CHANNEL DATA  publish through the server API
+//	herald pub CHANNEL DATA  publish (as a client with --token, else through the server API)
+//	herald sub CHANNEL...    print messages as they come
 //	herald token --user U    print a client token signed with --token-secret
 //	herald version           print the version
 //
@@ -50,6 +51,8 @@ func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) erro
 		return serve(ctx, args, env, stdout, stderr)
 	case "pub":
 		return pub(ctx, args, env, os.Stdin, stdout, stderr) // tests call pub with a stdin of their own
+	case "sub":
+		return sub(ctx, args, env, stdout, stderr)
 	case "token":
 		return token(ctx, args, env, stdout, stderr)
 	case "bench":
@@ -69,7 +72,8 @@ const usage = `usage: herald [command] [flags]
 
 commands:
   serve     run the server (the default); herald serve -h lists its flags
-  pub       publish through the server API: herald pub [--url U] [--api-key K] [--event E] CHANNEL DATA|-
+  pub       publish: herald pub [--url U] [--token T | --api-key K] [--event E] CHANNEL DATA|-
+  sub       print messages as they come: herald sub [--url U] [--token T] [--json] [--since OFFSET] CHANNEL...
   token     print a client token for development: herald token --token-secret S --user U [--sub P] [--pub P] [--ttl D]
   bench     load-test a running server: herald bench idle|fanout|sse -h
   version   print the version

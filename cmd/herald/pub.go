@@ -10,25 +10,31 @@ import (
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/heraldhq/herald/client"
 )
 
 // pubTimeout bounds one publish request.
 const pubTimeout = 30 * time.Second
 
-// pub publishes DATA to CHANNEL through the server API and prints the
-// offset. DATA is sent as JSON when it is valid JSON, else as a JSON
-// string; "-" reads it from stdin.
+// pub publishes DATA to CHANNEL and prints the offset: as a client over
+// WebSocket when --token is given (the token's rights apply), else through
+// the server API (with --api-key, or from the server's own machine). DATA
+// is sent as JSON when it is valid JSON, else as a JSON string; "-" reads
+// it from stdin.
 func pub(ctx context.Context, args, env []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	envMap := envToMap(env)
 	fs := flag.NewFlagSet("herald pub", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), "usage: herald pub [flags] CHANNEL DATA\n\n"+
-			"DATA is sent as JSON when it is valid JSON, else as a string; - reads it from stdin.\n\n")
+			"DATA is sent as JSON when it is valid JSON, else as a string; - reads it from stdin.\n"+
+			"With --token it publishes as a client over WebSocket; otherwise through the server API.\n\n")
 		fs.PrintDefaults()
 	}
 	baseURL := fs.String("url", envOr(envMap, "HERALD_URL", "http://localhost:8080"), "herald server (env HERALD_URL)")
 	apiKey := fs.String("api-key", envMap["HERALD_API_KEY"], "server API key (env HERALD_API_KEY)")
+	token := fs.String("token", envMap["HERALD_TOKEN"], "client token: publish over WebSocket as its user (env HERALD_TOKEN)")
 	event := fs.String("event", "", "event name of the message")
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
@@ -51,6 +57,14 @@ func pub(ctx context.Context, args, env []string, stdin io.Reader, stdout, stder
 	if !json.Valid(data) {
 		data, _ = json.Marshal(text) // a string always encodes
 	}
+	if *token != "" {
+		off, err := publishWS(ctx, *baseURL, *token, channel, data, *event)
+		if err != nil {
+			return fmt.Errorf("pub: %w", err)
+		}
+		_, err = fmt.Fprintln(stdout, off)
+		return err
+	}
 	body, err := json.Marshal(struct {
 		Channel string          `json:"channel"`
 		Data    json.RawMessage `json:"data"`
@@ -65,6 +79,18 @@ func pub(ctx context.Context, args, env []string, stdin io.Reader, stdout, stder
 	}
 	_, err = fmt.Fprintln(stdout, off)
 	return err
+}
+
+// publishWS publishes as a client with token and returns the offset.
+func publishWS(ctx context.Context, baseURL, token, channel string, data json.RawMessage, event string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, pubTimeout)
+	defer cancel()
+	c, err := client.Dial(ctx, baseURL, &client.Options{Token: token})
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	return c.Publish(ctx, channel, data, event)
 }
 
 // publishHTTP posts body to url and returns the offset of the answer, or
