@@ -38,10 +38,11 @@ async function freePort() {
   return port;
 }
 
-// startHerald runs `herald serve` on port and resolves once /healthz
-// answers 200. stop() sends SIGTERM and resolves when the process is gone.
-async function startHerald(port) {
-  const child = spawn(bin, ['serve', '--addr', `127.0.0.1:${port}`, '--log-level', 'warn'], {
+// startHerald runs `herald serve` on port with args and resolves once
+// /healthz answers 200. stop(signal) sends SIGTERM (or signal) and resolves
+// when the process is gone.
+async function startHerald(port, args = []) {
+  const child = spawn(bin, ['serve', '--addr', `127.0.0.1:${port}`, '--log-level', 'warn', ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let output = '';
@@ -64,8 +65,8 @@ async function startHerald(port) {
     get output() {
       return output;
     },
-    async stop() {
-      if (!exited) child.kill('SIGTERM');
+    async stop(signal = 'SIGTERM') {
+      if (!exited) child.kill(signal);
       const res = await gone;
       servers.delete(server);
       return res;
@@ -187,6 +188,73 @@ test('the chat page reconnects after a server restart and the conversation goes 
       assert.equal(await count(page, text), 1, `messages holding "${text}" on ${page === alice ? 'Alice' : 'Bob'}'s page`);
     }
   }
+
+  const exit2 = await server.stop();
+  assert.ok(!exit2.error, `herald could not be stopped: ${exit2.error}`);
+});
+
+// The Redis of the machine keeps history across the restart.
+const redis = 'redis://' + (process.env.HERALD_TEST_REDIS || '127.0.0.1:6379') + '/0';
+
+test('on Redis, a page receives every message once and in order while the server is killed and restarted under a publishing page', { timeout: 90_000 }, async (t) => {
+  const port = await freePort();
+  const base = `http://127.0.0.1:${port}`;
+  let server = await startHerald(port, ['--broker', redis]);
+  const channel = 'e2e-restart-' + randomBytes(4).toString('hex');
+  const N = 60;
+  const [publisher, receiver] = [await person(t, base), await person(t, base)];
+
+  // The receiver collects every message's data with herald.js.
+  await receiver.evaluate(async (channel) => {
+    const { Herald } = await import('/herald.js');
+    window.got = [];
+    const h = new Herald();
+    await new Promise((resolve) => {
+      const sub = h.subscribe(channel, (data) => window.got.push(data));
+      sub.on('subscribed', resolve);
+    });
+  }, channel);
+
+  // The publisher publishes 1..N. A publish whose ack was lost with the
+  // connection rejects with unavailable: it is published again only when
+  // history, read once the page is back, does not have it.
+  await publisher.evaluate(({ channel, N }) => {
+    window.sent = 0;
+    window.published = (async () => {
+      const { Herald } = await import('/herald.js');
+      const h = new Herald();
+      const sub = h.subscribe(channel, () => {});
+      for (let i = 1; i <= N; i++) {
+        for (;;) {
+          try {
+            await h.publish(channel, i);
+            break;
+          } catch (e) {
+            if (e.code !== 'unavailable') throw e;
+            const last = await sub.history({ limit: 1 });
+            if (last.length && last[0].data === i) break;
+          }
+        }
+        window.sent = i;
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      return 'done';
+    })();
+  }, { channel, N });
+
+  // Mid-stream, the server dies without a word and comes back.
+  await publisher.waitForFunction((n) => window.sent >= n, N / 3, { timeout: WAIT });
+  const exit = await server.stop('SIGKILL');
+  assert.ok(!exit.error, `herald could not be killed: ${exit.error}`);
+  server = await startHerald(port, ['--broker', redis]);
+
+  assert.equal(await publisher.evaluate(() => window.published), 'done');
+  await receiver.waitForFunction((n) => window.got.length >= n, N, { timeout: RECONNECT }).catch(async (e) => {
+    e.message += `\nreceived: ${JSON.stringify(await receiver.evaluate(() => window.got))}`;
+    throw e;
+  });
+  const got = await receiver.evaluate(() => window.got);
+  assert.deepEqual(got, Array.from({ length: N }, (_, i) => i + 1), 'the receiver got each message once, in order');
 
   const exit2 = await server.stop();
   assert.ok(!exit2.error, `herald could not be stopped: ${exit2.error}`);
