@@ -199,3 +199,28 @@ func TestSSEUnrecovered(t *testing.T) {
 		t.Fatalf("resumed with %v, want %v", got, want)
 	}
 }
+
+// A stream that breaks before its first message resumes from where it
+// started: its opening block's id is the starting cursor.
+func TestSSEResumeBeforeTheFirstMessage(t *testing.T) {
+	t.Parallel()
+	srv, base := newServer(t, herald.Config{})
+	ctx := context.Background()
+	if _, err := srv.Publish(ctx, "quiet", "before"); err != nil {
+		t.Fatal(err)
+	}
+	s := openSSE(t, nil, base+"/sse?channel=quiet", nil)
+	opening := s.next()
+	if !opening.HasID {
+		t.Fatalf("opening block %+v has no id", opening)
+	}
+	s.Close()
+	if _, err := srv.Publish(ctx, "quiet", "while away"); err != nil {
+		t.Fatal(err)
+	}
+	r := openSSE(t, nil, base+"/sse?channel=quiet", http.Header{"Last-Event-ID": {opening.ID}})
+	r.next() // its own opening
+	if ev := r.next(); ev.Data != "while away" {
+		t.Fatalf("resumed stream got %+v, want only what came after the first stream started", ev)
+	}
+}

@@ -33,9 +33,15 @@ func TestSSEHeadersAndRetry(t *testing.T) {
 			t.Errorf("%s: %q, want %q", k, got, want)
 		}
 	}
-	// The retry line comes at once, before any message or heartbeat.
-	if ev := s.next(); ev.Retry != "1500" {
-		t.Fatalf("first line %+v, want retry: 1500", ev)
+	// The opening block comes at once, before any message or heartbeat:
+	// the retry delay, and the stream's starting cursor as its id, with no
+	// data (EventSource takes the id and dispatches no event).
+	ev := s.next()
+	if ev.Retry != "1500" || !ev.HasID || ev.Data != "" {
+		t.Fatalf("opening block %+v, want retry: 1500 and an id without data", ev)
+	}
+	if c, err := protocol.ParseSSECursor(ev.ID); err != nil || len(c) != 1 || c[0].Channel != "news" || !c[0].Offset.IsZero() {
+		t.Fatalf("opening id %q: %v %v, want news at the zero offset", ev.ID, c, err)
 	}
 	if got := metric(t, base, `herald_connections{transport="sse"}`); got != 1 {
 		t.Fatalf("herald_connections{transport=\"sse\"} = %v, want 1", got)

@@ -17,6 +17,41 @@ function tokenExpiry(token) {
   }
 }
 
+// cursorOffsets decodes an SSE stream's id (a herald cursor: "1", then
+// base64url of, per channel, uvarint name length, name, uvarint sequence,
+// uvarint epoch length, epoch) into a Map of channel → offset.
+function cursorOffsets(id) {
+  const out = new Map();
+  if (!id || id[0] !== '1') return out;
+  let b;
+  try {
+    b = Uint8Array.from(atob(id.slice(1).replace(/-/g, '+').replace(/_/g, '/')), (c) => c.charCodeAt(0));
+  } catch {
+    return out;
+  }
+  let i = 0;
+  const uvarint = () => {
+    let v = 0;
+    for (let m = 1; i < b.length; m *= 128) {
+      const x = b[i++];
+      v += (x & 127) * m;
+      if (x < 128) return v;
+    }
+    return NaN;
+  };
+  const text = () => {
+    const n = uvarint();
+    return new TextDecoder().decode(b.subarray(i, (i += n)));
+  };
+  while (i < b.length) {
+    const channel = text();
+    const seq = uvarint();
+    const epoch = text();
+    out.set(channel, seq ? seq + '-' + epoch : '');
+  }
+  return out;
+}
+
 function herr(code, message) {
   const e = new Error(message || code);
   e.code = code;
@@ -68,7 +103,8 @@ export class Subscription extends Emitter {
     const h = this._h;
     if (h._subs.get(this.channel) !== this) return;
     h._subs.delete(this.channel);
-    if (h.state === 'connected') h._call('unsubscribe', { channel: this.channel }).catch(() => {});
+    if (h._sse) h._sseRestart();
+    else if (h.state === 'connected') h._call('unsubscribe', { channel: this.channel }).catch(() => {});
   }
 
   // history resolves with the channel's messages, oldest first.
@@ -99,6 +135,9 @@ export class Herald extends Emitter {
       const l = globalThis.location;
       url = (l.protocol === 'https:' ? 'wss://' : 'ws://') + l.host + '/ws';
     }
+    if (typeof url !== 'string') url = String(url);
+    this._sse = opts.transport === 'sse';
+    if (this._sse) url = url.replace(/^ws/, 'http').replace(/\/ws$/, '/sse');
     this.url = url;
     this.state = 'disconnected';
     this.client = ''; // this connection's client id, from the welcome
@@ -125,7 +164,8 @@ export class Herald extends Emitter {
     if (this._subs.has(channel)) throw herr('bad_request', 'herald: already subscribed to ' + channel);
     const sub = new Subscription(this, channel, handler, since);
     this._subs.set(channel, sub);
-    if (this.state === 'connected') this._subscribe(sub);
+    if (this._sse) this._sseRestart();
+    else if (this.state === 'connected') this._subscribe(sub);
     return sub;
   }
 
@@ -141,6 +181,7 @@ export class Herald extends Emitter {
     this._closed = true;
     clearTimeout(this._timer);
     clearTimeout(this._refresher);
+    this._abort?.abort();
     for (const p of this._pending.values()) p.reject(herr('unavailable', 'herald: closed'));
     this._pending.clear();
     const ws = this._ws;
@@ -159,6 +200,7 @@ export class Herald extends Emitter {
 
   async _connect() {
     if (this._closed) return;
+    if (this._sse) return this._sseConnect();
     this._setState('connecting');
     let url = this.url;
     let token = this._opts.token;
@@ -181,6 +223,140 @@ export class Herald extends Emitter {
       this._retry();
     };
     ws.onerror = () => {};
+  }
+
+  // The SSE transport: one text/event-stream of every subscribed channel,
+  // read with fetch so that every event name arrives and the token can go
+  // in a header. It reconnects with Last-Event-ID, the cursor of the last
+  // event, so the server resumes every channel; a change of channels
+  // reopens the stream from that cursor.
+
+  _sseRestart() {
+    if (this._closed) return;
+    clearTimeout(this._timer);
+    this._timer = setTimeout(() => this._connect()); // once for several subscribes in a row
+  }
+
+  async _sseConnect() {
+    this._abort?.abort();
+    const abort = (this._abort = new AbortController());
+    if (!this._subs.size) return this._setState('disconnected');
+    this._setState('connecting');
+    const url = new URL(this.url, globalThis.location?.href);
+    for (const ch of this._subs.keys()) url.searchParams.append('channel', ch);
+    const headers = { Accept: 'text/event-stream' };
+    let cursor = this._cursor;
+    // A subscription with since, not yet in the cursor, starts there.
+    const offsets = cursorOffsets(cursor);
+    for (const [ch, sub] of this._subs) if (!offsets.has(ch) && sub.offset !== undefined) offsets.set(ch, sub.offset);
+    if (offsets.size) cursor = this._encodeCursor(offsets) || cursor;
+    if (cursor) headers['Last-Event-ID'] = cursor;
+    try {
+      const token = this._opts.getToken ? await this._opts.getToken() : this._opts.token;
+      if (token) headers.Authorization = 'Bearer ' + token;
+      const res = await (this._opts.fetch || fetch)(url, { headers, signal: abort.signal, cache: 'no-store' });
+      if (!res.ok) {
+        let e;
+        try {
+          e = (await res.json()).error;
+        } catch {}
+        throw herr(e?.code || 'unavailable', e?.message || 'herald: HTTP ' + res.status);
+      }
+      this._retries = 0;
+      this._setState('connected');
+      for (const sub of this._subs.values()) sub._emit('subscribed', { offset: sub.offset, recovered: true });
+      await this._sseRead(res.body, abort);
+    } catch (e) {
+      if (abort.signal.aborted) return;
+      this._emit('error', e);
+    }
+    if (abort.signal.aborted || this._closed) return;
+    this._retry();
+  }
+
+  // _encodeCursor writes offsets back as a cursor, or '' when an offset is
+  // not herald's SEQ-EPOCH.
+  _encodeCursor(offsets) {
+    const b = [];
+    const uvarint = (v) => {
+      for (; v >= 128; v = Math.floor(v / 128)) b.push((v % 128) | 128);
+      b.push(v);
+    };
+    const text = (t) => {
+      const u = new TextEncoder().encode(t);
+      uvarint(u.length);
+      b.push(...u);
+    };
+    for (const [ch, off] of offsets) {
+      const m = /^(\d+)-(.+)$/.exec(off) || (off === '' && [0, 0, '']);
+      if (!m) return '';
+      text(ch);
+      uvarint(Number(m[1]));
+      text(m[2]);
+    }
+    return '1' + btoa(String.fromCharCode(...b)).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '');
+  }
+
+  async _sseRead(body, abort) {
+    const reader = body.pipeThrough(new TextDecoderStream()).getReader();
+    let buf = '';
+    let ev = { data: [] };
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done || abort.signal.aborted) return;
+      buf += value;
+      let nl;
+      while ((nl = buf.search(/\r\n|\r|\n/)) >= 0) {
+        const line = buf.slice(0, nl);
+        buf = buf.slice(nl + (buf[nl] === '\r' && buf[nl + 1] === '\n' ? 2 : 1));
+        if (line === '') {
+          if (ev.data.length) this._sseEvent(ev);
+          ev = { data: [] };
+          continue;
+        }
+        const i = line.indexOf(':');
+        if (i === 0) continue; // a comment: the heartbeat
+        const field = i < 0 ? line : line.slice(0, i);
+        const v = i < 0 ? '' : line.slice(i + 1).replace(/^ /, '');
+        if (field === 'data') ev.data.push(v);
+        else if (field === 'event') ev.event = v;
+        else if (field === 'id') ev.id = v;
+      }
+    }
+  }
+
+  _sseEvent(ev) {
+    const text = ev.data.join('\n');
+    const prev = cursorOffsets(this._cursor);
+    if (ev.id !== undefined) this._cursor = ev.id;
+    if (ev.event === 'herald.unrecovered') {
+      let ch;
+      try {
+        ch = JSON.parse(text).channel;
+      } catch {}
+      const sub = this._subs.get(ch);
+      if (sub) {
+        sub.recovered = false;
+        sub._emit('subscribed', { offset: sub.offset, recovered: false });
+      }
+      return;
+    }
+    // The channel whose offset moved is the message's.
+    for (const [channel, offset] of cursorOffsets(ev.id)) {
+      if (prev.get(channel) === offset) continue;
+      const sub = this._subs.get(channel);
+      if (!sub) continue;
+      let data = text;
+      if (ev.event !== 'herald.binary') {
+        try {
+          data = JSON.parse(text);
+        } catch {}
+      }
+      const m = { op: 'message', channel, offset, data };
+      if (ev.event && ev.event !== 'message' && ev.event !== 'herald.binary') m.event = ev.event;
+      if (ev.event === 'herald.binary') m.binary = true;
+      sub._message(m);
+    }
   }
 
   _open(ws) {
@@ -297,6 +473,7 @@ export class Herald extends Emitter {
 
   _cmd(op, fields, resolve, reject) {
     if (this._closed) return reject(herr('unavailable', 'herald: closed'));
+    if (this._sse) return reject(herr('bad_request', 'herald: ' + op + ' needs the WebSocket transport'));
     const id = ++this._id;
     const p = { op, frame: JSON.stringify({ id, op, ...fields }), resolve, reject };
     this._pending.set(id, p);

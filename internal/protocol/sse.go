@@ -189,10 +189,20 @@ func SSEUnrecovered(channel string) []byte {
 	return append(b, "\n\n"...)
 }
 
-// SSERetry encodes the `retry:` line that opens a stream: how many
-// milliseconds an EventSource waits before it reconnects.
-func SSERetry(ms int64) []byte {
-	return []byte("retry: " + strconv.FormatInt(ms, 10) + "\n\n")
+// SSEOpening is a stream's first block: the `retry:` line (how many
+// milliseconds an EventSource waits before it reconnects) and, when the
+// stream has channels, an `id:` line with its starting cursor. With no
+// `data:` the block dispatches no event, but it sets EventSource's
+// lastEventId, so a stream that breaks before its first message resumes
+// from where it started rather than from whatever is latest then.
+func SSEOpening(ms int64, start SSECursor) []byte {
+	b := []byte("retry: " + strconv.FormatInt(ms, 10) + "\n")
+	if len(start) > 0 {
+		b = append(b, "id: "...)
+		b = append(b, start.String()...)
+		b = append(b, '\n')
+	}
+	return append(b, '\n')
 }
 
 // SSEHeartbeat is the comment line an idle stream gets now and then.

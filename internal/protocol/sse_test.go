@@ -41,8 +41,12 @@ func TestSSEEvent(t *testing.T) {
 	if got, want := string(SSEUnrecovered("chat:a")), "event: herald.unrecovered\ndata: {\"channel\":\"chat:a\"}\n\n"; got != want {
 		t.Errorf("unrecovered: %q, want %q", got, want)
 	}
-	if got := string(SSERetry(2000)); got != "retry: 2000\n\n" {
-		t.Errorf("retry: %q", got)
+	if got := string(SSEOpening(2000, nil)); got != "retry: 2000\n\n" {
+		t.Errorf("opening without channels: %q", got)
+	}
+	start := SSECursor{{Channel: "a", Offset: broker.Offset{Epoch: "e", Seq: 3}}}
+	if got, want := string(SSEOpening(2000, start)), "retry: 2000\nid: "+start.String()+"\n\n"; got != want {
+		t.Errorf("opening: %q, want %q", got, want)
 	}
 }
 

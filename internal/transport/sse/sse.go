@@ -188,7 +188,8 @@ func (s *Stream) Close(code int, reason string) {
 	s.once.Do(func() { close(s.closed) })
 }
 
-// Serve writes the response head and the `retry:` line, then the batches
+// Serve writes the response head and the opening block (`retry:`, and
+// `id:` with the starting cursor), then the batches
 // it is sent, a heartbeat comment whenever the stream stayed silent for
 // Heartbeat, until ctx is done (the client went away), Close is called or
 // a write fails. The caller calls Release afterwards.
@@ -198,7 +199,7 @@ func (s *Stream) Serve(ctx context.Context) error {
 	h.Set("Cache-Control", "no-cache")
 	h.Set("X-Accel-Buffering", "no")
 	s.w.WriteHeader(http.StatusOK)
-	if err := s.write(protocol.SSERetry(s.t.cfg.Retry.Milliseconds())); err != nil {
+	if err := s.write(protocol.SSEOpening(s.t.cfg.Retry.Milliseconds(), s.cursor)); err != nil {
 		return err
 	}
 	heartbeat := time.NewTimer(s.t.cfg.Heartbeat)
