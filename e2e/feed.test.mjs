@@ -185,3 +185,36 @@ test('a bare EventSource in a page gets what a chat page publishes', { timeout: 
   for (const e of events) assert.match(e.id, /^[A-Za-z0-9_-]+$/);
   assert.notEqual(events[0].id, events[1].id);
 });
+
+test('herald.js over SSE where WebSocket is blocked: a page without WebSocket receives pushes', { timeout: 60_000 }, async (t) => {
+  const context = await browser.newContext();
+  t.after(() => context.close());
+  // The page's network lets no WebSocket through.
+  await context.addInitScript(() => {
+    delete window.WebSocket;
+  });
+  const page = await context.newPage();
+  page.setDefaultTimeout(WAIT);
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(e.message));
+  t.after(() => assert.deepEqual(errors, [], 'errors in the page'));
+  await page.goto(base + '/herald.js'); // same origin; nothing else loaded
+  const channel = 'sse-sdk-' + token();
+  await page.evaluate(async (channel) => {
+    if (typeof WebSocket !== 'undefined') throw new Error('WebSocket is still there');
+    const { Herald } = await import('/herald.js');
+    window.got = [];
+    window.h = new Herald({ transport: 'sse' });
+    await new Promise((resolve) => {
+      window.h.subscribe(channel, (data, m) => window.got.push({ data, offset: m.offset })).on('subscribed', resolve);
+    });
+  }, channel);
+  assert.equal(await page.evaluate(() => window.h.state), 'connected');
+  for (const data of ['one', { two: 2 }, 'three']) await publish(channel, data);
+  await page.waitForFunction(() => window.got.length === 3);
+  const got = await page.evaluate(() => window.got);
+  assert.deepEqual(got.map((m) => m.data), ['one', { two: 2 }, 'three']);
+  assert.ok(got.every((m) => /^\d+-/.test(m.offset)), `offsets ${JSON.stringify(got)}`);
+  const refused = await page.evaluate(() => window.h.publish('x', 1).then(() => 'published', (e) => e.code));
+  assert.equal(refused, 'bad_request', 'publishing needs the WebSocket transport');
+});

@@ -65,6 +65,10 @@ export interface HeraldOptions {
    * that sends nothing for a whole interval is dropped and reconnected. 0 turns it off.
    */
   pingInterval?: number;
+  /** 'sse': subscribe-only over one Server-Sent Events stream, where WebSocket is blocked. */
+  transport?: 'ws' | 'sse';
+  /** The fetch function of the SSE transport [globalThis.fetch]; for tests. */
+  fetch?: typeof fetch;
 }
 
 export interface SubscribeOptions {

@@ -311,6 +311,7 @@ export class Herald extends Emitter {
         buf = buf.slice(nl + (buf[nl] === '\r' && buf[nl + 1] === '\n' ? 2 : 1));
         if (line === '') {
           if (ev.data.length) this._sseEvent(ev);
+          else if (ev.id !== undefined) this._cursor = ev.id; // the opening block: where the stream starts
           ev = { data: [] };
           continue;
         }

@@ -467,3 +467,70 @@ test('subscribed comes before the messages after the reply', async (t) => {
   ws.recv({ id: s.id, ok: true, offset: '1', recovered: false }, { op: 'message', channel: 'a', offset: '2', data: 2 });
   assert.deepEqual(seen, ['subscribed false', 'message 2']);
 });
+
+// sseServer is a fake fetch for the SSE transport: each call opens a
+// stream the test writes to with send(text) and ends with end().
+function sseServer() {
+  const streams = [];
+  const fetch = async (url, init) => {
+    let ctl;
+    const body = new ReadableStream({ start: (c) => (ctl = c) });
+    const s = {
+      url: new URL(url),
+      headers: init.headers,
+      send: (text) => ctl.enqueue(new TextEncoder().encode(text)),
+      end: () => ctl.close(),
+    };
+    init.signal.addEventListener('abort', () => {
+      try {
+        ctl.error(new DOMException('aborted', 'AbortError'));
+      } catch {}
+    });
+    streams.push(s);
+    if (fetch.status && fetch.status !== 200) {
+      return new Response(JSON.stringify({ error: { code: 'unauthorized', message: 'a token is required' } }), { status: fetch.status });
+    }
+    return new Response(body, { status: 200, headers: { 'Content-Type': 'text/event-stream' } });
+  };
+  fetch.streams = streams;
+  return fetch;
+}
+
+test('the SSE transport streams every subscribed channel and names each message by its cursor', async () => {
+  const fetch = sseServer();
+  const h = new Herald('ws://herald.test/ws', { transport: 'sse', fetch, token: 't0' });
+  const got = [];
+  h.subscribe('a', (data, m) => got.push(['a', data, m.offset, m.event]));
+  h.subscribe('b', (data, m) => got.push(['b', data, m.offset, m.event]));
+  const s = await waitFor(() => fetch.streams.at(-1)?.url.searchParams.getAll('channel').length === 2 && fetch.streams.at(-1));
+  assert.equal(s.url.origin + s.url.pathname, 'http://herald.test/sse');
+  assert.equal(s.headers.Authorization, 'Bearer t0');
+  const cur = (a, b) => h._encodeCursor(new Map([['a', a], ['b', b]]));
+  s.send(`retry: 2000\nid: ${cur('', '5-e')}\n\n`);
+  await waitFor(() => h.state === 'connected');
+  s.send(`id: ${cur('1-e', '5-e')}\nevent: message\ndata: hi\n\n`);
+  s.send(`: ping\n\nid: ${cur('1-e', '6-e')}\nevent: headline\ndata: {"x":1}\n\n`);
+  await waitFor(() => got.length === 2);
+  assert.deepEqual(got, [['a', 'hi', '1-e', undefined], ['b', { x: 1 }, '6-e', 'headline']]);
+  await assert.rejects(h.publish('a', 1), (e) => e.code === 'bad_request');
+
+  // The stream ends: the transport reconnects from the last cursor.
+  s.end();
+  const s2 = await waitFor(() => fetch.streams.length > 1 && fetch.streams.at(-1) !== s && fetch.streams.at(-1));
+  assert.equal(s2.headers['Last-Event-ID'], cur('1-e', '6-e'));
+  h.close();
+});
+
+test('the SSE transport reports a refused stream and tries again', async () => {
+  const fetch = sseServer();
+  fetch.status = 401;
+  const h = new Herald('http://herald.test/sse', { transport: 'sse', fetch });
+  const errors = [];
+  h.on('error', (e) => errors.push(e.code));
+  h.subscribe('a', () => {});
+  await waitFor(() => errors.length >= 1);
+  assert.equal(errors[0], 'unauthorized');
+  fetch.status = 200;
+  await waitFor(() => fetch.streams.length >= 2, 5000);
+  h.close();
+});
