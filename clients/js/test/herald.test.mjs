@@ -379,8 +379,9 @@ function jwt(exp, sub = 'ann') {
 
 test('getToken refreshes the token on the connection before it expires', async () => {
   const WS = fakeSocket();
-  const now = Math.floor(Date.now() / 1000);
-  const tokens = [jwt(now + 1), jwt(now + 3600)];
+  // exp is whole seconds: 1.5 to 2.5 s from now.
+  const exp = Math.ceil((Date.now() + 1500) / 1000);
+  const tokens = [jwt(exp), jwt(exp + 3600)];
   let asked = 0;
   const h = new Herald('ws://herald.test/ws', {
     WebSocket: WS,
@@ -390,10 +391,10 @@ test('getToken refreshes the token on the connection before it expires', async (
   const ws = await waitFor(() => WS.sockets[0]);
   assert.ok(ws.url.endsWith('token=' + encodeURIComponent(tokens[0])));
   ws.open();
-  // About a fifth of the second left: the refresh goes out before exp.
+  // With a fifth of the lifetime left, the refresh goes out before exp.
   const r = await command(ws, 'refresh');
   assert.equal(r.token, tokens[1]);
-  assert.ok(Date.now() < (now + 1) * 1000, 'refresh sent after the token expired');
+  assert.ok(Date.now() < exp * 1000, 'refresh sent after the token expired');
   ws.recv({ id: r.id, ok: true });
   assert.equal(asked, 2);
   // The new token expires in an hour: no second refresh soon, and the
