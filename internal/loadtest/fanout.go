@@ -26,6 +26,7 @@ type fanoutResult struct {
 	Subs            int               `json:"subs"`
 	Subscribed      int               `json:"subscribed"`
 	Rate            float64           `json:"rate"`
+	Window          int               `json:"window,omitempty"`
 	DurationSeconds float64           `json:"duration_seconds"`
 	Size            int               `json:"size"`
 	Published       int64             `json:"published"`
@@ -62,6 +63,7 @@ type fanoutResult struct {
 // one publisher (fanout, sse).
 type fanoutFlags struct {
 	subs     int
+	window   int
 	rate     float64
 	duration time.Duration
 	size     int
@@ -72,7 +74,8 @@ type fanoutFlags struct {
 
 func (f *fanoutFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&f.subs, "subs", 1000, "subscribers on the channel")
-	fs.Float64Var(&f.rate, "rate", 100, "publishes per second")
+	fs.Float64Var(&f.rate, "rate", 100, "publishes per second (open loop)")
+	fs.IntVar(&f.window, "window", 0, "closed loop: publish as fast as every subscriber keeps up, with at most this many messages not yet delivered to all of them (0: open loop at -rate)")
 	fs.DurationVar(&f.duration, "duration", 20*time.Second, "how long to publish")
 	fs.IntVar(&f.size, "size", 128, "bytes of each message's data (timestamp, sequence number and padding)")
 	fs.DurationVar(&f.drain, "drain", 10*time.Second, "longest wait for deliveries after the last publish")
@@ -102,6 +105,8 @@ func (f *fanoutFlags) check(name string, fs *flag.FlagSet) error {
 		return fmt.Errorf("bench %s: -subs must be at least 1", name)
 	case f.rate <= 0:
 		return fmt.Errorf("bench %s: -rate must be positive", name)
+	case f.window < 0:
+		return fmt.Errorf("bench %s: -window must not be negative", name)
 	case f.duration <= 0:
 		return fmt.Errorf("bench %s: -duration must be positive", name)
 	}
@@ -143,7 +148,7 @@ func runFanout(ctx context.Context, args []string, stdout, stderr io.Writer) err
 				return nil, err
 			}
 			s := r.newSubscriber(c.close)
-			go s.readWS(c, t.proto == "jsonl")
+			go s.readWS(c, t.proto == "jsonl" || t.proto == "centrifugo")
 			return s, nil
 		}}
 	for _, st := range subTargets {
@@ -190,7 +195,10 @@ type fanoutScenario struct {
 func runFanoutScenario(ctx context.Context, sc fanoutScenario, cm *common, t *target, ff fanoutFlags, stdout, stderr io.Writer) error {
 	name := sc.name
 	res := fanoutResult{Scenario: name, URL: sc.url, SubURLs: sc.subURLs, Proto: sc.proto, Subs: ff.subs,
-		Rate: ff.rate, DurationSeconds: ff.duration.Seconds(), Size: ff.size}
+		Rate: ff.rate, Window: ff.window, DurationSeconds: ff.duration.Seconds(), Size: ff.size}
+	if ff.window > 0 {
+		res.Rate = 0
+	}
 	if len(ff.nodePIDs) > 0 {
 		res.Nodes = len(ff.nodePIDs)
 		if ff.pid > 0 {
@@ -230,7 +238,16 @@ func runFanoutScenario(ctx context.Context, sc fanoutScenario, cm *common, t *ta
 
 	// Publisher.
 	pubCtx, cancel := context.WithTimeout(ctx, cm.dialTimeout)
-	pub, err := dialWS(pubCtx, t.ws, "herald.v1", 4096)
+	var (
+		pub *wsConn
+		err error
+	)
+	switch t.proto {
+	case "ws", "centrifugo":
+		pub, err = t.dial(pubCtx, 4096)
+	default:
+		pub, err = dialWS(pubCtx, t.ws, "herald.v1", 4096)
+	}
 	cancel()
 	if err != nil {
 		return fmt.Errorf("bench %s: publisher: %w", name, err)
@@ -270,18 +287,29 @@ func runFanoutScenario(ctx context.Context, sc fanoutScenario, cm *common, t *ta
 	timer := time.NewTimer(0)
 	<-timer.C
 	for seq := uint64(1); ctx.Err() == nil; seq++ {
-		due := pubStart.Add(time.Duration(seq-1) * interval)
-		if !due.Before(end) {
-			break
-		}
-		if d := time.Until(due); d > 0 {
-			timer.Reset(d)
-			select {
-			case <-ctx.Done():
-			case <-timer.C:
+		if ff.window > 0 {
+			// Closed loop: wait until every live subscriber has all but
+			// the last window messages.
+			for r.minSeen()+uint64(ff.window) < seq && time.Now().Before(end) && ctx.Err() == nil {
+				time.Sleep(20 * time.Microsecond)
 			}
+			if !time.Now().Before(end) {
+				break
+			}
+		} else {
+			due := pubStart.Add(time.Duration(seq-1) * interval)
+			if !due.Before(end) {
+				break
+			}
+			if d := time.Until(due); d > 0 {
+				timer.Reset(d)
+				select {
+				case <-ctx.Done():
+				case <-timer.C:
+				}
+			}
+			maxLag = max(maxLag, time.Since(due))
 		}
-		maxLag = max(maxLag, time.Since(due))
 		if err := r.publish(seq, ff.size, true); err != nil {
 			r.errs.add("publish", err)
 			break
@@ -405,19 +433,30 @@ type fanoutRun struct {
 	once     sync.Once
 }
 
-// publish sends one publish command carrying seq and the send time,
-// padded to size bytes of data.
+// publish sends one publish carrying seq and the send time, padded to
+// size bytes of data, in the target's protocol.
 func (r *fanoutRun) publish(seq uint64, size int, timed bool) error {
 	r.nextID++
 	id := r.nextID
 	now := time.Now()
 	var b bytes.Buffer
 	b.Grow(size + 128)
-	b.WriteString(`{"id":`)
-	b.WriteString(strconv.FormatUint(id, 10))
-	b.WriteString(`,"op":"publish","channel":`)
-	b.WriteString(quote(r.t.channel))
-	b.WriteString(`,"data":`)
+	switch r.t.proto {
+	case "ws":
+		id = seq // no replies: the publisher's own copy of the broadcast is its ack
+	case "centrifugo":
+		b.WriteString(`{"id":`)
+		b.WriteString(strconv.FormatUint(id, 10))
+		b.WriteString(`,"publish":{"channel":`)
+		b.WriteString(quote(r.t.channel))
+		b.WriteString(`,"data":`)
+	default:
+		b.WriteString(`{"id":`)
+		b.WriteString(strconv.FormatUint(id, 10))
+		b.WriteString(`,"op":"publish","channel":`)
+		b.WriteString(quote(r.t.channel))
+		b.WriteString(`,"data":`)
+	}
 	dataStart := b.Len()
 	b.WriteString(`{"bench_ts":`)
 	b.WriteString(strconv.FormatInt(now.UnixNano(), 10))
@@ -427,14 +466,40 @@ func (r *fanoutRun) publish(seq uint64, size int, timed bool) error {
 	if pad := size - (b.Len() - dataStart) - 2; pad > 0 {
 		b.WriteString(strings.Repeat("x", pad))
 	}
-	b.WriteString(`"}}`)
-	r.pmu.Lock()
-	r.pending[id] = pendingPub{sent: now, timed: timed}
-	r.pmu.Unlock()
+	b.WriteString(`"}`)
+	switch r.t.proto {
+	case "ws":
+	case "centrifugo":
+		b.WriteString(`}}`)
+	default:
+		b.WriteString(`}`)
+	}
+	if timed || r.t.proto != "ws" {
+		r.pmu.Lock()
+		r.pending[id] = pendingPub{sent: now, timed: timed}
+		r.pmu.Unlock()
+	}
 	return r.pub.writeText(b.Bytes())
 }
 
-// readAcks reads the publisher's replies.
+// minSeen is the highest sequence number every subscriber still
+// connected has reached (closed ones no longer hold the loop back).
+func (r *fanoutRun) minSeen() uint64 {
+	low := uint64(1<<64 - 1)
+	for _, s := range r.subs {
+		select {
+		case <-s.done:
+			continue
+		default:
+		}
+		low = min(low, s.high.Load())
+	}
+	return low
+}
+
+// readAcks reads the publisher's replies: herald's and Centrifugo's by
+// command id; for a broadcast server, the publisher's own copy of each
+// message, by sequence number.
 func (r *fanoutRun) readAcks() {
 	defer close(r.pubDone)
 	for {
@@ -446,29 +511,49 @@ func (r *fanoutRun) readAcks() {
 			return
 		}
 		now := time.Now()
+		for line := range bytes.SplitSeq(msg, []byte{'\n'}) {
+			r.ackLine(line, now)
+		}
+	}
+}
+
+func (r *fanoutRun) ackLine(line []byte, now time.Time) {
+	var id uint64
+	var refused []byte
+	if r.t.proto == "ws" {
+		seq, ok := numberAfter(line, keySeq)
+		if !ok || seq == 0 {
+			return
+		}
+		id = seq
+	} else {
 		var rep struct {
 			ID    uint64          `json:"id"`
 			OK    bool            `json:"ok"`
 			Error json.RawMessage `json:"error"`
 		}
-		if json.Unmarshal(msg, &rep) != nil || rep.ID == 0 {
-			continue // the welcome
+		if json.Unmarshal(line, &rep) != nil || rep.ID == 0 {
+			return // the welcome, a push, a ping
 		}
-		r.pmu.Lock()
-		p, ok := r.pending[rep.ID]
-		delete(r.pending, rep.ID)
-		r.pmu.Unlock()
-		if !ok || !p.timed {
-			continue
+		id = rep.ID
+		if rep.Error != nil || (!rep.OK && r.t.proto != "centrifugo") {
+			refused = rep.Error
 		}
-		if !rep.OK {
-			r.pubErrs.Add(1)
-			r.errs.add("publish refused", errors.New(string(rep.Error)))
-			continue
-		}
-		r.acked.Add(1)
-		r.ack.add(now.Sub(p.sent))
 	}
+	r.pmu.Lock()
+	p, ok := r.pending[id]
+	delete(r.pending, id)
+	r.pmu.Unlock()
+	if !ok || !p.timed {
+		return
+	}
+	if refused != nil {
+		r.pubErrs.Add(1)
+		r.errs.add("publish refused", errors.New(string(refused)))
+		return
+	}
+	r.acked.Add(1)
+	r.ack.add(now.Sub(p.sent))
 }
 
 func (r *fanoutRun) unacked() int {
@@ -526,6 +611,7 @@ type subscriber struct {
 	done  chan struct{} // closed when the reader returns
 	ready atomic.Bool   // received the warm-up message
 	count atomic.Int64  // distinct sequence numbers received, for progress
+	high  atomic.Uint64 // every sequence number up to this one received (closed loop)
 
 	seen     []uint64 // bitset of sequence numbers received
 	distinct int64
@@ -616,6 +702,9 @@ func (s *subscriber) handle(msg []byte, now int64) {
 		s.ooo++
 	}
 	s.maxSeq = max(s.maxSeq, seq)
+	for h := s.high.Load() + 1; h/64 < uint64(len(s.seen)) && s.seen[h/64]&(1<<(h%64)) != 0; h++ {
+		s.high.Store(h)
+	}
 }
 
 // numberAfter parses the unsigned integer that follows key in b.

@@ -15,6 +15,18 @@
 //     HTTP/1.1 connection each) as the subscribers; the publisher still
 //     speaks WebSocket.
 //
+// fanout -window W runs a closed loop instead of a fixed rate: the
+// publisher sends as fast as every subscriber keeps up, with at most W
+// messages not yet delivered to all of them, which measures how many
+// deliveries per second a server sustains.
+//
+// -proto picks the protocol, so that one tool measures herald and its
+// peers the same way: herald's json, jsonl and raw; ws, a broadcast server
+// such as Node's ws (subscribers only connect; the publisher sends the data
+// itself and its own copy of the broadcast is its ack); and centrifugo,
+// Centrifugo's JSON protocol (connect, subscribe, publish with replies,
+// several messages a frame, "{}" pings answered).
+//
 // The client is lean on purpose, so that it measures the server and not
 // itself: its own WebSocket code (no compression, no extensions), dialling
 // from a bounded pool of workers, and no goroutine per idle connection —
@@ -45,7 +57,8 @@ const usage = `usage: herald bench SCENARIO [flags]
 
 scenarios:
   idle     hold N subscribed connections; memory per connection, connect rate
-  fanout   S subscribers, one publisher at a fixed rate; latency and loss
+  fanout   S subscribers, one publisher at a fixed rate (or a closed loop with
+           -window); deliveries per second, latency and loss
   sse      the same with S Server-Sent Events streams (/sse) as subscribers
 
 herald bench SCENARIO -h lists the scenario's flags.
@@ -83,13 +96,13 @@ type common struct {
 
 func (c *common) register(fs *flag.FlagSet, channel string) {
 	c.registerNoProto(fs, channel)
-	fs.StringVar(&c.proto, "proto", "json", "json (herald.v1), jsonl (herald.v1.jsonl) or raw (/ws/{channel})")
+	fs.StringVar(&c.proto, "proto", "json", "json (herald.v1), jsonl (herald.v1.jsonl), raw (/ws/{channel}); peers: ws (a broadcast server such as Node's ws: every message to every client) or centrifugo (Centrifugo's JSON protocol)")
 }
 
 // registerNoProto registers every common flag but -proto, which stays json.
 func (c *common) registerNoProto(fs *flag.FlagSet, channel string) {
 	c.proto = "json"
-	fs.StringVar(&c.url, "url", "ws://127.0.0.1:8080/ws", "herald's /ws endpoint (an http:// base URL works too)")
+	fs.StringVar(&c.url, "url", "ws://127.0.0.1:8080/ws", "herald's /ws endpoint (an http:// base URL works too); with -proto ws the broadcast server's URL, with -proto centrifugo Centrifugo's (its /connection/websocket by default)")
 	fs.StringVar(&c.channel, "channel", channel, "channel to subscribe to")
 	fs.IntVar(&c.concurrency, "c", 100, "connections dialled at once")
 	fs.DurationVar(&c.dialTimeout, "dial-timeout", 10*time.Second, "bound on one dial, handshake and subscribe")
@@ -116,22 +129,31 @@ func (c *common) target() (*target, error) {
 	default:
 		return nil, fmt.Errorf("bench: -url %q: want ws:// or http://", c.url)
 	}
-	if u.Path == "" || u.Path == "/" {
-		u.Path = "/ws"
-	}
+	bare := u.Path == "" || u.Path == "/"
 	t := &target{ws: u, proto: c.proto, channel: c.channel}
-	m := *u
-	m.Scheme, m.Path, m.RawQuery = "http", "/metrics", ""
-	t.metrics = m.String()
 	switch c.proto {
 	case "json":
 		t.subprotocol = "herald.v1"
 	case "jsonl":
 		t.subprotocol = "herald.v1.jsonl"
 	case "raw":
+	case "ws":
+		if bare {
+			u.Path, bare = "/", false // the URL as given
+		}
+	case "centrifugo":
+		if bare {
+			u.Path, bare = "/connection/websocket", false
+		}
 	default:
-		return nil, fmt.Errorf("bench: -proto %q: want json, jsonl or raw", c.proto)
+		return nil, fmt.Errorf("bench: -proto %q: want json, jsonl, raw, ws or centrifugo", c.proto)
 	}
+	if bare {
+		u.Path = "/ws"
+	}
+	m := *u
+	m.Scheme, m.Path, m.RawQuery = "http", "/metrics", ""
+	t.metrics = m.String()
 	if c.concurrency < 1 {
 		return nil, fmt.Errorf("bench: -c must be at least 1")
 	}
@@ -139,7 +161,7 @@ func (c *common) target() (*target, error) {
 }
 
 // subscriberURL is where a subscriber dials: /ws, or /ws/{channel} in raw
-// mode.
+// mode; a peer's URL as it is.
 func (t *target) subscriberURL() *url.URL {
 	if t.proto != "raw" {
 		return t.ws
@@ -156,16 +178,38 @@ func (t *target) subscriberURL() *url.URL {
 func (t *target) subscribe(ctx context.Context, readBuf int, timeout time.Duration) (*wsConn, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
+	c, err := t.dial(ctx, readBuf)
+	if err != nil {
+		return nil, err
+	}
+	switch t.proto {
+	case "raw", "ws":
+		return c, nil // connected is subscribed
+	case "centrifugo":
+		err = t.command(ctx, c, `{"id":2,"subscribe":{"channel":`+quote(t.channel)+`}}`, 2)
+	default:
+		err = t.command(ctx, c, `{"id":1,"op":"subscribe","channel":`+quote(t.channel)+`}`, 1)
+	}
+	if err != nil {
+		_ = c.nc.Close()
+		return nil, fmt.Errorf("subscribe: %w", err)
+	}
+	return c, nil
+}
+
+// dial opens one connection of the target's protocol, past its handshake:
+// a Centrifugo connection has sent its connect command.
+func (t *target) dial(ctx context.Context, readBuf int) (*wsConn, error) {
 	c, err := dialWS(ctx, t.subscriberURL(), t.subprotocol, readBuf)
 	if err != nil {
 		return nil, err
 	}
-	if t.proto == "raw" {
-		return c, nil
-	}
-	if err := t.command(ctx, c, `{"id":1,"op":"subscribe","channel":`+quote(t.channel)+`}`, 1); err != nil {
-		_ = c.nc.Close()
-		return nil, fmt.Errorf("subscribe: %w", err)
+	if t.proto == "centrifugo" {
+		c.appPing = true
+		if err := t.command(ctx, c, `{"id":1,"connect":{}}`, 1); err != nil {
+			_ = c.nc.Close()
+			return nil, fmt.Errorf("connect: %w", err)
+		}
 	}
 	return c, nil
 }
@@ -193,7 +237,8 @@ func (t *target) command(ctx context.Context, c *wsConn, cmd string, id uint64) 
 			if json.Unmarshal([]byte(line), &r) != nil || r.ID == nil || *r.ID != id {
 				continue // the welcome, or a push
 			}
-			if !r.OK {
+			// herald answers "ok"; Centrifugo answers without "error".
+			if r.Error != nil || (!r.OK && t.proto != "centrifugo") {
 				return fmt.Errorf("refused: %s", r.Error)
 			}
 			return nil

@@ -5,12 +5,17 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/coder/websocket"
 
 	"github.com/heraldhq/herald"
 	"github.com/heraldhq/herald/heraldtest"
@@ -20,7 +25,7 @@ import (
 // decodes the JSON line it prints last.
 func runBench(t *testing.T, args ...string) map[string]any {
 	t.Helper()
-	_, hs := heraldtest.NewServer(t, herald.Config{})
+	_, hs := heraldtest.NewServer(t, herald.Config{PublishRate: -1}) // the tool publishes from one connection
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	var stdout, stderr bytes.Buffer
@@ -207,5 +212,73 @@ func TestParseFrame(t *testing.T) {
 	}
 	if _, op, _, n, _ := parseFrame(frame[n:]); op != opPing || n != 2 {
 		t.Fatalf("second frame op=%v n=%d", op, n)
+	}
+}
+
+// Closed loop: the publisher keeps at most -window messages undelivered,
+// and every subscriber gets every message.
+func TestFanoutClosedLoop(t *testing.T) {
+	res := runBench(t, "fanout", "-subs", "20", "-window", "10", "-duration", "500ms", "-proto", "jsonl")
+	published := res["published"].(float64)
+	if published < 50 || res["window"] != 10.0 || res["rate"] != 0.0 {
+		t.Fatalf("published %v, result %v", published, res)
+	}
+	if res["lost"] != 0.0 || res["received"] != published*20 || res["duplicates"] != 0.0 || res["out_of_order"] != 0.0 {
+		t.Fatalf("result %v", res)
+	}
+}
+
+// broadcastServer is the peer -proto ws measures: every text message goes
+// to every open client, the sender included.
+func broadcastServer(t *testing.T) string {
+	var mu sync.Mutex
+	conns := map[*websocket.Conn]bool{}
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, err := websocket.Accept(w, r, nil)
+		if err != nil {
+			return
+		}
+		mu.Lock()
+		conns[c] = true
+		mu.Unlock()
+		defer func() {
+			mu.Lock()
+			delete(conns, c)
+			mu.Unlock()
+		}()
+		for {
+			_, msg, err := c.Read(context.Background())
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			for o := range conns {
+				_ = o.Write(context.Background(), websocket.MessageText, msg)
+			}
+			mu.Unlock()
+		}
+	}))
+	t.Cleanup(hs.Close)
+	return "ws://" + hs.Listener.Addr().String() + "/"
+}
+
+// With -proto ws the subscribers only connect, the publisher sends the
+// data itself, and its own copy of the broadcast is its ack.
+func TestFanoutBroadcastPeer(t *testing.T) {
+	url := broadcastServer(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var stdout, stderr bytes.Buffer
+	if err := Run(ctx, []string{"fanout", "-proto", "ws", "-url", url, "-subs", "10", "-rate", "100", "-duration", "500ms"}, &stdout, &stderr); err != nil {
+		t.Fatalf("bench: %v\n%s", err, &stderr)
+	}
+	lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")
+	var res map[string]any
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &res); err != nil {
+		t.Fatal(err)
+	}
+	published := res["published"].(float64)
+	if published < 40 || res["acked"] != published || res["lost"] != 0.0 || res["received"] != published*10 {
+		t.Fatalf("result %v", res)
 	}
 }

@@ -2,6 +2,7 @@ package loadtest
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/sha1"
 	"encoding/base64"
@@ -46,6 +47,10 @@ type wsConn struct {
 	fragOp       byte       // opcode of a fragmented message being read
 	frag         []byte     // its payload so far
 	closedByPeer *closeError
+	// appPing is set for servers that ping in the application protocol
+	// (Centrifugo sends "{}" and wants "{}" back): such a message is
+	// answered and not handed on.
+	appPing bool
 }
 
 // closeError is a close frame received from the server.
@@ -168,11 +173,34 @@ func (c *wsConn) readMessage() (op byte, payload []byte, err error) {
 		}
 		c.rbuf = p[:0]
 		op, p, done, err := c.handleFrame(fin, op, p)
-		if err != nil || done {
+		if err != nil {
 			return op, p, err
+		}
+		if done && !c.answeredAppPing(p) {
+			return op, p, nil
 		}
 	}
 }
+
+// answeredAppPing answers an application-level ping ("{}", alone in its
+// message or on a line of its own) and reports whether the message was
+// nothing else.
+func (c *wsConn) answeredAppPing(p []byte) bool {
+	if !c.appPing || !bytes.Contains(p, appPing) {
+		return false
+	}
+	only := true
+	for line := range bytes.SplitSeq(p, []byte{'\n'}) {
+		if bytes.Equal(line, appPing) {
+			_ = c.writeText(appPing)
+		} else if len(line) > 0 {
+			only = false
+		}
+	}
+	return only
+}
+
+var appPing = []byte("{}")
 
 // handleFrame deals with control frames and fragments; done is true when a
 // whole data message is ready.
@@ -322,11 +350,11 @@ func (c *wsConn) poll(buf []byte) (data int, err error) {
 			if used == 0 {
 				break
 			}
-			_, _, done, herr := c.handleFrame(fin, op, p)
+			_, p, done, herr := c.handleFrame(fin, op, p)
 			if herr != nil {
 				return data, herr
 			}
-			if done {
+			if done && !c.answeredAppPing(p) {
 				data++
 			}
 			c.pend = c.pend[used:]
