@@ -185,6 +185,9 @@ type fanoutScenario struct {
 	url   string // where subscribers connect, for the report
 	// subURLs are the endpoints subscribers are spread over, when not url.
 	subURLs []string
+	// channels, when set, are published to round-robin (the channels
+	// scenario); subscribers take them in turn. Unset: the target's one.
+	channels []string
 	// subscribe connects one subscriber, starts its reader and returns it.
 	subscribe func(ctx context.Context, r *fanoutRun) (*subscriber, error)
 }
@@ -206,6 +209,11 @@ func runFanoutScenario(ctx context.Context, sc fanoutScenario, cm *common, t *ta
 		}
 	}
 	r := &fanoutRun{t: t, lat: new(histogram), ack: new(histogram), pending: map[uint64]pendingPub{}}
+	r.channels = sc.channels
+	if len(r.channels) == 0 {
+		r.channels = []string{t.channel}
+	}
+	r.ackedBy = make([]atomic.Int64, len(r.channels))
 
 	// Subscribers.
 	var mu sync.Mutex
@@ -260,8 +268,10 @@ func runFanoutScenario(ctx context.Context, sc fanoutScenario, cm *common, t *ta
 	// subscriptions without a reply (raw mode, SSE) are live too.
 	warm := time.Now()
 	for r.ready() < len(r.subs) && time.Since(warm) < cm.dialTimeout && ctx.Err() == nil {
-		if err := r.publish(0, ff.size, false); err != nil {
-			return fmt.Errorf("bench %s: publisher: %w", name, err)
+		for ch := range r.channels {
+			if err := r.publish(0, ch, ff.size, false); err != nil {
+				return fmt.Errorf("bench %s: publisher: %w", name, err)
+			}
 		}
 		waitUntil(ctx, 50*time.Millisecond, func() bool { return r.ready() == len(r.subs) })
 	}
@@ -310,7 +320,7 @@ func runFanoutScenario(ctx context.Context, sc fanoutScenario, cm *common, t *ta
 			}
 			maxLag = max(maxLag, time.Since(due))
 		}
-		if err := r.publish(seq, ff.size, true); err != nil {
+		if err := r.publish(seq, int((seq-1)%uint64(len(r.channels))), ff.size, true); err != nil {
 			r.errs.add("publish", err)
 			break
 		}
@@ -331,8 +341,7 @@ func runFanoutScenario(ctx context.Context, sc fanoutScenario, cm *common, t *ta
 		if got != lastGot {
 			lastGot, lastChange = got, time.Now()
 		}
-		acked := r.acked.Load()
-		return (r.unacked() == 0 && got >= acked*int64(len(r.subs))) || time.Since(lastChange) > 3*time.Second
+		return (r.unacked() == 0 && got >= r.expected()) || time.Since(lastChange) > 3*time.Second
 	})
 	close(stop)
 	pw.Wait()
@@ -345,12 +354,13 @@ func runFanoutScenario(ctx context.Context, sc fanoutScenario, cm *common, t *ta
 	res.Unacked = int64(r.unacked())
 	res.PublishRate = round(float64(res.Published)/pubEnd.Sub(pubStart).Seconds(), 1)
 	res.PublisherLagMs = ms(maxLag)
-	res.Expected = res.Acked * int64(len(r.subs))
 	for _, s := range r.subs {
+		want := r.ackedBy[s.channel].Load()
+		res.Expected += want
 		res.Received += s.distinct
 		res.Duplicates += s.dups
 		res.OutOfOrder += s.ooo
-		if s.distinct >= res.Acked {
+		if s.distinct >= want {
 			res.SubsComplete++
 		}
 	}
@@ -407,17 +417,20 @@ func waitUntil(ctx context.Context, d time.Duration, cond func() bool) {
 }
 
 type pendingPub struct {
-	sent  time.Time
-	timed bool
+	sent    time.Time
+	timed   bool
+	channel int // index into fanoutRun.channels
 }
 
 // fanoutRun is the shared state of one fanout run.
 type fanoutRun struct {
-	t    *target
-	subs []*subscriber
-	errs errorLog
-	lat  *histogram // delivery latency
-	ack  *histogram // publish → ok reply
+	t        *target
+	channels []string       // published to round-robin; one for fanout
+	ackedBy  []atomic.Int64 // timed publishes acknowledged, per channel
+	subs     []*subscriber
+	errs     errorLog
+	lat      *histogram // delivery latency
+	ack      *histogram // publish → ok reply
 
 	pub      *wsConn
 	pubDone  chan struct{}
@@ -435,7 +448,8 @@ type fanoutRun struct {
 
 // publish sends one publish carrying seq and the send time, padded to
 // size bytes of data, in the target's protocol.
-func (r *fanoutRun) publish(seq uint64, size int, timed bool) error {
+func (r *fanoutRun) publish(seq uint64, ch int, size int, timed bool) error {
+	channel := quote(r.channels[ch])
 	r.nextID++
 	id := r.nextID
 	now := time.Now()
@@ -448,13 +462,13 @@ func (r *fanoutRun) publish(seq uint64, size int, timed bool) error {
 		b.WriteString(`{"id":`)
 		b.WriteString(strconv.FormatUint(id, 10))
 		b.WriteString(`,"publish":{"channel":`)
-		b.WriteString(quote(r.t.channel))
+		b.WriteString(channel)
 		b.WriteString(`,"data":`)
 	default:
 		b.WriteString(`{"id":`)
 		b.WriteString(strconv.FormatUint(id, 10))
 		b.WriteString(`,"op":"publish","channel":`)
-		b.WriteString(quote(r.t.channel))
+		b.WriteString(channel)
 		b.WriteString(`,"data":`)
 	}
 	dataStart := b.Len()
@@ -476,7 +490,7 @@ func (r *fanoutRun) publish(seq uint64, size int, timed bool) error {
 	}
 	if timed || r.t.proto != "ws" {
 		r.pmu.Lock()
-		r.pending[id] = pendingPub{sent: now, timed: timed}
+		r.pending[id] = pendingPub{sent: now, timed: timed, channel: ch}
 		r.pmu.Unlock()
 	}
 	return r.pub.writeText(b.Bytes())
@@ -553,6 +567,7 @@ func (r *fanoutRun) ackLine(line []byte, now time.Time) {
 		return
 	}
 	r.acked.Add(1)
+	r.ackedBy[p.channel].Add(1)
 	r.ack.add(now.Sub(p.sent))
 }
 
@@ -574,6 +589,15 @@ func (r *fanoutRun) ready() int {
 		if s.ready.Load() {
 			n++
 		}
+	}
+	return n
+}
+
+// expected is how many deliveries the acknowledged publishes make.
+func (r *fanoutRun) expected() int64 {
+	var n int64
+	for _, s := range r.subs {
+		n += r.ackedBy[s.channel].Load()
 	}
 	return n
 }
@@ -606,12 +630,13 @@ func (r *fanoutRun) closeAll() {
 // subscriber is one fan-out subscriber and its reader's tallies; the
 // plain fields are the reader's own until done is closed.
 type subscriber struct {
-	r     *fanoutRun
-	close func()        // closes the connection, which ends the reader
-	done  chan struct{} // closed when the reader returns
-	ready atomic.Bool   // received the warm-up message
-	count atomic.Int64  // distinct sequence numbers received, for progress
-	high  atomic.Uint64 // every sequence number up to this one received (closed loop)
+	r       *fanoutRun
+	channel int           // index into fanoutRun.channels
+	close   func()        // closes the connection, which ends the reader
+	done    chan struct{} // closed when the reader returns
+	ready   atomic.Bool   // received the warm-up message
+	count   atomic.Int64  // distinct sequence numbers received, for progress
+	high    atomic.Uint64 // every sequence number up to this one received (closed loop)
 
 	seen     []uint64 // bitset of sequence numbers received
 	distinct int64

@@ -14,6 +14,9 @@
 //   - sse: fanout with Server-Sent Events streams (GET /sse?channel=C, one
 //     HTTP/1.1 connection each) as the subscribers; the publisher still
 //     speaks WebSocket.
+//   - channels: fanout over many channels with few subscribers each.
+//   - churn: connections opened, subscribed and closed as fast as -c
+//     workers can; cycles per second and connect latency.
 //
 // fanout -window W runs a closed loop instead of a fixed rate: the
 // publisher sends as fast as every subscriber keeps up, with at most W
@@ -60,6 +63,8 @@ scenarios:
   fanout   S subscribers, one publisher at a fixed rate (or a closed loop with
            -window); deliveries per second, latency and loss
   sse      the same with S Server-Sent Events streams (/sse) as subscribers
+  channels many channels with few subscribers each, published round-robin
+  churn    connect, subscribe and disconnect as fast as -c workers can
 
 herald bench SCENARIO -h lists the scenario's flags.
 `
@@ -77,6 +82,10 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runFanout(ctx, args[1:], stdout, stderr)
 	case "sse":
 		return runSSE(ctx, args[1:], stdout, stderr)
+	case "channels":
+		return runChannels(ctx, args[1:], stdout, stderr)
+	case "churn":
+		return runChurn(ctx, args[1:], stdout, stderr)
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return nil

@@ -282,3 +282,23 @@ func TestFanoutBroadcastPeer(t *testing.T) {
 		t.Fatalf("result %v", res)
 	}
 }
+
+func TestChannels(t *testing.T) {
+	res := runBench(t, "channels", "-channels", "7", "-subs", "21", "-rate", "200", "-duration", "500ms", "-proto", "jsonl")
+	published := res["published"].(float64)
+	// 21 subscribers over 7 channels: 3 per channel, so each publish
+	// reaches 3 of them.
+	if published < 50 || res["expected"] != published*3 || res["lost"] != 0.0 || res["received"] != published*3 {
+		t.Fatalf("published %v, result %v", published, res)
+	}
+	if res["subs_complete"] != 21.0 || res["duplicates"] != 0.0 || res["out_of_order"] != 0.0 {
+		t.Fatalf("result %v", res)
+	}
+}
+
+func TestChurn(t *testing.T) {
+	res := runBench(t, "churn", "-duration", "500ms", "-c", "4", "-pid", strconv.Itoa(os.Getpid()))
+	if res["cycles"].(float64) < 10 || res["errors"] != 0.0 || res["connect_p99_ms"].(float64) <= 0 {
+		t.Fatalf("result %v", res)
+	}
+}

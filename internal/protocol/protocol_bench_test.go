@@ -72,3 +72,40 @@ func BenchmarkMessagePush(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkSSEEvent is the SSE writer's per-message work: the event (once
+// per message, shared by every stream) and the stream's cursor (once per
+// stream and message).
+func BenchmarkSSEEvent(b *testing.B) {
+	for _, size := range benchSizes {
+		b.Run("size="+sizeName(size), func(b *testing.B) {
+			m := broker.Message{
+				Channel: "chat:room1",
+				Offset:  broker.Offset{Epoch: "a1b2c3d4", Seq: 123456},
+				Data:    []byte(benchData(size)),
+				Event:   "msg",
+			}
+			b.SetBytes(int64(size))
+			b.ReportAllocs()
+			for b.Loop() {
+				if len(protocol.SSEEvent(m)) == 0 {
+					b.Fatal("empty event")
+				}
+			}
+		})
+	}
+	b.Run("cursor/channels=4", func(b *testing.B) {
+		c := protocol.SSECursor{
+			{Channel: "chat:room1", Offset: broker.Offset{Epoch: "a1b2c3d4", Seq: 123456}},
+			{Channel: "chat:room2", Offset: broker.Offset{Epoch: "a1b2c3d4", Seq: 99}},
+			{Channel: "news", Offset: broker.Offset{Epoch: "e5f6a7b8", Seq: 7}},
+			{Channel: "alerts", Offset: broker.Offset{}},
+		}
+		b.ReportAllocs()
+		for b.Loop() {
+			if c.String() == "" {
+				b.Fatal("empty cursor")
+			}
+		}
+	})
+}
