@@ -130,3 +130,41 @@ func waitNoConnections(t *testing.T, base string) {
 			m["herald_subscriptions"] == 0
 	})
 }
+
+// An idle connection costs no goroutine: its socket waits in the
+// transport's poller. Not parallel: the count must be this test's alone.
+func TestIdleConnectionsHoldNoGoroutine(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("the event loop is Linux's; elsewhere each connection has a reader")
+	}
+	_, base := newServer(t, herald.Config{})
+	before, _ := settle()
+	const n = 500
+	conns := make([]net.Conn, 0, n)
+	for i := range n {
+		path := "/ws"
+		if i%2 == 0 {
+			path = "/ws/idle" // raw: subscribed
+		}
+		c, err := upgrade(base, path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+	}
+	defer func() {
+		for _, c := range conns {
+			_ = c.Close()
+		}
+	}()
+	heraldtest.WaitFor(t, heraldtest.Timeout, func() bool {
+		m := scrape(t, base)
+		return m[`herald_connections{transport="ws"}`]+m[`herald_connections{transport="raw"}`] == n
+	})
+	var after int
+	heraldtest.WaitFor(t, heraldtest.Timeout, func() bool {
+		after, _ = settle()
+		return after-before < n/10
+	})
+	t.Logf("goroutines: %d before, %d with %d idle connections", before, after, n)
+}

@@ -2,12 +2,17 @@ package ws
 
 import (
 	"bytes"
+	"compress/flate"
 	"errors"
+	"io"
+	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
+	"unicode/utf8"
 
-	"github.com/lxzan/gws"
+	"github.com/gobwas/ws"
 
 	"github.com/heraldhq/herald/internal/hub"
 	"github.com/heraldhq/herald/internal/protocol"
@@ -15,139 +20,501 @@ import (
 
 // Conn is one WebSocket connection.
 type Conn struct {
-	t  *Transport
-	gc *gws.Conn
-	h  Handler
+	t           *Transport
+	nc          net.Conn
+	rc          syscall.RawConn
+	fd          int
+	h           Handler
+	subprotocol string
+	deflate     bool   // permessage-deflate, each message on its own both ways
+	id          uint64 // the Transport's name for it, never reused
 
-	lastRead     atomic.Int64 // coarse unix nanoseconds of the last frame read
-	writingSince atomic.Int64 // coarse unix nanoseconds a batch started; 0 when none is in flight
+	lastRead     atomic.Int64 // coarse unix nanoseconds of the last bytes read
+	writingSince atomic.Int64 // coarse unix nanoseconds a write started; 0 when none is in flight
 	pinged       atomic.Bool  // a keepalive ping is outstanding
-	closed       atomic.Bool  // the read loop has ended
+	closed       atomic.Bool  // the connection is gone; the Handler was told
 	closing      atomic.Bool  // Close was called
-	once         sync.Once
+	closeOnce    sync.Once
+	goneOnce     sync.Once
 
-	// The batch in flight: its completion callback, its joined lines, and
-	// c.sent bound once so that queueing it does not allocate.
-	done   func(error)
-	buf    *bytes.Buffer
-	sentFn func()
+	hmu    sync.Mutex // orders setting h with the connection ending
+	isGone bool
+
+	// Reader state, touched only by the one goroutine serving a readiness
+	// event at a time. rmu is never contended (the poller arms a socket
+	// for one event at a time); it makes that order visible to the memory
+	// model, which knows nothing of epoll.
+	rmu      sync.Mutex
+	pend     []byte // bytes of an incomplete frame
+	fragOp   ws.OpCode
+	frag     []byte
+	fragZip  bool
+	fragSize int
+
+	wmu sync.Mutex // one write on the socket at a time
+
+	bmu     sync.Mutex // guards batch and writing
+	batch   batch      // the batch Send handed over, not yet taken
+	writing bool       // a writer goroutine runs
 }
 
 // Subprotocol returns the negotiated subprotocol, "" for none.
-func (c *Conn) Subprotocol() string { return c.gc.SubProtocol() }
+func (c *Conn) Subprotocol() string { return c.subprotocol }
 
-// Send queues ps on the connection's writer, in order, without blocking,
-// and calls done on the writer once they are written or have failed; done
-// may call Send again. One batch is in flight at a time: the caller waits
-// for done before the next Send. A payload shared by many connections is
-// framed — and compressed — once for all of them. In herald.v1.jsonl,
-// several payloads go out as one frame of lines.
-//
-// The writer is gws's write queue: a goroutine that exists only while there
-// is something to write. A batch still unwritten after WriteTimeout gets its
-// connection closed by the keepalive sweep.
+func (c *Conn) touch() {
+	c.lastRead.Store(c.t.now.Load())
+	c.pinged.Store(false)
+}
+
+// Send writes ps, in order, without blocking the caller, and calls done
+// once they are written or have failed; done may call Send again. One
+// batch is in flight at a time: the caller waits for done before the next
+// Send. A payload shared by many connections is framed — and compressed —
+// once for all of them; in herald.v1.jsonl several payloads go out as one
+// frame of lines. The frames of a batch go to the socket in one writev, on
+// a goroutine that exists only while it writes; a write that has not ended
+// after WriteTimeout gets its connection closed by the keepalive sweep.
 func (c *Conn) Send(ps []*hub.Payload, done func(error)) {
-	c.done = done
-	c.writingSince.Store(c.t.now.Load())
-	if len(ps) > 1 && c.gc.SubProtocol() == protocol.SubprotocolJSONL {
-		c.buf = c.t.bufs.Get().(*bytes.Buffer)
-		for i, p := range ps {
-			if i > 0 {
-				c.buf.WriteByte('\n')
-			}
-			c.buf.Write(p.Bytes)
-		}
-		c.gc.WriteAsync(gws.OpcodeText, c.buf.Bytes(), nil)
+	var bufs net.Buffers
+	var pooled *[]byte
+	if len(ps) > 1 && c.subprotocol == protocol.SubprotocolJSONL && !c.deflate {
+		pooled = c.joinLines(ps)
+		bufs = net.Buffers{*pooled}
+	} else if len(ps) > 1 && c.subprotocol == protocol.SubprotocolJSONL {
+		b := *c.joinLines(ps)
+		hlen := len(b) - int(payloadLen(b))
+		bufs = c.frame(ws.OpText, b[hlen:], bufs)
 	} else {
 		for _, p := range ps {
 			if p.Shared {
-				_ = p.Prepared(newBroadcaster).(*gws.Broadcaster).Broadcast(c.gc)
+				f := p.Prepared(newPrepared).(*prepared)
+				bufs = append(bufs, f.get(c.deflate))
 				continue
 			}
-			c.gc.WriteAsync(opcode(p), p.Bytes, nil)
+			bufs = c.frame(opcode(p), p.Bytes, bufs)
 		}
 	}
-	c.gc.Async(c.sentFn)
+	c.writingSince.Store(c.t.now.Load())
+	c.bmu.Lock()
+	c.batch = batch{bufs: bufs, pooled: pooled, done: done}
+	start := !c.writing
+	c.writing = true
+	c.bmu.Unlock()
+	if start {
+		go c.writer()
+	}
 }
 
-// sent runs on the writer after a batch's frames.
-func (c *Conn) sent() {
-	c.writingSince.Store(0)
-	if c.buf != nil {
-		c.t.putBuffer(c.buf)
-		c.buf = nil
-	}
-	var err error
-	if c.closed.Load() || c.closing.Load() {
-		err = errClosed
-	}
-	done := c.done
-	c.done = nil
-	done(err)
+// batch is what Send hands the writer.
+type batch struct {
+	bufs   net.Buffers
+	pooled *[]byte
+	done   func(error)
 }
 
-func newBroadcaster(p *hub.Payload) any { return gws.NewBroadcaster(opcode(p), p.Bytes) }
-
-func opcode(p *hub.Payload) gws.Opcode {
-	if p.Binary {
-		return gws.OpcodeBinary
+// writer writes batches while Send keeps giving them (done usually sends
+// the next one at once), then ends: an idle connection has no writer.
+func (c *Conn) writer() {
+	for {
+		c.bmu.Lock()
+		b := c.batch
+		c.batch = batch{}
+		if b.done == nil {
+			c.writing = false
+			c.bmu.Unlock()
+			return
+		}
+		c.bmu.Unlock()
+		err := c.write(&b.bufs)
+		if b.pooled != nil {
+			putFrameBuf(b.pooled)
+		}
+		c.writingSince.Store(0)
+		if err == nil && (c.closed.Load() || c.closing.Load()) {
+			err = errClosed
+		}
+		b.done(err)
 	}
-	return gws.OpcodeText
+}
+
+// joinLines frames ps as one text message of lines, in one pooled buffer
+// sized once.
+func (c *Conn) joinLines(ps []*hub.Payload) *[]byte {
+	n := len(ps) - 1
+	for _, p := range ps {
+		n += len(p.Bytes)
+	}
+	bp := getFrameBuf(n + ws.MaxHeaderSize)
+	var hdr [ws.MaxHeaderSize]byte
+	hb := bytes.NewBuffer(hdr[:0])
+	_ = ws.WriteHeader(hb, ws.Header{Fin: true, OpCode: ws.OpText, Length: int64(n)})
+	b := append((*bp)[:0], hb.Bytes()...)
+	for i, p := range ps {
+		if i > 0 {
+			b = append(b, '\n')
+		}
+		b = append(b, p.Bytes...)
+	}
+	*bp = b
+	return bp
+}
+
+var frameBufs sync.Pool // *[]byte
+
+func getFrameBuf(n int) *[]byte {
+	if v, ok := frameBufs.Get().(*[]byte); ok && cap(*v) >= n {
+		return v
+	}
+	b := make([]byte, 0, max(n, 4096))
+	return &b
+}
+
+// putFrameBuf keeps a modest buffer for the next batch.
+func putFrameBuf(b *[]byte) {
+	if cap(*b) <= 64<<10 {
+		*b = (*b)[:0]
+		frameBufs.Put(b)
+	}
+}
+
+// write writes bufs to the socket; a failure ends the connection.
+func (c *Conn) write(bufs *net.Buffers) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.closed.Load() {
+		return errClosed
+	}
+	// No deadline per write: the keepalive sweep ends a connection whose
+	// write has taken longer than WriteTimeout.
+	if _, err := bufs.WriteTo(c.nc); err != nil {
+		go c.gone() // not under wmu: gone waits for nothing, but keep writes short
+		return err
+	}
+	return nil
+}
+
+// frame appends the frame of one message to bufs, compressed when the
+// connection compresses.
+func (c *Conn) frame(op ws.OpCode, payload []byte, bufs net.Buffers) net.Buffers {
+	h := ws.Header{Fin: true, OpCode: op, Length: int64(len(payload))}
+	if c.deflate && len(payload) >= minCompress {
+		payload = compress(payload)
+		h.Rsv, h.Length = ws.Rsv(true, false, false), int64(len(payload))
+	}
+	var hb bytes.Buffer
+	_ = ws.WriteHeader(&hb, h)
+	return append(bufs, hb.Bytes(), payload)
+}
+
+// control writes a control frame (ping, pong, close; never compressed) on
+// a goroutine of its own, then runs then.
+func (c *Conn) control(op ws.OpCode, payload []byte, then func()) {
+	bufs := controlFrame(op, payload)
+	go func() {
+		_ = c.write(&bufs)
+		if then != nil {
+			then()
+		}
+	}()
+}
+
+func controlFrame(op ws.OpCode, payload []byte) net.Buffers {
+	var hb bytes.Buffer
+	_ = ws.WriteHeader(&hb, ws.Header{Fin: true, OpCode: op, Length: int64(len(payload))})
+	return net.Buffers{hb.Bytes(), payload}
 }
 
 // Close sends a close frame with code and reason and closes the
 // connection, without blocking. A peer that does not read gets WriteTimeout
 // to take the frame; then the socket is closed regardless.
 func (c *Conn) Close(code int, reason string) {
-	c.once.Do(func() {
+	c.closeOnce.Do(func() {
 		c.closing.Store(true)
-		_ = c.gc.SetWriteDeadline(time.Now().Add(c.t.cfg.WriteTimeout))
-		time.AfterFunc(c.t.cfg.WriteTimeout, func() { _ = c.gc.NetConn().Close() })
-		go func() { _ = c.gc.WriteClose(uint16(code), []byte(protocol.CloseReason(reason))) }()
+		timer := time.AfterFunc(c.t.cfg.WriteTimeout, c.gone)
+		body := ws.NewCloseFrameBody(ws.StatusCode(code), protocol.CloseReason(reason))
+		c.control(ws.OpClose, body, func() {
+			timer.Stop()
+			c.gone()
+		})
 	})
 }
 
-// events is gws's event handler, shared by all connections.
-type events struct{ t *Transport }
-
-func conn(gc *gws.Conn) *Conn {
-	v, _ := gc.Session().Load("")
-	return v.(*Conn)
-}
-
-func (e *events) OnOpen(*gws.Conn) {}
-
-func (e *events) OnClose(gc *gws.Conn, err error) {
-	var coded interface{ Uint16() uint16 }
-	if errors.As(err, &coded) && coded.Uint16() == 1009 {
-		e.t.refused("too_large")
+// setHandler gives c its Handler; one that arrives after c ended is told
+// at once.
+func (c *Conn) setHandler(h Handler) {
+	c.hmu.Lock()
+	c.h = h
+	over := c.isGone
+	c.hmu.Unlock()
+	if over {
+		h.Close()
 	}
-	c := conn(gc)
-	c.closed.Store(true)
-	e.t.forget(c)
-	c.h.Close()
 }
 
-func (e *events) OnPing(gc *gws.Conn, payload []byte) {
-	c := conn(gc)
-	c.touch()
-	gc.WriteAsync(gws.OpcodePong, payload, nil)
+// gone ends the connection, once, whoever sees the end first: it leaves
+// the poller, closes the socket and tells the Handler. Every path that
+// closes the socket goes through here, since the poller reports nothing
+// for a socket closed under it.
+func (c *Conn) gone() {
+	c.goneOnce.Do(func() {
+		c.closed.Store(true)
+		c.t.detach(c)
+		_ = c.nc.Close()
+		c.hmu.Lock()
+		c.isGone = true
+		h := c.h
+		c.hmu.Unlock()
+		if h != nil {
+			h.Close()
+		}
+	})
 }
 
-func (e *events) OnPong(gc *gws.Conn, _ []byte) { conn(gc).touch() }
-
-func (e *events) OnMessage(gc *gws.Conn, m *gws.Message) {
-	defer m.Close()
-	c := conn(gc)
-	c.touch()
-	if m.Opcode == gws.OpcodeBinary {
-		c.h.HandleBinary(m.Bytes())
-		return
+// readable reads what the socket has without blocking and handles every
+// complete frame. It reports false once the connection is over.
+func (c *Conn) readable(buf []byte) bool {
+	for {
+		var n int
+		var rerr error
+		err := c.rc.Read(func(fd uintptr) bool {
+			n, rerr = syscall.Read(int(fd), buf)
+			return true // never wait: the poller says when there is more
+		})
+		switch {
+		case err != nil:
+			return false
+		case errors.Is(rerr, syscall.EAGAIN) || errors.Is(rerr, syscall.EINTR):
+			return true
+		case rerr != nil || n <= 0:
+			return false
+		}
+		c.touch()
+		if !c.consume(buf[:n]) {
+			return false
+		}
+		if n < len(buf) {
+			return true
+		}
 	}
-	c.h.HandleText(m.Bytes())
 }
 
-func (c *Conn) touch() {
-	c.lastRead.Store(c.t.now.Load())
-	c.pinged.Store(false)
+// readBlocking reads once, waiting for data: the reader of systems without
+// the event loop.
+func (c *Conn) readBlocking(buf []byte) bool {
+	n, err := c.nc.Read(buf)
+	if n > 0 {
+		c.touch()
+		if !c.consume(buf[:n]) {
+			return false
+		}
+	}
+	return err == nil
+}
+
+// consume parses data (after what was pending) into frames and handles
+// them; what is left of an incomplete frame stays pending. It reports
+// false when the connection must end.
+func (c *Conn) consume(data []byte) bool {
+	if len(c.pend) > 0 {
+		data = append(c.pend, data...)
+	}
+	for len(data) > 0 {
+		r := bytes.NewReader(data)
+		h, err := ws.ReadHeader(r)
+		if err != nil {
+			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+				break // incomplete header
+			}
+			return c.fail(ws.StatusProtocolError, "bad frame header")
+		}
+		state := ws.StateServerSide
+		if c.deflate {
+			state |= ws.StateExtended
+		}
+		if c.fragOp != 0 {
+			state |= ws.StateFragmented
+		}
+		if err := ws.CheckHeader(h, state); err != nil {
+			return c.fail(ws.StatusProtocolError, err.Error())
+		}
+		if h.Length > int64(c.t.cfg.MaxMessageSize) || (h.OpCode.IsData() || h.OpCode == ws.OpContinuation) && int64(c.fragSize)+h.Length > int64(c.t.cfg.MaxMessageSize) {
+			c.t.refused("too_large")
+			return c.fail(ws.StatusMessageTooBig, "message too big")
+		}
+		hlen := len(data) - r.Len()
+		if int64(len(data)-hlen) < h.Length {
+			break // incomplete payload
+		}
+		payload := data[hlen : hlen+int(h.Length)]
+		data = data[hlen+int(h.Length):]
+		ws.Cipher(payload, h.Mask, 0)
+		if !c.handleFrame(h, payload) {
+			return false
+		}
+	}
+	if len(data) == 0 {
+		c.pend = nil
+	} else {
+		c.pend = append([]byte(nil), data...) // data may be the caller's buffer
+	}
+	return true
+}
+
+// handleFrame handles one complete frame.
+func (c *Conn) handleFrame(h ws.Header, payload []byte) bool {
+	switch h.OpCode {
+	case ws.OpPing:
+		// Answered before anything read after it is handled, so a pong
+		// keeps its place among the replies.
+		bufs := controlFrame(ws.OpPong, payload)
+		_ = c.write(&bufs)
+		return true
+	case ws.OpPong:
+		return true
+	case ws.OpClose:
+		code, reason := ws.ParseCloseFrameData(payload)
+		if len(payload) > 0 {
+			if err := ws.CheckCloseFrameData(code, reason); err != nil {
+				return c.fail(ws.StatusProtocolError, "bad close frame")
+			}
+		}
+		echo := ws.NewCloseFrameBody(code, "")
+		if len(payload) == 0 {
+			echo = nil
+		}
+		c.closeOnce.Do(func() {
+			c.closing.Store(true)
+			c.control(ws.OpClose, echo, c.gone)
+		})
+		return false
+	}
+	if h.OpCode != ws.OpContinuation { // the first frame of a message
+		c.fragOp, c.fragSize = h.OpCode, 0
+		c.fragZip = h.Rsv1()
+	}
+	if !h.Fin {
+		c.frag = append(c.frag, payload...)
+		c.fragSize = len(c.frag)
+		return true
+	}
+	msg := payload
+	if len(c.frag) > 0 {
+		msg = append(c.frag, payload...)
+	}
+	op, zip := c.fragOp, c.fragZip
+	c.frag, c.fragOp, c.fragZip, c.fragSize = nil, 0, false, 0
+	if zip {
+		var err error
+		if msg, err = decompress(msg, c.t.cfg.MaxMessageSize); err != nil {
+			if errors.Is(err, errTooBig) {
+				c.t.refused("too_large")
+				return c.fail(ws.StatusMessageTooBig, "message too big")
+			}
+			return c.fail(ws.StatusInvalidFramePayloadData, "bad compressed data")
+		}
+	}
+	if op == ws.OpText {
+		if !utf8.Valid(msg) {
+			return c.fail(ws.StatusInvalidFramePayloadData, "invalid UTF-8")
+		}
+		c.h.HandleText(msg)
+	} else {
+		c.h.HandleBinary(msg)
+	}
+	return true
+}
+
+// fail closes the connection with code for a peer's protocol error.
+func (c *Conn) fail(code ws.StatusCode, reason string) bool {
+	c.Close(int(code), reason)
+	return false
+}
+
+func opcode(p *hub.Payload) ws.OpCode {
+	if p.Binary {
+		return ws.OpBinary
+	}
+	return ws.OpText
+}
+
+// prepared is a shared payload's frame, made once: plain, and compressed
+// for connections that compress.
+type prepared struct {
+	plain   []byte
+	zipOnce sync.Once
+	zipped  []byte
+}
+
+func newPrepared(p *hub.Payload) any {
+	var b bytes.Buffer
+	_ = ws.WriteHeader(&b, ws.Header{Fin: true, OpCode: opcode(p), Length: int64(len(p.Bytes))})
+	b.Write(p.Bytes)
+	f := &prepared{plain: b.Bytes()}
+	if len(p.Bytes) < minCompress {
+		f.zipped = f.plain
+		f.zipOnce.Do(func() {})
+	}
+	return f
+}
+
+func (f *prepared) get(deflate bool) []byte {
+	if !deflate {
+		return f.plain
+	}
+	f.zipOnce.Do(func() {
+		hlen := len(f.plain) - int(payloadLen(f.plain))
+		z := compress(f.plain[hlen:])
+		var b bytes.Buffer
+		_ = ws.WriteHeader(&b, ws.Header{Fin: true, OpCode: ws.OpCode(f.plain[0] & 0x0f), Rsv: ws.Rsv(true, false, false), Length: int64(len(z))})
+		b.Write(z)
+		f.zipped = b.Bytes()
+	})
+	return f.zipped
+}
+
+// payloadLen reads the payload length of an unmasked frame.
+func payloadLen(frame []byte) int64 {
+	h, err := ws.ReadHeader(bytes.NewReader(frame))
+	if err != nil {
+		return 0
+	}
+	return h.Length
+}
+
+// minCompress: smaller messages go out uncompressed, which RFC 7692
+// allows per message; deflate would not shrink them.
+const minCompress = 64
+
+var (
+	flateWriters = sync.Pool{New: func() any { w, _ := flate.NewWriter(nil, flate.BestSpeed); return w }}
+	flateReaders = sync.Pool{New: func() any { return flate.NewReader(nil) }}
+	errTooBig    = errors.New("ws: message too big")
+	// deflateTail ends a message's deflate stream (RFC 7692 7.2.2).
+	deflateTail = []byte{0x00, 0x00, 0xff, 0xff}
+)
+
+// compress deflates one message on its own (no context takeover).
+func compress(p []byte) []byte {
+	var b bytes.Buffer
+	w := flateWriters.Get().(*flate.Writer)
+	w.Reset(&b)
+	_, _ = w.Write(p)
+	_ = w.Flush()
+	flateWriters.Put(w)
+	return bytes.TrimSuffix(b.Bytes(), deflateTail)
+}
+
+// decompress inflates one message of at most limit bytes.
+func decompress(p []byte, limit int) ([]byte, error) {
+	r := flateReaders.Get().(io.ReadCloser)
+	defer flateReaders.Put(r)
+	_ = r.(flate.Resetter).Reset(io.MultiReader(bytes.NewReader(p), bytes.NewReader(deflateTail)), nil)
+	out, err := io.ReadAll(io.LimitReader(r, int64(limit)+1))
+	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) {
+		return nil, err
+	}
+	if len(out) > limit {
+		return nil, errTooBig
+	}
+	return out, nil
 }

@@ -1,34 +1,43 @@
 // Package ws is herald's WebSocket transport, the only code that touches a
-// WebSocket. It keeps github.com/lxzan/gws behind a small surface: Upgrade
-// turns a request into a Conn whose frames go to a Handler, and Conn writes
-// the batches a session gives it.
+// WebSocket. Frames are read and written with github.com/gobwas/ws; Upgrade
+// turns a request into a Conn whose messages go to a Handler, and Conn
+// writes the batches a session gives it.
 //
-// Per idle connection there is one goroutine (gws's read loop) and no timer:
-// keepalive is one ticker for all connections, which pings connections that
-// were quiet for PingInterval and closes those quiet for PingInterval +
-// PongTimeout. Commands are handled off the read loop so its stack stays
-// small, one at a time per connection, in order.
+// An idle connection costs no goroutine and no timer. On Linux its socket
+// waits in an epoll set of the Transport's own; when it becomes readable a
+// goroutine reads what is there, handles every complete frame — commands
+// one at a time, in order — and returns, leaving the socket to the poller
+// again. Writes run on a goroutine that exists only while a batch is being
+// written. Keepalive is one ticker for all connections, which pings
+// connections that were quiet for PingInterval and closes those quiet for
+// PingInterval + PongTimeout, or whose write is stuck past WriteTimeout.
+// Where there is no epoll, each connection has a reading goroutine.
+//
+// permessage-deflate is negotiated with no context takeover either way:
+// every message is compressed on its own, so a message for many
+// connections is compressed once for all of them, and no connection keeps
+// a compression window.
 package ws
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
-	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
-	"github.com/lxzan/gws"
+	"github.com/gobwas/httphead"
+	"github.com/gobwas/ws"
+	"github.com/gobwas/ws/wsflate"
 )
 
-// Handler receives one connection's frames. Frames are handed over one at a
-// time, in order; the slice is only valid during the call.
+// Handler receives one connection's messages. They are handed over one at
+// a time, in order; the slice is only valid during the call.
 type Handler interface {
 	HandleText(frame []byte)
 	HandleBinary(frame []byte)
@@ -41,9 +50,9 @@ type Config struct {
 	// MaxMessageSize bounds one incoming message in bytes [65536]; a larger
 	// one closes the connection with 1009.
 	MaxMessageSize int
-	// ReadBufferSize is the read buffer per connection [512]; memory per
-	// idle connection grows with it. Frames larger than it are read
-	// straight into their own buffer, so it need only fit typical commands.
+	// ReadBufferSize is how much one read takes from a socket [16384]. The
+	// buffer is pooled, not per connection: only the bytes of a frame that
+	// has not fully arrived stay with its connection.
 	ReadBufferSize int
 	// PingInterval is how long a connection may be quiet before the server
 	// pings it [25s]; PongTimeout how much longer it may stay quiet before
@@ -70,7 +79,7 @@ func (c *Config) setDefaults() {
 		c.MaxMessageSize = 65536
 	}
 	if c.ReadBufferSize <= 0 {
-		c.ReadBufferSize = 512
+		c.ReadBufferSize = 16 << 10
 	}
 	if c.PingInterval <= 0 {
 		c.PingInterval = 25 * time.Second
@@ -92,65 +101,39 @@ func (c *Config) setDefaults() {
 // Transport upgrades requests and keeps its connections alive.
 type Transport struct {
 	cfg          Config
-	upgraders    map[string]*gws.Upgrader // "ours" when the client offers one of subprotocols, "" otherwise
 	subprotocols []string
 	now          atomic.Int64 // coarse clock, unix nanoseconds, set by the ticker
+	loop         *poller      // nil where there is no event loop
+	reads        sync.Pool    // *[]byte of ReadBufferSize
 
-	mu    sync.Mutex
-	conns map[*Conn]struct{}
-	drain *closeInfo // set by CloseAll: how to close connections still arriving
-
-	bufs sync.Pool // *bytes.Buffer for frames of several lines
+	mu     sync.Mutex
+	conns  map[*Conn]struct{}
+	drain  *closeInfo // set by CloseAll: how to close connections still arriving
+	nextID uint64
 
 	stop chan struct{}
 	done chan struct{}
 }
 
 // New returns a Transport speaking subprotocols (in the server's order of
-// preference) and starts its keepalive ticker; Close stops it.
+// preference) and starts its keepalive ticker and event loop; Close stops
+// them.
 func New(cfg Config, subprotocols ...string) *Transport {
 	cfg.setDefaults()
 	t := &Transport{
-		cfg:       cfg,
-		upgraders: make(map[string]*gws.Upgrader, 2),
-		conns:     make(map[*Conn]struct{}),
-		stop:      make(chan struct{}),
-		done:      make(chan struct{}),
+		cfg:          cfg,
+		subprotocols: subprotocols,
+		conns:        make(map[*Conn]struct{}),
+		stop:         make(chan struct{}),
+		done:         make(chan struct{}),
 	}
 	t.now.Store(time.Now().UnixNano())
-	t.bufs.New = func() any { return new(bytes.Buffer) }
-	events := &events{t: t}
-	for _, protos := range [][]string{nil, subprotocols} {
-		opt := &gws.ServerOption{
-			ParallelEnabled:    true,
-			ParallelGolimit:    1, // one command at a time per connection, in order
-			ReadMaxPayloadSize: cfg.MaxMessageSize,
-			ReadBufferSize:     cfg.ReadBufferSize,
-			CheckUtf8Enabled:   true,
-			HandshakeTimeout:   cfg.HandshakeTimeout,
-			NewSession:         func() gws.SessionStorage { return &slot{} },
-			Recovery:           t.recover,
-			SubProtocols:       protos,
-			PermessageDeflate: gws.PermessageDeflate{
-				Enabled: !cfg.DisableCompression,
-				// The server keeps its compression context (what it sends
-				// is most of the traffic) in a 4 KiB window; clients
-				// compress each message on its own, so the server holds
-				// no decompression window per connection.
-				ServerContextTakeover: true,
-				ServerMaxWindowBits:   serverWindowBits,
-				ClientContextTakeover: false,
-				ClientMaxWindowBits:   15,
-				PoolSize:              4, // per upgrader: enough for 2 cores; each deflater holds ~0.9 MB
-			},
-		}
-		key := ""
-		if protos != nil {
-			key = "ours"
-		}
-		t.upgraders[key] = gws.NewUpgrader(events, opt)
+	t.reads.New = func() any { b := make([]byte, cfg.ReadBufferSize); return &b }
+	loop, err := newPoller(t)
+	if err != nil {
+		cfg.Logger.Warn("ws: no event loop, one goroutine per connection", "err", err)
 	}
-	t.subprotocols = subprotocols
+	t.loop = loop
 	go t.keepalive()
 	return t
 }
@@ -158,83 +141,131 @@ func New(cfg Config, subprotocols ...string) *Transport {
 // Upgrade upgrades the request. accept is called with the new connection
 // before it reads anything and returns the connection's Handler; an error
 // from accept closes the connection with 1011. Upgrade returns once the
-// connection is handed to its read loop; after an error the response has
+// connection is handed to the poller; after an error the response has
 // been written.
 func (t *Transport) Upgrade(w http.ResponseWriter, r *http.Request, accept func(*Conn) (Handler, error)) error {
-	u := t.upgraders[t.negotiate(r.Header.Get("Sec-WebSocket-Protocol"))]
-	sanitizeDeflateOffer(r.Header)
-	gc, err := u.Upgrade(w, r)
+	proto := t.negotiate(r.Header.Values("Sec-WebSocket-Protocol"))
+	ext := wsflate.Extension{Parameters: wsflate.Parameters{ServerNoContextTakeover: true, ClientNoContextTakeover: true}}
+	u := ws.HTTPUpgrader{
+		Timeout:  t.cfg.HandshakeTimeout,
+		Protocol: func(p string) bool { return p == proto },
+	}
+	if !t.cfg.DisableCompression {
+		u.Negotiate = func(opt httphead.Option) (httphead.Option, error) { return ext.Negotiate(opt) }
+	}
+	nc, rw, hs, err := u.Upgrade(r, w)
 	if err != nil {
 		return fmt.Errorf("ws: upgrade: %w", err)
 	}
-	c := &Conn{t: t, gc: gc}
-	c.sentFn = c.sent
+	_, deflate := ext.Accepted()
+	c := &Conn{t: t, nc: nc, subprotocol: hs.Protocol, deflate: deflate}
 	c.lastRead.Store(t.now.Load())
-	gc.Session().Store("", c)
+	if sc, ok := nc.(syscall.Conn); ok {
+		if rc, err := sc.SyscallConn(); err == nil {
+			c.rc = rc
+		}
+	}
+	// Bytes the client sent right after its request are read already.
+	var early []byte
+	if n := rw.Reader.Buffered(); n > 0 {
+		b, _ := rw.Reader.Peek(n)
+		early = append([]byte(nil), b...)
+	}
 	// Counted from here on, so that a shutdown while accept runs closes
 	// and waits for this connection too.
 	t.mu.Lock()
 	t.conns[c] = struct{}{}
+	t.nextID++
+	c.id = t.nextID
 	drain := t.drain
 	t.mu.Unlock()
 	h, err := accept(c)
 	if err != nil {
-		t.forget(c)
-		_ = gc.WriteClose(1011, []byte("internal error"))
+		c.Close(1011, "internal error")
 		return fmt.Errorf("ws: accept: %w", err)
 	}
-	c.h = h
+	c.setHandler(h)
 	if drain != nil {
 		c.Close(drain.code, drain.reason)
 	}
-	go gc.ReadLoop()
+	c.rmu.Lock()
+	ok := len(early) == 0 || c.consume(early)
+	c.rmu.Unlock()
+	if !ok {
+		if !c.closing.Load() {
+			c.gone()
+		}
+		return nil
+	}
+	if t.loop == nil || c.rc == nil || t.loop.add(c) != nil {
+		go t.readLoop(c)
+	}
 	return nil
 }
 
-func (t *Transport) forget(c *Conn) {
+// serve handles a readiness event of c; it runs on a goroutine of its own.
+func (t *Transport) serve(c *Conn) {
+	defer func() {
+		if v := recover(); v != nil {
+			t.cfg.Logger.Error("panic in connection handler", "panic", v)
+			c.gone()
+		}
+	}()
+	bp := t.reads.Get().(*[]byte)
+	c.rmu.Lock()
+	alive := c.readable(*bp)
+	c.rmu.Unlock()
+	t.reads.Put(bp)
+	switch {
+	case !alive && c.closing.Load():
+		// A close frame is on its way; its writer ends the connection.
+	case !alive || c.closed.Load() || t.loop.rearm(c) != nil:
+		c.gone()
+	}
+}
+
+// readLoop is a connection's reader where there is no event loop.
+func (t *Transport) readLoop(c *Conn) {
+	defer func() {
+		if v := recover(); v != nil {
+			t.cfg.Logger.Error("panic in connection handler", "panic", v)
+			c.gone()
+		}
+	}()
+	buf := make([]byte, 4096)
+	for c.readBlocking(buf) && !c.closed.Load() {
+	}
+	if !c.closing.Load() { // else a close frame is on its way; its writer ends the connection
+		c.gone()
+	}
+}
+
+// detach forgets c: it leaves the poller and the connection count.
+func (t *Transport) detach(c *Conn) {
+	if t.loop != nil {
+		t.loop.remove(c)
+	}
 	t.mu.Lock()
 	delete(t.conns, c)
 	t.mu.Unlock()
 }
 
-// negotiate returns "ours" when the client offers one of the server's
-// subprotocols (gws then picks the server's first choice among them), ""
-// when it offers none of them: such a client gets no subprotocol.
-func (t *Transport) negotiate(header string) string {
-	for _, p := range strings.Split(header, ",") {
-		if slices.Contains(t.subprotocols, strings.TrimSpace(p)) {
-			return "ours"
+// negotiate returns the server's first subprotocol among those the client
+// offers, "" when it offers none of them: such a client gets no
+// subprotocol.
+func (t *Transport) negotiate(values []string) string {
+	offered := map[string]bool{}
+	for _, v := range values {
+		for _, p := range strings.Split(v, ",") {
+			offered[strings.TrimSpace(p)] = true
+		}
+	}
+	for _, p := range t.subprotocols {
+		if offered[p] {
+			return p
 		}
 	}
 	return ""
-}
-
-// serverWindowBits is the server's LZ77 window: 4 KiB per compressing
-// connection instead of 32 KiB.
-const serverWindowBits = 12
-
-// sanitizeDeflateOffer keeps gws's permessage-deflate negotiation within
-// RFC 7692: only the client's first offer is considered, and an offer gws
-// would answer wrongly is removed, so that connection goes uncompressed.
-// Declined: anything but permessage-deflate first, and a server window
-// smaller than the server's (server_max_window_bits below 12).
-func sanitizeDeflateOffer(h http.Header) {
-	const key = "Sec-WebSocket-Extensions"
-	offer, _, _ := strings.Cut(strings.Join(h.Values(key), ","), ",")
-	h.Del(key)
-	params := strings.Split(offer, ";")
-	if strings.TrimSpace(params[0]) != "permessage-deflate" {
-		return
-	}
-	for _, p := range params[1:] {
-		name, val, _ := strings.Cut(strings.TrimSpace(p), "=")
-		if name == "server_max_window_bits" {
-			if n, err := strconv.Atoi(strings.Trim(val, `"`)); err != nil || n < serverWindowBits {
-				return
-			}
-		}
-	}
-	h.Set(key, offer)
 }
 
 // Len returns the number of open connections.
@@ -273,26 +304,23 @@ func (t *Transport) WaitEmpty(ctx context.Context) error {
 	return nil
 }
 
-// Close stops the keepalive ticker. Connections stay open: close them with
-// CloseAll.
+// Close stops the keepalive ticker and the event loop. Connections stay
+// open: close them with CloseAll first.
 func (t *Transport) Close() {
 	select {
 	case <-t.stop:
 	default:
 		close(t.stop)
 		<-t.done
+		if t.loop != nil {
+			t.loop.close()
+		}
 	}
 }
 
 func (t *Transport) refused(reason string) {
 	if t.cfg.Refused != nil {
 		t.cfg.Refused(reason)
-	}
-}
-
-func (t *Transport) recover(gws.Logger) {
-	if v := recover(); v != nil {
-		t.cfg.Logger.Error("panic in connection handler", "panic", v)
 	}
 }
 
@@ -334,13 +362,13 @@ func (t *Transport) sweep(now int64) {
 	t.mu.Unlock()
 	for _, c := range quiet {
 		c.pinged.Store(true)
-		c.gc.WriteAsync(gws.OpcodePing, nil, nil)
+		c.control(ws.OpPing, nil, nil)
 	}
 	for _, c := range gone {
 		if since := c.writingSince.Load(); since != 0 && now-since > writeTimeout {
 			t.refused("write_timeout")
 		}
-		_ = c.gc.NetConn().Close() // a peer that reads nothing gets no close frame
+		c.gone() // a peer that reads nothing gets no close frame
 	}
 }
 
@@ -350,26 +378,5 @@ type closeInfo struct {
 	reason string
 }
 
-// maxPooledBuffer keeps one huge batch from pinning its buffer forever.
-const maxPooledBuffer = 64 << 10
-
-func (t *Transport) putBuffer(b *bytes.Buffer) {
-	if b.Cap() > maxPooledBuffer {
-		return
-	}
-	b.Reset()
-	t.bufs.Put(b)
-}
-
 // errClosed is returned by writes on a closed connection.
 var errClosed = errors.New("ws: connection closed")
-
-// slot is the per-connection session storage gws asks for, holding just
-// the *Conn (gws's default is a map).
-type slot struct{ v any }
-
-func (s *slot) Len() int                       { return 1 }
-func (s *slot) Load(string) (any, bool)        { return s.v, s.v != nil }
-func (s *slot) Delete(string)                  { s.v = nil }
-func (s *slot) Store(_ string, v any)          { s.v = v }
-func (s *slot) Range(f func(string, any) bool) { f("", s.v) }

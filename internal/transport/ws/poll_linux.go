@@ -1,0 +1,114 @@
+package ws
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+
+	"golang.org/x/sys/unix"
+)
+
+// poller is the event loop: one epoll set, and one goroutine waiting on it
+// that hands each readable connection to a goroutine of its own. Sockets
+// are armed one-shot, so a connection is served by one goroutine at a
+// time and re-armed when that goroutine is done with it.
+//
+// The socket stays Go's too (the runtime's own poller watches it for
+// writes); herald's epoll set only tells when it is readable.
+type poller struct {
+	t    *Transport
+	epfd int
+
+	mu    sync.Mutex
+	conns map[uint64]*Conn // by Conn.id: ids are never reused, unlike fds
+
+	closed atomic.Bool
+	done   chan struct{}
+}
+
+func newPoller(t *Transport) (*poller, error) {
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("epoll_create1: %w", err)
+	}
+	p := &poller{t: t, epfd: epfd, conns: make(map[uint64]*Conn), done: make(chan struct{})}
+	go p.run()
+	return p, nil
+}
+
+const armed = unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT
+
+func event(c *Conn) *unix.EpollEvent {
+	return &unix.EpollEvent{Events: armed, Fd: int32(c.id), Pad: int32(c.id >> 32)}
+}
+
+// add starts watching c.
+func (p *poller) add(c *Conn) error {
+	var fd int
+	if err := c.rc.Control(func(f uintptr) { fd = int(f) }); err != nil {
+		return err
+	}
+	c.fd = fd
+	p.mu.Lock()
+	p.conns[c.id] = c
+	p.mu.Unlock()
+	if err := unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, fd, event(c)); err != nil {
+		p.mu.Lock()
+		delete(p.conns, c.id)
+		p.mu.Unlock()
+		return fmt.Errorf("epoll_ctl add: %w", err)
+	}
+	return nil
+}
+
+// rearm watches c again after one of its events was served.
+func (p *poller) rearm(c *Conn) error {
+	return unix.EpollCtl(p.epfd, unix.EPOLL_CTL_MOD, c.fd, event(c))
+}
+
+// remove stops watching c; call it before its socket is closed.
+func (p *poller) remove(c *Conn) {
+	p.mu.Lock()
+	_, ok := p.conns[c.id]
+	delete(p.conns, c.id)
+	p.mu.Unlock()
+	if ok {
+		_ = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, c.fd, nil)
+	}
+}
+
+// run waits for events until close.
+func (p *poller) run() {
+	defer close(p.done)
+	events := make([]unix.EpollEvent, 128)
+	for !p.closed.Load() {
+		// A bounded wait, so that close is noticed without a wakeup fd.
+		n, err := unix.EpollWait(p.epfd, events, 200)
+		if err != nil {
+			if errors.Is(err, unix.EINTR) {
+				continue
+			}
+			p.t.cfg.Logger.Error("ws: epoll_wait", "err", err)
+			return
+		}
+		p.mu.Lock()
+		for _, ev := range events[:n] {
+			id := uint64(uint32(ev.Fd)) | uint64(uint32(ev.Pad))<<32
+			if c := p.conns[id]; c != nil {
+				go p.t.serve(c)
+			}
+		}
+		p.mu.Unlock()
+	}
+}
+
+// close stops the loop; connections still watched are left to their
+// owners.
+func (p *poller) close() {
+	if p.closed.Swap(true) {
+		return
+	}
+	<-p.done
+	_ = unix.Close(p.epfd)
+}

@@ -1,0 +1,16 @@
+//go:build !linux
+
+package ws
+
+import "errors"
+
+// poller is the event loop, which only Linux has here; elsewhere every
+// connection has a reading goroutine.
+type poller struct{}
+
+func newPoller(*Transport) (*poller, error) { return nil, errors.New("no epoll on this system") }
+
+func (p *poller) add(*Conn) error   { return errors.New("no event loop") }
+func (p *poller) rearm(*Conn) error { return errors.New("no event loop") }
+func (p *poller) remove(*Conn)      {}
+func (p *poller) close()            {}
