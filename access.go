@@ -199,7 +199,7 @@ func (s *Server) admit(w http.ResponseWriter, r *http.Request) (caller, string, 
 		return caller{}, "", false
 	}
 	if !s.origins.Allow(w, r) {
-		s.metrics.Refusals.WithLabelValues("origin").Inc()
+		s.refusal(r, "origin", "origin not allowed")
 		writeHTTPError(w, Errorf(CodeForbidden, "origin not allowed: add it to --origins (Config.Origins)"))
 		return caller{}, "", false
 	}
@@ -207,6 +207,7 @@ func (s *Server) admit(w http.ResponseWriter, r *http.Request) (caller, string, 
 	if err != nil {
 		pe := s.publicError(err)
 		s.countRefusal(pe)
+		s.logRefusal(r, string(pe.Code), pe.Message)
 		if pe.Code == CodeUnauthorized {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="herald"`)
 		}
@@ -219,11 +220,23 @@ func (s *Server) admit(w http.ResponseWriter, r *http.Request) (caller, string, 
 		if err == errIPLimit {
 			reason = "ip_limit"
 		}
-		s.metrics.Refusals.WithLabelValues(reason).Inc()
+		s.refusal(r, reason, err.Error())
 		writeHTTPError(w, err.(*Error))
 		return caller{}, "", false
 	}
 	return c, ip, true
+}
+
+// refusal counts and logs a request refused before it was served.
+func (s *Server) refusal(r *http.Request, reason, why string) {
+	s.metrics.Refusals.WithLabelValues(reason).Inc()
+	s.logRefusal(r, reason, why)
+}
+
+// logRefusal logs one refusal at info: one line per refusal, never one per
+// message.
+func (s *Server) logRefusal(r *http.Request, reason, why string) {
+	s.cfg.Logger.Info("refused", "reason", reason, "why", why, "path", r.URL.Path, "remote", r.RemoteAddr)
 }
 
 // countRefusal counts a refusal whose code says it was one.

@@ -87,6 +87,9 @@ func testBrokerOutage(t *testing.T, p *faultProxy, b broker.Broker) {
 		status, body := health(t, base)
 		return status == http.StatusServiceUnavailable && strings.HasPrefix(body, "unavailable")
 	})
+	if status, _ := ready(t, base); status != http.StatusServiceUnavailable {
+		t.Fatalf("/readyz while the broker is away: %d, want 503", status)
+	}
 	// Publishes made during the outage (n ≥ 100) fail and are never seen.
 	r := pub.Call(map[string]any{"op": "publish", "channel": ch, "data": map[string]int{"n": 100}}, nil)
 	if heraldtest.ErrorCode(r) != "unavailable" {

@@ -138,6 +138,7 @@ func (s *Server) routes() *http.ServeMux {
 		mux.Handle(method+" /api/", api)
 	}
 	mux.Handle("GET /healthz", s.HealthHandler())
+	mux.Handle("GET /readyz", s.HealthHandler()) // ready means the same: not draining, broker reachable
 	if s.gather != nil {
 		mux.Handle("GET /metrics", promhttp.HandlerFor(s.gather, promhttp.HandlerOpts{}))
 	}
@@ -147,7 +148,7 @@ func (s *Server) routes() *http.ServeMux {
 }
 
 // ServeHTTP serves every endpoint of the contract: /, /herald.js, /ws,
-// /ws/{channel}, /sse, /api/…, /healthz and /metrics.
+// /ws/{channel}, /sse, /api/…, /healthz and /metrics; and /readyz.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.requestArrived(r)
 	s.mux.ServeHTTP(w, r)
@@ -178,7 +179,10 @@ const healthTimeout = time.Second
 
 // HealthHandler answers 200 "ok"; 503 "draining" while the server shuts
 // down; and 503 "unavailable" when the broker is a broker.HealthChecker
-// whose backing service does not answer within a second.
+// whose backing service does not answer within a second. herald serves it
+// as /healthz (the contract's) and as /readyz, for orchestrators that
+// probe readiness there: a node that cannot reach its broker should get no
+// traffic.
 func (s *Server) HealthHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")

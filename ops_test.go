@@ -24,6 +24,21 @@ func TestHealthz(t *testing.T) {
 	if resp.StatusCode != http.StatusOK || strings.TrimSpace(string(body)) != "ok" {
 		t.Fatalf("/healthz: %d %q, want 200 ok", resp.StatusCode, body)
 	}
+	if status, body := ready(t, base); status != http.StatusOK || strings.TrimSpace(body) != "ok" {
+		t.Fatalf("/readyz: %d %q, want 200 ok", status, body)
+	}
+}
+
+// ready returns the status and body of /readyz.
+func ready(t *testing.T, base string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(base + "/readyz")
+	if err != nil {
+		t.Fatalf("GET /readyz: %v", err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body)
 }
 
 func TestMetricsMove(t *testing.T) {

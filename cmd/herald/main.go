@@ -4,6 +4,7 @@
 //	herald pub CHANNEL DATA  publish (as a client with --token, else through the server API)
 //	herald sub CHANNEL...    print messages as they come
 //	herald token --user U    print a client token signed with --token-secret
+//	herald config [flags]    print the effective configuration, secrets masked
 //	herald version           print the version
 //
 // Every serve flag is also a config-file key (--config FILE, YAML) and an
@@ -53,6 +54,8 @@ func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) erro
 		return pub(ctx, args, env, os.Stdin, stdout, stderr) // tests call pub with a stdin of their own
 	case "sub":
 		return sub(ctx, args, env, stdout, stderr)
+	case "config":
+		return configCmd(ctx, args, env, stdout, stderr)
 	case "token":
 		return token(ctx, args, env, stdout, stderr)
 	case "bench":
@@ -74,6 +77,7 @@ commands:
   serve     run the server (the default); herald serve -h lists its flags
   pub       publish: herald pub [--url U] [--token T | --api-key K] [--event E] CHANNEL DATA|-
   sub       print messages as they come: herald sub [--url U] [--token T] [--json] [--since OFFSET] CHANNEL...
+  config    print the effective configuration (herald config [serve flags]), secrets masked
   token     print a client token for development: herald token --token-secret S --user U [--sub P] [--pub P] [--ttl D]
   bench     load-test a running server: herald bench idle|fanout|sse -h
   version   print the version

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"runtime/debug"
 	"strings"
 
@@ -37,7 +38,7 @@ func serve(ctx context.Context, args, env []string, _ io.Writer, stderr io.Write
 		// (docs/benchmarks.md). GOGC overrides it.
 		debug.SetGCPercent(defaultGCPercent)
 	}
-	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: s.logLevel}))
+	logger := newLogger(stderr, s.logFormat, s.logLevel)
 	cfg := s.config
 	cfg.Logger = logger
 	if cfg.Broker, err = newBroker(s.broker, logger); err != nil {
@@ -78,6 +79,24 @@ func serve(ctx context.Context, args, env []string, _ io.Writer, stderr io.Write
 		return fmt.Errorf("serve: %w", err)
 	}
 	return errors.Join(herr, serr)
+}
+
+// newLogger logs to w as text or JSON; format "" picks text for a
+// terminal and JSON for anything else (a file, a pipe, a log collector).
+func newLogger(w io.Writer, format string, level slog.Level) *slog.Logger {
+	if format == "" {
+		format = "json"
+		if f, ok := w.(*os.File); ok {
+			if fi, err := f.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
+				format = "text"
+			}
+		}
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	if format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
 }
 
 // newBroker makes the broker a --broker URL names; herald.New starts it.

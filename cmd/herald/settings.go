@@ -27,9 +27,14 @@ type settings struct {
 	addr            string
 	broker          string
 	logLevel        slog.Level
+	logFormat       string // text, json, or "" for text on a terminal and JSON otherwise
 	shutdownTimeout time.Duration
 	config          herald.Config
 	namespaces      map[string]herald.Namespace
+	// values are every setting's merged text, and sources where each came
+	// from (herald config prints them).
+	values  map[string]string
+	sources map[string]string
 }
 
 // option is one serve setting: a flag, an env variable and a file key.
@@ -89,6 +94,13 @@ func options() []option {
 		{"sse-heartbeat", "how often an idle SSE stream gets a comment line", durationSetting(func(s *settings, d time.Duration) { s.config.SSEHeartbeat = d })},
 		{"sse-retry", "the reconnect delay SSE streams tell EventSource", durationSetting(func(s *settings, d time.Duration) { s.config.SSERetry = d })},
 		{"log-level", "debug, info, warn or error", func(s *settings, v string) error { return s.logLevel.UnmarshalText([]byte(v)) }},
+		{"log-format", "text or json (default: text on a terminal, JSON otherwise)", func(s *settings, v string) error {
+			if v != "" && v != "text" && v != "json" {
+				return fmt.Errorf("want text or json, got %q", v)
+			}
+			s.logFormat = v
+			return nil
+		}},
 	}
 }
 
@@ -177,16 +189,23 @@ func loadSettings(args, env []string, stderr io.Writer) (*settings, error) {
 	if err := readYAML(defaultsYAML, values, namespaces); err != nil {
 		return nil, fmt.Errorf("embedded defaults: %w", err)
 	}
+	source := map[string]string{}
+	for k := range values {
+		source[k] = "default"
+	}
 	if *configPath != "" {
 		b, err := os.ReadFile(*configPath)
 		if err != nil {
 			return nil, fmt.Errorf("config: %w", err)
 		}
-		if err := readYAML(b, values, namespaces); err != nil {
+		fromFile := map[string]string{}
+		if err := readYAML(b, fromFile, namespaces); err != nil {
 			return nil, fmt.Errorf("config %s: %w", *configPath, err)
 		}
+		for k, v := range fromFile {
+			values[k], source[k] = v, *configPath
+		}
 	}
-	source := map[string]string{}
 	for _, o := range opts {
 		if v, ok := envMap[envName(o.name)]; ok {
 			values[o.name], source[o.name] = v, envName(o.name)
@@ -198,7 +217,7 @@ func loadSettings(args, env []string, stderr io.Writer) (*settings, error) {
 		}
 	})
 
-	s := &settings{logLevel: slog.LevelInfo, namespaces: namespaces}
+	s := &settings{logLevel: slog.LevelInfo, namespaces: namespaces, values: values, sources: source}
 	for _, o := range opts {
 		v, ok := values[o.name]
 		if !ok {
@@ -206,7 +225,7 @@ func loadSettings(args, env []string, stderr io.Writer) (*settings, error) {
 		}
 		if err := o.set(s, v); err != nil {
 			where := source[o.name]
-			if where == "" {
+			if where == "" || where == "default" || strings.HasSuffix(where, ".yaml") || strings.HasSuffix(where, ".yml") {
 				where = o.name
 			}
 			return nil, fmt.Errorf("%s: %w", where, err)
