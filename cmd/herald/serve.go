@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -12,6 +13,8 @@ import (
 	"os"
 	"runtime/debug"
 	"strings"
+
+	"golang.org/x/crypto/acme/autocert"
 
 	"github.com/heraldhq/herald"
 	"github.com/heraldhq/herald/broker"
@@ -48,10 +51,20 @@ func serve(ctx context.Context, args, env []string, _ io.Writer, stderr io.Write
 	if err != nil {
 		return err
 	}
+	tlsConfig, err := s.tls()
+	if err != nil {
+		_ = srv.Shutdown(context.Background())
+		return err
+	}
 	ln, err := net.Listen("tcp", s.addr)
 	if err != nil {
 		_ = srv.Shutdown(context.Background())
 		return fmt.Errorf("listen: %w", err)
+	}
+	scheme := "http"
+	if tlsConfig != nil {
+		ln = tls.NewListener(ln, tlsConfig)
+		scheme = "https"
 	}
 	httpSrv := &http.Server{
 		Handler:           srv,
@@ -59,8 +72,9 @@ func serve(ctx context.Context, args, env []string, _ io.Writer, stderr io.Write
 		ConnState:         srv.ConnState,
 		ConnContext:       srv.ConnContext,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelDebug),
+		TLSConfig:         tlsConfig,
 	}
-	logger.Info("herald listening", "addr", ln.Addr().String(), "url", "http://"+displayHost(ln.Addr()), "broker", redactURL(s.broker))
+	logger.Info("herald listening", "addr", ln.Addr().String(), "url", scheme+"://"+displayHost(ln.Addr()), "broker", redactURL(s.broker))
 
 	errc := make(chan error, 1)
 	go func() { errc <- httpSrv.Serve(ln) }()
@@ -79,6 +93,33 @@ func serve(ctx context.Context, args, env []string, _ io.Writer, stderr io.Write
 		return fmt.Errorf("serve: %w", err)
 	}
 	return errors.Join(herr, serr)
+}
+
+// tls returns the TLS configuration the settings ask for, nil for plain
+// HTTP. It offers HTTP/2 (SSE streams share one connection) and
+// HTTP/1.1 (WebSocket upgrades).
+func (s *settings) tls() (*tls.Config, error) {
+	switch {
+	case s.acmeHost != "" && (s.tlsCert != "" || s.tlsKey != ""):
+		return nil, errors.New("--acme-host and --tls-cert/--tls-key: choose one")
+	case s.acmeHost != "":
+		m := &autocert.Manager{Prompt: autocert.AcceptTOS, HostPolicy: autocert.HostWhitelist(s.acmeHost)}
+		if s.acmeCache != "" {
+			m.Cache = autocert.DirCache(s.acmeCache)
+		}
+		c := m.TLSConfig()
+		c.NextProtos = append([]string{"h2", "http/1.1"}, c.NextProtos...)
+		return c, nil
+	case s.tlsCert == "" && s.tlsKey == "":
+		return nil, nil
+	case s.tlsCert == "" || s.tlsKey == "":
+		return nil, errors.New("--tls-cert and --tls-key go together")
+	}
+	cert, err := tls.LoadX509KeyPair(s.tlsCert, s.tlsKey)
+	if err != nil {
+		return nil, fmt.Errorf("--tls-cert/--tls-key: %w", err)
+	}
+	return &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2", "http/1.1"}, MinVersion: tls.VersionTLS12}, nil
 }
 
 // newLogger logs to w as text or JSON; format "" picks text for a

@@ -29,6 +29,10 @@ type settings struct {
 	logLevel        slog.Level
 	logFormat       string // text, json, or "" for text on a terminal and JSON otherwise
 	shutdownTimeout time.Duration
+	tlsCert         string // PEM files; both or neither
+	tlsKey          string
+	acmeHost        string // automatic certificates for this host name
+	acmeCache       string
 	config          herald.Config
 	namespaces      map[string]herald.Namespace
 	// values are every setting's merged text, and sources where each came
@@ -91,6 +95,10 @@ func options() []option {
 		{"handshake-timeout", "time a client has to send its request headers, and the server to write an upgrade", durationSetting(func(s *settings, d time.Duration) { s.config.HandshakeTimeout = d })},
 		{"write-timeout", "time one write to a connection may take before the connection is closed", durationSetting(func(s *settings, d time.Duration) { s.config.WriteTimeout = d })},
 		{"shutdown-timeout", "how long a graceful shutdown waits for connections to close", durationSetting(func(s *settings, d time.Duration) { s.shutdownTimeout = d })},
+		{"tls-cert", "TLS certificate file (PEM, with its chain); with --tls-key, herald serves HTTPS and WSS (HTTP/2 for SSE)", func(s *settings, v string) error { s.tlsCert = v; return nil }},
+		{"tls-key", "TLS private key file (PEM)", func(s *settings, v string) error { s.tlsKey = v; return nil }},
+		{"acme-host", "host name to get certificates for automatically (ACME, Let's Encrypt; the TLS-ALPN challenge on the listen address, which must be :443)", func(s *settings, v string) error { s.acmeHost = v; return nil }},
+		{"acme-cache", "directory that keeps ACME certificates across restarts", func(s *settings, v string) error { s.acmeCache = v; return nil }},
 		{"sse-heartbeat", "how often an idle SSE stream gets a comment line", durationSetting(func(s *settings, d time.Duration) { s.config.SSEHeartbeat = d })},
 		{"sse-retry", "the reconnect delay SSE streams tell EventSource", durationSetting(func(s *settings, d time.Duration) { s.config.SSERetry = d })},
 		{"log-level", "debug, info, warn or error", func(s *settings, v string) error { return s.logLevel.UnmarshalText([]byte(v)) }},
