@@ -90,6 +90,7 @@ func testBrokerOutage(t *testing.T, p *faultProxy, b broker.Broker) {
 	if status, _ := ready(t, base); status != http.StatusServiceUnavailable {
 		t.Fatalf("/readyz while the broker is away: %d, want 503", status)
 	}
+	failedBefore := metric(t, base, `herald_broker_errors_total{op="publish"}`)
 	// Publishes made during the outage (n ≥ 100) fail and are never seen.
 	r := pub.Call(map[string]any{"op": "publish", "channel": ch, "data": map[string]int{"n": 100}}, nil)
 	if heraldtest.ErrorCode(r) != "unavailable" {
@@ -97,6 +98,9 @@ func testBrokerOutage(t *testing.T, p *faultProxy, b broker.Broker) {
 	}
 	if r := apiCall(t, http.MethodPost, base+"/api/publish", `{"channel":"`+ch+`","data":{"n":101}}`); r.status != http.StatusServiceUnavailable {
 		t.Fatalf("POST /api/publish during the outage: %d %s, want 503", r.status, r.raw)
+	}
+	if got := metric(t, base, `herald_broker_errors_total{op="publish"}`) - failedBefore; got != 2 {
+		t.Fatalf("broker publish errors during the outage: %v, want 2", got)
 	}
 
 	p.restore()

@@ -94,7 +94,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.metrics = metrics.New(reg)
 	s.hub = hub.New(hub.Config{
-		Broker:          s.broker,
+		Broker:          measure(s.broker, s.metrics),
 		Logger:          cfg.Logger,
 		PresenceRefresh: presenceRefresh,
 		Options: func(channel string) hub.ChannelOptions {
@@ -105,6 +105,10 @@ func New(cfg Config) (*Server, error) {
 	if err := s.hub.Start(context.Background()); err != nil {
 		return nil, fmt.Errorf("herald: %w", err)
 	}
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "herald_channels",
+		Help: "Channels with subscribers on this node.",
+	}, func() float64 { return float64(len(s.hub.Channels())) }))
 	s.ws = ws.New(ws.Config{
 		MaxMessageSize:     cfg.MaxMessageSize,
 		PingInterval:       cfg.PingInterval,
@@ -114,11 +118,13 @@ func New(cfg Config) (*Server, error) {
 		DisableCompression: cfg.DisableCompression,
 		Logger:             cfg.Logger,
 		Refused:            func(reason string) { s.metrics.Refusals.WithLabelValues(reason).Inc() },
+		Traffic:            s.countTraffic("ws"),
 	}, protocol.SubprotocolJSONL, protocol.SubprotocolJSON)
 	s.sse = sse.New(sse.Config{
 		Heartbeat:    cfg.SSEHeartbeat,
 		Retry:        cfg.SSERetry,
 		WriteTimeout: cfg.WriteTimeout,
+		Wrote:        func(n int) { s.metrics.BytesOut.WithLabelValues("sse").Add(float64(n)) },
 	})
 	s.mux = s.routes()
 	return s, nil
@@ -145,6 +151,19 @@ func (s *Server) routes() *http.ServeMux {
 	mux.Handle("GET /herald.js", s.SDKHandler())
 	mux.Handle("GET /", http.FileServerFS(web.FS()))
 	return mux
+}
+
+// countTraffic returns a counter of one transport's bytes in and out.
+func (s *Server) countTraffic(transport string) func(in, out int) {
+	in, out := s.metrics.BytesIn.WithLabelValues(transport), s.metrics.BytesOut.WithLabelValues(transport)
+	return func(i, o int) {
+		if i > 0 {
+			in.Add(float64(i))
+		}
+		if o > 0 {
+			out.Add(float64(o))
+		}
+	}
 }
 
 // ServeHTTP serves every endpoint of the contract: /, /herald.js, /ws,

@@ -101,6 +101,26 @@ func TestMetricsMove(t *testing.T) {
 	if m := scrape(t, base); m[inServer] != before[inServer] {
 		t.Errorf("%s moved without a server publish: %v → %v", inServer, before[inServer], m[inServer])
 	}
+	// Each of the 6 deliveries has its latency observed; the broker saw 3
+	// publishes; one channel has subscribers; bytes moved both ways.
+	heraldtest.WaitFor(t, heraldtest.Timeout, func() bool {
+		return scrape(t, base)["herald_delivery_latency_seconds_count"]-before["herald_delivery_latency_seconds_count"] == 6
+	})
+	m := scrape(t, base)
+	if got := m[`herald_broker_operations_total{op="publish"}`] - before[`herald_broker_operations_total{op="publish"}`]; got != 3 {
+		t.Errorf("broker publish operations: %v, want 3", got)
+	}
+	if got := m[`herald_broker_operation_seconds_count{op="publish"}`]; got < 3 {
+		t.Errorf("broker publish latencies observed: %v, want at least 3", got)
+	}
+	if m["herald_channels"] != 1 {
+		t.Errorf("herald_channels = %v, want 1", m["herald_channels"])
+	}
+	for _, series := range []string{`herald_bytes_in_total{transport="ws"}`, `herald_bytes_out_total{transport="ws"}`} {
+		if m[series] <= before[series] {
+			t.Errorf("%s did not move: %v → %v", series, before[series], m[series])
+		}
+	}
 
 	_ = a.Conn.Close(websocket.StatusNormalClosure, "")
 	_ = r.Conn.Close(websocket.StatusNormalClosure, "")

@@ -46,6 +46,9 @@ func TestSSEHeadersAndRetry(t *testing.T) {
 	if got := metric(t, base, `herald_connections{transport="sse"}`); got != 1 {
 		t.Fatalf("herald_connections{transport=\"sse\"} = %v, want 1", got)
 	}
+	if got := metric(t, base, `herald_bytes_out_total{transport="sse"}`); got < float64(len("retry: 1500\n")) {
+		t.Fatalf("herald_bytes_out_total{transport=\"sse\"} = %v after the opening block", got)
+	}
 	s.Close()
 	heraldtest.WaitFor(t, heraldtest.Timeout, func() bool {
 		return metric(t, base, `herald_connections{transport="sse"}`) == 0

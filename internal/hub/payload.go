@@ -2,6 +2,7 @@ package hub
 
 import (
 	"sync"
+	"time"
 
 	"github.com/heraldhq/herald/broker"
 	"github.com/heraldhq/herald/internal/protocol"
@@ -21,6 +22,10 @@ type Payload struct {
 	// empty for other payloads.
 	Channel string
 	Offset  broker.Offset
+	// Accepted is when the broker accepted the message a live payload
+	// carries (zero for replies, joins and leaves): the delivery latency
+	// metric runs from it to the write.
+	Accepted time.Time
 
 	once     sync.Once
 	prepared any
@@ -51,6 +56,15 @@ type Delivery struct {
 	json, raw, sse             *Payload
 }
 
+// accepted is the message's acceptance time for a live delivery, zero
+// otherwise (history catch-up measures nothing about delivery).
+func (d *Delivery) accepted() time.Time {
+	if d.Presence != nil || d.Replay {
+		return time.Time{}
+	}
+	return d.Message.Time
+}
+
 // PresenceEvent is a join or leave.
 type PresenceEvent struct {
 	Op      string // "join" or "leave"
@@ -67,7 +81,7 @@ func (d *Delivery) JSON() *Payload {
 		} else {
 			b = protocol.MessagePush(d.Message)
 		}
-		d.json = &Payload{Bytes: b, Shared: true}
+		d.json = &Payload{Bytes: b, Shared: true, Accepted: d.accepted()}
 	})
 	return d.json
 }
@@ -80,7 +94,7 @@ func (d *Delivery) Raw() *Payload {
 	}
 	d.rawOnce.Do(func() {
 		b, bin := protocol.RawPayload(d.Message)
-		d.raw = &Payload{Bytes: b, Binary: bin, Shared: true}
+		d.raw = &Payload{Bytes: b, Binary: bin, Shared: true, Accepted: d.accepted()}
 	})
 	return d.raw
 }
@@ -94,10 +108,11 @@ func (d *Delivery) SSE() *Payload {
 	}
 	d.sseOnce.Do(func() {
 		d.sse = &Payload{
-			Bytes:   protocol.SSEEvent(d.Message),
-			Shared:  true,
-			Channel: d.Message.Channel,
-			Offset:  d.Message.Offset,
+			Bytes:    protocol.SSEEvent(d.Message),
+			Shared:   true,
+			Channel:  d.Message.Channel,
+			Offset:   d.Message.Offset,
+			Accepted: d.accepted(),
 		}
 	})
 	return d.sse

@@ -20,7 +20,20 @@ type Metrics struct {
 	SlowConsumers prometheus.Counter
 	// Refusals counts what herald turned away, by reason (RefusalReasons).
 	Refusals *prometheus.CounterVec
+	// DeliveryLatency is the time from a message's acceptance by the
+	// broker to its write to a subscriber's socket, per delivery.
+	DeliveryLatency prometheus.Histogram
+	// BytesIn and BytesOut count bytes read from and written to client
+	// connections (WebSocket frames, SSE streams), by transport.
+	BytesIn, BytesOut *prometheus.CounterVec
+	// BrokerOps, BrokerErrors and BrokerSeconds count the broker's
+	// operations, their failures and their latency, by operation.
+	BrokerOps, BrokerErrors *prometheus.CounterVec
+	BrokerSeconds           *prometheus.HistogramVec
 }
+
+// BrokerOps are the values of the broker metrics' op label.
+var BrokerOps = []string{"publish", "history", "subscribe", "unsubscribe", "join", "leave", "presence_add", "presence_remove", "presence"}
 
 // RefusalReasons are the values of Refusals' reason label:
 //   - unauthorized: no token where one is required, or a bad one (401)
@@ -71,6 +84,40 @@ func New(reg prometheus.Registerer) *Metrics {
 	for _, r := range RefusalReasons {
 		m.Refusals.WithLabelValues(r)
 	}
+	m.DeliveryLatency = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "herald_delivery_latency_seconds",
+		Help:    "From a message's acceptance by the broker to its write to a subscriber's socket.",
+		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
+	})
+	m.BytesIn = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "herald_bytes_in_total",
+		Help: "Bytes read from client connections, by transport.",
+	}, []string{"transport"})
+	m.BytesOut = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "herald_bytes_out_total",
+		Help: "Bytes written to client connections, by transport.",
+	}, []string{"transport"})
+	for _, t := range []string{"ws", "sse"} {
+		m.BytesIn.WithLabelValues(t)
+		m.BytesOut.WithLabelValues(t)
+	}
+	m.BrokerOps = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "herald_broker_operations_total",
+		Help: "Broker operations, by operation.",
+	}, []string{"op"})
+	m.BrokerErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "herald_broker_errors_total",
+		Help: "Broker operations that failed, by operation.",
+	}, []string{"op"})
+	m.BrokerSeconds = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "herald_broker_operation_seconds",
+		Help:    "Latency of broker operations, by operation.",
+		Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1},
+	}, []string{"op"})
+	for _, op := range BrokerOps {
+		m.BrokerOps.WithLabelValues(op)
+		m.BrokerErrors.WithLabelValues(op)
+	}
 	// Every label value exists from the start, so dashboards see zeros
 	// rather than missing series.
 	for _, t := range []string{"ws", "raw", "sse"} {
@@ -80,7 +127,8 @@ func New(reg prometheus.Registerer) *Metrics {
 		m.MessagesIn.WithLabelValues(src)
 	}
 	if reg != nil {
-		reg.MustRegister(m.Connections, m.Subscriptions, m.MessagesIn, m.MessagesOut, m.SlowConsumers, m.Refusals)
+		reg.MustRegister(m.Connections, m.Subscriptions, m.MessagesIn, m.MessagesOut, m.SlowConsumers, m.Refusals,
+			m.DeliveryLatency, m.BytesIn, m.BytesOut, m.BrokerOps, m.BrokerErrors, m.BrokerSeconds)
 	}
 	return m
 }

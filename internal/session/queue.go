@@ -1,6 +1,8 @@
 package session
 
 import (
+	"time"
+
 	"github.com/heraldhq/herald/internal/hub"
 	"github.com/heraldhq/herald/internal/protocol"
 )
@@ -115,6 +117,12 @@ func (s *Session) wakeLocked() {
 func (s *Session) sent(err error) {
 	if s.cfg.Metrics != nil && err == nil {
 		s.cfg.Metrics.MessagesOut.Add(float64(s.batchMessages))
+		now := time.Now()
+		for _, p := range s.batch {
+			if !p.Accepted.IsZero() {
+				s.cfg.Metrics.DeliveryLatency.Observe(now.Sub(p.Accepted).Seconds())
+			}
+		}
 	}
 	clear(s.batch)
 	s.qmu.Lock()

@@ -35,6 +35,8 @@ type Config struct {
 	// WriteTimeout bounds one batch of writes [10s]; a stream that takes
 	// longer ends.
 	WriteTimeout time.Duration
+	// Wrote, when set, is told of the bytes written to streams.
+	Wrote func(n int)
 }
 
 // Transport keeps the open streams. Its methods are safe for concurrent
@@ -274,7 +276,11 @@ func (s *Stream) write(b []byte) error {
 	// Deadlines are best effort: a ResponseWriter without them (a test
 	// recorder, some middleware) still gets the write.
 	_ = s.rc.SetWriteDeadline(time.Now().Add(s.t.cfg.WriteTimeout))
-	if _, err := s.w.Write(b); err != nil {
+	n, err := s.w.Write(b)
+	if s.t.cfg.Wrote != nil {
+		s.t.cfg.Wrote(n)
+	}
+	if err != nil {
 		return fmt.Errorf("sse: write: %w", err)
 	}
 	if err := s.rc.Flush(); err != nil {

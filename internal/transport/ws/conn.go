@@ -186,7 +186,9 @@ func (c *Conn) write(bufs *net.Buffers) error {
 	}
 	// No deadline per write: the keepalive sweep ends a connection whose
 	// write has taken longer than WriteTimeout.
-	if _, err := bufs.WriteTo(c.nc); err != nil {
+	n, err := bufs.WriteTo(c.nc)
+	c.t.traffic(0, int(n))
+	if err != nil {
 		go c.gone() // not under wmu: gone waits for nothing, but keep writes short
 		return err
 	}
@@ -289,6 +291,7 @@ func (c *Conn) readable(buf []byte) bool {
 			return false
 		}
 		c.touch()
+		c.t.traffic(n, 0)
 		if !c.consume(buf[:n]) {
 			return false
 		}
@@ -304,6 +307,7 @@ func (c *Conn) readBlocking(buf []byte) bool {
 	n, err := c.nc.Read(buf)
 	if n > 0 {
 		c.touch()
+		c.t.traffic(n, 0)
 		if !c.consume(buf[:n]) {
 			return false
 		}

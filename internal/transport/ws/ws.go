@@ -72,6 +72,9 @@ type Config struct {
 	// off: "too_large" (a message over MaxMessageSize) or
 	// "write_timeout" (a batch not written within WriteTimeout).
 	Refused func(reason string)
+	// Traffic, when set, is told of the bytes read from (in) and written
+	// to (out) connections, as they are.
+	Traffic func(in, out int)
 }
 
 func (c *Config) setDefaults() {
@@ -315,6 +318,12 @@ func (t *Transport) Close() {
 		if t.loop != nil {
 			t.loop.close()
 		}
+	}
+}
+
+func (t *Transport) traffic(in, out int) {
+	if t.cfg.Traffic != nil {
+		t.cfg.Traffic(in, out)
 	}
 }
 
