@@ -102,6 +102,10 @@ type Config struct {
 	// as the http.Server's ConnState to count the connections it cuts off.
 	HandshakeTimeout time.Duration
 
+	// AdminToken turns the admin page (/admin) on and guards its data,
+	// compared in constant time. Empty: no admin page.
+	AdminToken string
+
 	// Hooks let an application authorize and observe clients.
 	Hooks Hooks
 
@@ -226,5 +230,9 @@ func (c *Config) rules(channel string) rules {
 		r.noAnonymousPublish = ns.NoAnonymousPublish
 	}
 	r.history = broker.HistoryOptions{Size: max(size, 0), TTL: ttl}
+	if protocol.Namespace(channel) == adminNamespace {
+		// herald's own: the nodes' snapshots are live only.
+		r = rules{history: broker.HistoryOptions{}, noClientPublish: true, noAnonymousSubscribe: true}
+	}
 	return r
 }

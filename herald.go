@@ -67,7 +67,9 @@ type Server struct {
 	draining atomic.Bool
 	shutdown sync.Once
 
-	sseServers  sync.Map // *http.Server → struct{}: those that end SSE streams on shutdown
+	sseServers  sync.Map      // *http.Server → struct{}: those that end SSE streams on shutdown
+	statsStop   chan struct{} // nil without the admin page
+	statsDone   chan struct{}
 	handshaking sync.Map // net.Conn → time.Time accepted: connections yet to send a request (ConnState)
 }
 
@@ -127,6 +129,10 @@ func New(cfg Config) (*Server, error) {
 		Wrote:        func(n int) { s.metrics.BytesOut.WithLabelValues("sse").Add(float64(n)) },
 	})
 	s.mux = s.routes()
+	if s.adminEnabled() {
+		s.statsStop, s.statsDone = make(chan struct{}), make(chan struct{})
+		go s.reportStats(s.statsStop, s.statsDone)
+	}
 	return s, nil
 }
 
@@ -149,6 +155,10 @@ func (s *Server) routes() *http.ServeMux {
 		mux.Handle("GET /metrics", promhttp.HandlerFor(s.gather, promhttp.HandlerOpts{}))
 	}
 	mux.Handle("GET /herald.js", s.SDKHandler())
+	admin := s.AdminHandler()
+	mux.Handle("GET /admin", admin) // method patterns: a bare "/admin/" would conflict with "GET /"
+	mux.Handle("GET /admin/", admin)
+	mux.Handle("POST /admin/", admin)
 	mux.Handle("GET /", http.FileServerFS(web.FS()))
 	return mux
 }
@@ -167,7 +177,8 @@ func (s *Server) countTraffic(transport string) func(in, out int) {
 }
 
 // ServeHTTP serves every endpoint of the contract: /, /herald.js, /ws,
-// /ws/{channel}, /sse, /api/…, /healthz and /metrics; and /readyz.
+// /ws/{channel}, /sse, /api/…, /healthz and /metrics; and /readyz and
+// /admin.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.requestArrived(r)
 	s.mux.ServeHTTP(w, r)
@@ -373,6 +384,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	var err error
 	s.shutdown.Do(func() {
 		s.draining.Store(true)
+		if s.statsStop != nil {
+			close(s.statsStop)
+			<-s.statsDone
+		}
 		s.ws.CloseAll(protocol.CloseGoingAway, "server shutting down")
 		s.ws.Close()
 		s.sse.Shutdown()

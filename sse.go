@@ -50,6 +50,12 @@ func (s *Server) serveSSE(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer s.limits.release(ip)
+	s.runSSE(w, r, channels, cursor, s.newAccess(who), who)
+}
+
+// runSSE subscribes an admitted stream to channels (after cursor) under
+// policy and serves it until it ends.
+func (s *Server) runSSE(w http.ResponseWriter, r *http.Request, channels []string, cursor protocol.SSECursor, policy session.Policy, who caller) {
 	user := who.user
 	s.endSSEOnShutdown(r)
 	stream, err := s.sse.NewStream(w)
@@ -64,7 +70,7 @@ func (s *Server) serveSSE(w http.ResponseWriter, r *http.Request) {
 		Conn:          stream,
 		Client:        info,
 		Mode:          session.ModeSSE,
-		Policy:        s.newAccess(who),
+		Policy:        policy,
 		Expires:       who.expires(),
 		QueueMessages: s.cfg.QueueMessages,
 		QueueBytes:    s.cfg.QueueBytes,

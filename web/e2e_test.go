@@ -32,8 +32,10 @@ func TestChatPageInChromium(t *testing.T) {
 		t.Fatalf("node is not installed: %v", err)
 	}
 	bin := buildHerald(t)
+	const adminToken = "e2e-admin-token"
 	_, hs := heraldtest.NewServer(t, herald.Config{
 		Namespaces: map[string]herald.Namespace{"chat": {JoinLeave: true}},
+		AdminToken: adminToken,
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -42,7 +44,7 @@ func TestChatPageInChromium(t *testing.T) {
 		t.Fatalf("no browser tests in %s: %v", e2e, err)
 	}
 	cmd := exec.CommandContext(ctx, node, append([]string{"--test"}, files...)...)
-	cmd.Env = append(os.Environ(), "HERALD_URL="+hs.URL, "HERALD_BIN="+bin)
+	cmd.Env = append(os.Environ(), "HERALD_URL="+hs.URL, "HERALD_BIN="+bin, "HERALD_ADMIN_TOKEN="+adminToken)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("browser test failed: %v\n%s", err, out)

@@ -1,4 +1,5 @@
-// Package web embeds the demo chat page served at /.
+// Package web embeds the demo chat page served at / and the admin page
+// served at /admin.
 package web
 
 import (
@@ -6,8 +7,8 @@ import (
 	"io/fs"
 )
 
-//go:embed index.html app.js style.css
+//go:embed index.html app.js style.css admin.html admin.js
 var files embed.FS
 
-// FS returns the demo page's files.
+// FS returns the pages' files.
 func FS() fs.FS { return files }

@@ -12,7 +12,7 @@ import (
 )
 
 // secretSettings are printed masked.
-var secretSettings = map[string]bool{"api-key": true, "token-secret": true}
+var secretSettings = map[string]bool{"api-key": true, "token-secret": true, "admin-token": true}
 
 // configCmd prints the configuration herald serve would run with, given
 // the same flags and environment: every setting, where its value came

@@ -1,0 +1,74 @@
+package herald_test
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+
+	"github.com/heraldhq/herald"
+	"github.com/heraldhq/herald/heraldtest"
+)
+
+func TestAdminOffWithoutToken(t *testing.T) {
+	t.Parallel()
+	_, base := newServer(t, herald.Config{})
+	if r := apiCall(t, http.MethodGet, base+"/admin/channels", ""); r.status != http.StatusNotFound {
+		t.Fatalf("/admin/channels without an admin token configured: %d, want 404", r.status)
+	}
+}
+
+// The admin stream carries every node's snapshot once a second; its data
+// need the admin token, and clients cannot reach the reserved namespace.
+func TestAdmin(t *testing.T) {
+	t.Parallel()
+	_, base := newServer(t, herald.Config{AdminToken: "admin-secret"})
+	if r := apiCall(t, http.MethodGet, base+"/admin/channels", ""); r.status != http.StatusUnauthorized {
+		t.Fatalf("/admin/channels without the token: %d, want 401", r.status)
+	}
+	page := apiCall(t, http.MethodGet, base+"/admin", "")
+	if page.status != http.StatusOK || !strings.Contains(page.raw, "herald admin") {
+		t.Fatalf("/admin: %d", page.status)
+	}
+
+	c := dial(t, base)
+	c.MustOK(map[string]any{"op": "subscribe", "channel": "room"})
+	for _, cmd := range []map[string]any{
+		{"op": "subscribe", "channel": "herald-admin:nodes"},
+		{"op": "publish", "channel": "herald-admin:nodes", "data": 1},
+	} {
+		if r := c.Call(cmd, nil); heraldtest.ErrorCode(r) != "forbidden" {
+			t.Fatalf("%v: %v, want forbidden", cmd, r)
+		}
+	}
+
+	s := openSSE(t, nil, base+"/admin/stream?token="+url.QueryEscape("admin-secret"), nil)
+	s.next() // the opening block
+	ev := s.next()
+	var st struct {
+		Node        string  `json:"node"`
+		Connections float64 `json:"connections"`
+		Channels    float64 `json:"channels"`
+		BrokerUp    bool    `json:"broker_up"`
+	}
+	if ev.Event != "node" || json.Unmarshal([]byte(ev.Data), &st) != nil || st.Node == "" || !st.BrokerUp {
+		t.Fatalf("admin event %+v", ev)
+	}
+	// One WebSocket, and the admin stream itself.
+	if st.Connections != 2 || st.Channels != 1 {
+		t.Fatalf("snapshot %+v, want 2 connections and 1 channel", st)
+	}
+
+	r := apiCall(t, http.MethodPost, base+"/admin/publish", `{"channel":"room","data":"hello from admin"}`, "Authorization", "Bearer admin-secret")
+	if r.status != http.StatusOK {
+		t.Fatalf("/admin/publish: %d %s", r.status, r.raw)
+	}
+	if m := nextMessage(t, c); m["data"] != "hello from admin" {
+		t.Fatalf("subscriber got %v", m)
+	}
+	ch := apiCall(t, http.MethodGet, base+"/admin/channels", "", "Authorization", "Bearer admin-secret")
+	if ch.status != http.StatusOK || !strings.Contains(ch.raw, `{"channel":"room","subscribers":1}`) || strings.Contains(ch.raw, "herald-admin") {
+		t.Fatalf("/admin/channels: %d %s", ch.status, ch.raw)
+	}
+}

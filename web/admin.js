@@ -1,0 +1,145 @@
+// herald's admin page: every node publishes a snapshot of its counters
+// each second on the reserved channel herald-admin:nodes; this page reads
+// them over SSE (/admin/stream), draws the totals, and lists this node's
+// channels. Every request carries the admin token.
+const $ = (id) => document.getElementById(id);
+const nodes = new Map(); // node → {last snapshot, in/s, out/s}
+const history = { conns: [], inRate: [], outRate: [] }; // one point a second, the last 60
+let token = sessionStorage.getItem('herald-admin-token') || '';
+let es;
+
+function setState(text, state) {
+  $('state').textContent = text;
+  $('state').dataset.state = state;
+}
+
+function connect() {
+  es?.close();
+  es = new EventSource('/admin/stream?token=' + encodeURIComponent(token));
+  setState('connecting', 'connecting');
+  es.onopen = () => setState('live', 'open');
+  es.onerror = () => setState(es.readyState === EventSource.CLOSED ? 'refused: check the token' : 'reconnecting', 'closed');
+  es.addEventListener('node', (e) => {
+    const s = JSON.parse(e.data);
+    const prev = nodes.get(s.node);
+    const dt = prev ? (s.time - prev.s.time) / 1000 : 0;
+    nodes.set(s.node, {
+      s,
+      seen: Date.now(),
+      inRate: dt > 0 ? Math.max(0, (s.messages_in - prev.s.messages_in) / dt) : 0,
+      outRate: dt > 0 ? Math.max(0, (s.messages_out - prev.s.messages_out) / dt) : 0,
+    });
+  });
+  refreshChannels();
+}
+
+function totals() {
+  // A node silent for 5 s has left the cluster.
+  for (const [id, n] of nodes) if (Date.now() - n.seen > 5000) nodes.delete(id);
+  const t = { conns: 0, channels: 0, inRate: 0, outRate: 0, drops: 0 };
+  for (const { s, inRate, outRate } of nodes.values()) {
+    t.conns += s.connections;
+    t.channels += s.channels;
+    t.inRate += inRate;
+    t.outRate += outRate;
+    t.drops += s.slow_consumers;
+  }
+  return t;
+}
+
+function render() {
+  const t = totals();
+  $('nodes-count').textContent = nodes.size;
+  $('connections').textContent = t.conns;
+  $('channels').textContent = t.channels;
+  $('in-rate').textContent = t.inRate.toFixed(1);
+  $('out-rate').textContent = t.outRate.toFixed(1);
+  $('drops').textContent = t.drops;
+  for (const [k, v] of [['conns', t.conns], ['inRate', t.inRate], ['outRate', t.outRate]]) {
+    history[k].push(v);
+    if (history[k].length > 60) history[k].shift();
+  }
+  draw($('chart-conns'), [history.conns]);
+  draw($('chart-rates'), [history.inRate, history.outRate]);
+  $('nodes').replaceChildren(...[...nodes.values()].map(({ s, inRate, outRate }) => {
+    const tr = document.createElement('tr');
+    for (const v of [s.node, s.broker_up ? 'up' : 'DOWN', s.connections, s.subscriptions, inRate.toFixed(1), outRate.toFixed(1), s.refusals]) {
+      const td = document.createElement('td');
+      td.textContent = v;
+      tr.append(td);
+    }
+    return tr;
+  }));
+}
+
+// draw plots series (the first in the accent colour) on canvas.
+function draw(canvas, series) {
+  const g = canvas.getContext('2d');
+  const { width: w, height: h } = canvas;
+  g.clearRect(0, 0, w, h);
+  const top = Math.max(1, ...series.flat());
+  const style = getComputedStyle(document.documentElement);
+  series.forEach((points, i) => {
+    g.strokeStyle = i === 0 ? style.getPropertyValue('--accent') : style.getPropertyValue('--muted');
+    g.lineWidth = 2;
+    g.beginPath();
+    points.forEach((v, x) => {
+      const px = (x / 59) * w;
+      const py = h - 4 - (v / top) * (h - 8);
+      x ? g.lineTo(px, py) : g.moveTo(px, py);
+    });
+    g.stroke();
+  });
+}
+
+async function refreshChannels() {
+  if (!token) return;
+  try {
+    const res = await fetch('/admin/channels', { headers: { Authorization: 'Bearer ' + token } });
+    if (!res.ok) return;
+    const { channels } = await res.json();
+    $('channel-list').replaceChildren(...channels.map((c) => {
+      const tr = document.createElement('tr');
+      for (const v of [c.channel, c.subscribers]) {
+        const td = document.createElement('td');
+        td.textContent = v;
+        tr.append(td);
+      }
+      return tr;
+    }));
+  } catch {
+    // the stream's state shows the outage
+  }
+}
+
+$('signin').addEventListener('submit', (e) => {
+  e.preventDefault();
+  token = $('token').value;
+  sessionStorage.setItem('herald-admin-token', token);
+  connect();
+});
+
+$('publish').addEventListener('submit', async (e) => {
+  e.preventDefault();
+  const text = $('pub-data').value;
+  let data;
+  try {
+    data = JSON.parse(text);
+  } catch {
+    data = text;
+  }
+  const res = await fetch('/admin/publish', {
+    method: 'POST',
+    headers: { Authorization: 'Bearer ' + token, 'Content-Type': 'application/json' },
+    body: JSON.stringify({ channel: $('pub-channel').value, data, event: $('pub-event').value || undefined }),
+  });
+  const body = await res.json();
+  $('pub-result').textContent = res.ok ? 'published at ' + body.offset : body.error.code + ': ' + body.error.message;
+});
+
+setInterval(render, 1000);
+setInterval(refreshChannels, 2000);
+if (token) {
+  $('token').value = token;
+  connect();
+}
