@@ -5,7 +5,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { WAIT, launch } from './browser.mjs';
+import { WAIT, launch, apiPublish } from './browser.mjs';
 
 const base = (process.env.HERALD_URL || '').replace(/\/+$/, '');
 const adminToken = process.env.HERALD_ADMIN_TOKEN || '';
@@ -20,14 +20,7 @@ after(async () => {
   await browser?.close();
 });
 
-async function publish(channel, data) {
-  const res = await fetch(`${base}/api/publish`, {
-    method: 'POST',
-    headers: { 'Content-Type': 'application/json' },
-    body: JSON.stringify({ channel, data }),
-  });
-  assert.equal(res.status, 200, `publish: ${res.status} ${await res.text()}`);
-}
+const publish = (channel, data) => apiPublish(base, channel, data);
 
 test('the admin page shows live numbers that move with the traffic', { timeout: 60_000 }, async (t) => {
   const context = await browser.newContext();

@@ -68,3 +68,14 @@ export async function message(page, text) {
   await msg.waitFor();
   return msg;
 }
+
+// apiPublish publishes data to channel with the server API at base
+// (loopback callers need no key) and fails the test unless it answers 200.
+export async function apiPublish(base, channel, data) {
+  const res = await fetch(`${base}/api/publish`, {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify({ channel, data }),
+  });
+  assert.equal(res.status, 200, `publish: ${res.status} ${await res.text()}`);
+}

@@ -5,7 +5,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { WAIT, launch, person as open, join, say } from './browser.mjs';
+import { WAIT, launch, person as open, join, say, apiPublish } from './browser.mjs';
 
 const base = (process.env.HERALD_URL || '').replace(/\/+$/, '');
 let browser;
@@ -56,15 +56,7 @@ function publishFrom(page, channel, data) {
   }, [channel, data]);
 }
 
-// publish publishes with the server API (loopback callers need no key).
-async function publish(channel, data) {
-  const res = await fetch(`${base}/api/publish`, {
-    method: 'POST',
-    headers: { 'Content-Type': 'application/json' },
-    body: JSON.stringify({ channel, data }),
-  });
-  assert.equal(res.status, 200, `publish: ${res.status} ${await res.text()}`);
-}
+const publish = (channel, data) => apiPublish(base, channel, data);
 
 test('the live feed shows what the room says, as it comes', { timeout: 60_000 }, async (t) => {
   const room = 'feed-' + token();
