@@ -72,3 +72,28 @@ func TestAdmin(t *testing.T) {
 		t.Fatalf("/admin/channels: %d %s", ch.status, ch.raw)
 	}
 }
+
+// On a shared broker the admin stream of any node carries every node's
+// snapshots: the page shows the whole cluster.
+func TestAdminShowsEveryNodeOnRedis(t *testing.T) {
+	t.Parallel()
+	newBroker := redisBrokers(t)
+	var bases []string
+	for range 2 {
+		_, hs := heraldtest.NewServer(t, herald.Config{Broker: newBroker(), AdminToken: "admin-secret"})
+		bases = append(bases, hs.URL)
+	}
+	s := openSSE(t, nil, bases[0]+"/admin/stream?token=admin-secret", nil)
+	nodes := map[string]bool{}
+	for len(nodes) < 2 {
+		ev := s.next()
+		if ev.Event != "node" {
+			continue
+		}
+		var st struct{ Node string }
+		if err := json.Unmarshal([]byte(ev.Data), &st); err != nil {
+			t.Fatal(err)
+		}
+		nodes[st.Node] = true
+	}
+}
