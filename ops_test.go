@@ -1,9 +1,13 @@
 package herald_test
 
 import (
+	"context"
 	"io"
+	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/coder/websocket"
@@ -128,4 +132,66 @@ func TestMetricsMove(t *testing.T) {
 		m := scrape(t, base)
 		return m[wsConns]-before[wsConns] == 1 && m[rawConns]-before[rawConns] == 0
 	})
+}
+
+// captureHandler keeps the records a server logs.
+type captureHandler struct {
+	mu   sync.Mutex
+	recs []slog.Record
+}
+
+func (h *captureHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h *captureHandler) WithAttrs([]slog.Attr) slog.Handler       { return h }
+func (h *captureHandler) WithGroup(string) slog.Handler            { return h }
+func (h *captureHandler) Handle(_ context.Context, r slog.Record) error {
+	h.mu.Lock()
+	h.recs = append(h.recs, r)
+	h.mu.Unlock()
+	return nil
+}
+
+// refusals returns the reason of every "refused" line logged at info.
+func (h *captureHandler) refusals() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out []string
+	for _, r := range h.recs {
+		if r.Message != "refused" || r.Level != slog.LevelInfo {
+			continue
+		}
+		r.Attrs(func(a slog.Attr) bool {
+			if a.Key == "reason" {
+				out = append(out, a.Value.String())
+			}
+			return true
+		})
+	}
+	return out
+}
+
+// Every refusal is one info line with its reason; messages log nothing.
+func TestRefusalsAreLogged(t *testing.T) {
+	t.Parallel()
+	h := &captureHandler{}
+	_, base := newServer(t, herald.Config{Logger: slog.New(h), TokenSecret: tokenSecret, AllowAnonymous: true, MaxSubscriptions: 1})
+	dialStatusHeader(t, heraldtest.WSURL(base, "/ws"), http.Header{"Origin": {"https://evil.example"}})
+	dialStatus(t, wsWithToken(base, "bad.token.here"))
+	c := dial(t, base)
+	c.MustOK(map[string]any{"op": "subscribe", "channel": "a"})
+	c.Call(map[string]any{"op": "subscribe", "channel": "b"}, nil)
+	for range 5 {
+		publish(t, c, "a", "x")
+	}
+	want := []string{"origin", "unauthorized", "subscription_limit"}
+	heraldtest.WaitFor(t, heraldtest.Timeout, func() bool { return len(h.refusals()) >= len(want) })
+	if got := h.refusals(); !slices.Equal(got, want) {
+		t.Fatalf("refusals logged %v, want %v", got, want)
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, r := range h.recs {
+		if r.Level >= slog.LevelInfo && r.Message != "refused" {
+			t.Errorf("unexpected info line: %s", r.Message)
+		}
+	}
 }

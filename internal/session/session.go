@@ -282,11 +282,13 @@ func (s *Session) allowPublish() bool {
 	return s.limiter.Allow()
 }
 
-// refused counts a refusal by reason.
+// refused counts a refusal by reason and logs it at info: one line per
+// refusal, never one per message.
 func (s *Session) refused(reason string) {
 	if s.cfg.Metrics != nil {
 		s.cfg.Metrics.Refusals.WithLabelValues(reason).Inc()
 	}
+	s.cfg.Logger.Info("refused", "reason", reason, "client", s.cfg.Client.Client, "user", s.cfg.Client.User)
 }
 
 // Disconnect closes the connection with a close code and reason.
