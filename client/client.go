@@ -406,8 +406,8 @@ func (c *Client) State() State {
 	return c.state
 }
 
-// ID returns the server's id for the current connection, and User the
-// user it authenticated as ("" for anonymous).
+// ID returns the server's id for the current connection; it is new on
+// every reconnection.
 func (c *Client) ID() string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -438,11 +438,10 @@ func (c *Client) read(conn *websocket.Conn) error {
 
 // frame is what the server sends: a reply (id set) or a push (op set).
 type frame struct {
-	ID    uint64          `json:"id"`
-	OK    bool            `json:"ok"`
-	Error *Error          `json:"error"`
-	Op    string          `json:"op"`
-	Rest  json.RawMessage `json:"-"`
+	ID    uint64 `json:"id"`
+	OK    bool   `json:"ok"`
+	Error *Error `json:"error"`
+	Op    string `json:"op"`
 }
 
 func (c *Client) handle(line []byte) {
