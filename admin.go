@@ -2,12 +2,9 @@ package herald
 
 import (
 	"context"
-	"crypto/sha256"
-	"crypto/subtle"
 	"encoding/json"
 	"io"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -51,9 +48,7 @@ func (s *Server) adminEnabled() bool { return s.cfg.AdminToken != "" }
 // Bearer) in constant time.
 func (s *Server) adminAuthorized(r *http.Request) bool {
 	tok := requestToken(r)
-	want := sha256.Sum256([]byte(s.cfg.AdminToken))
-	got := sha256.Sum256([]byte(tok))
-	return tok != "" && subtle.ConstantTimeCompare(want[:], got[:]) == 1
+	return tok != "" && s.adminToken.Matches(tok)
 }
 
 // AdminHandler serves the admin page and its data: GET /admin (the page),
@@ -174,7 +169,12 @@ func (s *Server) reportStats(stop <-chan struct{}, done chan<- struct{}) {
 
 // stats reads this node's snapshot from its metrics.
 func (s *Server) stats() nodeStats {
-	st := nodeStats{Node: s.nodeID, Time: time.Now().UnixMilli(), Channels: len(s.hub.Channels()), BrokerUp: true}
+	st := nodeStats{Node: s.nodeID, Time: time.Now().UnixMilli(), BrokerUp: true}
+	for _, c := range s.hub.Channels() {
+		if protocol.Namespace(c.Channel) != adminNamespace { // the admin streams' own channel is not the users'
+			st.Channels++
+		}
+	}
 	for _, t := range []string{"ws", "raw", "sse"} {
 		st.Connections += value(s.metrics.Connections.WithLabelValues(t))
 	}
@@ -191,12 +191,6 @@ func (s *Server) stats() nodeStats {
 		ctx, cancel := context.WithTimeout(context.Background(), healthTimeout)
 		st.BrokerUp = hc.Healthy(ctx) == nil
 		cancel()
-	}
-	// One channel is the admin stream's own.
-	for _, c := range s.hub.Channels() {
-		if strings.HasPrefix(c.Channel, adminNamespace+":") {
-			st.Channels--
-		}
 	}
 	return st
 }

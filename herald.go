@@ -50,17 +50,18 @@ const presenceRefresh = 20 * time.Second
 
 // Server is a herald node. Its methods are safe for concurrent use.
 type Server struct {
-	cfg      Config
-	broker   broker.Broker
-	hub      *hub.Hub
-	ws       *ws.Transport
-	sse      *sse.Transport
-	origins  origin.Policy
-	verifier *auth.Verifier // nil without a token key
-	limits   connLimits
-	metrics  *metrics.Metrics
-	gather   prometheus.Gatherer // nil when the Registerer is the caller's
-	mux      *http.ServeMux
+	cfg        Config
+	broker     broker.Broker
+	hub        *hub.Hub
+	ws         *ws.Transport
+	sse        *sse.Transport
+	origins    origin.Policy
+	verifier   *auth.Verifier // nil without a token key
+	adminToken auth.Secret
+	limits     connLimits
+	metrics    *metrics.Metrics
+	gather     prometheus.Gatherer // nil when the Registerer is the caller's
+	mux        *http.ServeMux
 
 	nodeID   string
 	clientN  atomic.Uint64
@@ -81,6 +82,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, broker: cfg.Broker, nodeID: newNodeID(), origins: origin.New(cfg.Origins)}
 	s.limits.max, s.limits.perIP = cfg.MaxConnections, cfg.MaxConnectionsPerIP
+	s.adminToken = auth.NewSecret(cfg.AdminToken)
 	s.verifier, err = auth.New(auth.Keys{Secret: []byte(cfg.TokenSecret), PublicKeyPEM: cfg.TokenPublicKey, JWKS: cfg.TokenJWKS})
 	if err != nil {
 		return nil, fmt.Errorf("herald: config: %w", err)

@@ -31,73 +31,53 @@ func measure(b broker.Broker, m *metrics.Metrics) broker.Broker {
 	return mb
 }
 
-func (b *measuredBroker) observe(op string, start time.Time, err error) {
+// timed runs one broker call as op: counted, timed, its error counted.
+func (b *measuredBroker) timed(op string, call func() error) error {
+	start := time.Now()
+	err := call()
 	b.m.BrokerOps.WithLabelValues(op).Inc()
 	b.m.BrokerSeconds.WithLabelValues(op).Observe(time.Since(start).Seconds())
 	if err != nil {
 		b.m.BrokerErrors.WithLabelValues(op).Inc()
 	}
+	return err
 }
 
 func (b *measuredBroker) Subscribe(ctx context.Context, channel string) error {
-	t := time.Now()
-	err := b.Broker.Subscribe(ctx, channel)
-	b.observe("subscribe", t, err)
-	return err
+	return b.timed("subscribe", func() error { return b.Broker.Subscribe(ctx, channel) })
 }
 
 func (b *measuredBroker) Unsubscribe(ctx context.Context, channel string) error {
-	t := time.Now()
-	err := b.Broker.Unsubscribe(ctx, channel)
-	b.observe("unsubscribe", t, err)
-	return err
+	return b.timed("unsubscribe", func() error { return b.Broker.Unsubscribe(ctx, channel) })
 }
 
-func (b *measuredBroker) Publish(ctx context.Context, channel string, p broker.Publication, opts broker.HistoryOptions) (broker.Offset, error) {
-	t := time.Now()
-	off, err := b.Broker.Publish(ctx, channel, p, opts)
-	b.observe("publish", t, err)
+func (b *measuredBroker) Publish(ctx context.Context, channel string, p broker.Publication, opts broker.HistoryOptions) (off broker.Offset, err error) {
+	err = b.timed("publish", func() error { off, err = b.Broker.Publish(ctx, channel, p, opts); return err })
 	return off, err
 }
 
-func (b *measuredBroker) History(ctx context.Context, channel string, q broker.HistoryQuery) (broker.HistoryResult, error) {
-	t := time.Now()
-	res, err := b.Broker.History(ctx, channel, q)
-	b.observe("history", t, err)
+func (b *measuredBroker) History(ctx context.Context, channel string, q broker.HistoryQuery) (res broker.HistoryResult, err error) {
+	err = b.timed("history", func() error { res, err = b.Broker.History(ctx, channel, q); return err })
 	return res, err
 }
 
 func (b *measuredBroker) PublishJoin(ctx context.Context, channel string, c broker.ClientInfo) error {
-	t := time.Now()
-	err := b.Broker.PublishJoin(ctx, channel, c)
-	b.observe("join", t, err)
-	return err
+	return b.timed("join", func() error { return b.Broker.PublishJoin(ctx, channel, c) })
 }
 
 func (b *measuredBroker) PublishLeave(ctx context.Context, channel string, c broker.ClientInfo) error {
-	t := time.Now()
-	err := b.Broker.PublishLeave(ctx, channel, c)
-	b.observe("leave", t, err)
-	return err
+	return b.timed("leave", func() error { return b.Broker.PublishLeave(ctx, channel, c) })
 }
 
 func (b *measuredPresence) AddPresence(ctx context.Context, channel string, c broker.ClientInfo) error {
-	t := time.Now()
-	err := b.ps.AddPresence(ctx, channel, c)
-	b.observe("presence_add", t, err)
-	return err
+	return b.timed("presence_add", func() error { return b.ps.AddPresence(ctx, channel, c) })
 }
 
 func (b *measuredPresence) RemovePresence(ctx context.Context, channel string, c broker.ClientInfo) error {
-	t := time.Now()
-	err := b.ps.RemovePresence(ctx, channel, c)
-	b.observe("presence_remove", t, err)
-	return err
+	return b.timed("presence_remove", func() error { return b.ps.RemovePresence(ctx, channel, c) })
 }
 
-func (b *measuredPresence) Presence(ctx context.Context, channel string) ([]broker.ClientInfo, error) {
-	t := time.Now()
-	cs, err := b.ps.Presence(ctx, channel)
-	b.observe("presence", t, err)
+func (b *measuredPresence) Presence(ctx context.Context, channel string) (cs []broker.ClientInfo, err error) {
+	err = b.timed("presence", func() error { cs, err = b.ps.Presence(ctx, channel); return err })
 	return cs, err
 }

@@ -40,11 +40,6 @@ func (s *Server) serveSSE(w http.ResponseWriter, r *http.Request) {
 		writeHTTPError(w, perr)
 		return
 	}
-	if max := s.cfg.MaxSubscriptions; max > 0 && len(channels) > max {
-		s.metrics.Refusals.WithLabelValues("subscription_limit").Inc()
-		writeHTTPError(w, Errorf(CodeRateLimited, fmt.Sprintf("subscription limit: at most %d channels per stream", max)))
-		return
-	}
 	who, ip, ok := s.admit(w, r)
 	if !ok {
 		return
@@ -72,6 +67,7 @@ func (s *Server) runSSE(w http.ResponseWriter, r *http.Request, channels []strin
 		Mode:          session.ModeSSE,
 		Policy:        policy,
 		Expires:       who.expires(),
+		Limits:        s.sessionLimits(),
 		QueueMessages: s.cfg.QueueMessages,
 		QueueBytes:    s.cfg.QueueBytes,
 		Metrics:       s.metrics,

@@ -73,15 +73,7 @@ start_node() {
 	"$BIN" serve --addr "127.0.0.1:$port" --broker "$broker" --log-level warn --publish-rate 0 2>>"$OUT/server.log" &
 	pid=$!
 	NODE_PIDS+=("$pid")
-	for _ in $(seq 200); do
-		if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-			return 0
-		fi
-		kill -0 "$pid" 2>/dev/null || { echo "herald serve ($broker) exited; see $OUT/server.log" >&2; exit 1; }
-		sleep 0.05
-	done
-	echo "herald serve did not listen on 127.0.0.1:$port" >&2
-	exit 1
+	wait_listen "$port" "$pid" "herald serve ($broker)"
 }
 
 # ticks prints the user+system CPU ticks of process $1.
@@ -144,12 +136,6 @@ try_once() { # broker name, run number, try
 	done
 	echo "$line CPU" >> "$OUT/$name.nodes.txt"
 	stop_nodes
-}
-
-# median prints the median of a numeric field over a JSON-lines file.
-median() {
-	grep -o "\"$2\":[-0-9.e+]*" "$1" | cut -d: -f2 | sort -g |
-		awk '{v[NR] = $1} END {if (NR == 0) print "n/a"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2}'
 }
 
 for name in $BROKERS; do

@@ -91,14 +91,6 @@ if [[ " $SERVERS " == *" centrifugo "* ]]; then
 EOF
 fi
 
-SERVER_PID=
-stop_server() {
-	if [[ -n $SERVER_PID ]]; then
-		kill -TERM "$SERVER_PID" 2>/dev/null || true
-		wait "$SERVER_PID" 2>/dev/null || true
-		SERVER_PID=
-	fi
-}
 trap stop_server EXIT
 trap 'exit 130' INT TERM
 
@@ -114,15 +106,7 @@ start_server() {
 	centrifugo) "$CENTRIFUGO" --config "$OUT/centrifugo.json" --address 127.0.0.1 --port "$PORT" 2>>"$OUT/server.log" >&2 & ;;
 	esac
 	SERVER_PID=$!
-	for _ in $(seq 400); do
-		if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
-			return 0
-		fi
-		kill -0 "$SERVER_PID" 2>/dev/null || { echo "$1 exited; see $OUT/server.log" >&2; exit 1; }
-		sleep 0.05
-	done
-	echo "$1 did not listen on 127.0.0.1:$PORT" >&2
-	exit 1
+	wait_listen "$PORT" "$SERVER_PID" "$1"
 }
 
 # bench_args prints the load tool's arguments for scenario $1 on server $2.
@@ -177,13 +161,6 @@ for i in $(seq "$RUNS"); do
 		done
 	done
 done
-
-# values prints a numeric field of every line of a JSON-lines file, sorted.
-values() { grep -o "\"$2\":[-0-9.e+]*" "$1" | cut -d: -f2 | sort -g; }
-median() {
-	values "$1" "$2" | awk '{v[NR] = $1} END {if (NR == 0) print "n/a"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2}'
-}
-span() { values "$1" "$2" | awk 'NR == 1 {lo = $1} {hi = $1} END {if (NR) printf "%s–%s", lo, hi}'; }
 
 echo
 echo "medians of $RUNS runs, [min–max], and herald/peer (raw results in $OUT):"

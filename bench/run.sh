@@ -36,14 +36,8 @@ BIN="$OUT/herald"
 echo "building herald into $BIN" >&2
 go build -o "$BIN" ./cmd/herald
 
-SERVER_PID=
-stop_server() {
-	if [[ -n $SERVER_PID ]]; then
-		kill -TERM "$SERVER_PID" 2>/dev/null || true
-		wait "$SERVER_PID" 2>/dev/null || true
-		SERVER_PID=
-	fi
-}
+. bench/lib.sh
+
 trap stop_server EXIT
 trap 'exit 130' INT TERM
 
@@ -52,18 +46,8 @@ start_server() {
 	# the scenario asks, past herald's default limit of 100/s per connection.
 	"$BIN" serve --addr "127.0.0.1:$PORT" --log-level warn --publish-rate 0 2>>"$OUT/server.log" &
 	SERVER_PID=$!
-	for _ in $(seq 200); do
-		if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
-			return 0
-		fi
-		kill -0 "$SERVER_PID" 2>/dev/null || { echo "herald serve exited; see $OUT/server.log" >&2; exit 1; }
-		sleep 0.05
-	done
-	echo "herald serve did not listen on 127.0.0.1:$PORT" >&2
-	exit 1
+	wait_listen "$PORT" "$SERVER_PID" "herald serve"
 }
-
-. bench/lib.sh
 
 run() { # scenario, run number, then its flags
 	local scenario=$1 i=$2 try line
@@ -83,12 +67,6 @@ run() { # scenario, run number, then its flags
 		echo "$line" >> "$OUT/$scenario.jsonl"
 		break
 	done
-}
-
-# median prints the median of a numeric field over a JSON-lines file.
-median() {
-	grep -o "\"$2\":[-0-9.e+]*" "$1" | cut -d: -f2 | sort -g |
-		awk '{v[NR] = $1} END {if (NR == 0) print "n/a"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2}'
 }
 
 for scenario in $SCENARIOS; do

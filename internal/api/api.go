@@ -11,8 +11,6 @@ package api
 
 import (
 	"bytes"
-	"crypto/sha256"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -26,6 +24,7 @@ import (
 	"strings"
 
 	"github.com/heraldhq/herald/broker"
+	"github.com/heraldhq/herald/internal/auth"
 	"github.com/heraldhq/herald/internal/hub"
 	"github.com/heraldhq/herald/internal/metrics"
 	"github.com/heraldhq/herald/internal/origin"
@@ -57,16 +56,16 @@ type Config struct {
 // Handler serves the server API. It is mounted on "/api/" and routes on the
 // full request path. It is safe for concurrent use.
 type Handler struct {
-	cfg     Config
-	keyHash [sha256.Size]byte // of cfg.APIKey, so comparing takes the same time for any length
-	log     *slog.Logger
+	cfg Config
+	key auth.Secret
+	log *slog.Logger
 }
 
 var _ http.Handler = (*Handler)(nil)
 
 // New returns a Handler for cfg.
 func New(cfg Config) *Handler {
-	h := &Handler{cfg: cfg, keyHash: sha256.Sum256([]byte(cfg.APIKey)), log: cfg.Logger}
+	h := &Handler{cfg: cfg, key: auth.NewSecret(cfg.APIKey), log: cfg.Logger}
 	if h.log == nil {
 		h.log = slog.New(slog.DiscardHandler)
 	}
@@ -167,12 +166,11 @@ func (h *Handler) authorize(r *http.Request) *protocol.Error {
 		}
 		return nil
 	}
-	scheme, key, _ := strings.Cut(r.Header.Get("Authorization"), " ")
-	if !strings.EqualFold(scheme, "Bearer") || key == "" {
+	key := auth.Bearer(r)
+	if key == "" {
 		return protocol.Errorf(protocol.CodeUnauthorized, "missing API key: send Authorization: Bearer <key>")
 	}
-	got := sha256.Sum256([]byte(strings.TrimSpace(key)))
-	if subtle.ConstantTimeCompare(got[:], h.keyHash[:]) != 1 {
+	if !h.key.Matches(key) {
 		return protocol.Errorf(protocol.CodeUnauthorized, "bad API key")
 	}
 	return nil

@@ -18,11 +18,14 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/subtle"
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"net/http"
 	"strings"
 	"time"
 
@@ -358,4 +361,27 @@ func MintHS256(secret []byte, s Spec, now time.Time) (string, error) {
 		return "", fmt.Errorf("mint token: %w", err)
 	}
 	return tok, nil
+}
+
+// Bearer returns the credentials of r's "Authorization: Bearer …" header,
+// "" without one.
+func Bearer(r *http.Request) string {
+	scheme, cred, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return ""
+	}
+	return strings.TrimSpace(cred)
+}
+
+// Secret is a shared secret (an API key, an admin token) that compares in
+// constant time, whatever the length of what it is compared with.
+type Secret struct{ hash [sha256.Size]byte }
+
+// NewSecret keeps s for comparisons.
+func NewSecret(s string) Secret { return Secret{sha256.Sum256([]byte(s))} }
+
+// Matches reports whether got is the secret.
+func (s Secret) Matches(got string) bool {
+	h := sha256.Sum256([]byte(got))
+	return subtle.ConstantTimeCompare(h[:], s.hash[:]) == 1
 }

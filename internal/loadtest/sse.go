@@ -72,15 +72,7 @@ type sseConn struct {
 // text/event-stream, which must be answered 200 with that content type.
 // readBuf sizes the reader of the body.
 func dialSSE(ctx context.Context, u *url.URL, readBuf int) (*sseConn, error) {
-	if u.Scheme != "http" {
-		return nil, fmt.Errorf("dial %s: only http:// URLs are supported", u.Redacted())
-	}
-	host := u.Host
-	if u.Port() == "" {
-		host = net.JoinHostPort(u.Hostname(), "80")
-	}
-	var d net.Dialer
-	nc, err := d.DialContext(ctx, "tcp", host)
+	nc, err := dialTCP(ctx, u, "http")
 	if err != nil {
 		return nil, err
 	}

@@ -63,18 +63,24 @@ func (e *closeError) Error() string {
 	return fmt.Sprintf("closed by server: %d %s", e.Code, e.Reason)
 }
 
-// dialWS opens a WebSocket to u (ws:// only), offering subprotocol when it
-// is not empty. readBuf sizes the reader kept for the connection.
-func dialWS(ctx context.Context, u *url.URL, subprotocol string, readBuf int) (*wsConn, error) {
-	if u.Scheme != "ws" {
-		return nil, fmt.Errorf("dial %s: only ws:// URLs are supported", u.Redacted())
+// dialTCP connects to u's host (port 80 when u names none), which must be
+// of scheme.
+func dialTCP(ctx context.Context, u *url.URL, scheme string) (net.Conn, error) {
+	if u.Scheme != scheme {
+		return nil, fmt.Errorf("dial %s: only %s:// URLs are supported", u.Redacted(), scheme)
 	}
 	host := u.Host
 	if u.Port() == "" {
 		host = net.JoinHostPort(u.Hostname(), "80")
 	}
 	var d net.Dialer
-	nc, err := d.DialContext(ctx, "tcp", host)
+	return d.DialContext(ctx, "tcp", host)
+}
+
+// dialWS opens a WebSocket to u (ws:// only), offering subprotocol when it
+// is not empty. readBuf sizes the reader kept for the connection.
+func dialWS(ctx context.Context, u *url.URL, subprotocol string, readBuf int) (*wsConn, error) {
+	nc, err := dialTCP(ctx, u, "ws")
 	if err != nil {
 		return nil, err
 	}

@@ -77,13 +77,9 @@ func (c *Conn) touch() {
 func (c *Conn) Send(ps []*hub.Payload, done func(error)) {
 	var bufs net.Buffers
 	var pooled *[]byte
-	if len(ps) > 1 && c.subprotocol == protocol.SubprotocolJSONL && !c.deflate {
-		pooled = c.joinLines(ps)
-		bufs = net.Buffers{*pooled}
-	} else if len(ps) > 1 && c.subprotocol == protocol.SubprotocolJSONL {
-		b := *c.joinLines(ps)
-		hlen := len(b) - int(payloadLen(b))
-		bufs = c.frame(ws.OpText, b[hlen:], bufs)
+	if len(ps) > 1 && c.subprotocol == protocol.SubprotocolJSONL {
+		pooled = joinLines(ps)
+		bufs = c.frame(ws.OpText, *pooled, bufs)
 	} else {
 		for _, p := range ps {
 			if p.Shared {
@@ -137,18 +133,15 @@ func (c *Conn) writer() {
 	}
 }
 
-// joinLines frames ps as one text message of lines, in one pooled buffer
+// joinLines joins ps into the lines of one message, in a pooled buffer
 // sized once.
-func (c *Conn) joinLines(ps []*hub.Payload) *[]byte {
+func joinLines(ps []*hub.Payload) *[]byte {
 	n := len(ps) - 1
 	for _, p := range ps {
 		n += len(p.Bytes)
 	}
-	bp := getFrameBuf(n + ws.MaxHeaderSize)
-	var hdr [ws.MaxHeaderSize]byte
-	hb := bytes.NewBuffer(hdr[:0])
-	_ = ws.WriteHeader(hb, ws.Header{Fin: true, OpCode: ws.OpText, Length: int64(n)})
-	b := append((*bp)[:0], hb.Bytes()...)
+	bp := getFrameBuf(n)
+	b := (*bp)[:0]
 	for i, p := range ps {
 		if i > 0 {
 			b = append(b, '\n')
@@ -195,17 +188,25 @@ func (c *Conn) write(bufs *net.Buffers) error {
 	return nil
 }
 
-// frame appends the frame of one message to bufs, compressed when the
-// connection compresses.
+// frame appends the frame of one message to bufs — its header, then the
+// payload itself, not copied — compressed when the connection compresses.
 func (c *Conn) frame(op ws.OpCode, payload []byte, bufs net.Buffers) net.Buffers {
-	h := ws.Header{Fin: true, OpCode: op, Length: int64(len(payload))}
-	if c.deflate && len(payload) >= minCompress {
+	zip := c.deflate && len(payload) >= minCompress
+	if zip {
 		payload = compress(payload)
-		h.Rsv, h.Length = ws.Rsv(true, false, false), int64(len(payload))
 	}
-	var hb bytes.Buffer
-	_ = ws.WriteHeader(&hb, h)
-	return append(bufs, hb.Bytes(), payload)
+	return append(bufs, header(op, len(payload), zip), payload)
+}
+
+// header encodes the header of a final, unmasked frame.
+func header(op ws.OpCode, n int, zip bool) []byte {
+	h := ws.Header{Fin: true, OpCode: op, Length: int64(n)}
+	if zip {
+		h.Rsv = ws.Rsv(true, false, false)
+	}
+	b := bytes.NewBuffer(make([]byte, 0, ws.MaxHeaderSize))
+	_ = ws.WriteHeader(b, h)
+	return b.Bytes()
 }
 
 // control writes a control frame (ping, pong, close; never compressed) on
@@ -221,9 +222,7 @@ func (c *Conn) control(op ws.OpCode, payload []byte, then func()) {
 }
 
 func controlFrame(op ws.OpCode, payload []byte) net.Buffers {
-	var hb bytes.Buffer
-	_ = ws.WriteHeader(&hb, ws.Header{Fin: true, OpCode: op, Length: int64(len(payload))})
-	return net.Buffers{hb.Bytes(), payload}
+	return net.Buffers{header(op, len(payload), false), payload}
 }
 
 // Close sends a close frame with code and reason and closes the
@@ -441,48 +440,26 @@ func opcode(p *hub.Payload) ws.OpCode {
 	return ws.OpText
 }
 
-// prepared is a shared payload's frame, made once: plain, and compressed
-// for connections that compress.
+// prepared is a shared payload's frame, made once for every connection
+// that sends it: plain, and compressed for connections that compress.
 type prepared struct {
-	plain   []byte
-	zipOnce sync.Once
-	zipped  []byte
+	p                  *hub.Payload
+	plainOnce, zipOnce sync.Once
+	plain, zipped      []byte
 }
 
-func newPrepared(p *hub.Payload) any {
-	var b bytes.Buffer
-	_ = ws.WriteHeader(&b, ws.Header{Fin: true, OpCode: opcode(p), Length: int64(len(p.Bytes))})
-	b.Write(p.Bytes)
-	f := &prepared{plain: b.Bytes()}
-	if len(p.Bytes) < minCompress {
-		f.zipped = f.plain
-		f.zipOnce.Do(func() {})
-	}
-	return f
-}
+func newPrepared(p *hub.Payload) any { return &prepared{p: p} }
 
 func (f *prepared) get(deflate bool) []byte {
-	if !deflate {
-		return f.plain
+	if deflate && len(f.p.Bytes) >= minCompress {
+		f.zipOnce.Do(func() {
+			z := compress(f.p.Bytes)
+			f.zipped = append(header(opcode(f.p), len(z), true), z...)
+		})
+		return f.zipped
 	}
-	f.zipOnce.Do(func() {
-		hlen := len(f.plain) - int(payloadLen(f.plain))
-		z := compress(f.plain[hlen:])
-		var b bytes.Buffer
-		_ = ws.WriteHeader(&b, ws.Header{Fin: true, OpCode: ws.OpCode(f.plain[0] & 0x0f), Rsv: ws.Rsv(true, false, false), Length: int64(len(z))})
-		b.Write(z)
-		f.zipped = b.Bytes()
-	})
-	return f.zipped
-}
-
-// payloadLen reads the payload length of an unmasked frame.
-func payloadLen(frame []byte) int64 {
-	h, err := ws.ReadHeader(bytes.NewReader(frame))
-	if err != nil {
-		return 0
-	}
-	return h.Length
+	f.plainOnce.Do(func() { f.plain = append(header(opcode(f.p), len(f.p.Bytes), false), f.p.Bytes...) })
+	return f.plain
 }
 
 // minCompress: smaller messages go out uncompressed, which RFC 7692
