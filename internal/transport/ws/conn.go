@@ -53,9 +53,10 @@ type Conn struct {
 
 	wmu sync.Mutex // one write on the socket at a time
 
+	flusher *flusher   // writes this connection's batches; nil: writer goroutines do
 	bmu     sync.Mutex // guards batch and writing
 	batch   batch      // the batch Send handed over, not yet taken
-	writing bool       // a writer goroutine runs
+	writing bool       // a batch is being written
 }
 
 // Subprotocol returns the negotiated subprotocol, "" for none.
@@ -71,9 +72,10 @@ func (c *Conn) touch() {
 // batch is in flight at a time: the caller waits for done before the next
 // Send. A payload shared by many connections is framed — and compressed —
 // once for all of them; in herald.v1.jsonl several payloads go out as one
-// frame of lines. The frames of a batch go to the socket in one writev, on
-// a goroutine that exists only while it writes; a write that has not ended
-// after WriteTimeout gets its connection closed by the keepalive sweep.
+// frame of lines. The frames of a batch go to the socket in one write, by
+// the connection's flusher, or by a writer goroutine while the socket is
+// full; a write that has not ended after WriteTimeout gets its connection
+// closed by the keepalive sweep.
 func (c *Conn) Send(ps []*hub.Payload, done func(error)) {
 	var bufs net.Buffers
 	var pooled *[]byte
@@ -96,8 +98,8 @@ func (c *Conn) Send(ps []*hub.Payload, done func(error)) {
 	start := !c.writing
 	c.writing = true
 	c.bmu.Unlock()
-	if start {
-		go c.writer()
+	if start && (c.flusher == nil || !c.flusher.add(c)) {
+		go c.writer(batch{})
 	}
 }
 
@@ -108,29 +110,59 @@ type batch struct {
 	done   func(error)
 }
 
-// writer writes batches while Send keeps giving them (done usually sends
-// the next one at once), then ends: an idle connection has no writer.
-func (c *Conn) writer() {
-	for {
-		c.bmu.Lock()
-		b := c.batch
-		c.batch = batch{}
-		if b.done == nil {
-			c.writing = false
-			c.bmu.Unlock()
-			return
-		}
-		c.bmu.Unlock()
-		err := c.write(&b.bufs)
-		if b.pooled != nil {
-			putFrameBuf(b.pooled)
-		}
-		c.writingSince.Store(0)
-		if err == nil && (c.closed.Load() || c.closing.Load()) {
-			err = errClosed
-		}
-		b.done(err)
+// takeBatch takes the batch Send handed over; when there is none it ends
+// the write cycle and reports false.
+func (c *Conn) takeBatch() (batch, bool) {
+	c.bmu.Lock()
+	defer c.bmu.Unlock()
+	b := c.batch
+	c.batch = batch{}
+	if b.done == nil {
+		c.writing = false
+		return b, false
 	}
+	return b, true
+}
+
+// hasBatch reports whether Send handed over another batch; when it has
+// not, it ends the write cycle.
+func (c *Conn) hasBatch() bool {
+	c.bmu.Lock()
+	defer c.bmu.Unlock()
+	if c.batch.done == nil {
+		c.writing = false
+		return false
+	}
+	return true
+}
+
+// writer writes b, if it is set, and then batches while Send keeps giving
+// them (done usually sends the next one at once), waiting for the socket
+// as long as it takes; then it ends. It serves connections a flusher
+// cannot: those whose socket is full, or that have no event loop.
+func (c *Conn) writer(b batch) {
+	for {
+		if b.done == nil {
+			var ok bool
+			if b, ok = c.takeBatch(); !ok {
+				return
+			}
+		}
+		c.finish(b, c.write(&b.bufs))
+		b = batch{}
+	}
+}
+
+// finish ends a batch once it is written or has failed.
+func (c *Conn) finish(b batch, err error) {
+	if b.pooled != nil {
+		putFrameBuf(b.pooled)
+	}
+	c.writingSince.Store(0)
+	if err == nil && (c.closed.Load() || c.closing.Load()) {
+		err = errClosed
+	}
+	b.done(err)
 }
 
 // joinLines joins ps into the lines of one message, in a pooled buffer

@@ -3,6 +3,7 @@ package ws
 import (
 	"errors"
 	"fmt"
+	"net"
 	"sync"
 	"sync/atomic"
 
@@ -112,3 +113,44 @@ func (p *poller) close() {
 	<-p.done
 	_ = unix.Close(p.epfd)
 }
+
+// writeNow writes what the socket takes of bufs without waiting and
+// returns the rest.
+func (c *Conn) writeNow(bufs net.Buffers) (net.Buffers, error) {
+	for len(bufs) > 0 {
+		chunk := bufs[:min(len(bufs), maxIovecs)]
+		var n int
+		var werr error
+		err := c.rc.Write(func(fd uintptr) bool {
+			if len(chunk) == 1 { // the usual case: one shared frame
+				n, werr = unix.Write(int(fd), chunk[0])
+			} else {
+				n, werr = unix.Writev(int(fd), chunk)
+			}
+			return true // never wait: a full socket goes to a writer goroutine
+		})
+		if n > 0 {
+			c.t.traffic(0, n)
+		}
+		switch {
+		case err != nil:
+			return bufs, err
+		case errors.Is(werr, unix.EAGAIN) || errors.Is(werr, unix.EINTR):
+			return bufs, nil
+		case werr != nil:
+			return bufs, werr
+		}
+		total := 0
+		for _, b := range chunk {
+			total += len(b)
+		}
+		bufs = advance(bufs, n)
+		if n < total {
+			return bufs, nil
+		}
+	}
+	return nil, nil
+}
+
+// maxIovecs is the most buffers one writev takes (IOV_MAX).
+const maxIovecs = 1024

@@ -7,11 +7,14 @@
 // waits in an epoll set of the Transport's own; when it becomes readable a
 // goroutine reads what is there, handles every complete frame — commands
 // one at a time, in order — and returns, leaving the socket to the poller
-// again. Writes run on a goroutine that exists only while a batch is being
-// written. Keepalive is one ticker for all connections, which pings
-// connections that were quiet for PingInterval and closes those quiet for
-// PingInterval + PongTimeout, or whose write is stuck past WriteTimeout.
-// Where there is no epoll, each connection has a reading goroutine.
+// again. Writes go out from a few flusher goroutines, one per processor,
+// each writing the batches of its share of the connections with
+// non-blocking writes; a connection whose socket is full gets a writer
+// goroutine until it drains. Keepalive is one ticker for all connections,
+// which pings connections that were quiet for PingInterval and closes
+// those quiet for PingInterval + PongTimeout, or whose write is stuck past
+// WriteTimeout. Where there is no epoll, each connection has a reading
+// goroutine and its writes a writer goroutine.
 //
 // permessage-deflate is negotiated with no context takeover either way:
 // every message is compressed on its own, so a message for many
@@ -25,6 +28,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -105,9 +109,11 @@ func (c *Config) setDefaults() {
 type Transport struct {
 	cfg          Config
 	subprotocols []string
-	now          atomic.Int64 // coarse clock, unix nanoseconds, set by the ticker
-	loop         *poller      // nil where there is no event loop
-	reads        sync.Pool    // *[]byte of ReadBufferSize
+	now          atomic.Int64   // coarse clock, unix nanoseconds, set by the ticker
+	loop         *poller        // nil where there is no event loop
+	flushers     []*flusher     // with the event loop, one per processor
+	flushing     sync.WaitGroup // the flushers' goroutines
+	reads        sync.Pool      // *[]byte of ReadBufferSize
 
 	mu     sync.Mutex
 	conns  map[*Conn]struct{}
@@ -137,6 +143,13 @@ func New(cfg Config, subprotocols ...string) *Transport {
 		cfg.Logger.Warn("ws: no event loop, one goroutine per connection", "err", err)
 	}
 	t.loop = loop
+	if loop != nil {
+		for range runtime.GOMAXPROCS(0) {
+			f := newFlusher()
+			t.flushers = append(t.flushers, f)
+			t.flushing.Go(func() { f.run(t.stop) })
+		}
+	}
 	go t.keepalive()
 	return t
 }
@@ -182,6 +195,9 @@ func (t *Transport) Upgrade(w http.ResponseWriter, r *http.Request, accept func(
 	c.id = t.nextID
 	drain := t.drain
 	t.mu.Unlock()
+	if c.rc != nil && len(t.flushers) > 0 {
+		c.flusher = t.flushers[c.id%uint64(len(t.flushers))]
+	}
 	h, err := accept(c)
 	if err != nil {
 		c.Close(1011, "internal error")
@@ -315,6 +331,7 @@ func (t *Transport) Close() {
 	default:
 		close(t.stop)
 		<-t.done
+		t.flushing.Wait()
 		if t.loop != nil {
 			t.loop.close()
 		}
