@@ -4,8 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -15,11 +17,16 @@ import (
 // are armed one-shot, so a connection is served by one goroutine at a
 // time and re-armed when that goroutine is done with it.
 //
-// The socket stays Go's too (the runtime's own poller watches it for
-// writes); herald's epoll set only tells when it is readable.
+// The goroutine waits the way Go's own sockets do: the epoll set's
+// descriptor is itself watched by the runtime's poller, which wakes the
+// goroutine when the set has events, so no thread sits blocked in
+// epoll_wait. The sockets stay Go's too (the runtime's poller watches them
+// for writes); herald's epoll set only tells when they are readable.
 type poller struct {
 	t    *Transport
 	epfd int
+	set  *os.File // epfd, for the runtime's poller
+	rc   syscall.RawConn
 
 	mu    sync.Mutex
 	conns map[uint64]*Conn // by Conn.id: ids are never reused, unlike fds
@@ -33,7 +40,17 @@ func newPoller(t *Transport) (*poller, error) {
 	if err != nil {
 		return nil, fmt.Errorf("epoll_create1: %w", err)
 	}
-	p := &poller{t: t, epfd: epfd, conns: make(map[uint64]*Conn), done: make(chan struct{})}
+	if err := unix.SetNonblock(epfd, true); err != nil {
+		_ = unix.Close(epfd)
+		return nil, fmt.Errorf("epoll set non-blocking: %w", err)
+	}
+	set := os.NewFile(uintptr(epfd), "epoll")
+	rc, err := set.SyscallConn()
+	if err != nil {
+		_ = set.Close()
+		return nil, fmt.Errorf("epoll set: %w", err)
+	}
+	p := &poller{t: t, epfd: epfd, set: set, rc: rc, conns: make(map[uint64]*Conn), done: make(chan struct{})}
 	go p.run()
 	return p, nil
 }
@@ -83,14 +100,19 @@ func (p *poller) remove(c *Conn) {
 func (p *poller) run() {
 	defer close(p.done)
 	events := make([]unix.EpollEvent, 128)
-	for !p.closed.Load() {
-		// A bounded wait, so that close is noticed without a wakeup fd.
-		n, err := unix.EpollWait(p.epfd, events, 200)
-		if err != nil {
-			if errors.Is(err, unix.EINTR) {
-				continue
-			}
-			p.t.cfg.Logger.Error("ws: epoll_wait", "err", err)
+	for {
+		var n int
+		var werr error
+		err := p.rc.Read(func(fd uintptr) bool {
+			n, werr = unix.EpollWait(int(fd), events, 0)
+			// Nothing yet: the runtime's poller waits until there is.
+			return n > 0 || werr != nil && !errors.Is(werr, unix.EINTR)
+		})
+		if err != nil || p.closed.Load() {
+			return // the set was closed
+		}
+		if werr != nil {
+			p.t.cfg.Logger.Error("ws: epoll_wait", "err", werr)
 			return
 		}
 		p.mu.Lock()
@@ -110,8 +132,8 @@ func (p *poller) close() {
 	if p.closed.Swap(true) {
 		return
 	}
+	_ = p.set.Close() // wakes run
 	<-p.done
-	_ = unix.Close(p.epfd)
 }
 
 // writeNow writes what the socket takes of bufs without waiting and
