@@ -21,7 +21,7 @@ import (
 
 // dialSilent opens a WebSocket by hand and then never reads or answers a
 // ping: a peer that went away without closing its socket.
-func dialSilent(t *testing.T, base, path string) net.Conn {
+func dialSilent(t testing.TB, base, path string) net.Conn {
 	t.Helper()
 	u, err := url.Parse(base)
 	if err != nil {

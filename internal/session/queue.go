@@ -63,6 +63,10 @@ func (s *Session) enqueue(p *hub.Payload, k kind) {
 	s.cfg.Conn.Send(batch, s.sentFn)
 }
 
+// keptSlots is the largest queue an idle session keeps for the next
+// message.
+const keptSlots = 4
+
 // throttle blocks the session's command handling while more than
 // QueueBytes of replies wait behind the batch in flight: a peer that sends
 // commands without reading the replies meets TCP backpressure, not
@@ -82,17 +86,17 @@ func (s *Session) throttle() {
 	s.qmu.Unlock()
 }
 
-// takeLocked moves the whole queue into the batch to send.
+// takeLocked makes the whole queue the batch to send; the emptied slice
+// of the last batch takes new payloads.
 func (s *Session) takeLocked() []*hub.Payload {
-	s.batch = append(s.batch[:0], s.queue...)
+	s.batch, s.queue = s.queue, s.batch[:0]
 	s.batchMessages = 0
-	for _, p := range s.queue {
+	for _, p := range s.batch {
 		if p.Shared {
 			s.batchMessages++
 		}
 	}
-	clear(s.queue)
-	s.queue, s.liveLen, s.liveBytes, s.replyBytes = s.queue[:0], 0, 0, 0
+	s.liveLen, s.liveBytes, s.replyBytes = 0, 0, 0
 	s.wakeLocked()
 	return s.batch
 }
@@ -131,7 +135,14 @@ func (s *Session) sent(err error) {
 	}
 	if len(s.queue) == 0 || s.closing {
 		s.writing = false
-		s.queue, s.batch = nil, nil // an idle session keeps no buffers
+		// An idle session keeps its two slices only while they are
+		// small: then the next message allocates nothing.
+		if cap(s.queue) > keptSlots || s.closing {
+			s.queue = nil
+		}
+		if cap(s.batch) > keptSlots || s.closing {
+			s.batch = nil
+		}
 		s.qmu.Unlock()
 		if err != nil {
 			s.cfg.Conn.Close(protocol.CloseNormal, "")

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -79,14 +80,16 @@ func (c *Conn) touch() {
 func (c *Conn) Send(ps []*hub.Payload, done func(error)) {
 	var bufs net.Buffers
 	var pooled *[]byte
-	if len(ps) > 1 && c.subprotocol == protocol.SubprotocolJSONL {
+	switch {
+	case len(ps) == 1 && ps[0].Shared:
+		bufs = ps[0].Prepared(newPrepared).(*prepared).get(c.deflate) // shared: written, never modified
+	case len(ps) > 1 && c.subprotocol == protocol.SubprotocolJSONL:
 		pooled = joinLines(ps)
 		bufs = c.frame(ws.OpText, *pooled, bufs)
-	} else {
+	default:
 		for _, p := range ps {
 			if p.Shared {
-				f := p.Prepared(newPrepared).(*prepared)
-				bufs = append(bufs, f.get(c.deflate))
+				bufs = append(bufs, p.Prepared(newPrepared).(*prepared).get(c.deflate)...)
 				continue
 			}
 			bufs = c.frame(opcode(p), p.Bytes, bufs)
@@ -105,7 +108,7 @@ func (c *Conn) Send(ps []*hub.Payload, done func(error)) {
 
 // batch is what Send hands the writer.
 type batch struct {
-	bufs   net.Buffers
+	bufs   net.Buffers // the frames; may be shared with other connections: never modified
 	pooled *[]byte
 	done   func(error)
 }
@@ -148,7 +151,8 @@ func (c *Conn) writer(b batch) {
 				return
 			}
 		}
-		c.finish(b, c.write(&b.bufs))
+		bufs := slices.Clone(b.bufs) // writing consumes the slice, which may be shared
+		c.finish(b, c.write(&bufs))
 		b = batch{}
 	}
 }
@@ -473,24 +477,30 @@ func opcode(p *hub.Payload) ws.OpCode {
 }
 
 // prepared is a shared payload's frame, made once for every connection
-// that sends it: plain, and compressed for connections that compress.
+// that sends it: plain, and compressed for connections that compress. Each
+// form is kept as a batch of one buffer, which connections share: a
+// broadcast allocates nothing per connection.
 type prepared struct {
 	p                  *hub.Payload
 	plainOnce, zipOnce sync.Once
-	plain, zipped      []byte
+	plain, zipped      net.Buffers
 }
 
 func newPrepared(p *hub.Payload) any { return &prepared{p: p} }
 
-func (f *prepared) get(deflate bool) []byte {
+// get returns the frame as a batch of one buffer, which the caller must
+// not modify.
+func (f *prepared) get(deflate bool) net.Buffers {
 	if deflate && len(f.p.Bytes) >= minCompress {
 		f.zipOnce.Do(func() {
 			z := compress(f.p.Bytes)
-			f.zipped = append(header(opcode(f.p), len(z), true), z...)
+			f.zipped = net.Buffers{append(header(opcode(f.p), len(z), true), z...)}
 		})
 		return f.zipped
 	}
-	f.plainOnce.Do(func() { f.plain = append(header(opcode(f.p), len(f.p.Bytes), false), f.p.Bytes...) })
+	f.plainOnce.Do(func() {
+		f.plain = net.Buffers{append(header(opcode(f.p), len(f.p.Bytes), false), f.p.Bytes...)}
+	})
 	return f.plain
 }
 

@@ -23,10 +23,17 @@ type flusher struct {
 	sleeping bool    // the goroutine waits on wake
 	stopped  bool
 
-	spare []*Conn // the previous round's slice, reused; the goroutine's only
+	// The goroutine's own: the previous round's slice, reused, and the
+	// state of the write in progress.
+	spare []*Conn
+	flusherIO
 }
 
-func newFlusher() *flusher { return &flusher{wake: make(chan struct{}, 1)} }
+func newFlusher() *flusher {
+	f := &flusher{wake: make(chan struct{}, 1)}
+	f.initIO()
+	return f
+}
 
 // add queues c, whose batch is set, for the next round. It reports false
 // once the flusher has stopped: the caller writes the batch itself.
@@ -95,7 +102,7 @@ func (c *Conn) flush(f *flusher) {
 		go c.writer(b)
 		return
 	}
-	rest, err := c.writeNow(b.bufs)
+	rest, err := f.writeNow(c, b.bufs)
 	c.wmu.Unlock()
 	if err == nil && len(rest) > 0 {
 		b.bufs = rest
@@ -111,12 +118,12 @@ func (c *Conn) flush(f *flusher) {
 	}
 }
 
-// advance drops the first n bytes of bufs.
+// advance returns bufs without its first n bytes. bufs itself is left as
+// it is: it may be a frame's buffers shared by many connections.
 func advance(bufs net.Buffers, n int) net.Buffers {
 	for n > 0 && len(bufs) > 0 {
 		if n < len(bufs[0]) {
-			bufs[0] = bufs[0][n:]
-			return bufs
+			return append(net.Buffers{bufs[0][n:]}, bufs[1:]...)
 		}
 		n -= len(bufs[0])
 		bufs = bufs[1:]

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -136,42 +137,71 @@ func (p *poller) close() {
 	<-p.done
 }
 
-// writeNow writes what the socket takes of bufs without waiting and
-// returns the rest.
-func (c *Conn) writeNow(bufs net.Buffers) (net.Buffers, error) {
+// flusherIO is what a flusher needs to write: an iovec array reused for
+// every writev, and the callback given to the socket's raw descriptor,
+// made once, with its results.
+type flusherIO struct {
+	iov     []unix.Iovec
+	writeFn func(fd uintptr) bool
+	n       int
+	werr    error
+}
+
+func (f *flusher) initIO() { f.writeFn = f.write }
+
+// writeNow writes what c's socket takes of bufs without waiting and
+// returns the rest. It allocates nothing: the buffers go to the kernel
+// through the flusher's own iovec array.
+func (f *flusher) writeNow(c *Conn, bufs net.Buffers) (net.Buffers, error) {
 	for len(bufs) > 0 {
 		chunk := bufs[:min(len(bufs), maxIovecs)]
-		var n int
-		var werr error
-		err := c.rc.Write(func(fd uintptr) bool {
-			if len(chunk) == 1 { // the usual case: one shared frame
-				n, werr = unix.Write(int(fd), chunk[0])
-			} else {
-				n, werr = unix.Writev(int(fd), chunk)
+		f.iov = f.iov[:0]
+		total := 0
+		for _, b := range chunk {
+			if len(b) > 0 {
+				v := unix.Iovec{Base: &b[0]}
+				v.SetLen(len(b))
+				f.iov = append(f.iov, v)
+				total += len(b)
 			}
-			return true // never wait: a full socket goes to a writer goroutine
-		})
+		}
+		f.n, f.werr = 0, nil
+		err := c.rc.Write(f.writeFn)
+		clear(f.iov) // keep no pointer into the buffers
+		n := f.n
 		if n > 0 {
 			c.t.traffic(0, n)
 		}
 		switch {
 		case err != nil:
 			return bufs, err
-		case errors.Is(werr, unix.EAGAIN) || errors.Is(werr, unix.EINTR):
+		case errors.Is(f.werr, unix.EAGAIN) || errors.Is(f.werr, unix.EINTR):
 			return bufs, nil
-		case werr != nil:
-			return bufs, werr
+		case f.werr != nil:
+			return bufs, f.werr
 		}
-		total := 0
-		for _, b := range chunk {
-			total += len(b)
-		}
-		bufs = advance(bufs, n)
 		if n < total {
-			return bufs, nil
+			return advance(bufs, n), nil
 		}
+		bufs = bufs[len(chunk):]
 	}
 	return nil, nil
+}
+
+// write is the flusher's callback for the socket's raw descriptor: one
+// writev of f.iov, never waiting (a full socket goes to a writer
+// goroutine).
+func (f *flusher) write(fd uintptr) bool {
+	if len(f.iov) == 0 {
+		return true
+	}
+	r, _, errno := unix.Syscall(unix.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&f.iov[0])), uintptr(len(f.iov)))
+	if errno != 0 {
+		f.werr = errno
+		return true
+	}
+	f.n = int(r)
+	return true
 }
 
 // maxIovecs is the most buffers one writev takes (IOV_MAX).
