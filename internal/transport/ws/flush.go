@@ -6,37 +6,55 @@ import (
 	"sync"
 )
 
-// flusher writes the batches of many connections from one goroutine.
-// A connection whose socket takes its whole batch at once — nearly every
-// connection that keeps up — costs one non-blocking write and no
-// goroutine of its own; one whose socket is full is handed to a writer
-// goroutine that waits for it. Connections are written in rounds: one that
-// gets a new batch while its last is written joins the next round, by which
-// time its session has queued everything that arrived meanwhile, so that
-// under load each write carries several messages and when idle a message
-// goes out as soon as a flusher gets to it.
+// flusher writes the batches of many connections from a few goroutines,
+// one per processor, which take connections from one shared queue a few
+// at a time: should the system stop one goroutine's thread for a while,
+// the others go on with the rest of the queue. A connection whose socket
+// takes its whole batch at once — nearly every connection that keeps up —
+// costs one non-blocking write and no goroutine of its own; one whose
+// socket is full is handed to a writer goroutine that waits for it.
+// Connections are written in rounds: one that gets a new batch while its
+// last is written goes to the back of the queue, and by the time it comes
+// up again its session has queued everything that arrived meanwhile, so
+// that under load each write carries several messages, and when idle a
+// message goes out as soon as a goroutine gets to it.
 type flusher struct {
-	wake chan struct{} // wakes the goroutine when it sleeps
+	mu      sync.Mutex
+	work    sync.Cond // signalled when a connection is queued for an idle goroutine
+	ready   []*Conn   // connections with a batch to write, from head on
+	head    int
+	idle    int // goroutines waiting for work and not yet signalled
+	stopped bool
+	running sync.WaitGroup
+}
 
-	mu       sync.Mutex
-	ready    []*Conn // connections with a batch to write, in arrival order
-	sleeping bool    // the goroutine waits on wake
-	stopped  bool
-
-	// The goroutine's own: the previous round's slice, reused, and the
-	// state of the write in progress.
-	spare []*Conn
+// flushWorker is one of a flusher's goroutines, with what it needs to
+// write.
+type flushWorker struct {
+	f     *flusher
+	chunk []*Conn // connections taken from the queue, being written
 	flusherIO
 }
 
-func newFlusher() *flusher {
-	f := &flusher{wake: make(chan struct{}, 1)}
-	f.initIO()
+// flushChunk is how many connections a goroutine takes from the queue at
+// a time: enough to keep the lock quiet, few enough that a stalled thread
+// holds up little.
+const flushChunk = 16
+
+// newFlusher starts workers goroutines; stop ends them.
+func newFlusher(workers int) *flusher {
+	f := &flusher{}
+	f.work.L = &f.mu
+	for range workers {
+		w := &flushWorker{f: f, chunk: make([]*Conn, 0, flushChunk)}
+		w.initIO()
+		f.running.Go(w.run)
+	}
 	return f
 }
 
-// add queues c, whose batch is set, for the next round. It reports false
-// once the flusher has stopped: the caller writes the batch itself.
+// add queues c, whose batch is set. It reports false once the flusher has
+// stopped: the caller writes the batch itself.
 func (f *flusher) add(c *Conn) bool {
 	f.mu.Lock()
 	if f.stopped {
@@ -44,56 +62,80 @@ func (f *flusher) add(c *Conn) bool {
 		return false
 	}
 	f.ready = append(f.ready, c)
-	wake := f.sleeping
-	f.sleeping = false
+	wake := f.idle > 0
+	if wake {
+		f.idle--
+	}
 	f.mu.Unlock()
 	if wake {
-		f.wake <- struct{}{}
+		f.work.Signal()
 	}
 	return true
 }
 
-// run writes rounds until stop is closed; connections still queued then
-// get writer goroutines.
-func (f *flusher) run(stop <-chan struct{}) {
+// stop lets the goroutines write what is queued, ends them and waits.
+func (f *flusher) stop() {
+	f.mu.Lock()
+	f.stopped = true
+	f.idle = 0
+	f.mu.Unlock()
+	f.work.Broadcast()
+	f.running.Wait()
+}
+
+// run writes queued connections until the flusher stops.
+func (w *flushWorker) run() {
+	f := w.f
+	f.mu.Lock()
 	for {
-		f.mu.Lock()
-		if len(f.ready) == 0 {
-			f.sleeping = true
-			f.mu.Unlock()
-			select {
-			case <-f.wake:
-				continue
-			case <-stop:
+		if f.head == len(f.ready) {
+			if f.stopped {
+				f.mu.Unlock()
+				return
 			}
-			f.mu.Lock()
-			f.stopped = true
-			left := f.ready
-			f.ready = nil
-			f.mu.Unlock()
-			for _, c := range left {
-				go c.writer(batch{})
-			}
-			return
+			f.idle++
+			f.work.Wait() // add or stop took this goroutine off idle
+			continue
 		}
-		round := f.ready
-		f.ready = f.spare[:0]
+		w.takeLocked()
 		f.mu.Unlock()
-		for i, c := range round {
-			c.flush(f)
-			round[i] = nil
-			if i%yieldEvery == yieldEvery-1 {
-				runtime.Gosched()
-			}
+		for i, c := range w.chunk {
+			c.flush(w)
+			w.chunk[i] = nil
 		}
-		f.spare = round[:0]
+		// Let the goroutine that reads the next publish run, should it
+		// wait for this processor.
+		runtime.Gosched()
+		f.mu.Lock()
 	}
 }
+
+// takeLocked moves the next few queued connections into w.chunk.
+func (w *flushWorker) takeLocked() {
+	f := w.f
+	n := min(flushChunk, len(f.ready)-f.head)
+	w.chunk = append(w.chunk[:0], f.ready[f.head:f.head+n]...)
+	clear(f.ready[f.head : f.head+n])
+	f.head += n
+	switch {
+	case f.head == len(f.ready) && cap(f.ready) > maxKeptQueue:
+		f.ready, f.head = nil, 0
+	case f.head == len(f.ready):
+		f.ready, f.head = f.ready[:0], 0
+	case f.head > len(f.ready)/2: // a queue that never empties: reuse its front
+		k := copy(f.ready, f.ready[f.head:])
+		clear(f.ready[k:])
+		f.ready, f.head = f.ready[:k], 0
+	}
+}
+
+// maxKeptQueue is the largest queue array an idle flusher keeps.
+const maxKeptQueue = 4096
 
 // flush writes c's batch without waiting for the socket, then queues c
 // for the next round if a new batch came meanwhile. What the socket does
 // not take at once goes to a writer goroutine, with the rest of the batch.
-func (c *Conn) flush(f *flusher) {
+func (c *Conn) flush(w *flushWorker) {
 	b, ok := c.takeBatch()
 	if !ok {
 		return
@@ -102,7 +144,7 @@ func (c *Conn) flush(f *flusher) {
 		go c.writer(b)
 		return
 	}
-	rest, err := f.writeNow(c, b.bufs)
+	rest, err := w.writeNow(c, b.bufs)
 	c.wmu.Unlock()
 	if err == nil && len(rest) > 0 {
 		b.bufs = rest
@@ -113,7 +155,7 @@ func (c *Conn) flush(f *flusher) {
 		go c.gone()
 	}
 	c.finish(b, err)
-	if c.hasBatch() && !f.add(c) {
+	if c.hasBatch() && !w.f.add(c) {
 		go c.writer(batch{})
 	}
 }
@@ -130,8 +172,3 @@ func advance(bufs net.Buffers, n int) net.Buffers {
 	}
 	return bufs
 }
-
-// yieldEvery is how many connections a flusher writes before it lets
-// other goroutines run: a long round must not keep the goroutine that
-// reads the next publish waiting.
-const yieldEvery = 32

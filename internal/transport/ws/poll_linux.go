@@ -147,12 +147,12 @@ type flusherIO struct {
 	werr    error
 }
 
-func (f *flusher) initIO() { f.writeFn = f.write }
+func (f *flushWorker) initIO() { f.writeFn = f.write }
 
 // writeNow writes what c's socket takes of bufs without waiting and
 // returns the rest. It allocates nothing: the buffers go to the kernel
 // through the flusher's own iovec array.
-func (f *flusher) writeNow(c *Conn, bufs net.Buffers) (net.Buffers, error) {
+func (f *flushWorker) writeNow(c *Conn, bufs net.Buffers) (net.Buffers, error) {
 	for len(bufs) > 0 {
 		chunk := bufs[:min(len(bufs), maxIovecs)]
 		f.iov = f.iov[:0]
@@ -191,7 +191,7 @@ func (f *flusher) writeNow(c *Conn, bufs net.Buffers) (net.Buffers, error) {
 // write is the flusher's callback for the socket's raw descriptor: one
 // writev of f.iov, never waiting (a full socket goes to a writer
 // goroutine).
-func (f *flusher) write(fd uintptr) bool {
+func (f *flushWorker) write(fd uintptr) bool {
 	if len(f.iov) == 0 {
 		return true
 	}

@@ -19,9 +19,9 @@ func (p *poller) remove(*Conn)      {}
 func (p *poller) close()            {}
 
 // writeNow is never called without the event loop: no flusher runs.
-func (f *flusher) writeNow(_ *Conn, bufs net.Buffers) (net.Buffers, error) { return bufs, nil }
+func (f *flushWorker) writeNow(_ *Conn, bufs net.Buffers) (net.Buffers, error) { return bufs, nil }
 
 // flusherIO is what a flusher needs to write; nothing here.
 type flusherIO struct{}
 
-func (f *flusher) initIO() {}
+func (f *flushWorker) initIO() {}

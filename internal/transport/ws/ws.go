@@ -8,9 +8,9 @@
 // goroutine reads what is there, handles every complete frame — commands
 // one at a time, in order — and returns, leaving the socket to the poller
 // again. Writes go out from a few flusher goroutines, one per processor,
-// each writing the batches of its share of the connections with
-// non-blocking writes; a connection whose socket is full gets a writer
-// goroutine until it drains. Keepalive is one ticker for all connections,
+// which take the connections that have a batch to write from one shared
+// queue and write with non-blocking writes; a connection whose socket is
+// full gets a writer goroutine until it drains. Keepalive is one ticker for all connections,
 // which pings connections that were quiet for PingInterval and closes
 // those quiet for PingInterval + PongTimeout, or whose write is stuck past
 // WriteTimeout. Where there is no epoll, each connection has a reading
@@ -109,11 +109,10 @@ func (c *Config) setDefaults() {
 type Transport struct {
 	cfg          Config
 	subprotocols []string
-	now          atomic.Int64   // coarse clock, unix nanoseconds, set by the ticker
-	loop         *poller        // nil where there is no event loop
-	flushers     []*flusher     // with the event loop, one per processor
-	flushing     sync.WaitGroup // the flushers' goroutines
-	reads        sync.Pool      // *[]byte of ReadBufferSize
+	now          atomic.Int64 // coarse clock, unix nanoseconds, set by the ticker
+	loop         *poller      // nil where there is no event loop
+	flusher      *flusher     // with the event loop: writes connections' batches
+	reads        sync.Pool    // *[]byte of ReadBufferSize
 
 	mu     sync.Mutex
 	conns  map[*Conn]struct{}
@@ -144,11 +143,7 @@ func New(cfg Config, subprotocols ...string) *Transport {
 	}
 	t.loop = loop
 	if loop != nil {
-		for range runtime.GOMAXPROCS(0) {
-			f := newFlusher()
-			t.flushers = append(t.flushers, f)
-			t.flushing.Go(func() { f.run(t.stop) })
-		}
+		t.flusher = newFlusher(runtime.GOMAXPROCS(0))
 	}
 	go t.keepalive()
 	return t
@@ -195,8 +190,8 @@ func (t *Transport) Upgrade(w http.ResponseWriter, r *http.Request, accept func(
 	c.id = t.nextID
 	drain := t.drain
 	t.mu.Unlock()
-	if c.rc != nil && len(t.flushers) > 0 {
-		c.flusher = t.flushers[c.id%uint64(len(t.flushers))]
+	if c.rc != nil {
+		c.flusher = t.flusher
 	}
 	h, err := accept(c)
 	if err != nil {
@@ -331,7 +326,9 @@ func (t *Transport) Close() {
 	default:
 		close(t.stop)
 		<-t.done
-		t.flushing.Wait()
+		if t.flusher != nil {
+			t.flusher.stop()
+		}
 		if t.loop != nil {
 			t.loop.close()
 		}
