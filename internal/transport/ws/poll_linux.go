@@ -142,6 +142,7 @@ func (p *poller) close() {
 // made once, with its results.
 type flusherIO struct {
 	iov     []unix.Iovec
+	msg     unix.Msghdr
 	writeFn func(fd uintptr) bool
 	n       int
 	werr    error
@@ -151,7 +152,7 @@ func (f *flushWorker) initIO() { f.writeFn = f.write }
 
 // writeNow writes what c's socket takes of bufs without waiting and
 // returns the rest. It allocates nothing: the buffers go to the kernel
-// through the flusher's own iovec array.
+// through the worker's own iovec array.
 func (f *flushWorker) writeNow(c *Conn, bufs net.Buffers) (net.Buffers, error) {
 	for len(bufs) > 0 {
 		chunk := bufs[:min(len(bufs), maxIovecs)]
@@ -189,13 +190,24 @@ func (f *flushWorker) writeNow(c *Conn, bufs net.Buffers) (net.Buffers, error) {
 }
 
 // write is the flusher's callback for the socket's raw descriptor: one
-// writev of f.iov, never waiting (a full socket goes to a writer
-// goroutine).
+// send of f.iov, never waiting (a full socket goes to a writer goroutine).
 func (f *flushWorker) write(fd uintptr) bool {
 	if len(f.iov) == 0 {
 		return true
 	}
-	r, _, errno := unix.Syscall(unix.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&f.iov[0])), uintptr(len(f.iov)))
+	// send(2) and sendmsg(2) rather than write(2) and writev(2): the
+	// socket calls skip the file layer's work on every call.
+	const flags = unix.MSG_DONTWAIT | unix.MSG_NOSIGNAL
+	var r uintptr
+	var errno unix.Errno
+	if len(f.iov) == 1 {
+		r, _, errno = unix.Syscall6(unix.SYS_SENDTO, fd, uintptr(unsafe.Pointer(f.iov[0].Base)), uintptr(f.iov[0].Len), flags, 0, 0)
+	} else {
+		f.msg = unix.Msghdr{Iov: &f.iov[0]}
+		f.msg.SetIovlen(len(f.iov))
+		r, _, errno = unix.Syscall(unix.SYS_SENDMSG, fd, uintptr(unsafe.Pointer(&f.msg)), flags)
+		f.msg = unix.Msghdr{} // keep no pointer into the buffers
+	}
 	if errno != 0 {
 		f.werr = errno
 		return true
