@@ -138,7 +138,7 @@ func (p *poller) close() {
 }
 
 // flusherIO is what a flusher needs to write: an iovec array reused for
-// every writev, and the callback given to the socket's raw descriptor,
+// every send, and the callback given to the socket's raw descriptor,
 // made once, with its results.
 type flusherIO struct {
 	iov     []unix.Iovec
@@ -216,5 +216,5 @@ func (f *flushWorker) write(fd uintptr) bool {
 	return true
 }
 
-// maxIovecs is the most buffers one writev takes (IOV_MAX).
+// maxIovecs is the most buffers one sendmsg takes (IOV_MAX).
 const maxIovecs = 1024
