@@ -10,11 +10,11 @@
 // again. Writes go out from a few flusher goroutines, one per processor,
 // which take the connections that have a batch to write from one shared
 // queue and write with non-blocking writes; a connection whose socket is
-// full gets a writer goroutine until it drains. Keepalive is one ticker for all connections,
-// which pings connections that were quiet for PingInterval and closes
-// those quiet for PingInterval + PongTimeout, or whose write is stuck past
-// WriteTimeout. Where there is no epoll, each connection has a reading
-// goroutine and its writes a writer goroutine.
+// full gets a writer goroutine until it drains. Keepalive is one ticker
+// for all connections, which pings connections that were quiet for
+// PingInterval and closes those quiet for PingInterval + PongTimeout, or
+// whose write is stuck past WriteTimeout. Where there is no epoll, each
+// connection has a reading goroutine and its writes a writer goroutine.
 //
 // permessage-deflate is negotiated with no context takeover either way:
 // every message is compressed on its own, so a message for many
