@@ -20,7 +20,7 @@ type apiResponse struct {
 
 // apiCall sends one request to the server API; header holds name, value
 // pairs.
-func apiCall(t *testing.T, method, url, body string, header ...string) apiResponse {
+func apiCall(t testing.TB, method, url, body string, header ...string) apiResponse {
 	t.Helper()
 	var rd io.Reader
 	if body != "" {

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"encoding/binary"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -105,23 +104,12 @@ func skipFrame(br *bufio.Reader) error {
 // subscribers reads a channel's subscriber count from GET /api/channels.
 func subscribers(tb testing.TB, base, channel string) int {
 	tb.Helper()
-	resp, err := http.Get(base + "/api/channels")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var body struct {
-		Channels []struct {
-			Channel     string `json:"channel"`
-			Subscribers int    `json:"subscribers"`
-		} `json:"channels"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
-		tb.Fatalf("GET /api/channels: %v", err)
-	}
-	for _, c := range body.Channels {
-		if c.Channel == channel {
-			return c.Subscribers
+	r := apiCall(tb, http.MethodGet, base+"/api/channels", "")
+	list, _ := r.body["channels"].([]any)
+	for _, v := range list {
+		if c, _ := v.(map[string]any); c["channel"] == channel {
+			n, _ := c["subscribers"].(float64)
+			return int(n)
 		}
 	}
 	return 0

@@ -1,7 +1,18 @@
 package herald_test
 
 import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
 	"testing"
+	"time"
+
+	"github.com/coder/websocket"
 
 	"github.com/heraldhq/herald"
 	"github.com/heraldhq/herald/heraldtest"
@@ -16,5 +27,87 @@ func TestSmokePublishSubscribe(t *testing.T) {
 	m := b.Next()
 	if m["op"] != "message" || m["offset"] != r["offset"] {
 		t.Fatalf("push %v, publish reply %v", m, r)
+	}
+}
+
+// In herald.v1.jsonl a subscriber that falls behind gets many messages per
+// frame; with and without permessage-deflate every line of every frame is
+// one whole message, none is lost or repeated, and order holds.
+func TestJSONLBatchesArriveWhole(t *testing.T) {
+	t.Parallel()
+	for _, mode := range []websocket.CompressionMode{websocket.CompressionDisabled, websocket.CompressionNoContextTakeover} {
+		t.Run(fmt.Sprint("compression=", mode != websocket.CompressionDisabled), func(t *testing.T) {
+			t.Parallel()
+			srv, hs := heraldtest.NewServer(t, herald.Config{QueueMessages: 10000, QueueBytes: 64 << 20})
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			// A small receive buffer, so that the server's writes soon
+			// wait for the subscriber.
+			smallBuffer := func(ctx context.Context, network, addr string) (net.Conn, error) {
+				nc, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+				if err == nil {
+					_ = nc.(*net.TCPConn).SetReadBuffer(16 << 10)
+				}
+				return nc, err
+			}
+			c, _, err := websocket.Dial(ctx, heraldtest.WSURL(hs.URL, "/ws"), &websocket.DialOptions{
+				Subprotocols:    []string{"herald.v1.jsonl"},
+				CompressionMode: mode,
+				HTTPClient:      &http.Client{Transport: &http.Transport{DialContext: smallBuffer}},
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.CloseNow()
+			c.SetReadLimit(64 << 20)
+			if err := c.Write(ctx, websocket.MessageText, []byte(`{"id":1,"op":"subscribe","channel":"lines"}`)); err != nil {
+				t.Fatal(err)
+			}
+			for reply := []byte(nil); !bytes.Contains(reply, []byte(`"id":1`)); { // after the welcome
+				if _, reply, err = c.Read(ctx); err != nil {
+					t.Fatalf("subscribe: %v", err)
+				}
+			}
+			// Published before the subscriber reads again: 2 MB of
+			// messages that compress to about half, more than the
+			// sockets between hold, so the rest queues and goes out in
+			// frames of many lines.
+			const total = 1000
+			pad := make([]byte, 1024)
+			for n := 1; n <= total; n++ {
+				_, _ = rand.Read(pad)
+				if _, err := srv.Publish(ctx, "lines", map[string]any{"n": n, "pad": hex.EncodeToString(pad)}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			next, most := 1, 0
+			for next <= total {
+				_, frame, err := c.Read(ctx)
+				if err != nil {
+					t.Fatalf("after message %d: %v", next-1, err)
+				}
+				lines := bytes.Split(frame, []byte("\n"))
+				most = max(most, len(lines))
+				for _, line := range lines {
+					var m struct {
+						Op   string `json:"op"`
+						Data struct {
+							N   int    `json:"n"`
+							Pad string `json:"pad"`
+						} `json:"data"`
+					}
+					if err := json.Unmarshal(line, &m); err != nil {
+						t.Fatalf("a line that is not one message: %v: %.80q", err, line)
+					}
+					if m.Op != "message" || m.Data.N != next || len(m.Data.Pad) != 2*len(pad) {
+						t.Fatalf("got message %d (%d bytes of padding), want %d", m.Data.N, len(m.Data.Pad), next)
+					}
+					next++
+				}
+			}
+			if most < 2 {
+				t.Fatal("every frame held one message: no batch was tested")
+			}
+		})
 	}
 }

@@ -54,7 +54,6 @@ type Conn struct {
 
 	wmu sync.Mutex // one write on the socket at a time
 
-	flusher *flusher   // writes this connection's batches; nil: writer goroutines do
 	bmu     sync.Mutex // guards batch and writing
 	batch   batch      // the batch Send handed over, not yet taken
 	writing bool       // a batch is being written
@@ -79,13 +78,13 @@ func (c *Conn) touch() {
 // closed by the keepalive sweep.
 func (c *Conn) Send(ps []*hub.Payload, done func(error)) {
 	var bufs net.Buffers
-	var pooled *[]byte
+	var lines *lineFrame
 	switch {
 	case len(ps) == 1 && ps[0].Shared:
 		bufs = ps[0].Prepared(newPrepared).(*prepared).get(c.deflate) // shared: written, never modified
 	case len(ps) > 1 && c.subprotocol == protocol.SubprotocolJSONL:
-		pooled = joinLines(ps)
-		bufs = c.frame(ws.OpText, *pooled, bufs)
+		lines = c.lines(ps)
+		bufs = lines.bufs
 	default:
 		for _, p := range ps {
 			if p.Shared {
@@ -97,20 +96,20 @@ func (c *Conn) Send(ps []*hub.Payload, done func(error)) {
 	}
 	c.writingSince.Store(c.t.now.Load())
 	c.bmu.Lock()
-	c.batch = batch{bufs: bufs, pooled: pooled, done: done}
+	c.batch = batch{bufs: bufs, lines: lines, done: done}
 	start := !c.writing
 	c.writing = true
 	c.bmu.Unlock()
-	if start && (c.flusher == nil || !c.flusher.add(c)) {
+	if start && (c.rc == nil || c.t.flusher == nil || !c.t.flusher.add(c)) { // no flusher without a raw socket
 		go c.writer(batch{})
 	}
 }
 
 // batch is what Send hands the writer.
 type batch struct {
-	bufs   net.Buffers // the frames; may be shared with other connections: never modified
-	pooled *[]byte
-	done   func(error)
+	bufs  net.Buffers // the frames; may be shared with other connections: never modified
+	lines *lineFrame  // the pooled frame bufs belongs to, if any
+	done  func(error)
 }
 
 // takeBatch takes the batch Send handed over; when there is none it ends
@@ -118,12 +117,11 @@ type batch struct {
 func (c *Conn) takeBatch() (batch, bool) {
 	c.bmu.Lock()
 	defer c.bmu.Unlock()
+	if !c.pendingLocked() {
+		return batch{}, false
+	}
 	b := c.batch
 	c.batch = batch{}
-	if b.done == nil {
-		c.writing = false
-		return b, false
-	}
 	return b, true
 }
 
@@ -132,6 +130,12 @@ func (c *Conn) takeBatch() (batch, bool) {
 func (c *Conn) hasBatch() bool {
 	c.bmu.Lock()
 	defer c.bmu.Unlock()
+	return c.pendingLocked()
+}
+
+// pendingLocked reports whether a batch waits; when none does, the write
+// cycle ends: the next Send starts one.
+func (c *Conn) pendingLocked() bool {
 	if c.batch.done == nil {
 		c.writing = false
 		return false
@@ -159,8 +163,8 @@ func (c *Conn) writer(b batch) {
 
 // finish ends a batch once it is written or has failed.
 func (c *Conn) finish(b batch, err error) {
-	if b.pooled != nil {
-		putFrameBuf(b.pooled)
+	if b.lines != nil {
+		b.lines.release()
 	}
 	c.writingSince.Store(0)
 	if err == nil && (c.closed.Load() || c.closing.Load()) {
@@ -169,41 +173,78 @@ func (c *Conn) finish(b batch, err error) {
 	b.done(err)
 }
 
-// joinLines joins ps into the lines of one message, in a pooled buffer
-// sized once.
-func joinLines(ps []*hub.Payload) *[]byte {
-	n := len(ps) - 1
-	for _, p := range ps {
-		n += len(p.Bytes)
+// lineFrame is one herald.v1.jsonl frame of several payloads, built
+// without copying them: its header, then each payload's bytes with a
+// newline between. On a connection that compresses, each payload is
+// compressed on its own — once for every connection, when it is shared —
+// and the pieces are joined by empty stored blocks (RFC 1951 3.2.4), which
+// keeps them one deflate stream. Pooled: a batch allocates nothing.
+type lineFrame struct {
+	bufs net.Buffers
+	hdr  sliceWriter
+}
+
+var lineFrames = sync.Pool{New: func() any { return &lineFrame{hdr: sliceWriter{b: make([]byte, 0, ws.MaxHeaderSize)}} }}
+
+// lines returns ps framed as one message of lines.
+func (c *Conn) lines(ps []*hub.Payload) *lineFrame {
+	sep := newline
+	if c.deflate {
+		sep = zippedNewline
 	}
-	bp := getFrameBuf(n)
-	b := (*bp)[:0]
+	f := lineFrames.Get().(*lineFrame)
+	f.bufs = append(f.bufs[:0], nil) // the header, once the length is known
+	n := 0
 	for i, p := range ps {
 		if i > 0 {
-			b = append(b, '\n')
+			f.bufs = append(f.bufs, sep)
+			n += len(sep)
 		}
-		b = append(b, p.Bytes...)
+		body := p.Bytes
+		if c.deflate {
+			body = zippedBody(p)
+		}
+		f.bufs = append(f.bufs, body)
+		n += len(body)
 	}
-	*bp = b
-	return bp
+	h := ws.Header{Fin: true, OpCode: ws.OpText, Length: int64(n), Rsv: ws.Rsv(c.deflate, false, false)}
+	f.hdr.b = f.hdr.b[:0]
+	_ = ws.WriteHeader(&f.hdr, h)
+	f.bufs[0] = f.hdr.b
+	return f
 }
 
-var frameBufs sync.Pool // *[]byte
-
-func getFrameBuf(n int) *[]byte {
-	if v, ok := frameBufs.Get().(*[]byte); ok && cap(*v) >= n {
-		return v
+// release returns f to the pool once its frame is written.
+func (f *lineFrame) release() {
+	clear(f.bufs) // keep no payload alive
+	if cap(f.bufs) <= 1024 {
+		lineFrames.Put(f)
 	}
-	b := make([]byte, 0, max(n, 4096))
-	return &b
 }
 
-// putFrameBuf keeps a modest buffer for the next batch.
-func putFrameBuf(b *[]byte) {
-	if cap(*b) <= 64<<10 {
-		*b = (*b)[:0]
-		frameBufs.Put(b)
+// sliceWriter appends what is written to b.
+type sliceWriter struct{ b []byte }
+
+func (w *sliceWriter) Write(p []byte) (int, error) {
+	w.b = append(w.b, p...)
+	return len(p), nil
+}
+
+var (
+	newline = []byte{'\n'}
+	// zippedNewline goes between compressed pieces: the empty stored
+	// block the piece before it was trimmed of, a compressed newline, and
+	// its own empty stored block.
+	zippedNewline = slices.Concat(deflateTail, compress(newline), deflateTail)
+)
+
+// zippedBody returns p's bytes compressed on their own, without the tail
+// that would end the stream.
+func zippedBody(p *hub.Payload) []byte {
+	if p.Shared {
+		return p.Prepared(newPrepared).(*prepared).zippedBody()
 	}
+	return compress(p.Bytes)
 }
 
 // write writes bufs to the socket; a failure ends the connection.
@@ -481,9 +522,12 @@ func opcode(p *hub.Payload) ws.OpCode {
 // form is kept as a batch of one buffer, which connections share: a
 // broadcast allocates nothing per connection.
 type prepared struct {
-	p                  *hub.Payload
-	plainOnce, zipOnce sync.Once
-	plain, zipped      net.Buffers
+	p         *hub.Payload
+	plainOnce sync.Once
+	zipOnce   sync.Once
+	plain     net.Buffers
+	zipped    net.Buffers // a compressed frame
+	zbody     []byte      // zipped's payload, for frames of lines
 }
 
 func newPrepared(p *hub.Payload) any { return &prepared{p: p} }
@@ -492,16 +536,28 @@ func newPrepared(p *hub.Payload) any { return &prepared{p: p} }
 // not modify.
 func (f *prepared) get(deflate bool) net.Buffers {
 	if deflate && len(f.p.Bytes) >= minCompress {
-		f.zipOnce.Do(func() {
-			z := compress(f.p.Bytes)
-			f.zipped = net.Buffers{append(header(opcode(f.p), len(z), true), z...)}
-		})
+		f.zip()
 		return f.zipped
 	}
 	f.plainOnce.Do(func() {
 		f.plain = net.Buffers{append(header(opcode(f.p), len(f.p.Bytes), false), f.p.Bytes...)}
 	})
 	return f.plain
+}
+
+// zippedBody returns the compressed payload without a frame header.
+func (f *prepared) zippedBody() []byte {
+	f.zip()
+	return f.zbody
+}
+
+func (f *prepared) zip() {
+	f.zipOnce.Do(func() {
+		z := compress(f.p.Bytes)
+		h := header(opcode(f.p), len(z), true)
+		frame := append(h, z...)
+		f.zipped, f.zbody = net.Buffers{frame}, frame[len(h):]
+	})
 }
 
 // minCompress: smaller messages go out uncompressed, which RFC 7692

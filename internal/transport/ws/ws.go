@@ -190,9 +190,6 @@ func (t *Transport) Upgrade(w http.ResponseWriter, r *http.Request, accept func(
 	c.id = t.nextID
 	drain := t.drain
 	t.mu.Unlock()
-	if c.rc != nil {
-		c.flusher = t.flusher
-	}
 	h, err := accept(c)
 	if err != nil {
 		c.Close(1011, "internal error")
