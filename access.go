@@ -255,6 +255,8 @@ func (s *Server) sessionLimits() session.Limits {
 		MaxSubscriptions: max(s.cfg.MaxSubscriptions, 0),
 		PublishRate:      rate.Limit(max(s.cfg.PublishRate, 0)),
 		PublishBurst:     s.cfg.PublishBurst,
+		CommandRate:      rate.Limit(max(s.cfg.CommandRate, 0)),
+		CommandBurst:     s.cfg.CommandBurst,
 	}
 }
 

@@ -87,6 +87,14 @@ type Config struct {
 	// PublishRate: no limit.
 	PublishRate  float64
 	PublishBurst int
+	// CommandRate is how many other commands per second (subscribe,
+	// unsubscribe, history, presence, ping, refresh, and malformed ones)
+	// one connection may send on average [50], in bursts of up to
+	// CommandBurst [200] — room for a client that resubscribes every
+	// channel it may hold at once after a reconnect; past it a command
+	// gets a rate_limited reply. A negative CommandRate: no limit.
+	CommandRate  float64
+	CommandBurst int
 	// MaxConnections caps open WebSocket and SSE connections together;
 	// more are refused with 503 before the upgrade. Default: the process's
 	// open-file limit less a reserve for listeners, brokers and files (a
@@ -176,6 +184,12 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.PublishBurst <= 0 {
 		c.PublishBurst = 100
+	}
+	if c.CommandRate == 0 {
+		c.CommandRate = 50
+	}
+	if c.CommandBurst <= 0 {
+		c.CommandBurst = 200
 	}
 	if c.MaxConnections == 0 {
 		c.MaxConnections = defaultMaxConnections()

@@ -6,6 +6,7 @@ package heraldtest
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -131,6 +132,21 @@ func (c *Client) Next() map[string]any {
 	case <-time.After(Timeout):
 		c.t.Fatalf("no frame within %v", Timeout)
 		return nil
+	}
+}
+
+// Poll returns the next frame received within d: nil and no error when
+// none came, an error once the connection is closed. Unlike Next it never
+// fails the test, so other goroutines may call it.
+func (c *Client) Poll(d time.Duration) (map[string]any, error) {
+	select {
+	case m, ok := <-c.frames:
+		if !ok {
+			return nil, fmt.Errorf("connection closed: %w", c.readErr)
+		}
+		return m, nil
+	case <-time.After(d):
+		return nil, nil
 	}
 }
 

@@ -77,18 +77,10 @@ func options() []option {
 		{"token-jwks", "JSON Web Key Set file for RS256/ES256 client tokens, by kid", fileSetting(func(s *settings, b []byte) { s.config.TokenJWKS = b })},
 		{"allow-anonymous", "let clients in without a token although a token key is set (without a key everyone is anonymous)", boolSetting(func(s *settings, on bool) { s.config.AllowAnonymous = on })},
 		{"max-subscriptions", "channels per connection (0: no limit)", limitSetting(func(s *settings, n int) { s.config.MaxSubscriptions = n })},
-		{"publish-rate", "publishes per second per connection, on average (0: no limit)", func(s *settings, v string) error {
-			f, err := strconv.ParseFloat(v, 64)
-			if err != nil || f < 0 {
-				return fmt.Errorf("want a number of publishes per second, got %q", v)
-			}
-			if f == 0 {
-				f = -1
-			}
-			s.config.PublishRate = f
-			return nil
-		}},
+		{"publish-rate", "publishes per second per connection, on average (0: no limit)", rateSetting(func(s *settings, f float64) { s.config.PublishRate = f })},
 		{"publish-burst", "publishes per connection in a burst above the rate", intSetting(func(s *settings, n int) { s.config.PublishBurst = n })},
+		{"command-rate", "other commands (subscribe, unsubscribe, history, presence, ping, refresh) per second per connection, on average (0: no limit)", rateSetting(func(s *settings, f float64) { s.config.CommandRate = f })},
+		{"command-burst", "other commands per connection in a burst above the rate", intSetting(func(s *settings, n int) { s.config.CommandBurst = n })},
 		{"max-connections", "open WebSocket and SSE connections, in total (0: no limit; default: the open-file limit less a reserve)", limitSetting(func(s *settings, n int) { s.config.MaxConnections = n })},
 		{"max-connections-per-ip", "connections from one client address (0: no limit; behind a proxy leave it 0)", intSetting(func(s *settings, n int) { s.config.MaxConnectionsPerIP = n })},
 		{"queue-messages", "outgoing messages a connection may fall behind before it is closed as a slow consumer", intSetting(func(s *settings, n int) { s.config.QueueMessages = n })},
@@ -110,6 +102,22 @@ func options() []option {
 			s.logFormat = v
 			return nil
 		}},
+	}
+}
+
+// rateSetting parses a rate per second; 0 (no limit) becomes the
+// Config's negative "no limit".
+func rateSetting(set func(*settings, float64)) func(*settings, string) error {
+	return func(s *settings, v string) error {
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil || f < 0 {
+			return fmt.Errorf("want a number per second, got %q", v)
+		}
+		if f == 0 {
+			f = -1
+		}
+		set(s, f)
+		return nil
 	}
 }
 

@@ -43,6 +43,25 @@ type Subscriber interface {
 	Deliver(d *Delivery)
 }
 
+// Paced is a Subscriber with a bounded outgoing queue. History catch-up
+// is read for it a page at a time, each page sized to the room it has,
+// waiting for room between pages, instead of being queued whole. Other
+// subscribers get their catch-up in one piece.
+type Paced interface {
+	Subscriber
+	// Room returns how many bytes the subscriber takes now (zero or less:
+	// none). It must not block.
+	Room() int
+	// WaitRoom blocks until the subscriber has drained enough to take a
+	// page, and returns the room it has; it fails once the subscriber
+	// closes or ctx ends.
+	WaitRoom(ctx context.Context) (int, error)
+	// FellBehind closes the subscriber: history moved past the messages
+	// it still needed while it caught up, so it cannot have every one in
+	// order. It must not block.
+	FellBehind()
+}
+
 // ChannelOptions are the per-channel rules the hub applies.
 type ChannelOptions struct {
 	History broker.HistoryOptions
@@ -82,9 +101,13 @@ type Hub struct {
 	stop    chan struct{}
 	done    chan struct{}
 
-	repairMu sync.Mutex // orders starting a repair with Stop
-	stopped  bool       // guarded by repairMu
-	repairs  sync.WaitGroup
+	// Background work (repairs, catch-ups) runs under ctx, cancelled by
+	// Stop, which waits for it.
+	ctx     context.Context
+	cancel  context.CancelFunc
+	bgMu    sync.Mutex // orders starting background work with Stop
+	stopped bool       // guarded by bgMu
+	bgWork  sync.WaitGroup
 }
 
 type channel struct {
@@ -104,24 +127,73 @@ type channel struct {
 	repairing bool
 	held      []broker.Message
 	overflow  bool
+
+	// Joins and leaves, coalesced (see presenceEvent). Guarded by mu.
+	presNext  time.Time        // until then, joins and leaves wait in presQueue
+	presQueue []*PresenceEvent // waiting, in order; nil where one was cancelled
+	presIndex map[string]int   // client id → its event's index in presQueue
+	presTimer *time.Timer      // flushes presQueue at presNext; nil when idle
 }
 
 // maxHeld bounds the live messages a channel holds while it is repaired.
 const maxHeld = 4096
 
 // entry is one subscriber's state in a channel. While pending, the
-// subscriber is catching up from history and live messages wait in buf.
-// from is the offset it started after: it never gets a message up to it.
+// subscriber is catching up from history and live messages wait in buf
+// (up to maxBuffered messages or maxBufferedBytes; past that they are
+// dropped and overflow makes the catch-up read on, since history has
+// them). from is the offset it started after: it never gets a message up
+// to it.
 type entry struct {
-	info    broker.ClientInfo
-	pending bool
-	buf     []broker.Message
-	from    broker.Offset
+	info     broker.ClientInfo
+	pending  bool
+	buf      []broker.Message
+	bufBytes int
+	overflow bool
+	from     broker.Offset
+}
+
+// Bounds of the live messages one subscriber buffers while it catches up.
+const (
+	maxBuffered      = 1024
+	maxBufferedBytes = 1 << 20
+)
+
+// bufferLocked keeps a live message for a subscriber still catching up.
+func (e *entry) bufferLocked(m broker.Message) {
+	if len(e.buf) >= maxBuffered || e.bufBytes+len(m.Data) > maxBufferedBytes {
+		e.buf, e.bufBytes, e.overflow = nil, 0, true
+	}
+	e.buf = append(e.buf, m)
+	e.bufBytes += len(m.Data)
+}
+
+// Catch-up page sizes, in messages: the first page's size before the
+// size of the channel's messages is known, and the largest page.
+const (
+	firstPage = 8
+	maxPage   = 256
+)
+
+// pageLimit is how many messages a catch-up page for sub reads: all of
+// them for a subscriber that is not Paced; otherwise what fits in room
+// when every message is as large as the largest seen so far.
+func pageLimit(sub Subscriber, room, largest int) int {
+	if _, ok := sub.(Paced); !ok {
+		return -1
+	}
+	if largest <= 0 {
+		return firstPage
+	}
+	return min(max(room/largest, 1), maxPage)
 }
 
 // New returns a hub over cfg.Broker; call Start before use.
 func New(cfg Config) *Hub {
+	ctx, cancel := context.WithCancel(context.Background())
 	h := &Hub{
+		ctx:      ctx,
+		cancel:   cancel,
 		broker:   cfg.Broker,
 		options:  cfg.Options,
 		log:      cfg.Logger,
@@ -159,10 +231,27 @@ func (h *Hub) Stop() {
 	}
 	close(h.stop)
 	<-h.done
-	h.repairMu.Lock()
+	h.bgMu.Lock()
 	h.stopped = true
-	h.repairMu.Unlock()
-	h.repairs.Wait()
+	h.bgMu.Unlock()
+	h.cancel()
+	h.bgWork.Wait()
+}
+
+// background runs f on a goroutine of its own that Stop waits for; after
+// Stop it does nothing and reports false.
+func (h *Hub) background(f func()) bool {
+	h.bgMu.Lock()
+	defer h.bgMu.Unlock()
+	if h.stopped {
+		return false
+	}
+	h.bgWork.Add(1)
+	go func() {
+		defer h.bgWork.Done()
+		f()
+	}()
+	return true
 }
 
 // refreshPresence records every subscriber in presence again, every
@@ -240,17 +329,13 @@ func (h *Hub) Subscribe(ctx context.Context, sub Subscriber, info broker.ClientI
 	ch.subs[sub] = e
 	ch.mu.Unlock()
 
-	q := broker.HistoryQuery{Limit: 0}
-	if since != nil {
-		q = broker.HistoryQuery{Since: *since, Limit: -1}
-	}
-	hist, err := h.broker.History(ctx, name, q)
+	first, page, err := h.firstPage(ctx, sub, name, since)
 	if err != nil {
 		ch.mu.Lock()
 		delete(ch.subs, sub)
 		ch.mu.Unlock()
 		h.release(name, ch)
-		return fmt.Errorf("hub: read history of %q: %w", name, err)
+		return err
 	}
 
 	// In presence before the reply goes out: a client that asks who is
@@ -263,19 +348,18 @@ func (h *Hub) Subscribe(ctx context.Context, sub Subscriber, info broker.ClientI
 	}
 
 	ch.mu.Lock()
-	ready(SubscribeResult{Latest: hist.Latest, Recovered: since == nil || hist.Complete})
-	last := hist.Latest
-	for _, m := range hist.Messages {
-		sub.Deliver(&Delivery{Message: m, Replay: true})
-		last = m.Offset
+	ready(SubscribeResult{Latest: first.Latest, Recovered: since == nil || first.Complete})
+	last, largest := first.Latest, 0
+	if len(page.Messages) > 0 {
+		last, largest = deliverReplay(sub, page.Messages)
 	}
-	for _, m := range e.buf {
-		if m.Offset.Epoch != last.Epoch || m.Offset.Seq > last.Seq {
-			sub.Deliver(&Delivery{Message: m, Replay: true})
-		}
+	if page.more {
+		ch.mu.Unlock()
+		h.background(func() { h.catchUp(ch, sub, e, last, largest) })
+	} else {
+		e.finishLocked(sub, last)
+		ch.mu.Unlock()
 	}
-	e.pending, e.buf, e.from = false, nil, last
-	ch.mu.Unlock()
 
 	if opts.JoinLeave {
 		if err := h.broker.PublishJoin(ctx, name, info); err != nil {
@@ -283,6 +367,131 @@ func (h *Hub) Subscribe(ctx context.Context, sub Subscriber, info broker.ClientI
 		}
 	}
 	return nil
+}
+
+// catchUpPage is one page of a catch-up; more is true when history may
+// hold more after it.
+type catchUpPage struct {
+	broker.HistoryResult
+	more bool
+}
+
+// firstPage reads where a subscription to name starts (first: Latest and
+// whether history reaches back to since) and the first page of its
+// catch-up.
+func (h *Hub) firstPage(ctx context.Context, sub Subscriber, name string, since *broker.Offset) (first broker.HistoryResult, page catchUpPage, err error) {
+	wrap := func(err error) error { return fmt.Errorf("hub: read history of %q: %w", name, err) }
+	room := 0
+	if p, ok := sub.(Paced); ok {
+		room = p.Room()
+	}
+	limit := pageLimit(sub, room, 0)
+	switch {
+	case since == nil:
+		first, err = h.broker.History(ctx, name, broker.HistoryQuery{Limit: 0})
+		return first, catchUpPage{}, wrapIf(err, wrap)
+	case since.IsZero() && limit >= 0:
+		// "Everything history holds": the zero since reads the newest
+		// messages, so page from the start of the epoch instead.
+		first, err = h.broker.History(ctx, name, broker.HistoryQuery{Limit: 0})
+		if err != nil || first.Latest.IsZero() {
+			return first, catchUpPage{}, wrapIf(err, wrap)
+		}
+		page.HistoryResult, err = h.broker.History(ctx, name, broker.HistoryQuery{
+			Since: broker.Offset{Epoch: first.Latest.Epoch}, Limit: limit,
+		})
+	default:
+		first, err = h.broker.History(ctx, name, broker.HistoryQuery{Since: *since, Limit: limit})
+		page.HistoryResult = first
+	}
+	page.more = limit >= 0 && len(page.Messages) >= limit
+	return first, page, wrapIf(err, wrap)
+}
+
+func wrapIf(err error, wrap func(error) error) error {
+	if err == nil {
+		return nil
+	}
+	return wrap(err)
+}
+
+// deliverReplay hands catch-up messages to sub and returns the offset of
+// the last and the size of the largest.
+func deliverReplay(sub Subscriber, msgs []broker.Message) (last broker.Offset, largest int) {
+	for _, m := range msgs {
+		sub.Deliver(&Delivery{Message: m, Replay: true})
+		last, largest = m.Offset, max(largest, len(m.Data))
+	}
+	return last, largest
+}
+
+// finishLocked ends a catch-up that reached last: the live messages
+// buffered meanwhile that came after it follow, and sub is live.
+func (e *entry) finishLocked(sub Subscriber, last broker.Offset) {
+	for _, m := range e.buf {
+		if m.Offset.Epoch != last.Epoch || m.Offset.Seq > last.Seq {
+			sub.Deliver(&Delivery{Message: m, Replay: true})
+		}
+	}
+	e.pending, e.buf, e.bufBytes, e.overflow, e.from = false, nil, 0, false, last
+}
+
+// catchUp reads the rest of a paced subscriber's catch-up after last, a
+// page at a time as the subscriber drains, until history holds no more;
+// then the subscriber is live. It ends early when the subscription ends,
+// when the subscriber closes, or on Stop; when history no longer holds
+// the next message the subscriber needs, the subscriber is told it fell
+// behind.
+func (h *Hub) catchUp(ch *channel, sub Subscriber, e *entry, last broker.Offset, largest int) {
+	p := sub.(Paced)
+	wait := 50 * time.Millisecond
+	for {
+		room, err := p.WaitRoom(h.ctx)
+		if err != nil {
+			return
+		}
+		limit := pageLimit(sub, room, largest)
+		ctx, cancel := context.WithTimeout(h.ctx, repairTimeout)
+		res, err := h.broker.History(ctx, ch.name, broker.HistoryQuery{Since: last, Limit: limit})
+		cancel()
+		if err != nil {
+			h.log.Warn("catch-up: read history", "channel", ch.name, "err", err)
+			select {
+			case <-h.ctx.Done():
+				return
+			case <-time.After(wait):
+			}
+			wait = min(2*wait, 2*time.Second)
+			continue
+		}
+		ch.mu.Lock()
+		if ch.subs[sub] != e {
+			ch.mu.Unlock()
+			return // unsubscribed meanwhile
+		}
+		if !res.Complete {
+			ch.mu.Unlock()
+			p.FellBehind()
+			return
+		}
+		if len(res.Messages) > 0 {
+			var big int
+			last, big = deliverReplay(sub, res.Messages)
+			largest = max(largest, big)
+		}
+		switch {
+		case len(res.Messages) >= limit:
+		case e.overflow:
+			// Live messages were dropped from the buffer after this page
+			// was read: history holds them, read on.
+			e.overflow = false
+		default:
+			e.finishLocked(sub, last)
+			ch.mu.Unlock()
+			return
+		}
+		ch.mu.Unlock()
+	}
 }
 
 // Unsubscribe removes sub from channel; it is a no-op when sub is not
@@ -502,7 +711,7 @@ func (ch *channel) fanOutLocked(m broker.Message) {
 	for sub, e := range ch.subs {
 		switch {
 		case e.pending:
-			e.buf = append(e.buf, m)
+			e.bufferLocked(m)
 		case m.Offset.Epoch == e.from.Epoch && m.Offset.Seq <= e.from.Seq:
 			// From before the subscriber's start: it has it, or asked not to.
 		default:
@@ -524,21 +733,13 @@ func (ch *channel) holdLocked(m broker.Message) {
 
 // repairLocked starts reading ch's history after from, in the background.
 func (h *Hub) repairLocked(ch *channel, from broker.Offset) {
-	h.repairMu.Lock()
-	defer h.repairMu.Unlock()
-	if h.stopped {
-		return
-	}
-	ch.repairing = true
-	h.repairs.Add(1)
-	go h.repair(ch, from)
+	ch.repairing = h.background(func() { h.repair(ch, from) })
 }
 
 // repair fans out the messages of ch's history after from that this node
 // has not fanned out, then those held meanwhile, retrying while the broker
 // is unavailable, until Stop.
 func (h *Hub) repair(ch *channel, from broker.Offset) {
-	defer h.repairs.Done()
 	wait := 50 * time.Millisecond
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), repairTimeout)
@@ -586,14 +787,90 @@ func (h *Hub) HandleJoin(name string, c broker.ClientInfo) { h.presenceEvent("jo
 // HandleLeave fans a leave out; called by the broker.
 func (h *Hub) HandleLeave(name string, c broker.ClientInfo) { h.presenceEvent("leave", name, c) }
 
+// Join and leave coalescing: after a join or leave is pushed to a
+// channel's subscribers, the channel's next ones wait presenceWindow and
+// go out together, at most maxPresenceFlush at a time; a join and a leave
+// of the same client that wait together cancel out. So one client that
+// subscribes and unsubscribes in a loop costs the others at most one
+// push per window, and a burst of many clients reaches each subscriber
+// in batches it can take, instead of closing it as a slow consumer.
+const (
+	presenceWindow   = 100 * time.Millisecond
+	maxPresenceFlush = 64
+)
+
 func (h *Hub) presenceEvent(op, name string, c broker.ClientInfo) {
 	ch := h.lookup(name)
 	if ch == nil {
 		return
 	}
-	d := &Delivery{Presence: &PresenceEvent{Op: op, Channel: name, Client: c}}
+	ev := &PresenceEvent{Op: op, Channel: name, Client: c}
 	ch.mu.Lock()
 	defer ch.mu.Unlock()
+	now := time.Now()
+	if len(ch.presIndex) == 0 && !now.Before(ch.presNext) {
+		ch.pushPresenceLocked(ev)
+		ch.presNext = now.Add(presenceWindow)
+		return
+	}
+	ch.queuePresenceLocked(ev)
+	if ch.presTimer == nil {
+		ch.presTimer = time.AfterFunc(time.Until(ch.presNext), ch.flushPresence)
+	}
+}
+
+// queuePresenceLocked adds ev to the waiting joins and leaves, cancelling
+// the opposite event of the same client (a client's joins and leaves
+// alternate, so the pair changes nothing anyone was told).
+func (ch *channel) queuePresenceLocked(ev *PresenceEvent) {
+	if ch.presIndex == nil {
+		ch.presIndex = make(map[string]int)
+	}
+	if i, ok := ch.presIndex[ev.Client.Client]; ok {
+		if ch.presQueue[i].Op != ev.Op {
+			ch.presQueue[i] = nil
+			delete(ch.presIndex, ev.Client.Client)
+		}
+		return
+	}
+	ch.presIndex[ev.Client.Client] = len(ch.presQueue)
+	ch.presQueue = append(ch.presQueue, ev)
+}
+
+// flushPresence pushes the oldest waiting joins and leaves, and schedules
+// the rest for the next window.
+func (ch *channel) flushPresence() {
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	ch.presTimer = nil
+	sent := 0
+	rest := ch.presQueue[:0]
+	for _, ev := range ch.presQueue {
+		switch {
+		case ev == nil:
+		case sent < maxPresenceFlush:
+			ch.pushPresenceLocked(ev)
+			delete(ch.presIndex, ev.Client.Client)
+			sent++
+		default:
+			ch.presIndex[ev.Client.Client] = len(rest)
+			rest = append(rest, ev)
+		}
+	}
+	clear(ch.presQueue[len(rest):])
+	ch.presQueue = rest
+	ch.presNext = time.Now().Add(presenceWindow)
+	if len(rest) > 0 {
+		ch.presTimer = time.AfterFunc(presenceWindow, ch.flushPresence)
+	} else {
+		ch.presQueue, ch.presIndex = nil, nil
+	}
+}
+
+// pushPresenceLocked hands a join or leave to every subscriber past its
+// catch-up.
+func (ch *channel) pushPresenceLocked(ev *PresenceEvent) {
+	d := &Delivery{Presence: ev}
 	for sub, e := range ch.subs {
 		if !e.pending {
 			sub.Deliver(d)

@@ -11,10 +11,20 @@ import (
 )
 
 // handleCommand decodes and runs one JSON command and queues its reply,
-// then waits while too many replies are unread (throttle).
+// then waits while the client has more than its queue bound unread
+// (throttle).
 func (s *Session) handleCommand(b []byte) {
+	if s.isClosing() {
+		return // what a closed connection still had in flight is dropped
+	}
 	defer s.throttle()
 	cmd, perr := protocol.DecodeCommand(b)
+	if (perr != nil || cmd.Op != protocol.OpPublish) && !s.allowCommand() {
+		s.refused("rate_limited")
+		s.reply(protocol.ErrorReply(cmd.ID, protocol.Errorf(protocol.CodeRateLimited,
+			fmt.Sprintf("command rate limit: %g per second, bursts of %d", float64(s.cfg.Limits.CommandRate), max(s.cfg.Limits.CommandBurst, 1)))))
+		return
+	}
 	if perr != nil {
 		s.replyError(cmd.ID, perr)
 		return

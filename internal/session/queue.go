@@ -1,6 +1,8 @@
 package session
 
 import (
+	"context"
+	"errors"
 	"time"
 
 	"github.com/heraldhq/herald/internal/hub"
@@ -14,10 +16,11 @@ const (
 	// live is fan-out the client did not ask for: the slow-consumer
 	// limits apply.
 	live kind = iota
-	// reply answers a command: replies waiting past QueueBytes stop the
-	// session from handling further commands until they drain (throttle).
+	// reply answers a command: past QueueBytes held, the session stops
+	// handling further commands until the client reads (throttle).
 	reply
-	// replay is history catch-up the client asked for, bounded by history.
+	// replay is history catch-up the client asked for, read a page at a
+	// time as the queue drains (WaitRoom).
 	replay
 )
 
@@ -26,32 +29,27 @@ const (
 //
 // A live delivery that finds the client further behind than QueueMessages
 // or QueueBytes of live messages closes the session as a slow consumer.
-// Replies and history catch-up are what the client asked for and do not
-// count as falling behind.
+// Replies and history catch-up are what the client asked for: they do not
+// close it, but they count toward QueueBytes, which paces them (throttle,
+// WaitRoom).
 func (s *Session) enqueue(p *hub.Payload, k kind) {
 	s.qmu.Lock()
 	if s.closing {
 		s.qmu.Unlock()
 		return
 	}
-	switch k {
-	case live:
+	if k == live {
 		// Any one payload is taken when nothing live waits, so a message
 		// larger than the byte limit still reaches a reader that keeps up.
 		if s.liveLen > 0 && (s.liveLen >= s.cfg.QueueMessages || s.liveBytes+len(p.Bytes) > s.cfg.QueueBytes) {
-			s.closeLocked()
 			s.qmu.Unlock()
-			if s.cfg.Metrics != nil {
-				s.cfg.Metrics.SlowConsumers.Inc()
-			}
-			s.cfg.Conn.Close(protocol.ClosePolicy, "slow consumer")
+			s.closeSlow()
 			return
 		}
 		s.liveLen++
 		s.liveBytes += len(p.Bytes)
-	case reply:
-		s.replyBytes += len(p.Bytes)
 	}
+	s.held += len(p.Bytes)
 	s.queue = append(s.queue, p)
 	if s.writing {
 		s.qmu.Unlock()
@@ -63,52 +61,113 @@ func (s *Session) enqueue(p *hub.Payload, k kind) {
 	s.cfg.Conn.Send(batch, s.sentFn)
 }
 
-// keptSlots is the largest queue an idle session keeps for the next
-// message.
-const keptSlots = 4
-
-// throttle blocks the session's command handling while more than
-// QueueBytes of replies wait behind the batch in flight: a peer that sends
-// commands without reading the replies meets TCP backpressure, not
-// unbounded server memory. The wait ends when the writer takes the replies,
-// or when the session closes (a write stuck past WriteTimeout closes it).
-func (s *Session) throttle() {
+// isClosing reports whether the session is closing.
+func (s *Session) isClosing() bool {
 	s.qmu.Lock()
-	for s.replyBytes > s.cfg.QueueBytes && !s.closing {
+	defer s.qmu.Unlock()
+	return s.closing
+}
+
+// closeSlow closes the session as a slow consumer.
+func (s *Session) closeSlow() {
+	s.qmu.Lock()
+	already := s.closing
+	s.closeLocked()
+	s.qmu.Unlock()
+	if already {
+		return
+	}
+	if s.cfg.Metrics != nil {
+		s.cfg.Metrics.SlowConsumers.Inc()
+	}
+	s.cfg.Conn.Close(protocol.ClosePolicy, "slow consumer")
+}
+
+// FellBehind closes the session as a slow consumer: the hub can no
+// longer give it every message in order (history moved past the
+// catch-up it was reading).
+func (s *Session) FellBehind() { s.closeSlow() }
+
+// Room returns how many more bytes the session takes before its queue
+// bound is full (zero or less: none).
+func (s *Session) Room() int {
+	s.qmu.Lock()
+	defer s.qmu.Unlock()
+	return s.cfg.QueueBytes - s.held
+}
+
+// errClosing is WaitRoom's answer once the session closes.
+var errClosing = errors.New("session: closing")
+
+// WaitRoom blocks until at most half the queue bound is held and returns
+// the room there is; it fails once the session closes or ctx ends. The
+// hub reads history catch-up a page at a time between these waits.
+func (s *Session) WaitRoom(ctx context.Context) (int, error) {
+	if err := s.waitHeld(ctx, s.cfg.QueueBytes/2); err != nil {
+		return 0, err
+	}
+	return s.Room(), nil
+}
+
+// waitHeld blocks while more than limit bytes are held, until the session
+// closes or ctx ends.
+func (s *Session) waitHeld(ctx context.Context, limit int) error {
+	s.qmu.Lock()
+	defer s.qmu.Unlock()
+	for s.held > limit && !s.closing {
 		if s.drained == nil {
 			s.drained = make(chan struct{})
 		}
 		ch := s.drained
 		s.qmu.Unlock()
-		<-ch
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			s.qmu.Lock()
+			return ctx.Err()
+		}
 		s.qmu.Lock()
 	}
-	s.qmu.Unlock()
+	if s.closing {
+		return errClosing
+	}
+	return nil
 }
+
+// keptSlots is the largest queue an idle session keeps for the next
+// message.
+const keptSlots = 4
+
+// throttle blocks the session's command handling while more than
+// QueueBytes wait to be written or are being written: a peer that sends
+// commands without reading what they produce meets TCP backpressure, not
+// unbounded server memory. The wait ends when the writer drains the queue,
+// or when the session closes (a write stuck past WriteTimeout closes it).
+func (s *Session) throttle() { _ = s.waitHeld(context.Background(), s.cfg.QueueBytes) }
 
 // takeLocked makes the whole queue the batch to send; the emptied slice
 // of the last batch takes new payloads.
 func (s *Session) takeLocked() []*hub.Payload {
 	s.batch, s.queue = s.queue, s.batch[:0]
-	s.batchMessages = 0
+	s.batchMessages, s.batchBytes = 0, 0
 	for _, p := range s.batch {
 		if p.Shared {
 			s.batchMessages++
 		}
+		s.batchBytes += len(p.Bytes)
 	}
-	s.liveLen, s.liveBytes, s.replyBytes = 0, 0, 0
-	s.wakeLocked()
+	s.liveLen, s.liveBytes = 0, 0
 	return s.batch
 }
 
 // closeLocked marks the session closing and drops what is queued.
 func (s *Session) closeLocked() {
 	s.closing = true
-	s.queue, s.liveLen, s.liveBytes, s.replyBytes = nil, 0, 0, 0
+	s.queue, s.liveLen, s.liveBytes, s.held = nil, 0, 0, 0
 	s.wakeLocked()
 }
 
-// wakeLocked releases a throttled command handler.
+// wakeLocked releases whoever waits for the queue to drain.
 func (s *Session) wakeLocked() {
 	if s.drained != nil {
 		close(s.drained)
@@ -130,6 +189,11 @@ func (s *Session) sent(err error) {
 	}
 	clear(s.batch)
 	s.qmu.Lock()
+	if !s.closing {
+		s.held -= s.batchBytes
+	}
+	s.batchBytes = 0
+	s.wakeLocked()
 	if err != nil {
 		s.closeLocked()
 	}

@@ -71,6 +71,10 @@ type Limits struct {
 	// average, with bursts of PublishBurst.
 	PublishRate  rate.Limit
 	PublishBurst int
+	// CommandRate is the other commands per second a connection may send
+	// on average, with bursts of CommandBurst.
+	CommandRate  rate.Limit
+	CommandBurst int
 }
 
 // Config configures a Session.
@@ -88,8 +92,11 @@ type Config struct {
 	// never.
 	Expires time.Time
 	Limits  Limits
-	// QueueMessages and QueueBytes bound the outgoing queue; a session
-	// whose queue would pass either is closed with 1008.
+	// QueueMessages and QueueBytes bound the outgoing queue. Live fan-out
+	// past either closes the session with 1008 (a slow consumer). What
+	// the client asked for (replies, history catch-up) counts against
+	// QueueBytes too: past it the session stops handling commands, and
+	// catch-up waits, until the client reads.
 	QueueMessages int
 	QueueBytes    int
 	Metrics       *metrics.Metrics
@@ -107,13 +114,15 @@ type Session struct {
 	closed  bool
 	expiry  *time.Timer   // nil without a token expiry
 	limiter *rate.Limiter // made on the first publish; used by the reading goroutine only
+	cmdRate *rate.Limiter // made on the first other command; likewise
 
 	qmu        sync.Mutex // guards the outgoing queue
 	queue      []*hub.Payload
 	liveLen    int           // live fan-out payloads in queue
 	liveBytes  int           // and their bytes
-	replyBytes int           // bytes of replies in queue
-	drained    chan struct{} // closed when replies are taken; nil unless throttled
+	held       int           // bytes of everything queued or in flight
+	batchBytes int           // bytes of the batch in flight
+	drained    chan struct{} // closed when held falls; nil unless someone waits
 	writing    bool          // a batch is in flight
 	closing    bool
 
@@ -271,15 +280,27 @@ func (s *Session) setExpiry(t time.Time) {
 	})
 }
 
+// allowCommand takes one command other than publish from the
+// connection's command rate limit.
+func (s *Session) allowCommand() bool {
+	return allow(&s.cmdRate, s.cfg.Limits.CommandRate, s.cfg.Limits.CommandBurst)
+}
+
 // allowPublish takes one publish from the connection's rate limit.
 func (s *Session) allowPublish() bool {
-	if s.cfg.Limits.PublishRate <= 0 {
+	return allow(&s.limiter, s.cfg.Limits.PublishRate, s.cfg.Limits.PublishBurst)
+}
+
+// allow takes one event from *l, made on first use; a rate of zero or
+// less does not limit.
+func allow(l **rate.Limiter, r rate.Limit, burst int) bool {
+	if r <= 0 {
 		return true
 	}
-	if s.limiter == nil {
-		s.limiter = rate.NewLimiter(s.cfg.Limits.PublishRate, max(s.cfg.Limits.PublishBurst, 1))
+	if *l == nil {
+		*l = rate.NewLimiter(r, max(burst, 1))
 	}
-	return s.limiter.Allow()
+	return (*l).Allow()
 }
 
 // refused counts a refusal by reason and logs it at info: one line per

@@ -1,0 +1,334 @@
+package herald_test
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"net"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/heraldhq/herald"
+	"github.com/heraldhq/herald/broker"
+	"github.com/heraldhq/herald/heraldtest"
+)
+
+// flood sends cmds from a client that reads nothing, then a publish to
+// "flood-done" that a watcher waits for. It samples the heap every few
+// milliseconds until the server has handled every command (the watcher
+// gets the publish) or has closed the client, and reports the highest
+// heap seen and how many commands the client could write.
+func flood(t *testing.T, base string, attacker *frameConn, cmds [][]byte) (peak int64, written int) {
+	t.Helper()
+	watcher := dial(t, base)
+	watcher.MustOK(map[string]any{"op": "subscribe", "channel": "flood-done"})
+	cmds = append(cmds, []byte(`{"id":999999,"op":"publish","channel":"flood-done","data":"done"}`))
+	var sent atomic.Int64
+	go func() {
+		for _, c := range cmds {
+			_ = attacker.c.SetWriteDeadline(time.Now().Add(heraldtest.Timeout))
+			if _, err := attacker.c.Write(maskedText(c)); err != nil {
+				return
+			}
+			sent.Add(1)
+		}
+	}()
+	deadline := time.Now().Add(heraldtest.Timeout)
+	for i := 0; ; i++ {
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		peak = max(peak, int64(ms.HeapInuse))
+		m, err := watcher.Poll(5 * time.Millisecond)
+		if err != nil {
+			t.Fatalf("watcher: %v", err)
+		}
+		if m != nil && m["op"] == "message" {
+			return peak, int(sent.Load())
+		}
+		if i%20 == 19 && metric(t, base, `herald_connections{transport="ws"}`) == 1 {
+			return peak, int(sent.Load()) // only the watcher is left
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %v the server neither handled the flood nor closed the client", heraldtest.Timeout)
+		}
+	}
+}
+
+// maskedText frames payload as one masked text frame, as a client sends.
+func maskedText(payload []byte) []byte {
+	hdr := []byte{0x81}
+	switch n := len(payload); {
+	case n < 126:
+		hdr = append(hdr, 0x80|byte(n))
+	default:
+		hdr = append(hdr, 0x80|126, byte(n>>8), byte(n))
+	}
+	var mask [4]byte
+	_, _ = rand.Read(mask[:])
+	hdr = append(hdr, mask[:]...)
+	for i, b := range payload {
+		hdr = append(hdr, b^mask[i%4])
+	}
+	return hdr
+}
+
+// One anonymous client that reads nothing cannot make the server hold
+// more than its queue bound (plus a small constant), whatever commands it
+// sends: catch-up from history, history reads, presence reads and pings
+// all count against the bound, and its commands stop being read while the
+// bound is full. Before catch-up was paged and counted, 400 subscribe
+// (since "") / unsubscribe pairs on a channel holding 20 × 60 KB of
+// history grew the heap by hundreds of MiB.
+func TestOneClientCannotExhaustMemory(t *testing.T) {
+	pad := make([]byte, 30<<10)
+	cases := []struct {
+		name string
+		cmds func(i int) []string
+	}{
+		{"catch-up", func(i int) []string {
+			return []string{
+				fmt.Sprintf(`{"id":%d,"op":"subscribe","channel":"room","since":""}`, 2*i+1),
+				fmt.Sprintf(`{"id":%d,"op":"unsubscribe","channel":"room"}`, 2*i+2),
+			}
+		}},
+		{"history", func(i int) []string {
+			return []string{fmt.Sprintf(`{"id":%d,"op":"history","channel":"room","limit":100}`, i+1)}
+		}},
+		{"presence", func(i int) []string {
+			return []string{fmt.Sprintf(`{"id":%d,"op":"presence","channel":"room"}`, i+1)}
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			srv, base := newServer(t, herald.Config{
+				WriteTimeout: 2 * time.Second,
+				PingInterval: time.Hour,
+				CommandRate:  -1, // the queue bound alone must hold
+			})
+			for n := range 20 {
+				_, _ = rand.Read(pad)
+				if _, err := srv.Publish(context.Background(), "room", map[string]any{"n": n, "pad": hex.EncodeToString(pad)}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			attacker := dialFrames(t, base, "/ws")
+			_ = attacker.c.(*net.TCPConn).SetReadBuffer(4096)
+			var cmds [][]byte
+			for i := range 400 {
+				for _, c := range tc.cmds(i) {
+					cmds = append(cmds, []byte(c))
+				}
+			}
+			before := heapInUse()
+			peak, written := flood(t, base, attacker, cmds)
+			grew := peak - before
+			t.Logf("%d of %d commands written; heap %d MiB → peak %d MiB", written, len(cmds)+1, before>>20, peak>>20)
+			if grew > 24<<20 {
+				t.Fatalf("one client that reads nothing grew the heap by %d MiB (bound: 1 MiB queue)", grew>>20)
+			}
+			if got := metric(t, base, "herald_slow_consumer_disconnects_total"); got != 0 {
+				t.Errorf("%v slow consumer disconnects: what a client asked for must pace it, not close it", got)
+			}
+			c := dial(t, base)
+			c.MustOK(map[string]any{"op": "ping"})
+		})
+	}
+}
+
+// Commands of every kind are rate limited per connection, not only
+// publishes: past the burst a client gets rate_limited replies, and
+// another connection is not affected.
+func TestCommandRateLimit(t *testing.T) {
+	t.Parallel()
+	_, base := newServer(t, herald.Config{CommandRate: 5, CommandBurst: 20})
+	c := dial(t, base)
+	limited := 0
+	for i := range 60 {
+		op := []string{"ping", "presence", "history", "unsubscribe"}[i%4]
+		reply := c.Call(map[string]any{"op": op, "channel": "rl"}, nil)
+		if heraldtest.ErrorCode(reply) == "rate_limited" {
+			limited++
+		} else if reply["ok"] != true {
+			t.Fatalf("%s: %v", op, reply)
+		}
+	}
+	if limited < 30 {
+		t.Fatalf("%d of 60 commands were rate limited, want most past the burst of 20", limited)
+	}
+	other := dial(t, base)
+	other.MustOK(map[string]any{"op": "ping"})
+	if got := metric(t, base, `herald_refusals_total{reason="rate_limited"}`); got < float64(limited) {
+		t.Errorf("rate_limited refusals counted %v, want %d", got, limited)
+	}
+}
+
+// One client that subscribes and unsubscribes as fast as it can, in a
+// namespace with join and leave pushes, cannot get the channel's other
+// subscribers closed as slow consumers: join and leave are coalesced per
+// channel, so readers that keep up stay connected, and when the churn
+// stops each of them has seen the churning client leave as often as it
+// joined.
+func TestJoinLeaveChurnKeepsReadersConnected(t *testing.T) {
+	t.Parallel()
+	_, base := newServer(t, herald.Config{
+		Namespaces:  map[string]herald.Namespace{"chat": {JoinLeave: true}},
+		CommandRate: -1, // the coalescing alone must hold
+	})
+	const readers = 10
+	type tally struct {
+		mu     sync.Mutex
+		joins  map[string]int
+		leaves map[string]int
+		bad    error
+	}
+	tallies := make([]*tally, readers)
+	var wg sync.WaitGroup
+	var stop atomic.Bool
+	clients := make([]*heraldtest.Client, readers)
+	for i := range readers {
+		clients[i] = dial(t, base)
+		clients[i].MustOK(map[string]any{"op": "subscribe", "channel": "chat:lobby"})
+		tallies[i] = &tally{joins: map[string]int{}, leaves: map[string]int{}}
+	}
+	attacker := dial(t, base, "herald.v1.jsonl")
+	who := clientID(attacker)
+	for i, c := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			tl := tallies[i]
+			for !stop.Load() {
+				m, err := c.Poll(50 * time.Millisecond)
+				if err != nil {
+					tl.mu.Lock()
+					tl.bad = fmt.Errorf("reader %d: %w", i, err)
+					tl.mu.Unlock()
+					return
+				}
+				if m == nil {
+					continue
+				}
+				tl.mu.Lock()
+				switch m["op"] {
+				case "join":
+					tl.joins[m["client"].(string)]++
+				case "leave":
+					tl.leaves[m["client"].(string)]++
+				}
+				if j, l := tl.joins[who], tl.leaves[who]; j-l < 0 || j-l > 1 {
+					tl.bad = fmt.Errorf("reader %d saw the churning client join %d and leave %d times", i, j, l)
+				}
+				tl.mu.Unlock()
+			}
+		}()
+	}
+	// 2,000 cycles, sent in batches, reading the replies.
+	const cycles = 2000
+	for i := 0; i < cycles; i += 100 {
+		var batch []byte
+		for k := i; k < i+100; k++ {
+			line, _ := json.Marshal(map[string]any{"id": 1e6 + 2*k, "op": "subscribe", "channel": "chat:lobby"})
+			batch = append(append(batch, line...), '\n')
+			line, _ = json.Marshal(map[string]any{"id": 1e6 + 2*k + 1, "op": "unsubscribe", "channel": "chat:lobby"})
+			batch = append(append(batch, line...), '\n')
+		}
+		attacker.SendRaw(string(batch[:len(batch)-1]))
+	}
+	// When the churn stops, every reader learns where the churning client
+	// is: present after one more subscribe, gone after its unsubscribe.
+	settled := func(present int) {
+		t.Helper()
+		heraldtest.WaitFor(t, heraldtest.Timeout, func() bool {
+			for _, tl := range tallies {
+				tl.mu.Lock()
+				ok := tl.joins[who]-tl.leaves[who] == present && tl.bad == nil
+				tl.mu.Unlock()
+				if !ok {
+					return false
+				}
+			}
+			return true
+		})
+	}
+	attacker.MustOK(map[string]any{"op": "subscribe", "channel": "chat:lobby"})
+	settled(1)
+	attacker.MustOK(map[string]any{"op": "unsubscribe", "channel": "chat:lobby"})
+	settled(0)
+	stop.Store(true)
+	wg.Wait()
+	for i, c := range clients {
+		if tallies[i].bad != nil {
+			t.Error(tallies[i].bad)
+		}
+		c.MustOK(map[string]any{"op": "ping"})
+	}
+	if got := metric(t, base, "herald_slow_consumer_disconnects_total"); got != 0 {
+		t.Fatalf("%v readers were closed as slow consumers by another client's churn", got)
+	}
+	joins := 0
+	for _, tl := range tallies {
+		joins += tl.joins[who]
+	}
+	t.Logf("readers saw %d joins of the churning client over %d cycles", joins/readers, cycles)
+}
+
+// Catch-up is read a page at a time as the subscriber drains, and still
+// gives every message after since exactly once and in order, followed by
+// the live ones published meanwhile: here a queue bound of 16 KiB makes a
+// resume over 800 messages of 1 KB take about a hundred pages while a
+// publisher goes on, on each broker.
+func TestPagedCatchUpIsExact(t *testing.T) {
+	t.Parallel()
+	brokers := map[string]func() broker.Broker{
+		"memory": nil,
+		"redis":  redisBrokers(t),
+		"nats":   natsBrokers(t),
+	}
+	for name, mk := range brokers {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			cfg := herald.Config{QueueBytes: 16 << 10, HistorySize: 5000, PublishRate: -1}
+			if mk != nil {
+				cfg.Broker = mk()
+			}
+			srv, base := newServer(t, cfg)
+			pad := strings.Repeat("x", 1000)
+			const before, during = 800, 150
+			for n := 1; n <= before; n++ {
+				if _, err := srv.Publish(context.Background(), "paged", map[string]any{"n": n, "pad": pad}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			published := make(chan error, 1)
+			c := dial(t, base)
+			c.Send(map[string]any{"op": "subscribe", "channel": "paged", "since": ""})
+			go func() {
+				for n := before + 1; n <= before+during; n++ {
+					if _, err := srv.Publish(context.Background(), "paged", map[string]any{"n": n, "pad": pad}); err != nil {
+						published <- err
+						return
+					}
+				}
+				published <- nil
+			}()
+			reply := c.Next()
+			if reply["ok"] != true || reply["recovered"] != true {
+				t.Fatalf("subscribe reply %v", reply)
+			}
+			for want := 1; want <= before+during; want++ {
+				if got := counter(t, nextMessage(t, c)); got != want {
+					t.Fatalf("got message %d, want %d", got, want)
+				}
+			}
+			if err := <-published; err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
