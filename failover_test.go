@@ -6,10 +6,13 @@ import (
 	"testing"
 	"time"
 
+	natsgo "github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/heraldhq/herald"
 	"github.com/heraldhq/herald/broker"
+	"github.com/heraldhq/herald/broker/nats"
 	"github.com/heraldhq/herald/broker/redis"
 )
 
@@ -56,6 +59,68 @@ func TestRedisOlderStateKeepsOffsetsUnique(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestNATSPurgedStreamKeepsOffsetsUnique purges the history stream, as an
+// operator (or a restore of an empty stream) may.
+func TestNATSPurgedStreamKeepsOffsetsUnique(t *testing.T) {
+	t.Parallel()
+	b, js := natsFailoverBroker(t)
+	testLostState(t, b, func() func() {
+		return func() {
+			s, err := js.Stream(context.Background(), b.StreamName())
+			if err != nil {
+				t.Fatalf("stream: %v", err)
+			}
+			if err := s.Purge(context.Background()); err != nil {
+				t.Fatalf("purge: %v", err)
+			}
+		}
+	})
+}
+
+// TestNATSRecreatedStreamKeepsOffsetsUnique deletes the history stream and
+// creates it again with the same configuration: its sequences start over.
+func TestNATSRecreatedStreamKeepsOffsetsUnique(t *testing.T) {
+	t.Parallel()
+	b, js := natsFailoverBroker(t)
+	testLostState(t, b, func() func() {
+		return func() {
+			ctx := context.Background()
+			s, err := js.Stream(ctx, b.StreamName())
+			if err != nil {
+				t.Fatalf("stream: %v", err)
+			}
+			cfg := s.CachedInfo().Config
+			if err := js.DeleteStream(ctx, b.StreamName()); err != nil {
+				t.Fatalf("delete stream: %v", err)
+			}
+			if _, err := js.CreateStream(ctx, cfg); err != nil {
+				t.Fatalf("create stream: %v", err)
+			}
+		}
+	})
+}
+
+// natsFailoverBroker returns a NATS broker on a prefix of the test's own
+// and a JetStream handle to tamper with its stream.
+func natsFailoverBroker(t *testing.T) (*nats.Broker, jetstream.JetStream) {
+	prefix := testPrefix()
+	t.Cleanup(func() { dropNATSPrefix(prefix) })
+	b, err := nats.New(nats.Config{URL: natsURL(), Prefix: prefix})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := natsgo.Connect(natsURL(), natsgo.Timeout(2*time.Second))
+	if err != nil {
+		t.Fatalf("NATS: %v", err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b, js
 }
 
 // testLostState publishes through herald, lets save take a snapshot of
