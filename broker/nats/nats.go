@@ -54,8 +54,10 @@
 // channel's latest message: a message is returned only while it is among the
 // newest Size of its channel and younger than TTL (by the publishing node's
 // clock, compared with the reading node's). The stream itself keeps at most
-// Config.MaxHistory messages per channel for at most Config.MaxAge, so a
-// Size above MaxHistory or a TTL above MaxAge is capped by the server.
+// Config.MaxHistory messages per channel for at most Config.MaxAge and in
+// at most Config.MaxBytes in all, so a Size above MaxHistory or a TTL above
+// MaxAge is capped by the server, and a full stream drops its oldest
+// messages. Start updates an existing stream to these limits.
 // Messages published with Size 0 are stored too (they carry the chain) but
 // never returned. When a channel's last message leaves the stream, its next
 // message starts a new epoch.
@@ -104,8 +106,13 @@ type Config struct {
 	// MaxHistory caps the messages the stream keeps per channel; larger
 	// HistoryOptions.Size values are capped to it. Zero means 1000.
 	MaxHistory int
-	// MaxAge caps how long the stream keeps any message. Zero means 24h.
+	// MaxAge caps how long the stream keeps any message. Zero means 24h;
+	// set it a little above the longest history TTL in use.
 	MaxAge time.Duration
+	// MaxBytes caps the stream's size on the server; past it the oldest
+	// messages of any channel go first. Zero means DefaultMaxBytes,
+	// negative means no cap.
+	MaxBytes int64
 	// DialTimeout bounds connecting in Start. Zero means 2s.
 	DialTimeout time.Duration
 	// ReconnectWait is how long the broker waits between attempts to
@@ -115,6 +122,9 @@ type Config struct {
 	// Logger receives connection events; nil discards them.
 	Logger *slog.Logger
 }
+
+// DefaultMaxBytes is the stream size cap when Config.MaxBytes is zero.
+const DefaultMaxBytes = 256 << 20
 
 // Header names of a stored message.
 const (
@@ -210,6 +220,12 @@ func New(cfg Config) (*Broker, error) {
 	if cfg.MaxAge == 0 {
 		cfg.MaxAge = 24 * time.Hour
 	}
+	switch {
+	case cfg.MaxBytes == 0:
+		cfg.MaxBytes = DefaultMaxBytes
+	case cfg.MaxBytes < 0:
+		cfg.MaxBytes = -1 // JetStream's "no limit"
+	}
 	if cfg.DialTimeout == 0 {
 		cfg.DialTimeout = 2 * time.Second
 	}
@@ -233,8 +249,8 @@ func (b *Broker) StreamName() string { return b.cfg.Prefix + "-history" }
 // BucketName: see StreamName.
 func (b *Broker) BucketName() string { return b.cfg.Prefix + "-presence" }
 
-// Start connects to NATS, creates or updates the stream and bucket, and
-// registers h. It fails with a wrapped broker.ErrUnavailable when the server
+// Start connects to NATS, creates the stream and bucket or updates their
+// limits to the Config's, and registers h. It fails with a wrapped broker.ErrUnavailable when the server
 // cannot be reached within Config.DialTimeout.
 func (b *Broker) Start(ctx context.Context, h broker.Handler) error {
 	b.mu.Lock()
@@ -281,6 +297,7 @@ func (b *Broker) Start(ctx context.Context, h broker.Handler) error {
 			Storage:           jetstream.FileStorage,
 			MaxMsgsPerSubject: int64(b.cfg.MaxHistory),
 			MaxAge:            b.cfg.MaxAge,
+			MaxBytes:          b.cfg.MaxBytes,
 			RePublish:         &jetstream.RePublish{Source: p + ".msg.>", Destination: p + ".live.>"},
 		})
 		return err

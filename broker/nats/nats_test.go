@@ -345,15 +345,7 @@ func TestLostMessagesStartNewEpoch(t *testing.T) {
 			for i, h := range hs {
 				waitCount(t, h, 4, fmt.Sprintf("node %d before the loss", i))
 			}
-			nc, err := natsgo.Connect(serverURL())
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer nc.Close()
-			js, err := jetstream.New(nc)
-			if err != nil {
-				t.Fatal(err)
-			}
+			js := jetStream(t)
 			if err := tt.lose(ctx, js, nodes[0].StreamName(), lost); err != nil {
 				t.Fatalf("losing messages: %v", err)
 			}
@@ -411,6 +403,22 @@ func TestLostMessagesStartNewEpoch(t *testing.T) {
 	}
 }
 
+// jetStream returns a JetStream handle of the test's own, to look at and
+// tamper with the broker's stream.
+func jetStream(t *testing.T) jetstream.JetStream {
+	t.Helper()
+	nc, err := natsgo.Connect(serverURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js
+}
+
 // waitCount waits until h holds n messages and returns their offsets.
 func waitCount(t *testing.T, h *handler, n int, what string) []broker.Offset {
 	t.Helper()
@@ -422,4 +430,55 @@ func waitCount(t *testing.T, h *handler, n int, what string) []broker.Offset {
 		time.Sleep(2 * time.Millisecond)
 	}
 	return h.offsets()
+}
+
+// TestStartAppliesLimits starts a broker on a stream created without caps
+// (as herald made it before): Start brings it to the configured limits.
+func TestStartAppliesLimits(t *testing.T) {
+	prefix := newPrefix(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	js := jetStream(t)
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{
+		Name:      prefix + "-history",
+		Subjects:  []string{prefix + ".msg.*"},
+		Storage:   jetstream.FileStorage,
+		MaxAge:    24 * time.Hour,
+		RePublish: &jetstream.RePublish{Source: prefix + ".msg.>", Destination: prefix + ".live.>"},
+	}); err != nil {
+		t.Fatalf("create the old stream: %v", err)
+	}
+	b, err := nats.New(nats.Config{URL: serverURL(), Prefix: prefix, MaxHistory: 50, MaxAge: 11 * time.Minute, MaxBytes: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Start(ctx, &handler{}); err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	defer b.Close()
+	s, err := js.Stream(ctx, b.StreamName())
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := s.CachedInfo().Config
+	if got.MaxMsgsPerSubject != 50 || got.MaxAge != 11*time.Minute || got.MaxBytes != 1<<20 {
+		t.Fatalf("stream limits: %d per channel, age %v, %d bytes; want 50, 11m, %d",
+			got.MaxMsgsPerSubject, got.MaxAge, got.MaxBytes, 1<<20)
+	}
+
+	// Defaults: a cap on bytes too.
+	b2, err := nats.New(nats.Config{URL: serverURL(), Prefix: prefix})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b2.Start(ctx, &handler{}); err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	defer b2.Close()
+	if s, err = js.Stream(ctx, b.StreamName()); err != nil {
+		t.Fatal(err)
+	}
+	if got := s.CachedInfo().Config.MaxBytes; got != nats.DefaultMaxBytes {
+		t.Fatalf("default MaxBytes %d, want %d", got, nats.DefaultMaxBytes)
+	}
 }

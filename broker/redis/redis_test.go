@@ -410,3 +410,32 @@ func TestSubscribedMapShrinks(t *testing.T) {
 		t.Fatalf("after unsubscribing all but 10: the map's peak is still %d, not rebuilt", peak)
 	}
 }
+
+// TestStreamBoundedBySizeAndTTL checks what Redis itself keeps: the stream
+// is trimmed to the history size and both keys expire after the TTL (the
+// channel's offsets a minute later).
+func TestStreamBoundedBySizeAndTTL(t *testing.T) {
+	prefix := testPrefix(t)
+	b := newBroker(t, redis.Config{URL: serverURL(), Prefix: prefix})
+	ctx := context.Background()
+	if err := b.Start(ctx, &collector{}); err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	for range 5 {
+		if _, err := b.Publish(ctx, "c", broker.Publication{Data: json.RawMessage(`1`)}, broker.HistoryOptions{Size: 3, TTL: time.Hour}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	admin := adminClient(t)
+	keys := keysOf(prefix, "c")
+	if n, err := admin.XLen(ctx, keys[1]).Result(); err != nil || n != 3 {
+		t.Fatalf("XLEN = %d, %v; want 3", n, err)
+	}
+	for i, limit := range []time.Duration{time.Hour + time.Minute, time.Hour} {
+		ttl, err := admin.PTTL(ctx, keys[i]).Result()
+		if err != nil || ttl <= 0 || ttl > limit {
+			t.Fatalf("PTTL %s = %v, %v; want at most %v", keys[i], ttl, err, limit)
+		}
+	}
+}
