@@ -51,6 +51,7 @@ func Run(t *testing.T, newBroker func(t *testing.T) broker.Broker) {
 		{"HistorySinceAndLimit", testHistorySinceLimit},
 		{"HistoryOfUnknownChannel", testHistoryUnknownChannel},
 		{"HistorySinceOtherEpoch", testHistoryOtherEpoch},
+		{"HistorySinceAheadOfLatest", testHistoryAhead},
 		{"JoinLeaveOnlyWhenSubscribed", testJoinLeave},
 		{"Presence", testPresence},
 		{"ChannelsAreIndependent", testChannelsIndependent},
@@ -438,6 +439,34 @@ func testHistoryOtherEpoch(t *testing.T, e *env) {
 		res = e.history(ch, broker.HistoryQuery{Since: since, Limit: 2})
 		if got := offsets(res.Messages); !slices.Equal(got, offs[:2]) || res.Complete {
 			t.Errorf("since %v, limit 2: messages %v, Complete %v; want the oldest two %v, false", since, got, res.Complete, offs[:2])
+		}
+	}
+}
+
+// testHistoryAhead asks from an offset of the current epoch beyond the
+// newest message: a cursor from a history the broker lost (a server that
+// came back with an older state) must not be taken as up to date.
+func testHistoryAhead(t *testing.T, e *env) {
+	ch := e.channel("ahead")
+	offs := e.publishN(ch, 3, keep)
+	latest := offs[2]
+	for _, since := range []broker.Offset{
+		{Epoch: latest.Epoch, Seq: latest.Seq + 1},
+		{Epoch: latest.Epoch, Seq: latest.Seq + 1000},
+	} {
+		res := e.history(ch, broker.HistoryQuery{Since: since, Limit: -1})
+		if res.Complete {
+			t.Errorf("since %v, ahead of the latest %v: Complete = true, want false", since, latest)
+		}
+		if res.Latest != latest {
+			t.Errorf("since %v: Latest = %v, want %v", since, res.Latest, latest)
+		}
+		if got := offsets(res.Messages); !slices.Equal(got, offs) {
+			t.Errorf("since %v: messages %v, want all the history holds, %v", since, got, offs)
+		}
+		res = e.history(ch, broker.HistoryQuery{Since: since, Limit: 1})
+		if got := offsets(res.Messages); !slices.Equal(got, offs[:1]) || res.Complete {
+			t.Errorf("since %v, limit 1: messages %v, Complete %v; want the oldest %v, false", since, got, res.Complete, offs[:1])
 		}
 	}
 }

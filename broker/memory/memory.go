@@ -3,14 +3,22 @@
 //
 // Publish calls the Handler inline, under the channel's lock, so a channel's
 // messages reach the hub in offset order with no goroutine in between.
+//
+// All channels' history shares one budget (Config.MaxHistoryBytes). Once
+// it is spent, the channels published to least recently lose their
+// history and start a new epoch, so a resume from one of their offsets
+// reads as not recovered.
 package memory
 
 import (
+	"container/list"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"maps"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/heraldhq/herald/broker"
@@ -24,12 +32,33 @@ var (
 // sweepInterval is how often idle channels with no history left are dropped.
 const sweepInterval = time.Minute
 
+// DefaultMaxHistoryBytes is the history budget of a Broker made by New: a
+// small machine's share for history.
+const DefaultMaxHistoryBytes = 64 << 20
+
+// Config configures a Broker.
+type Config struct {
+	// MaxHistoryBytes bounds the history all channels keep together,
+	// counted as the bytes of each message's data, event, user and client
+	// plus a fixed overhead per message. When a publish takes it past the
+	// bound, the channels published to least recently lose their history
+	// and start a new epoch. Zero means DefaultMaxHistoryBytes; negative
+	// means no bound.
+	MaxHistoryBytes int64
+}
+
 // Broker is the in-memory broker. The zero value is not usable; call New.
 type Broker struct {
-	now func() time.Time
+	now      func() time.Time
+	maxBytes int64 // ≤ 0: no bound
 
-	mu       sync.Mutex // guards channels, handler, closed; taken before channel.mu
+	used      atomic.Int64 // history bytes of all channels
+	evictions atomic.Int64
+
+	mu       sync.Mutex // guards channels, peak, lru, handler, closed; taken before channel.mu
 	channels map[string]*channel
+	peak     int       // most entries channels held since it was made (see shrinkLocked)
+	lru      list.List // of *channel with history; front: published to most recently
 	handler  broker.Handler
 	closed   bool
 	stop     chan struct{}
@@ -37,23 +66,57 @@ type Broker struct {
 }
 
 type channel struct {
+	name string
+	lru  *list.Element // in Broker.lru; guarded by Broker.mu
+
 	mu         sync.Mutex
 	epoch      string
 	seq        uint64
 	history    []broker.Message // oldest first
+	bytes      int64            // what history counts against the budget
 	ttl        time.Duration    // from the latest Publish; 0 keeps messages until pushed out
 	subscribed bool
 	presence   map[string]broker.ClientInfo // by client id
+	gone       bool                         // dropped from Broker.channels: look the name up again
 }
 
-// New returns an in-memory broker.
+// New returns an in-memory broker with the default history budget.
 func New() *Broker {
+	b, _ := NewWithConfig(Config{})
+	return b
+}
+
+// NewWithConfig returns an in-memory broker configured by cfg.
+func NewWithConfig(cfg Config) (*Broker, error) {
+	switch {
+	case cfg.MaxHistoryBytes == 0:
+		cfg.MaxHistoryBytes = DefaultMaxHistoryBytes
+	case cfg.MaxHistoryBytes < 0:
+		cfg.MaxHistoryBytes = 0
+	}
 	return &Broker{
 		now:      time.Now,
+		maxBytes: cfg.MaxHistoryBytes,
 		channels: make(map[string]*channel),
 		stop:     make(chan struct{}),
 		done:     make(chan struct{}),
-	}
+	}, nil
+}
+
+// HistoryBytes returns what the history of all channels counts against
+// Config.MaxHistoryBytes now.
+func (b *Broker) HistoryBytes() int64 { return b.used.Load() }
+
+// Evictions returns how many times a channel lost its history to the
+// budget.
+func (b *Broker) Evictions() int64 { return b.evictions.Load() }
+
+// messageOverhead approximates what a kept message costs besides its
+// variable parts: the Message struct and its slot in the history slice.
+const messageOverhead = 160
+
+func messageBytes(m *broker.Message) int64 {
+	return int64(cap(m.Data)+len(m.Event)+len(m.User)+len(m.Client)) + messageOverhead
 }
 
 // Start registers h and starts the sweeper that forgets idle channels.
@@ -94,19 +157,59 @@ func (b *Broker) channelFor(name string, create bool) (*channel, error) {
 	}
 	ch := b.channels[name]
 	if ch == nil && create {
-		ch = &channel{epoch: newEpoch()}
+		ch = &channel{name: name, epoch: newEpoch()}
 		b.channels[name] = ch
+		b.peak = max(b.peak, len(b.channels))
 	}
 	return ch, nil
 }
 
+// lockChannel returns channel name's state locked, creating it when create
+// is set; nil when it does not exist. It skips a state dropped meanwhile.
+func (b *Broker) lockChannel(name string, create bool) (*channel, error) {
+	for {
+		ch, err := b.channelFor(name, create)
+		if err != nil || ch == nil {
+			return nil, err
+		}
+		ch.mu.Lock()
+		if !ch.gone {
+			return ch, nil
+		}
+		ch.mu.Unlock()
+	}
+}
+
+// dropLocked forgets channel ch; the caller holds b.mu and ch.mu, and
+// calls shrinkLocked once done dropping.
+func (b *Broker) dropLocked(ch *channel) {
+	ch.gone = true
+	delete(b.channels, ch.name)
+	if ch.lru != nil {
+		b.lru.Remove(ch.lru)
+		ch.lru = nil
+	}
+}
+
+// shrinkLocked rebuilds the channel map once it holds under a quarter of
+// its peak: Go maps never give memory back, and a node that served many
+// channels once must not keep their memory for good.
+func (b *Broker) shrinkLocked() {
+	const minRebuild = 1024
+	if b.peak < minRebuild || len(b.channels) > b.peak/4 {
+		return
+	}
+	m := make(map[string]*channel, len(b.channels))
+	maps.Copy(m, b.channels) // not maps.Clone, which keeps the capacity
+	b.channels, b.peak = m, len(m)
+}
+
 // Subscribe makes Publish on channel call the Handler.
 func (b *Broker) Subscribe(_ context.Context, name string) error {
-	ch, err := b.channelFor(name, true)
+	ch, err := b.lockChannel(name, true)
 	if err != nil {
 		return err
 	}
-	ch.mu.Lock()
 	ch.subscribed = true
 	ch.mu.Unlock()
 	return nil
@@ -114,11 +217,10 @@ func (b *Broker) Subscribe(_ context.Context, name string) error {
 
 // Unsubscribe stops calling the Handler for channel.
 func (b *Broker) Unsubscribe(_ context.Context, name string) error {
-	ch, err := b.channelFor(name, false)
+	ch, err := b.lockChannel(name, false)
 	if err != nil || ch == nil {
 		return err
 	}
-	ch.mu.Lock()
 	ch.subscribed = false
 	ch.mu.Unlock()
 	return nil
@@ -127,16 +229,25 @@ func (b *Broker) Unsubscribe(_ context.Context, name string) error {
 // Publish stores p and calls the Handler inline when the channel is
 // subscribed.
 func (b *Broker) Publish(_ context.Context, name string, p broker.Publication, opts broker.HistoryOptions) (broker.Offset, error) {
-	ch, err := b.channelFor(name, true)
+	ch, err := b.lockChannel(name, true)
 	if err != nil {
 		return broker.Offset{}, err
 	}
+	off := b.publishLocked(ch, p, opts)
+	ch.mu.Unlock()
+	if opts.Size > 0 {
+		b.spend(ch)
+	}
+	return off, nil
+}
+
+// publishLocked stores p in ch and calls the Handler; the caller holds
+// ch.mu.
+func (b *Broker) publishLocked(ch *channel, p broker.Publication, opts broker.HistoryOptions) broker.Offset {
 	now := b.now()
-	ch.mu.Lock()
-	defer ch.mu.Unlock()
 	ch.seq++
 	m := broker.Message{
-		Channel: name,
+		Channel: ch.name,
 		Offset:  broker.Offset{Epoch: ch.epoch, Seq: ch.seq},
 		Prev:    ch.seq - 1,
 		Data:    p.Data,
@@ -148,21 +259,77 @@ func (b *Broker) Publish(_ context.Context, name string, p broker.Publication, o
 	}
 	if opts.Size > 0 {
 		ch.history = append(ch.history, m)
-		if over := len(ch.history) - opts.Size; over > 0 {
-			clear(ch.history[:over])
-			ch.history = ch.history[over:]
-		}
+		n := messageBytes(&m)
+		ch.bytes += n
+		b.used.Add(n)
+		b.trimLocked(ch, len(ch.history)-opts.Size)
 	}
 	ch.ttl = opts.TTL
-	ch.expireLocked(now)
+	b.expireLocked(ch, now)
 	if ch.subscribed {
 		b.handler.HandleMessage(m)
 	}
-	return m.Offset, nil
+	return m.Offset
 }
 
-// expireLocked drops messages older than the channel's TTL.
-func (ch *channel) expireLocked(now time.Time) {
+// spend moves ch to the front of the budget's queue and, while history is
+// over budget, takes it from the channels published to least recently: they
+// lose their history and start a new epoch, and are forgotten when nothing
+// else holds them. ch itself, when it alone is over budget, loses its
+// oldest messages instead.
+func (b *Broker) spend(ch *channel) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	defer b.shrinkLocked()
+	if ch.gone {
+		return
+	}
+	if ch.lru == nil {
+		ch.lru = b.lru.PushFront(ch)
+	} else {
+		b.lru.MoveToFront(ch.lru)
+	}
+	for b.maxBytes > 0 && b.used.Load() > b.maxBytes {
+		victim := b.lru.Back().Value.(*channel)
+		victim.mu.Lock()
+		if victim == ch {
+			for len(ch.history) > 0 && b.used.Load() > b.maxBytes {
+				b.trimLocked(ch, 1)
+			}
+			ch.mu.Unlock()
+			return
+		}
+		b.trimLocked(victim, len(victim.history))
+		victim.history = nil
+		victim.epoch, victim.seq = newEpoch(), 0
+		b.evictions.Add(1)
+		b.lru.Remove(victim.lru)
+		victim.lru = nil
+		if !victim.subscribed && len(victim.presence) == 0 {
+			b.dropLocked(victim)
+		}
+		victim.mu.Unlock()
+	}
+}
+
+// trimLocked drops ch's n oldest messages; the caller holds ch.mu.
+func (b *Broker) trimLocked(ch *channel, n int) {
+	if n <= 0 {
+		return
+	}
+	var freed int64
+	for i := range ch.history[:n] {
+		freed += messageBytes(&ch.history[i])
+	}
+	clear(ch.history[:n])
+	ch.history = ch.history[n:]
+	ch.bytes -= freed
+	b.used.Add(-freed)
+}
+
+// expireLocked drops messages older than the channel's TTL; the caller
+// holds ch.mu.
+func (b *Broker) expireLocked(ch *channel, now time.Time) {
 	ttl := ch.ttl
 	if ttl <= 0 {
 		return
@@ -171,15 +338,12 @@ func (ch *channel) expireLocked(now time.Time) {
 	for cut < len(ch.history) && now.Sub(ch.history[cut].Time) > ttl {
 		cut++
 	}
-	if cut > 0 {
-		clear(ch.history[:cut])
-		ch.history = ch.history[cut:]
-	}
+	b.trimLocked(ch, cut)
 }
 
 // History reads the channel's history.
 func (b *Broker) History(_ context.Context, name string, q broker.HistoryQuery) (broker.HistoryResult, error) {
-	ch, err := b.channelFor(name, false)
+	ch, err := b.lockChannel(name, false)
 	if err != nil {
 		return broker.HistoryResult{}, err
 	}
@@ -188,9 +352,8 @@ func (b *Broker) History(_ context.Context, name string, q broker.HistoryQuery) 
 		// from a history that no longer exists unless it is zero.
 		return broker.HistoryResult{Complete: q.Since.IsZero()}, nil
 	}
-	ch.mu.Lock()
 	defer ch.mu.Unlock()
-	ch.expireLocked(b.now())
+	b.expireLocked(ch, b.now())
 	res := broker.HistoryResult{}
 	if ch.seq > 0 {
 		res.Latest = broker.Offset{Epoch: ch.epoch, Seq: ch.seq}
@@ -238,11 +401,10 @@ func (b *Broker) PublishLeave(_ context.Context, name string, c broker.ClientInf
 }
 
 func (b *Broker) presenceEvent(name string, c broker.ClientInfo, join bool) error {
-	ch, err := b.channelFor(name, false)
+	ch, err := b.lockChannel(name, false)
 	if err != nil || ch == nil {
 		return err
 	}
-	ch.mu.Lock()
 	defer ch.mu.Unlock()
 	if !ch.subscribed {
 		return nil
@@ -257,11 +419,10 @@ func (b *Broker) presenceEvent(name string, c broker.ClientInfo, join bool) erro
 
 // AddPresence records c in channel.
 func (b *Broker) AddPresence(_ context.Context, name string, c broker.ClientInfo) error {
-	ch, err := b.channelFor(name, true)
+	ch, err := b.lockChannel(name, true)
 	if err != nil {
 		return err
 	}
-	ch.mu.Lock()
 	defer ch.mu.Unlock()
 	if ch.presence == nil {
 		ch.presence = make(map[string]broker.ClientInfo)
@@ -272,11 +433,10 @@ func (b *Broker) AddPresence(_ context.Context, name string, c broker.ClientInfo
 
 // RemovePresence forgets c in channel.
 func (b *Broker) RemovePresence(_ context.Context, name string, c broker.ClientInfo) error {
-	ch, err := b.channelFor(name, false)
+	ch, err := b.lockChannel(name, false)
 	if err != nil || ch == nil {
 		return err
 	}
-	ch.mu.Lock()
 	defer ch.mu.Unlock()
 	delete(ch.presence, c.Client)
 	return nil
@@ -284,11 +444,10 @@ func (b *Broker) RemovePresence(_ context.Context, name string, c broker.ClientI
 
 // Presence lists channel's subscribers in no particular order.
 func (b *Broker) Presence(_ context.Context, name string) ([]broker.ClientInfo, error) {
-	ch, err := b.channelFor(name, false)
+	ch, err := b.lockChannel(name, false)
 	if err != nil || ch == nil {
 		return []broker.ClientInfo{}, err
 	}
-	ch.mu.Lock()
 	defer ch.mu.Unlock()
 	out := make([]broker.ClientInfo, 0, len(ch.presence))
 	for _, c := range ch.presence {
@@ -318,14 +477,14 @@ func (b *Broker) sweepOnce() {
 	now := b.now()
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	for name, ch := range b.channels {
+	defer b.shrinkLocked()
+	for _, ch := range b.channels {
 		ch.mu.Lock()
-		ch.expireLocked(now)
-		idle := !ch.subscribed && len(ch.presence) == 0 && len(ch.history) == 0
-		ch.mu.Unlock()
-		if idle {
-			delete(b.channels, name)
+		b.expireLocked(ch, now)
+		if !ch.subscribed && len(ch.presence) == 0 && len(ch.history) == 0 {
+			b.dropLocked(ch)
 		}
+		ch.mu.Unlock()
 	}
 }
 

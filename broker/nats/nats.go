@@ -18,15 +18,22 @@
 // # Offsets
 //
 // An offset's Seq is the message's stream sequence: it grows strictly within
-// a channel but is not contiguous. Its Epoch is the stream's creation time,
-// so a stream deleted and created again starts a new epoch. The epoch is read
-// at Start; a node started before the stream was recreated keeps the old
-// epoch until it is restarted.
+// a channel but is not contiguous. Its Epoch is carried by the message
+// (header Herald-Epoch; messages stored before herald wrote it take the
+// stream's creation time). Every message carries the stream sequence of the
+// channel's previous message in its epoch (Herald-Prev, 0 for the first) and
+// its position in the epoch (Herald-N). Publish writes with JetStream's
+// expected-last-subject-sequence check, retrying on conflict, so the chain
+// is exact even with publishers on many nodes, and they agree on its epoch.
 //
-// Every message carries the stream sequence of the channel's previous message
-// (header Herald-Prev) and its position in the channel (Herald-N). Publish
-// writes with JetStream's expected-last-subject-sequence check, retrying on
-// conflict, so the chain is exact even with publishers on many nodes.
+// A publish starts a new, random epoch when the channel has no stored
+// message (never used, purged, aged out, the stream deleted and created
+// again) and when the channel's last stored message is behind the newest
+// offset this node saw of its epoch (the stream came back with an older
+// state, or lost its newest messages). Nodes remember that newest offset
+// for the channels they used recently (see internal/watermark). So stream
+// sequences that start over never repeat an acknowledged offset, and a
+// cursor into lost messages reads as not recovered.
 //
 // # Live delivery
 //
@@ -47,16 +54,18 @@
 // channel's latest message: a message is returned only while it is among the
 // newest Size of its channel and younger than TTL (by the publishing node's
 // clock, compared with the reading node's). The stream itself keeps at most
-// Config.MaxHistory messages per channel for at most Config.MaxAge, so a
-// Size above MaxHistory or a TTL above MaxAge is capped by the server. Messages published with Size 0 are
-// stored too (they carry the chain) but never returned. When a channel's
-// last message ages out of the stream (MaxAge), the channel starts over and
-// cursors from before are no longer recognised as lost; keep MaxAge well
-// above the longest history TTL.
+// Config.MaxHistory messages per channel for at most Config.MaxAge and in
+// at most Config.MaxBytes in all, so a Size above MaxHistory or a TTL above
+// MaxAge is capped by the server, and a full stream drops its oldest
+// messages. Start updates an existing stream to these limits.
+// Messages published with Size 0 are stored too (they carry the chain) but
+// never returned. When a channel's last message leaves the stream, its next
+// message starts a new epoch.
 package nats
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -73,6 +82,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/heraldhq/herald/broker"
+	"github.com/heraldhq/herald/internal/watermark"
 )
 
 var (
@@ -96,8 +106,13 @@ type Config struct {
 	// MaxHistory caps the messages the stream keeps per channel; larger
 	// HistoryOptions.Size values are capped to it. Zero means 1000.
 	MaxHistory int
-	// MaxAge caps how long the stream keeps any message. Zero means 24h.
+	// MaxAge caps how long the stream keeps any message. Zero means 24h;
+	// set it a little above the longest history TTL in use.
 	MaxAge time.Duration
+	// MaxBytes caps the stream's size on the server; past it the oldest
+	// messages of any channel go first. Zero means DefaultMaxBytes,
+	// negative means no cap.
+	MaxBytes int64
 	// DialTimeout bounds connecting in Start. Zero means 2s.
 	DialTimeout time.Duration
 	// ReconnectWait is how long the broker waits between attempts to
@@ -108,8 +123,12 @@ type Config struct {
 	Logger *slog.Logger
 }
 
+// DefaultMaxBytes is the stream size cap when Config.MaxBytes is zero.
+const DefaultMaxBytes = 256 << 20
+
 // Header names of a stored message.
 const (
+	hdrEpoch  = "Herald-Epoch"
 	hdrN      = "Herald-N"
 	hdrPrev   = "Herald-Prev"
 	hdrSize   = "Herald-Size"
@@ -144,8 +163,9 @@ type Broker struct {
 	js       jetstream.JetStream
 	stream   jetstream.Stream
 	kv       jetstream.KeyValue
-	epoch    string
+	epoch    string              // of messages stored without hdrEpoch (by herald before it had one)
 	channels map[string]*channel // subscribed channels
+	seen     *watermark.Table    // newest offset seen per recent channel
 	closed   bool
 
 	pubMu  sync.Mutex
@@ -167,9 +187,14 @@ type channel struct {
 // they do not race each other's sequence checks.
 type chain struct {
 	mu      sync.Mutex
-	lastSeq uint64 // stream sequence of the channel's last message
-	lastN   uint64
-	known   bool
+	lastSeq uint64 // stream sequence of the channel's last stored message
+	// epoch, prev and lastN are what the next message continues: its
+	// epoch, its Herald-Prev (0 when it starts the epoch) and the
+	// Herald-N of the message before it in the epoch.
+	epoch string
+	prev  uint64
+	lastN uint64
+	known bool
 }
 
 // maxChains bounds the chain cache; it is cleared when it grows past this.
@@ -195,6 +220,12 @@ func New(cfg Config) (*Broker, error) {
 	if cfg.MaxAge == 0 {
 		cfg.MaxAge = 24 * time.Hour
 	}
+	switch {
+	case cfg.MaxBytes == 0:
+		cfg.MaxBytes = DefaultMaxBytes
+	case cfg.MaxBytes < 0:
+		cfg.MaxBytes = -1 // JetStream's "no limit"
+	}
 	if cfg.DialTimeout == 0 {
 		cfg.DialTimeout = 2 * time.Second
 	}
@@ -208,7 +239,7 @@ func New(cfg Config) (*Broker, error) {
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	return &Broker{cfg: cfg, log: log, channels: make(map[string]*channel), chains: make(map[string]*chain)}, nil
+	return &Broker{cfg: cfg, log: log, channels: make(map[string]*channel), chains: make(map[string]*chain), seen: watermark.New(0)}, nil
 }
 
 // StreamName and BucketName return the names of the JetStream stream and
@@ -218,8 +249,8 @@ func (b *Broker) StreamName() string { return b.cfg.Prefix + "-history" }
 // BucketName: see StreamName.
 func (b *Broker) BucketName() string { return b.cfg.Prefix + "-presence" }
 
-// Start connects to NATS, creates or updates the stream and bucket, and
-// registers h. It fails with a wrapped broker.ErrUnavailable when the server
+// Start connects to NATS, creates the stream and bucket or updates their
+// limits to the Config's, and registers h. It fails with a wrapped broker.ErrUnavailable when the server
 // cannot be reached within Config.DialTimeout.
 func (b *Broker) Start(ctx context.Context, h broker.Handler) error {
 	b.mu.Lock()
@@ -266,6 +297,7 @@ func (b *Broker) Start(ctx context.Context, h broker.Handler) error {
 			Storage:           jetstream.FileStorage,
 			MaxMsgsPerSubject: int64(b.cfg.MaxHistory),
 			MaxAge:            b.cfg.MaxAge,
+			MaxBytes:          b.cfg.MaxBytes,
 			RePublish:         &jetstream.RePublish{Source: p + ".msg.>", Destination: p + ".live.>"},
 		})
 		return err
@@ -506,6 +538,7 @@ func (b *Broker) deliver(ch *channel, m *natsgo.Msg) {
 		return
 	}
 	msg, _ := b.message(ch.name, seq, m.Header, m.Data)
+	b.seen.Observe(ch.name, msg.Offset)
 	h.HandleMessage(msg)
 }
 
@@ -514,6 +547,14 @@ type meta struct {
 	n, prev uint64
 	size    int
 	ttl     time.Duration
+}
+
+// epochOf returns the epoch a stored message's headers name.
+func (b *Broker) epochOf(h natsgo.Header) string {
+	if e := h.Get(hdrEpoch); e != "" {
+		return e
+	}
+	return b.epoch
 }
 
 // message decodes a stored message.
@@ -534,7 +575,7 @@ func (b *Broker) message(name string, seq uint64, h natsgo.Header, data []byte) 
 	}
 	return broker.Message{
 		Channel: name,
-		Offset:  broker.Offset{Epoch: b.epoch, Seq: seq},
+		Offset:  broker.Offset{Epoch: b.epochOf(h), Seq: seq},
 		Prev:    md.prev,
 		Data:    json.RawMessage(data),
 		Binary:  h.Get(hdrBinary) == "1",
@@ -554,7 +595,7 @@ func (b *Broker) Publish(ctx context.Context, name string, p broker.Publication,
 		return broker.Offset{}, err
 	}
 	b.mu.Lock()
-	js, epoch := b.js, b.epoch
+	js := b.js
 	b.mu.Unlock()
 
 	ch := b.chainFor(name)
@@ -563,22 +604,15 @@ func (b *Broker) Publish(ctx context.Context, name string, p broker.Publication,
 	subj := b.msgSubject(token(name))
 	for range maxPublishAttempts {
 		if !ch.known {
-			last, err := stream.GetLastMsgForSubject(ctx, subj)
-			switch {
-			case errors.Is(err, jetstream.ErrMsgNotFound):
-				ch.lastSeq, ch.lastN = 0, 0
-			case err != nil:
-				return broker.Offset{}, b.wrap("publish "+name, err)
-			default:
-				_, md := b.message(name, last.Sequence, last.Header, nil)
-				ch.lastSeq, ch.lastN = last.Sequence, md.n
+			if err := b.readHead(ctx, stream, name, subj, ch); err != nil {
+				return broker.Offset{}, err
 			}
-			ch.known = true
 		}
 		m := natsgo.NewMsg(subj)
 		m.Data = p.Data
+		m.Header.Set(hdrEpoch, ch.epoch)
 		m.Header.Set(hdrN, strconv.FormatUint(ch.lastN+1, 10))
-		m.Header.Set(hdrPrev, strconv.FormatUint(ch.lastSeq, 10))
+		m.Header.Set(hdrPrev, strconv.FormatUint(ch.prev, 10))
 		m.Header.Set(hdrTime, strconv.FormatInt(time.Now().UnixNano(), 10))
 		m.Header.Set(hdrSize, strconv.Itoa(max(opts.Size, 0)))
 		if opts.TTL > 0 {
@@ -603,10 +637,44 @@ func (b *Broker) Publish(ctx context.Context, name string, p broker.Publication,
 			ch.known = false
 			return broker.Offset{}, b.wrap("publish "+name, err)
 		}
-		ch.lastSeq, ch.lastN = ack.Sequence, ch.lastN+1
-		return broker.Offset{Epoch: epoch, Seq: ack.Sequence}, nil
+		ch.lastSeq, ch.prev, ch.lastN = ack.Sequence, ack.Sequence, ch.lastN+1
+		off := broker.Offset{Epoch: ch.epoch, Seq: ack.Sequence}
+		b.seen.Observe(name, off)
+		return off, nil
 	}
 	return broker.Offset{}, fmt.Errorf("nats broker: publish %s: %d sequence conflicts in a row", name, maxPublishAttempts)
+}
+
+// readHead sets ch from the channel's last stored message. A new epoch
+// starts when the channel has no message left (never used, purged, aged
+// out, the stream recreated) and when its last message is behind what this
+// node saw of the epoch (the stream came back with an older state): the
+// offsets after it were acknowledged for messages that are gone.
+func (b *Broker) readHead(ctx context.Context, stream jetstream.Stream, name, subj string, ch *chain) error {
+	last, err := stream.GetLastMsgForSubject(ctx, subj)
+	switch {
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+		ch.lastSeq, ch.epoch, ch.prev, ch.lastN = 0, newEpoch(), 0, 0
+	case err != nil:
+		return b.wrap("publish "+name, err)
+	default:
+		_, md := b.message(name, last.Sequence, last.Header, nil)
+		ch.lastSeq, ch.epoch, ch.prev, ch.lastN = last.Sequence, b.epochOf(last.Header), last.Sequence, md.n
+		if seen := b.seen.Get(name); seen.Epoch == ch.epoch && seen.Seq > last.Sequence {
+			b.log.Warn("nats broker: the stream lost messages it had stored; starting a new epoch",
+				"channel", name, "seen", seen.String(), "stored", last.Sequence)
+			ch.epoch, ch.prev, ch.lastN = newEpoch(), 0, 0
+		}
+	}
+	ch.known = true
+	return nil
+}
+
+// newEpoch returns a random epoch name.
+func newEpoch() string {
+	var r [6]byte
+	_, _ = rand.Read(r[:])
+	return base64.RawURLEncoding.EncodeToString(r[:])
 }
 
 // History walks the channel's chain back from its newest message, keeping
@@ -626,8 +694,10 @@ func (b *Broker) History(ctx context.Context, name string, q broker.HistoryQuery
 	if err != nil {
 		return broker.HistoryResult{}, b.wrap("history "+name, err)
 	}
-	res := broker.HistoryResult{Latest: broker.Offset{Epoch: b.epoch, Seq: last.Sequence}}
-	_, head := b.message(name, last.Sequence, last.Header, nil)
+	headMsg, head := b.message(name, last.Sequence, last.Header, nil)
+	epoch := headMsg.Offset.Epoch
+	res := broker.HistoryResult{Latest: headMsg.Offset}
+	b.seen.Observe(name, res.Latest)
 	now := time.Now()
 	kept := func(m broker.Message, md meta) bool {
 		if head.size <= 0 || md.n+uint64(head.size) <= head.n {
@@ -635,7 +705,7 @@ func (b *Broker) History(ctx context.Context, name string, q broker.HistoryQuery
 		}
 		return head.ttl <= 0 || now.Sub(m.Time) <= head.ttl
 	}
-	cursor := !q.Since.IsZero() && q.Since.Epoch == b.epoch && q.Since.Seq <= last.Sequence
+	cursor := !q.Since.IsZero() && q.Since.Epoch == epoch && q.Since.Seq <= last.Sequence
 	stop := uint64(0) // walk back to messages after this sequence
 	if cursor {
 		stop = q.Since.Seq
@@ -690,8 +760,10 @@ func (b *Broker) History(ctx context.Context, name string, q broker.HistoryQuery
 			case err != nil:
 				return broker.HistoryResult{}, b.wrap("history "+name, err)
 			default:
+				// The subject's oldest message may be of an earlier
+				// epoch; then completeness is not known, and not claimed.
 				m, md := b.message(name, first.Sequence, first.Header, nil)
-				res.Complete = md.n == 1 && kept(m, md)
+				res.Complete = m.Offset.Epoch == epoch && md.n == 1 && kept(m, md)
 			}
 		}
 		if q.Limit >= 0 && len(msgs) > q.Limit {

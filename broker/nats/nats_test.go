@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"slices"
 	"sync"
@@ -91,26 +92,32 @@ func TestNewRejectsBadPrefix(t *testing.T) {
 	}
 }
 
-// TestTwoNodes checks that two brokers on one prefix see each other's
-// messages in the same order, with the offsets Publish returned.
-func TestTwoNodes(t *testing.T) {
-	prefix := newPrefix(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
+// twoNodes starts two brokers on prefix, both subscribed to channel; they
+// are closed when t ends.
+func twoNodes(ctx context.Context, t *testing.T, prefix, channel string) ([2]*nats.Broker, [2]*handler) {
+	t.Helper()
 	nodes := [2]*nats.Broker{newBroker(t, prefix), newBroker(t, prefix)}
 	hs := [2]*handler{{}, {}}
 	for i, b := range nodes {
 		if err := b.Start(ctx, hs[i]); err != nil {
 			t.Fatalf("Start node %d: %v", i, err)
 		}
-		defer b.Close()
-	}
-	const ch = "room:a.b@c=d,e"
-	for i, b := range nodes {
-		if err := b.Subscribe(ctx, ch); err != nil {
+		t.Cleanup(func() { _ = b.Close() })
+		if err := b.Subscribe(ctx, channel); err != nil {
 			t.Fatalf("Subscribe node %d: %v", i, err)
 		}
 	}
+	return nodes, hs
+}
+
+// TestTwoNodes checks that two brokers on one prefix see each other's
+// messages in the same order, with the offsets Publish returned.
+func TestTwoNodes(t *testing.T) {
+	prefix := newPrefix(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	const ch = "room:a.b@c=d,e"
+	nodes, hs := twoNodes(ctx, t, prefix, ch)
 	var (
 		mu   sync.Mutex
 		offs = map[broker.Offset]bool{}
@@ -272,4 +279,206 @@ func TestCloseStopsDelivery(t *testing.T) {
 	}
 	cancel()
 	<-done
+}
+
+// TestLostMessagesStartNewEpoch takes messages a node saw out of the
+// stream in three ways (purge, delete and recreate, deleting the newest as
+// a restored older snapshot would) while two nodes are subscribed, then
+// has both publish at once: no offset is acknowledged twice, both nodes
+// are delivered the new messages in one new epoch, and a resume from the
+// newest lost offset is not complete and gets what history holds.
+func TestLostMessagesStartNewEpoch(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		lose func(ctx context.Context, js jetstream.JetStream, stream string, lost []broker.Offset) error
+	}{
+		{"Purge", func(ctx context.Context, js jetstream.JetStream, stream string, _ []broker.Offset) error {
+			s, err := js.Stream(ctx, stream)
+			if err != nil {
+				return err
+			}
+			return s.Purge(ctx)
+		}},
+		{"Recreate", func(ctx context.Context, js jetstream.JetStream, stream string, _ []broker.Offset) error {
+			s, err := js.Stream(ctx, stream)
+			if err != nil {
+				return err
+			}
+			if err := js.DeleteStream(ctx, stream); err != nil {
+				return err
+			}
+			_, err = js.CreateStream(ctx, s.CachedInfo().Config)
+			return err
+		}},
+		{"DeleteNewest", func(ctx context.Context, js jetstream.JetStream, stream string, lost []broker.Offset) error {
+			s, err := js.Stream(ctx, stream)
+			if err != nil {
+				return err
+			}
+			for _, o := range lost {
+				if err := s.DeleteMsg(ctx, o.Seq); err != nil {
+					return err
+				}
+			}
+			return nil
+		}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			prefix := newPrefix(t)
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			nodes, hs := twoNodes(ctx, t, prefix, "c")
+			opts := broker.HistoryOptions{Size: 100}
+			acked := map[broker.Offset]bool{}
+			var lost []broker.Offset
+			for i := range 4 {
+				off, err := nodes[i%2].Publish(ctx, "c", broker.Publication{Data: json.RawMessage(`1`)}, opts)
+				if err != nil {
+					t.Fatalf("Publish: %v", err)
+				}
+				acked[off] = true
+				if i >= 2 {
+					lost = append(lost, off)
+				}
+			}
+			last := lost[len(lost)-1]
+			for i, h := range hs {
+				waitCount(t, h, 4, fmt.Sprintf("node %d before the loss", i))
+			}
+			js := jetStream(t)
+			if err := tt.lose(ctx, js, nodes[0].StreamName(), lost); err != nil {
+				t.Fatalf("losing messages: %v", err)
+			}
+
+			var (
+				mu    sync.Mutex
+				after []broker.Offset
+				wg    sync.WaitGroup
+			)
+			for i, b := range nodes {
+				wg.Go(func() {
+					for range 5 {
+						off, err := b.Publish(ctx, "c", broker.Publication{Data: json.RawMessage(`2`)}, opts)
+						if err != nil {
+							t.Errorf("Publish on node %d after the loss: %v", i, err)
+							return
+						}
+						mu.Lock()
+						after = append(after, off)
+						mu.Unlock()
+					}
+				})
+			}
+			wg.Wait()
+			if t.Failed() {
+				return
+			}
+			for _, o := range after {
+				if acked[o] {
+					t.Fatalf("offset %v acknowledged twice", o)
+				}
+				acked[o] = true
+				if o.Epoch == last.Epoch {
+					t.Fatalf("offset %v after the loss is in the epoch of the lost %v", o, last)
+				}
+				if o.Epoch != after[0].Epoch {
+					t.Fatalf("offsets after the loss in two epochs: %v and %v", after[0], o)
+				}
+			}
+			for i, h := range hs {
+				got := waitCount(t, h, 4+len(after), fmt.Sprintf("node %d after the loss", i))
+				if !slices.Equal(got[:4], hs[0].offsets()[:4]) || got[4].Epoch != after[0].Epoch {
+					t.Fatalf("node %d was delivered %v", i, got)
+				}
+			}
+			res, err := nodes[1].History(ctx, "c", broker.HistoryQuery{Since: last, Limit: -1})
+			if err != nil {
+				t.Fatalf("History: %v", err)
+			}
+			if res.Complete || len(res.Messages) != len(after) {
+				t.Fatalf("resume from the lost %v: Complete %v, %d messages; want false and the %d published since",
+					last, res.Complete, len(res.Messages), len(after))
+			}
+		})
+	}
+}
+
+// jetStream returns a JetStream handle of the test's own, to look at and
+// tamper with the broker's stream.
+func jetStream(t *testing.T) jetstream.JetStream {
+	t.Helper()
+	nc, err := natsgo.Connect(serverURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js
+}
+
+// waitCount waits until h holds n messages and returns their offsets.
+func waitCount(t *testing.T, h *handler, n int, what string) []broker.Offset {
+	t.Helper()
+	deadline := time.Now().Add(brokertest.Timeout)
+	for len(h.offsets()) < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %d messages delivered, want %d", what, len(h.offsets()), n)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	return h.offsets()
+}
+
+// TestStartAppliesLimits starts a broker on a stream created without caps
+// (as herald made it before): Start brings it to the configured limits.
+func TestStartAppliesLimits(t *testing.T) {
+	prefix := newPrefix(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	js := jetStream(t)
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{
+		Name:      prefix + "-history",
+		Subjects:  []string{prefix + ".msg.*"},
+		Storage:   jetstream.FileStorage,
+		MaxAge:    24 * time.Hour,
+		RePublish: &jetstream.RePublish{Source: prefix + ".msg.>", Destination: prefix + ".live.>"},
+	}); err != nil {
+		t.Fatalf("create the old stream: %v", err)
+	}
+	b, err := nats.New(nats.Config{URL: serverURL(), Prefix: prefix, MaxHistory: 50, MaxAge: 11 * time.Minute, MaxBytes: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Start(ctx, &handler{}); err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	defer b.Close()
+	s, err := js.Stream(ctx, b.StreamName())
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := s.CachedInfo().Config
+	if got.MaxMsgsPerSubject != 50 || got.MaxAge != 11*time.Minute || got.MaxBytes != 1<<20 {
+		t.Fatalf("stream limits: %d per channel, age %v, %d bytes; want 50, 11m, %d",
+			got.MaxMsgsPerSubject, got.MaxAge, got.MaxBytes, 1<<20)
+	}
+
+	// Defaults: a cap on bytes too.
+	b2, err := nats.New(nats.Config{URL: serverURL(), Prefix: prefix})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b2.Start(ctx, &handler{}); err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	defer b2.Close()
+	if s, err = js.Stream(ctx, b.StreamName()); err != nil {
+		t.Fatal(err)
+	}
+	if got := s.CachedInfo().Config.MaxBytes; got != nats.DefaultMaxBytes {
+		t.Fatalf("default MaxBytes %d, want %d", got, nats.DefaultMaxBytes)
+	}
 }

@@ -12,6 +12,20 @@
 // published until go-redis reconnects it. History still holds those
 // messages: once the connection receives again the broker calls the
 // Handler's HandleReconnect, and the offsets show the gap.
+//
+// # Failover
+//
+// Redis may come back with an older state of a channel than the one it
+// acknowledged (a failover to a replica that lagged, a restored snapshot).
+// Every node remembers the newest offset it saw in each channel it used
+// recently (publish acknowledgements, deliveries, history reads; bounded
+// by watermark.DefaultSize channels, least recently used forgotten) and
+// hands it to the publish script, which starts a new epoch when the stored
+// sequence is behind it. So an offset is never acknowledged twice through a
+// node that saw it; a node that never saw the lost offsets cannot tell, and
+// a publish through it before any node that saw them publishes may reuse
+// one (subscribers elsewhere then take that message for a copy of one they
+// had). Resumes from a lost offset are told they did not recover.
 package redis
 
 import (
@@ -21,6 +35,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"strconv"
 	"strings"
 	"sync"
@@ -29,6 +44,7 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/heraldhq/herald/broker"
+	"github.com/heraldhq/herald/internal/watermark"
 )
 
 var (
@@ -65,15 +81,20 @@ type Broker struct {
 	presenceTTL time.Duration
 	log         *slog.Logger
 	client      *goredis.Client
+	seen        *watermark.Table // newest offset seen per recent channel
 
 	mu      sync.Mutex // guards everything below
 	ps      *goredis.PubSub
 	handler broker.Handler
-	wanted  map[string]bool            // topic → subscribed
-	waiters map[string][]chan struct{} // kind+" "+topic → Subscribe/Unsubscribe calls awaiting confirmation
-	closed  bool
-	stop    chan struct{} // closed by Close
-	done    chan struct{} // closed when the receive loop exits
+	wanted  map[string]bool // subscribed topics (always true)
+	// wantedPeak is the most entries wanted held since it was made; Go
+	// maps never give memory back, so it is rebuilt when it shrinks well
+	// below that (see forgetTopicLocked).
+	wantedPeak int
+	waiters    map[string][]chan struct{} // kind+" "+topic → Subscribe/Unsubscribe calls awaiting confirmation
+	closed     bool
+	stop       chan struct{} // closed by Close
+	done       chan struct{} // closed when the receive loop exits
 }
 
 // New validates cfg and returns a broker. It does not connect; Start does.
@@ -102,6 +123,7 @@ func New(cfg Config) (*Broker, error) {
 		presenceTTL: cfg.PresenceTTL,
 		log:         cfg.Logger,
 		client:      goredis.NewClient(opts),
+		seen:        watermark.New(0),
 		wanted:      make(map[string]bool),
 		waiters:     make(map[string][]chan struct{}),
 		stop:        make(chan struct{}),
@@ -203,7 +225,12 @@ func (b *Broker) subscription(ctx context.Context, kind, channel string) error {
 		return fmt.Errorf("redis broker: %s %q: %w", kind, channel, broker.ErrUnavailable)
 	}
 	ps := b.ps
-	b.wanted[topic] = kind == "subscribe"
+	if kind == "subscribe" {
+		b.wanted[topic] = true
+		b.wantedPeak = max(b.wantedPeak, len(b.wanted))
+	} else {
+		b.forgetTopicLocked(topic)
+	}
 	w := kind + " " + topic
 	b.waiters[w] = append(b.waiters[w], wait)
 	b.mu.Unlock()
@@ -231,6 +258,23 @@ func (b *Broker) subscription(ctx context.Context, kind, channel string) error {
 	}
 	b.mu.Unlock()
 	return b.wrap(ctx, kind+" "+strconv.Quote(channel), err)
+}
+
+// minRebuild is the peak below which the table of subscribed topics is not
+// worth rebuilding.
+const minRebuild = 1024
+
+// forgetTopicLocked removes topic from the subscribed topics, rebuilding
+// the map once it holds under a quarter of its peak: a node that served
+// many channels once does not keep their memory for good.
+func (b *Broker) forgetTopicLocked(topic string) {
+	delete(b.wanted, topic)
+	if b.wantedPeak < minRebuild || len(b.wanted) > b.wantedPeak/4 {
+		return
+	}
+	m := make(map[string]bool, len(b.wanted))
+	maps.Copy(m, b.wanted) // not maps.Clone, which keeps the capacity
+	b.wanted, b.wantedPeak = m, len(m)
 }
 
 func removeWaiter(ws []chan struct{}, w chan struct{}) []chan struct{} {
@@ -311,6 +355,7 @@ func (b *Broker) deliver(topic, payload string) {
 	case payload[0] == 'm' && len(fields) == 8:
 		var m broker.Message
 		if m, err = decodeMessage(channel, fields); err == nil {
+			b.seen.Observe(channel, m.Offset)
 			h.HandleMessage(m)
 			return
 		}
@@ -380,10 +425,11 @@ func (b *Broker) Publish(ctx context.Context, channel string, p broker.Publicati
 	if opts.TTL > 0 && ttl == 0 {
 		ttl = 1
 	}
+	seen := b.seen.Get(channel)
 	res, err := publishScript.Run(ctx, b.client,
 		[]string{b.key(channel, "meta"), b.key(channel, "stream")},
 		newEpoch(), max(opts.Size, 0), ttl, metaGrace.Milliseconds(), b.topic(channel),
-		[]byte(p.Data), binary, p.Event, p.User, p.Client,
+		[]byte(p.Data), binary, p.Event, p.User, p.Client, seen.Epoch, seen.Seq,
 	).Slice()
 	if err != nil {
 		return broker.Offset{}, b.wrap(ctx, "publish to "+strconv.Quote(channel), err)
@@ -393,7 +439,9 @@ func (b *Broker) Publish(ctx context.Context, channel string, p broker.Publicati
 	}
 	seq, _ := res[0].(int64)
 	epoch, _ := res[1].(string)
-	return broker.Offset{Epoch: epoch, Seq: uint64(seq)}, nil
+	off := broker.Offset{Epoch: epoch, Seq: uint64(seq)}
+	b.seen.Observe(channel, off)
+	return off, nil
 }
 
 // History reads channel's history, dropping expired messages first.
@@ -432,6 +480,7 @@ func (b *Broker) History(ctx context.Context, channel string, q broker.HistoryQu
 	if seq == 0 {
 		out.Latest = broker.Offset{}
 	}
+	b.seen.Observe(channel, out.Latest)
 	switch mode {
 	case "zero":
 		out.Complete = first == 1

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"sync"
 	"testing"
@@ -102,10 +103,9 @@ func (c *collector) offsets() []broker.Offset {
 	return out
 }
 
-func TestTwoNodesShareChannels(t *testing.T) {
-	prefix := testPrefix(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
+// twoNodes starts two brokers on prefix, both subscribed to channel.
+func twoNodes(ctx context.Context, t *testing.T, prefix, channel string) ([2]*redis.Broker, [2]*collector) {
+	t.Helper()
 	var nodes [2]*redis.Broker
 	var recs [2]*collector
 	for i := range nodes {
@@ -115,10 +115,18 @@ func TestTwoNodesShareChannels(t *testing.T) {
 			t.Fatalf("Start node %d: %v", i, err)
 		}
 		t.Cleanup(func() { _ = nodes[i].Close() })
-		if err := nodes[i].Subscribe(ctx, "shared"); err != nil {
+		if err := nodes[i].Subscribe(ctx, channel); err != nil {
 			t.Fatalf("Subscribe node %d: %v", i, err)
 		}
 	}
+	return nodes, recs
+}
+
+func TestTwoNodesShareChannels(t *testing.T) {
+	prefix := testPrefix(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	nodes, recs := twoNodes(ctx, t, prefix, "shared")
 	var want []broker.Offset
 	for i := range 6 {
 		off, err := nodes[i%2].Publish(ctx, "shared", broker.Publication{Data: json.RawMessage(`1`)}, broker.HistoryOptions{Size: 10})
@@ -204,5 +212,230 @@ func TestPresenceExpires(t *testing.T) {
 			t.Fatalf("Presence still lists %v after its TTL", cs)
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// keysOf returns the keys herald keeps channel's offsets and history in,
+// under prefix (see the key layout in scripts.go).
+func keysOf(prefix, channel string) []string {
+	return []string{prefix + "{" + channel + "}:meta", prefix + "{" + channel + "}:stream"}
+}
+
+// snapshot is a saved state of some keys: DUMP payloads and TTLs.
+type snapshot map[string]struct {
+	dump string
+	ttl  time.Duration
+}
+
+// saveKeys DUMPs keys, as a replica that stops replicating keeps them.
+func saveKeys(t *testing.T, c *goredis.Client, keys ...string) snapshot {
+	t.Helper()
+	ctx := context.Background()
+	s := snapshot{}
+	for _, k := range keys {
+		d, err := c.Dump(ctx, k).Result()
+		if err != nil {
+			t.Fatalf("DUMP %s: %v", k, err)
+		}
+		ttl, err := c.PTTL(ctx, k).Result()
+		if err != nil {
+			t.Fatalf("PTTL %s: %v", k, err)
+		}
+		s[k] = struct {
+			dump string
+			ttl  time.Duration
+		}{d, max(ttl, 0)}
+	}
+	return s
+}
+
+// restore puts the saved keys back (RESTORE … REPLACE with their TTL), as
+// a failover to that replica would.
+func (s snapshot) restore(t *testing.T, c *goredis.Client) {
+	t.Helper()
+	for k, v := range s {
+		if err := c.RestoreReplace(context.Background(), k, v.ttl, v.dump).Err(); err != nil {
+			t.Fatalf("RESTORE %s: %v", k, err)
+		}
+	}
+}
+
+func adminClient(t *testing.T) *goredis.Client {
+	t.Helper()
+	opts, err := goredis.ParseURL(serverURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := goredis.NewClient(opts)
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+// TestOlderStateStartsNewEpoch brings a channel's keys back to an older
+// state, as a failover to a replica that lagged does: the offsets herald
+// acknowledged since are never acknowledged again, subscribers keep
+// receiving, and a resume from the newest acknowledged offset is told it
+// did not recover.
+func TestOlderStateStartsNewEpoch(t *testing.T) {
+	prefix := testPrefix(t)
+	admin := adminClient(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	nodes, recs := twoNodes(ctx, t, prefix, "c")
+	opts := broker.HistoryOptions{Size: 100, TTL: time.Hour}
+	acked := map[broker.Offset]bool{}
+	var last broker.Offset
+	pub := func(node int) broker.Offset {
+		t.Helper()
+		off, err := nodes[node].Publish(ctx, "c", broker.Publication{Data: json.RawMessage(`1`)}, opts)
+		if err != nil {
+			t.Fatalf("Publish on node %d: %v", node, err)
+		}
+		if acked[off] {
+			t.Fatalf("offset %v acknowledged twice", off)
+		}
+		acked[off] = true
+		return off
+	}
+	for range 3 {
+		pub(0)
+	}
+	saved := saveKeys(t, admin, keysOf(prefix, "c")...)
+	for range 3 {
+		last = pub(0)
+	}
+	// Both nodes delivered everything: both saw the channel up to last.
+	for i, rec := range recs {
+		waitOffsets(t, rec, 6, fmt.Sprintf("node %d before the restore", i))
+	}
+	saved.restore(t, admin)
+
+	// Both nodes publish at once: neither may reuse an offset, nor may
+	// they disagree on the new epoch.
+	var wg sync.WaitGroup
+	offs := make([][]broker.Offset, 2)
+	for i := range nodes {
+		wg.Go(func() {
+			for range 5 {
+				off, err := nodes[i].Publish(ctx, "c", broker.Publication{Data: json.RawMessage(`2`)}, opts)
+				if err != nil {
+					t.Errorf("Publish after the restore on node %d: %v", i, err)
+					return
+				}
+				offs[i] = append(offs[i], off)
+			}
+		})
+	}
+	wg.Wait()
+	if t.Failed() {
+		return
+	}
+	var after []broker.Offset
+	for _, o := range append(offs[0], offs[1]...) {
+		if acked[o] {
+			t.Fatalf("offset %v acknowledged again after the restore", o)
+		}
+		acked[o] = true
+		if o.Epoch == last.Epoch && o.Seq <= last.Seq {
+			t.Fatalf("offset %v after the restore is not past %v in its epoch", o, last)
+		}
+		after = append(after, o)
+	}
+	for i, rec := range recs {
+		got := waitOffsets(t, rec, 6+len(after), fmt.Sprintf("node %d after the restore", i))
+		for _, o := range got[6:] {
+			if o.Epoch == last.Epoch && o.Seq <= last.Seq {
+				t.Fatalf("node %d was delivered %v, an offset it had been given before", i, o)
+			}
+		}
+	}
+	res, err := nodes[1].History(ctx, "c", broker.HistoryQuery{Since: last, Limit: -1})
+	if err != nil {
+		t.Fatalf("History: %v", err)
+	}
+	if res.Complete {
+		t.Fatalf("resume from %v, lost in the restore: Complete = true", last)
+	}
+	all, err := nodes[1].History(ctx, "c", broker.HistoryQuery{Limit: -1})
+	if err != nil {
+		t.Fatalf("History: %v", err)
+	}
+	if len(res.Messages) != len(all.Messages) || len(all.Messages) == 0 {
+		t.Fatalf("resume from %v got %d messages, want all %d history holds", last, len(res.Messages), len(all.Messages))
+	}
+}
+
+// waitOffsets waits until rec holds n messages and returns their offsets.
+func waitOffsets(t *testing.T, rec *collector, n int, what string) []broker.Offset {
+	t.Helper()
+	deadline := time.Now().Add(brokertest.Timeout)
+	for len(rec.offsets()) < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %d messages delivered, want %d", what, len(rec.offsets()), n)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	return rec.offsets()
+}
+
+// TestSubscribedMapShrinks subscribes many channels and unsubscribes them:
+// the broker's table of subscribed topics must not keep their memory.
+func TestSubscribedMapShrinks(t *testing.T) {
+	b := newBroker(t, redis.Config{URL: serverURL(), Prefix: testPrefix(t)})
+	defer b.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := b.Start(ctx, &collector{}); err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	const n = 3000
+	for i := range n {
+		if err := b.Subscribe(ctx, fmt.Sprint("c", i)); err != nil {
+			t.Fatalf("Subscribe: %v", err)
+		}
+	}
+	if got, peak := b.SubscribedTopics(); got != n || peak != n {
+		t.Fatalf("after %d subscribes: %d topics, peak %d; want %d, %d", n, got, peak, n, n)
+	}
+	for i := range n - 10 {
+		if err := b.Unsubscribe(ctx, fmt.Sprint("c", i)); err != nil {
+			t.Fatalf("Unsubscribe: %v", err)
+		}
+	}
+	got, peak := b.SubscribedTopics()
+	if got != 10 {
+		t.Fatalf("after unsubscribing all but 10: %d topics held", got)
+	}
+	if peak > n/4 {
+		t.Fatalf("after unsubscribing all but 10: the map's peak is still %d, not rebuilt", peak)
+	}
+}
+
+// TestStreamBoundedBySizeAndTTL checks what Redis itself keeps: the stream
+// is trimmed to the history size and both keys expire after the TTL (the
+// channel's offsets a minute later).
+func TestStreamBoundedBySizeAndTTL(t *testing.T) {
+	prefix := testPrefix(t)
+	b := newBroker(t, redis.Config{URL: serverURL(), Prefix: prefix})
+	ctx := context.Background()
+	if err := b.Start(ctx, &collector{}); err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	for range 5 {
+		if _, err := b.Publish(ctx, "c", broker.Publication{Data: json.RawMessage(`1`)}, broker.HistoryOptions{Size: 3, TTL: time.Hour}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	admin := adminClient(t)
+	keys := keysOf(prefix, "c")
+	if n, err := admin.XLen(ctx, keys[1]).Result(); err != nil || n != 3 {
+		t.Fatalf("XLEN = %d, %v; want 3", n, err)
+	}
+	for i, limit := range []time.Duration{time.Hour + time.Minute, time.Hour} {
+		ttl, err := admin.PTTL(ctx, keys[i]).Result()
+		if err != nil || ttl <= 0 || ttl > limit {
+			t.Fatalf("PTTL %s = %v, %v; want at most %v", keys[i], ttl, err, limit)
+		}
 	}
 }

@@ -55,17 +55,26 @@ end
 // publishScript assigns the next offset, stores the message and publishes
 // it on the channel's topic, all in one atomic step.
 //
-// KEYS: meta, stream. ARGV: new epoch (used only when the sequence is new),
-// size, ttl ms, meta grace ms, topic, data, binary, event, user, client.
+// A new epoch starts, at sequence 1 with an empty stream, for a new channel
+// and for one whose stored state is behind what the publishing node saw
+// (seen epoch and seq): Redis came back with an older state (a failover to
+// a replica that lagged, a restored snapshot), and the offsets after the
+// stored sequence were acknowledged for messages that are gone. Deciding
+// this in the script makes it atomic: of several nodes that saw the lost
+// offsets, the first to publish starts the new epoch and the others carry
+// on in it.
+//
+// KEYS: meta, stream. ARGV: new epoch, size, ttl ms, meta grace ms, topic,
+// data, binary, event, user, client, seen epoch ("" for none), seen seq.
 // Returns {seq, epoch}.
 var publishScript = goredis.NewScript(luaTrim + `
 local meta, stream = KEYS[1], KEYS[2]
 local size, ttl, grace = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local seq = redis.call('HINCRBY', meta, 'seq', 1)
 local epoch = redis.call('HGET', meta, 'epoch')
-if seq == 1 or not epoch then
-  epoch = ARGV[1]
-  redis.call('HSET', meta, 'epoch', epoch)
+if seq == 1 or not epoch or (epoch == ARGV[11] and seq <= tonumber(ARGV[12])) then
+  epoch, seq = ARGV[1], 1
+  redis.call('HSET', meta, 'epoch', epoch, 'seq', seq)
   redis.call('DEL', stream)
 end
 redis.call('HSET', meta, 'ttl', ARGV[3])

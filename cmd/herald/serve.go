@@ -13,6 +13,7 @@ import (
 	"os"
 	"runtime/debug"
 	"strings"
+	"time"
 
 	"golang.org/x/crypto/acme/autocert"
 
@@ -44,7 +45,7 @@ func serve(ctx context.Context, args, env []string, _ io.Writer, stderr io.Write
 	logger := newLogger(stderr, s.logFormat, s.logLevel)
 	cfg := s.config
 	cfg.Logger = logger
-	if cfg.Broker, err = newBroker(s.broker, logger); err != nil {
+	if cfg.Broker, err = newBroker(s, logger); err != nil {
 		return err
 	}
 	srv, err := herald.New(cfg)
@@ -140,24 +141,44 @@ func newLogger(w io.Writer, format string, level slog.Level) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, opts))
 }
 
-// newBroker makes the broker a --broker URL names; herald.New starts it.
-func newBroker(brokerURL string, logger *slog.Logger) (broker.Broker, error) {
+// newBroker makes the broker the settings name; herald.New starts it.
+func newBroker(s *settings, logger *slog.Logger) (broker.Broker, error) {
 	var (
 		b   broker.Broker
 		err error
 	)
 	switch {
-	case brokerURL == "memory":
-		return memory.New(), nil
-	case strings.HasPrefix(brokerURL, "nats://"):
-		b, err = nats.New(nats.Config{URL: brokerURL, Logger: logger})
+	case s.broker == "memory":
+		return memory.NewWithConfig(memory.Config{MaxHistoryBytes: int64(s.historyBytes)})
+	case strings.HasPrefix(s.broker, "nats://"):
+		b, err = nats.New(natsConfig(s, s.broker, logger))
 	default:
-		b, err = redis.New(redis.Config{URL: brokerURL, Logger: logger})
+		b, err = redis.New(redis.Config{URL: s.broker, Logger: logger})
 	}
 	if err != nil {
-		return nil, fmt.Errorf("broker %s: %w", redactURL(brokerURL), err)
+		return nil, fmt.Errorf("broker %s: %w", redactURL(s.broker), err)
 	}
 	return b, nil
+}
+
+// natsConfig sizes the NATS stream for the history the settings keep: as
+// many messages per channel and as long (and a minute, as Redis keeps a
+// channel's offsets) as the namespace that keeps most, in at most
+// --history-bytes.
+func natsConfig(s *settings, url string, logger *slog.Logger) nats.Config {
+	c := nats.Config{URL: url, Logger: logger, MaxBytes: int64(s.historyBytes)}
+	size, ttl := s.config.HistorySize, s.config.HistoryTTL
+	for _, ns := range s.config.Namespaces {
+		size, ttl = max(size, ns.HistorySize), max(ttl, ns.HistoryTTL)
+	}
+	// Zero leaves herald's default, which nats.Config's defaults cover.
+	if s.config.HistorySize != 0 {
+		c.MaxHistory = max(size, 1) // the newest message carries the channel's chain
+	}
+	if s.config.HistoryTTL != 0 {
+		c.MaxAge = ttl + time.Minute
+	}
+	return c
 }
 
 // redactURL hides a password in a broker URL, for logs.

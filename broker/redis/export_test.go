@@ -1,0 +1,9 @@
+package redis
+
+// SubscribedTopics returns how many topics the broker holds as subscribed,
+// and the peak its map grew to since it was last rebuilt.
+func (b *Broker) SubscribedTopics() (n, peak int) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.wanted), b.wantedPeak
+}
