@@ -64,7 +64,9 @@ type Config struct {
 	SSERetry     time.Duration
 
 	// APIKey guards the server API (/api/…), compared in constant time.
-	// Empty: the API answers loopback callers only.
+	// Empty: the API answers loopback callers only, and no web page: only
+	// requests to a loopback Host (localhost, 127.0.0.0/8, [::1]) with no
+	// Origin or a loopback one, whatever Origins says.
 	APIKey string
 
 	// TokenSecret verifies HS256 client tokens, TokenPublicKey (PEM: an

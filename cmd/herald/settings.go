@@ -70,7 +70,7 @@ func options() []option {
 			}
 			return nil
 		}},
-		{"api-key", "key for the server API; without one it answers loopback callers only", func(s *settings, v string) error { s.config.APIKey = v; return nil }},
+		{"api-key", "key for the server API; without one it answers loopback callers only, and no web page", func(s *settings, v string) error { s.config.APIKey = v; return nil }},
 		{"admin-token", "token for the admin page at /admin (live numbers, channels, publish); without one there is no admin page", func(s *settings, v string) error { s.config.AdminToken = v; return nil }},
 		{"token-secret", "HS256 secret for client tokens; once set, clients need a token unless --allow-anonymous", func(s *settings, v string) error { s.config.TokenSecret = v; return nil }},
 		{"token-public-key", "PEM file of an RSA or ECDSA P-256 public key for RS256/ES256 client tokens", fileSetting(func(s *settings, b []byte) { s.config.TokenPublicKey = b })},
