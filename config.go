@@ -77,6 +77,13 @@ type Config struct {
 	TokenSecret    string
 	TokenPublicKey []byte
 	TokenJWKS      []byte
+	// TokenAudience and TokenIssuer, when set, are required of every
+	// token: its aud must name TokenAudience (aud may be a list) and its
+	// iss must be TokenIssuer. Set both with a JWKS shared by several
+	// services, or a token issued for one of them opens herald too. Empty:
+	// aud and iss are not checked. They need a token key.
+	TokenAudience string
+	TokenIssuer   string
 	// AllowAnonymous lets clients without a token connect although a token
 	// key is set. Without a key it is moot: every client is anonymous.
 	AllowAnonymous bool

@@ -83,7 +83,13 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{cfg: cfg, broker: cfg.Broker, nodeID: newNodeID(), origins: origin.New(cfg.Origins)}
 	s.limits.max, s.limits.perIP = cfg.MaxConnections, cfg.MaxConnectionsPerIP
 	s.adminToken = auth.NewSecret(cfg.AdminToken)
-	s.verifier, err = auth.New(auth.Keys{Secret: []byte(cfg.TokenSecret), PublicKeyPEM: cfg.TokenPublicKey, JWKS: cfg.TokenJWKS})
+	s.verifier, err = auth.New(auth.Keys{
+		Secret:       []byte(cfg.TokenSecret),
+		PublicKeyPEM: cfg.TokenPublicKey,
+		JWKS:         cfg.TokenJWKS,
+		Audience:     cfg.TokenAudience,
+		Issuer:       cfg.TokenIssuer,
+	})
 	if err != nil {
 		return nil, fmt.Errorf("herald: config: %w", err)
 	}

@@ -75,6 +75,8 @@ func options() []option {
 		{"token-secret", "HS256 secret for client tokens; once set, clients need a token unless --allow-anonymous", func(s *settings, v string) error { s.config.TokenSecret = v; return nil }},
 		{"token-public-key", "PEM file of an RSA or ECDSA P-256 public key for RS256/ES256 client tokens", fileSetting(func(s *settings, b []byte) { s.config.TokenPublicKey = b })},
 		{"token-jwks", "JSON Web Key Set file for RS256/ES256 client tokens, by kid", fileSetting(func(s *settings, b []byte) { s.config.TokenJWKS = b })},
+		{"token-audience", "audience every client token must name in its aud (recommended with a JWKS shared by other services)", func(s *settings, v string) error { s.config.TokenAudience = v; return nil }},
+		{"token-issuer", "issuer every client token must name in its iss (recommended with a JWKS)", func(s *settings, v string) error { s.config.TokenIssuer = v; return nil }},
 		{"allow-anonymous", "let clients in without a token although a token key is set (without a key everyone is anonymous)", boolSetting(func(s *settings, on bool) { s.config.AllowAnonymous = on })},
 		{"max-subscriptions", "channels per connection (0: no limit)", limitSetting(func(s *settings, n int) { s.config.MaxSubscriptions = n })},
 		{"publish-rate", "publishes per second per connection, on average (0: no limit)", func(s *settings, v string) error {
