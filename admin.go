@@ -53,9 +53,15 @@ func (s *Server) adminAuthorized(r *http.Request) bool {
 
 // AdminHandler serves the admin page and its data: GET /admin (the page),
 // GET /admin/stream (the nodes' snapshots, SSE), GET /admin/channels and
-// POST /admin/publish. Everything but the page needs the admin token;
-// without Config.AdminToken it answers 404. Mount it on "/admin".
+// POST /admin/publish. Everything but the page and its script needs the
+// admin token. Without Config.AdminToken it answers 404 to everything.
+// Mount it on "/admin" and "/admin/".
 func (s *Server) AdminHandler() http.Handler {
+	if !s.adminEnabled() {
+		return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			writeHTTPError(w, Errorf(CodeNotFound, "the admin page is off: set --admin-token (Config.AdminToken)"))
+		})
+	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /admin", func(w http.ResponseWriter, r *http.Request) {
 		http.ServeFileFS(w, r, web.FS(), "admin.html")
@@ -114,13 +120,10 @@ func (s *Server) AdminHandler() http.Handler {
 	return mux
 }
 
-// adminOnly answers 404 while the admin page is off and 401 without the
-// admin token.
+// adminOnly answers 401 without the admin token.
 func (s *Server) adminOnly(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		switch {
-		case !s.adminEnabled():
-			writeHTTPError(w, Errorf(CodeNotFound, "the admin page is off: set --admin-token (Config.AdminToken)"))
 		case !s.adminAuthorized(r):
 			s.refusal(r, "unauthorized", "bad or missing admin token")
 			w.Header().Set("WWW-Authenticate", `Bearer realm="herald admin"`)

@@ -11,11 +11,23 @@ import (
 	"github.com/heraldhq/herald/heraldtest"
 )
 
+// Without an admin token there is no admin page at all: not its sign-in
+// form, which could never work, nor its script, nor its data.
 func TestAdminOffWithoutToken(t *testing.T) {
 	t.Parallel()
 	_, base := newServer(t, herald.Config{})
-	if r := apiCall(t, http.MethodGet, base+"/admin/channels", ""); r.status != http.StatusNotFound {
-		t.Fatalf("/admin/channels without an admin token configured: %d, want 404", r.status)
+	for _, c := range []struct{ method, path string }{
+		{"GET", "/admin"}, {"GET", "/admin/"}, {"GET", "/admin/admin.js"}, {"GET", "/admin/stream"},
+		{"GET", "/admin/channels"}, {"POST", "/admin/publish"}, {"GET", "/admin/nope"},
+		{"GET", "/admin.html"}, {"GET", "/admin.js"},
+	} {
+		if r := apiCall(t, c.method, base+c.path, `{"channel":"c","data":1}`, "Authorization", "Bearer x"); r.status != http.StatusNotFound {
+			t.Errorf("%s %s without an admin token configured: %d, want 404", c.method, c.path, r.status)
+		}
+	}
+	// The demo page is still there.
+	if r := apiCall(t, "GET", base+"/", ""); r.status != http.StatusOK {
+		t.Fatalf("GET /: %d", r.status)
 	}
 }
 

@@ -167,6 +167,10 @@ func (s *Server) routes() *http.ServeMux {
 	mux.Handle("GET /admin", admin) // method patterns: a bare "/admin/" would conflict with "GET /"
 	mux.Handle("GET /admin/", admin)
 	mux.Handle("POST /admin/", admin)
+	// The admin page's files are served under /admin only, and only
+	// while it is on.
+	mux.Handle("GET /admin.html", http.NotFoundHandler())
+	mux.Handle("GET /admin.js", http.NotFoundHandler())
 	mux.Handle("GET /", http.FileServerFS(web.FS()))
 	return mux
 }
