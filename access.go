@@ -84,8 +84,8 @@ func (s *Server) newAccess(c caller) *access {
 func (a *access) anonymous(c broker.ClientInfo) bool { return a.id.Load() == nil && c.User == "" }
 
 func (a *access) AuthorizeSubscribe(ctx context.Context, c broker.ClientInfo, channel string) error {
-	if protocol.Namespace(channel) == adminNamespace {
-		return Errorf(CodeForbidden, "the herald-admin namespace is herald's own: the admin page reads it")
+	if e := protocol.Reserved(channel); e != nil {
+		return e
 	}
 	if a.anonymous(c) && a.s.cfg.rules(channel).noAnonymousSubscribe {
 		return Errorf(CodeForbidden, fmt.Sprintf("anonymous clients may not subscribe to %q: connect with a token", channel))
@@ -98,8 +98,8 @@ func (a *access) AuthorizeSubscribe(ctx context.Context, c broker.ClientInfo, ch
 
 func (a *access) AuthorizePublish(ctx context.Context, c broker.ClientInfo, channel string, p *broker.Publication) error {
 	r := a.s.cfg.rules(channel)
-	if protocol.Namespace(channel) == adminNamespace {
-		return Errorf(CodeForbidden, "the herald-admin namespace is herald's own")
+	if e := protocol.Reserved(channel); e != nil {
+		return e
 	}
 	if r.noClientPublish {
 		return Errorf(CodeForbidden, fmt.Sprintf("clients may not publish to %q: only the server API does", channel))

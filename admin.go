@@ -22,7 +22,7 @@ import (
 // reading that channel over herald's own SSE — sees every node, whichever
 // it is connected to. Clients can neither subscribe nor publish there.
 const (
-	adminNamespace = "herald-admin"
+	adminNamespace = protocol.ReservedNamespace
 	adminChannel   = adminNamespace + ":nodes"
 	adminInterval  = time.Second
 )
@@ -103,10 +103,6 @@ func (s *Server) AdminHandler() http.Handler {
 		}
 		if err != nil || req.Data == nil {
 			writeHTTPError(w, Errorf(CodeBadRequest, `want {"channel":"…","data":…,"event"?}`))
-			return
-		}
-		if protocol.Namespace(req.Channel) == adminNamespace {
-			writeHTTPError(w, Errorf(CodeForbidden, "the herald-admin namespace is herald's own"))
 			return
 		}
 		off, err := s.Publish(r.Context(), req.Channel, req.Data, WithEvent(req.Event))

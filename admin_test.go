@@ -109,3 +109,34 @@ func TestAdminShowsEveryNodeOnRedis(t *testing.T) {
 		nodes[st.Node] = true
 	}
 }
+
+// The herald-admin namespace carries the nodes' own snapshots: the server
+// API, like clients and the admin page's publish form, cannot publish
+// there, or forged numbers would show on the admin page.
+func TestAPICannotPublishToAdminNamespace(t *testing.T) {
+	t.Parallel()
+	srv, base := newServer(t, herald.Config{AdminToken: "admin-secret"})
+	_, keyBase := newServer(t, herald.Config{AdminToken: "admin-secret", APIKey: "k"})
+	s := openSSE(t, nil, base+"/admin/stream?token=admin-secret", nil)
+	s.next() // the opening block
+	for _, ch := range []string{"herald-admin:nodes", "herald-admin:other"} {
+		body := `{"channel":"` + ch + `","data":{"node":"forged","connections":1e9},"event":"node"}`
+		r := apiCall(t, http.MethodPost, base+"/api/publish", body)
+		wantAPIError(t, r, http.StatusForbidden, "forbidden")
+		if !strings.Contains(r.raw, "herald-admin") {
+			t.Errorf("refusal %s does not name the namespace", r.raw)
+		}
+		wantAPIError(t, apiCall(t, http.MethodPost, keyBase+"/api/publish", body, "Authorization", "Bearer k"), http.StatusForbidden, "forbidden")
+		if _, err := srv.Publish(t.Context(), ch, map[string]any{"node": "forged"}); err == nil {
+			t.Errorf("Server.Publish to %s went through", ch)
+		} else if e, ok := err.(*herald.Error); !ok || e.Code != herald.CodeForbidden {
+			t.Errorf("Server.Publish to %s: %v, want forbidden", ch, err)
+		}
+	}
+	// A forged snapshot would have come before the next real one.
+	for range 2 {
+		if ev := s.next(); strings.Contains(ev.Data, "forged") {
+			t.Fatalf("the admin stream carried a forged snapshot: %+v", ev)
+		}
+	}
+}

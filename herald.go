@@ -352,9 +352,14 @@ func (h *connHandler) Close() {
 
 // Publish publishes data (any value that encodes to JSON, or a
 // json.RawMessage) to channel from the application and returns its offset.
+// The herald-admin namespace is herald's own: publishing there is a
+// forbidden *Error.
 func (s *Server) Publish(ctx context.Context, channel string, data any, opts ...PublishOption) (string, error) {
 	if !protocol.ValidChannel(channel) {
 		return "", Errorf(CodeBadRequest, "bad channel name")
+	}
+	if e := protocol.Reserved(channel); e != nil {
+		return "", e
 	}
 	raw, ok := data.(json.RawMessage)
 	if !ok {

@@ -273,6 +273,11 @@ func (h *Handler) publish(w http.ResponseWriter, r *http.Request, _ string) {
 		writeError(w, perr)
 		return
 	}
+	if e := protocol.Reserved(*req.Channel); e != nil {
+		h.refused(string(e.Code))
+		writeError(w, e)
+		return
+	}
 	off, err := h.cfg.Hub.Publish(r.Context(), *req.Channel, broker.Publication{Data: req.Data, Event: deref(req.Event)})
 	if err != nil {
 		writeError(w, h.publicError(fmt.Errorf("api: publish: %w", err)))
