@@ -96,8 +96,10 @@ type Config struct {
 	// PublishRate: no limit.
 	PublishRate  float64
 	PublishBurst int
-	// MaxConnections caps open WebSocket and SSE connections together;
-	// more are refused with 503 before the upgrade. Default: the process's
+	// MaxConnections caps open WebSocket and SSE connections together,
+	// and idle keep-alive connections where the http.Server's ConnState
+	// is Server.ConnState; more are refused with 503 before the upgrade,
+	// and an idle connection over it is closed. Default: the process's
 	// open-file limit less a reserve for listeners, brokers and files (a
 	// tenth of it, at most 256); negative: no limit.
 	MaxConnections int

@@ -72,6 +72,7 @@ type Server struct {
 	statsStop   chan struct{} // nil without the admin page
 	statsDone   chan struct{}
 	handshaking sync.Map // net.Conn → time.Time accepted: connections yet to send a request (ConnState)
+	idle        sync.Map // net.Conn → client address: idle keep-alive connections counted in limits (ConnState)
 }
 
 // New checks cfg, starts its broker and returns a ready Server.

@@ -69,6 +69,7 @@ func serve(ctx context.Context, args, env []string, _ io.Writer, stderr io.Write
 	httpSrv := &http.Server{
 		Handler:           srv,
 		ReadHeaderTimeout: s.config.HandshakeTimeout,
+		IdleTimeout:       s.idleTimeout,
 		ConnState:         srv.ConnState,
 		ConnContext:       srv.ConnContext,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelDebug),

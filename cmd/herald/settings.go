@@ -29,6 +29,7 @@ type settings struct {
 	logLevel        slog.Level
 	logFormat       string // text, json, or "" for text on a terminal and JSON otherwise
 	shutdownTimeout time.Duration
+	idleTimeout     time.Duration
 	tlsCert         string // PEM files; both or neither
 	tlsKey          string
 	acmeHost        string // automatic certificates for this host name
@@ -97,6 +98,7 @@ func options() []option {
 		{"queue-bytes", "outgoing bytes a connection may fall behind before it is closed as a slow consumer", intSetting(func(s *settings, n int) { s.config.QueueBytes = n })},
 		{"handshake-timeout", "time a client has to send its request headers, and the server to write an upgrade", durationSetting(func(s *settings, d time.Duration) { s.config.HandshakeTimeout = d })},
 		{"write-timeout", "time one write to a connection may take before the connection is closed", durationSetting(func(s *settings, d time.Duration) { s.config.WriteTimeout = d })},
+		{"idle-timeout", "how long a keep-alive connection may stay idle between requests before it is closed (idle ones count toward --max-connections)", durationSetting(func(s *settings, d time.Duration) { s.idleTimeout = d })},
 		{"shutdown-timeout", "how long a graceful shutdown waits for connections to close", durationSetting(func(s *settings, d time.Duration) { s.shutdownTimeout = d })},
 		{"tls-cert", "TLS certificate file (PEM, with its chain); with --tls-key, herald serves HTTPS and WSS (HTTP/2 for SSE)", func(s *settings, v string) error { s.tlsCert = v; return nil }},
 		{"tls-key", "TLS private key file (PEM)", func(s *settings, v string) error { s.tlsKey = v; return nil }},

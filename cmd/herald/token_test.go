@@ -70,6 +70,9 @@ func TestAuthAndLimitSettings(t *testing.T) {
 	if d.config.PublishRate != 100 || d.config.MaxSubscriptions != 128 || d.config.HandshakeTimeout != 10*time.Second || d.shutdownTimeout != 10*time.Second {
 		t.Fatalf("defaults: %+v, shutdown %v", d.config, d.shutdownTimeout)
 	}
+	if d.idleTimeout != 30*time.Second {
+		t.Fatalf("idle timeout %v by default, want 30s", d.idleTimeout)
+	}
 	for key, args := range map[string][]string{
 		"--token-public-key": {"--token-public-key", "/nonexistent/key.pem"},
 		"--allow-anonymous":  {"--allow-anonymous", "maybe"},
