@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"runtime/debug"
 	"strings"
@@ -21,6 +20,7 @@ import (
 	"github.com/heraldhq/herald/broker/memory"
 	"github.com/heraldhq/herald/broker/nats"
 	"github.com/heraldhq/herald/broker/redis"
+	"github.com/heraldhq/herald/internal/mask"
 )
 
 const (
@@ -75,7 +75,7 @@ func serve(ctx context.Context, args, env []string, _ io.Writer, stderr io.Write
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelDebug),
 		TLSConfig:         tlsConfig,
 	}
-	logger.Info("herald listening", "addr", ln.Addr().String(), "url", scheme+"://"+displayHost(ln.Addr()), "broker", redactURL(s.broker))
+	logger.Info("herald listening", "addr", ln.Addr().String(), "url", scheme+"://"+displayHost(ln.Addr()), "broker", mask.URL(s.broker))
 
 	errc := make(chan error, 1)
 	go func() { errc <- httpSrv.Serve(ln) }()
@@ -156,17 +156,9 @@ func newBroker(brokerURL string, logger *slog.Logger) (broker.Broker, error) {
 		b, err = redis.New(redis.Config{URL: brokerURL, Logger: logger})
 	}
 	if err != nil {
-		return nil, fmt.Errorf("broker %s: %w", redactURL(brokerURL), err)
+		return nil, fmt.Errorf("broker %s: %w", mask.URL(brokerURL), err)
 	}
 	return b, nil
-}
-
-// redactURL hides a password in a broker URL, for logs.
-func redactURL(s string) string {
-	if u, err := url.Parse(s); err == nil && u.User != nil {
-		return u.Redacted()
-	}
-	return s
 }
 
 // displayHost names a listen address the way a browser would reach it.

@@ -16,6 +16,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/heraldhq/herald"
+	"github.com/heraldhq/herald/internal/mask"
 )
 
 //go:embed defaults.yaml
@@ -54,7 +55,7 @@ func options() []option {
 		{"addr", "listen address", func(s *settings, v string) error { s.addr = v; return nil }},
 		{"broker", "memory, redis://host:port/db or nats://host:port (several nodes on one Redis or NATS)", func(s *settings, v string) error {
 			if v != "memory" && !strings.HasPrefix(v, "redis://") && !strings.HasPrefix(v, "rediss://") && !strings.HasPrefix(v, "nats://") {
-				return fmt.Errorf("unsupported broker %q: want memory, redis://host:port/db or nats://host:port", v)
+				return fmt.Errorf("unsupported broker %q: want memory, redis://host:port/db or nats://host:port", mask.URL(v))
 			}
 			s.broker = v
 			return nil
