@@ -84,8 +84,8 @@ func (s *Server) newAccess(c caller) *access {
 func (a *access) anonymous(c broker.ClientInfo) bool { return a.id.Load() == nil && c.User == "" }
 
 func (a *access) AuthorizeSubscribe(ctx context.Context, c broker.ClientInfo, channel string) error {
-	if protocol.Namespace(channel) == adminNamespace {
-		return Errorf(CodeForbidden, "the herald-admin namespace is herald's own: the admin page reads it")
+	if e := protocol.Reserved(channel); e != nil {
+		return e
 	}
 	if a.anonymous(c) && a.s.cfg.rules(channel).noAnonymousSubscribe {
 		return Errorf(CodeForbidden, fmt.Sprintf("anonymous clients may not subscribe to %q: connect with a token", channel))
@@ -98,8 +98,8 @@ func (a *access) AuthorizeSubscribe(ctx context.Context, c broker.ClientInfo, ch
 
 func (a *access) AuthorizePublish(ctx context.Context, c broker.ClientInfo, channel string, p *broker.Publication) error {
 	r := a.s.cfg.rules(channel)
-	if protocol.Namespace(channel) == adminNamespace {
-		return Errorf(CodeForbidden, "the herald-admin namespace is herald's own")
+	if e := protocol.Reserved(channel); e != nil {
+		return e
 	}
 	if r.noClientPublish {
 		return Errorf(CodeForbidden, fmt.Sprintf("clients may not publish to %q: only the server API does", channel))
@@ -182,10 +182,13 @@ func (l *connLimits) release(ip string) {
 }
 
 // clientIP is the address a request came from, without its port.
-func clientIP(r *http.Request) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
+func clientIP(r *http.Request) string { return hostOf(r.RemoteAddr) }
+
+// hostOf is a "host:port" address without its port.
+func hostOf(addr string) string {
+	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
-		return r.RemoteAddr
+		return addr
 	}
 	return host
 }
@@ -269,20 +272,52 @@ func (c caller) expires() time.Time {
 }
 
 // ConnState and ConnContext are hooks for the http.Server's fields of the
-// same names. Together they count, as handshake_timeout refusals,
-// connections closed without ever sending herald a request after at least
-// HandshakeTimeout: half-open handshakes cut off by the server's
-// ReadHeaderTimeout. herald serve sets both.
+// same names. herald serve sets both. Together they:
+//   - count, as handshake_timeout refusals, connections closed without
+//     ever sending herald a request after at least HandshakeTimeout:
+//     half-open handshakes cut off by the server's ReadHeaderTimeout;
+//   - count idle keep-alive connections (HTTP/1.1 between requests,
+//     HTTP/2 without streams) toward MaxConnections and
+//     MaxConnectionsPerIP while they stay idle, since they hold a file
+//     descriptor like any other; one that finds no place is closed. Set
+//     the http.Server's IdleTimeout so that they do not hold their place
+//     for long (herald serve does).
 func (s *Server) ConnState(c net.Conn, state http.ConnState) {
 	switch state {
 	case http.StateNew:
 		s.handshaking.Store(c, time.Now())
-	case http.StateHijacked, http.StateIdle:
+	case http.StateIdle:
 		s.handshaking.Delete(c)
+		s.idleBegins(c)
+	case http.StateActive:
+		s.idleEnds(c)
+	case http.StateHijacked:
+		s.handshaking.Delete(c)
+		s.idleEnds(c)
 	case http.StateClosed:
+		s.idleEnds(c)
 		if v, ok := s.handshaking.LoadAndDelete(c); ok && time.Since(v.(time.Time)) >= s.cfg.HandshakeTimeout*9/10 {
 			s.metrics.Refusals.WithLabelValues("handshake_timeout").Inc()
 		}
+	}
+}
+
+// idleBegins counts an idle connection toward the limits, or closes it
+// when they leave it no place.
+func (s *Server) idleBegins(c net.Conn) {
+	ip := hostOf(c.RemoteAddr().String())
+	if err := s.limits.acquire(ip); err != nil {
+		s.cfg.Logger.Debug("idle connection closed", "why", err.Error(), "remote", c.RemoteAddr().String())
+		_ = c.Close()
+		return
+	}
+	s.idle.Store(c, ip)
+}
+
+// idleEnds releases the place of a connection that was counted idle.
+func (s *Server) idleEnds(c net.Conn) {
+	if ip, ok := s.idle.LoadAndDelete(c); ok {
+		s.limits.release(ip.(string))
 	}
 }
 

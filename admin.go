@@ -22,7 +22,7 @@ import (
 // reading that channel over herald's own SSE — sees every node, whichever
 // it is connected to. Clients can neither subscribe nor publish there.
 const (
-	adminNamespace = "herald-admin"
+	adminNamespace = protocol.ReservedNamespace
 	adminChannel   = adminNamespace + ":nodes"
 	adminInterval  = time.Second
 )
@@ -53,9 +53,15 @@ func (s *Server) adminAuthorized(r *http.Request) bool {
 
 // AdminHandler serves the admin page and its data: GET /admin (the page),
 // GET /admin/stream (the nodes' snapshots, SSE), GET /admin/channels and
-// POST /admin/publish. Everything but the page needs the admin token;
-// without Config.AdminToken it answers 404. Mount it on "/admin".
+// POST /admin/publish. Everything but the page and its script needs the
+// admin token. Without Config.AdminToken it answers 404 to everything.
+// Mount it on "/admin" and "/admin/".
 func (s *Server) AdminHandler() http.Handler {
+	if !s.adminEnabled() {
+		return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			writeHTTPError(w, Errorf(CodeNotFound, "the admin page is off: set --admin-token (Config.AdminToken)"))
+		})
+	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /admin", func(w http.ResponseWriter, r *http.Request) {
 		http.ServeFileFS(w, r, web.FS(), "admin.html")
@@ -99,10 +105,6 @@ func (s *Server) AdminHandler() http.Handler {
 			writeHTTPError(w, Errorf(CodeBadRequest, `want {"channel":"…","data":…,"event"?}`))
 			return
 		}
-		if protocol.Namespace(req.Channel) == adminNamespace {
-			writeHTTPError(w, Errorf(CodeForbidden, "the herald-admin namespace is herald's own"))
-			return
-		}
 		off, err := s.Publish(r.Context(), req.Channel, req.Data, WithEvent(req.Event))
 		if err != nil {
 			writeHTTPError(w, s.publicError(err))
@@ -114,13 +116,10 @@ func (s *Server) AdminHandler() http.Handler {
 	return mux
 }
 
-// adminOnly answers 404 while the admin page is off and 401 without the
-// admin token.
+// adminOnly answers 401 without the admin token.
 func (s *Server) adminOnly(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		switch {
-		case !s.adminEnabled():
-			writeHTTPError(w, Errorf(CodeNotFound, "the admin page is off: set --admin-token (Config.AdminToken)"))
 		case !s.adminAuthorized(r):
 			s.refusal(r, "unauthorized", "bad or missing admin token")
 			w.Header().Set("WWW-Authenticate", `Bearer realm="herald admin"`)

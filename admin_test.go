@@ -11,11 +11,23 @@ import (
 	"github.com/heraldhq/herald/heraldtest"
 )
 
+// Without an admin token there is no admin page at all: not its sign-in
+// form, which could never work, nor its script, nor its data.
 func TestAdminOffWithoutToken(t *testing.T) {
 	t.Parallel()
 	_, base := newServer(t, herald.Config{})
-	if r := apiCall(t, http.MethodGet, base+"/admin/channels", ""); r.status != http.StatusNotFound {
-		t.Fatalf("/admin/channels without an admin token configured: %d, want 404", r.status)
+	for _, c := range []struct{ method, path string }{
+		{"GET", "/admin"}, {"GET", "/admin/"}, {"GET", "/admin/admin.js"}, {"GET", "/admin/stream"},
+		{"GET", "/admin/channels"}, {"POST", "/admin/publish"}, {"GET", "/admin/nope"},
+		{"GET", "/admin.html"}, {"GET", "/admin.js"},
+	} {
+		if r := apiCall(t, c.method, base+c.path, `{"channel":"c","data":1}`, "Authorization", "Bearer x"); r.status != http.StatusNotFound {
+			t.Errorf("%s %s without an admin token configured: %d, want 404", c.method, c.path, r.status)
+		}
+	}
+	// The demo page is still there.
+	if r := apiCall(t, "GET", base+"/", ""); r.status != http.StatusOK {
+		t.Fatalf("GET /: %d", r.status)
 	}
 }
 
@@ -95,5 +107,36 @@ func TestAdminShowsEveryNodeOnRedis(t *testing.T) {
 			t.Fatal(err)
 		}
 		nodes[st.Node] = true
+	}
+}
+
+// The herald-admin namespace carries the nodes' own snapshots: the server
+// API, like clients and the admin page's publish form, cannot publish
+// there, or forged numbers would show on the admin page.
+func TestAPICannotPublishToAdminNamespace(t *testing.T) {
+	t.Parallel()
+	srv, base := newServer(t, herald.Config{AdminToken: "admin-secret"})
+	_, keyBase := newServer(t, herald.Config{AdminToken: "admin-secret", APIKey: "k"})
+	s := openSSE(t, nil, base+"/admin/stream?token=admin-secret", nil)
+	s.next() // the opening block
+	for _, ch := range []string{"herald-admin:nodes", "herald-admin:other"} {
+		body := `{"channel":"` + ch + `","data":{"node":"forged","connections":1e9},"event":"node"}`
+		r := apiCall(t, http.MethodPost, base+"/api/publish", body)
+		wantAPIError(t, r, http.StatusForbidden, "forbidden")
+		if !strings.Contains(r.raw, "herald-admin") {
+			t.Errorf("refusal %s does not name the namespace", r.raw)
+		}
+		wantAPIError(t, apiCall(t, http.MethodPost, keyBase+"/api/publish", body, "Authorization", "Bearer k"), http.StatusForbidden, "forbidden")
+		if _, err := srv.Publish(t.Context(), ch, map[string]any{"node": "forged"}); err == nil {
+			t.Errorf("Server.Publish to %s went through", ch)
+		} else if e, ok := err.(*herald.Error); !ok || e.Code != herald.CodeForbidden {
+			t.Errorf("Server.Publish to %s: %v, want forbidden", ch, err)
+		}
+	}
+	// A forged snapshot would have come before the next real one.
+	for range 2 {
+		if ev := s.next(); strings.Contains(ev.Data, "forged") {
+			t.Fatalf("the admin stream carried a forged snapshot: %+v", ev)
+		}
 	}
 }

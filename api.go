@@ -10,8 +10,8 @@ import (
 // active channels, history and presence. Mount it on "/api/" for every
 // method; it routes on the full path. Callers authenticate with
 // "Authorization: Bearer <Config.APIKey>"; without an APIKey only loopback
-// callers are served. Each call returns a new handler over the same
-// server; they are interchangeable.
+// callers are served, and no web page (see Config.APIKey). Each call
+// returns a new handler over the same server; they are interchangeable.
 func (s *Server) APIHandler() http.Handler {
 	return api.New(api.Config{
 		Hub:            s.hub,

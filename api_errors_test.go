@@ -93,7 +93,7 @@ func TestAPINoKeyLoopbackOnly(t *testing.T) {
 		"[::1]:1234":           http.StatusOK,
 		"[::ffff:127.0.0.1]:1": http.StatusOK,
 	} {
-		req := httptest.NewRequest("GET", "/api/channels", nil)
+		req := httptest.NewRequest("GET", "http://localhost/api/channels", nil)
 		req.RemoteAddr = addr
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, req)
@@ -156,10 +156,13 @@ func TestAPIBrokerUnavailable(t *testing.T) {
 	apiPublish(t, base, `{"channel":"c","data":2}`)
 }
 
+// Web pages reach the API only with a key (TestAPINoKeyRefusesWebPages):
+// the browser asks with a preflight, which needs no key, and sends the key
+// with the request.
 func TestAPICORS(t *testing.T) {
 	t.Parallel()
-	const app = "https://app.example"
-	_, base := newServer(t, herald.Config{Origins: []string{app}})
+	const app, key = "https://app.example", "k"
+	_, base := newServer(t, herald.Config{Origins: []string{app}, APIKey: key})
 
 	r := apiCall(t, "OPTIONS", base+"/api/publish", "",
 		"Origin", app, "Access-Control-Request-Method", "POST", "Access-Control-Request-Headers", "authorization, content-type")
@@ -169,28 +172,92 @@ func TestAPICORS(t *testing.T) {
 		t.Fatalf("preflight: %d %v", r.status, r.header)
 	}
 
-	r = apiCall(t, "POST", base+"/api/publish", `{"channel":"c","data":1}`, "Origin", app, "Content-Type", "application/json")
+	r = apiCall(t, "POST", base+"/api/publish", `{"channel":"c","data":1}`, "Origin", app, "Content-Type", "application/json", "Authorization", "Bearer "+key)
 	if r.status != http.StatusOK || r.header.Get("Access-Control-Allow-Origin") != app || !strings.Contains(r.header.Get("Vary"), "Origin") {
 		t.Fatalf("publish from %s: %d %v", app, r.status, r.header)
 	}
 	// The request's own host needs no CORS.
 	self := "http://" + strings.TrimPrefix(base, "http://")
-	if r := apiCall(t, "GET", base+"/api/channels", "", "Origin", self); r.status != http.StatusOK {
+	if r := apiCall(t, "GET", base+"/api/channels", "", "Origin", self, "Authorization", "Bearer "+key); r.status != http.StatusOK {
 		t.Fatalf("same-origin request: %d %s", r.status, r.raw)
 	}
 	// Any other origin is refused, preflight or not: a page elsewhere
 	// cannot publish through a browser on the server's machine.
 	for _, method := range []string{"OPTIONS", "POST"} {
-		r = apiCall(t, method, base+"/api/publish", `{"channel":"c","data":1}`, "Origin", "https://evil.example")
+		r = apiCall(t, method, base+"/api/publish", `{"channel":"c","data":1}`, "Origin", "https://evil.example", "Authorization", "Bearer "+key)
 		wantAPIError(t, r, http.StatusForbidden, "forbidden")
 		if r.header.Get("Access-Control-Allow-Origin") != "" {
 			t.Errorf("%s from a foreign origin got Access-Control-Allow-Origin", method)
 		}
 	}
 
-	_, anyBase := newServer(t, herald.Config{Origins: []string{"*"}})
+	_, anyBase := newServer(t, herald.Config{Origins: []string{"*"}, APIKey: key})
 	r = apiCall(t, "OPTIONS", anyBase+"/api/channels", "", "Origin", "https://elsewhere.example", "Access-Control-Request-Method", "GET")
 	if r.status != http.StatusNoContent || r.header.Get("Access-Control-Allow-Origin") != "https://elsewhere.example" {
 		t.Fatalf("preflight with origins *: %d %v", r.status, r.header)
 	}
+}
+
+// Without an API key, the API serves only requests addressed to a
+// loopback name and sent by no web page but a loopback one: a page of
+// another site that rebinds its name to 127.0.0.1 sends its own name as
+// Host (and as Origin), and a file:// page sends Origin: null. --origins
+// '*' opens none of that. With a key, Host and Origin play no part.
+func TestAPINoKeyRefusesWebPages(t *testing.T) {
+	t.Parallel()
+	_, base := newServer(t, herald.Config{})
+	_, anyBase := newServer(t, herald.Config{Origins: []string{"*"}})
+	_, keyBase := newServer(t, herald.Config{APIKey: "k", Origins: []string{"*"}})
+	port := func(base string) string { return base[strings.LastIndexByte(base, ':')+1:] }
+	for _, b := range []string{base, anyBase} {
+		p := port(b)
+		for _, h := range [][]string{
+			{"Host", "evil.example"},
+			{"Host", "evil.example:" + p},
+			{"Host", "evil.example:" + p, "Origin", "http://evil.example:" + p}, // DNS rebinding: same origin to the browser
+			{"Host", "127.0.0.1.evil.example:" + p},
+			{"Host", "localhost.evil.example:" + p},
+			{"Origin", "http://evil.example"},
+			{"Origin", "null"},
+			{"Origin", "http://localhost.evil.example:" + p},
+		} {
+			for _, method := range []string{"GET", "OPTIONS"} {
+				r := apiCall(t, method, b+"/api/channels", "", h...)
+				wantAPIError(t, r, http.StatusForbidden, "forbidden")
+				if !strings.Contains(r.raw, "--api-key") {
+					t.Errorf("%s %v on %s: %s, want a refusal naming --api-key", method, h, b, r.raw)
+				}
+				if r.header.Get("Access-Control-Allow-Origin") != "" {
+					t.Errorf("%s %v on %s: refused but Access-Control-Allow-Origin %q", method, h, b, r.header.Get("Access-Control-Allow-Origin"))
+				}
+			}
+		}
+		if r := apiCall(t, "POST", b+"/api/publish", `{"channel":"c","data":1}`, "Origin", "null"); r.status != http.StatusForbidden {
+			t.Errorf("publish with Origin: null on %s: %d %s, want 403", b, r.status, r.raw)
+		}
+		for _, h := range [][]string{
+			nil, // Host 127.0.0.1:port, as curl sends it
+			{"Host", "localhost:" + p},
+			{"Host", "LocalHost"},
+			{"Host", "[::1]:" + p},
+			{"Host", "127.0.0.2:" + p},
+			{"Host", "localhost:" + p, "Origin", "http://localhost:" + p},
+			{"Origin", "http://127.0.0.1:" + p},
+		} {
+			if r := apiCall(t, "GET", b+"/api/channels", "", h...); r.status != http.StatusOK {
+				t.Errorf("GET %v on %s: %d %s, want 200", h, b, r.status, r.raw)
+			}
+		}
+	}
+	// With a key, the key decides.
+	for _, h := range [][]string{
+		{"Host", "evil.example", "Authorization", "Bearer k"},
+		{"Origin", "null", "Authorization", "Bearer k"},
+		{"Origin", "https://app.example", "Authorization", "Bearer k"},
+	} {
+		if r := apiCall(t, "GET", keyBase+"/api/channels", "", h...); r.status != http.StatusOK {
+			t.Errorf("GET %v with the key: %d %s, want 200", h, r.status, r.raw)
+		}
+	}
+	wantAPIError(t, apiCall(t, "GET", keyBase+"/api/channels", ""), http.StatusUnauthorized, "unauthorized")
 }

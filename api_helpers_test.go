@@ -19,7 +19,7 @@ type apiResponse struct {
 }
 
 // apiCall sends one request to the server API; header holds name, value
-// pairs.
+// pairs ("Host" sets the request's Host).
 func apiCall(t testing.TB, method, url, body string, header ...string) apiResponse {
 	t.Helper()
 	var rd io.Reader
@@ -31,6 +31,10 @@ func apiCall(t testing.TB, method, url, body string, header ...string) apiRespon
 		t.Fatal(err)
 	}
 	for i := 0; i+1 < len(header); i += 2 {
+		if header[i] == "Host" {
+			req.Host = header[i+1]
+			continue
+		}
 		req.Header.Set(header[i], header[i+1])
 	}
 	resp, err := http.DefaultClient.Do(req)

@@ -5,7 +5,9 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
+	"encoding/json"
 	"encoding/pem"
+	"io"
 	"net/http"
 	"net/url"
 	"strings"
@@ -13,6 +15,7 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	jose "github.com/go-jose/go-jose/v4"
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/heraldhq/herald"
@@ -233,5 +236,120 @@ func TestBadTokenKeyFailsNew(t *testing.T) {
 	t.Parallel()
 	if _, err := herald.New(herald.Config{TokenPublicKey: []byte("not a key")}); err == nil || !strings.Contains(err.Error(), "token public key") {
 		t.Fatalf("New with a bad public key: %v, want an error naming it", err)
+	}
+}
+
+// signHS256 signs claims with the test secret as they are, for claims
+// auth.MintHS256 would not write.
+func signHS256(t *testing.T, claims jwt.MapClaims) string {
+	t.Helper()
+	tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, claims).SignedString([]byte(tokenSecret))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+// tokenRefusedEverywhere fails unless tok is refused with 401 naming
+// reason over WebSocket and SSE, and as a refresh of a connection made
+// with good (refresh answers unauthorized and keeps the old token).
+func tokenRefusedEverywhere(t *testing.T, base, tok, good, reason string) {
+	t.Helper()
+	if status, body := dialStatus(t, wsWithToken(base, tok)); status != http.StatusUnauthorized || !strings.Contains(body, reason) {
+		t.Errorf("WebSocket: %d %s, want 401 naming %q", status, body, reason)
+	}
+	resp, cancel := getSSE(t, nil, base+"/sse?channel=a&token="+url.QueryEscape(tok), nil)
+	var body []byte
+	if resp.StatusCode != http.StatusOK { // a stream would not end
+		body, _ = io.ReadAll(resp.Body)
+	}
+	cancel()
+	if resp.StatusCode != http.StatusUnauthorized || !strings.Contains(string(body), reason) {
+		t.Errorf("SSE: %s %s, want 401 naming %q", resp.Status, body, reason)
+	}
+	c := heraldtest.Dial(t, wsWithToken(base, good))
+	if r := c.Call(map[string]any{"op": "refresh", "token": tok}, nil); heraldtest.ErrorCode(r) != "unauthorized" || !strings.Contains(errorMessage(r), reason) {
+		t.Errorf("refresh: %v, want unauthorized naming %q", r, reason)
+	}
+}
+
+// A channels claim that is not {"subscribe":[…],"publish":[…]} is refused
+// rather than read as something: null used to grant everything while {}
+// grants nothing. Without the claim a token restricts nothing.
+func TestMalformedChannelsClaimRefused(t *testing.T) {
+	t.Parallel()
+	_, base := newServer(t, herald.Config{TokenSecret: tokenSecret})
+	good := mint(t, "ann", time.Hour, nil)
+	for _, claim := range []string{
+		`null`, `"*"`, `["*"]`, `1`, `true`,
+		`{"subscribe":null}`, `{"publish":null}`, `{"subscribe":"*"}`, `{"subscribe":[1]}`,
+		`{"subscribe":[null]}`, `{"publish":{"*":true}}`, `{"subscribe":["a"],"subscibe":["*"]}`,
+	} {
+		t.Run(claim, func(t *testing.T) {
+			var v any
+			if err := json.Unmarshal([]byte(claim), &v); err != nil {
+				t.Fatal(err)
+			}
+			tok := signHS256(t, jwt.MapClaims{"sub": "ann", "channels": v})
+			tokenRefusedEverywhere(t, base, tok, good, "channels claim")
+		})
+	}
+	if c := heraldtest.Dial(t, wsWithToken(base, signHS256(t, jwt.MapClaims{"sub": "ann"}))); c.Welcome["user"] != "ann" {
+		t.Fatalf("token without a channels claim: %v", c.Welcome)
+	}
+	c := heraldtest.Dial(t, wsWithToken(base, signHS256(t, jwt.MapClaims{"sub": "ann", "channels": map[string]any{}})))
+	if r := c.Call(map[string]any{"op": "subscribe", "channel": "a"}, nil); heraldtest.ErrorCode(r) != "forbidden" {
+		t.Fatalf("subscribe with channels {}: %v, want forbidden", r)
+	}
+}
+
+// With TokenAudience and TokenIssuer set, a token from the same key set
+// issued for another service, or by another issuer, opens nothing.
+func TestTokenAudienceAndIssuer(t *testing.T) {
+	t.Parallel()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	jwks, err := json.Marshal(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: &key.PublicKey, KeyID: "k1", Algorithm: "ES256"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const aud, iss = "herald.example", "https://id.example"
+	_, base := newServer(t, herald.Config{TokenJWKS: jwks, TokenAudience: aud, TokenIssuer: iss})
+	sign := func(claims jwt.MapClaims) string {
+		claims["sub"] = "ann"
+		tok := jwt.NewWithClaims(jwt.SigningMethodES256, claims)
+		tok.Header["kid"] = "k1"
+		s, err := tok.SignedString(key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	good := sign(jwt.MapClaims{"aud": aud, "iss": iss})
+	for name, tok := range map[string]string{
+		"aud as a list": sign(jwt.MapClaims{"aud": []string{"other.example", aud}, "iss": iss}),
+		"aud and iss":   good,
+	} {
+		if c := heraldtest.Dial(t, wsWithToken(base, tok)); c.Welcome["user"] != "ann" {
+			t.Fatalf("%s: welcome %v", name, c.Welcome)
+		}
+		openSSE(t, nil, base+"/sse?channel=a&token="+url.QueryEscape(tok), nil).Close()
+		heraldtest.Dial(t, wsWithToken(base, good)).MustOK(map[string]any{"op": "refresh", "token": tok})
+	}
+	for _, tc := range []struct {
+		name   string
+		claims jwt.MapClaims
+		reason string
+	}{
+		{"another service's audience", jwt.MapClaims{"aud": "billing.example", "iss": iss}, "audience"},
+		{"no audience", jwt.MapClaims{"iss": iss}, "audience"},
+		{"another issuer", jwt.MapClaims{"aud": aud, "iss": "https://other.example"}, "issuer"},
+		{"no issuer", jwt.MapClaims{"aud": aud}, "issuer"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tokenRefusedEverywhere(t, base, sign(tc.claims), good, tc.reason)
+		})
 	}
 }

@@ -64,7 +64,9 @@ type Config struct {
 	SSERetry     time.Duration
 
 	// APIKey guards the server API (/api/…), compared in constant time.
-	// Empty: the API answers loopback callers only.
+	// Empty: the API answers loopback callers only, and no web page: only
+	// requests to a loopback Host (localhost, 127.0.0.0/8, [::1]) with no
+	// Origin or a loopback one, whatever Origins says.
 	APIKey string
 
 	// TokenSecret verifies HS256 client tokens, TokenPublicKey (PEM: an
@@ -75,6 +77,13 @@ type Config struct {
 	TokenSecret    string
 	TokenPublicKey []byte
 	TokenJWKS      []byte
+	// TokenAudience and TokenIssuer, when set, are required of every
+	// token: its aud must name TokenAudience (aud may be a list) and its
+	// iss must be TokenIssuer. Set both with a JWKS shared by several
+	// services, or a token issued for one of them opens herald too. Empty:
+	// aud and iss are not checked. They need a token key.
+	TokenAudience string
+	TokenIssuer   string
 	// AllowAnonymous lets clients without a token connect although a token
 	// key is set. Without a key it is moot: every client is anonymous.
 	AllowAnonymous bool
@@ -95,8 +104,10 @@ type Config struct {
 	// gets a rate_limited reply. A negative CommandRate: no limit.
 	CommandRate  float64
 	CommandBurst int
-	// MaxConnections caps open WebSocket and SSE connections together;
-	// more are refused with 503 before the upgrade. Default: the process's
+	// MaxConnections caps open WebSocket and SSE connections together,
+	// and idle keep-alive connections where the http.Server's ConnState
+	// is Server.ConnState; more are refused with 503 before the upgrade,
+	// and an idle connection over it is closed. Default: the process's
 	// open-file limit less a reserve for listeners, brokers and files (a
 	// tenth of it, at most 256); negative: no limit.
 	MaxConnections int

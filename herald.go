@@ -72,6 +72,7 @@ type Server struct {
 	statsStop   chan struct{} // nil without the admin page
 	statsDone   chan struct{}
 	handshaking sync.Map // net.Conn → time.Time accepted: connections yet to send a request (ConnState)
+	idle        sync.Map // net.Conn → client address: idle keep-alive connections counted in limits (ConnState)
 }
 
 // New checks cfg, starts its broker and returns a ready Server.
@@ -83,7 +84,13 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{cfg: cfg, broker: cfg.Broker, nodeID: newNodeID(), origins: origin.New(cfg.Origins)}
 	s.limits.max, s.limits.perIP = cfg.MaxConnections, cfg.MaxConnectionsPerIP
 	s.adminToken = auth.NewSecret(cfg.AdminToken)
-	s.verifier, err = auth.New(auth.Keys{Secret: []byte(cfg.TokenSecret), PublicKeyPEM: cfg.TokenPublicKey, JWKS: cfg.TokenJWKS})
+	s.verifier, err = auth.New(auth.Keys{
+		Secret:       []byte(cfg.TokenSecret),
+		PublicKeyPEM: cfg.TokenPublicKey,
+		JWKS:         cfg.TokenJWKS,
+		Audience:     cfg.TokenAudience,
+		Issuer:       cfg.TokenIssuer,
+	})
 	if err != nil {
 		return nil, fmt.Errorf("herald: config: %w", err)
 	}
@@ -161,6 +168,10 @@ func (s *Server) routes() *http.ServeMux {
 	mux.Handle("GET /admin", admin) // method patterns: a bare "/admin/" would conflict with "GET /"
 	mux.Handle("GET /admin/", admin)
 	mux.Handle("POST /admin/", admin)
+	// The admin page's files are served under /admin only, and only
+	// while it is on.
+	mux.Handle("GET /admin.html", http.NotFoundHandler())
+	mux.Handle("GET /admin.js", http.NotFoundHandler())
 	mux.Handle("GET /", http.FileServerFS(web.FS()))
 	return mux
 }
@@ -342,9 +353,14 @@ func (h *connHandler) Close() {
 
 // Publish publishes data (any value that encodes to JSON, or a
 // json.RawMessage) to channel from the application and returns its offset.
+// The herald-admin namespace is herald's own: publishing there is a
+// forbidden *Error.
 func (s *Server) Publish(ctx context.Context, channel string, data any, opts ...PublishOption) (string, error) {
 	if !protocol.ValidChannel(channel) {
 		return "", Errorf(CodeBadRequest, "bad channel name")
+	}
+	if e := protocol.Reserved(channel); e != nil {
+		return "", e
 	}
 	raw, ok := data.(json.RawMessage)
 	if !ok {

@@ -192,21 +192,9 @@ func TestSSECORS(t *testing.T) {
 
 func TestSSEOverHTTP2(t *testing.T) {
 	t.Parallel()
-	srv, err := herald.New(herald.Config{Logger: panicWatcher(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs := httptest.NewUnstartedServer(srv)
+	srv, hs := newUnstartedServer(t, herald.Config{})
 	hs.EnableHTTP2 = true
 	hs.StartTLS()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), heraldtest.Timeout)
-		defer cancel()
-		if err := srv.Shutdown(ctx); err != nil {
-			t.Errorf("shutdown: %v", err)
-		}
-		hs.Close()
-	})
 	client := hs.Client()
 	client.Transport.(*http.Transport).ForceAttemptHTTP2 = true
 

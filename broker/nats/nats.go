@@ -82,6 +82,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/heraldhq/herald/broker"
+	"github.com/heraldhq/herald/internal/mask"
 	"github.com/heraldhq/herald/internal/watermark"
 )
 
@@ -276,7 +277,7 @@ func (b *Broker) Start(ctx context.Context, h broker.Handler) error {
 		}),
 	)
 	if err != nil {
-		return fmt.Errorf("nats broker: connect %s: %w: %w", b.cfg.URL, broker.ErrUnavailable, err)
+		return fmt.Errorf("nats broker: connect %s: %w: %w", mask.URL(b.cfg.URL), broker.ErrUnavailable, err)
 	}
 	ok := false
 	defer func() {

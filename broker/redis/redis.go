@@ -36,6 +36,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -44,6 +45,7 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/heraldhq/herald/broker"
+	"github.com/heraldhq/herald/internal/mask"
 	"github.com/heraldhq/herald/internal/watermark"
 )
 
@@ -116,7 +118,11 @@ func New(cfg Config) (*Broker, error) {
 	}
 	opts, err := goredis.ParseURL(cfg.URL)
 	if err != nil {
-		return nil, fmt.Errorf("redis broker: %w", err)
+		var ue *url.Error // it would quote the URL, credentials and all
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return nil, fmt.Errorf("redis broker: URL %s: %w", mask.URL(cfg.URL), err)
 	}
 	return &Broker{
 		prefix:      cfg.Prefix,

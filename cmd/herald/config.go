@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/heraldhq/herald/internal/mask"
 )
 
 // secretSettings are printed masked.
@@ -37,7 +39,7 @@ func configCmd(_ context.Context, args, env []string, stdout, stderr io.Writer) 
 		case secretSettings[o.name] && v != "":
 			v = "****"
 		case o.name == "broker":
-			v = redactURL(v)
+			v = mask.URL(v)
 		}
 		fmt.Fprintf(&b, "%s: %s # %s\n", o.name, yamlScalar(v), src)
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"io"
 	"net"
@@ -90,15 +91,7 @@ func TestHandshakeTimeout(t *testing.T) {
 	if _, err := c.Write([]byte("GET /ws HTTP/1.1\r\nHost: x\r\n")); err != nil {
 		t.Fatal(err)
 	}
-	_ = c.SetReadDeadline(time.Now().Add(heraldtest.Timeout))
-	_, err = io.Copy(io.Discard, c)
-	waited := time.Since(start)
-	if err != nil {
-		t.Fatalf("the server did not close a stalled handshake: %v after %v", err, waited)
-	}
-	if waited < 250*time.Millisecond || waited > 3*time.Second {
-		t.Fatalf("stalled handshake closed after %v, want about 300ms", waited)
-	}
+	closedAfter300ms(t, "a stalled handshake", c, c, start)
 	heraldtest.WaitFor(t, heraldtest.Timeout, func() bool {
 		resp, err := http.Get("http://" + addr + "/metrics")
 		if err != nil {
@@ -152,5 +145,42 @@ func TestGracefulShutdownOnSIGTERM(t *testing.T) {
 		}
 	case <-time.After(5*time.Second + 2*time.Second):
 		t.Fatalf("herald still running %v after SIGTERM; log:\n%s", time.Since(start), logs)
+	}
+}
+
+// herald serve closes a keep-alive connection idle for --idle-timeout.
+func TestIdleTimeout(t *testing.T) {
+	t.Parallel()
+	_, addr, _ := startHerald(t, "--idle-timeout", "300ms")
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte("GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	closedAfter300ms(t, "an idle keep-alive connection", c, br, time.Now())
+}
+
+// closedAfter300ms reads c (through r) until the server closes it, and
+// fails unless that happens about 300ms after start.
+func closedAfter300ms(t *testing.T, what string, c net.Conn, r io.Reader, start time.Time) {
+	t.Helper()
+	_ = c.SetReadDeadline(time.Now().Add(heraldtest.Timeout))
+	_, err := io.Copy(io.Discard, r)
+	waited := time.Since(start)
+	if err != nil {
+		t.Fatalf("the server did not close %s: %v after %v", what, err, waited)
+	}
+	if waited < 250*time.Millisecond || waited > 3*time.Second {
+		t.Fatalf("%s closed after %v, want about 300ms", what, waited)
 	}
 }

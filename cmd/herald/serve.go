@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"runtime/debug"
 	"strings"
@@ -22,6 +21,7 @@ import (
 	"github.com/heraldhq/herald/broker/memory"
 	"github.com/heraldhq/herald/broker/nats"
 	"github.com/heraldhq/herald/broker/redis"
+	"github.com/heraldhq/herald/internal/mask"
 )
 
 const (
@@ -70,12 +70,13 @@ func serve(ctx context.Context, args, env []string, _ io.Writer, stderr io.Write
 	httpSrv := &http.Server{
 		Handler:           srv,
 		ReadHeaderTimeout: s.config.HandshakeTimeout,
+		IdleTimeout:       s.idleTimeout,
 		ConnState:         srv.ConnState,
 		ConnContext:       srv.ConnContext,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelDebug),
 		TLSConfig:         tlsConfig,
 	}
-	logger.Info("herald listening", "addr", ln.Addr().String(), "url", scheme+"://"+displayHost(ln.Addr()), "broker", redactURL(s.broker))
+	logger.Info("herald listening", "addr", ln.Addr().String(), "url", scheme+"://"+displayHost(ln.Addr()), "broker", mask.URL(s.broker))
 
 	errc := make(chan error, 1)
 	go func() { errc <- httpSrv.Serve(ln) }()
@@ -156,7 +157,7 @@ func newBroker(s *settings, logger *slog.Logger) (broker.Broker, error) {
 		b, err = redis.New(redis.Config{URL: s.broker, Logger: logger})
 	}
 	if err != nil {
-		return nil, fmt.Errorf("broker %s: %w", redactURL(s.broker), err)
+		return nil, fmt.Errorf("broker %s: %w", mask.URL(s.broker), err)
 	}
 	return b, nil
 }
@@ -179,14 +180,6 @@ func natsConfig(s *settings, url string, logger *slog.Logger) nats.Config {
 		c.MaxAge = ttl + time.Minute
 	}
 	return c
-}
-
-// redactURL hides a password in a broker URL, for logs.
-func redactURL(s string) string {
-	if u, err := url.Parse(s); err == nil && u.User != nil {
-		return u.Redacted()
-	}
-	return s
 }
 
 // displayHost names a listen address the way a browser would reach it.

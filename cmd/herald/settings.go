@@ -16,6 +16,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/heraldhq/herald"
+	"github.com/heraldhq/herald/internal/mask"
 )
 
 //go:embed defaults.yaml
@@ -29,6 +30,7 @@ type settings struct {
 	logLevel        slog.Level
 	logFormat       string // text, json, or "" for text on a terminal and JSON otherwise
 	shutdownTimeout time.Duration
+	idleTimeout     time.Duration
 	tlsCert         string // PEM files; both or neither
 	tlsKey          string
 	acmeHost        string // automatic certificates for this host name
@@ -54,7 +56,7 @@ func options() []option {
 		{"addr", "listen address", func(s *settings, v string) error { s.addr = v; return nil }},
 		{"broker", "memory, redis://host:port/db or nats://host:port (several nodes on one Redis or NATS)", func(s *settings, v string) error {
 			if v != "memory" && !strings.HasPrefix(v, "redis://") && !strings.HasPrefix(v, "rediss://") && !strings.HasPrefix(v, "nats://") {
-				return fmt.Errorf("unsupported broker %q: want memory, redis://host:port/db or nats://host:port", v)
+				return fmt.Errorf("unsupported broker %q: want memory, redis://host:port/db or nats://host:port", mask.URL(v))
 			}
 			s.broker = v
 			return nil
@@ -72,11 +74,13 @@ func options() []option {
 			}
 			return nil
 		}},
-		{"api-key", "key for the server API; without one it answers loopback callers only", func(s *settings, v string) error { s.config.APIKey = v; return nil }},
+		{"api-key", "key for the server API; without one it answers loopback callers only, and no web page", func(s *settings, v string) error { s.config.APIKey = v; return nil }},
 		{"admin-token", "token for the admin page at /admin (live numbers, channels, publish); without one there is no admin page", func(s *settings, v string) error { s.config.AdminToken = v; return nil }},
 		{"token-secret", "HS256 secret for client tokens; once set, clients need a token unless --allow-anonymous", func(s *settings, v string) error { s.config.TokenSecret = v; return nil }},
 		{"token-public-key", "PEM file of an RSA or ECDSA P-256 public key for RS256/ES256 client tokens", fileSetting(func(s *settings, b []byte) { s.config.TokenPublicKey = b })},
 		{"token-jwks", "JSON Web Key Set file for RS256/ES256 client tokens, by kid", fileSetting(func(s *settings, b []byte) { s.config.TokenJWKS = b })},
+		{"token-audience", "audience every client token must name in its aud (recommended with a JWKS shared by other services)", func(s *settings, v string) error { s.config.TokenAudience = v; return nil }},
+		{"token-issuer", "issuer every client token must name in its iss (recommended with a JWKS)", func(s *settings, v string) error { s.config.TokenIssuer = v; return nil }},
 		{"allow-anonymous", "let clients in without a token although a token key is set (without a key everyone is anonymous)", boolSetting(func(s *settings, on bool) { s.config.AllowAnonymous = on })},
 		{"max-subscriptions", "channels per connection (0: no limit)", limitSetting(func(s *settings, n int) { s.config.MaxSubscriptions = n })},
 		{"publish-rate", "publishes per second per connection, on average (0: no limit)", rateSetting(func(s *settings, f float64) { s.config.PublishRate = f })},
@@ -89,6 +93,7 @@ func options() []option {
 		{"queue-bytes", "outgoing bytes a connection may fall behind before it is closed as a slow consumer", intSetting(func(s *settings, n int) { s.config.QueueBytes = n })},
 		{"handshake-timeout", "time a client has to send its request headers, and the server to write an upgrade", durationSetting(func(s *settings, d time.Duration) { s.config.HandshakeTimeout = d })},
 		{"write-timeout", "time one write to a connection may take before the connection is closed", durationSetting(func(s *settings, d time.Duration) { s.config.WriteTimeout = d })},
+		{"idle-timeout", "how long a keep-alive connection may stay idle between requests before it is closed (idle ones count toward --max-connections)", durationSetting(func(s *settings, d time.Duration) { s.idleTimeout = d })},
 		{"shutdown-timeout", "how long a graceful shutdown waits for connections to close", durationSetting(func(s *settings, d time.Duration) { s.shutdownTimeout = d })},
 		{"tls-cert", "TLS certificate file (PEM, with its chain); with --tls-key, herald serves HTTPS and WSS (HTTP/2 for SSE)", func(s *settings, v string) error { s.tlsCert = v; return nil }},
 		{"tls-key", "TLS private key file (PEM)", func(s *settings, v string) error { s.tlsKey = v; return nil }},

@@ -47,15 +47,18 @@ func TestTokenCommand(t *testing.T) {
 
 func TestAuthAndLimitSettings(t *testing.T) {
 	t.Parallel()
-	file := writeFile(t, "token-secret: abc\nallow-anonymous: true\npublish-rate: 0\nmax-subscriptions: 5\n"+
+	file := writeFile(t, "token-secret: abc\ntoken-issuer: https://id.example\nallow-anonymous: true\npublish-rate: 0\nmax-subscriptions: 5\n"+
 		"namespaces:\n  news:\n    client-publish: false\n  members:\n    anonymous-subscribe: false\n    anonymous-publish: false\n")
-	s, err := loadSettings([]string{"--config", file, "--max-connections", "0"}, nil, io.Discard)
+	s, err := loadSettings([]string{"--config", file, "--max-connections", "0"}, []string{"HERALD_TOKEN_AUDIENCE=herald.example"}, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
 	c := s.config
 	if c.TokenSecret != "abc" || !c.AllowAnonymous || c.PublishRate != -1 || c.MaxSubscriptions != 5 || c.MaxConnections != -1 {
 		t.Fatalf("settings: %+v", c)
+	}
+	if c.TokenAudience != "herald.example" || c.TokenIssuer != "https://id.example" {
+		t.Fatalf("token audience %q and issuer %q, want them from the environment and the file", c.TokenAudience, c.TokenIssuer)
 	}
 	if !c.Namespaces["news"].NoClientPublish || !c.Namespaces["members"].NoAnonymousSubscribe || !c.Namespaces["members"].NoAnonymousPublish {
 		t.Fatalf("namespaces: %+v", c.Namespaces)
@@ -66,6 +69,9 @@ func TestAuthAndLimitSettings(t *testing.T) {
 	}
 	if d.config.PublishRate != 100 || d.config.MaxSubscriptions != 128 || d.config.HandshakeTimeout != 10*time.Second || d.shutdownTimeout != 10*time.Second {
 		t.Fatalf("defaults: %+v, shutdown %v", d.config, d.shutdownTimeout)
+	}
+	if d.idleTimeout != 30*time.Second {
+		t.Fatalf("idle timeout %v by default, want 30s", d.idleTimeout)
 	}
 	for key, args := range map[string][]string{
 		"--token-public-key": {"--token-public-key", "/nonexistent/key.pem"},

@@ -6,7 +6,8 @@
 // maps to (protocol.Code.HTTPStatus); the one exception is a wrong method,
 // 405 with code bad_request, since the contract has no code of its own for
 // it. Requests are checked in this order: origin (CORS), API key, path,
-// method, then the endpoint's own input.
+// method, then the endpoint's own input. Without an API key, the caller,
+// the Host and the Origin are checked first (see Config.APIKey).
 package api
 
 import (
@@ -36,8 +37,14 @@ type Config struct {
 	// Hub is the node's hub; required.
 	Hub *hub.Hub
 	// APIKey is the key callers send as "Authorization: Bearer <key>".
-	// Empty: only loopback callers are served. Behind a reverse proxy on
-	// the same host every caller looks like loopback: set a key there.
+	// Empty: only loopback callers are served, and only requests whose
+	// Host is a loopback name or address (localhost, 127.0.0.0/8, ::1)
+	// and that carry no Origin or a loopback one. A web page can reach a
+	// loopback port through the browser of the server's machine, and by
+	// rebinding its own name to 127.0.0.1 it chooses Host and Origin
+	// both; Origins never opens the key-less API to it. Behind a reverse
+	// proxy on the same host every caller looks like loopback: set a key
+	// there.
 	APIKey string
 	// Origins are the origins allowed for CORS. A request whose Origin
 	// header is not allowed is refused with 403, so a web page cannot
@@ -78,6 +85,13 @@ const allowedMethods = "GET, POST, OPTIONS"
 // ServeHTTP answers one API request.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-store")
+	if h.cfg.APIKey == "" {
+		if e := localOnly(r); e != nil {
+			h.refused(string(e.Code))
+			writeError(w, e)
+			return
+		}
+	}
 	if !h.cfg.Origins.Allow(w, r) {
 		h.refused("origin")
 		writeError(w, protocol.Errorf(protocol.CodeForbidden, "origin not allowed: add it to --origins (Config.Origins)"))
@@ -156,14 +170,30 @@ func route(u *url.URL) (e endpoint, channel string, ok bool) {
 	return e, "", false
 }
 
-// authorize checks the caller's API key, or that it is on loopback when
-// no key is configured.
+// localOnly admits a request to the key-less API: from loopback,
+// addressed to a loopback name, from no web page but a loopback one.
+func localOnly(r *http.Request) *protocol.Error {
+	if !isLoopback(r.RemoteAddr) {
+		return protocol.Errorf(protocol.CodeUnauthorized,
+			"no API key is configured, so the server API answers loopback callers only: configure --api-key (Config.APIKey) to call it from elsewhere")
+	}
+	if !loopbackHost(r.Host) {
+		return protocol.Errorf(protocol.CodeForbidden,
+			"no API key is configured, so the server API answers requests to localhost, 127.0.0.1 or [::1] only: configure --api-key (Config.APIKey) to call it by another name")
+	}
+	if o := r.Header.Get("Origin"); o != "" {
+		if u, err := url.Parse(o); err != nil || u.Host == "" || !loopbackHost(u.Host) {
+			return protocol.Errorf(protocol.CodeForbidden,
+				"no API key is configured, so the server API answers no web page but one on localhost: configure --api-key (Config.APIKey)")
+		}
+	}
+	return nil
+}
+
+// authorize checks the caller's API key; without a configured key,
+// localOnly has admitted the request.
 func (h *Handler) authorize(r *http.Request) *protocol.Error {
 	if h.cfg.APIKey == "" {
-		if !isLoopback(r.RemoteAddr) {
-			return protocol.Errorf(protocol.CodeUnauthorized,
-				"no API key is configured, so the server API answers loopback callers only: configure --api-key (Config.APIKey) to call it from elsewhere")
-		}
 		return nil
 	}
 	key := auth.Bearer(r)
@@ -182,6 +212,20 @@ func isLoopback(remoteAddr string) bool {
 	host, _, err := net.SplitHostPort(remoteAddr)
 	if err != nil {
 		host = remoteAddr
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.Unmap().IsLoopback()
+}
+
+// loopbackHost reports whether a Host ("name[:port]") is localhost or a
+// loopback address.
+func loopbackHost(hostport string) bool {
+	host, _, err := net.SplitHostPort(hostport)
+	if err != nil {
+		host = strings.TrimSuffix(strings.TrimPrefix(hostport, "["), "]")
+	}
+	if strings.EqualFold(strings.TrimSuffix(host, "."), "localhost") {
+		return true
 	}
 	ip, err := netip.ParseAddr(host)
 	return err == nil && ip.Unmap().IsLoopback()
@@ -227,6 +271,11 @@ func (h *Handler) publish(w http.ResponseWriter, r *http.Request, _ string) {
 	req, perr := decodePublish(b)
 	if perr != nil {
 		writeError(w, perr)
+		return
+	}
+	if e := protocol.Reserved(*req.Channel); e != nil {
+		h.refused(string(e.Code))
+		writeError(w, e)
 		return
 	}
 	off, err := h.cfg.Hub.Publish(r.Context(), *req.Channel, broker.Publication{Data: req.Data, Event: deref(req.Event)})

@@ -7,10 +7,13 @@
 // RS256 or ES256, a public key never as an HS256 secret, and "none" is
 // never accepted, so no token can pick its own way to be trusted.
 //
-// Claims: sub (the user id), exp and nbf (checked), and the optional
-// channels claim {"subscribe": [...], "publish": [...]}, whose patterns are
-// exact channel names or prefixes ending in "*". A token without the
-// channels claim restricts nothing; one with it allows only what it lists.
+// Claims: sub (the user id), exp and nbf (checked), aud and iss (checked
+// when Keys names an audience or an issuer), and the optional channels
+// claim {"subscribe": [...], "publish": [...]}, whose patterns are exact
+// channel names or prefixes ending in "*". A token without the channels
+// claim restricts nothing; one with it allows only what it lists; one
+// whose claim is anything else (null, a list, lists of other than strings,
+// other keys) is refused.
 package auth
 
 import (
@@ -53,6 +56,11 @@ type Keys struct {
 	// JWKS is a JSON Web Key Set whose RSA and P-256 keys verify RS256 and
 	// ES256 tokens, chosen by the token's kid.
 	JWKS []byte
+	// Audience, when set, must be named by a token's aud (a string or a
+	// list); Issuer, when set, must be its iss. Empty: not checked. Either
+	// needs a key.
+	Audience string
+	Issuer   string
 }
 
 // Verifier checks tokens against its keys. It is immutable and safe for
@@ -62,7 +70,10 @@ type Verifier struct {
 	pem     crypto.PublicKey // *rsa.PublicKey or *ecdsa.PublicKey; nil when unset
 	jwks    []jose.JSONWebKey
 	methods []string
-	now     func() time.Time
+	options []jwt.ParserOption // aud and iss, when checked
+	// audience and issuer are Keys', for error messages.
+	audience, issuer string
+	now              func() time.Time
 }
 
 // New returns a Verifier for k, or an error naming what is wrong with a
@@ -93,7 +104,17 @@ func New(k Keys) (*Verifier, error) {
 		v.methods = append(v.methods, ES256)
 	}
 	if len(v.methods) == 0 {
+		if k.Audience != "" || k.Issuer != "" {
+			return nil, errors.New("a token audience or issuer needs a token key (secret, public key or JWKS)")
+		}
 		return nil, nil
+	}
+	v.audience, v.issuer = k.Audience, k.Issuer
+	if k.Audience != "" {
+		v.options = append(v.options, jwt.WithAudience(k.Audience))
+	}
+	if k.Issuer != "" {
+		v.options = append(v.options, jwt.WithIssuer(k.Issuer))
 	}
 	return v, nil
 }
@@ -137,7 +158,9 @@ type Channels struct {
 
 type claims struct {
 	jwt.RegisteredClaims
-	Channels *Channels `json:"channels,omitempty"`
+	// Channels is the channels claim as it came: nil when absent, "null"
+	// when null; parseChannels reads it.
+	Channels json.RawMessage `json:"channels,omitempty"`
 }
 
 // Error is why a token was not accepted; its text is safe to show the
@@ -151,14 +174,18 @@ func (e *Error) Error() string { return e.Reason }
 func (v *Verifier) Verify(token string) (*Identity, error) {
 	var c claims
 	_, err := jwt.ParseWithClaims(token, &c, v.key,
-		jwt.WithValidMethods(v.methods),
-		jwt.WithTimeFunc(v.now),
+		append([]jwt.ParserOption{jwt.WithValidMethods(v.methods), jwt.WithTimeFunc(v.now)}, v.options...)...,
 	)
+	missing := errors.Is(err, jwt.ErrTokenRequiredClaimMissing)
 	switch {
 	case errors.Is(err, jwt.ErrTokenExpired):
 		return nil, &Error{"token expired"}
 	case errors.Is(err, jwt.ErrTokenNotValidYet):
 		return nil, &Error{"token not valid yet (nbf)"}
+	case errors.Is(err, jwt.ErrTokenInvalidAudience), missing && v.audience != "" && len(c.Audience) == 0:
+		return nil, &Error{fmt.Sprintf("token is not for this server: its audience (aud) must name %q", v.audience)}
+	case errors.Is(err, jwt.ErrTokenInvalidIssuer), missing && v.issuer != "" && c.Issuer == "":
+		return nil, &Error{fmt.Sprintf("token is from another issuer: its iss must be %q", v.issuer)}
 	case errors.Is(err, jwt.ErrTokenSignatureInvalid):
 		return nil, &Error{"token signature is invalid"}
 	case errors.Is(err, jwt.ErrTokenUnverifiable):
@@ -171,15 +198,53 @@ func (v *Verifier) Verify(token string) (*Identity, error) {
 		id.Expires = c.ExpiresAt.Time
 	}
 	if c.Channels != nil {
-		for _, p := range append(append([]string(nil), c.Channels.Subscribe...), c.Channels.Publish...) {
-			if !ValidPattern(p) {
-				return nil, &Error{fmt.Sprintf("token has a bad channel pattern %q: want a channel name or a prefix ending in *", p)}
-			}
+		ch, err := parseChannels(c.Channels)
+		if err != nil {
+			return nil, err
 		}
 		id.restricted = true
-		id.subscribe, id.publish = c.Channels.Subscribe, c.Channels.Publish
+		id.subscribe, id.publish = ch.Subscribe, ch.Publish
 	}
 	return id, nil
+}
+
+// parseChannels reads a channels claim that is present: an object whose
+// only keys are subscribe and publish, each a list of channel patterns.
+// Anything else is an *Error: a claim that cannot be read must not grant
+// more, or less, than its issuer meant.
+func parseChannels(raw json.RawMessage) (*Channels, error) {
+	bad := &Error{`token has a malformed channels claim: want {"subscribe":[…],"publish":[…]}, lists of channel patterns`}
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &fields); err != nil || fields == nil {
+		return nil, bad
+	}
+	var ch Channels
+	for k, v := range fields {
+		var list *[]string
+		switch k {
+		case "subscribe":
+			list = &ch.Subscribe
+		case "publish":
+			list = &ch.Publish
+		default:
+			return nil, bad
+		}
+		var items []any
+		if err := json.Unmarshal(v, &items); err != nil || items == nil {
+			return nil, bad
+		}
+		for _, it := range items {
+			p, ok := it.(string)
+			if !ok {
+				return nil, bad
+			}
+			if !ValidPattern(p) {
+				return nil, &Error{fmt.Sprintf("token has a bad channel pattern %q in its channels claim: want a channel name or a prefix ending in *", p)}
+			}
+			*list = append(*list, p)
+		}
+	}
+	return &ch, nil
 }
 
 // unwrapReason is the innermost message of a jwt error chain, which names
@@ -349,9 +414,13 @@ func MintHS256(secret []byte, s Spec, now time.Time) (string, error) {
 	if len(secret) == 0 {
 		return "", errors.New("mint token: no secret")
 	}
-	c := claims{
-		RegisteredClaims: jwt.RegisteredClaims{Subject: s.User, IssuedAt: jwt.NewNumericDate(now)},
-		Channels:         s.Channels,
+	c := claims{RegisteredClaims: jwt.RegisteredClaims{Subject: s.User, IssuedAt: jwt.NewNumericDate(now)}}
+	if s.Channels != nil {
+		b, err := json.Marshal(s.Channels)
+		if err != nil {
+			return "", fmt.Errorf("mint token: %w", err)
+		}
+		c.Channels = b
 	}
 	if s.TTL != 0 {
 		c.ExpiresAt = jwt.NewNumericDate(now.Add(s.TTL))

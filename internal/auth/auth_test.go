@@ -263,3 +263,68 @@ func FuzzVerify(f *testing.F) {
 		}
 	})
 }
+
+// A channels claim is an object of two lists of patterns, or it is
+// refused; absent, it restricts nothing.
+func TestChannelsClaimShape(t *testing.T) {
+	t.Parallel()
+	v := verifier(t, auth.Keys{Secret: secret})
+	for claim, want := range map[string]string{
+		`{}`:                                    "",
+		`{"subscribe":[],"publish":[]}`:         "",
+		`{"subscribe":["a*"]}`:                  "",
+		`null`:                                  "malformed channels claim",
+		`[]`:                                    "malformed channels claim",
+		`"*"`:                                   "malformed channels claim",
+		`{"subscribe":null}`:                    "malformed channels claim",
+		`{"subscribe":"a"}`:                     "malformed channels claim",
+		`{"publish":[1]}`:                       "malformed channels claim",
+		`{"publish":["a",null]}`:                "malformed channels claim",
+		`{"subscribe":["a"],"Subscribe":["*"]}`: "malformed channels claim",
+		`{"subscribe":["a b"]}`:                 "bad channel pattern",
+	} {
+		var c any
+		if err := json.Unmarshal([]byte(claim), &c); err != nil {
+			t.Fatal(err)
+		}
+		id, err := v.Verify(sign(t, jwt.SigningMethodHS256, secret, jwt.MapClaims{"sub": "ann", "channels": c}, ""))
+		switch {
+		case want == "" && (err != nil || id.CanSubscribe("b") || id.CanPublish("b")):
+			t.Errorf("channels %s: %+v, %v; want accepted, allowing nothing on b", claim, id, err)
+		case want != "" && (err == nil || !strings.Contains(err.Error(), want)):
+			t.Errorf("channels %s: %+v, %v; want refused with %q", claim, id, err, want)
+		}
+	}
+}
+
+// Audience and Issuer are required of every token once set, through the
+// jwt parser's own checks.
+func TestAudienceAndIssuer(t *testing.T) {
+	t.Parallel()
+	v := verifier(t, auth.Keys{Secret: secret, Audience: "herald", Issuer: "https://id.example"})
+	for _, tc := range []struct {
+		claims jwt.MapClaims
+		want   string
+	}{
+		{jwt.MapClaims{"aud": "herald", "iss": "https://id.example"}, ""},
+		{jwt.MapClaims{"aud": []string{"mail", "herald"}, "iss": "https://id.example"}, ""},
+		{jwt.MapClaims{"aud": "mail", "iss": "https://id.example"}, "audience"},
+		{jwt.MapClaims{"aud": []string{"mail"}, "iss": "https://id.example"}, "audience"},
+		{jwt.MapClaims{"iss": "https://id.example"}, "audience"},
+		{jwt.MapClaims{"aud": "herald", "iss": "https://evil.example"}, "iss"},
+		{jwt.MapClaims{"aud": "herald"}, "iss"},
+	} {
+		tc.claims["sub"] = "ann"
+		_, err := v.Verify(sign(t, jwt.SigningMethodHS256, secret, tc.claims, ""))
+		if (tc.want == "") != (err == nil) || err != nil && !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: %v, want %q", tc.claims, err, tc.want)
+		}
+	}
+	// Without them, aud and iss are not looked at.
+	if _, err := verifier(t, auth.Keys{Secret: secret}).Verify(sign(t, jwt.SigningMethodHS256, secret, jwt.MapClaims{"sub": "ann", "aud": "mail", "iss": "x"}, "")); err != nil {
+		t.Errorf("aud and iss unchecked: %v", err)
+	}
+	if _, err := auth.New(auth.Keys{Audience: "herald"}); err == nil {
+		t.Error("an audience without a key was accepted")
+	}
+}

@@ -35,6 +35,21 @@ var channelByte = func() (t [256]bool) {
 	return t
 }()
 
+// ReservedNamespace is herald's own namespace: every node publishes its
+// numbers there for the admin page. No client, server API call or
+// application publish goes there, and no client subscribes.
+const ReservedNamespace = "herald-admin"
+
+// Reserved refuses a channel of ReservedNamespace with a forbidden *Error;
+// it returns nil for any other channel. Every path that publishes or
+// subscribes for someone else than herald asks it.
+func Reserved(channel string) *Error {
+	if Namespace(channel) != ReservedNamespace {
+		return nil
+	}
+	return Errorf(CodeForbidden, "the "+ReservedNamespace+" namespace is herald's own: the admin page reads it")
+}
+
 // Namespace returns the part of a channel name before its first ':', or ""
 // when it has none.
 func Namespace(channel string) string {
