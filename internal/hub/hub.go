@@ -62,6 +62,16 @@ type Paced interface {
 	FellBehind()
 }
 
+// Interruptible is a Subscriber that can be told it missed messages that
+// the broker no longer holds (live delivery lost them while the broker
+// was unreachable, and history was trimmed, was never kept, or went back
+// to an older state), so that its client resumes and learns it did not
+// recover. It must not block.
+type Interruptible interface {
+	Subscriber
+	MissedMessages()
+}
+
 // ChannelOptions are the per-channel rules the hub applies.
 type ChannelOptions struct {
 	History broker.HistoryOptions
@@ -757,8 +767,9 @@ func (h *Hub) repair(ch *channel, from broker.Offset) {
 		}
 		ch.mu.Lock()
 		if !res.Complete {
-			h.log.Warn("repair: history no longer holds every missed message",
+			h.log.Warn("repair: history no longer holds every missed message; subscribers told",
 				"channel", ch.name, "after", from.String())
+			ch.tellMissedLocked(from, res.Latest)
 		}
 		held := ch.held
 		ch.held = nil
@@ -775,6 +786,22 @@ func (h *Hub) repair(ch *channel, from broker.Offset) {
 		ch.repairing = false
 		ch.mu.Unlock()
 		return
+	}
+}
+
+// tellMissedLocked tells ch's live subscribers that messages after from
+// are gone for good, except those that started in latest's epoch when it
+// is a new one: their catch-up read the new epoch from its history, and
+// the old epoch's end is nothing they asked for. Subscribers still
+// catching up find the loss in their own history reads.
+func (ch *channel) tellMissedLocked(from, latest broker.Offset) {
+	for sub, e := range ch.subs {
+		if e.pending || (latest.Epoch != from.Epoch && e.from.Epoch == latest.Epoch && !e.from.IsZero()) {
+			continue
+		}
+		if s, ok := sub.(Interruptible); ok {
+			s.MissedMessages()
+		}
 	}
 }
 
