@@ -310,6 +310,9 @@ func (b *Broker) receive(ps *goredis.PubSub) {
 			h.HandleReconnect()
 		}
 		if err != nil {
+			if !lost {
+				b.releaseUnsubscribes()
+			}
 			lost = true
 			select {
 			case <-b.stop:
@@ -331,6 +334,28 @@ func (b *Broker) receive(ps *goredis.PubSub) {
 		case *goredis.Message:
 			b.deliver(v.Channel, v.Payload)
 		}
+	}
+}
+
+// releaseUnsubscribes releases every Unsubscribe call waiting for its
+// confirmation when the pub/sub connection failed: the confirmation may
+// have been lost with it, and never comes on the new connection, which
+// go-redis subscribes to the remaining topics only. A dropped connection
+// holds no subscription, so the topics are unsubscribed. (Subscribe calls
+// keep waiting: go-redis subscribes their topics again on the new
+// connection, and Redis confirms that.)
+func (b *Broker) releaseUnsubscribes() {
+	b.mu.Lock()
+	var ws []chan struct{}
+	for w, cs := range b.waiters {
+		if strings.HasPrefix(w, "unsubscribe ") {
+			ws = append(ws, cs...)
+			delete(b.waiters, w)
+		}
+	}
+	b.mu.Unlock()
+	for _, c := range ws {
+		close(c)
 	}
 }
 

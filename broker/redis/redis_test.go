@@ -552,3 +552,32 @@ func TestPublishReplyLostStoresOnce(t *testing.T) {
 		t.Fatalf("publish with its reply lost: err %v, want unavailable", lostErr)
 	}
 }
+
+// An Unsubscribe whose confirmation is lost with the pub/sub connection
+// returns: a connection that dropped holds no subscription, and the new
+// one does not subscribe the topic again, so no confirmation ever comes.
+func TestUnsubscribeReturnsWhenConnectionDrops(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	prefix := testPrefix(t)
+	target := strings.TrimSuffix(strings.TrimPrefix(serverURL(), "redis://"), "/0")
+	p := newReplyDropper(t, target, "unsubscribe")
+	b := newBroker(t, redis.Config{URL: "redis://" + p.l.Addr().String() + "/0", Prefix: prefix})
+	if err := b.Start(ctx, &collector{}); err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if err := b.Subscribe(ctx, "c"); err != nil {
+		t.Fatal(err)
+	}
+	uctx, ucancel := context.WithTimeout(ctx, 3*time.Second)
+	defer ucancel()
+	start := time.Now()
+	err := b.Unsubscribe(uctx, "c")
+	if uctx.Err() != nil {
+		t.Fatalf("Unsubscribe waited %v for a confirmation lost with its connection: %v", time.Since(start), err)
+	}
+	if !p.used.Load() {
+		t.Fatal("the proxy never dropped the confirmation")
+	}
+}
