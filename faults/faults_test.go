@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -165,12 +166,20 @@ type received struct {
 	segments []segment
 	last     string // offset of the newest message
 	sawEnd   bool
+	// acked is the number of the newest message acknowledged so far,
+	// shared with the publisher.
+	acked *atomic.Int64
 }
 
 type segment struct {
 	recovered bool
-	ns        []int
-	offsets   []string
+	// ackedBefore is the newest message acknowledged when the subscribe
+	// reply arrived: a recovered:false covers it and all before (the
+	// subscribe may wait for the broker to come back, and what the broker
+	// lost meanwhile is what recovered:false tells of).
+	ackedBefore int
+	ns          []int
+	offsets     []string
 }
 
 // runFault runs two herald nodes on one broker server, a publisher on the
@@ -196,8 +205,9 @@ func runFault(t *testing.T, kind string, f fault) {
 	// Subscribers.
 	subs := make([]*received, 3)
 	var wg sync.WaitGroup
+	var newestAcked atomic.Int64
 	for i := range subs {
-		subs[i] = &received{}
+		subs[i] = &received{acked: &newestAcked}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -230,6 +240,7 @@ func runFault(t *testing.T, kind string, f fault) {
 				amu.Lock()
 				acked[n] = off
 				amu.Unlock()
+				newestAcked.Store(int64(n))
 			}
 		}
 	}()
@@ -253,6 +264,16 @@ func runFault(t *testing.T, kind string, f fault) {
 	heraldtest.WaitFor(t, heraldtest.Timeout, func() bool {
 		_, err := publish(map[string]any{"n": -1})
 		return err == nil
+	})
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		for i, r := range subs {
+			r.mu.Lock()
+			t.Logf("subscriber %d: end %v, %s", i, r.sawEnd, r.summaryLocked())
+			r.mu.Unlock()
+		}
 	})
 	heraldtest.WaitFor(t, 3*heraldtest.Timeout, func() bool {
 		for _, r := range subs {
@@ -278,18 +299,38 @@ func runFault(t *testing.T, kind string, f fault) {
 	t.Logf("%d messages acknowledged", len(acked))
 }
 
+// summaryLocked describes r's segments: recovered flag, first and last
+// message number and offset, for a failure message.
+func (r *received) summaryLocked() string {
+	var segs []string
+	for _, sg := range r.segments {
+		if len(sg.ns) == 0 {
+			segs = append(segs, fmt.Sprintf("recovered %v: none", sg.recovered))
+			continue
+		}
+		last := len(sg.ns) - 1
+		segs = append(segs, fmt.Sprintf("recovered %v: %d (%s) .. %d (%s)", sg.recovered, sg.ns[0], sg.offsets[0], sg.ns[last], sg.offsets[last]))
+	}
+	return fmt.Sprintf("segments %v, last %q", segs, r.last)
+}
+
 // check verifies the invariant for one subscriber: within a segment,
 // message numbers rise (no duplicate, no reordering); and every
-// acknowledged message is received, unless it falls before a segment
-// whose subscribe said recovered:false (the subscriber was told it may
-// have missed something).
+// acknowledged message is received, unless it was acknowledged before a
+// subscribe that said recovered:false (the subscriber was told it may
+// have missed something: the broker may have lost it after its ack).
 func check(r *received, acked map[int]string) error {
 	got := map[int]bool{}
 	told := 0 // acknowledged messages up to this number may be missing
 	high := 0
+	// Messages up to replay may come again: after a recovered:false the
+	// subscriber gets what history holds, which may start before what it
+	// had, and its next resumes go on from there.
+	replay := 0
 	for _, sg := range r.segments {
 		if !sg.recovered {
-			told = max(told, high)
+			told = max(told, high, sg.ackedBefore)
+			replay = max(replay, high)
 		}
 		prev := 0
 		for _, n := range sg.ns {
@@ -297,7 +338,7 @@ func check(r *received, acked map[int]string) error {
 				return fmt.Errorf("message %d after %d in one connection (offsets %v)", n, prev, sg.offsets[max(0, slices.Index(sg.ns, n)-2):min(len(sg.ns), slices.Index(sg.ns, n)+4)])
 			}
 			prev = n
-			if !sg.recovered && n <= high {
+			if n <= replay && got[n] {
 				continue // a history told to be new may repeat what was seen
 			}
 			if got[n] {
@@ -309,7 +350,7 @@ func check(r *received, acked map[int]string) error {
 	}
 	for n := range acked {
 		if !got[n] && n > told {
-			return fmt.Errorf("acknowledged message %d (%s) never received, and no recovered:false covers it", n, acked[n])
+			return fmt.Errorf("acknowledged message %d (%s) never received, and no recovered:false covers it; %s", n, acked[n], r.summaryLocked())
 		}
 	}
 	return nil
@@ -379,7 +420,7 @@ func readSegment(ctx context.Context, base string, r *received, limit int) error
 			r.mu.Unlock()
 			return fmt.Errorf("subscribe refused: %s", b)
 		case m.ID == 1:
-			r.segments = append(r.segments, segment{recovered: m.Recovered || since == ""})
+			r.segments = append(r.segments, segment{recovered: m.Recovered || since == "", ackedBefore: int(r.acked.Load())})
 			started = true
 		case m.Op == "message" && started:
 			if m.Data.N == -1 {
