@@ -169,6 +169,8 @@ type Broker struct {
 	seen     *watermark.Table    // newest offset seen per recent channel
 	closed   bool
 
+	ensureMu sync.Mutex // one ensureState at a time
+
 	pubMu  sync.Mutex
 	chains map[string]*chain // Publish's view of channels' heads; cleared when large
 }
@@ -273,7 +275,14 @@ func (b *Broker) Start(ctx context.Context, h broker.Handler) error {
 		}),
 		natsgo.ReconnectHandler(func(*natsgo.Conn) {
 			b.log.Info("nats broker: reconnected")
-			h.HandleReconnect()
+			// The server may have come back without the stream and the
+			// bucket (restarted with an empty store): make them again
+			// before the Handler reads history. Not on nats.go's
+			// callback goroutine, which would hold up its other events.
+			go func() {
+				b.ensureState()
+				h.HandleReconnect()
+			}()
 		}),
 	)
 	if err != nil {
@@ -289,9 +298,22 @@ func (b *Broker) Start(ctx context.Context, h broker.Handler) error {
 	if err != nil {
 		return fmt.Errorf("nats broker: jetstream: %w", err)
 	}
+	stream, kv, err := b.createState(ctx, js)
+	if err != nil {
+		return err
+	}
+	ok = true
+	b.handler, b.nc, b.js, b.stream, b.kv = h, nc, js, stream, kv
+	b.epoch = strconv.FormatInt(stream.CachedInfo().Created.UnixNano(), 36)
+	return nil
+}
+
+// createState creates the history stream and the presence bucket, or
+// updates them to the broker's settings.
+func (b *Broker) createState(ctx context.Context, js jetstream.JetStream) (jetstream.Stream, jetstream.KeyValue, error) {
 	p := b.cfg.Prefix
 	var stream jetstream.Stream
-	err = retryServerError(ctx, func() (err error) {
+	err := retryServerError(ctx, func() (err error) {
 		stream, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 			Name:              b.StreamName(),
 			Subjects:          []string{p + ".msg.*"},
@@ -304,9 +326,8 @@ func (b *Broker) Start(ctx context.Context, h broker.Handler) error {
 		return err
 	})
 	if err != nil {
-		return b.wrap("create stream", err)
+		return nil, nil, b.wrap("create stream", err)
 	}
-	info := stream.CachedInfo()
 	var kv jetstream.KeyValue
 	err = retryServerError(ctx, func() (err error) {
 		kv, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
@@ -316,13 +337,44 @@ func (b *Broker) Start(ctx context.Context, h broker.Handler) error {
 		return err
 	})
 	if err != nil {
-		return b.wrap("create presence bucket", err)
+		return nil, nil, b.wrap("create presence bucket", err)
 	}
-	ok = true
-	b.handler, b.nc, b.js, b.stream, b.kv = h, nc, js, stream, kv
-	b.epoch = strconv.FormatInt(info.Created.UnixNano(), 36)
-	return nil
+	return stream, kv, nil
 }
+
+// ensureState makes the stream and the bucket again, as Start did, once the
+// server is back from an outage: a server restarted with an empty store
+// has neither, and every publish would fail until herald restarted. It
+// retries until it succeeds or the broker closes; one call runs at a time
+// and a call meanwhile waits for it.
+func (b *Broker) ensureState() {
+	b.ensureMu.Lock()
+	defer b.ensureMu.Unlock()
+	wait := 50 * time.Millisecond
+	for {
+		b.mu.Lock()
+		js, closed := b.js, b.closed
+		b.mu.Unlock()
+		if closed || js == nil {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), ensureTimeout)
+		stream, kv, err := b.createState(ctx, js)
+		cancel()
+		if err == nil {
+			b.mu.Lock()
+			b.stream, b.kv = stream, kv
+			b.mu.Unlock()
+			return
+		}
+		b.log.Warn("nats broker: make stream and bucket after reconnecting", "err", err)
+		time.Sleep(wait)
+		wait = min(2*wait, 2*time.Second)
+	}
+}
+
+// ensureTimeout bounds one attempt of ensureState.
+const ensureTimeout = 5 * time.Second
 
 // retryServerError calls f up to three times while it fails with a server
 // internal error (status 500): NATS 2.9 servers were seen to fail creating a

@@ -83,7 +83,12 @@ type Broker struct {
 	presenceTTL time.Duration
 	log         *slog.Logger
 	client      *goredis.Client
-	seen        *watermark.Table // newest offset seen per recent channel
+	// publisher runs the publish script and never sends a command twice:
+	// go-redis retries a command whose reply it did not get (a broken
+	// connection, a read timeout), and a publish that ran but whose reply
+	// was lost would then be stored again at the next offset.
+	publisher *goredis.Client
+	seen      *watermark.Table // newest offset seen per recent channel
 
 	mu      sync.Mutex // guards everything below
 	ps      *goredis.PubSub
@@ -124,11 +129,14 @@ func New(cfg Config) (*Broker, error) {
 		}
 		return nil, fmt.Errorf("redis broker: URL %s: %w", mask.URL(cfg.URL), err)
 	}
+	pubOpts := *opts
+	pubOpts.MaxRetries = -1 // go-redis: -1 is no retries (0 means its default, 3)
 	return &Broker{
 		prefix:      cfg.Prefix,
 		presenceTTL: cfg.PresenceTTL,
 		log:         cfg.Logger,
 		client:      goredis.NewClient(opts),
+		publisher:   goredis.NewClient(&pubOpts),
 		seen:        watermark.New(0),
 		wanted:      make(map[string]bool),
 		waiters:     make(map[string][]chan struct{}),
@@ -175,7 +183,7 @@ func (b *Broker) Close() error {
 		errs = append(errs, ps.Close())
 		<-b.done
 	}
-	errs = append(errs, b.client.Close())
+	errs = append(errs, b.client.Close(), b.publisher.Close())
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("redis broker: close: %w", err)
 	}
@@ -308,6 +316,9 @@ func (b *Broker) receive(ps *goredis.PubSub) {
 			h.HandleReconnect()
 		}
 		if err != nil {
+			if !lost {
+				b.releaseUnsubscribes()
+			}
 			lost = true
 			select {
 			case <-b.stop:
@@ -329,6 +340,28 @@ func (b *Broker) receive(ps *goredis.PubSub) {
 		case *goredis.Message:
 			b.deliver(v.Channel, v.Payload)
 		}
+	}
+}
+
+// releaseUnsubscribes releases every Unsubscribe call waiting for its
+// confirmation when the pub/sub connection failed: the confirmation may
+// have been lost with it, and never comes on the new connection, which
+// go-redis subscribes to the remaining topics only. A dropped connection
+// holds no subscription, so the topics are unsubscribed. (Subscribe calls
+// keep waiting: go-redis subscribes their topics again on the new
+// connection, and Redis confirms that.)
+func (b *Broker) releaseUnsubscribes() {
+	b.mu.Lock()
+	var ws []chan struct{}
+	for w, cs := range b.waiters {
+		if strings.HasPrefix(w, "unsubscribe ") {
+			ws = append(ws, cs...)
+			delete(b.waiters, w)
+		}
+	}
+	b.mu.Unlock()
+	for _, c := range ws {
+		close(c)
 	}
 }
 
@@ -432,7 +465,7 @@ func (b *Broker) Publish(ctx context.Context, channel string, p broker.Publicati
 		ttl = 1
 	}
 	seen := b.seen.Get(channel)
-	res, err := publishScript.Run(ctx, b.client,
+	res, err := publishScript.Run(ctx, b.publisher,
 		[]string{b.key(channel, "meta"), b.key(channel, "stream")},
 		newEpoch(), max(opts.Size, 0), ttl, metaGrace.Milliseconds(), b.topic(channel),
 		[]byte(p.Data), binary, p.Event, p.User, p.Client, seen.Epoch, seen.Seq,

@@ -1,14 +1,19 @@
 package redis_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"os"
+	"slices"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -437,5 +442,142 @@ func TestStreamBoundedBySizeAndTTL(t *testing.T) {
 		if err != nil || ttl <= 0 || ttl > limit {
 			t.Fatalf("PTTL %s = %v, %v; want at most %v", keys[i], ttl, err, limit)
 		}
+	}
+}
+
+// replyDropper is a TCP proxy to Redis that, once, forwards a command
+// containing marker and closes the client's connection instead of passing
+// on Redis's reply: the command ran, but the client never learns it.
+type replyDropper struct {
+	l      net.Listener
+	marker []byte
+	armed  atomic.Bool // the marker went through; drop the next reply
+	used   atomic.Bool // dropped once already
+}
+
+func newReplyDropper(t *testing.T, target, marker string) *replyDropper {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &replyDropper{l: l, marker: []byte(marker)}
+	t.Cleanup(func() { _ = l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			s, err := net.Dial("tcp", target)
+			if err != nil {
+				_ = c.Close()
+				continue
+			}
+			go p.pipe(c, s)
+		}
+	}()
+	return p
+}
+
+func (p *replyDropper) pipe(c, s net.Conn) {
+	defer c.Close()
+	defer s.Close()
+	go func() {
+		defer c.Close()
+		defer s.Close()
+		buf := make([]byte, 64<<10)
+		for {
+			n, err := c.Read(buf)
+			if err != nil {
+				return
+			}
+			if !p.used.Load() && bytes.Contains(buf[:n], p.marker) {
+				p.armed.Store(true)
+			}
+			if _, err := s.Write(buf[:n]); err != nil {
+				return
+			}
+		}
+	}()
+	buf := make([]byte, 64<<10)
+	for {
+		n, err := s.Read(buf)
+		if err != nil {
+			return
+		}
+		if p.armed.Load() && p.used.CompareAndSwap(false, true) {
+			return // the reply to the marked command is lost
+		}
+		if _, err := c.Write(buf[:n]); err != nil {
+			return
+		}
+	}
+}
+
+// A publish whose reply is lost after Redis ran it is not sent again: the
+// message is stored once, whatever the URL says about retries (go-redis
+// retries a command on a broken connection by default).
+func TestPublishReplyLostStoresOnce(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	prefix := testPrefix(t)
+	target := strings.TrimSuffix(strings.TrimPrefix(serverURL(), "redis://"), "/0")
+	p := newReplyDropper(t, target, "lost-reply-marker")
+	b := newBroker(t, redis.Config{URL: "redis://" + p.l.Addr().String() + "/0", Prefix: prefix})
+	if err := b.Start(ctx, &collector{}); err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	opts := broker.HistoryOptions{Size: 10}
+	_, lostErr := b.Publish(ctx, "c", broker.Publication{Data: []byte(`"lost-reply-marker"`)}, opts)
+	if !p.used.Load() {
+		t.Fatal("the proxy never dropped a reply")
+	}
+	if _, err := b.Publish(ctx, "c", broker.Publication{Data: []byte(`"next"`)}, opts); err != nil {
+		t.Fatalf("publish after: %v", err)
+	}
+	h, err := b.History(ctx, "c", broker.HistoryQuery{Limit: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, m := range h.Messages {
+		got = append(got, string(m.Data))
+	}
+	if want := []string{`"lost-reply-marker"`, `"next"`}; !slices.Equal(got, want) {
+		t.Fatalf("history %q, want %q (the lost-reply publish stored once)", got, want)
+	}
+	if !errors.Is(lostErr, broker.ErrUnavailable) {
+		t.Fatalf("publish with its reply lost: err %v, want unavailable", lostErr)
+	}
+}
+
+// An Unsubscribe whose confirmation is lost with the pub/sub connection
+// returns: a connection that dropped holds no subscription, and the new
+// one does not subscribe the topic again, so no confirmation ever comes.
+func TestUnsubscribeReturnsWhenConnectionDrops(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	prefix := testPrefix(t)
+	target := strings.TrimSuffix(strings.TrimPrefix(serverURL(), "redis://"), "/0")
+	p := newReplyDropper(t, target, "unsubscribe")
+	b := newBroker(t, redis.Config{URL: "redis://" + p.l.Addr().String() + "/0", Prefix: prefix})
+	if err := b.Start(ctx, &collector{}); err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if err := b.Subscribe(ctx, "c"); err != nil {
+		t.Fatal(err)
+	}
+	uctx, ucancel := context.WithTimeout(ctx, 3*time.Second)
+	defer ucancel()
+	start := time.Now()
+	err := b.Unsubscribe(uctx, "c")
+	if uctx.Err() != nil {
+		t.Fatalf("Unsubscribe waited %v for a confirmation lost with its connection: %v", time.Since(start), err)
+	}
+	if !p.used.Load() {
+		t.Fatal("the proxy never dropped the confirmation")
 	}
 }

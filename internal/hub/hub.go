@@ -25,6 +25,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -60,6 +61,16 @@ type Paced interface {
 	// it still needed while it caught up, so it cannot have every one in
 	// order. It must not block.
 	FellBehind()
+}
+
+// Interruptible is a Subscriber that can be told it missed messages that
+// the broker no longer holds (live delivery lost them while the broker
+// was unreachable, and history was trimmed, was never kept, or went back
+// to an older state), so that its client resumes and learns it did not
+// recover. It must not block.
+type Interruptible interface {
+	Subscriber
+	MissedMessages()
 }
 
 // ChannelOptions are the per-channel rules the hub applies.
@@ -127,6 +138,9 @@ type channel struct {
 	repairing bool
 	held      []broker.Message
 	overflow  bool
+	// ended are epochs the channel moved past (the newest maxEnded):
+	// a late copy of one of their messages is stale and not delivered.
+	ended []string
 
 	// Joins and leaves, coalesced (see presenceEvent). Guarded by mu.
 	presNext  time.Time        // until then, joins and leaves wait in presQueue
@@ -137,6 +151,25 @@ type channel struct {
 
 // maxHeld bounds the live messages a channel holds while it is repaired.
 const maxHeld = 4096
+
+// maxEnded bounds the ended epochs a channel remembers.
+const maxEnded = 8
+
+// endLocked records that the channel moved past epoch.
+func (ch *channel) endLocked(epoch string) {
+	if epoch == "" || ch.endedLocked(epoch) {
+		return
+	}
+	if len(ch.ended) >= maxEnded {
+		ch.ended = ch.ended[1:]
+	}
+	ch.ended = append(ch.ended, epoch)
+}
+
+// endedLocked reports whether the channel moved past epoch.
+func (ch *channel) endedLocked(epoch string) bool {
+	return slices.Contains(ch.ended, epoch)
+}
 
 // entry is one subscriber's state in a channel. While pending, the
 // subscriber is catching up from history and live messages wait in buf
@@ -348,6 +381,9 @@ func (h *Hub) Subscribe(ctx context.Context, sub Subscriber, info broker.ClientI
 	}
 
 	ch.mu.Lock()
+	if since != nil && first.Latest.Epoch != "" && first.Latest.Epoch != since.Epoch {
+		ch.endLocked(since.Epoch) // history moved on to another epoch
+	}
 	ready(SubscribeResult{Latest: first.Latest, Recovered: since == nil || first.Complete})
 	last, largest := first.Latest, 0
 	if len(page.Messages) > 0 {
@@ -357,7 +393,7 @@ func (h *Hub) Subscribe(ctx context.Context, sub Subscriber, info broker.ClientI
 		ch.mu.Unlock()
 		h.background(func() { h.catchUp(ch, sub, e, last, largest) })
 	} else {
-		e.finishLocked(sub, last)
+		e.finishLocked(ch, sub, last)
 		ch.mu.Unlock()
 	}
 
@@ -426,10 +462,12 @@ func deliverReplay(sub Subscriber, msgs []broker.Message) (last broker.Offset, l
 }
 
 // finishLocked ends a catch-up that reached last: the live messages
-// buffered meanwhile that came after it follow, and sub is live.
-func (e *entry) finishLocked(sub Subscriber, last broker.Offset) {
+// buffered meanwhile that came after it follow (not those of an epoch the
+// channel moved past), and sub is live.
+func (e *entry) finishLocked(ch *channel, sub Subscriber, last broker.Offset) {
 	for _, m := range e.buf {
-		if m.Offset.Epoch != last.Epoch || m.Offset.Seq > last.Seq {
+		if m.Offset.Epoch == last.Epoch && m.Offset.Seq > last.Seq ||
+			m.Offset.Epoch != last.Epoch && !ch.endedLocked(m.Offset.Epoch) {
 			sub.Deliver(&Delivery{Message: m, Replay: true})
 		}
 	}
@@ -486,7 +524,7 @@ func (h *Hub) catchUp(ch *channel, sub Subscriber, e *entry, last broker.Offset,
 			// was read: history holds them, read on.
 			e.overflow = false
 		default:
-			e.finishLocked(sub, last)
+			e.finishLocked(ch, sub, last)
 			ch.mu.Unlock()
 			return
 		}
@@ -705,8 +743,15 @@ func (ch *channel) earliestStartLocked() (broker.Offset, bool) {
 	return from, found
 }
 
-// fanOutLocked hands m to every subscriber that has not had it.
+// fanOutLocked hands m to every subscriber that has not had it; a message
+// of an epoch the channel moved past is a late copy and goes nowhere.
 func (ch *channel) fanOutLocked(m broker.Message) {
+	if m.Offset.Epoch != ch.seen.Epoch {
+		if ch.endedLocked(m.Offset.Epoch) {
+			return
+		}
+		ch.endLocked(ch.seen.Epoch)
+	}
 	d := &Delivery{Message: m}
 	for sub, e := range ch.subs {
 		switch {
@@ -757,8 +802,12 @@ func (h *Hub) repair(ch *channel, from broker.Offset) {
 		}
 		ch.mu.Lock()
 		if !res.Complete {
-			h.log.Warn("repair: history no longer holds every missed message",
+			h.log.Warn("repair: history no longer holds every missed message; subscribers told",
 				"channel", ch.name, "after", from.String())
+			ch.tellMissedLocked(from, res.Latest)
+		}
+		if res.Latest.Epoch != "" && res.Latest.Epoch != from.Epoch {
+			ch.endLocked(from.Epoch) // held copies of its messages are stale
 		}
 		held := ch.held
 		ch.held = nil
@@ -775,6 +824,22 @@ func (h *Hub) repair(ch *channel, from broker.Offset) {
 		ch.repairing = false
 		ch.mu.Unlock()
 		return
+	}
+}
+
+// tellMissedLocked tells ch's live subscribers that messages after from
+// are gone for good, except those that started in latest's epoch when it
+// is a new one: their catch-up read the new epoch from its history, and
+// the old epoch's end is nothing they asked for. Subscribers still
+// catching up find the loss in their own history reads.
+func (ch *channel) tellMissedLocked(from, latest broker.Offset) {
+	for sub, e := range ch.subs {
+		if e.pending || (latest.Epoch != from.Epoch && e.from.Epoch == latest.Epoch && !e.from.IsZero()) {
+			continue
+		}
+		if s, ok := sub.(Interruptible); ok {
+			s.MissedMessages()
+		}
 	}
 }
 

@@ -54,8 +54,21 @@ func (b *lossyBroker) lose(on bool) {
 
 // recording is a Subscriber that keeps the sequence numbers it is given.
 type recording struct {
-	mu   sync.Mutex
-	seqs []uint64
+	mu     sync.Mutex
+	seqs   []uint64
+	missed int // MissedMessages calls
+}
+
+func (r *recording) MissedMessages() {
+	r.mu.Lock()
+	r.missed++
+	r.mu.Unlock()
+}
+
+func (r *recording) missedCount() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.missed
 }
 
 func (r *recording) Deliver(d *hub.Delivery) {
@@ -171,6 +184,9 @@ func TestGapRepairedOnReconnect(t *testing.T) {
 	}
 	e.publish(1)
 	r.waitSeqs(t, "after late copies", 1, 2, 3, 4, 5, 6)
+	if n := r.missedCount(); n != 0 {
+		t.Fatalf("told of missed messages %d times after a repair history covered", n)
+	}
 }
 
 // A reconnection before the channel's first message repairs from where
@@ -200,4 +216,28 @@ func TestRepairRespectsEachSubscribersStart(t *testing.T) {
 	early.waitSeqs(t, "early subscriber", 1, 2, 3, 4, 5, 6)
 	late.waitSeqs(t, "late subscriber", 6)
 	resumed.waitSeqs(t, "resumed subscriber", 4, 5, 6)
+}
+
+// When a repair finds that history no longer holds messages live delivery
+// missed, the subscribers that were live are told, so that their clients
+// resume and learn they did not recover (TestGapRepairedOnReconnect: a
+// repair that found everything tells no one).
+func TestRepairBeyondHistoryTellsSubscribers(t *testing.T) {
+	e := newRepairEnv(t)
+	r := e.subscribe(nil)
+	e.publish(5)
+	e.b.lose(true)
+	e.publish(150) // history keeps 100: 6 to 55 are gone
+	e.b.lose(false)
+	e.h.HandleReconnect()
+	deadline := time.Now().Add(5 * time.Second)
+	for r.missedCount() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("a repair that history could not cover told no subscriber")
+		}
+		time.Sleep(2 * time.Millisecond) // poll for the repair's goroutine
+	}
+	if got := r.got(); len(got) != 105 || got[5] != 56 {
+		t.Fatalf("after the incomplete repair got %d messages starting %v, want 1-5 then what history holds, 56-155", len(got), got[:min(len(got), 7)])
+	}
 }

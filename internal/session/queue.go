@@ -88,6 +88,21 @@ func (s *Session) closeSlow() {
 // catch-up it was reading).
 func (s *Session) FellBehind() { s.closeSlow() }
 
+// MissedMessages closes the session with 1001, which tells the client to
+// reconnect: messages of a channel it is subscribed to were lost on their
+// way to this node and are no longer in history, and a client that
+// resumes from the last offset it had is told recovered:false. The
+// protocol has no push for it on an open connection.
+func (s *Session) MissedMessages() {
+	s.qmu.Lock()
+	already := s.closing
+	s.closeLocked()
+	s.qmu.Unlock()
+	if !already {
+		s.cfg.Conn.Close(protocol.CloseGoingAway, "messages lost, resume")
+	}
+}
+
 // Room returns how many more bytes the session takes before its queue
 // bound is full (zero or less: none).
 func (s *Session) Room() int {

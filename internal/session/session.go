@@ -23,6 +23,11 @@ import (
 	"github.com/heraldhq/herald/internal/protocol"
 )
 
+var (
+	_ hub.Paced         = (*Session)(nil)
+	_ hub.Interruptible = (*Session)(nil)
+)
+
 // Conn is the transport side of a session.
 type Conn interface {
 	// Send queues payloads for writing, in order, without blocking, and
