@@ -296,7 +296,16 @@ func runFault(t *testing.T, kind string, f fault) {
 			t.Errorf("subscriber %d: %v", i, err)
 		}
 	}
-	t.Logf("%d messages acknowledged", len(acked))
+	resumes, unrecovered := 0, 0
+	for _, r := range subs {
+		for _, sg := range r.segments[1:] {
+			resumes++
+			if !sg.recovered {
+				unrecovered++
+			}
+		}
+	}
+	t.Logf("%d messages acknowledged; %d resumes, %d of them told recovered:false", len(acked), resumes, unrecovered)
 }
 
 // summaryLocked describes r's segments: recovered flag, first and last
