@@ -24,7 +24,6 @@ type Conn struct {
 	t           *Transport
 	nc          net.Conn
 	rc          syscall.RawConn
-	fd          int
 	h           Handler
 	subprotocol string
 	deflate     bool   // permessage-deflate, each message on its own both ways
@@ -161,6 +160,17 @@ func (c *Conn) writer(b batch) {
 	}
 }
 
+// writeRest writes rest, what the socket did not take of b at once, with
+// wmu held by the caller, which hands it over; then it goes on as c's
+// writer.
+func (c *Conn) writeRest(b batch, rest net.Buffers) {
+	bufs := slices.Clone(rest) // writing consumes the slice, which may be shared
+	err := c.writeLocked(&bufs)
+	c.wmu.Unlock()
+	c.finish(b, err)
+	c.writer(batch{})
+}
+
 // finish ends a batch once it is written or has failed.
 func (c *Conn) finish(b batch, err error) {
 	if b.lines != nil {
@@ -247,10 +257,16 @@ func zippedBody(p *hub.Payload) []byte {
 	return compress(p.Bytes)
 }
 
-// write writes bufs to the socket; a failure ends the connection.
+// write writes bufs to the socket, whole: no other write goes between
+// their bytes. A failure ends the connection.
 func (c *Conn) write(bufs *net.Buffers) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
+	return c.writeLocked(bufs)
+}
+
+// writeLocked is write with wmu held.
+func (c *Conn) writeLocked(bufs *net.Buffers) error {
 	if c.closed.Load() {
 		return errClosed
 	}

@@ -79,6 +79,15 @@ type Config struct {
 	// Traffic, when set, is told of the bytes read from (in) and written
 	// to (out) connections, as they are.
 	Traffic func(in, out int)
+
+	hooks testHooks // set only by this package's tests
+}
+
+// testHooks are called where a race window opens, so that this package's
+// tests can widen it; nil ones are skipped.
+type testHooks struct {
+	partialWrite func(*Conn) // the flusher wrote part of a batch; the rest is yet to go
+	rearm        func(*Conn) // a served connection is about to be watched again
 }
 
 func (c *Config) setDefaults() {
