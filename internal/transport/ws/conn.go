@@ -38,6 +38,7 @@ type Conn struct {
 	goneOnce     sync.Once
 
 	hmu    sync.Mutex // orders setting h with the connection ending
+	handed bool       // setHandler was called
 	isGone bool
 
 	// Reader state, touched only by the one goroutine serving a readiness
@@ -333,35 +334,53 @@ func (c *Conn) Close(code int, reason string) {
 	})
 }
 
-// setHandler gives c its Handler; one that arrives after c ended is told
-// at once.
+// setHandler gives c its Handler, nil when accept failed; one that
+// arrives after c ended is released at once.
 func (c *Conn) setHandler(h Handler) {
 	c.hmu.Lock()
-	c.h = h
+	c.h, c.handed = h, true
 	over := c.isGone
 	c.hmu.Unlock()
 	if over {
-		h.Close()
+		c.release(h)
 	}
 }
 
 // gone ends the connection, once, whoever sees the end first: it leaves
-// the poller, closes the socket and tells the Handler. Every path that
-// closes the socket goes through here, since the poller reports nothing
-// for a socket closed under it.
+// the poller and closes the socket at once, and tells the Handler on a
+// goroutine of its own, since its Close may wait (on a broker, say): the
+// keepalive sweep that finds many connections dead, or any other caller,
+// never waits for it. Every path that closes the socket goes through
+// here, since the poller reports nothing for a socket closed under it.
 func (c *Conn) gone() {
 	c.goneOnce.Do(func() {
 		c.closed.Store(true)
-		c.t.detach(c)
+		if c.t.loop != nil {
+			c.t.loop.remove(c)
+		}
 		_ = c.nc.Close()
 		c.hmu.Lock()
 		c.isGone = true
-		h := c.h
+		h, handed := c.h, c.handed
 		c.hmu.Unlock()
-		if h != nil {
-			h.Close()
+		if handed {
+			go c.release(h)
 		}
 	})
+}
+
+// release tells h, if set, that c is gone, then forgets c: until then c
+// counts as open, so that WaitEmpty waits for its Handler too.
+func (c *Conn) release(h Handler) {
+	defer c.t.forget(c)
+	defer func() {
+		if v := recover(); v != nil {
+			c.t.cfg.Logger.Error("panic in connection handler", "panic", v)
+		}
+	}()
+	if h != nil {
+		h.Close()
+	}
 }
 
 // readable reads what the socket has without blocking and handles every

@@ -45,7 +45,10 @@ import (
 type Handler interface {
 	HandleText(frame []byte)
 	HandleBinary(frame []byte)
-	// Close is called once, when the connection is gone.
+	// Close is called once, when the connection is gone, on a goroutine
+	// of its own: it may take its time (wait on a broker, say) without
+	// holding up the transport. The connection counts in Len, and
+	// WaitEmpty waits for it, until Close returns.
 	Close()
 }
 
@@ -202,6 +205,7 @@ func (t *Transport) Upgrade(w http.ResponseWriter, r *http.Request, accept func(
 	h, err := accept(c)
 	if err != nil {
 		c.Close(1011, "internal error")
+		c.setHandler(nil)
 		return fmt.Errorf("ws: accept: %w", err)
 	}
 	c.setHandler(h)
@@ -260,11 +264,8 @@ func (t *Transport) readLoop(c *Conn) {
 	}
 }
 
-// detach forgets c: it leaves the poller and the connection count.
-func (t *Transport) detach(c *Conn) {
-	if t.loop != nil {
-		t.loop.remove(c)
-	}
+// forget takes c out of the connection count.
+func (t *Transport) forget(c *Conn) {
 	t.mu.Lock()
 	delete(t.conns, c)
 	t.mu.Unlock()
@@ -288,7 +289,8 @@ func (t *Transport) negotiate(values []string) string {
 	return ""
 }
 
-// Len returns the number of open connections.
+// Len returns the number of open connections, counting those that are
+// closed but whose Handler's Close has not returned.
 func (t *Transport) Len() int {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -302,7 +304,9 @@ func (t *Transport) CloseAll(code int, reason string) {
 	t.drain = &closeInfo{code: code, reason: reason}
 	conns := make([]*Conn, 0, len(t.conns))
 	for c := range t.conns {
-		conns = append(conns, c)
+		if !c.closed.Load() {
+			conns = append(conns, c)
+		}
 	}
 	t.mu.Unlock()
 	for _, c := range conns {
@@ -310,7 +314,8 @@ func (t *Transport) CloseAll(code int, reason string) {
 	}
 }
 
-// WaitEmpty waits until every connection has closed, or ctx is done.
+// WaitEmpty waits until every connection has closed and its Handler's
+// Close has returned, or ctx is done.
 func (t *Transport) WaitEmpty(ctx context.Context) error {
 	tk := time.NewTicker(5 * time.Millisecond)
 	defer tk.Stop()
@@ -372,7 +377,9 @@ func (t *Transport) keepalive() {
 
 // sweep pings quiet connections and closes dead ones: those quiet for
 // PingInterval + PongTimeout, and those whose batch has not been written
-// within WriteTimeout.
+// within WriteTimeout. It waits for nothing: writes go out on goroutines
+// of their own, and a dead connection's socket is closed at once, its
+// Handler told on a goroutine of its own.
 func (t *Transport) sweep(now int64) {
 	ping := int64(t.cfg.PingInterval)
 	dead := ping + int64(t.cfg.PongTimeout)
@@ -382,6 +389,7 @@ func (t *Transport) sweep(now int64) {
 	for c := range t.conns {
 		since := c.writingSince.Load()
 		switch idle := now - c.lastRead.Load(); {
+		case c.closed.Load(): // its Handler is being told
 		case idle >= dead, since != 0 && now-since > writeTimeout:
 			gone = append(gone, c)
 		case idle >= ping && !c.pinged.Load():
