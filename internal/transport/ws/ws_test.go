@@ -28,6 +28,7 @@ func newRecorder() *recorder {
 	return &recorder{msgs: make(chan string, 1024), closed: make(chan struct{})}
 }
 
+func (r *recorder) Opened()               {}
 func (r *recorder) HandleText(b []byte)   { r.msgs <- string(b) }
 func (r *recorder) HandleBinary(b []byte) { r.msgs <- string(b) }
 func (r *recorder) Close()                { r.once.Do(func() { close(r.closed) }) }
