@@ -452,6 +452,12 @@ func (c *Conn) consume(data []byte) bool {
 		if err := ws.CheckHeader(h, state); err != nil {
 			return c.fail(ws.StatusProtocolError, err.Error())
 		}
+		// CheckHeader lets any RSV bit through once an extension is
+		// negotiated; permessage-deflate defines RSV1 alone, on the first
+		// frame of a data message alone (RFC 7692 6).
+		if h.Rsv2() || h.Rsv3() || h.Rsv1() && (h.OpCode.IsControl() || h.OpCode == ws.OpContinuation) {
+			return c.fail(ws.StatusProtocolError, "unexpected RSV bits")
+		}
 		if h.Length > int64(c.t.cfg.MaxMessageSize) || (h.OpCode.IsData() || h.OpCode == ws.OpContinuation) && int64(c.fragSize)+h.Length > int64(c.t.cfg.MaxMessageSize) {
 			c.t.refused("too_large")
 			return c.fail(ws.StatusMessageTooBig, "message too big")
