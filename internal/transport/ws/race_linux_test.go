@@ -86,12 +86,13 @@ func TestRearmAfterCloseSparesReusedDescriptor(t *testing.T) {
 		nc  net.Conn
 		err error
 	}
-	var target atomic.Pointer[Conn]
+	var target atomic.Pointer[served]
 	reused := make(chan reuse, 1)
 	var reopen func(*Conn) reuse
 	cfg := Config{PingInterval: time.Hour}
 	cfg.hooks.rearm = func(c *Conn) {
-		if target.CompareAndSwap(c, nil) {
+		// The re-arm after the target's message was handled.
+		if s := target.Load(); s != nil && s.c == c && len(s.h.msgs) > 0 && target.CompareAndSwap(s, nil) {
 			reused <- reopen(c)
 		}
 	}
@@ -142,16 +143,16 @@ func TestRearmAfterCloseSparesReusedDescriptor(t *testing.T) {
 	nc, _ := dialWS(t, url, nil)
 	s := accepted(t, conns)
 	waitFor(t, "the first connection is watched", func() bool { return watching(tr.loop, s.c) })
-	target.Store(s.c)
+	target.Store(&s)
 	writeClientFrame(t, nc, ws.OpText, []byte("wake"))
-	if got := s.h.next(t); got != "wake" {
-		t.Fatalf("first connection handled %q", got)
-	}
 	var r reuse
 	select {
 	case r = <-reused:
 	case <-time.After(waitTimeout):
 		t.Fatal("the first connection was not re-armed")
+	}
+	if got := s.h.next(t); got != "wake" {
+		t.Fatalf("first connection handled %q", got)
 	}
 	if r.nc != nil {
 		t.Cleanup(func() { _ = r.nc.Close() })

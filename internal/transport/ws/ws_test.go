@@ -20,15 +20,16 @@ const waitTimeout = 10 * time.Second
 // recorder is a Handler that keeps what it is handed.
 type recorder struct {
 	msgs   chan string
+	opened chan struct{}
 	closed chan struct{}
 	once   sync.Once
 }
 
 func newRecorder() *recorder {
-	return &recorder{msgs: make(chan string, 1024), closed: make(chan struct{})}
+	return &recorder{msgs: make(chan string, 1024), opened: make(chan struct{}), closed: make(chan struct{})}
 }
 
-func (r *recorder) Opened()               {}
+func (r *recorder) Opened()               { close(r.opened) }
 func (r *recorder) HandleText(b []byte)   { r.msgs <- string(b) }
 func (r *recorder) HandleBinary(b []byte) { r.msgs <- string(b) }
 func (r *recorder) Close()                { r.once.Do(func() { close(r.closed) }) }
@@ -86,16 +87,21 @@ func testServer(t *testing.T, cfg Config, ln net.Listener) (*Transport, string, 
 	return tr, "ws" + strings.TrimPrefix(hs.URL, "http"), conns
 }
 
-// accepted returns the next connection the server upgraded.
+// accepted returns the next connection the server upgraded, once its
+// handshake is over.
 func accepted(t *testing.T, conns chan served) served {
 	t.Helper()
 	select {
 	case s := <-conns:
-		return s
+		select {
+		case <-s.h.opened:
+			return s
+		case <-time.After(waitTimeout):
+		}
 	case <-time.After(waitTimeout):
-		t.Fatalf("no connection upgraded within %v", waitTimeout)
-		return served{}
 	}
+	t.Fatalf("no connection upgraded within %v", waitTimeout)
+	return served{}
 }
 
 // dialWS opens a client connection to url, over conn when it is set.
