@@ -430,8 +430,9 @@ func (c *Conn) readBlocking(buf []byte) bool {
 // them; what is left of an incomplete frame stays pending. It reports
 // false when the connection must end.
 func (c *Conn) consume(data []byte) bool {
-	if len(c.pend) > 0 {
-		data = append(c.pend, data...)
+	kept := len(c.pend) > 0
+	if kept {
+		data = append(c.pend, data...) // amortized: a frame that trickles in is not copied per read
 	}
 	for len(data) > 0 {
 		r := bytes.NewReader(data)
@@ -473,10 +474,13 @@ func (c *Conn) consume(data []byte) bool {
 			return false
 		}
 	}
-	if len(data) == 0 {
+	switch {
+	case len(data) == 0:
 		c.pend = nil
-	} else {
-		c.pend = append([]byte(nil), data...) // data may be the caller's buffer
+	case kept:
+		c.pend = data // the end of pend's own array
+	default:
+		c.pend = append([]byte(nil), data...) // data is the caller's buffer
 	}
 	return true
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"runtime"
 	"slices"
 	"sync"
 	"testing"
@@ -458,4 +459,25 @@ func frameSeeds() [][]byte {
 	big := clientFrame(s, ws.Header{Fin: true, OpCode: ws.OpText}, bytes.Repeat([]byte{'a'}, fuzzMax+1))
 	badUTF8 := clientFrame(s, ws.Header{Fin: true, OpCode: ws.OpText}, []byte{0xce, 0xba, 0xed, 0xa0, 0x80})
 	return [][]byte{hello, zipped, frag, bin, slices.Concat(hello, closing), big[:20], badUTF8, slices.Concat(frag, zipped, bin)}
+}
+
+// A message that arrives a byte at a time costs memory in proportion to
+// its size, not to its size squared: the bytes of an incomplete frame
+// are kept, not copied again on every read.
+func TestTrickledMessageIsNotCopiedPerByte(t *testing.T) {
+	const size = 32 << 10
+	tr := New(Config{MaxMessageSize: size, PingInterval: time.Hour})
+	t.Cleanup(tr.Close)
+	msg := bytes.Repeat([]byte{'a'}, size)
+	stream := clientFrame(&script{}, ws.Header{Fin: true, OpCode: ws.OpText}, msg)
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	got := feed(t, tr, splitEvery(stream, 1), false)
+	runtime.ReadMemStats(&after)
+	if len(got.msgs) != 1 || got.msgs[0] != "t:"+string(msg) {
+		t.Fatalf("got %v", got)
+	}
+	if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 256*size {
+		t.Fatalf("reading a %d-byte message a byte at a time allocated %d bytes", size, alloc)
+	}
 }
