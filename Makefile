@@ -29,3 +29,5 @@ fuzz:
 	go test -run=NONE -fuzz=FuzzParseOffset -fuzztime=$(FUZZTIME) ./broker
 	go test -run=NONE -fuzz=FuzzDecodePublish -fuzztime=$(FUZZTIME) ./internal/api
 	go test -run=NONE -fuzz=FuzzVerify -fuzztime=$(FUZZTIME) ./internal/auth
+	go test -run=NONE -fuzz=FuzzFrames -fuzztime=$(FUZZTIME) ./internal/transport/ws
+	go test -run=NONE -fuzz=FuzzMessages -fuzztime=$(FUZZTIME) ./internal/transport/ws

@@ -274,16 +274,18 @@ func health(t *testing.T, base string) (int, string) {
 
 // faultProxy forwards TCP connections from addr to a broker until cut,
 // which closes every forwarded connection and refuses new ones until
-// restore listens on the same address again.
+// restore listens on the same address again; or until stall, which
+// closes them too but accepts new ones and never answers them.
 type faultProxy struct {
 	t      *testing.T
 	target string
 	addr   string
 
-	mu    sync.Mutex
-	ln    net.Listener // nil while cut
-	conns map[net.Conn]bool
-	wg    sync.WaitGroup
+	mu      sync.Mutex
+	ln      net.Listener // nil while cut
+	stalled bool
+	conns   map[net.Conn]bool
+	wg      sync.WaitGroup
 }
 
 func newFaultProxy(t *testing.T, target string) *faultProxy {
@@ -321,13 +323,26 @@ func (p *faultProxy) start(ln net.Listener) {
 // forward connects c to the target and copies both ways until either side
 // closes or the proxy is cut.
 func (p *faultProxy) forward(c net.Conn) {
+	p.mu.Lock()
+	if p.stalled {
+		// Held, read and never answered, until restore or cut.
+		p.conns[c] = true
+		p.wg.Add(1)
+		p.mu.Unlock()
+		go func() {
+			defer p.wg.Done()
+			_, _ = io.Copy(io.Discard, c)
+		}()
+		return
+	}
+	p.mu.Unlock()
 	up, err := net.DialTimeout("tcp", p.target, time.Second)
 	if err != nil {
 		_ = c.Close()
 		return
 	}
 	p.mu.Lock()
-	if p.ln == nil { // cut meanwhile
+	if p.ln == nil || p.stalled { // cut or stalled meanwhile
 		p.mu.Unlock()
 		_ = c.Close()
 		_ = up.Close()
@@ -364,9 +379,34 @@ func (p *faultProxy) cut() {
 	clear(p.conns)
 }
 
-// restore listens on the proxy's address again.
+// stall closes every forwarded connection and holds new ones without an
+// answer: the broker's clients connect, and every call waits for its
+// timeout.
+func (p *faultProxy) stall() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.stalled = true
+	for c := range p.conns {
+		_ = c.Close()
+	}
+	clear(p.conns)
+}
+
+// restore listens on the proxy's address again, or forwards again after
+// stall.
 func (p *faultProxy) restore() {
 	p.t.Helper()
+	p.mu.Lock()
+	if p.stalled {
+		p.stalled = false
+		for c := range p.conns {
+			_ = c.Close()
+		}
+		clear(p.conns)
+		p.mu.Unlock()
+		return
+	}
+	p.mu.Unlock()
 	var ln net.Listener
 	heraldtest.WaitFor(p.t, heraldtest.Timeout, func() bool {
 		var err error

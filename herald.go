@@ -281,7 +281,6 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request, rawChannel stri
 	}
 	accepted := false
 	err := s.ws.Upgrade(w, r, func(c *ws.Conn) (ws.Handler, error) {
-		accepted = true
 		mode := session.ModeJSON
 		switch {
 		case rawChannel != "":
@@ -303,22 +302,17 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request, rawChannel stri
 			Metrics:       s.metrics,
 			Logger:        s.cfg.Logger,
 		})
-		s.metrics.Connections.WithLabelValues(transport).Inc()
-		s.cfg.Logger.Debug("client connected", "client", info.Client, "user", info.User, "transport", transport)
-		if s.cfg.Hooks.Connected != nil {
-			s.cfg.Hooks.Connected(Client{ID: info.Client, User: info.User})
-		}
-		// Open before the first frame is read: the welcome goes first, and
-		// a raw client is subscribed before it can publish.
+		// Open before the handshake response is written, and so before
+		// the first frame is read: the welcome goes first, and a raw
+		// client is subscribed before it can see the connection open or
+		// publish. A refused subscription is an HTTP error.
 		if err := sess.Open(since); err != nil {
+			sess.Close()
 			pe := s.publicError(err)
 			s.countRefusal(pe)
-			code := protocol.CloseInternal
-			if pe.Code == CodeForbidden || pe.Code == CodeUnauthorized || pe.Code == CodeRateLimited {
-				code = protocol.ClosePolicy
-			}
-			sess.Disconnect(code, pe.Message)
+			return nil, &ws.Refusal{Status: pe.Code.HTTPStatus(), Header: http.Header{"Content-Type": {"application/json"}}, Body: errorBody(pe)}
 		}
+		accepted = true
 		return &connHandler{s: s, sess: sess, transport: transport, ip: ip}, nil
 	})
 	if !accepted {
@@ -336,6 +330,17 @@ type connHandler struct {
 	sess      *session.Session
 	transport string
 	ip        string
+}
+
+// Opened counts the connection and runs the Connected hook: after the
+// handshake response, before the first frame is handled.
+func (h *connHandler) Opened() {
+	h.s.metrics.Connections.WithLabelValues(h.transport).Inc()
+	c := h.sess.Client()
+	h.s.cfg.Logger.Debug("client connected", "client", c.Client, "user", c.User, "transport", h.transport)
+	if h.s.cfg.Hooks.Connected != nil {
+		h.s.cfg.Hooks.Connected(Client{ID: c.Client, User: c.User})
+	}
 }
 
 func (h *connHandler) HandleText(b []byte)   { h.sess.HandleText(b) }
@@ -440,9 +445,15 @@ func (s *Server) publicError(err error) *Error {
 func writeHTTPError(w http.ResponseWriter, e *Error) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(e.Code.HTTPStatus())
-	_ = json.NewEncoder(w).Encode(struct {
+	_, _ = w.Write(errorBody(e))
+}
+
+// errorBody is the contract's error shape for e, one line of JSON.
+func errorBody(e *Error) []byte {
+	b, _ := json.Marshal(struct {
 		Error *Error `json:"error"`
 	}{e})
+	return append(b, '\n')
 }
 
 func (s *Server) newClientID() string {

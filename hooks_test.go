@@ -51,10 +51,12 @@ func TestHookAuthorizeSubscribe(t *testing.T) {
 		t.Fatalf("refused subscriber got %v", before)
 	}
 
-	// A raw client refused its channel is closed with 1008.
-	r := dialRaw(t, base, "secret")
-	if code := r.closed(); code != websocket.StatusPolicyViolation {
-		t.Fatalf("raw client on a refused channel: close %v, want 1008", code)
+	// A raw client refused its channel is refused before the upgrade.
+	if status, body := dialStatus(t, rawURL(base, "secret")); status != http.StatusForbidden || !strings.Contains(body, `"forbidden"`) || !strings.Contains(body, "members only") {
+		t.Fatalf("raw client on a refused channel: HTTP %d %s, want 403 forbidden \"members only\"", status, body)
+	}
+	if status, body := dialStatus(t, rawURL(base, "broken")); status != http.StatusInternalServerError || !strings.Contains(body, `"internal"`) || strings.Contains(body, "hunter2") {
+		t.Fatalf("raw client on a channel whose hook fails: HTTP %d %s, want 500 internal", status, body)
 	}
 }
 

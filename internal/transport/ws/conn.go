@@ -24,7 +24,6 @@ type Conn struct {
 	t           *Transport
 	nc          net.Conn
 	rc          syscall.RawConn
-	fd          int
 	h           Handler
 	subprotocol string
 	deflate     bool   // permessage-deflate, each message on its own both ways
@@ -39,6 +38,7 @@ type Conn struct {
 	goneOnce     sync.Once
 
 	hmu    sync.Mutex // orders setting h with the connection ending
+	handed bool       // setHandler was called
 	isGone bool
 
 	// Reader state, touched only by the one goroutine serving a readiness
@@ -161,6 +161,17 @@ func (c *Conn) writer(b batch) {
 	}
 }
 
+// writeRest writes rest, what the socket did not take of b at once, with
+// wmu held by the caller, which hands it over; then it goes on as c's
+// writer.
+func (c *Conn) writeRest(b batch, rest net.Buffers) {
+	bufs := slices.Clone(rest) // writing consumes the slice, which may be shared
+	err := c.writeLocked(&bufs)
+	c.wmu.Unlock()
+	c.finish(b, err)
+	c.writer(batch{})
+}
+
 // finish ends a batch once it is written or has failed.
 func (c *Conn) finish(b batch, err error) {
 	if b.lines != nil {
@@ -247,10 +258,16 @@ func zippedBody(p *hub.Payload) []byte {
 	return compress(p.Bytes)
 }
 
-// write writes bufs to the socket; a failure ends the connection.
+// write writes bufs to the socket, whole: no other write goes between
+// their bytes. A failure ends the connection.
 func (c *Conn) write(bufs *net.Buffers) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
+	return c.writeLocked(bufs)
+}
+
+// writeLocked is write with wmu held.
+func (c *Conn) writeLocked(bufs *net.Buffers) error {
 	if c.closed.Load() {
 		return errClosed
 	}
@@ -317,35 +334,53 @@ func (c *Conn) Close(code int, reason string) {
 	})
 }
 
-// setHandler gives c its Handler; one that arrives after c ended is told
-// at once.
+// setHandler gives c its Handler, nil when accept failed; one that
+// arrives after c ended is released at once.
 func (c *Conn) setHandler(h Handler) {
 	c.hmu.Lock()
-	c.h = h
+	c.h, c.handed = h, true
 	over := c.isGone
 	c.hmu.Unlock()
 	if over {
-		h.Close()
+		c.release(h)
 	}
 }
 
 // gone ends the connection, once, whoever sees the end first: it leaves
-// the poller, closes the socket and tells the Handler. Every path that
-// closes the socket goes through here, since the poller reports nothing
-// for a socket closed under it.
+// the poller and closes the socket at once, and tells the Handler on a
+// goroutine of its own, since its Close may wait (on a broker, say): the
+// keepalive sweep that finds many connections dead, or any other caller,
+// never waits for it. Every path that closes the socket goes through
+// here, since the poller reports nothing for a socket closed under it.
 func (c *Conn) gone() {
 	c.goneOnce.Do(func() {
 		c.closed.Store(true)
-		c.t.detach(c)
+		if c.t.loop != nil {
+			c.t.loop.remove(c)
+		}
 		_ = c.nc.Close()
 		c.hmu.Lock()
 		c.isGone = true
-		h := c.h
+		h, handed := c.h, c.handed
 		c.hmu.Unlock()
-		if h != nil {
-			h.Close()
+		if handed {
+			go c.release(h)
 		}
 	})
+}
+
+// release tells h, if set, that c is gone, then forgets c: until then c
+// counts as open, so that WaitEmpty waits for its Handler too.
+func (c *Conn) release(h Handler) {
+	defer c.t.forget(c)
+	defer func() {
+		if v := recover(); v != nil {
+			c.t.cfg.Logger.Error("panic in connection handler", "panic", v)
+		}
+	}()
+	if h != nil {
+		h.Close()
+	}
 }
 
 // readable reads what the socket has without blocking and handles every
@@ -395,8 +430,9 @@ func (c *Conn) readBlocking(buf []byte) bool {
 // them; what is left of an incomplete frame stays pending. It reports
 // false when the connection must end.
 func (c *Conn) consume(data []byte) bool {
-	if len(c.pend) > 0 {
-		data = append(c.pend, data...)
+	kept := len(c.pend) > 0
+	if kept {
+		data = append(c.pend, data...) // amortized: a frame that trickles in is not copied per read
 	}
 	for len(data) > 0 {
 		r := bytes.NewReader(data)
@@ -417,6 +453,12 @@ func (c *Conn) consume(data []byte) bool {
 		if err := ws.CheckHeader(h, state); err != nil {
 			return c.fail(ws.StatusProtocolError, err.Error())
 		}
+		// CheckHeader lets any RSV bit through once an extension is
+		// negotiated; permessage-deflate defines RSV1 alone, on the first
+		// frame of a data message alone (RFC 7692 6).
+		if h.Rsv2() || h.Rsv3() || h.Rsv1() && (h.OpCode.IsControl() || h.OpCode == ws.OpContinuation) {
+			return c.fail(ws.StatusProtocolError, "unexpected RSV bits")
+		}
 		if h.Length > int64(c.t.cfg.MaxMessageSize) || (h.OpCode.IsData() || h.OpCode == ws.OpContinuation) && int64(c.fragSize)+h.Length > int64(c.t.cfg.MaxMessageSize) {
 			c.t.refused("too_large")
 			return c.fail(ws.StatusMessageTooBig, "message too big")
@@ -432,10 +474,13 @@ func (c *Conn) consume(data []byte) bool {
 			return false
 		}
 	}
-	if len(data) == 0 {
+	switch {
+	case len(data) == 0:
 		c.pend = nil
-	} else {
-		c.pend = append([]byte(nil), data...) // data may be the caller's buffer
+	case kept:
+		c.pend = data // the end of pend's own array
+	default:
+		c.pend = append([]byte(nil), data...) // data is the caller's buffer
 	}
 	return true
 }

@@ -134,7 +134,8 @@ const maxKeptQueue = 4096
 
 // flush writes c's batch without waiting for the socket, then queues c
 // for the next round if a new batch came meanwhile. What the socket does
-// not take at once goes to a writer goroutine, with the rest of the batch.
+// not take at once goes to a writer goroutine, with the rest of the batch
+// and the write lock.
 func (c *Conn) flush(w *flushWorker) {
 	b, ok := c.takeBatch()
 	if !ok {
@@ -145,12 +146,17 @@ func (c *Conn) flush(w *flushWorker) {
 		return
 	}
 	rest, err := w.writeNow(c, b.bufs)
-	c.wmu.Unlock()
 	if err == nil && len(rest) > 0 {
-		b.bufs = rest
-		go c.writer(b)
+		if hook := c.t.cfg.hooks.partialWrite; hook != nil {
+			hook(c)
+		}
+		// The socket took part of a frame: nothing else may be written
+		// before the rest, so wmu stays held and passes to the goroutine
+		// that writes it.
+		go c.writeRest(b, rest)
 		return
 	}
+	c.wmu.Unlock()
 	if err != nil {
 		go c.gone()
 	}

@@ -64,26 +64,30 @@ func event(c *Conn) *unix.EpollEvent {
 
 // add starts watching c.
 func (p *poller) add(c *Conn) error {
-	var fd int
-	if err := c.rc.Control(func(f uintptr) { fd = int(f) }); err != nil {
-		return err
-	}
-	c.fd = fd
 	p.mu.Lock()
 	p.conns[c.id] = c
 	p.mu.Unlock()
-	if err := unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, fd, event(c)); err != nil {
+	if err := p.ctl(c, unix.EPOLL_CTL_ADD); err != nil {
 		p.mu.Lock()
 		delete(p.conns, c.id)
 		p.mu.Unlock()
 		return fmt.Errorf("epoll_ctl add: %w", err)
+	}
+	if c.closed.Load() { // gone meanwhile, perhaps before it was listed
+		p.remove(c)
 	}
 	return nil
 }
 
 // rearm watches c again after one of its events was served.
 func (p *poller) rearm(c *Conn) error {
-	return unix.EpollCtl(p.epfd, unix.EPOLL_CTL_MOD, c.fd, event(c))
+	if hook := p.t.cfg.hooks.rearm; hook != nil {
+		hook(c)
+	}
+	if err := p.ctl(c, unix.EPOLL_CTL_MOD); err != nil {
+		return fmt.Errorf("epoll_ctl mod: %w", err)
+	}
+	return nil
 }
 
 // remove stops watching c; call it before its socket is closed.
@@ -93,8 +97,24 @@ func (p *poller) remove(c *Conn) {
 	delete(p.conns, c.id)
 	p.mu.Unlock()
 	if ok {
-		_ = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, c.fd, nil)
+		_ = p.ctl(c, unix.EPOLL_CTL_DEL)
 	}
+}
+
+// ctl changes c's entry in the epoll set. The descriptor is used inside
+// the socket's Control, which keeps it from being closed meanwhile: once
+// the socket is closed its number may be a new connection's, and ctl
+// fails instead of touching that one.
+func (p *poller) ctl(c *Conn, op int) error {
+	var cerr error
+	err := c.rc.Control(func(fd uintptr) {
+		var ev *unix.EpollEvent
+		if op != unix.EPOLL_CTL_DEL {
+			ev = event(c)
+		}
+		cerr = unix.EpollCtl(p.epfd, op, int(fd), ev)
+	})
+	return errors.Join(err, cerr)
 }
 
 // run waits for events until close.

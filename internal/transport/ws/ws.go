@@ -23,10 +23,14 @@
 package ws
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"runtime"
 	"strings"
@@ -43,9 +47,15 @@ import (
 // Handler receives one connection's messages. They are handed over one at
 // a time, in order; the slice is only valid during the call.
 type Handler interface {
+	// Opened is called once the handshake response is written (or has
+	// failed to be), before anything is read; Close follows it.
+	Opened()
 	HandleText(frame []byte)
 	HandleBinary(frame []byte)
-	// Close is called once, when the connection is gone.
+	// Close is called once, when the connection is gone, on a goroutine
+	// of its own: it may take its time (wait on a broker, say) without
+	// holding up the transport. The connection counts in Len, and
+	// WaitEmpty waits for it, until Close returns.
 	Close()
 }
 
@@ -66,7 +76,7 @@ type Config struct {
 	// WriteTimeout bounds one batch of writes [10s]; a connection that
 	// takes longer is closed.
 	WriteTimeout time.Duration
-	// HandshakeTimeout bounds writing the upgrade response [5s].
+	// HandshakeTimeout bounds writing the handshake response [5s].
 	HandshakeTimeout time.Duration
 	// DisableCompression turns permessage-deflate off.
 	DisableCompression bool
@@ -79,6 +89,15 @@ type Config struct {
 	// Traffic, when set, is told of the bytes read from (in) and written
 	// to (out) connections, as they are.
 	Traffic func(in, out int)
+
+	hooks testHooks // set only by this package's tests
+}
+
+// testHooks are called where a race window opens, so that this package's
+// tests can widen it; nil ones are skipped.
+type testHooks struct {
+	partialWrite func(*Conn) // the flusher wrote part of a batch; the rest is yet to go
+	rearm        func(*Conn) // a served connection is about to be watched again
 }
 
 func (c *Config) setDefaults() {
@@ -150,52 +169,61 @@ func New(cfg Config, subprotocols ...string) *Transport {
 }
 
 // Upgrade upgrades the request. accept is called with the new connection
-// before it reads anything and returns the connection's Handler; an error
-// from accept closes the connection with 1011. Upgrade returns once the
-// connection is handed to the poller; after an error the response has
-// been written.
+// before the handshake response is written, and returns the connection's
+// Handler: what the connection is sent meanwhile goes out after the
+// response, so that a client that sees its connection open finds it ready
+// (subscribed, say). An error from accept refuses the upgrade with an HTTP
+// response instead: a *Refusal's, or 500. Then the Handler's Opened is
+// called, and the connection is read. Upgrade returns once the connection
+// is handed to the poller; after an error a response has been written.
 func (t *Transport) Upgrade(w http.ResponseWriter, r *http.Request, accept func(*Conn) (Handler, error)) error {
 	proto := t.negotiate(r.Header.Values("Sec-WebSocket-Protocol"))
 	ext := wsflate.Extension{Parameters: wsflate.Parameters{ServerNoContextTakeover: true, ClientNoContextTakeover: true}}
-	u := ws.HTTPUpgrader{
-		Timeout:  t.cfg.HandshakeTimeout,
-		Protocol: func(p string) bool { return p == proto },
-	}
+	u := ws.HTTPUpgrader{Protocol: func(p string) bool { return p == proto }}
 	if !t.cfg.DisableCompression {
 		u.Negotiate = func(opt httphead.Option) (httphead.Option, error) { return ext.Negotiate(opt) }
 	}
-	nc, rw, hs, err := u.Upgrade(r, w)
+	// The upgrader checks the request and writes its response — 101, or
+	// an error — to held, not to the socket.
+	held := &heldResponse{ResponseWriter: w}
+	nc, rw, hs, err := u.Upgrade(r, held)
 	if err != nil {
+		if nc != nil {
+			_ = t.respond(nc, held.buf.Bytes())
+			_ = nc.Close()
+		}
 		return fmt.Errorf("ws: upgrade: %w", err)
 	}
 	_, deflate := ext.Accepted()
-	c := &Conn{t: t, nc: nc, subprotocol: hs.Protocol, deflate: deflate}
-	c.lastRead.Store(t.now.Load())
-	if sc, ok := nc.(syscall.Conn); ok {
-		if rc, err := sc.SyscallConn(); err == nil {
-			c.rc = rc
-		}
-	}
 	// Bytes the client sent right after its request are read already.
 	var early []byte
 	if n := rw.Reader.Buffered(); n > 0 {
 		b, _ := rw.Reader.Peek(n)
 		early = append([]byte(nil), b...)
 	}
-	// Counted from here on, so that a shutdown while accept runs closes
-	// and waits for this connection too.
-	t.mu.Lock()
-	t.conns[c] = struct{}{}
-	t.nextID++
-	c.id = t.nextID
-	drain := t.drain
-	t.mu.Unlock()
+	c, drain := t.newConn(nc, hs.Protocol, deflate)
+	// Nothing is written before the response: writes wait for wmu.
+	c.wmu.Lock()
 	h, err := accept(c)
 	if err != nil {
-		c.Close(1011, "internal error")
+		var ref *Refusal
+		if !errors.As(err, &ref) {
+			ref = &Refusal{Status: http.StatusInternalServerError, Body: []byte("internal error\n")}
+		}
+		_ = t.respond(nc, ref.response())
+		c.wmu.Unlock()
+		c.gone()
+		c.setHandler(nil)
 		return fmt.Errorf("ws: accept: %w", err)
 	}
+	werr := t.respond(nc, held.buf.Bytes())
+	c.wmu.Unlock()
+	h.Opened()
 	c.setHandler(h)
+	if werr != nil {
+		c.gone()
+		return fmt.Errorf("ws: write handshake response: %w", werr)
+	}
 	if drain != nil {
 		c.Close(drain.code, drain.reason)
 	}
@@ -212,6 +240,76 @@ func (t *Transport) Upgrade(w http.ResponseWriter, r *http.Request, accept func(
 		go t.readLoop(c)
 	}
 	return nil
+}
+
+// newConn returns a connection over nc, counted from here on, so that a
+// shutdown while it is being accepted closes and waits for it too; and
+// how to close it if a shutdown is under way.
+func (t *Transport) newConn(nc net.Conn, subprotocol string, deflate bool) (*Conn, *closeInfo) {
+	c := &Conn{t: t, nc: nc, subprotocol: subprotocol, deflate: deflate}
+	c.lastRead.Store(t.now.Load())
+	if sc, ok := nc.(syscall.Conn); ok {
+		if rc, err := sc.SyscallConn(); err == nil {
+			c.rc = rc
+		}
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.conns[c] = struct{}{}
+	t.nextID++
+	c.id = t.nextID
+	return c, t.drain
+}
+
+// respond writes an HTTP response on a hijacked connection within
+// HandshakeTimeout.
+func (t *Transport) respond(nc net.Conn, resp []byte) error {
+	_ = nc.SetWriteDeadline(time.Now().Add(t.cfg.HandshakeTimeout))
+	_, err := nc.Write(resp)
+	_ = nc.SetWriteDeadline(time.Time{})
+	return err
+}
+
+// Refusal is an error for Upgrade's accept to return: the upgrade is
+// refused with this HTTP response.
+type Refusal struct {
+	Status int
+	Header http.Header
+	Body   []byte
+}
+
+func (r *Refusal) Error() string { return fmt.Sprintf("upgrade refused with HTTP %d", r.Status) }
+
+// response returns r as HTTP/1.1 bytes; the connection closes after it.
+func (r *Refusal) response() []byte {
+	var b bytes.Buffer
+	resp := &http.Response{
+		StatusCode:    r.Status,
+		ProtoMajor:    1,
+		ProtoMinor:    1,
+		Header:        r.Header,
+		ContentLength: int64(len(r.Body)),
+		Body:          io.NopCloser(bytes.NewReader(r.Body)),
+		Close:         true,
+	}
+	_ = resp.Write(&b)
+	return b.Bytes()
+}
+
+// heldResponse is the ResponseWriter the upgrader gets: once it hijacks
+// the connection, what it writes is kept in buf, for Upgrade to send once
+// the connection is accepted.
+type heldResponse struct {
+	http.ResponseWriter
+	buf bytes.Buffer
+}
+
+func (h *heldResponse) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	nc, rw, err := http.NewResponseController(h.ResponseWriter).Hijack()
+	if err != nil {
+		return nil, nil, fmt.Errorf("ws: hijack: %w", err)
+	}
+	return nc, bufio.NewReadWriter(rw.Reader, bufio.NewWriter(&h.buf)), nil
 }
 
 // serve handles a readiness event of c; it runs on a goroutine of its own.
@@ -251,11 +349,8 @@ func (t *Transport) readLoop(c *Conn) {
 	}
 }
 
-// detach forgets c: it leaves the poller and the connection count.
-func (t *Transport) detach(c *Conn) {
-	if t.loop != nil {
-		t.loop.remove(c)
-	}
+// forget takes c out of the connection count.
+func (t *Transport) forget(c *Conn) {
 	t.mu.Lock()
 	delete(t.conns, c)
 	t.mu.Unlock()
@@ -279,7 +374,8 @@ func (t *Transport) negotiate(values []string) string {
 	return ""
 }
 
-// Len returns the number of open connections.
+// Len returns the number of open connections, counting those that are
+// closed but whose Handler's Close has not returned.
 func (t *Transport) Len() int {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -293,7 +389,9 @@ func (t *Transport) CloseAll(code int, reason string) {
 	t.drain = &closeInfo{code: code, reason: reason}
 	conns := make([]*Conn, 0, len(t.conns))
 	for c := range t.conns {
-		conns = append(conns, c)
+		if !c.closed.Load() {
+			conns = append(conns, c)
+		}
 	}
 	t.mu.Unlock()
 	for _, c := range conns {
@@ -301,7 +399,8 @@ func (t *Transport) CloseAll(code int, reason string) {
 	}
 }
 
-// WaitEmpty waits until every connection has closed, or ctx is done.
+// WaitEmpty waits until every connection has closed and its Handler's
+// Close has returned, or ctx is done.
 func (t *Transport) WaitEmpty(ctx context.Context) error {
 	tk := time.NewTicker(5 * time.Millisecond)
 	defer tk.Stop()
@@ -363,7 +462,9 @@ func (t *Transport) keepalive() {
 
 // sweep pings quiet connections and closes dead ones: those quiet for
 // PingInterval + PongTimeout, and those whose batch has not been written
-// within WriteTimeout.
+// within WriteTimeout. It waits for nothing: writes go out on goroutines
+// of their own, and a dead connection's socket is closed at once, its
+// Handler told on a goroutine of its own.
 func (t *Transport) sweep(now int64) {
 	ping := int64(t.cfg.PingInterval)
 	dead := ping + int64(t.cfg.PongTimeout)
@@ -373,6 +474,7 @@ func (t *Transport) sweep(now int64) {
 	for c := range t.conns {
 		since := c.writingSince.Load()
 		switch idle := now - c.lastRead.Load(); {
+		case c.closed.Load(): // its Handler is being told
 		case idle >= dead, since != 0 && now-since > writeTimeout:
 			gone = append(gone, c)
 		case idle >= ping && !c.pinged.Load():
