@@ -689,8 +689,20 @@ func (h *Hub) HandleMessage(m broker.Message) {
 	switch {
 	case ch.repairing:
 		ch.holdLocked(m)
-	case ch.seen.IsZero() || m.Offset.Epoch != ch.seen.Epoch:
+	case ch.seen.IsZero():
 		ch.fanOutLocked(m)
+	case m.Offset.Epoch != ch.seen.Epoch:
+		if m.Prev == 0 || ch.endedLocked(m.Offset.Epoch) {
+			ch.fanOutLocked(m) // a new epoch from its start, or a late copy
+			return
+		}
+		// A new epoch whose first messages never arrived: read them back,
+		// and tell those who started in the old epoch that its end may
+		// be lost (repair does).
+		h.log.Info("new epoch joined after its start, repairing from history",
+			"channel", m.Channel, "after", ch.seen.String(), "before", m.Offset.String())
+		ch.holdLocked(m)
+		h.repairLocked(ch, ch.seen)
 	case m.Offset.Seq <= ch.seen.Seq:
 		// A late copy of a message a repair already fanned out.
 	case m.Prev > ch.seen.Seq:

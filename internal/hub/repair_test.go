@@ -241,3 +241,52 @@ func TestRepairBeyondHistoryTellsSubscribers(t *testing.T) {
 		t.Fatalf("after the incomplete repair got %d messages starting %v, want 1-5 then what history holds, 56-155", len(got), got[:min(len(got), 7)])
 	}
 }
+
+// A node that misses the first messages of a channel's new epoch (the
+// broker lost the old one and started again while the node was cut off)
+// must not take the first message it does get for the start: the epoch's
+// earlier messages are read back from history, and subscribers that
+// started in the old epoch are told they may have missed its end.
+func TestNewEpochJoinedLateIsRepaired(t *testing.T) {
+	mb, err := memory.NewWithConfig(memory.Config{MaxHistoryBytes: 4096})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &lossyBroker{Broker: mb}
+	h := hub.New(hub.Config{
+		Broker:  b,
+		Options: func(string) hub.ChannelOptions { return hub.ChannelOptions{History: broker.HistoryOptions{Size: 100}} },
+	})
+	e := &repairEnv{t: t, b: b, h: h, ctx: context.Background()}
+	if err := h.Start(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		h.Stop()
+		_ = b.Close()
+	})
+	r := e.subscribe(nil)
+	first := e.publish(2)
+	for i := range 40 { // past the budget: room's history is dropped
+		if _, err := h.Publish(e.ctx, "other", broker.Publication{Data: json.RawMessage(fmt.Sprintf("%q", fmt.Sprint(i, "padding-padding-padding-padding")))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b.lose(true)
+	second := e.publish(2) // the new epoch's first two, lost on their way
+	b.lose(false)
+	if second.Epoch == first.Epoch {
+		t.Fatalf("room kept its epoch %s: the test needs a new one", first.Epoch)
+	}
+	e.publish(1)
+	deadline := time.Now().Add(5 * time.Second)
+	for r.missedCount() == 0 && len(r.got()) < 5 {
+		if time.Now().After(deadline) {
+			t.Fatalf("got %v and no word of the missed start of the new epoch", r.got())
+		}
+		time.Sleep(2 * time.Millisecond) // poll for the repair's goroutine
+	}
+	if got := r.got(); r.missedCount() == 0 && !slices.Equal(got, []uint64{1, 2, 1, 2, 3}) {
+		t.Fatalf("got %v, want the old epoch's 1 2 then the new one's 1 2 3", got)
+	}
+}
