@@ -730,8 +730,11 @@ func newEpoch() string {
 	return base64.RawURLEncoding.EncodeToString(r[:])
 }
 
-// History walks the channel's chain back from its newest message, keeping
-// the messages its latest HistoryOptions still allow.
+// History reads the channel's history: the messages its latest
+// HistoryOptions still keep, oldest first. The zero cursor walks the
+// chain back from the newest message; any other cursor walks forward
+// from it with the stream's next-message-by-subject read, so a page of
+// Limit messages costs about Limit reads however long the channel is.
 func (b *Broker) History(ctx context.Context, name string, q broker.HistoryQuery) (broker.HistoryResult, error) {
 	_, stream, err := b.state()
 	if err != nil {
@@ -748,41 +751,189 @@ func (b *Broker) History(ctx context.Context, name string, q broker.HistoryQuery
 		return broker.HistoryResult{}, b.wrap("history "+name, err)
 	}
 	headMsg, head := b.message(name, last.Sequence, last.Header, nil)
-	epoch := headMsg.Offset.Epoch
-	res := broker.HistoryResult{Latest: headMsg.Offset}
-	b.seen.Observe(name, res.Latest)
-	now := time.Now()
-	kept := func(m broker.Message, md meta) bool {
-		if head.size <= 0 || md.n+uint64(head.size) <= head.n {
-			return false
+	b.seen.Observe(name, headMsg.Offset)
+	r := &historyRead{b: b, stream: stream, name: name, subj: subj,
+		last: last, epoch: headMsg.Offset.Epoch, head: head, now: time.Now()}
+	var res broker.HistoryResult
+	if q.Since.IsZero() {
+		res, err = r.newest(ctx, q.Limit)
+	} else {
+		res, err = r.after(ctx, q.Since, q.Limit)
+	}
+	if err != nil {
+		return broker.HistoryResult{}, b.wrap("history "+name, err)
+	}
+	res.Latest = headMsg.Offset
+	return res, nil
+}
+
+// historyRead is one History call's view of a channel: its newest stored
+// message (the head), whose options decide what is still kept.
+type historyRead struct {
+	b      *Broker
+	stream jetstream.Stream
+	name   string
+	subj   string
+	last   *jetstream.RawStreamMsg // the head
+	epoch  string                  // the head's
+	head   meta
+	now    time.Time
+}
+
+// kept reports whether the head's options still keep a message of its
+// epoch: among the newest Size and younger than TTL.
+func (r *historyRead) kept(m broker.Message, md meta) bool {
+	if r.head.size <= 0 || md.n+uint64(r.head.size) <= r.head.n {
+		return false
+	}
+	return r.head.ttl <= 0 || r.now.Sub(m.Time) <= r.head.ttl
+}
+
+// stored is one message read from the stream.
+type stored struct {
+	msg broker.Message
+	md  meta
+	ok  bool // of the head's epoch and kept
+}
+
+// decode decodes raw and tells whether it is returned.
+func (r *historyRead) decode(raw *jetstream.RawStreamMsg) stored {
+	m, md := r.b.message(r.name, raw.Sequence, raw.Header, raw.Data)
+	return stored{msg: m, md: md, ok: m.Offset.Epoch == r.epoch && r.kept(m, md)}
+}
+
+// next returns the channel's first stored message at or after stream
+// sequence seq, or nil when there is none up to the head.
+func (r *historyRead) next(ctx context.Context, seq uint64) (*stored, error) {
+	if seq > r.last.Sequence {
+		return nil, nil
+	}
+	if seq == r.last.Sequence {
+		s := r.decode(r.last)
+		return &s, nil
+	}
+	raw, err := r.stream.GetMsg(ctx, max(seq, 1), jetstream.WithGetMsgSubject(r.subj))
+	switch {
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+		return nil, nil // the head left the stream while we read
+	case err != nil:
+		return nil, err
+	case raw.Sequence > r.last.Sequence:
+		return nil, nil // published after the head was read
+	}
+	s := r.decode(raw)
+	return &s, nil
+}
+
+// firstKept returns the channel's first returned message (of the head's
+// epoch and kept) at or after stream sequence seq, or nil when there is
+// none. Returned messages are the newest ones, so when the first message
+// at seq is not returned it searches the sequences up to the head by
+// halves: a cursor far behind costs a few dozen reads, not one per
+// message it missed.
+func (r *historyRead) firstKept(ctx context.Context, seq uint64) (*stored, error) {
+	s, err := r.next(ctx, seq)
+	if err != nil || s == nil || s.ok {
+		return s, err
+	}
+	best := r.decode(r.last) // next(hi) is best, and it is returned
+	if !best.ok {
+		return nil, nil // not even the head is kept
+	}
+	lo, hi := s.msg.Offset.Seq, r.last.Sequence // next(lo) is not returned
+	for hi-lo > 1 {
+		mid := lo + (hi-lo)/2
+		s, err := r.next(ctx, mid)
+		if err != nil || s == nil {
+			return nil, err
 		}
-		return head.ttl <= 0 || now.Sub(m.Time) <= head.ttl
+		if s.ok {
+			hi, best = mid, *s
+		} else {
+			lo = s.msg.Offset.Seq
+		}
 	}
-	cursor := !q.Since.IsZero() && q.Since.Epoch == epoch && q.Since.Seq <= last.Sequence
-	stop := uint64(0) // walk back to messages after this sequence
+	return &best, nil
+}
+
+// after returns up to limit (all for a negative limit) returned messages
+// after since, oldest first. A cursor of the head's epoch is complete when
+// the first returned message after it continues the chain from at or
+// before it; any other cursor (an epoch that is gone, a sequence past the
+// head) gets the oldest returned messages and is not complete.
+func (r *historyRead) after(ctx context.Context, since broker.Offset, limit int) (broker.HistoryResult, error) {
+	var res broker.HistoryResult
+	from := uint64(1)
+	cursor := since.Epoch == r.epoch && since.Seq <= r.last.Sequence
 	if cursor {
-		stop = q.Since.Seq
+		if since.Seq == r.last.Sequence {
+			res.Complete = true
+			return res, nil
+		}
+		from = since.Seq + 1
+	} else if limit == 0 {
+		return res, nil
 	}
-
-	// The newest Limit are all a zero cursor needs; whether history is
-	// complete is then told by the channel's first stored message.
-	newestOnly := q.Since.IsZero() && q.Limit >= 0
-
-	var newest []broker.Message // newest first
-	reached := false            // the walk reached stop or the channel's first message
-	cut := false                // the walk stopped at Limit messages
-	raw := last
+	s, err := r.firstKept(ctx, from)
+	if err != nil || s == nil {
+		return res, err // nothing after since is kept: not complete
+	}
+	// The chain reaching back to since, or starting the epoch, is
+	// unbroken: nothing after since was lost.
+	res.Complete = cursor && s.md.prev <= since.Seq
+	if limit == 0 {
+		return res, nil
+	}
+	var msgs []broker.Message
 	for {
-		if raw.Sequence <= stop {
-			reached = true
+		msgs = append(msgs, s.msg)
+		seq := s.msg.Offset.Seq
+		if len(msgs) == limit || seq == r.last.Sequence {
 			break
 		}
-		if newestOnly && len(newest) == q.Limit {
+		if s, err = r.next(ctx, seq+1); err != nil {
+			return broker.HistoryResult{}, err
+		}
+		if s == nil {
+			break
+		}
+		if !s.ok || s.md.prev != seq {
+			// What came before is cut off from the head's chain (a message
+			// missing, or not kept while newer ones are, by a publisher's
+			// clock): it is not returned, and since is not complete.
+			res.Complete, msgs = false, msgs[:0]
+			if !s.ok {
+				if s, err = r.firstKept(ctx, s.msg.Offset.Seq+1); err != nil || s == nil {
+					break
+				}
+			}
+		}
+	}
+	if err != nil {
+		return broker.HistoryResult{}, err
+	}
+	if len(msgs) > 0 {
+		res.Messages = msgs
+	}
+	return res, nil
+}
+
+// newest returns the newest limit (all for a negative limit) returned
+// messages, oldest first, walking the chain back from the head. It is
+// complete when the epoch's first message is still returned.
+func (r *historyRead) newest(ctx context.Context, limit int) (broker.HistoryResult, error) {
+	var res broker.HistoryResult
+	var newest []broker.Message // newest first
+	reached := false            // the walk reached the epoch's first message
+	cut := false                // the walk stopped at limit messages
+	raw := r.last
+	for {
+		if limit >= 0 && len(newest) == limit {
 			cut = true
 			break
 		}
-		m, md := b.message(name, raw.Sequence, raw.Header, raw.Data)
-		if !kept(m, md) {
+		m, md := r.b.message(r.name, raw.Sequence, raw.Header, raw.Data)
+		if !r.kept(m, md) {
 			break
 		}
 		newest = append(newest, m)
@@ -790,52 +941,35 @@ func (b *Broker) History(ctx context.Context, name string, q broker.HistoryQuery
 			reached = true
 			break
 		}
-		raw, err = stream.GetMsg(ctx, md.prev)
+		var err error
+		raw, err = r.stream.GetMsg(ctx, md.prev)
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
 			break // left the stream (MaxHistory, MaxAge)
 		}
 		if err != nil {
-			return broker.HistoryResult{}, b.wrap("history "+name, err)
+			return res, err
 		}
 	}
-	msgs := make([]broker.Message, len(newest))
-	for i, m := range newest {
-		msgs[len(newest)-1-i] = m
-	}
-	switch {
-	case q.Since.IsZero():
+	res.Complete = reached
+	if cut {
 		// Complete when the channel's first message is still kept.
-		res.Complete = reached
-		if cut {
-			first, err := stream.GetMsg(ctx, 1, jetstream.WithGetMsgSubject(subj))
-			switch {
-			case errors.Is(err, jetstream.ErrMsgNotFound):
-			case err != nil:
-				return broker.HistoryResult{}, b.wrap("history "+name, err)
-			default:
-				// The subject's oldest message may be of an earlier
-				// epoch; then completeness is not known, and not claimed.
-				m, md := b.message(name, first.Sequence, first.Header, nil)
-				res.Complete = m.Offset.Epoch == epoch && md.n == 1 && kept(m, md)
-			}
-		}
-		if q.Limit >= 0 && len(msgs) > q.Limit {
-			msgs = msgs[len(msgs)-q.Limit:]
-		}
-	case cursor:
-		res.Complete = reached
-		if q.Limit >= 0 && len(msgs) > q.Limit {
-			msgs = msgs[:q.Limit]
-		}
-	default:
-		// A cursor into a history that is gone: all that is kept came
-		// after it.
-		if q.Limit >= 0 && len(msgs) > q.Limit {
-			msgs = msgs[:q.Limit]
+		first, err := r.stream.GetMsg(ctx, 1, jetstream.WithGetMsgSubject(r.subj))
+		switch {
+		case errors.Is(err, jetstream.ErrMsgNotFound):
+		case err != nil:
+			return res, err
+		default:
+			// The subject's oldest message may be of an earlier epoch;
+			// then completeness is not known, and not claimed.
+			m, md := r.b.message(r.name, first.Sequence, first.Header, nil)
+			res.Complete = m.Offset.Epoch == r.epoch && md.n == 1 && r.kept(m, md)
 		}
 	}
-	if len(msgs) > 0 {
-		res.Messages = msgs
+	if len(newest) > 0 {
+		res.Messages = make([]broker.Message, len(newest))
+		for i, m := range newest {
+			res.Messages[len(newest)-1-i] = m
+		}
 	}
 	return res, nil
 }

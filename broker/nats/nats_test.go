@@ -482,3 +482,126 @@ func TestStartAppliesLimits(t *testing.T) {
 		t.Fatalf("default MaxBytes %d, want %d", got, nats.DefaultMaxBytes)
 	}
 }
+
+// TestHistoryPageCost checks History with a cursor deep in a long chain
+// and a small Limit: it returns exactly the messages after the cursor, and
+// reads about Limit stream messages to do it (counted as the requests its
+// connection sends), not one per message between the cursor and the head.
+// Another channel's messages are interleaved, so stream sequences have gaps.
+func TestHistoryPageCost(t *testing.T) {
+	prefix := newPrefix(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	pub, reader := newBroker(t, prefix), newBroker(t, prefix)
+	for _, b := range []*nats.Broker{pub, reader} {
+		if err := b.Start(ctx, &handler{}); err != nil {
+			t.Fatalf("Start: %v", err)
+		}
+		defer b.Close()
+	}
+	const n = 400
+	// "all" keeps every message, "trimmed" only its newest 50.
+	offs := map[string][]broker.Offset{}
+	for range n {
+		for _, ch := range []struct {
+			name string
+			size int
+		}{{"all", 1000}, {"trimmed", 50}, {"other", 1000}} {
+			off, err := pub.Publish(ctx, ch.name, broker.Publication{Data: json.RawMessage(`1`)}, broker.HistoryOptions{Size: ch.size})
+			if err != nil {
+				t.Fatalf("Publish: %v", err)
+			}
+			offs[ch.name] = append(offs[ch.name], off)
+		}
+	}
+	all, trimmed := offs["all"], offs["trimmed"]
+	epoch := all[0].Epoch
+	// search is what finding the first kept message after a cursor far
+	// behind may read: about log2 of the sequences in between.
+	const search = 16
+	for _, tt := range []struct {
+		name     string
+		ch       string
+		since    broker.Offset
+		limit    int
+		want     []broker.Offset
+		complete bool
+		reads    int // at most
+	}{
+		{"deep cursor", "all", all[9], 8, all[10:18], true, 8},
+		{"cursor between the channel's sequences", "all", broker.Offset{Epoch: epoch, Seq: all[9].Seq + 1}, 8, all[10:18], true, 8},
+		{"epoch start", "all", broker.Offset{Epoch: epoch}, 8, all[:8], true, 8},
+		{"near the head", "all", all[395], 8, all[396:], true, 8},
+		{"limit 0", "all", all[9], 0, nil, true, 1},
+		{"at the head", "all", all[n-1], 8, nil, true, 0},
+		{"no limit", "all", all[389], -1, all[390:], true, 10},
+		{"cursor behind what is kept", "trimmed", trimmed[9], 8, trimmed[350:358], false, 8 + search},
+		{"cursor just before what is kept", "trimmed", trimmed[349], 8, trimmed[350:358], true, 8},
+		{"cursor one before that", "trimmed", trimmed[348], 8, trimmed[350:358], false, 8 + search},
+		{"cursor in what is kept", "trimmed", trimmed[379], 8, trimmed[380:388], true, 8},
+		{"epoch gone", "trimmed", broker.Offset{Epoch: "gone", Seq: 5}, 3, trimmed[350:353], false, 3 + search},
+		{"ahead of the head", "all", broker.Offset{Epoch: epoch, Seq: all[n-1].Seq + 1000}, 3, all[:3], false, 3 + search},
+	} {
+		before := reader.RequestsSent()
+		res, err := reader.History(ctx, tt.ch, broker.HistoryQuery{Since: tt.since, Limit: tt.limit})
+		reads := int(reader.RequestsSent()-before) - 1 // the head is read first
+		if err != nil {
+			t.Fatalf("%s: History: %v", tt.name, err)
+		}
+		if got := offsetsOf(res.Messages); !slices.Equal(got, tt.want) || res.Complete != tt.complete || res.Latest != offs[tt.ch][n-1] {
+			t.Errorf("%s: since %v limit %d: messages %v, Complete %v, Latest %v; want %v, %v, %v",
+				tt.name, tt.since, tt.limit, got, res.Complete, res.Latest, tt.want, tt.complete, offs[tt.ch][n-1])
+		}
+		if reads > tt.reads {
+			t.Errorf("%s: History read %d stored messages besides the head, want at most %d", tt.name, reads, tt.reads)
+		}
+	}
+}
+
+// offsetsOf returns the offsets of ms.
+func offsetsOf(ms []broker.Message) []broker.Offset {
+	var out []broker.Offset
+	for _, m := range ms {
+		out = append(out, m.Offset)
+	}
+	return out
+}
+
+// TestCursorAtEvictedMessage checks a cursor whose own message the stream
+// already dropped (MaxHistory) while every message after it is kept:
+// nothing after it was lost, so History is complete, as on the other
+// brokers; one message earlier, the first after the cursor is gone.
+func TestCursorAtEvictedMessage(t *testing.T) {
+	prefix := newPrefix(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	b, err := nats.New(nats.Config{URL: serverURL(), Prefix: prefix, MaxHistory: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Start(ctx, &handler{}); err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	defer b.Close()
+	var offs []broker.Offset
+	for range 10 {
+		off, err := b.Publish(ctx, "x", broker.Publication{Data: json.RawMessage(`1`)}, broker.HistoryOptions{Size: 10})
+		if err != nil {
+			t.Fatalf("Publish: %v", err)
+		}
+		offs = append(offs, off)
+	}
+	for _, tt := range []struct {
+		since    broker.Offset
+		complete bool
+	}{{offs[4], true}, {offs[3], false}} {
+		res, err := b.History(ctx, "x", broker.HistoryQuery{Since: tt.since, Limit: -1})
+		if err != nil {
+			t.Fatalf("History: %v", err)
+		}
+		if got := offsetsOf(res.Messages); !slices.Equal(got, offs[5:]) || res.Complete != tt.complete {
+			t.Errorf("since %v with the stream keeping %v: messages %v, Complete %v; want %v, %v",
+				tt.since, offs[5:], got, res.Complete, offs[5:], tt.complete)
+		}
+	}
+}
