@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -36,7 +37,9 @@ func dialSilent(t testing.TB, base, path string) net.Conn {
 	_, _ = rand.Read(key[:])
 	fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
 		"Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n", path, u.Host, base64.StdEncoding.EncodeToString(key[:]))
-	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	// Read the response a byte at a time, so that frames the server sends
+	// right behind it stay in the socket for the caller.
+	resp, err := http.ReadResponse(bufio.NewReader(byteReader{c}), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -45,6 +48,11 @@ func dialSilent(t testing.TB, base, path string) net.Conn {
 	}
 	return c
 }
+
+// byteReader reads at most one byte per Read.
+type byteReader struct{ r io.Reader }
+
+func (b byteReader) Read(p []byte) (int, error) { return b.r.Read(p[:min(len(p), 1)]) }
 
 func metricValue(t *testing.T, base, name string) string {
 	t.Helper()

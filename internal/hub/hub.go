@@ -179,11 +179,11 @@ func (ch *channel) endedLocked(epoch string) bool {
 // to it.
 type entry struct {
 	info     broker.ClientInfo
-	pending  bool
 	buf      []broker.Message
-	bufBytes int
-	overflow bool
 	from     broker.Offset
+	bufBytes int32 // at most maxBufferedBytes
+	pending  bool
+	overflow bool
 }
 
 // Bounds of the live messages one subscriber buffers while it catches up.
@@ -194,11 +194,11 @@ const (
 
 // bufferLocked keeps a live message for a subscriber still catching up.
 func (e *entry) bufferLocked(m broker.Message) {
-	if len(e.buf) >= maxBuffered || e.bufBytes+len(m.Data) > maxBufferedBytes {
+	if len(e.buf) >= maxBuffered || int(e.bufBytes)+len(m.Data) > maxBufferedBytes {
 		e.buf, e.bufBytes, e.overflow = nil, 0, true
 	}
 	e.buf = append(e.buf, m)
-	e.bufBytes += len(m.Data)
+	e.bufBytes += int32(min(len(m.Data), maxBufferedBytes))
 }
 
 // Catch-up page sizes, in messages: the first page's size before the

@@ -164,12 +164,11 @@ func (s *Session) throttle() { _ = s.waitHeld(context.Background(), s.cfg.QueueB
 // of the last batch takes new payloads.
 func (s *Session) takeLocked() []*hub.Payload {
 	s.batch, s.queue = s.queue, s.batch[:0]
-	s.batchMessages, s.batchBytes = 0, 0
+	s.batchMessages = 0
 	for _, p := range s.batch {
 		if p.Shared {
 			s.batchMessages++
 		}
-		s.batchBytes += len(p.Bytes)
 	}
 	s.liveLen, s.liveBytes = 0, 0
 	return s.batch
@@ -202,12 +201,15 @@ func (s *Session) sent(err error) {
 			}
 		}
 	}
+	written := 0
+	for _, p := range s.batch {
+		written += len(p.Bytes)
+	}
 	clear(s.batch)
 	s.qmu.Lock()
 	if !s.closing {
-		s.held -= s.batchBytes
+		s.held -= written
 	}
-	s.batchBytes = 0
 	s.wakeLocked()
 	if err != nil {
 		s.closeLocked()

@@ -114,22 +114,24 @@ type Session struct {
 	cfg Config
 	ctx context.Context
 
-	mu      sync.Mutex // guards subs, closed and expiry
-	subs    []string   // a few per connection: a slice is smaller than a map
-	closed  bool
-	expiry  *time.Timer   // nil without a token expiry
-	limiter *rate.Limiter // made on the first publish; used by the reading goroutine only
-	cmdRate *rate.Limiter // made on the first other command; likewise
+	mu     sync.Mutex // guards subs, closed and expiry
+	subs   []string   // a few per connection: a slice is smaller than a map
+	closed bool
+	// Publishes and other commands made before their limiter was (see
+	// allow); used by the reading goroutine only, like the limiters.
+	earlyPublishes, earlyCommands uint8
+	expiry                        *time.Timer   // nil without a token expiry
+	limiter                       *rate.Limiter // publishes; made after earlyEvents of them
+	cmdRate                       *rate.Limiter // other commands; likewise
 
-	qmu        sync.Mutex // guards the outgoing queue
-	queue      []*hub.Payload
-	liveLen    int           // live fan-out payloads in queue
-	liveBytes  int           // and their bytes
-	held       int           // bytes of everything queued or in flight
-	batchBytes int           // bytes of the batch in flight
-	drained    chan struct{} // closed when held falls; nil unless someone waits
-	writing    bool          // a batch is in flight
-	closing    bool
+	qmu       sync.Mutex // guards the outgoing queue
+	queue     []*hub.Payload
+	liveLen   int           // live fan-out payloads in queue
+	liveBytes int           // and their bytes
+	held      int           // bytes of everything queued or in flight
+	drained   chan struct{} // closed when held falls; nil unless someone waits
+	writing   bool          // a batch is in flight
+	closing   bool
 
 	// The batch in flight (used only by whoever set writing) and s.sent
 	// bound once.
@@ -288,22 +290,36 @@ func (s *Session) setExpiry(t time.Time) {
 // allowCommand takes one command other than publish from the
 // connection's command rate limit.
 func (s *Session) allowCommand() bool {
-	return allow(&s.cmdRate, s.cfg.Limits.CommandRate, s.cfg.Limits.CommandBurst)
+	return allow(&s.cmdRate, &s.earlyCommands, s.cfg.Limits.CommandRate, s.cfg.Limits.CommandBurst)
 }
 
 // allowPublish takes one publish from the connection's rate limit.
 func (s *Session) allowPublish() bool {
-	return allow(&s.limiter, s.cfg.Limits.PublishRate, s.cfg.Limits.PublishBurst)
+	return allow(&s.limiter, &s.earlyPublishes, s.cfg.Limits.PublishRate, s.cfg.Limits.PublishBurst)
 }
 
-// allow takes one event from *l, made on first use; a rate of zero or
-// less does not limit.
-func allow(l **rate.Limiter, r rate.Limit, burst int) bool {
+// earlyEvents is how many events a connection makes before its limiter
+// is made: most connections subscribe or publish a few times and never
+// need one (a limiter is 80 bytes a connection). Any burst takes them.
+const earlyEvents = 8
+
+// allow takes one event from the limiter *l at rate r with bursts of
+// burst; a rate of zero or less does not limit. The first events (up to
+// earlyEvents, and no more than burst) are only counted in *early; the
+// limiter made after them starts with them taken, as if it had existed
+// from the first.
+func allow(l **rate.Limiter, early *uint8, r rate.Limit, burst int) bool {
 	if r <= 0 {
 		return true
 	}
+	burst = max(burst, 1)
 	if *l == nil {
-		*l = rate.NewLimiter(r, max(burst, 1))
+		if int(*early) < min(earlyEvents, burst) {
+			*early++
+			return true
+		}
+		*l = rate.NewLimiter(r, burst)
+		(*l).AllowN(time.Now(), int(*early))
 	}
 	return (*l).Allow()
 }

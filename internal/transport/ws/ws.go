@@ -309,7 +309,10 @@ func (h *heldResponse) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("ws: hijack: %w", err)
 	}
-	return nc, bufio.NewReadWriter(rw.Reader, bufio.NewWriter(&h.buf)), nil
+	// The hijacked writer is ours now: point it at buf rather than make a
+	// new one (4 KiB a handshake).
+	rw.Writer.Reset(&h.buf)
+	return nc, rw, nil
 }
 
 // serve handles a readiness event of c; it runs on a goroutine of its own.
