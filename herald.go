@@ -108,6 +108,7 @@ func New(cfg Config) (*Server, error) {
 		Broker:          measure(s.broker, s.metrics),
 		Logger:          cfg.Logger,
 		PresenceRefresh: presenceRefresh,
+		MaxMessageSize:  cfg.MaxMessageSize,
 		Options: func(channel string) hub.ChannelOptions {
 			r := s.cfg.rules(channel)
 			return hub.ChannelOptions{History: r.history, Presence: r.presence, JoinLeave: r.joinLeave}

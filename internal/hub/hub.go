@@ -44,25 +44,6 @@ type Subscriber interface {
 	Deliver(d *Delivery)
 }
 
-// Paced is a Subscriber with a bounded outgoing queue. History catch-up
-// is read for it a page at a time, each page sized to the room it has,
-// waiting for room between pages, instead of being queued whole. Other
-// subscribers get their catch-up in one piece.
-type Paced interface {
-	Subscriber
-	// Room returns how many bytes the subscriber takes now (zero or less:
-	// none). It must not block.
-	Room() int
-	// WaitRoom blocks until the subscriber has drained enough to take a
-	// page, and returns the room it has; it fails once the subscriber
-	// closes or ctx ends.
-	WaitRoom(ctx context.Context) (int, error)
-	// FellBehind closes the subscriber: history moved past the messages
-	// it still needed while it caught up, so it cannot have every one in
-	// order. It must not block.
-	FellBehind()
-}
-
 // Interruptible is a Subscriber that can be told it missed messages that
 // the broker no longer holds (live delivery lost them while the broker
 // was unreachable, and history was trimmed, was never kept, or went back
@@ -96,6 +77,10 @@ type Config struct {
 	// broker's presence store again, for stores whose entries expire so
 	// that a crashed node's clients vanish. Zero: never.
 	PresenceRefresh time.Duration
+	// MaxMessageSize is the size of the largest message the hub expects,
+	// in bytes: the first page of a catch-up is sized for messages this
+	// large, later pages for the largest seen [65536].
+	MaxMessageSize int
 }
 
 // Hub is one node's channel table. Its methods are safe for concurrent use.
@@ -119,6 +104,8 @@ type Hub struct {
 	bgMu    sync.Mutex // orders starting background work with Stop
 	stopped bool       // guarded by bgMu
 	bgWork  sync.WaitGroup
+
+	maxMessage int // Config.MaxMessageSize
 }
 
 type channel struct {
@@ -171,54 +158,13 @@ func (ch *channel) endedLocked(epoch string) bool {
 	return slices.Contains(ch.ended, epoch)
 }
 
-// entry is one subscriber's state in a channel. While pending, the
-// subscriber is catching up from history and live messages wait in buf
-// (up to maxBuffered messages or maxBufferedBytes; past that they are
-// dropped and overflow makes the catch-up read on, since history has
-// them). from is the offset it started after: it never gets a message up
-// to it.
+// entry is one subscriber's state in a channel. from is the offset it
+// started after: it never gets a message up to it. cu is set while it
+// catches up from history (see catchup.go).
 type entry struct {
-	info     broker.ClientInfo
-	buf      []broker.Message
-	from     broker.Offset
-	bufBytes int32 // at most maxBufferedBytes
-	pending  bool
-	overflow bool
-}
-
-// Bounds of the live messages one subscriber buffers while it catches up.
-const (
-	maxBuffered      = 1024
-	maxBufferedBytes = 1 << 20
-)
-
-// bufferLocked keeps a live message for a subscriber still catching up.
-func (e *entry) bufferLocked(m broker.Message) {
-	if len(e.buf) >= maxBuffered || int(e.bufBytes)+len(m.Data) > maxBufferedBytes {
-		e.buf, e.bufBytes, e.overflow = nil, 0, true
-	}
-	e.buf = append(e.buf, m)
-	e.bufBytes += int32(min(len(m.Data), maxBufferedBytes))
-}
-
-// Catch-up page sizes, in messages: the first page's size before the
-// size of the channel's messages is known, and the largest page.
-const (
-	firstPage = 8
-	maxPage   = 256
-)
-
-// pageLimit is how many messages a catch-up page for sub reads: all of
-// them for a subscriber that is not Paced; otherwise what fits in room
-// when every message is as large as the largest seen so far.
-func pageLimit(sub Subscriber, room, largest int) int {
-	if _, ok := sub.(Paced); !ok {
-		return -1
-	}
-	if largest <= 0 {
-		return firstPage
-	}
-	return min(max(room/largest, 1), maxPage)
+	info broker.ClientInfo
+	from broker.Offset
+	cu   *catchup
 }
 
 // New returns a hub over cfg.Broker; call Start before use.
@@ -234,6 +180,11 @@ func New(cfg Config) *Hub {
 		refresh:  cfg.PresenceRefresh,
 		stop:     make(chan struct{}),
 		done:     make(chan struct{}),
+
+		maxMessage: cfg.MaxMessageSize,
+	}
+	if h.maxMessage <= 0 {
+		h.maxMessage = 65536
 	}
 	if h.options == nil {
 		h.options = func(string) ChannelOptions { return ChannelOptions{} }
@@ -316,7 +267,7 @@ func (h *Hub) refreshPresenceOnce() {
 		ch.mu.Lock()
 		infos := make([]broker.ClientInfo, 0, len(ch.subs))
 		for _, e := range ch.subs {
-			if !e.pending {
+			if e.cu == nil {
 				infos = append(infos, e.info)
 			}
 		}
@@ -358,17 +309,21 @@ func (h *Hub) Subscribe(ctx context.Context, sub Subscriber, info broker.ClientI
 		h.release(name, ch)
 		return ErrAlreadySubscribed
 	}
-	e := &entry{info: info, pending: true}
+	e := &entry{info: info, cu: h.newCatchup()}
 	ch.subs[sub] = e
 	ch.mu.Unlock()
 
 	first, page, err := h.firstPage(ctx, sub, name, since)
+	if page.reserved {
+		defer sub.(Paced).PageDone()
+	}
 	if err != nil {
 		ch.mu.Lock()
 		delete(ch.subs, sub)
+		e.cu.abandonLocked(sub)
 		ch.mu.Unlock()
 		h.release(name, ch)
-		return err
+		return fmt.Errorf("hub: read history of %q: %w", name, err)
 	}
 
 	// In presence before the reply goes out: a client that asks who is
@@ -384,14 +339,29 @@ func (h *Hub) Subscribe(ctx context.Context, sub Subscriber, info broker.ClientI
 	if since != nil && first.Latest.Epoch != "" && first.Latest.Epoch != since.Epoch {
 		ch.endLocked(since.Epoch) // history moved on to another epoch
 	}
-	ready(SubscribeResult{Latest: first.Latest, Recovered: since == nil || first.Complete})
-	last, largest := first.Latest, 0
+	recovered := since == nil || first.Complete
+	ready(SubscribeResult{Latest: first.Latest, Recovered: recovered})
+	// Where the subscriber stands: at Latest when there is nothing to
+	// read, else after the last message it was given, or where the
+	// background catch-up starts.
+	last, largest := first.Latest, h.maxMessage // until a page shows their size
+	if page.more {
+		last = page.start
+	}
 	if len(page.Messages) > 0 {
 		last, largest = deliverReplay(sub, page.Messages)
 	}
-	if page.more {
+	if page.more || e.cu.overflow {
+		// More history to read, or live messages dropped while the page
+		// was read (history has them): read on in the background.
+		e.cu.overflow = false
+		e.cu.unrecovered = !recovered && len(page.Messages) == 0
 		ch.mu.Unlock()
-		h.background(func() { h.catchUp(ch, sub, e, last, largest) })
+		if !h.background(func() { h.catchUp(ch, sub, e, last, largest) }) {
+			ch.mu.Lock()
+			e.cu.abandonLocked(sub)
+			ch.mu.Unlock()
+		}
 	} else {
 		e.finishLocked(ch, sub, last)
 		ch.mu.Unlock()
@@ -405,133 +375,6 @@ func (h *Hub) Subscribe(ctx context.Context, sub Subscriber, info broker.ClientI
 	return nil
 }
 
-// catchUpPage is one page of a catch-up; more is true when history may
-// hold more after it.
-type catchUpPage struct {
-	broker.HistoryResult
-	more bool
-}
-
-// firstPage reads where a subscription to name starts (first: Latest and
-// whether history reaches back to since) and the first page of its
-// catch-up.
-func (h *Hub) firstPage(ctx context.Context, sub Subscriber, name string, since *broker.Offset) (first broker.HistoryResult, page catchUpPage, err error) {
-	wrap := func(err error) error { return fmt.Errorf("hub: read history of %q: %w", name, err) }
-	room := 0
-	if p, ok := sub.(Paced); ok {
-		room = p.Room()
-	}
-	limit := pageLimit(sub, room, 0)
-	switch {
-	case since == nil:
-		first, err = h.broker.History(ctx, name, broker.HistoryQuery{Limit: 0})
-		return first, catchUpPage{}, wrapIf(err, wrap)
-	case since.IsZero() && limit >= 0:
-		// "Everything history holds": the zero since reads the newest
-		// messages, so page from the start of the epoch instead.
-		first, err = h.broker.History(ctx, name, broker.HistoryQuery{Limit: 0})
-		if err != nil || first.Latest.IsZero() {
-			return first, catchUpPage{}, wrapIf(err, wrap)
-		}
-		page.HistoryResult, err = h.broker.History(ctx, name, broker.HistoryQuery{
-			Since: broker.Offset{Epoch: first.Latest.Epoch}, Limit: limit,
-		})
-	default:
-		first, err = h.broker.History(ctx, name, broker.HistoryQuery{Since: *since, Limit: limit})
-		page.HistoryResult = first
-	}
-	page.more = limit >= 0 && len(page.Messages) >= limit
-	return first, page, wrapIf(err, wrap)
-}
-
-func wrapIf(err error, wrap func(error) error) error {
-	if err == nil {
-		return nil
-	}
-	return wrap(err)
-}
-
-// deliverReplay hands catch-up messages to sub and returns the offset of
-// the last and the size of the largest.
-func deliverReplay(sub Subscriber, msgs []broker.Message) (last broker.Offset, largest int) {
-	for _, m := range msgs {
-		sub.Deliver(&Delivery{Message: m, Replay: true})
-		last, largest = m.Offset, max(largest, len(m.Data))
-	}
-	return last, largest
-}
-
-// finishLocked ends a catch-up that reached last: the live messages
-// buffered meanwhile that came after it follow (not those of an epoch the
-// channel moved past), and sub is live.
-func (e *entry) finishLocked(ch *channel, sub Subscriber, last broker.Offset) {
-	for _, m := range e.buf {
-		if m.Offset.Epoch == last.Epoch && m.Offset.Seq > last.Seq ||
-			m.Offset.Epoch != last.Epoch && !ch.endedLocked(m.Offset.Epoch) {
-			sub.Deliver(&Delivery{Message: m, Replay: true})
-		}
-	}
-	e.pending, e.buf, e.bufBytes, e.overflow, e.from = false, nil, 0, false, last
-}
-
-// catchUp reads the rest of a paced subscriber's catch-up after last, a
-// page at a time as the subscriber drains, until history holds no more;
-// then the subscriber is live. It ends early when the subscription ends,
-// when the subscriber closes, or on Stop; when history no longer holds
-// the next message the subscriber needs, the subscriber is told it fell
-// behind.
-func (h *Hub) catchUp(ch *channel, sub Subscriber, e *entry, last broker.Offset, largest int) {
-	p := sub.(Paced)
-	wait := 50 * time.Millisecond
-	for {
-		room, err := p.WaitRoom(h.ctx)
-		if err != nil {
-			return
-		}
-		limit := pageLimit(sub, room, largest)
-		ctx, cancel := context.WithTimeout(h.ctx, repairTimeout)
-		res, err := h.broker.History(ctx, ch.name, broker.HistoryQuery{Since: last, Limit: limit})
-		cancel()
-		if err != nil {
-			h.log.Warn("catch-up: read history", "channel", ch.name, "err", err)
-			select {
-			case <-h.ctx.Done():
-				return
-			case <-time.After(wait):
-			}
-			wait = min(2*wait, 2*time.Second)
-			continue
-		}
-		ch.mu.Lock()
-		if ch.subs[sub] != e {
-			ch.mu.Unlock()
-			return // unsubscribed meanwhile
-		}
-		if !res.Complete {
-			ch.mu.Unlock()
-			p.FellBehind()
-			return
-		}
-		if len(res.Messages) > 0 {
-			var big int
-			last, big = deliverReplay(sub, res.Messages)
-			largest = max(largest, big)
-		}
-		switch {
-		case len(res.Messages) >= limit:
-		case e.overflow:
-			// Live messages were dropped from the buffer after this page
-			// was read: history holds them, read on.
-			e.overflow = false
-		default:
-			e.finishLocked(ch, sub, last)
-			ch.mu.Unlock()
-			return
-		}
-		ch.mu.Unlock()
-	}
-}
-
 // Unsubscribe removes sub from channel; it is a no-op when sub is not
 // subscribed.
 func (h *Hub) Unsubscribe(ctx context.Context, sub Subscriber, info broker.ClientInfo, name string) {
@@ -542,8 +385,11 @@ func (h *Hub) Unsubscribe(ctx context.Context, sub Subscriber, info broker.Clien
 		return
 	}
 	ch.mu.Lock()
-	_, ok := ch.subs[sub]
+	e, ok := ch.subs[sub]
 	delete(ch.subs, sub)
+	if ok && e.cu != nil {
+		e.cu.abandonLocked(sub)
+	}
 	ch.mu.Unlock()
 	if !ok {
 		return
@@ -743,7 +589,7 @@ func (ch *channel) earliestStartLocked() (broker.Offset, bool) {
 	found := false
 	for _, e := range ch.subs {
 		switch {
-		case e.pending:
+		case e.cu != nil:
 		case !found:
 			from, found = e.from, true
 		case e.from.Epoch != from.Epoch:
@@ -767,8 +613,8 @@ func (ch *channel) fanOutLocked(m broker.Message) {
 	d := &Delivery{Message: m}
 	for sub, e := range ch.subs {
 		switch {
-		case e.pending:
-			e.bufferLocked(m)
+		case e.cu != nil:
+			e.cu.bufferLocked(sub, m)
 		case m.Offset.Epoch == e.from.Epoch && m.Offset.Seq <= e.from.Seq:
 			// From before the subscriber's start: it has it, or asked not to.
 		default:
@@ -799,7 +645,7 @@ func (h *Hub) repairLocked(ch *channel, from broker.Offset) {
 func (h *Hub) repair(ch *channel, from broker.Offset) {
 	wait := 50 * time.Millisecond
 	for {
-		ctx, cancel := context.WithTimeout(context.Background(), repairTimeout)
+		ctx, cancel := context.WithTimeout(h.ctx, repairTimeout)
 		res, err := h.broker.History(ctx, ch.name, broker.HistoryQuery{Since: from, Limit: -1})
 		cancel()
 		if err != nil {
@@ -839,18 +685,22 @@ func (h *Hub) repair(ch *channel, from broker.Offset) {
 	}
 }
 
-// tellMissedLocked tells ch's live subscribers that messages after from
-// are gone for good, except those that started in latest's epoch when it
-// is a new one: their catch-up read the new epoch from its history, and
-// the old epoch's end is nothing they asked for. Subscribers still
-// catching up find the loss in their own history reads.
+// tellMissedLocked tells ch's subscribers that messages after from are
+// gone for good, except those that started in latest's epoch when it is
+// a new one: their catch-up read the new epoch from its history, and the
+// old epoch's end is nothing they asked for. A subscriber still catching
+// up is told when its catch-up ends (its buffered live messages may be
+// among the lost ones).
 func (ch *channel) tellMissedLocked(from, latest broker.Offset) {
 	for sub, e := range ch.subs {
-		if e.pending || (latest.Epoch != from.Epoch && e.from.Epoch == latest.Epoch && !e.from.IsZero()) {
-			continue
-		}
-		if s, ok := sub.(Interruptible); ok {
-			s.MissedMessages()
+		switch {
+		case e.cu != nil:
+			e.cu.missed = true
+		case latest.Epoch != from.Epoch && e.from.Epoch == latest.Epoch && !e.from.IsZero():
+		default:
+			if s, ok := sub.(Interruptible); ok {
+				s.MissedMessages()
+			}
 		}
 	}
 }
@@ -949,7 +799,7 @@ func (ch *channel) flushPresence() {
 func (ch *channel) pushPresenceLocked(ev *PresenceEvent) {
 	d := &Delivery{Presence: ev}
 	for sub, e := range ch.subs {
-		if !e.pending {
+		if e.cu == nil {
 			sub.Deliver(d)
 		}
 	}

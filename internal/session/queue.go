@@ -103,25 +103,70 @@ func (s *Session) MissedMessages() {
 	}
 }
 
-// Room returns how many more bytes the session takes before its queue
-// bound is full (zero or less: none).
-func (s *Session) Room() int {
-	s.qmu.Lock()
-	defer s.qmu.Unlock()
-	return s.cfg.QueueBytes - s.held
-}
-
 // errClosing is WaitRoom's answer once the session closes.
 var errClosing = errors.New("session: closing")
 
-// WaitRoom blocks until at most half the queue bound is held and returns
-// the room there is; it fails once the session closes or ctx ends. The
-// hub reads history catch-up a page at a time between these waits.
-func (s *Session) WaitRoom(ctx context.Context) (int, error) {
-	if err := s.waitHeld(ctx, s.cfg.QueueBytes/2); err != nil {
-		return 0, err
+// TryRoom reserves the session's next catch-up page when no other page
+// is being read and at most half the queue bound is held, and returns the
+// room there is; zero when it cannot (nothing reserved then).
+func (s *Session) TryRoom() int {
+	s.qmu.Lock()
+	defer s.qmu.Unlock()
+	if s.closing || s.paging || s.held > s.cfg.QueueBytes/2 {
+		return 0
 	}
-	return s.Room(), nil
+	s.paging = true
+	return s.cfg.QueueBytes - s.held
+}
+
+// WaitRoom blocks until TryRoom would reserve a page, reserves it, and
+// returns the room there is; it fails once the session closes or ctx
+// ends. The hub reads history catch-up a page at a time between these
+// reservations, one page of the session at a time.
+func (s *Session) WaitRoom(ctx context.Context) (int, error) {
+	s.qmu.Lock()
+	defer s.qmu.Unlock()
+	for !s.closing && (s.paging || s.held > s.cfg.QueueBytes/2) {
+		if err := s.waitLocked(ctx); err != nil {
+			return 0, err
+		}
+	}
+	if s.closing {
+		return 0, errClosing
+	}
+	s.paging = true
+	return s.cfg.QueueBytes - s.held, nil
+}
+
+// PageDone ends the reservation of TryRoom or WaitRoom.
+func (s *Session) PageDone() {
+	s.qmu.Lock()
+	s.paging = false
+	s.wakeLocked()
+	s.qmu.Unlock()
+}
+
+// Hold counts n bytes the hub buffers for the session (live messages
+// that wait for its catch-up) against the queue bound, and reports false
+// when they do not fit.
+func (s *Session) Hold(n int) bool {
+	s.qmu.Lock()
+	defer s.qmu.Unlock()
+	if s.closing || s.held+n > s.cfg.QueueBytes {
+		return false
+	}
+	s.held += n
+	return true
+}
+
+// Unhold gives back n bytes of Hold.
+func (s *Session) Unhold(n int) {
+	s.qmu.Lock()
+	defer s.qmu.Unlock()
+	if !s.closing {
+		s.held -= n
+		s.wakeLocked()
+	}
 }
 
 // waitHeld blocks while more than limit bytes are held, until the session
@@ -130,23 +175,31 @@ func (s *Session) waitHeld(ctx context.Context, limit int) error {
 	s.qmu.Lock()
 	defer s.qmu.Unlock()
 	for s.held > limit && !s.closing {
-		if s.drained == nil {
-			s.drained = make(chan struct{})
+		if err := s.waitLocked(ctx); err != nil {
+			return err
 		}
-		ch := s.drained
-		s.qmu.Unlock()
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			s.qmu.Lock()
-			return ctx.Err()
-		}
-		s.qmu.Lock()
 	}
 	if s.closing {
 		return errClosing
 	}
 	return nil
+}
+
+// waitLocked waits, with qmu unlocked, for the next wake (held falls, a
+// page reservation ends, the session closes) or for ctx to end.
+func (s *Session) waitLocked(ctx context.Context) error {
+	if s.drained == nil {
+		s.drained = make(chan struct{})
+	}
+	ch := s.drained
+	s.qmu.Unlock()
+	defer s.qmu.Lock()
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // keptSlots is the largest queue an idle session keeps for the next

@@ -132,6 +132,7 @@ type Session struct {
 	drained   chan struct{} // closed when held falls; nil unless someone waits
 	writing   bool          // a batch is in flight
 	closing   bool
+	paging    bool // a catch-up page is reserved (TryRoom, WaitRoom)
 
 	// The batch in flight (used only by whoever set writing) and s.sent
 	// bound once.
