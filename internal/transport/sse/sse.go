@@ -224,7 +224,7 @@ func (s *Stream) Serve(ctx context.Context) error {
 			if b == nil {
 				continue
 			}
-			err := s.write(s.encode(b.ps))
+			err := s.writeBatch(b.ps)
 			b.done(err)
 			if err != nil {
 				return err
@@ -252,11 +252,21 @@ func (s *Stream) Release() {
 	s.t.mu.Unlock()
 }
 
-// encode joins a batch into one write, each message after the `id:` line
-// of the cursor that includes it.
-func (s *Stream) encode(ps []*hub.Payload) []byte {
+// chunkBytes is about how much of a batch is encoded before it is
+// written. Every message carries the cursor of all the stream's channels
+// as its `id:` line, up to ~12 KB with 32 long channel names: a batch the
+// queue bound lets through (counted by the messages' own bytes) can encode
+// to hundreds of times its size, so it is written a chunk at a time rather
+// than joined whole.
+const chunkBytes = 64 << 10
+
+// writeBatch writes a batch, each message after the `id:` line of the
+// cursor that includes it, a chunk at a time, and flushes it, all within
+// one WriteTimeout.
+func (s *Stream) writeBatch(ps []*hub.Payload) error {
+	_ = s.rc.SetWriteDeadline(time.Now().Add(s.t.cfg.WriteTimeout))
 	b := s.buf[:0]
-	for _, p := range ps {
+	for i, p := range ps {
 		if p.Channel != "" {
 			s.SetPosition(p.Channel, p.Offset)
 			b = append(b, "id: "...)
@@ -264,11 +274,18 @@ func (s *Stream) encode(ps []*hub.Payload) []byte {
 			b = append(b, '\n')
 		}
 		b = append(b, p.Bytes...)
+		if len(b) < chunkBytes && i < len(ps)-1 {
+			continue
+		}
+		if err := s.writeChunk(b); err != nil {
+			return err
+		}
+		b = b[:0]
 	}
-	if cap(b) <= 64<<10 {
+	if cap(b) <= 2*chunkBytes {
 		s.buf = b // keep a modest buffer for the next batch
 	}
-	return b
+	return s.flush()
 }
 
 // write writes b and flushes it, within WriteTimeout.
@@ -276,6 +293,14 @@ func (s *Stream) write(b []byte) error {
 	// Deadlines are best effort: a ResponseWriter without them (a test
 	// recorder, some middleware) still gets the write.
 	_ = s.rc.SetWriteDeadline(time.Now().Add(s.t.cfg.WriteTimeout))
+	if err := s.writeChunk(b); err != nil {
+		return err
+	}
+	return s.flush()
+}
+
+// writeChunk writes b under the deadline already set.
+func (s *Stream) writeChunk(b []byte) error {
 	n, err := s.w.Write(b)
 	if s.t.cfg.Wrote != nil {
 		s.t.cfg.Wrote(n)
@@ -283,6 +308,11 @@ func (s *Stream) write(b []byte) error {
 	if err != nil {
 		return fmt.Errorf("sse: write: %w", err)
 	}
+	return nil
+}
+
+// flush flushes what was written and clears the write deadline.
+func (s *Stream) flush() error {
 	if err := s.rc.Flush(); err != nil {
 		return fmt.Errorf("sse: flush: %w", err)
 	}
