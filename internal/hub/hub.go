@@ -742,7 +742,7 @@ func (h *Hub) presenceEvent(op, name string, c broker.ClientInfo) {
 	}
 	ch.queuePresenceLocked(ev)
 	if ch.presTimer == nil {
-		ch.presTimer = time.AfterFunc(time.Until(ch.presNext), ch.flushPresence)
+		ch.presTimer = time.AfterFunc(time.Until(ch.presNext), func() { h.flushPresence(ch) })
 	}
 }
 
@@ -766,10 +766,13 @@ func (ch *channel) queuePresenceLocked(ev *PresenceEvent) {
 
 // flushPresence pushes the oldest waiting joins and leaves, and schedules
 // the rest for the next window.
-func (ch *channel) flushPresence() {
+func (h *Hub) flushPresence(ch *channel) {
 	ch.mu.Lock()
 	defer ch.mu.Unlock()
 	ch.presTimer = nil
+	if h.ctx.Err() != nil {
+		return // stopped: nobody is told anything any more
+	}
 	sent := 0
 	rest := ch.presQueue[:0]
 	for _, ev := range ch.presQueue {
@@ -788,7 +791,7 @@ func (ch *channel) flushPresence() {
 	ch.presQueue = rest
 	ch.presNext = time.Now().Add(presenceWindow)
 	if len(rest) > 0 {
-		ch.presTimer = time.AfterFunc(presenceWindow, ch.flushPresence)
+		ch.presTimer = time.AfterFunc(presenceWindow, func() { h.flushPresence(ch) })
 	} else {
 		ch.presQueue, ch.presIndex = nil, nil
 	}

@@ -70,17 +70,23 @@ func (s *Session) isClosing() bool {
 
 // closeSlow closes the session as a slow consumer.
 func (s *Session) closeSlow() {
+	if s.closeOnce(protocol.ClosePolicy, "slow consumer") && s.cfg.Metrics != nil {
+		s.cfg.Metrics.SlowConsumers.Inc()
+	}
+}
+
+// closeOnce drops the queue and closes the connection with code and
+// reason, unless the session was closing already; it reports whether it
+// closed it.
+func (s *Session) closeOnce(code int, reason string) bool {
 	s.qmu.Lock()
 	already := s.closing
 	s.closeLocked()
 	s.qmu.Unlock()
-	if already {
-		return
+	if !already {
+		s.cfg.Conn.Close(code, reason)
 	}
-	if s.cfg.Metrics != nil {
-		s.cfg.Metrics.SlowConsumers.Inc()
-	}
-	s.cfg.Conn.Close(protocol.ClosePolicy, "slow consumer")
+	return !already
 }
 
 // FellBehind closes the session as a slow consumer: the hub can no
@@ -93,15 +99,7 @@ func (s *Session) FellBehind() { s.closeSlow() }
 // way to this node and are no longer in history, and a client that
 // resumes from the last offset it had is told recovered:false. The
 // protocol has no push for it on an open connection.
-func (s *Session) MissedMessages() {
-	s.qmu.Lock()
-	already := s.closing
-	s.closeLocked()
-	s.qmu.Unlock()
-	if !already {
-		s.cfg.Conn.Close(protocol.CloseGoingAway, "messages lost, resume")
-	}
-}
+func (s *Session) MissedMessages() { s.closeOnce(protocol.CloseGoingAway, "messages lost, resume") }
 
 // errClosing is WaitRoom's answer once the session closes.
 var errClosing = errors.New("session: closing")

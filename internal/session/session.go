@@ -117,11 +117,12 @@ type Session struct {
 	mu     sync.Mutex // guards subs, closed and expiry
 	subs   []string   // a few per connection: a slice is smaller than a map
 	closed bool
-	// Publishes and other commands made before their limiter was (see
-	// allow); used by the reading goroutine only, like the limiters.
+	// The publishes and other commands counted before their limiter is
+	// made (see allow); used by the reading goroutine only, like the
+	// limiters.
 	earlyPublishes, earlyCommands uint8
 	expiry                        *time.Timer   // nil without a token expiry
-	limiter                       *rate.Limiter // publishes; made after earlyEvents of them
+	limiter                       *rate.Limiter // publishes; made after the first few (see allow)
 	cmdRate                       *rate.Limiter // other commands; likewise
 
 	qmu       sync.Mutex // guards the outgoing queue
