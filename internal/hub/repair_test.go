@@ -112,8 +112,11 @@ type repairEnv struct {
 
 const room = "room"
 
-func newRepairEnv(t *testing.T) *repairEnv {
-	b := &lossyBroker{Broker: memory.New()}
+func newRepairEnv(t *testing.T) *repairEnv { return newRepairEnvOn(t, memory.New()) }
+
+// newRepairEnvOn is newRepairEnv on a memory broker of the caller's.
+func newRepairEnvOn(t *testing.T, mb *memory.Broker) *repairEnv {
+	b := &lossyBroker{Broker: mb}
 	h := hub.New(hub.Config{
 		Broker:  b,
 		Options: func(string) hub.ChannelOptions { return hub.ChannelOptions{History: broker.HistoryOptions{Size: 100}} },
@@ -252,19 +255,8 @@ func TestNewEpochJoinedLateIsRepaired(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := &lossyBroker{Broker: mb}
-	h := hub.New(hub.Config{
-		Broker:  b,
-		Options: func(string) hub.ChannelOptions { return hub.ChannelOptions{History: broker.HistoryOptions{Size: 100}} },
-	})
-	e := &repairEnv{t: t, b: b, h: h, ctx: context.Background()}
-	if err := h.Start(e.ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		h.Stop()
-		_ = b.Close()
-	})
+	e := newRepairEnvOn(t, mb)
+	b, h := e.b, e.h
 	r := e.subscribe(nil)
 	first := e.publish(2)
 	for i := range 40 { // past the budget: room's history is dropped
