@@ -265,7 +265,9 @@ func (h *Hub) catchUpPage(ch *channel, sub Subscriber, e *entry, last *broker.Of
 		}
 		return true, nil
 	}
-	cu.unrecovered = false
+	if len(res.Messages) > 0 {
+		cu.unrecovered = false // it has something now: a gap after it is news
+	}
 	if len(res.Messages) > 0 {
 		var big int
 		*last, big = deliverReplay(sub, res.Messages)

@@ -314,9 +314,13 @@ func (h *Hub) Subscribe(ctx context.Context, sub Subscriber, info broker.ClientI
 	ch.mu.Unlock()
 
 	first, page, err := h.firstPage(ctx, sub, name, since)
-	if page.reserved {
-		defer sub.(Paced).PageDone()
+	pageDone := func() { // the first page is queued: the next may be read
+		if page.reserved {
+			page.reserved = false
+			sub.(Paced).PageDone()
+		}
 	}
+	defer pageDone()
 	if err != nil {
 		ch.mu.Lock()
 		delete(ch.subs, sub)
@@ -351,6 +355,7 @@ func (h *Hub) Subscribe(ctx context.Context, sub Subscriber, info broker.ClientI
 	if len(page.Messages) > 0 {
 		last, largest = deliverReplay(sub, page.Messages)
 	}
+	pageDone()
 	if page.more || e.cu.overflow {
 		// More history to read, or live messages dropped while the page
 		// was read (history has them): read on in the background.

@@ -3,6 +3,7 @@ package session
 import (
 	"context"
 	"errors"
+	"math"
 	"time"
 
 	"github.com/heraldhq/herald/internal/hub"
@@ -110,7 +111,7 @@ var errClosing = errors.New("session: closing")
 func (s *Session) TryRoom() int {
 	s.qmu.Lock()
 	defer s.qmu.Unlock()
-	if s.closing || s.paging || s.held > s.cfg.QueueBytes/2 {
+	if s.closing || s.paging || s.queuedLocked() > s.cfg.QueueBytes/2 {
 		return 0
 	}
 	s.paging = true
@@ -124,7 +125,7 @@ func (s *Session) TryRoom() int {
 func (s *Session) WaitRoom(ctx context.Context) (int, error) {
 	s.qmu.Lock()
 	defer s.qmu.Unlock()
-	for !s.closing && (s.paging || s.held > s.cfg.QueueBytes/2) {
+	for !s.closing && (s.paging || s.queuedLocked() > s.cfg.QueueBytes/2) {
 		if err := s.waitLocked(ctx); err != nil {
 			return 0, err
 		}
@@ -135,6 +136,12 @@ func (s *Session) WaitRoom(ctx context.Context) (int, error) {
 	s.paging = true
 	return s.cfg.QueueBytes - s.held, nil
 }
+
+// queuedLocked is what is held for the writer: held without the hub's
+// buffered live messages (Hold), which wait for the very pages that
+// TryRoom and WaitRoom let through, so waiting for them to drain would
+// never end.
+func (s *Session) queuedLocked() int { return s.held - int(s.holds) }
 
 // PageDone ends the reservation of TryRoom or WaitRoom.
 func (s *Session) PageDone() {
@@ -150,10 +157,11 @@ func (s *Session) PageDone() {
 func (s *Session) Hold(n int) bool {
 	s.qmu.Lock()
 	defer s.qmu.Unlock()
-	if s.closing || s.held+n > s.cfg.QueueBytes {
+	if s.closing || s.held+n > s.cfg.QueueBytes || int64(s.holds)+int64(n) > math.MaxInt32 {
 		return false
 	}
 	s.held += n
+	s.holds += int32(n)
 	return true
 }
 
@@ -163,6 +171,7 @@ func (s *Session) Unhold(n int) {
 	defer s.qmu.Unlock()
 	if !s.closing {
 		s.held -= n
+		s.holds -= int32(n)
 		s.wakeLocked()
 	}
 }
@@ -228,7 +237,7 @@ func (s *Session) takeLocked() []*hub.Payload {
 // closeLocked marks the session closing and drops what is queued.
 func (s *Session) closeLocked() {
 	s.closing = true
-	s.queue, s.liveLen, s.liveBytes, s.held = nil, 0, 0, 0
+	s.queue, s.liveLen, s.liveBytes, s.held, s.holds = nil, 0, 0, 0, 0
 	s.wakeLocked()
 }
 

@@ -133,7 +133,8 @@ type Session struct {
 	drained   chan struct{} // closed when held falls; nil unless someone waits
 	writing   bool          // a batch is in flight
 	closing   bool
-	paging    bool // a catch-up page is reserved (TryRoom, WaitRoom)
+	paging    bool  // a catch-up page is reserved (TryRoom, WaitRoom)
+	holds     int32 // bytes of held that the hub buffers (Hold), not queued
 
 	// The batch in flight (used only by whoever set writing) and s.sent
 	// bound once.
