@@ -18,7 +18,6 @@ import (
 	"crypto/rand"
 	"encoding/base32"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -211,7 +210,7 @@ func (s *Server) RawHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		channel := r.PathValue("channel")
 		if !protocol.ValidChannel(channel) {
-			writeHTTPError(w, Errorf(CodeBadRequest, "bad channel name: 1-255 bytes of A-Z a-z 0-9 _ - . : @ = ,"))
+			writeHTTPError(w, protocol.BadChannel())
 			return
 		}
 		s.serveWS(w, r, channel)
@@ -311,7 +310,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request, rawChannel stri
 			sess.Close()
 			pe := s.publicError(err)
 			s.countRefusal(pe)
-			return nil, &ws.Refusal{Status: pe.Code.HTTPStatus(), Header: http.Header{"Content-Type": {"application/json"}}, Body: errorBody(pe)}
+			return nil, &ws.Refusal{Status: pe.Code.HTTPStatus(), Header: http.Header{"Content-Type": {"application/json"}}, Body: protocol.ErrorBody(pe)}
 		}
 		accepted = true
 		return &connHandler{s: s, sess: sess, transport: transport, ip: ip}, nil
@@ -429,33 +428,14 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	return err
 }
 
-// publicError turns an error into what a client may see.
+// publicError turns an error into what a client may see, logging what
+// it hides (protocol.Public).
 func (s *Server) publicError(err error) *Error {
-	var pe *Error
-	if errors.As(err, &pe) {
-		return pe
-	}
-	if errors.Is(err, broker.ErrUnavailable) {
-		return Errorf(CodeUnavailable, "the broker is unavailable, try again")
-	}
-	s.cfg.Logger.Error("request failed", "err", err)
-	return Errorf(CodeInternal, "internal error")
+	return protocol.Public(err, func(err error) { s.cfg.Logger.Error("request failed", "err", err) })
 }
 
 // writeHTTPError answers with the contract's error shape and status.
-func writeHTTPError(w http.ResponseWriter, e *Error) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(e.Code.HTTPStatus())
-	_, _ = w.Write(errorBody(e))
-}
-
-// errorBody is the contract's error shape for e, one line of JSON.
-func errorBody(e *Error) []byte {
-	b, _ := json.Marshal(struct {
-		Error *Error `json:"error"`
-	}{e})
-	return append(b, '\n')
-}
+func writeHTTPError(w http.ResponseWriter, e *Error) { protocol.WriteHTTP(w, e) }
 
 func (s *Server) newClientID() string {
 	return s.nodeID + "-" + strconv.FormatUint(s.clientN.Add(1), 36)

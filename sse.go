@@ -123,7 +123,7 @@ func sseRequest(r *http.Request) ([]string, protocol.SSECursor, *Error) {
 	var channels []string
 	for _, ch := range q["channel"] {
 		if !protocol.ValidChannel(ch) {
-			return nil, nil, Errorf(CodeBadRequest, "bad channel name: 1-255 bytes of A-Z a-z 0-9 _ - . : @ = ,")
+			return nil, nil, protocol.BadChannel()
 		}
 		if !slices.Contains(channels, ch) {
 			channels = append(channels, ch)

@@ -114,12 +114,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if !endpoint.allows(r.Method) {
 		w.Header().Set("Allow", endpoint.method+", OPTIONS")
-		writeStatus(w, http.StatusMethodNotAllowed, protocol.Errorf(protocol.CodeBadRequest,
+		protocol.WriteHTTPStatus(w, http.StatusMethodNotAllowed, protocol.Errorf(protocol.CodeBadRequest,
 			"method "+r.Method+" not allowed here: use "+endpoint.method))
 		return
 	}
 	if endpoint.channel && !protocol.ValidChannel(channel) {
-		writeError(w, badChannel())
+		writeError(w, protocol.BadChannel())
 		return
 	}
 	endpoint.serve(h, w, r, channel)
@@ -304,7 +304,7 @@ func decodePublish(b []byte) (publishRequest, *protocol.Error) {
 		return req, protocol.Errorf(protocol.CodeBadRequest, "channel is required")
 	}
 	if !protocol.ValidChannel(*req.Channel) {
-		return req, badChannel()
+		return req, protocol.BadChannel()
 	}
 	if req.Data == nil {
 		return req, protocol.Errorf(protocol.CodeBadRequest, "data is required")
@@ -381,23 +381,10 @@ func (h *Handler) presence(w http.ResponseWriter, r *http.Request, channel strin
 	h.writeJSON(w, protocol.PresenceReply{Clients: cs})
 }
 
-// publicError turns an error into what a caller may see: a *protocol.Error
-// as it is, an unreachable broker as unavailable, anything else as
-// internal (and logged).
+// publicError turns an error into what a caller may see, logging what
+// it hides (protocol.Public).
 func (h *Handler) publicError(err error) *protocol.Error {
-	var pe *protocol.Error
-	if errors.As(err, &pe) {
-		return pe
-	}
-	if errors.Is(err, broker.ErrUnavailable) {
-		return protocol.Errorf(protocol.CodeUnavailable, "the broker is unavailable, try again")
-	}
-	h.log.Error("api request failed", "err", err)
-	return protocol.Errorf(protocol.CodeInternal, "internal error")
-}
-
-func badChannel() *protocol.Error {
-	return protocol.Errorf(protocol.CodeBadRequest, "bad channel name: 1-255 bytes of A-Z a-z 0-9 _ - . : @ = ,")
+	return protocol.Public(err, func(err error) { h.log.Error("api request failed", "err", err) })
 }
 
 // jsonProblem describes a decoding error without echoing the input back.
@@ -429,19 +416,8 @@ func (h *Handler) refused(reason string) {
 }
 
 // writeError answers with the contract's error shape and the status of its
-// code: the API's one table from error to status is Code.HTTPStatus.
-func writeError(w http.ResponseWriter, e *protocol.Error) {
-	writeStatus(w, e.Code.HTTPStatus(), e)
-}
-
-// writeStatus answers with the error shape and an explicit status.
-func writeStatus(w http.ResponseWriter, status int, e *protocol.Error) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(struct {
-		Error *protocol.Error `json:"error"`
-	}{e})
-}
+// code (protocol.WriteHTTP).
+func writeError(w http.ResponseWriter, e *protocol.Error) { protocol.WriteHTTP(w, e) }
 
 // writeJSON answers 200 with v as JSON.
 func (h *Handler) writeJSON(w http.ResponseWriter, v any) {

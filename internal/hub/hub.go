@@ -22,7 +22,6 @@ package hub
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -31,13 +30,14 @@ import (
 	"time"
 
 	"github.com/heraldhq/herald/broker"
+	"github.com/heraldhq/herald/internal/protocol"
 )
 
 var _ broker.Handler = (*Hub)(nil)
 
 // ErrAlreadySubscribed is returned by Subscribe for a subscriber that is
-// subscribed to the channel already.
-var ErrAlreadySubscribed = errors.New("already subscribed")
+// subscribed to the channel already; it is a bad_request a client may see.
+var ErrAlreadySubscribed = protocol.Errorf(protocol.CodeBadRequest, "already subscribed")
 
 // Subscriber receives a channel's deliveries. Deliver must not block.
 type Subscriber interface {

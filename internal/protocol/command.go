@@ -103,7 +103,7 @@ func DecodeCommand(b []byte) (Command, *Error) {
 		return c, Errorf(CodeBadRequest, "channel is required")
 	}
 	if !ValidChannel(*w.Channel) {
-		return c, Errorf(CodeBadRequest, "bad channel name: 1-255 bytes of A-Z a-z 0-9 _ - . : @ = ,")
+		return c, BadChannel()
 	}
 	c.Channel = *w.Channel
 	if w.Since != nil {

@@ -1,8 +1,13 @@
 package protocol
 
 import (
+	"context"
+	"encoding/json"
+	"errors"
 	"net/http"
 	"unicode/utf8"
+
+	"github.com/heraldhq/herald/broker"
 )
 
 // Code is one of the contract's error codes.
@@ -63,6 +68,67 @@ func (c Code) HTTPStatus() int {
 	default:
 		return http.StatusInternalServerError
 	}
+}
+
+// CloseCode is the WebSocket close code for a connection ended by an
+// error of code c: 1009 for too_large, 1011 for internal and unavailable,
+// 1008 (policy) for the rest.
+func (c Code) CloseCode() int {
+	switch c {
+	case CodeTooLarge:
+		return CloseTooBig
+	case CodeInternal, CodeUnavailable:
+		return CloseInternal
+	default:
+		return ClosePolicy
+	}
+}
+
+// BadChannel is the error for a channel name that is not valid.
+func BadChannel() *Error {
+	return Errorf(CodeBadRequest, "bad channel name: 1-255 bytes of A-Z a-z 0-9 _ - . : @ = ,")
+}
+
+// Public returns what a client may see of err, wherever it is answered
+// (a command's reply, an HTTP response): an *Error as it is, an
+// unreachable broker as unavailable, a cancelled call (its connection is
+// closing) as unavailable. Anything else is internal: internal is called
+// with it, for the log, and the client sees only "internal error".
+func Public(err error, internal func(error)) *Error {
+	var pe *Error
+	switch {
+	case errors.As(err, &pe):
+		return pe
+	case errors.Is(err, broker.ErrUnavailable):
+		return Errorf(CodeUnavailable, "the broker is unavailable, try again")
+	case errors.Is(err, context.Canceled):
+		return Errorf(CodeUnavailable, "connection closing")
+	default:
+		if internal != nil {
+			internal(err)
+		}
+		return Errorf(CodeInternal, "internal error")
+	}
+}
+
+// WriteHTTP answers with the contract's error shape,
+// {"error":{"code","message"}}, and the status of e's code.
+func WriteHTTP(w http.ResponseWriter, e *Error) { WriteHTTPStatus(w, e.Code.HTTPStatus(), e) }
+
+// WriteHTTPStatus is WriteHTTP with a status of the caller's (405 for a
+// wrong method, which has no code of its own).
+func WriteHTTPStatus(w http.ResponseWriter, status int, e *Error) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, _ = w.Write(ErrorBody(e))
+}
+
+// ErrorBody is the contract's error shape for e, one line of JSON.
+func ErrorBody(e *Error) []byte {
+	b, _ := json.Marshal(struct {
+		Error *Error `json:"error"`
+	}{e})
+	return append(b, '\n')
 }
 
 // CloseReason trims a close reason to what fits a close frame, on a rune

@@ -9,7 +9,6 @@ package session
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"slices"
 	"sync"
@@ -286,7 +285,7 @@ func (s *Session) setExpiry(t time.Time) {
 	}
 	s.expiry = time.AfterFunc(time.Until(t), func() {
 		s.refused("token_expired")
-		s.cfg.Conn.Close(protocol.ClosePolicy, "token expired")
+		s.cfg.Conn.Close(protocol.CodeUnauthorized.CloseCode(), "token expired")
 	})
 }
 
@@ -361,7 +360,7 @@ func (s *Session) publishRaw(frame []byte, binary bool) {
 		// Raw mode has no error replies: a client over its rate is told by
 		// closing, rather than silently losing what it sends.
 		s.refused("rate_limited")
-		s.cfg.Conn.Close(protocol.ClosePolicy, "publish rate limit exceeded")
+		s.cfg.Conn.Close(protocol.CodeRateLimited.CloseCode(), "publish rate limit exceeded")
 		return
 	}
 	p := broker.Publication{Binary: binary, User: s.cfg.Client.User, Client: s.cfg.Client.Client}
@@ -375,20 +374,10 @@ func (s *Session) publishRaw(frame []byte, binary bool) {
 	}
 }
 
-// asProtocolError turns any error into what a client may see.
+// asProtocolError turns any error into what a client may see, logging
+// what it hides (protocol.Public).
 func (s *Session) asProtocolError(err error) *protocol.Error {
-	var pe *protocol.Error
-	switch {
-	case errors.As(err, &pe):
-		return pe
-	case errors.Is(err, broker.ErrUnavailable):
-		return protocol.Errorf(protocol.CodeUnavailable, "the broker is unavailable, try again")
-	case errors.Is(err, hub.ErrAlreadySubscribed):
-		return protocol.Errorf(protocol.CodeBadRequest, "already subscribed")
-	case errors.Is(err, context.Canceled):
-		return protocol.Errorf(protocol.CodeUnavailable, "connection closing")
-	default:
+	return protocol.Public(err, func(err error) {
 		s.cfg.Logger.Error("command failed", "client", s.cfg.Client.Client, "err", err)
-		return protocol.Errorf(protocol.CodeInternal, "internal error")
-	}
+	})
 }
