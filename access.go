@@ -194,8 +194,8 @@ func hostOf(addr string) string {
 }
 
 // admit runs every check a client connection passes before it is served —
-// draining, origin, limits, token, Connect hook — and answers the request
-// when one refuses. On success the caller must call s.limits.release(ip)
+// draining, origin, the token and the Connect hook, then the connection
+// limits — and answers the request when one refuses. On success the caller must call s.limits.release(ip)
 // once the connection ends.
 func (s *Server) admit(w http.ResponseWriter, r *http.Request) (caller, string, bool) {
 	s.requestArrived(r)

@@ -176,6 +176,18 @@ func (c Config) withDefaults() (Config, error) {
 	if c.QueueMessages <= 0 {
 		c.QueueMessages = 256
 	}
+	if c.PingInterval < 0 || c.PongTimeout < 0 || c.WriteTimeout < 0 {
+		errs = append(errs, errors.New("PingInterval, PongTimeout and WriteTimeout must not be negative"))
+	}
+	if c.PingInterval == 0 {
+		c.PingInterval = 25 * time.Second
+	}
+	if c.PongTimeout == 0 {
+		c.PongTimeout = 10 * time.Second
+	}
+	if c.WriteTimeout == 0 {
+		c.WriteTimeout = 10 * time.Second
+	}
 	if c.QueueBytes <= 0 {
 		c.QueueBytes = 1 << 20
 	}

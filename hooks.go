@@ -32,9 +32,9 @@ type Publication struct {
 // "internal". Hooks run on the connection's goroutine: a slow hook delays
 // only that connection.
 type Hooks struct {
-	// Connect runs before a WebSocket upgrade and may name the user (the
-	// returned string, "" for anonymous). Refusing answers the HTTP request
-	// with the error's status.
+	// Connect runs before a WebSocket upgrade or an SSE stream starts, and
+	// may name the user (the returned string, "" for anonymous). Refusing
+	// answers the HTTP request with the error's status.
 	Connect func(r *http.Request) (user string, err error)
 	// Connected and Disconnected observe connections after they open and
 	// after they close.

@@ -6,9 +6,12 @@
 // to every subscriber without blocking; what a subscriber does with a full
 // queue is its own policy.
 //
-// Lock order: Hub.mu, then channel.setup, then channel.mu. Broker calls are
-// never made while holding Hub.mu or channel.mu, only channel.setup, which
-// serialises a channel's broker Subscribe and Unsubscribe.
+// Lock order: channel.setup, then Hub.mu (acquire and release count a
+// channel's subscribers under setup). channel.mu is never held together
+// with Hub.mu. A subscriber's own locks (a session's queue) are taken
+// under channel.mu, never the other way round. Broker calls are never made
+// while holding Hub.mu or channel.mu, only channel.setup, which serialises
+// a channel's broker Subscribe and Unsubscribe.
 //
 // Gaps: live delivery from a broker spanning several nodes can miss
 // messages while the node is cut off from it. Each message names its
@@ -456,10 +459,13 @@ func (h *Hub) release(name string, ch *channel) {
 	still := ch.refs == 0
 	h.mu.Unlock()
 	if still && ch.live {
-		// A short context: unsubscribing is cleanup nobody waits for.
-		if err := h.broker.Unsubscribe(context.Background(), name); err != nil {
+		// Bounded: unsubscribing is cleanup nobody waits for, but it holds
+		// the channel's setup, which the next subscriber needs.
+		ctx, cancel := context.WithTimeout(context.Background(), repairTimeout)
+		if err := h.broker.Unsubscribe(ctx, name); err != nil {
 			h.log.Warn("unsubscribe broker", "channel", name, "err", err)
 		}
+		cancel()
 		ch.live = false
 	}
 	h.mu.Lock()
