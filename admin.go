@@ -75,7 +75,7 @@ func (s *Server) AdminHandler() http.Handler {
 			writeHTTPError(w, Errorf(CodeUnavailable, "server is shutting down"))
 			return
 		}
-		s.runSSE(w, r, []string{adminChannel}, nil, adminPolicy{}, caller{user: "admin"})
+		s.runSSE(w, r, []string{adminChannel}, nil, clientSpec{who: caller{user: "admin"}, policy: adminPolicy{}})
 	}))
 	mux.HandleFunc("GET /admin/channels", s.adminOnly(func(w http.ResponseWriter, _ *http.Request) {
 		type channel struct {

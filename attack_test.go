@@ -307,9 +307,9 @@ func TestJoinLeaveChurnKeepsReadersConnected(t *testing.T) {
 
 // Catch-up is read a page at a time as the subscriber drains, and still
 // gives every message after since exactly once and in order, followed by
-// the live ones published meanwhile: here a queue bound of 16 KiB makes a
-// resume over 800 messages of 1 KB take about a hundred pages while a
-// publisher goes on, on each broker.
+// the live ones published meanwhile (a few ahead of the reader): here a
+// queue bound of 16 KiB makes a resume over 800 messages of 1 KB take
+// about a hundred pages while a publisher goes on, on each broker.
 func TestPagedCatchUpIsExact(t *testing.T) {
 	t.Parallel()
 	brokers := map[string]func() broker.Broker{
@@ -333,10 +333,17 @@ func TestPagedCatchUpIsExact(t *testing.T) {
 				}
 			}
 			published := make(chan error, 1)
+			var received atomic.Int64
 			c := dial(t, base)
 			c.Send(map[string]any{"op": "subscribe", "channel": "paged", "since": ""})
 			go func() {
 				for n := before + 1; n <= before+during; n++ {
+					// At most a few live messages ahead of the reader: the
+					// live queue is only 16 KiB, and a reader slowed by a
+					// busy machine would be closed as a slow consumer.
+					for int64(n)-received.Load() > 8 {
+						time.Sleep(time.Millisecond) // poll the reader's progress
+					}
 					if _, err := srv.Publish(context.Background(), "paged", map[string]any{"n": n, "pad": pad}); err != nil {
 						published <- err
 						return
@@ -352,6 +359,7 @@ func TestPagedCatchUpIsExact(t *testing.T) {
 				if got := counter(t, nextMessage(t, c)); got != want {
 					t.Fatalf("got message %d, want %d", got, want)
 				}
+				received.Store(int64(want))
 			}
 			if err := <-published; err != nil {
 				t.Fatal(err)

@@ -274,13 +274,13 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request, rawChannel stri
 	if !ok {
 		return
 	}
-	info := broker.ClientInfo{Client: s.newClientID(), User: who.user}
 	transport := "ws"
 	if rawChannel != "" {
 		transport = "raw"
 	}
-	accepted := false
+	taken := false // accept took over the slot: the client releases it
 	err := s.ws.Upgrade(w, r, func(c *ws.Conn) (ws.Handler, error) {
+		taken = true
 		mode := session.ModeJSON
 		switch {
 		case rawChannel != "":
@@ -288,71 +288,27 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request, rawChannel stri
 		case c.Subprotocol() == protocol.SubprotocolJSONL:
 			mode = session.ModeJSONL
 		}
-		sess := session.New(context.Background(), session.Config{
-			Hub:           s.hub,
-			Conn:          c,
-			Client:        info,
-			Mode:          mode,
-			RawChannel:    rawChannel,
-			Policy:        s.newAccess(who),
-			Expires:       who.expires(),
-			Limits:        s.sessionLimits(),
-			QueueMessages: s.cfg.QueueMessages,
-			QueueBytes:    s.cfg.QueueBytes,
-			Metrics:       s.metrics,
-			Logger:        s.cfg.Logger,
+		cc := s.newClientConn(clientSpec{
+			who: who, ip: ip, transport: transport, conn: c, mode: mode,
+			rawChannel: rawChannel, policy: s.newAccess(who),
 		})
 		// Open before the handshake response is written, and so before
 		// the first frame is read: the welcome goes first, and a raw
 		// client is subscribed before it can see the connection open or
 		// publish. A refused subscription is an HTTP error.
-		if err := sess.Open(since); err != nil {
-			sess.Close()
+		if err := cc.sess.Open(since); err != nil {
+			cc.abandon()
 			pe := s.publicError(err)
 			s.countRefusal(pe)
 			return nil, &ws.Refusal{Status: pe.Code.HTTPStatus(), Header: http.Header{"Content-Type": {"application/json"}}, Body: protocol.ErrorBody(pe)}
 		}
-		accepted = true
-		return &connHandler{s: s, sess: sess, transport: transport, ip: ip}, nil
+		return wsClient{cc}, nil
 	})
-	if !accepted {
+	if !taken {
 		s.limits.release(ip)
 	}
 	if err != nil {
 		s.cfg.Logger.Debug("websocket upgrade failed", "err", err)
-	}
-}
-
-// connHandler ties a WebSocket connection to its session and the server's
-// bookkeeping.
-type connHandler struct {
-	s         *Server
-	sess      *session.Session
-	transport string
-	ip        string
-}
-
-// Opened counts the connection and runs the Connected hook: after the
-// handshake response, before the first frame is handled.
-func (h *connHandler) Opened() {
-	h.s.metrics.Connections.WithLabelValues(h.transport).Inc()
-	c := h.sess.Client()
-	h.s.cfg.Logger.Debug("client connected", "client", c.Client, "user", c.User, "transport", h.transport)
-	if h.s.cfg.Hooks.Connected != nil {
-		h.s.cfg.Hooks.Connected(Client{ID: c.Client, User: c.User})
-	}
-}
-
-func (h *connHandler) HandleText(b []byte)   { h.sess.HandleText(b) }
-func (h *connHandler) HandleBinary(b []byte) { h.sess.HandleBinary(b) }
-func (h *connHandler) Close() {
-	h.sess.Close()
-	h.s.limits.release(h.ip)
-	h.s.metrics.Connections.WithLabelValues(h.transport).Dec()
-	c := h.sess.Client()
-	h.s.cfg.Logger.Debug("client disconnected", "client", c.Client)
-	if h.s.cfg.Hooks.Disconnected != nil {
-		h.s.cfg.Hooks.Disconnected(Client{ID: c.Client, User: c.User})
 	}
 }
 
@@ -362,7 +318,7 @@ func (h *connHandler) Close() {
 // forbidden *Error.
 func (s *Server) Publish(ctx context.Context, channel string, data any, opts ...PublishOption) (string, error) {
 	if !protocol.ValidChannel(channel) {
-		return "", Errorf(CodeBadRequest, "bad channel name")
+		return "", protocol.BadChannel()
 	}
 	if e := protocol.Reserved(channel); e != nil {
 		return "", e

@@ -1,12 +1,10 @@
 package herald
 
 import (
-	"context"
 	"fmt"
 	"net/http"
 	"slices"
 
-	"github.com/heraldhq/herald/broker"
 	"github.com/heraldhq/herald/internal/protocol"
 	"github.com/heraldhq/herald/internal/session"
 )
@@ -44,37 +42,25 @@ func (s *Server) serveSSE(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	defer s.limits.release(ip)
-	s.runSSE(w, r, channels, cursor, s.newAccess(who), who)
+	s.runSSE(w, r, channels, cursor, clientSpec{who: who, ip: ip, policy: s.newAccess(who)})
 }
 
-// runSSE subscribes an admitted stream to channels (after cursor) under
-// policy and serves it until it ends.
-func (s *Server) runSSE(w http.ResponseWriter, r *http.Request, channels []string, cursor protocol.SSECursor, policy session.Policy, who caller) {
-	user := who.user
+// runSSE subscribes an admitted stream (c's caller, slot and policy) to
+// channels, after cursor, and serves it until it ends.
+func (s *Server) runSSE(w http.ResponseWriter, r *http.Request, channels []string, cursor protocol.SSECursor, c clientSpec) {
 	s.endSSEOnShutdown(r)
 	stream, err := s.sse.NewStream(w)
 	if err != nil {
+		if c.ip != "" {
+			s.limits.release(c.ip)
+		}
 		writeHTTPError(w, Errorf(CodeUnavailable, "server is shutting down"))
 		return
 	}
 	defer stream.Release()
-	info := broker.ClientInfo{Client: s.newClientID(), User: user}
-	sess := session.New(context.Background(), session.Config{
-		Hub:           s.hub,
-		Conn:          stream,
-		Client:        info,
-		Mode:          session.ModeSSE,
-		Policy:        policy,
-		Expires:       who.expires(),
-		Limits:        s.sessionLimits(),
-		QueueMessages: s.cfg.QueueMessages,
-		QueueBytes:    s.cfg.QueueBytes,
-		Metrics:       s.metrics,
-		Logger:        s.cfg.Logger,
-	})
-	defer sess.Close()
-	_ = sess.Open(nil) // an SSE session only starts its token's expiry there
+	c.transport, c.conn, c.mode = "sse", stream, session.ModeSSE
+	cc := s.newClientConn(c)
+	_ = cc.sess.Open(nil) // an SSE session only starts its token's expiry there
 	// Subscribe every channel before the stream starts, so that a refusal
 	// is still an HTTP error and the first `id:` covers every channel.
 	for _, ch := range channels {
@@ -84,8 +70,9 @@ func (s *Server) runSSE(w http.ResponseWriter, r *http.Request, channels []strin
 			v := cursor[i].Offset.String()
 			since = &v
 		}
-		res, err := sess.SubscribeStream(ch, since)
+		res, err := cc.sess.SubscribeStream(ch, since)
 		if err != nil {
+			cc.abandon()
 			pe := s.publicError(err)
 			s.countRefusal(pe)
 			writeHTTPError(w, pe)
@@ -99,21 +86,11 @@ func (s *Server) runSSE(w http.ResponseWriter, r *http.Request, channels []strin
 			stream.SetPosition(ch, res.Latest)
 		}
 	}
-
-	s.metrics.Connections.WithLabelValues("sse").Inc()
-	defer s.metrics.Connections.WithLabelValues("sse").Dec()
-	s.cfg.Logger.Debug("client connected", "client", info.Client, "user", user, "transport", "sse")
-	if s.cfg.Hooks.Connected != nil {
-		s.cfg.Hooks.Connected(Client{ID: info.Client, User: user})
-	}
+	cc.opened()
 	if err := stream.Serve(r.Context()); err != nil {
-		s.cfg.Logger.Debug("sse stream ended", "client", info.Client, "err", err)
+		s.cfg.Logger.Debug("sse stream ended", "client", cc.sess.Client().Client, "err", err)
 	}
-	sess.Close()
-	s.cfg.Logger.Debug("client disconnected", "client", info.Client)
-	if s.cfg.Hooks.Disconnected != nil {
-		s.cfg.Hooks.Disconnected(Client{ID: info.Client, User: user})
-	}
+	cc.closed()
 }
 
 // sseRequest reads a stream request's channels (each once, in order) and
