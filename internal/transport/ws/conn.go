@@ -2,7 +2,6 @@ package ws
 
 import (
 	"bytes"
-	"compress/flate"
 	"errors"
 	"io"
 	"net"
@@ -240,14 +239,6 @@ func (w *sliceWriter) Write(p []byte) (int, error) {
 	w.b = append(w.b, p...)
 	return len(p), nil
 }
-
-var (
-	newline = []byte{'\n'}
-	// zippedNewline goes between compressed pieces: the empty stored
-	// block the piece before it was trimmed of, a compressed newline, and
-	// its own empty stored block.
-	zippedNewline = slices.Concat(deflateTail, compress(newline), deflateTail)
-)
 
 // zippedBody returns p's bytes compressed on their own, without the tail
 // that would end the stream.
@@ -603,42 +594,4 @@ func (f *prepared) zip() {
 		frame := append(h, z...)
 		f.zipped, f.zbody = net.Buffers{frame}, frame[len(h):]
 	})
-}
-
-// minCompress: smaller messages go out uncompressed, which RFC 7692
-// allows per message; deflate would not shrink them.
-const minCompress = 64
-
-var (
-	flateWriters = sync.Pool{New: func() any { w, _ := flate.NewWriter(nil, flate.BestSpeed); return w }}
-	flateReaders = sync.Pool{New: func() any { return flate.NewReader(nil) }}
-	errTooBig    = errors.New("ws: message too big")
-	// deflateTail ends a message's deflate stream (RFC 7692 7.2.2).
-	deflateTail = []byte{0x00, 0x00, 0xff, 0xff}
-)
-
-// compress deflates one message on its own (no context takeover).
-func compress(p []byte) []byte {
-	var b bytes.Buffer
-	w := flateWriters.Get().(*flate.Writer)
-	w.Reset(&b)
-	_, _ = w.Write(p)
-	_ = w.Flush()
-	flateWriters.Put(w)
-	return bytes.TrimSuffix(b.Bytes(), deflateTail)
-}
-
-// decompress inflates one message of at most limit bytes.
-func decompress(p []byte, limit int) ([]byte, error) {
-	r := flateReaders.Get().(io.ReadCloser)
-	defer flateReaders.Put(r)
-	_ = r.(flate.Resetter).Reset(io.MultiReader(bytes.NewReader(p), bytes.NewReader(deflateTail)), nil)
-	out, err := io.ReadAll(io.LimitReader(r, int64(limit)+1))
-	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) {
-		return nil, err
-	}
-	if len(out) > limit {
-		return nil, errTooBig
-	}
-	return out, nil
 }

@@ -19,7 +19,16 @@
 // permessage-deflate is negotiated with no context takeover either way:
 // every message is compressed on its own, so a message for many
 // connections is compressed once for all of them, and no connection keeps
-// a compression window.
+// a compression window (compress.go).
+//
+// Four WebSocket codecs live in herald's tree, each for a reason: this
+// package, the server side, frames with github.com/gobwas/ws; the Go client
+// (package client) uses github.com/coder/websocket, a complete client; the
+// load tool (internal/loadtest) has a lean client codec of its own, with
+// no goroutine and no buffer per idle connection, so that ten thousand
+// connections fit beside the server on one machine; and the tests write
+// raw frames by hand (frameConn), to send what no library will: malformed,
+// misfragmented or oversized frames.
 package ws
 
 import (
