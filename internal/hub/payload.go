@@ -13,10 +13,12 @@ import (
 type Payload struct {
 	Bytes  []byte
 	Binary bool
-	// Shared is true for payloads the hub fans out to many subscribers; a
-	// transport may then prepare its frame once (Prepared) instead of once
-	// per connection.
-	Shared bool
+	// Push is true for what a Delivery encodes — a message, a join or a
+	// leave pushed to the client — and false for a reply to one client.
+	// A push is encoded once and may go to many connections (live fan-out)
+	// or to one (history catch-up): a transport may prepare its frame once
+	// (Prepared), and the session counts pushes as messages out.
+	Push bool
 	// Channel and Offset name the message an SSE payload carries (SSE);
 	// the SSE transport writes the stream's cursor from them. They are
 	// empty for other payloads.
@@ -81,7 +83,7 @@ func (d *Delivery) JSON() *Payload {
 		} else {
 			b = protocol.MessagePush(d.Message)
 		}
-		d.json = &Payload{Bytes: b, Shared: true, Accepted: d.accepted()}
+		d.json = &Payload{Bytes: b, Push: true, Accepted: d.accepted()}
 	})
 	return d.json
 }
@@ -94,7 +96,7 @@ func (d *Delivery) Raw() *Payload {
 	}
 	d.rawOnce.Do(func() {
 		b, bin := protocol.RawPayload(d.Message)
-		d.raw = &Payload{Bytes: b, Binary: bin, Shared: true, Accepted: d.accepted()}
+		d.raw = &Payload{Bytes: b, Binary: bin, Push: true, Accepted: d.accepted()}
 	})
 	return d.raw
 }
@@ -109,7 +111,7 @@ func (d *Delivery) SSE() *Payload {
 	d.sseOnce.Do(func() {
 		d.sse = &Payload{
 			Bytes:    protocol.SSEEvent(d.Message),
-			Shared:   true,
+			Push:     true,
 			Channel:  d.Message.Channel,
 			Offset:   d.Message.Offset,
 			Accepted: d.accepted(),

@@ -226,7 +226,7 @@ func (s *Session) takeLocked() []*hub.Payload {
 	s.batch, s.queue = s.queue, s.batch[:0]
 	s.batchMessages = 0
 	for _, p := range s.batch {
-		if p.Shared {
+		if p.Push {
 			s.batchMessages++
 		}
 	}

@@ -69,7 +69,7 @@ func (c *Conn) touch() {
 // Send writes ps, in order, without blocking the caller, and calls done
 // once they are written or have failed; done may call Send again. One
 // batch is in flight at a time: the caller waits for done before the next
-// Send. A payload shared by many connections is framed — and compressed —
+// Send. A push payload (Payload.Push) is framed — and compressed —
 // once for all of them; in herald.v1.jsonl several payloads go out as one
 // frame of lines. The frames of a batch go to the socket in one write, by
 // the connection's flusher, or by a writer goroutine while the socket is
@@ -79,14 +79,14 @@ func (c *Conn) Send(ps []*hub.Payload, done func(error)) {
 	var bufs net.Buffers
 	var lines *lineFrame
 	switch {
-	case len(ps) == 1 && ps[0].Shared:
+	case len(ps) == 1 && ps[0].Push:
 		bufs = ps[0].Prepared(newPrepared).(*prepared).get(c.deflate) // shared: written, never modified
 	case len(ps) > 1 && c.subprotocol == protocol.SubprotocolJSONL:
 		lines = c.lines(ps)
 		bufs = lines.bufs
 	default:
 		for _, p := range ps {
-			if p.Shared {
+			if p.Push {
 				bufs = append(bufs, p.Prepared(newPrepared).(*prepared).get(c.deflate)...)
 				continue
 			}
@@ -186,7 +186,7 @@ func (c *Conn) finish(b batch, err error) {
 // lineFrame is one herald.v1.jsonl frame of several payloads, built
 // without copying them: its header, then each payload's bytes with a
 // newline between. On a connection that compresses, each payload is
-// compressed on its own — once for every connection, when it is shared —
+// compressed on its own — once for every connection, when it is a push —
 // and the pieces are joined by empty stored blocks (RFC 1951 3.2.4), which
 // keeps them one deflate stream. Pooled: a batch allocates nothing.
 type lineFrame struct {
@@ -243,7 +243,7 @@ func (w *sliceWriter) Write(p []byte) (int, error) {
 // zippedBody returns p's bytes compressed on their own, without the tail
 // that would end the stream.
 func zippedBody(p *hub.Payload) []byte {
-	if p.Shared {
+	if p.Push {
 		return p.Prepared(newPrepared).(*prepared).zippedBody()
 	}
 	return compress(p.Bytes)
@@ -553,7 +553,7 @@ func opcode(p *hub.Payload) ws.OpCode {
 	return ws.OpText
 }
 
-// prepared is a shared payload's frame, made once for every connection
+// prepared is a push payload's frame, made once for every connection
 // that sends it: plain, and compressed for connections that compress. Each
 // form is kept as a batch of one buffer, which connections share: a
 // broadcast allocates nothing per connection.
