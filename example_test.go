@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/heraldhq/herald"
+	"github.com/heraldhq/herald/client"
 )
 
 // Mount herald's endpoints in an application's own mux, beside its routes.
@@ -55,9 +56,14 @@ func ExampleServer_Publish() {
 	// Output: true
 }
 
-// Refuse publishes with a hook: the client gets the error's code.
+// Name users with the Connect hook (an application would read its own
+// session cookie there) and refuse publishes with AuthorizePublish: the
+// client gets the error's code and message.
 func ExampleHooks() {
 	cfg := herald.Config{Hooks: herald.Hooks{
+		Connect: func(r *http.Request) (string, error) {
+			return r.URL.Query().Get("user"), nil
+		},
 		AuthorizePublish: func(_ context.Context, c herald.Client, channel string, p *herald.Publication) error {
 			if strings.HasPrefix(channel, "admin:") && c.User != "admin" {
 				return herald.Errorf(herald.CodeForbidden, "admins only")
@@ -70,6 +76,20 @@ func ExampleHooks() {
 		log.Fatal(err)
 	}
 	defer rt.Shutdown(context.Background())
-	fmt.Println(herald.CodeForbidden.HTTPStatus())
-	// Output: 403
+	srv := httptest.NewServer(rt)
+	defer srv.Close()
+
+	ctx := context.Background()
+	for _, user := range []string{"ann", "admin"} {
+		c, err := client.Dial(ctx, srv.URL+"/ws?user="+user, nil)
+		if err != nil {
+			log.Fatal(err)
+		}
+		_, err = c.Publish(ctx, "admin:notes", "restart at noon", "")
+		fmt.Println(user, err)
+		_ = c.Close()
+	}
+	// Output:
+	// ann herald: forbidden: admins only
+	// admin <nil>
 }
