@@ -238,18 +238,21 @@ func TestCloseStopsDelivery(t *testing.T) {
 	prefix := newPrefix(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	pub, sub := newBroker(t, prefix), newBroker(t, prefix)
-	h := &handler{}
+	pub, sub, watcher := newBroker(t, prefix), newBroker(t, prefix), newBroker(t, prefix)
+	h, seen := &handler{}, &handler{}
 	if err := pub.Start(ctx, &handler{}); err != nil {
 		t.Fatalf("Start: %v", err)
 	}
 	defer pub.Close()
-	if err := sub.Start(ctx, h); err != nil {
-		t.Fatalf("Start: %v", err)
+	for b, bh := range map[*nats.Broker]*handler{sub: h, watcher: seen} {
+		if err := b.Start(ctx, bh); err != nil {
+			t.Fatalf("Start: %v", err)
+		}
+		if err := b.Subscribe(ctx, "c"); err != nil {
+			t.Fatalf("Subscribe: %v", err)
+		}
 	}
-	if err := sub.Subscribe(ctx, "c"); err != nil {
-		t.Fatalf("Subscribe: %v", err)
-	}
+	defer watcher.Close()
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -269,8 +272,15 @@ func TestCloseStopsDelivery(t *testing.T) {
 	if err := sub.Close(); err != nil {
 		t.Fatalf("Close: %v", err)
 	}
-	n := len(h.offsets())
-	time.Sleep(50 * time.Millisecond) // give a stray delivery the chance to show
+	// Another node is delivered 50 more messages: had Close left a
+	// delivery running, the closed node would have had some of them.
+	n, m := len(h.offsets()), len(seen.offsets())
+	for len(seen.offsets()) < m+50 {
+		if time.Now().After(deadline) {
+			t.Fatal("the watching node got no more messages")
+		}
+		time.Sleep(time.Millisecond) // poll
+	}
 	if got := len(h.offsets()); got != n {
 		t.Errorf("Handler saw %d messages after Close returned", got-n)
 	}
