@@ -57,6 +57,17 @@ func newServer(t *testing.T, cfg sse.Config) *server {
 	return s
 }
 
+// waitReleased fails the test unless every stream is released within
+// timeout.
+func (s *server) waitReleased(t *testing.T) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	if err := s.t.Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // client is a stream's reader.
 type client struct {
 	resp *http.Response
@@ -323,11 +334,7 @@ func TestShutdownAndCloseAll(t *testing.T) {
 
 	srv.t.Shutdown()
 	c.ended(t)
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	if err := srv.t.Wait(ctx); err != nil {
-		t.Fatal(err)
-	}
+	srv.waitReleased(t)
 	if _, err := srv.t.NewStream(httptest.NewRecorder()); !errors.Is(err, sse.ErrClosing) {
 		t.Fatalf("NewStream after Shutdown: %v, want ErrClosing", err)
 	}
@@ -356,11 +363,7 @@ func TestClientGoneAndSendAfterRelease(t *testing.T) {
 	case <-time.After(timeout):
 		t.Fatal("Serve did not return when the client went away")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	if err := srv.t.Wait(ctx); err != nil {
-		t.Fatal(err)
-	}
+	srv.waitReleased(t)
 	if err := send(t, st, event("a", 1, "late")); err == nil {
 		t.Fatal("a batch sent to a released stream succeeded")
 	}
@@ -408,9 +411,5 @@ func TestSlowReaderIsClosed(t *testing.T) {
 	case <-time.After(timeout):
 		t.Fatal("Serve of a stuck stream did not return")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	if err := srv.t.Wait(ctx); err != nil {
-		t.Fatal(err)
-	}
+	srv.waitReleased(t)
 }
