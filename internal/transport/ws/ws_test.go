@@ -57,14 +57,25 @@ type served struct {
 // set, is the listener to serve on.
 func testServer(t *testing.T, cfg Config, ln net.Listener) (*Transport, string, chan served) {
 	t.Helper()
-	tr := New(cfg)
 	conns := make(chan served, 64)
+	tr, url := serveWith(t, cfg, ln, func(c *Conn) Handler {
+		h := newRecorder()
+		conns <- served{c, h}
+		return h
+	})
+	return tr, url, conns
+}
+
+// serveWith serves WebSocket upgrades with a Transport of cfg on
+// 127.0.0.1 (on ln, when set), each connection with the Handler
+// newHandler returns for it, and returns the Transport and the ws:// URL.
+// Every connection is closed, and the Transport and server stopped, when
+// the test ends.
+func serveWith(t *testing.T, cfg Config, ln net.Listener, newHandler func(*Conn) Handler) (*Transport, string) {
+	t.Helper()
+	tr := New(cfg)
 	hs := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		err := tr.Upgrade(w, r, func(c *Conn) (Handler, error) {
-			h := newRecorder()
-			conns <- served{c, h}
-			return h, nil
-		})
+		err := tr.Upgrade(w, r, func(c *Conn) (Handler, error) { return newHandler(c), nil })
 		if err != nil {
 			t.Logf("upgrade: %v", err)
 		}
@@ -84,7 +95,7 @@ func testServer(t *testing.T, cfg Config, ln net.Listener) (*Transport, string, 
 		tr.Close()
 		hs.Close()
 	})
-	return tr, "ws" + strings.TrimPrefix(hs.URL, "http"), conns
+	return tr, "ws" + strings.TrimPrefix(hs.URL, "http")
 }
 
 // accepted returns the next connection the server upgraded, once its
