@@ -194,6 +194,7 @@ func TestConformanceBinaryEcho(t *testing.T) {
 // TestConformanceLargeCompressedMessages echoes messages up to 16 MiB over
 // permessage-deflate, with a client that keeps its compression context.
 func TestConformanceLargeCompressedMessages(t *testing.T) {
+	t.Parallel()
 	_, url, echoes := echoServer(t, Config{MaxMessageSize: 16 << 20})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()

@@ -17,6 +17,7 @@ import (
 // one that answers the server's pings stays connected however long that
 // is, and is still served afterwards.
 func TestKeepaliveClosesDeadPeersAndKeepsLiveOnes(t *testing.T) {
+	t.Parallel()
 	// Pings go out often; a peer has two seconds to answer, so the live
 	// client keeps up even on a loaded machine.
 	const ping, pong = 50 * time.Millisecond, 2 * time.Second

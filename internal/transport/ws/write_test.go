@@ -19,6 +19,7 @@ import (
 // batch's done gets an error, the Handler is told, the socket is closed,
 // and Refused is told "write_timeout" once.
 func TestWriteTimeoutCloses(t *testing.T) {
+	t.Parallel()
 	const writeTimeout = 500 * time.Millisecond
 	var refused refusals
 	_, url, conns := testServer(t, Config{
