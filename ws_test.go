@@ -32,7 +32,9 @@ func TestSmokePublishSubscribe(t *testing.T) {
 
 // In herald.v1.jsonl a subscriber that falls behind gets many messages per
 // frame; with and without permessage-deflate every line of every frame is
-// one whole message, none is lost or repeated, and order holds.
+// one whole message, none is lost or repeated, and order holds. (How the
+// transport frames a batch as lines is pinned in internal/transport/ws;
+// this is the session batching what queued while its subscriber lagged.)
 func TestJSONLBatchesArriveWhole(t *testing.T) {
 	t.Parallel()
 	for _, mode := range []websocket.CompressionMode{websocket.CompressionDisabled, websocket.CompressionNoContextTakeover} {

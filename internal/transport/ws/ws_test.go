@@ -66,14 +66,14 @@ func testServer(t *testing.T, cfg Config, ln net.Listener) (*Transport, string, 
 	return tr, url, conns
 }
 
-// serveWith serves WebSocket upgrades with a Transport of cfg on
-// 127.0.0.1 (on ln, when set), each connection with the Handler
-// newHandler returns for it, and returns the Transport and the ws:// URL.
-// Every connection is closed, and the Transport and server stopped, when
-// the test ends.
-func serveWith(t *testing.T, cfg Config, ln net.Listener, newHandler func(*Conn) Handler) (*Transport, string) {
+// serveWith serves WebSocket upgrades with a Transport of cfg speaking
+// subprotocols on 127.0.0.1 (on ln, when set), each connection with the
+// Handler newHandler returns for it, and returns the Transport and the
+// ws:// URL. Every connection is closed, and the Transport and server
+// stopped, when the test ends.
+func serveWith(t *testing.T, cfg Config, ln net.Listener, newHandler func(*Conn) Handler, subprotocols ...string) (*Transport, string) {
 	t.Helper()
-	tr := New(cfg)
+	tr := New(cfg, subprotocols...)
 	hs := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		err := tr.Upgrade(w, r, func(c *Conn) (Handler, error) { return newHandler(c), nil })
 		if err != nil {
