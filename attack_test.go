@@ -38,7 +38,7 @@ func flood(t *testing.T, base string, attacker *frameConn, cmds [][]byte, untilC
 	go func() {
 		for _, c := range cmds {
 			_ = attacker.c.SetWriteDeadline(time.Now().Add(heraldtest.Timeout))
-			if _, err := attacker.c.Write(maskedText(c)); err != nil {
+			if _, err := attacker.c.Write(clientFrame(true, opText, c)); err != nil {
 				return
 			}
 			sent.Add(1)
@@ -65,24 +65,6 @@ func flood(t *testing.T, base string, attacker *frameConn, cmds [][]byte, untilC
 			t.Fatalf("after %v the server has not closed a client that reads nothing (handled every command: %v)", heraldtest.Timeout, done)
 		}
 	}
-}
-
-// maskedText frames payload as one masked text frame, as a client sends.
-func maskedText(payload []byte) []byte {
-	hdr := []byte{0x81}
-	switch n := len(payload); {
-	case n < 126:
-		hdr = append(hdr, 0x80|byte(n))
-	default:
-		hdr = append(hdr, 0x80|126, byte(n>>8), byte(n))
-	}
-	var mask [4]byte
-	_, _ = rand.Read(mask[:])
-	hdr = append(hdr, mask[:]...)
-	for i, b := range payload {
-		hdr = append(hdr, b^mask[i%4])
-	}
-	return hdr
 }
 
 // One anonymous client that reads nothing cannot make the server hold

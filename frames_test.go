@@ -34,12 +34,19 @@ func dialFrames(t *testing.T, base, path string) *frameConn {
 // write sends one masked frame.
 func (f *frameConn) write(fin bool, op byte, payload []byte) {
 	f.t.Helper()
-	var hdr []byte
+	_ = f.c.SetWriteDeadline(time.Now().Add(heraldtest.Timeout))
+	if _, err := f.c.Write(clientFrame(fin, op, payload)); err != nil {
+		f.t.Fatalf("write frame: %v", err)
+	}
+}
+
+// clientFrame is one frame as a client sends it: masked.
+func clientFrame(fin bool, op byte, payload []byte) []byte {
 	b0 := op
 	if fin {
 		b0 |= 0x80
 	}
-	hdr = append(hdr, b0)
+	hdr := []byte{b0}
 	switch n := len(payload); {
 	case n < 126:
 		hdr = append(hdr, 0x80|byte(n))
@@ -52,14 +59,10 @@ func (f *frameConn) write(fin bool, op byte, payload []byte) {
 	var mask [4]byte
 	_, _ = rand.Read(mask[:])
 	hdr = append(hdr, mask[:]...)
-	masked := make([]byte, len(payload))
-	for i := range payload {
-		masked[i] = payload[i] ^ mask[i%4]
+	for i, b := range payload {
+		hdr = append(hdr, b^mask[i%4])
 	}
-	_ = f.c.SetWriteDeadline(time.Now().Add(heraldtest.Timeout))
-	if _, err := f.c.Write(append(hdr, masked...)); err != nil {
-		f.t.Fatalf("write frame: %v", err)
-	}
+	return hdr
 }
 
 // read returns the next frame from the server (servers never mask).
