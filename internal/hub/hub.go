@@ -20,7 +20,13 @@
 // the channel is repaired: the missing messages are read from history and
 // fanned out in order before anything that arrived meanwhile. Each
 // subscriber also remembers where it started, so no message reaches it
-// twice or from before its start.
+// twice or from before its start. A broker that lost messages for good
+// (history trimmed, or a new epoch) makes the hub tell the subscribers
+// that missed them (Interruptible), so that their resume says so.
+//
+// Catch-up: a subscribe with since reads history a page at a time for a
+// subscriber with a bounded queue (Paced); see catchup.go. Joins and
+// leaves are coalesced per channel (presenceEvent).
 package hub
 
 import (

@@ -3,6 +3,13 @@
 // handed to the transport one batch at a time while there is something to
 // write (an idle session runs no goroutine).
 //
+// Everything queued for the client counts against its bound (Config.
+// QueueBytes): live fan-out past it closes the session as a slow consumer;
+// replies past it stop the session from handling commands until the client
+// reads (throttle); history catch-up is paced by the hub a page at a time
+// (the session is a hub.Paced). Commands are rate limited, publishes
+// apart from the rest (Limits).
+//
 // A session does not touch the socket: the transport hands it frames
 // (HandleText, HandleBinary) and writes what the session gives its Conn.
 package session
