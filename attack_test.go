@@ -226,16 +226,19 @@ func TestJoinLeaveChurnKeepsReadersConnected(t *testing.T) {
 	// is: present after one more subscribe, gone after its unsubscribe.
 	settled := func(present int) {
 		t.Helper()
-		heraldtest.WaitFor(t, heraldtest.Timeout, func() bool {
-			for _, tl := range tallies {
+		heraldtest.WaitFor(t, heraldtest.Timeout, func() error {
+			for i, tl := range tallies {
 				tl.mu.Lock()
-				ok := tl.joins[who]-tl.leaves[who] == present && tl.bad == nil
+				seen, bad := tl.joins[who]-tl.leaves[who], tl.bad
 				tl.mu.Unlock()
-				if !ok {
-					return false
+				if bad != nil {
+					return fmt.Errorf("reader %d: %w", i, bad)
+				}
+				if seen != present {
+					return fmt.Errorf("reader %d sees %s present %d times (joins minus leaves), want %d", i, who, seen, present)
 				}
 			}
-			return true
+			return nil
 		})
 	}
 	attacker.MustOK(map[string]any{"op": "subscribe", "channel": "chat:lobby"})

@@ -2,6 +2,7 @@ package herald_test
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -130,7 +131,10 @@ func TestOverSizeMessageCloses1009(t *testing.T) {
 	if code := raw.closed(); code != websocket.StatusMessageTooBig {
 		t.Fatalf("raw client close status %v, want 1009", code)
 	}
-	heraldtest.WaitFor(t, heraldtest.Timeout, func() bool {
-		return metric(t, base, `herald_refusals_total{reason="too_large"}`) == 2
+	heraldtest.WaitFor(t, heraldtest.Timeout, func() error {
+		if got := metric(t, base, `herald_refusals_total{reason="too_large"}`); got != 2 {
+			return fmt.Errorf("too_large refusals counted %v, want 2", got)
+		}
+		return nil
 	})
 }

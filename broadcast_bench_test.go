@@ -51,7 +51,12 @@ func benchBroadcast(b *testing.B, subs int) {
 	}
 	ctx := context.Background()
 	data := strings.Repeat("x", 128)
-	heraldtest.WaitFor(b, heraldtest.Timeout, func() bool { return subscribers(b, hs.URL, "bench") == subs })
+	heraldtest.WaitFor(b, heraldtest.Timeout, func() error {
+		if n := subscribers(b, hs.URL, "bench"); n != subs {
+			return fmt.Errorf("presence of bench: %d subscribers, want %d", n, subs)
+		}
+		return nil
+	})
 	b.SetBytes(int64(len(data)))
 	b.ReportAllocs()
 	b.ResetTimer()

@@ -2,6 +2,7 @@ package herald_test
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -83,9 +84,12 @@ func testBrokerOutage(t *testing.T, p *faultProxy, b broker.Broker) {
 	}
 
 	p.cut()
-	heraldtest.WaitFor(t, heraldtest.Timeout, func() bool {
+	heraldtest.WaitFor(t, heraldtest.Timeout, func() error {
 		status, body := health(t, base)
-		return status == http.StatusServiceUnavailable && strings.HasPrefix(body, "unavailable")
+		if status != http.StatusServiceUnavailable || !strings.HasPrefix(body, "unavailable") {
+			return fmt.Errorf("/healthz during the outage: %d %q, want 503 \"unavailable…\"", status, body)
+		}
+		return nil
 	})
 	if status, _ := ready(t, base); status != http.StatusServiceUnavailable {
 		t.Fatalf("/readyz while the broker is away: %d, want 503", status)
@@ -104,24 +108,27 @@ func testBrokerOutage(t *testing.T, p *faultProxy, b broker.Broker) {
 	}
 
 	p.restore()
-	heraldtest.WaitFor(t, heraldtest.Timeout, func() bool {
-		status, _ := health(t, base)
-		return status == http.StatusOK
+	heraldtest.WaitFor(t, heraldtest.Timeout, func() error {
+		status, body := health(t, base)
+		if status != http.StatusOK {
+			return fmt.Errorf("/healthz after the outage: %d %q, want 200", status, body)
+		}
+		return nil
 	})
 	// The node reconnected by itself: publishing works again. The first
 	// publishes may still race the reconnection of a pool connection, so
 	// wait for one to be acknowledged.
 	var after []string
-	heraldtest.WaitFor(t, heraldtest.Timeout, func() bool {
+	heraldtest.WaitFor(t, heraldtest.Timeout, func() error {
 		r := pub.Call(map[string]any{"op": "publish", "channel": ch, "data": map[string]int{"n": 4}}, nil)
 		if r["ok"] != true {
 			if heraldtest.ErrorCode(r) != "unavailable" {
 				t.Fatalf("publish after the outage: %v", r)
 			}
-			return false
+			return fmt.Errorf("publish after the outage: %v, want acknowledged", r)
 		}
 		after = append(after, r["offset"].(string))
-		return true
+		return nil
 	})
 	for i := 5; i <= 6; i++ {
 		after = append(after, publish(t, pub, ch, map[string]int{"n": i}))
@@ -167,7 +174,7 @@ func testBrokerOutage(t *testing.T, p *faultProxy, b broker.Broker) {
 	// The node's own subscription to the broker came back too: the
 	// subscriber from before the cut gets live messages again, and only
 	// acknowledged ones.
-	heraldtest.WaitFor(t, heraldtest.Timeout, func() bool {
+	heraldtest.WaitFor(t, heraldtest.Timeout, func() error {
 		acked[publish(t, pub, ch, map[string]int{"n": 50})] = true
 		live := false
 		for _, m := range fence(t, sub) {
@@ -180,7 +187,10 @@ func testBrokerOutage(t *testing.T, p *faultProxy, b broker.Broker) {
 			seen[m["offset"].(string)] = true
 			live = true
 		}
-		return live
+		if !live {
+			return fmt.Errorf("subscriber from before the outage got no live message (%d seen in all)", len(seen))
+		}
+		return nil
 	})
 }
 
@@ -235,9 +245,12 @@ func testLiveGapFilled(t *testing.T, p *faultProxy, direct, proxied broker.Broke
 	}
 
 	p.cut()
-	heraldtest.WaitFor(t, heraldtest.Timeout, func() bool {
-		status, _ := health(t, subBase)
-		return status == http.StatusServiceUnavailable
+	heraldtest.WaitFor(t, heraldtest.Timeout, func() error {
+		status, body := health(t, subBase)
+		if status != http.StatusServiceUnavailable {
+			return fmt.Errorf("subscriber node's /healthz during the outage: %d %q, want 503", status, body)
+		}
+		return nil
 	})
 	var missed []string
 	for n := 2; n <= 6; n++ {
@@ -408,13 +421,16 @@ func (p *faultProxy) restore() {
 	}
 	p.mu.Unlock()
 	var ln net.Listener
-	heraldtest.WaitFor(p.t, heraldtest.Timeout, func() bool {
+	heraldtest.WaitFor(p.t, heraldtest.Timeout, func() error {
 		var err error
 		ln, err = net.Listen("tcp", p.addr)
 		if err != nil && !errors.Is(err, net.ErrClosed) && !strings.Contains(err.Error(), "address already in use") {
 			p.t.Fatalf("proxy: listen again on %s: %v", p.addr, err)
 		}
-		return err == nil
+		if err != nil {
+			return fmt.Errorf("proxy: listen again on %s: %w", p.addr, err)
+		}
+		return nil
 	})
 	p.start(ln)
 }

@@ -131,9 +131,13 @@ func TestFloodOfBadClientsLeavesOthersClean(t *testing.T) {
 		}
 	}
 	t.Logf("%d attacking connections meanwhile", attacks.Load())
-	heraldtest.WaitFor(t, heraldtest.Timeout, func() bool {
+	heraldtest.WaitFor(t, heraldtest.Timeout, func() error {
 		m := scrape(t, base)
-		return m[`herald_connections{transport="ws"}`] == 2 && m[`herald_connections{transport="raw"}`] == 0
+		ws, raw := m[`herald_connections{transport="ws"}`], m[`herald_connections{transport="raw"}`]
+		if ws != 2 || raw != 0 {
+			return fmt.Errorf("connections after the flood: ws %v, raw %v; want ws 2, raw 0", ws, raw)
+		}
+		return nil
 	})
 }
 

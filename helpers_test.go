@@ -3,6 +3,7 @@ package herald_test
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -218,10 +219,13 @@ func (r *rawClient) closed() websocket.StatusCode {
 func waitPresent(t *testing.T, c *heraldtest.Client, channel string, n int) []any {
 	t.Helper()
 	var clients []any
-	heraldtest.WaitFor(t, heraldtest.Timeout, func() bool {
+	heraldtest.WaitFor(t, heraldtest.Timeout, func() error {
 		r := c.MustOK(map[string]any{"op": "presence", "channel": channel})
 		clients, _ = r["clients"].([]any)
-		return len(clients) == n
+		if len(clients) != n {
+			return fmt.Errorf("presence of %s: %d clients %v, want %d", channel, len(clients), clients, n)
+		}
+		return nil
 	})
 	return clients
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"slices"
 	"strings"
@@ -216,24 +217,48 @@ func TestHookConnectedDisconnected(t *testing.T) {
 	}
 	c := heraldtest.Dial(t, heraldtest.WSURL(base, "/ws?as=bob"))
 	want := herald.Client{ID: clientID(c), User: "bob"}
-	heraldtest.WaitFor(t, heraldtest.Timeout, func() bool { conn, _ := snapshot(); return len(conn) == 1 })
+	heraldtest.WaitFor(t, heraldtest.Timeout, func() error {
+		conn, _ := snapshot()
+		if len(conn) != 1 {
+			return fmt.Errorf("Connected calls so far %v, want 1", conn)
+		}
+		return nil
+	})
 	if conn, disc := snapshot(); conn[0] != want || len(disc) != 0 {
 		t.Fatalf("Connected %v, Disconnected %v; want Connected %v only", conn, disc, want)
 	}
 	r := dialRaw(t, base, "room?as=carol")
-	heraldtest.WaitFor(t, heraldtest.Timeout, func() bool { conn, _ := snapshot(); return len(conn) == 2 })
+	heraldtest.WaitFor(t, heraldtest.Timeout, func() error {
+		conn, _ := snapshot()
+		if len(conn) != 2 {
+			return fmt.Errorf("Connected calls so far %v, want 2", conn)
+		}
+		return nil
+	})
 	rawClient, _ := snapshot()
 	if rawClient[1].User != "carol" || rawClient[1].ID == "" || rawClient[1].ID == want.ID {
 		t.Fatalf("Connected for the raw client: %v", rawClient[1])
 	}
 
 	_ = c.Conn.Close(websocket.StatusNormalClosure, "")
-	heraldtest.WaitFor(t, heraldtest.Timeout, func() bool { _, disc := snapshot(); return len(disc) == 1 })
+	heraldtest.WaitFor(t, heraldtest.Timeout, func() error {
+		_, disc := snapshot()
+		if len(disc) != 1 {
+			return fmt.Errorf("Disconnected calls so far %v, want 1", disc)
+		}
+		return nil
+	})
 	if _, disc := snapshot(); disc[0] != want {
 		t.Fatalf("Disconnected %v, want %v", disc, want)
 	}
 	_ = r.Conn.CloseNow()
-	heraldtest.WaitFor(t, heraldtest.Timeout, func() bool { _, disc := snapshot(); return len(disc) == 2 })
+	heraldtest.WaitFor(t, heraldtest.Timeout, func() error {
+		_, disc := snapshot()
+		if len(disc) != 2 {
+			return fmt.Errorf("Disconnected calls so far %v, want 2", disc)
+		}
+		return nil
+	})
 	if _, disc := snapshot(); disc[1] != rawClient[1] {
 		t.Fatalf("Disconnected %v, want %v", disc[1], rawClient[1])
 	}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -109,17 +110,23 @@ func TestIdleKeepAliveCountsTowardConnectionLimit(t *testing.T) {
 	a := idleConn(t, base)
 	idleConn(t, base)
 	ws := heraldtest.WSURL(base, "/ws")
-	heraldtest.WaitFor(t, heraldtest.Timeout, func() bool {
-		status, _ := dialStatus(t, ws)
-		return status == http.StatusServiceUnavailable
+	heraldtest.WaitFor(t, heraldtest.Timeout, func() error {
+		status, body := dialStatus(t, ws)
+		if status != http.StatusServiceUnavailable {
+			return fmt.Errorf("dial with two idle connections held: status %d %q, want 503", status, body)
+		}
+		return nil
 	})
 	// A third idle connection has no place: the server closes it at once,
 	// long before the idle timeout.
 	idleConn(t, base).closedWithin(t, heraldtest.Timeout)
 	_ = a.Close()
-	heraldtest.WaitFor(t, heraldtest.Timeout, func() bool {
-		status, _ := dialStatus(t, ws)
-		return status == http.StatusSwitchingProtocols
+	heraldtest.WaitFor(t, heraldtest.Timeout, func() error {
+		status, body := dialStatus(t, ws)
+		if status != http.StatusSwitchingProtocols {
+			return fmt.Errorf("dial after an idle connection closed: status %d %q, want 101", status, body)
+		}
+		return nil
 	})
 }
 
@@ -128,9 +135,12 @@ func TestIdleKeepAliveCountsTowardPerAddressLimit(t *testing.T) {
 	t.Parallel()
 	base := newWiredServer(t, herald.Config{MaxConnectionsPerIP: 1}, time.Minute)
 	idleConn(t, base)
-	heraldtest.WaitFor(t, heraldtest.Timeout, func() bool {
-		status, _ := dialStatus(t, heraldtest.WSURL(base, "/ws"))
-		return status == http.StatusTooManyRequests
+	heraldtest.WaitFor(t, heraldtest.Timeout, func() error {
+		status, body := dialStatus(t, heraldtest.WSURL(base, "/ws"))
+		if status != http.StatusTooManyRequests {
+			return fmt.Errorf("dial with an idle connection from this address: status %d %q, want 429", status, body)
+		}
+		return nil
 	})
 }
 
@@ -144,8 +154,11 @@ func TestIdleKeepAliveClosedAfterIdleTimeout(t *testing.T) {
 	if waited := k.closedWithin(t, heraldtest.Timeout); waited < idle/2 {
 		t.Fatalf("idle connection closed after %v, before the idle timeout %v", waited, idle)
 	}
-	heraldtest.WaitFor(t, heraldtest.Timeout, func() bool {
-		status, _ := dialStatus(t, heraldtest.WSURL(base, "/ws"))
-		return status == http.StatusSwitchingProtocols
+	heraldtest.WaitFor(t, heraldtest.Timeout, func() error {
+		status, body := dialStatus(t, heraldtest.WSURL(base, "/ws"))
+		if status != http.StatusSwitchingProtocols {
+			return fmt.Errorf("dial after the idle connection timed out: status %d %q, want 101", status, body)
+		}
+		return nil
 	})
 }

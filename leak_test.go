@@ -101,9 +101,12 @@ func TestNoLeakAfterManyConnections(t *testing.T) {
 	waitNoConnections(t, base)
 	var goroutinesAfter int
 	var heapAfter uint64
-	heraldtest.WaitFor(t, heraldtest.Timeout, func() bool {
+	heraldtest.WaitFor(t, heraldtest.Timeout, func() error {
 		goroutinesAfter, heapAfter = settle()
-		return goroutinesAfter <= goroutines
+		if goroutinesAfter > goroutines {
+			return fmt.Errorf("%d goroutines after the connections closed, want at most %d as before", goroutinesAfter, goroutines)
+		}
+		return nil
 	})
 	growth := int64(heapAfter) - int64(heap)
 	t.Logf("%d connections in %v; goroutines %d → %d; live heap %d → %d bytes (%+d)",
@@ -124,10 +127,13 @@ func settle() (int, uint64) {
 
 func waitNoConnections(t *testing.T, base string) {
 	t.Helper()
-	heraldtest.WaitFor(t, heraldtest.Timeout, func() bool {
+	heraldtest.WaitFor(t, heraldtest.Timeout, func() error {
 		m := scrape(t, base)
-		return m[`herald_connections{transport="ws"}`] == 0 && m[`herald_connections{transport="raw"}`] == 0 &&
-			m["herald_subscriptions"] == 0
+		ws, raw, subs := m[`herald_connections{transport="ws"}`], m[`herald_connections{transport="raw"}`], m["herald_subscriptions"]
+		if ws != 0 || raw != 0 || subs != 0 {
+			return fmt.Errorf("connections ws %v, raw %v, subscriptions %v; want all 0", ws, raw, subs)
+		}
+		return nil
 	})
 }
 
@@ -157,14 +163,20 @@ func TestIdleConnectionsHoldNoGoroutine(t *testing.T) {
 			_ = c.Close()
 		}
 	}()
-	heraldtest.WaitFor(t, heraldtest.Timeout, func() bool {
+	heraldtest.WaitFor(t, heraldtest.Timeout, func() error {
 		m := scrape(t, base)
-		return m[`herald_connections{transport="ws"}`]+m[`herald_connections{transport="raw"}`] == n
+		if got := m[`herald_connections{transport="ws"}`] + m[`herald_connections{transport="raw"}`]; got != n {
+			return fmt.Errorf("%v connections open, want %d", got, n)
+		}
+		return nil
 	})
 	var after int
-	heraldtest.WaitFor(t, heraldtest.Timeout, func() bool {
+	heraldtest.WaitFor(t, heraldtest.Timeout, func() error {
 		after, _ = settle()
-		return after-before < n/10
+		if after-before >= n/10 {
+			return fmt.Errorf("goroutines: %d before, %d with %d idle connections; want fewer than %d more", before, after, n, n/10)
+		}
+		return nil
 	})
 	t.Logf("goroutines: %d before, %d with %d idle connections", before, after, n)
 }

@@ -79,9 +79,12 @@ func TestConnectionLimit(t *testing.T) {
 	}
 	s.Close()
 	_ = a.Conn.CloseNow()
-	heraldtest.WaitFor(t, heraldtest.Timeout, func() bool {
-		status, _ := dialStatus(t, heraldtest.WSURL(base, "/ws"))
-		return status == http.StatusSwitchingProtocols
+	heraldtest.WaitFor(t, heraldtest.Timeout, func() error {
+		status, body := dialStatus(t, heraldtest.WSURL(base, "/ws"))
+		if status != http.StatusSwitchingProtocols {
+			return fmt.Errorf("dial after the others closed: status %d %q, want 101", status, body)
+		}
+		return nil
 	})
 }
 

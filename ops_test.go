@@ -2,6 +2,7 @@ package herald_test
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -82,9 +83,13 @@ func TestMetricsMove(t *testing.T) {
 
 	a, b := dial(t, base), dial(t, base)
 	r := dialRaw(t, base, "m")
-	heraldtest.WaitFor(t, heraldtest.Timeout, func() bool {
+	heraldtest.WaitFor(t, heraldtest.Timeout, func() error {
 		m := scrape(t, base)
-		return m[wsConns]-before[wsConns] == 2 && m[rawConns]-before[rawConns] == 1
+		ws, raw := m[wsConns]-before[wsConns], m[rawConns]-before[rawConns]
+		if ws != 2 || raw != 1 {
+			return fmt.Errorf("connections opened: ws %v, raw %v; want ws 2, raw 1", ws, raw)
+		}
+		return nil
 	})
 
 	b.MustOK(map[string]any{"op": "subscribe", "channel": "m"})
@@ -98,17 +103,25 @@ func TestMetricsMove(t *testing.T) {
 	}
 	// 3 messages in from a client; out: 3 to b and 3 to the raw client.
 	// Replies are not messages.
-	heraldtest.WaitFor(t, heraldtest.Timeout, func() bool {
+	heraldtest.WaitFor(t, heraldtest.Timeout, func() error {
 		m := scrape(t, base)
-		return m[inClient]-before[inClient] == 3 && m[out]-before[out] == 6
+		in, sent := m[inClient]-before[inClient], m[out]-before[out]
+		if in != 3 || sent != 6 {
+			return fmt.Errorf("%s moved by %v, %s by %v; want 3 and 6", inClient, in, out, sent)
+		}
+		return nil
 	})
 	if m := scrape(t, base); m[inServer] != before[inServer] {
 		t.Errorf("%s moved without a server publish: %v → %v", inServer, before[inServer], m[inServer])
 	}
 	// Each of the 6 deliveries has its latency observed; the broker saw 3
 	// publishes; one channel has subscribers; bytes moved both ways.
-	heraldtest.WaitFor(t, heraldtest.Timeout, func() bool {
-		return scrape(t, base)["herald_delivery_latency_seconds_count"]-before["herald_delivery_latency_seconds_count"] == 6
+	heraldtest.WaitFor(t, heraldtest.Timeout, func() error {
+		const latencies = "herald_delivery_latency_seconds_count"
+		if got := scrape(t, base)[latencies] - before[latencies]; got != 6 {
+			return fmt.Errorf("%s moved by %v, want 6", latencies, got)
+		}
+		return nil
 	})
 	m := scrape(t, base)
 	if got := m[`herald_broker_operations_total{op="publish"}`] - before[`herald_broker_operations_total{op="publish"}`]; got != 3 {
@@ -128,9 +141,13 @@ func TestMetricsMove(t *testing.T) {
 
 	_ = a.Conn.Close(websocket.StatusNormalClosure, "")
 	_ = r.Conn.Close(websocket.StatusNormalClosure, "")
-	heraldtest.WaitFor(t, heraldtest.Timeout, func() bool {
+	heraldtest.WaitFor(t, heraldtest.Timeout, func() error {
 		m := scrape(t, base)
-		return m[wsConns]-before[wsConns] == 1 && m[rawConns]-before[rawConns] == 0
+		ws, raw := m[wsConns]-before[wsConns], m[rawConns]-before[rawConns]
+		if ws != 1 || raw != 0 {
+			return fmt.Errorf("connections still open after two closed: ws %v, raw %v; want ws 1, raw 0", ws, raw)
+		}
+		return nil
 	})
 }
 
@@ -183,7 +200,12 @@ func TestRefusalsAreLogged(t *testing.T) {
 		publish(t, c, "a", "x")
 	}
 	want := []string{"origin", "unauthorized", "subscription_limit"}
-	heraldtest.WaitFor(t, heraldtest.Timeout, func() bool { return len(h.refusals()) >= len(want) })
+	heraldtest.WaitFor(t, heraldtest.Timeout, func() error {
+		if got := h.refusals(); len(got) < len(want) {
+			return fmt.Errorf("refusals logged %v, want at least %d", got, len(want))
+		}
+		return nil
+	})
 	if got := h.refusals(); !slices.Equal(got, want) {
 		t.Fatalf("refusals logged %v, want %v", got, want)
 	}

@@ -515,7 +515,12 @@ func TestPresence(t *testing.T) {
 		t.Errorf("presence after b unsubscribed = %v, want %v", got, want)
 	}
 	_ = a.Conn.Close(websocket.StatusNormalClosure, "")
-	heraldtest.WaitFor(t, heraldtest.Timeout, func() bool { return len(list("lobby")) == 0 })
+	heraldtest.WaitFor(t, heraldtest.Timeout, func() error {
+		if got := list("lobby"); len(got) != 0 {
+			return fmt.Errorf("presence of lobby after a closed: %v, want none", got)
+		}
+		return nil
+	})
 	if got, want := list("room:1"), sorted(b); !equalJSON(got, want) {
 		t.Errorf("presence of room:1 after a left = %v, want %v", got, want)
 	}

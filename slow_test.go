@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"net"
 	"strings"
 	"sync/atomic"
@@ -56,7 +57,12 @@ func TestStuckPeerIsClosedPromptly(t *testing.T) {
 	if present := waitPresent(t, healthy, "flood", 1); present[0].(map[string]any)["client"] != clientID(healthy) {
 		t.Errorf("presence after the drop: %v", present)
 	}
-	heraldtest.WaitFor(t, heraldtest.Timeout, func() bool { return metric(t, base, conns) == 0 })
+	heraldtest.WaitFor(t, heraldtest.Timeout, func() error {
+		if got := metric(t, base, conns); got != 0 {
+			return fmt.Errorf("%s = %v after the drop, want 0", conns, got)
+		}
+		return nil
+	})
 }
 
 // A peer whose socket stops taking bytes, with a queue too large to

@@ -56,8 +56,11 @@ func TestSSEResumeOfLongCursorsIsBounded(t *testing.T) {
 			t.Fatalf("stream: %s", resp.Status)
 		}
 	}
-	heraldtest.WaitFor(t, heraldtest.Timeout, func() bool {
-		return metric(t, base, `herald_connections{transport="sse"}`) == streams
+	heraldtest.WaitFor(t, heraldtest.Timeout, func() error {
+		if got := metric(t, base, `herald_connections{transport="sse"}`); got != streams {
+			return fmt.Errorf("%v SSE connections open, want %d", got, streams)
+		}
+		return nil
 	})
 	var peak int64
 	for end := time.Now().Add(2 * time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {

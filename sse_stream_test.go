@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -48,8 +49,11 @@ func TestSSEHeadersAndRetry(t *testing.T) {
 		t.Fatalf("herald_bytes_out_total{transport=\"sse\"} = %v after the opening block", got)
 	}
 	s.Close()
-	heraldtest.WaitFor(t, heraldtest.Timeout, func() bool {
-		return metric(t, base, `herald_connections{transport="sse"}`) == 0
+	heraldtest.WaitFor(t, heraldtest.Timeout, func() error {
+		if got := metric(t, base, `herald_connections{transport="sse"}`); got != 0 {
+			return fmt.Errorf("%v SSE connections open after the stream closed, want 0", got)
+		}
+		return nil
 	})
 }
 
@@ -325,8 +329,11 @@ func TestSSESlowConsumer(t *testing.T) {
 	if _, err := conn.Write([]byte("GET /sse?channel=slow HTTP/1.1\r\nHost: " + u.Host + "\r\n\r\n")); err != nil {
 		t.Fatal(err)
 	}
-	heraldtest.WaitFor(t, heraldtest.Timeout, func() bool {
-		return metric(t, base, `herald_connections{transport="sse"}`) == 1
+	heraldtest.WaitFor(t, heraldtest.Timeout, func() error {
+		if got := metric(t, base, `herald_connections{transport="sse"}`); got != 1 {
+			return fmt.Errorf("%v SSE connections open, want 1", got)
+		}
+		return nil
 	})
 	// The stream ends either as a slow consumer (its queue overflows) or
 	// because a write blocked past WriteTimeout, whichever comes first on

@@ -164,10 +164,16 @@ func TestTokens(t *testing.T) {
 	first := c.ID()
 	// The refresh, then the first token's expiry: the server would have
 	// closed the connection at exp had the refresh not moved it.
-	heraldtest.WaitFor(t, heraldtest.Timeout, func() bool {
+	heraldtest.WaitFor(t, heraldtest.Timeout, func() error {
 		mu.Lock()
 		defer mu.Unlock()
-		return asked >= 2 && time.Now().After(firstExp.Add(500*time.Millisecond))
+		if asked < 2 {
+			return fmt.Errorf("GetToken asked %d times, want at least 2 (a refresh)", asked)
+		}
+		if past := time.Since(firstExp); past <= 500*time.Millisecond {
+			return fmt.Errorf("%v past the first token's expiry, want more than 500ms", past)
+		}
+		return nil
 	})
 	if _, err := c.Publish(ctxT(t), "t", 1, ""); err != nil {
 		t.Fatal(err)
@@ -304,7 +310,12 @@ func TestReconnectResumes(t *testing.T) {
 	}
 	// A history call made while disconnected waits for the connection.
 	p.cut()
-	heraldtest.WaitFor(t, heraldtest.Timeout, func() bool { return sub.State() != client.Connected })
+	heraldtest.WaitFor(t, heraldtest.Timeout, func() error {
+		if s := sub.State(); s == client.Connected {
+			return fmt.Errorf("state after the cut: %v, want anything but connected", s)
+		}
+		return nil
+	})
 	done := make(chan error, 1)
 	go func() {
 		_, err := sub.History(ctx, "r", client.HistoryOptions{Limit: 1})

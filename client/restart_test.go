@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -57,12 +58,13 @@ func (p *heraldProcess) start() {
 	if err := p.cmd.Start(); err != nil {
 		p.t.Fatal(err)
 	}
-	heraldtest.WaitFor(p.t, heraldtest.Timeout, func() bool {
+	heraldtest.WaitFor(p.t, heraldtest.Timeout, func() error {
 		c, err := net.Dial("tcp", p.addr)
-		if err == nil {
-			_ = c.Close()
+		if err != nil {
+			return fmt.Errorf("herald is not accepting connections yet: %w", err)
 		}
-		return err == nil
+		_ = c.Close()
+		return nil
 	})
 }
 

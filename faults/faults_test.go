@@ -68,12 +68,13 @@ func (s *brokerServer) start() {
 	if err := s.cmd.Start(); err != nil {
 		s.t.Fatalf("start %s (it must be on PATH): %v", s.kind, err)
 	}
-	heraldtest.WaitFor(s.t, heraldtest.Timeout, func() bool {
+	heraldtest.WaitFor(s.t, heraldtest.Timeout, func() error {
 		c, err := net.Dial("tcp", s.addr())
-		if err == nil {
-			_ = c.Close()
+		if err != nil {
+			return fmt.Errorf("%s is not accepting connections yet: %w", s.kind, err)
 		}
-		return err == nil
+		_ = c.Close()
+		return nil
 	})
 }
 
@@ -245,25 +246,35 @@ func runFault(t *testing.T, kind string, f fault) {
 		}
 	}()
 	ackedCount := func() int { amu.Lock(); defer amu.Unlock(); return len(acked) }
+	ackedAtLeast := func(n int) func() error {
+		return func() error {
+			if got := ackedCount(); got < n {
+				return fmt.Errorf("%d publishes acknowledged, want at least %d", got, n)
+			}
+			return nil
+		}
+	}
 
-	heraldtest.WaitFor(t, heraldtest.Timeout, func() bool { return ackedCount() >= 300 })
+	heraldtest.WaitFor(t, heraldtest.Timeout, ackedAtLeast(300))
 	if f.name == "restored to an older state" {
 		s.stop(syscall.SIGTERM)
 		s.copyData(older)
 		s.start()
 		mark := ackedCount()
-		heraldtest.WaitFor(t, heraldtest.Timeout, func() bool { return ackedCount() >= mark+300 })
+		heraldtest.WaitFor(t, heraldtest.Timeout, ackedAtLeast(mark+300))
 	}
 	f.do(s)
 	mark := ackedCount()
-	heraldtest.WaitFor(t, 3*heraldtest.Timeout, func() bool { return ackedCount() >= mark+300 })
+	heraldtest.WaitFor(t, 3*heraldtest.Timeout, ackedAtLeast(mark+300))
 	close(stopPub)
 	<-pubDone
 
 	// An end marker, then wait for every subscriber to have it.
-	heraldtest.WaitFor(t, heraldtest.Timeout, func() bool {
-		_, err := publish(map[string]any{"n": -1})
-		return err == nil
+	heraldtest.WaitFor(t, heraldtest.Timeout, func() error {
+		if _, err := publish(map[string]any{"n": -1}); err != nil {
+			return fmt.Errorf("publish of the end marker: %w", err)
+		}
+		return nil
 	})
 	t.Cleanup(func() {
 		if !t.Failed() {
@@ -275,16 +286,16 @@ func runFault(t *testing.T, kind string, f fault) {
 			r.mu.Unlock()
 		}
 	})
-	heraldtest.WaitFor(t, 3*heraldtest.Timeout, func() bool {
-		for _, r := range subs {
+	heraldtest.WaitFor(t, 3*heraldtest.Timeout, func() error {
+		for i, r := range subs {
 			r.mu.Lock()
 			end := r.sawEnd
 			r.mu.Unlock()
 			if !end {
-				return false
+				return fmt.Errorf("subscriber %d has not received the end marker", i)
 			}
 		}
-		return true
+		return nil
 	})
 	cancel()
 	wg.Wait()

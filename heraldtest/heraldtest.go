@@ -47,13 +47,20 @@ func WSURL(base, path string) string {
 	return "ws" + strings.TrimPrefix(base, "http") + path
 }
 
-// WaitFor polls cond until it is true, failing the test after d.
-func WaitFor(t testing.TB, d time.Duration, cond func() bool) {
+// WaitFor polls cond until it returns nil, failing the test after d with
+// the last error cond returned, so the failure says what was not met.
+// The error should say what was observed and what is wanted, e.g.
+// fmt.Errorf("presence of lobby: %d clients, want 0", n).
+func WaitFor(t testing.TB, d time.Duration, cond func() error) {
 	t.Helper()
 	deadline := time.Now().Add(d)
-	for !cond() {
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
 		if time.Now().After(deadline) {
-			t.Fatalf("condition not met within %v", d)
+			t.Fatalf("condition not met within %v: %v", d, err)
 		}
 		time.Sleep(2 * time.Millisecond)
 	}

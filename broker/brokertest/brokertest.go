@@ -139,7 +139,12 @@ func (e *env) history(ch string, q broker.HistoryQuery) broker.HistoryResult {
 // returns them.
 func (e *env) waitMessages(ch string, n int) []broker.Message {
 	e.t.Helper()
-	waitFor(e.t, func() bool { return len(e.rec.messages(ch)) >= n })
+	waitFor(e.t, func() error {
+		if got := len(e.rec.messages(ch)); got < n {
+			return fmt.Errorf("Handler saw %d messages of %s, want at least %d", got, ch, n)
+		}
+		return nil
+	})
 	return e.rec.messages(ch)
 }
 
@@ -340,8 +345,11 @@ func testHistoryTTL(t *testing.T, e *env) {
 	if got := offsets(e.history(ch, broker.HistoryQuery{Limit: -1}).Messages); !slices.Equal(got, offs) {
 		t.Fatalf("history right after publishing: %v, want %v", got, offs)
 	}
-	waitFor(t, func() bool {
-		return len(e.history(ch, broker.HistoryQuery{Limit: -1}).Messages) == 0
+	waitFor(t, func() error {
+		if got := e.history(ch, broker.HistoryQuery{Limit: -1}).Messages; len(got) != 0 {
+			return fmt.Errorf("history past the TTL has %d messages %v, want none", len(got), offsets(got))
+		}
+		return nil
 	})
 	// Expired messages are lost: a cursor from before them, or no cursor
 	// at all, no longer gets everything.
@@ -488,7 +496,7 @@ func testJoinLeave(t *testing.T, e *env) {
 	if err := e.b.PublishLeave(e.ctx, ch, c); err != nil {
 		t.Fatalf("PublishLeave: %v", err)
 	}
-	waitFor(t, func() bool { return len(e.rec.presence(ch)) >= 2 })
+	waitFor(t, func() error { return e.rec.presenceAtLeast(ch, 2) })
 	want := []presenceEvent{{"join", c}, {"leave", c}}
 	if got := e.rec.presence(ch); !slices.Equal(got, want) {
 		t.Fatalf("Handler saw %v, want %v (nothing from before the subscription)", got, want)
@@ -509,7 +517,7 @@ func testJoinLeave(t *testing.T, e *env) {
 	if err := e.b.PublishJoin(e.ctx, ch, fence); err != nil {
 		t.Fatalf("PublishJoin: %v", err)
 	}
-	waitFor(t, func() bool { return len(e.rec.presence(ch)) >= 3 })
+	waitFor(t, func() error { return e.rec.presenceAtLeast(ch, 3) })
 	want = append(want, presenceEvent{"join", fence})
 	if got := e.rec.presence(ch); !slices.Equal(got, want) {
 		t.Fatalf("Handler saw %v, want %v (nothing while unsubscribed)", got, want)
@@ -677,13 +685,18 @@ func offsets(ms []broker.Message) []broker.Offset {
 	return out
 }
 
-// waitFor polls cond until it is true, failing the test after Timeout.
-func waitFor(t *testing.T, cond func() bool) {
+// waitFor polls cond until it returns nil, failing the test after Timeout
+// with the last error cond returned.
+func waitFor(t *testing.T, cond func() error) {
 	t.Helper()
 	deadline := time.Now().Add(Timeout)
-	for !cond() {
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
 		if time.Now().After(deadline) {
-			t.Fatalf("condition not met within %v", Timeout)
+			t.Fatalf("condition not met within %v: %v", Timeout, err)
 		}
 		time.Sleep(2 * time.Millisecond)
 	}
@@ -769,6 +782,15 @@ func (r *recorder) presence(ch string) []presenceEvent {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return slices.Clone(r.events[ch])
+}
+
+// presenceAtLeast is a waitFor condition: the Handler saw at least n join
+// or leave events of ch.
+func (r *recorder) presenceAtLeast(ch string, n int) error {
+	if got := r.presence(ch); len(got) < n {
+		return fmt.Errorf("Handler saw presence events %v of %s, want at least %d", got, ch, n)
+	}
+	return nil
 }
 
 // checkSerial fails t if the Handler was ever called for one channel while

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -154,13 +155,16 @@ func TestBrokerSetting(t *testing.T) {
 // waitHealthy waits until the server at addr answers /healthz with 200.
 func waitHealthy(t *testing.T, addr string) {
 	t.Helper()
-	heraldtest.WaitFor(t, heraldtest.Timeout, func() bool {
+	heraldtest.WaitFor(t, heraldtest.Timeout, func() error {
 		resp, err := http.Get("http://" + addr + "/healthz")
 		if err != nil {
-			return false
+			return fmt.Errorf("GET /healthz: %w", err)
 		}
 		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("GET /healthz: %s, want 200", resp.Status)
+		}
+		return nil
 	})
 }
 

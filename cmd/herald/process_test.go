@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -92,14 +93,24 @@ func TestHandshakeTimeout(t *testing.T) {
 		t.Fatal(err)
 	}
 	closedAfter300ms(t, "a stalled handshake", c, c, start)
-	heraldtest.WaitFor(t, heraldtest.Timeout, func() bool {
+	heraldtest.WaitFor(t, heraldtest.Timeout, func() error {
 		resp, err := http.Get("http://" + addr + "/metrics")
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer resp.Body.Close()
 		b, _ := io.ReadAll(resp.Body)
-		return strings.Contains(string(b), `herald_refusals_total{reason="handshake_timeout"} 1`+"\n")
+		const want = `herald_refusals_total{reason="handshake_timeout"} 1`
+		if !strings.Contains(string(b), want+"\n") {
+			got := "none"
+			for _, l := range strings.Split(string(b), "\n") {
+				if strings.HasPrefix(l, `herald_refusals_total{reason="handshake_timeout"} `) {
+					got = l
+				}
+			}
+			return fmt.Errorf("/metrics has %q, want %q", got, want)
+		}
+		return nil
 	})
 }
 

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -42,14 +43,18 @@ func TestSub(t *testing.T) {
 	srv, hs := heraldtest.NewServer(t, herald.Config{})
 	plain, stopPlain := runSub(t, "--url", hs.URL, "news", "chat")
 	asJSON, stopJSON := runSub(t, "--url", hs.URL, "--json", "news")
-	heraldtest.WaitFor(t, heraldtest.Timeout, func() bool {
+	heraldtest.WaitFor(t, heraldtest.Timeout, func() error {
 		resp, err := http.Get(hs.URL + "/api/channels")
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer resp.Body.Close()
 		b, _ := io.ReadAll(resp.Body)
-		return string(b) == `{"channels":[{"channel":"chat","subscribers":1},{"channel":"news","subscribers":2}]}`+"\n"
+		const want = `{"channels":[{"channel":"chat","subscribers":1},{"channel":"news","subscribers":2}]}` + "\n"
+		if string(b) != want {
+			return fmt.Errorf("/api/channels = %q, want %q", b, want)
+		}
+		return nil
 	})
 	ctx := context.Background()
 	off, err := srv.Publish(ctx, "news", "hello world")
@@ -59,12 +64,12 @@ func TestSub(t *testing.T) {
 	if _, err := srv.Publish(ctx, "chat", map[string]int{"n": 1}); err != nil {
 		t.Fatal(err)
 	}
-	heraldtest.WaitFor(t, heraldtest.Timeout, func() bool { return strings.Count(plain.String(), "\n") == 2 })
+	heraldtest.WaitFor(t, heraldtest.Timeout, printedLines("herald sub", plain, 2))
 	// Each channel's lines are in order; two channels may interleave.
 	if got := plain.String(); got != "news hello world\nchat {\"n\":1}\n" && got != "chat {\"n\":1}\nnews hello world\n" {
 		t.Fatalf("herald sub printed %q", got)
 	}
-	heraldtest.WaitFor(t, heraldtest.Timeout, func() bool { return strings.Count(asJSON.String(), "\n") == 1 })
+	heraldtest.WaitFor(t, heraldtest.Timeout, printedLines("herald sub --json", asJSON, 1))
 	var m struct{ Channel, Offset, Data string }
 	if err := json.Unmarshal([]byte(asJSON.String()), &m); err != nil || m.Channel != "news" || m.Offset != off || m.Data != "hello world" {
 		t.Fatalf("herald sub --json printed %q (%v)", asJSON.String(), err)
@@ -74,6 +79,16 @@ func TestSub(t *testing.T) {
 	}
 	if err := stopJSON(); err != nil {
 		t.Fatalf("herald sub --json stopped with %v", err)
+	}
+}
+
+// printedLines is a WaitFor condition: out holds n lines.
+func printedLines(name string, out *syncBuffer, n int) func() error {
+	return func() error {
+		if got := out.String(); strings.Count(got, "\n") != n {
+			return fmt.Errorf("%s printed %q, want %d lines", name, got, n)
+		}
+		return nil
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"fmt"
 	"io"
 	"math/big"
 	"net"
@@ -88,13 +89,16 @@ func TestTLS(t *testing.T) {
 	})
 	h2 := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}, ForceAttemptHTTP2: true}}
 	base := "https://" + addr
-	heraldtest.WaitFor(t, heraldtest.Timeout, func() bool {
+	heraldtest.WaitFor(t, heraldtest.Timeout, func() error {
 		resp, err := h2.Get(base + "/healthz")
 		if err != nil {
-			return false
+			return fmt.Errorf("GET /healthz: %w", err)
 		}
 		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("GET /healthz: %s, want 200", resp.Status)
+		}
+		return nil
 	})
 	resp, err := h2.Get(base + "/healthz")
 	if err != nil {
