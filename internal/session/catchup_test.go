@@ -12,6 +12,7 @@ import (
 	"github.com/heraldhq/herald/broker/memory"
 	"github.com/heraldhq/herald/internal/hub"
 	"github.com/heraldhq/herald/internal/session"
+	"github.com/heraldhq/herald/internal/wire"
 )
 
 // heldConn is a Conn whose writes complete only when the test says so.
@@ -21,7 +22,7 @@ type heldConn struct {
 	out     int
 }
 
-func (c *heldConn) Send(ps []*hub.Payload, done func(error)) {
+func (c *heldConn) Send(ps []*wire.Payload, done func(error)) {
 	c.mu.Lock()
 	c.out += len(ps)
 	c.pending = append(c.pending, done)

@@ -15,6 +15,7 @@ import (
 	"github.com/heraldhq/herald/internal/hub"
 	"github.com/heraldhq/herald/internal/metrics"
 	"github.com/heraldhq/herald/internal/session"
+	"github.com/heraldhq/herald/internal/wire"
 )
 
 // fakeConn is a session.Conn that records what the session writes and
@@ -35,7 +36,7 @@ type closeCall struct {
 	reason string
 }
 
-func (c *fakeConn) Send(ps []*hub.Payload, done func(error)) {
+func (c *fakeConn) Send(ps []*wire.Payload, done func(error)) {
 	c.mu.Lock()
 	for _, p := range ps {
 		c.written = append(c.written, append([]byte(nil), p.Bytes...))

@@ -6,8 +6,8 @@ import (
 	"math"
 	"time"
 
-	"github.com/heraldhq/herald/internal/hub"
 	"github.com/heraldhq/herald/internal/protocol"
+	"github.com/heraldhq/herald/internal/wire"
 )
 
 // kind says what a queued payload is, for the queue's limits.
@@ -33,7 +33,7 @@ const (
 // Replies and history catch-up are what the client asked for: they do not
 // close it, but they count toward QueueBytes, which paces them (throttle,
 // WaitRoom).
-func (s *Session) enqueue(p *hub.Payload, k kind) {
+func (s *Session) enqueue(p *wire.Payload, k kind) {
 	s.qmu.Lock()
 	if s.closing {
 		s.qmu.Unlock()
@@ -222,7 +222,7 @@ func (s *Session) throttle() { _ = s.waitHeld(context.Background(), s.cfg.QueueB
 
 // takeLocked makes the whole queue the batch to send; the emptied slice
 // of the last batch takes new payloads.
-func (s *Session) takeLocked() []*hub.Payload {
+func (s *Session) takeLocked() []*wire.Payload {
 	s.batch, s.queue = s.queue, s.batch[:0]
 	s.batchMessages = 0
 	for _, p := range s.batch {

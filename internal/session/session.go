@@ -27,6 +27,7 @@ import (
 	"github.com/heraldhq/herald/internal/hub"
 	"github.com/heraldhq/herald/internal/metrics"
 	"github.com/heraldhq/herald/internal/protocol"
+	"github.com/heraldhq/herald/internal/wire"
 )
 
 var (
@@ -40,7 +41,7 @@ type Conn interface {
 	// calls done once they are written or have failed; done may call Send.
 	// The session sends the next batch only after done: one batch is in
 	// flight at a time. Send must not keep ps after it returns.
-	Send(ps []*hub.Payload, done func(error))
+	Send(ps []*wire.Payload, done func(error))
 	// Close closes the connection with a close code and reason. It must not
 	// block, and may be called more than once.
 	Close(code int, reason string)
@@ -132,7 +133,7 @@ type Session struct {
 	cmdRate                       *rate.Limiter // other commands; likewise
 
 	qmu       sync.Mutex // guards the outgoing queue
-	queue     []*hub.Payload
+	queue     []*wire.Payload
 	liveLen   int           // live fan-out payloads in queue
 	liveBytes int           // and their bytes
 	held      int           // bytes of everything queued or in flight
@@ -144,7 +145,7 @@ type Session struct {
 
 	// The batch in flight (used only by whoever set writing) and s.sent
 	// bound once.
-	batch         []*hub.Payload
+	batch         []*wire.Payload
 	batchMessages int
 	sentFn        func(error)
 }
@@ -172,12 +173,12 @@ func (s *Session) Open(since *string) error {
 		return nil
 	}
 	if s.cfg.Mode != ModeRaw {
-		s.enqueue(hub.NewPayload(protocol.Welcome(s.cfg.Client.Client, s.cfg.Client.User)), reply)
+		s.enqueue(wire.NewPayload(protocol.Welcome(s.cfg.Client.Client, s.cfg.Client.User)), reply)
 		return nil
 	}
 	_, perr := s.subscribe(s.cfg.RawChannel, since, func(r hub.SubscribeResult) {
 		if !r.Recovered {
-			s.enqueue(hub.NewPayload(protocol.RawUnrecovered(s.cfg.RawChannel, r.Latest.String())), reply)
+			s.enqueue(wire.NewPayload(protocol.RawUnrecovered(s.cfg.RawChannel, r.Latest.String())), reply)
 		}
 	})
 	if perr != nil {
@@ -213,7 +214,7 @@ func (s *Session) SubscribeStream(channel string, since *string) (hub.SubscribeR
 	ok, perr := s.subscribe(channel, since, func(r hub.SubscribeResult) {
 		res = r
 		if !r.Recovered {
-			s.enqueue(hub.NewPayload(protocol.SSEUnrecovered(channel)), replay)
+			s.enqueue(wire.NewPayload(protocol.SSEUnrecovered(channel)), replay)
 		}
 	})
 	if !ok {
@@ -345,7 +346,7 @@ func (s *Session) refused(reason string) {
 // Disconnect closes the connection with a close code and reason.
 func (s *Session) Disconnect(code int, reason string) { s.cfg.Conn.Close(code, reason) }
 
-func (s *Session) reply(b []byte) { s.enqueue(hub.NewPayload(b), reply) }
+func (s *Session) reply(b []byte) { s.enqueue(wire.NewPayload(b), reply) }
 
 func deliveryKind(d *hub.Delivery) kind {
 	if d.Replay {

@@ -17,8 +17,8 @@ import (
 	"time"
 
 	"github.com/heraldhq/herald/broker"
-	"github.com/heraldhq/herald/internal/hub"
 	"github.com/heraldhq/herald/internal/protocol"
+	"github.com/heraldhq/herald/internal/wire"
 )
 
 // errClosed is what a batch that could not be written reports.
@@ -86,7 +86,7 @@ type Stream struct {
 }
 
 type batch struct {
-	ps   []*hub.Payload
+	ps   []*wire.Payload
 	done func(error)
 }
 
@@ -169,14 +169,14 @@ func (s *Stream) SetPosition(channel string, off broker.Offset) {
 // Send queues ps for the stream's writer without blocking and calls done
 // once they are written or have failed; done may call Send. One batch is in
 // flight at a time.
-func (s *Stream) Send(ps []*hub.Payload, done func(error)) {
+func (s *Stream) Send(ps []*wire.Payload, done func(error)) {
 	s.mu.Lock()
 	if s.ended {
 		s.mu.Unlock()
 		done(errClosed)
 		return
 	}
-	s.pending = &batch{ps: append([]*hub.Payload(nil), ps...), done: done}
+	s.pending = &batch{ps: append([]*wire.Payload(nil), ps...), done: done}
 	s.mu.Unlock()
 	select {
 	case s.wake <- struct{}{}:
@@ -263,7 +263,7 @@ const chunkBytes = 64 << 10
 // writeBatch writes a batch, each message after the `id:` line of the
 // cursor that includes it, a chunk at a time, and flushes it, all within
 // one WriteTimeout.
-func (s *Stream) writeBatch(ps []*hub.Payload) error {
+func (s *Stream) writeBatch(ps []*wire.Payload) error {
 	_ = s.rc.SetWriteDeadline(time.Now().Add(s.t.cfg.WriteTimeout))
 	b := s.buf[:0]
 	for i, p := range ps {

@@ -15,9 +15,9 @@ import (
 	"time"
 
 	"github.com/heraldhq/herald/broker"
-	"github.com/heraldhq/herald/internal/hub"
 	"github.com/heraldhq/herald/internal/protocol"
 	"github.com/heraldhq/herald/internal/transport/sse"
+	"github.com/heraldhq/herald/internal/wire"
 )
 
 // timeout bounds every wait of these tests.
@@ -138,7 +138,7 @@ func (c *client) ended(t *testing.T) {
 }
 
 // send sends ps on st and returns what done reported.
-func send(t *testing.T, st *sse.Stream, ps ...*hub.Payload) error {
+func send(t *testing.T, st *sse.Stream, ps ...*wire.Payload) error {
 	t.Helper()
 	done := make(chan error, 1)
 	st.Send(ps, func(err error) { done <- err })
@@ -152,8 +152,8 @@ func send(t *testing.T, st *sse.Stream, ps ...*hub.Payload) error {
 }
 
 // event returns an SSE payload of channel at offset seq.
-func event(channel string, seq uint64, data string) *hub.Payload {
-	return &hub.Payload{Bytes: []byte("data: " + data + "\n\n"), Channel: channel, Offset: broker.Offset{Seq: seq, Epoch: "e"}}
+func event(channel string, seq uint64, data string) *wire.Payload {
+	return &wire.Payload{Bytes: []byte("data: " + data + "\n\n"), Channel: channel, Offset: broker.Offset{Seq: seq, Epoch: "e"}}
 }
 
 // The response head, then at once the opening block: the retry delay,
@@ -190,12 +190,12 @@ func TestEventsCarryTheCursor(t *testing.T) {
 	c, st := srv.open(t, "channel=news&channel=chat:a")
 	c.block(t) // opening
 	steps := []struct {
-		p    *hub.Payload
+		p    *wire.Payload
 		want map[string]uint64 // the id's offsets; nil: no id
 	}{
 		{event("news", 1, "a"), map[string]uint64{"news": 1, "chat:a": 0}},
 		{event("chat:a", 7, "b"), map[string]uint64{"news": 1, "chat:a": 7}},
-		{hub.NewPayload([]byte("event: herald.unrecovered\ndata: news\n\n")), nil},
+		{wire.NewPayload([]byte("event: herald.unrecovered\ndata: news\n\n")), nil},
 		{event("news", 2, "c"), map[string]uint64{"news": 2, "chat:a": 7}},
 	}
 	for i, s := range steps {
@@ -280,7 +280,7 @@ func TestLargeBatchIsWrittenInChunks(t *testing.T) {
 	mu.Unlock()
 
 	const n = 200 // each message ~2.6 KB with its id: ~520 KB in all
-	ps := make([]*hub.Payload, n)
+	ps := make([]*wire.Payload, n)
 	for i := range ps {
 		ps[i] = event(fmt.Sprintf("%s%02d", strings.Repeat("c", 60), i%32), uint64(i+1), fmt.Sprint(i))
 	}
@@ -391,7 +391,7 @@ func TestSlowReaderIsClosed(t *testing.T) {
 	case <-time.After(timeout):
 		t.Fatal("no stream was served")
 	}
-	big := &hub.Payload{Bytes: []byte("data: " + strings.Repeat("x", 256<<10) + "\n\n"), Channel: "slow"}
+	big := &wire.Payload{Bytes: []byte("data: " + strings.Repeat("x", 256<<10) + "\n\n"), Channel: "slow"}
 	deadline := time.Now().Add(timeout)
 	start := time.Now()
 	for send(t, st, big) == nil {

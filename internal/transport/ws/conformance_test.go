@@ -17,7 +17,7 @@ import (
 	"github.com/coder/websocket"
 	"github.com/gobwas/ws"
 
-	"github.com/heraldhq/herald/internal/hub"
+	"github.com/heraldhq/herald/internal/wire"
 )
 
 // echo is a Handler that writes every message back, in order, as its
@@ -28,7 +28,7 @@ type echo struct {
 
 	mu    sync.Mutex
 	busy  bool // a batch is in flight
-	queue []*hub.Payload
+	queue []*wire.Payload
 }
 
 func (e *echo) Opened()               {}
@@ -37,7 +37,7 @@ func (e *echo) HandleBinary(b []byte) { e.handle(b, true) }
 func (e *echo) Close()                { close(e.closed) }
 
 func (e *echo) handle(b []byte, binary bool) {
-	p := &hub.Payload{Bytes: bytes.Clone(b), Binary: binary} // b is only valid during the call
+	p := &wire.Payload{Bytes: bytes.Clone(b), Binary: binary} // b is only valid during the call
 	e.mu.Lock()
 	if e.busy {
 		e.queue = append(e.queue, p)
@@ -46,7 +46,7 @@ func (e *echo) handle(b []byte, binary bool) {
 	}
 	e.busy = true
 	e.mu.Unlock()
-	e.c.Send([]*hub.Payload{p}, e.sent)
+	e.c.Send([]*wire.Payload{p}, e.sent)
 }
 
 // sent sends what was queued while the last batch was in flight.

@@ -14,8 +14,8 @@ import (
 
 	"github.com/gobwas/ws"
 
-	"github.com/heraldhq/herald/internal/hub"
 	"github.com/heraldhq/herald/internal/protocol"
+	"github.com/heraldhq/herald/internal/wire"
 )
 
 // Conn is one WebSocket connection.
@@ -75,7 +75,7 @@ func (c *Conn) touch() {
 // the connection's flusher, or by a writer goroutine while the socket is
 // full; a write that has not ended after WriteTimeout gets its connection
 // closed by the keepalive sweep.
-func (c *Conn) Send(ps []*hub.Payload, done func(error)) {
+func (c *Conn) Send(ps []*wire.Payload, done func(error)) {
 	var bufs net.Buffers
 	var lines *lineFrame
 	switch {
@@ -197,7 +197,7 @@ type lineFrame struct {
 var lineFrames = sync.Pool{New: func() any { return &lineFrame{hdr: sliceWriter{b: make([]byte, 0, ws.MaxHeaderSize)}} }}
 
 // lines returns ps framed as one message of lines.
-func (c *Conn) lines(ps []*hub.Payload) *lineFrame {
+func (c *Conn) lines(ps []*wire.Payload) *lineFrame {
 	sep := newline
 	if c.deflate {
 		sep = zippedNewline
@@ -242,7 +242,7 @@ func (w *sliceWriter) Write(p []byte) (int, error) {
 
 // zippedBody returns p's bytes compressed on their own, without the tail
 // that would end the stream.
-func zippedBody(p *hub.Payload) []byte {
+func zippedBody(p *wire.Payload) []byte {
 	if p.Push {
 		return p.Prepared(newPrepared).(*prepared).zippedBody()
 	}
@@ -546,7 +546,7 @@ func (c *Conn) fail(code ws.StatusCode, reason string) bool {
 	return false
 }
 
-func opcode(p *hub.Payload) ws.OpCode {
+func opcode(p *wire.Payload) ws.OpCode {
 	if p.Binary {
 		return ws.OpBinary
 	}
@@ -558,7 +558,7 @@ func opcode(p *hub.Payload) ws.OpCode {
 // form is kept as a batch of one buffer, which connections share: a
 // broadcast allocates nothing per connection.
 type prepared struct {
-	p         *hub.Payload
+	p         *wire.Payload
 	plainOnce sync.Once
 	zipOnce   sync.Once
 	plain     net.Buffers
@@ -566,7 +566,7 @@ type prepared struct {
 	zbody     []byte      // zipped's payload, for frames of lines
 }
 
-func newPrepared(p *hub.Payload) any { return &prepared{p: p} }
+func newPrepared(p *wire.Payload) any { return &prepared{p: p} }
 
 // get returns the frame as a batch of one buffer, which the caller must
 // not modify.

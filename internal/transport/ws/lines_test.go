@@ -11,8 +11,8 @@ import (
 
 	"github.com/coder/websocket"
 
-	"github.com/heraldhq/herald/internal/hub"
 	"github.com/heraldhq/herald/internal/protocol"
+	"github.com/heraldhq/herald/internal/wire"
 )
 
 // In herald.v1.jsonl a batch of several payloads goes out as one text
@@ -51,7 +51,7 @@ func TestJSONLBatchIsOneMessageOfLines(t *testing.T) {
 		// Small payloads (not worth compressing on their own), large ones,
 		// pushes and replies, mixed.
 		n := 2 + round%5
-		ps := make([]*hub.Payload, n)
+		ps := make([]*wire.Payload, n)
 		want := make([][]byte, n)
 		for i := range ps {
 			size := 10
@@ -61,7 +61,7 @@ func TestJSONLBatchIsOneMessageOfLines(t *testing.T) {
 			b := make([]byte, size/2)
 			_, _ = rand.Read(b)
 			want[i] = fmt.Appendf(nil, `{"n":%d,"pad":"%s"}`, round*10+i, hex.EncodeToString(b))
-			ps[i] = &hub.Payload{Bytes: want[i], Push: i%3 != 1}
+			ps[i] = &wire.Payload{Bytes: want[i], Push: i%3 != 1}
 		}
 		for _, cl := range clients {
 			sent := make(chan error, 1)

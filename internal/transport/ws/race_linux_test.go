@@ -15,7 +15,7 @@ import (
 
 	"github.com/gobwas/ws"
 
-	"github.com/heraldhq/herald/internal/hub"
+	"github.com/heraldhq/herald/internal/wire"
 )
 
 // A frame the socket only partly takes is finished before any other frame
@@ -37,7 +37,7 @@ func TestPartialWriteIsNotInterleaved(t *testing.T) {
 		_ = s.c.nc.(*net.TCPConn).SetWriteBuffer(4 << 10)
 
 		sent := make(chan error, 1)
-		s.c.Send([]*hub.Payload{hub.NewPayload(msg)}, func(err error) { sent <- err })
+		s.c.Send([]*wire.Payload{wire.NewPayload(msg)}, func(err error) { sent <- err })
 		var gotText, gotPing bool
 		for !gotText || !gotPing {
 			_ = nc.SetReadDeadline(time.Now().Add(waitTimeout))

@@ -11,7 +11,7 @@ import (
 
 	"github.com/gobwas/ws"
 
-	"github.com/heraldhq/herald/internal/hub"
+	"github.com/heraldhq/herald/internal/wire"
 )
 
 // A peer whose socket stops taking bytes is closed once a write has waited
@@ -35,7 +35,7 @@ func TestWriteTimeoutCloses(t *testing.T) {
 	// 32 MiB: more than the socket buffers between hold.
 	sent := make(chan error, 1)
 	start := time.Now()
-	s.c.Send([]*hub.Payload{{Bytes: make([]byte, 32<<20), Binary: true}}, func(err error) { sent <- err })
+	s.c.Send([]*wire.Payload{{Bytes: make([]byte, 32<<20), Binary: true}}, func(err error) { sent <- err })
 	select {
 	case err := <-sent:
 		if err == nil {
@@ -92,7 +92,7 @@ func TestPausedReaderGetsEverythingInOrder(t *testing.T) {
 				sent <- err
 				return
 			}
-			s.c.Send([]*hub.Payload{{Bytes: msgs[n], Binary: true}}, send(n+1))
+			s.c.Send([]*wire.Payload{{Bytes: msgs[n], Binary: true}}, send(n+1))
 		}
 	}
 	send(0)(nil)

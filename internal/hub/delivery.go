@@ -6,42 +6,8 @@ import (
 
 	"github.com/heraldhq/herald/broker"
 	"github.com/heraldhq/herald/internal/protocol"
+	"github.com/heraldhq/herald/internal/wire"
 )
-
-// Payload is one frame's content, encoded once and shared by every
-// subscriber that speaks the same wire format. It is immutable once built.
-type Payload struct {
-	Bytes  []byte
-	Binary bool
-	// Push is true for what a Delivery encodes — a message, a join or a
-	// leave pushed to the client — and false for a reply to one client.
-	// A push is encoded once and may go to many connections (live fan-out)
-	// or to one (history catch-up): a transport may prepare its frame once
-	// (Prepared), and the session counts pushes as messages out.
-	Push bool
-	// Channel and Offset name the message an SSE payload carries (SSE);
-	// the SSE transport writes the stream's cursor from them. They are
-	// empty for other payloads.
-	Channel string
-	Offset  broker.Offset
-	// Accepted is when the broker accepted the message a live payload
-	// carries (zero for replies, joins and leaves): the delivery latency
-	// metric runs from it to the write.
-	Accepted time.Time
-
-	once     sync.Once
-	prepared any
-}
-
-// NewPayload returns a payload for one connection only.
-func NewPayload(b []byte) *Payload { return &Payload{Bytes: b} }
-
-// Prepared returns the transport's frame for p, building it with build on
-// the first call only. Every caller must pass an equivalent build.
-func (p *Payload) Prepared(build func(*Payload) any) any {
-	p.once.Do(func() { p.prepared = build(p) })
-	return p.prepared
-}
 
 // Delivery is one event for the subscribers of a channel: a message, a join
 // or a leave. Its wire encodings are made on first use and shared.
@@ -55,7 +21,7 @@ type Delivery struct {
 	Replay bool
 
 	jsonOnce, rawOnce, sseOnce sync.Once
-	json, raw, sse             *Payload
+	json, raw, sse             *wire.Payload
 }
 
 // accepted is the message's acceptance time for a live delivery, zero
@@ -75,7 +41,7 @@ type PresenceEvent struct {
 }
 
 // JSON returns the delivery as a push of the JSON protocol.
-func (d *Delivery) JSON() *Payload {
+func (d *Delivery) JSON() *wire.Payload {
 	d.jsonOnce.Do(func() {
 		var b []byte
 		if d.Presence != nil {
@@ -83,20 +49,20 @@ func (d *Delivery) JSON() *Payload {
 		} else {
 			b = protocol.MessagePush(d.Message)
 		}
-		d.json = &Payload{Bytes: b, Push: true, Accepted: d.accepted()}
+		d.json = &wire.Payload{Bytes: b, Push: true, Accepted: d.accepted()}
 	})
 	return d.json
 }
 
 // Raw returns the delivery as raw mode sends it, or nil for a join or leave
 // (raw mode carries messages only).
-func (d *Delivery) Raw() *Payload {
+func (d *Delivery) Raw() *wire.Payload {
 	if d.Presence != nil {
 		return nil
 	}
 	d.rawOnce.Do(func() {
 		b, bin := protocol.RawPayload(d.Message)
-		d.raw = &Payload{Bytes: b, Binary: bin, Push: true, Accepted: d.accepted()}
+		d.raw = &wire.Payload{Bytes: b, Binary: bin, Push: true, Accepted: d.accepted()}
 	})
 	return d.raw
 }
@@ -104,12 +70,12 @@ func (d *Delivery) Raw() *Payload {
 // SSE returns the delivery as an SSE event without its `id:` line (the
 // stream's cursor, written per stream by the transport), or nil for a join
 // or leave (SSE streams carry messages only).
-func (d *Delivery) SSE() *Payload {
+func (d *Delivery) SSE() *wire.Payload {
 	if d.Presence != nil {
 		return nil
 	}
 	d.sseOnce.Do(func() {
-		d.sse = &Payload{
+		d.sse = &wire.Payload{
 			Bytes:    protocol.SSEEvent(d.Message),
 			Push:     true,
 			Channel:  d.Message.Channel,
