@@ -66,8 +66,9 @@ func requestToken(r *http.Request) string {
 	return auth.Bearer(r)
 }
 
-// access is one connection's session.Policy: its token's channels, the
-// namespace rules, then the hooks. The token may change (refresh).
+// access is one connection's session.Policy: the reserved namespace, the
+// namespace rules, its token's channels, then the hooks. The token may
+// change (refresh).
 type access struct {
 	s  *Server
 	id atomic.Pointer[auth.Identity] // nil without a token
@@ -195,8 +196,8 @@ func hostOf(addr string) string {
 
 // admit runs every check a client connection passes before it is served —
 // draining, origin, the token and the Connect hook, then the connection
-// limits — and answers the request when one refuses. On success the caller must call s.limits.release(ip)
-// once the connection ends.
+// limits — and answers the request when one refuses. On success the
+// caller must call s.limits.release(ip) once the connection ends.
 func (s *Server) admit(w http.ResponseWriter, r *http.Request) (caller, string, bool) {
 	s.requestArrived(r)
 	if s.draining.Load() {

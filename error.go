@@ -3,8 +3,10 @@ package herald
 import "github.com/heraldhq/herald/internal/protocol"
 
 // Error is an error a client may see: one of the contract's codes and a
-// message for people. Return one from a hook to refuse with that code; any
-// other error reaches the client as "internal", and is logged.
+// message for people. Return one from a hook to refuse with that code. Any
+// other error reaches the client as "unavailable" when it is (or wraps)
+// broker.ErrUnavailable or context.Canceled, and otherwise as "internal",
+// logged and with its text hidden.
 type Error = protocol.Error
 
 // Code is one of the contract's error codes; Code.HTTPStatus maps it to

@@ -1,6 +1,7 @@
 // Package herald is a real-time messaging server: pub/sub over WebSocket
-// (a JSON protocol, and a raw mode for a bare `new WebSocket(url)`), with
-// offsets, history, presence and resume, on an in-memory or shared broker.
+// (a JSON protocol, and a raw mode for a bare `new WebSocket(url)`) and
+// Server-Sent Events, with a server API for back ends, offsets, history,
+// presence and resume, on an in-memory or shared broker.
 //
 // Use it as a binary (cmd/herald) or mount it in your own net/http server:
 //
@@ -191,7 +192,8 @@ func (s *Server) countTraffic(transport string) func(in, out int) {
 
 // ServeHTTP serves every endpoint of the contract: /, /herald.js, /ws,
 // /ws/{channel}, /sse, /api/…, /healthz and /metrics; and /readyz and
-// /admin.
+// /admin. /metrics is served only when Config.Registerer is nil (herald's
+// own registry); /admin answers 404 without Config.AdminToken.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.requestArrived(r)
 	s.mux.ServeHTTP(w, r)

@@ -28,8 +28,8 @@ type Publication struct {
 
 // Hooks let an application decide who may do what and see clients come and
 // go. Every field is optional; a nil hook allows. A hook that returns an
-// *Error refuses with that error's code; any other error refuses with
-// "internal". Hooks run on the connection's goroutine: a slow hook delays
+// *Error refuses with that error's code; any other error refuses as Error
+// says (mostly "internal"). Hooks run on the connection's goroutine: a slow hook delays
 // only that connection.
 type Hooks struct {
 	// Connect runs before a WebSocket upgrade or an SSE stream starts, and
@@ -47,7 +47,7 @@ type Hooks struct {
 }
 
 // hookPolicy runs the authorization hooks; a connection's access runs it
-// after the token and namespace checks.
+// after the namespace and token checks.
 type hookPolicy struct{ h *Hooks }
 
 func (p hookPolicy) AuthorizeSubscribe(ctx context.Context, c broker.ClientInfo, channel string) error {
