@@ -268,8 +268,9 @@ func (c *Config) rules(channel string) rules {
 	}
 	r.history = broker.HistoryOptions{Size: max(size, 0), TTL: ttl}
 	if protocol.Namespace(channel) == adminNamespace {
-		// herald's own: the nodes' snapshots are live only.
-		r = rules{history: broker.HistoryOptions{}, noClientPublish: true, noAnonymousSubscribe: true}
+		// herald's own: the nodes' snapshots are live only, and clients
+		// are kept out by protocol.Reserved.
+		r = rules{}
 	}
 	return r
 }

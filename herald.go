@@ -302,7 +302,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request, rawChannel stri
 			cc.abandon()
 			pe := s.publicError(err)
 			s.countRefusal(pe)
-			return nil, &ws.Refusal{Status: pe.Code.HTTPStatus(), Header: http.Header{"Content-Type": {"application/json"}}, Body: protocol.ErrorBody(pe)}
+			return nil, ws.Refuse(pe)
 		}
 		return wsClient{cc}, nil
 	})

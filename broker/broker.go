@@ -19,6 +19,8 @@ package broker
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"strconv"
@@ -201,4 +203,12 @@ type PresenceStore interface {
 	RemovePresence(ctx context.Context, channel string, c ClientInfo) error
 	// Presence lists channel's subscribers.
 	Presence(ctx context.Context, channel string) ([]ClientInfo, error)
+}
+
+// NewEpoch returns a fresh random epoch name, for a broker starting a
+// channel's history, or starting it again after losing it.
+func NewEpoch() string {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }

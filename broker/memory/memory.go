@@ -13,8 +13,6 @@ package memory
 import (
 	"container/list"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"maps"
 	"sync"
@@ -73,7 +71,6 @@ type channel struct {
 	epoch      string
 	seq        uint64
 	history    []broker.Message // oldest first
-	bytes      int64            // what history counts against the budget
 	ttl        time.Duration    // from the latest Publish; 0 keeps messages until pushed out
 	subscribed bool
 	presence   map[string]broker.ClientInfo // by client id
@@ -157,7 +154,7 @@ func (b *Broker) channelFor(name string, create bool) (*channel, error) {
 	}
 	ch := b.channels[name]
 	if ch == nil && create {
-		ch = &channel{name: name, epoch: newEpoch()}
+		ch = &channel{name: name, epoch: broker.NewEpoch()}
 		b.channels[name] = ch
 		b.peak = max(b.peak, len(b.channels))
 	}
@@ -235,7 +232,7 @@ func (b *Broker) Publish(_ context.Context, name string, p broker.Publication, o
 	}
 	off := b.publishLocked(ch, p, opts)
 	ch.mu.Unlock()
-	if opts.Size > 0 {
+	if opts.Size > 0 && b.maxBytes > 0 {
 		b.spend(ch)
 	}
 	return off, nil
@@ -260,7 +257,6 @@ func (b *Broker) publishLocked(ch *channel, p broker.Publication, opts broker.Hi
 	if opts.Size > 0 {
 		ch.history = append(ch.history, m)
 		n := messageBytes(&m)
-		ch.bytes += n
 		b.used.Add(n)
 		b.trimLocked(ch, len(ch.history)-opts.Size)
 	}
@@ -289,9 +285,16 @@ func (b *Broker) spend(ch *channel) {
 	} else {
 		b.lru.MoveToFront(ch.lru)
 	}
-	for b.maxBytes > 0 && b.used.Load() > b.maxBytes {
+	for b.used.Load() > b.maxBytes {
 		victim := b.lru.Back().Value.(*channel)
 		victim.mu.Lock()
+		if len(victim.history) == 0 && victim != ch {
+			// Emptied by its TTL already: nothing to free, nothing lost.
+			b.lru.Remove(victim.lru)
+			victim.lru = nil
+			victim.mu.Unlock()
+			continue
+		}
 		if victim == ch {
 			for len(ch.history) > 0 && b.used.Load() > b.maxBytes {
 				b.trimLocked(ch, 1)
@@ -301,7 +304,7 @@ func (b *Broker) spend(ch *channel) {
 		}
 		b.trimLocked(victim, len(victim.history))
 		victim.history = nil
-		victim.epoch, victim.seq = newEpoch(), 0
+		victim.epoch, victim.seq = broker.NewEpoch(), 0
 		b.evictions.Add(1)
 		b.lru.Remove(victim.lru)
 		victim.lru = nil
@@ -323,7 +326,6 @@ func (b *Broker) trimLocked(ch *channel, n int) {
 	}
 	clear(ch.history[:n])
 	ch.history = ch.history[n:]
-	ch.bytes -= freed
 	b.used.Add(-freed)
 }
 
@@ -486,10 +488,4 @@ func (b *Broker) sweepOnce() {
 		}
 		ch.mu.Unlock()
 	}
-}
-
-func newEpoch() string {
-	var b [4]byte
-	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:])
 }

@@ -65,7 +65,6 @@ package nats
 
 import (
 	"context"
-	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -707,7 +706,7 @@ func (b *Broker) readHead(ctx context.Context, stream jetstream.Stream, name, su
 	last, err := stream.GetLastMsgForSubject(ctx, subj)
 	switch {
 	case errors.Is(err, jetstream.ErrMsgNotFound):
-		ch.lastSeq, ch.epoch, ch.prev, ch.lastN = 0, newEpoch(), 0, 0
+		ch.lastSeq, ch.epoch, ch.prev, ch.lastN = 0, broker.NewEpoch(), 0, 0
 	case err != nil:
 		return b.wrap("publish "+name, err)
 	default:
@@ -716,7 +715,7 @@ func (b *Broker) readHead(ctx context.Context, stream jetstream.Stream, name, su
 		if seen := b.seen.Get(name); seen.Epoch == ch.epoch && seen.Seq > last.Sequence {
 			b.log.Warn("nats broker: the stream lost messages it had stored; starting a new epoch",
 				"channel", name, "seen", seen.String(), "stored", last.Sequence)
-			ch.epoch, ch.prev, ch.lastN = newEpoch(), 0, 0
+			ch.epoch, ch.prev, ch.lastN = broker.NewEpoch(), 0, 0
 		}
 	}
 	ch.known = true
@@ -724,11 +723,6 @@ func (b *Broker) readHead(ctx context.Context, stream jetstream.Stream, name, su
 }
 
 // newEpoch returns a random epoch name.
-func newEpoch() string {
-	var r [6]byte
-	_, _ = rand.Read(r[:])
-	return base64.RawURLEncoding.EncodeToString(r[:])
-}
 
 // History reads the channel's history: the messages its latest
 // HistoryOptions still keep, oldest first. The zero cursor walks the

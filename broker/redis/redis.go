@@ -30,8 +30,6 @@ package redis
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -467,7 +465,7 @@ func (b *Broker) Publish(ctx context.Context, channel string, p broker.Publicati
 	seen := b.seen.Get(channel)
 	res, err := publishScript.Run(ctx, b.publisher,
 		[]string{b.key(channel, "meta"), b.key(channel, "stream")},
-		newEpoch(), max(opts.Size, 0), ttl, metaGrace.Milliseconds(), b.topic(channel),
+		broker.NewEpoch(), max(opts.Size, 0), ttl, metaGrace.Milliseconds(), b.topic(channel),
 		[]byte(p.Data), binary, p.Event, p.User, p.Client, seen.Epoch, seen.Seq,
 	).Slice()
 	if err != nil {
@@ -660,10 +658,4 @@ func unavailableReply(msg string) bool {
 		}
 	}
 	return false
-}
-
-func newEpoch() string {
-	var b [4]byte
-	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:])
 }

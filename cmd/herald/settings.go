@@ -63,7 +63,7 @@ func options() []option {
 		}},
 		{"history-size", "messages kept per channel", intSetting(func(s *settings, n int) { s.config.HistorySize = n })},
 		{"history-ttl", "how long messages are kept", durationSetting(func(s *settings, d time.Duration) { s.config.HistoryTTL = d })},
-		{"history-bytes", "bytes of history kept in all (memory broker: in this process, least recently published channels dropped first; NATS: the stream's size; 0: no bound)", limitSetting(func(s *settings, n int) { s.historyBytes = n })},
+		{"history-bytes", "bytes of history kept in all (memory broker: in this process, least recently published channels dropped first; NATS: the stream's size; Redis: not applied, bound it with maxmemory; 0: no bound)", limitSetting(func(s *settings, n int) { s.historyBytes = n })},
 		{"max-message-size", "bytes of one client frame and one API publish body", intSetting(func(s *settings, n int) { s.config.MaxMessageSize = n })},
 		{"origins", "comma-separated origins allowed for CORS on SSE and the API (* for any; empty: same host)", func(s *settings, v string) error {
 			s.config.Origins = nil

@@ -173,7 +173,7 @@ func route(u *url.URL) (e endpoint, channel string, ok bool) {
 // localOnly admits a request to the key-less API: from loopback,
 // addressed to a loopback name, from no web page but a loopback one.
 func localOnly(r *http.Request) *protocol.Error {
-	if !isLoopback(r.RemoteAddr) {
+	if !loopbackHost(r.RemoteAddr) {
 		return protocol.Errorf(protocol.CodeUnauthorized,
 			"no API key is configured, so the server API answers loopback callers only: configure --api-key (Config.APIKey) to call it from elsewhere")
 	}
@@ -206,19 +206,8 @@ func (h *Handler) authorize(r *http.Request) *protocol.Error {
 	return nil
 }
 
-// isLoopback reports whether a RemoteAddr ("host:port") is 127.0.0.0/8 or
-// ::1 (also as an IPv4-mapped address).
-func isLoopback(remoteAddr string) bool {
-	host, _, err := net.SplitHostPort(remoteAddr)
-	if err != nil {
-		host = remoteAddr
-	}
-	ip, err := netip.ParseAddr(host)
-	return err == nil && ip.Unmap().IsLoopback()
-}
-
-// loopbackHost reports whether a Host ("name[:port]") is localhost or a
-// loopback address.
+// loopbackHost reports whether a Host or a RemoteAddr ("name[:port]") is
+// localhost or a loopback address (127.0.0.0/8, ::1, also IPv4-mapped).
 func loopbackHost(hostport string) bool {
 	host, _, err := net.SplitHostPort(hostport)
 	if err != nil {

@@ -70,14 +70,14 @@ func TestRoute(t *testing.T) {
 	}
 }
 
-func TestIsLoopback(t *testing.T) {
+func TestLoopbackRemoteAddr(t *testing.T) {
 	t.Parallel()
 	for addr, want := range map[string]bool{
 		"127.0.0.1:1": true, "127.255.0.1:1": true, "[::1]:1": true, "[::ffff:127.0.0.1]:1": true,
 		"203.0.113.9:1234": false, "[2001:db8::1]:1": false, "0.0.0.0:1": false, "garbage": false, "": false,
 	} {
-		if got := isLoopback(addr); got != want {
-			t.Errorf("isLoopback(%q) = %v, want %v", addr, got, want)
+		if got := loopbackHost(addr); got != want {
+			t.Errorf("loopbackHost(%q) = %v, want %v", addr, got, want)
 		}
 	}
 }

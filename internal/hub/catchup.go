@@ -76,20 +76,15 @@ func (cu *catchup) bufferLocked(sub Subscriber, m broker.Message) {
 	fits := len(cu.buf) < maxBuffered
 	if p, ok := sub.(Paced); ok {
 		fits = fits && p.Hold(n)
-		if fits {
-			cu.held += n
-		}
 	} else {
 		fits = fits && cu.held+n <= maxBufferedBytes
-		if fits {
-			cu.held += n
-		}
 	}
 	if !fits {
 		cu.dropLocked(sub)
 		cu.overflow = true
 		return
 	}
+	cu.held += n
 	cu.buf = append(cu.buf, m)
 }
 
@@ -267,8 +262,6 @@ func (h *Hub) catchUpPage(ch *channel, sub Subscriber, e *entry, last *broker.Of
 	}
 	if len(res.Messages) > 0 {
 		cu.unrecovered = false // it has something now: a gap after it is news
-	}
-	if len(res.Messages) > 0 {
 		var big int
 		*last, big = deliverReplay(sub, res.Messages)
 		*largest = max(*largest, big)

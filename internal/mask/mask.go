@@ -45,8 +45,7 @@ func URL(s string) string {
 			u.RawQuery = q.Encode()
 		}
 	}
-	// Encoding escapes the mask's replacement; it stays readable.
-	return strings.ReplaceAll(u.String(), url.QueryEscape(hidden), hidden)
+	return u.String()
 }
 
 // secretName reports whether a query parameter's name says it holds a

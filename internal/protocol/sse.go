@@ -49,7 +49,11 @@ type SSEPosition struct {
 type SSECursor []SSEPosition
 
 // String returns the cursor's wire form.
-func (c SSECursor) String() string {
+func (c SSECursor) String() string { return string(c.AppendTo(nil)) }
+
+// AppendTo appends the cursor's wire form to dst: a stream writes one per
+// message, so it does so without building a string.
+func (c SSECursor) AppendTo(dst []byte) []byte {
 	var b []byte
 	for _, p := range c {
 		b = binary.AppendUvarint(b, uint64(len(p.Channel)))
@@ -58,7 +62,8 @@ func (c SSECursor) String() string {
 		b = binary.AppendUvarint(b, uint64(len(p.Offset.Epoch)))
 		b = append(b, p.Offset.Epoch...)
 	}
-	return sseCursorVersion + base64.RawURLEncoding.EncodeToString(b)
+	dst = append(dst, sseCursorVersion...)
+	return base64.RawURLEncoding.AppendEncode(dst, b)
 }
 
 // ParseSSECursor parses the wire form made by SSECursor.String. It refuses

@@ -17,12 +17,11 @@ const (
 	// live is fan-out the client did not ask for: the slow-consumer
 	// limits apply.
 	live kind = iota
-	// reply answers a command: past QueueBytes held, the session stops
-	// handling further commands until the client reads (throttle).
-	reply
-	// replay is history catch-up the client asked for, read a page at a
-	// time as the queue drains (WaitRoom).
-	replay
+	// asked is what the client asked for — replies, and history catch-up —
+	// counted in the bound, which paces it: past QueueBytes held the
+	// session stops handling commands until the client reads (throttle),
+	// and catch-up is read a page at a time as the queue drains (WaitRoom).
+	asked
 )
 
 // enqueue adds p to the outgoing queue without blocking and starts a write
@@ -252,18 +251,16 @@ func (s *Session) wakeLocked() {
 // sent is called by the Conn when a batch is written; it sends what was
 // queued meanwhile, or ends the write cycle.
 func (s *Session) sent(err error) {
-	if s.cfg.Metrics != nil && err == nil {
+	measure := s.cfg.Metrics != nil && err == nil
+	if measure {
 		s.cfg.Metrics.MessagesOut.Add(float64(s.batchMessages))
-		now := time.Now()
-		for _, p := range s.batch {
-			if !p.Accepted.IsZero() {
-				s.cfg.Metrics.DeliveryLatency.Observe(now.Sub(p.Accepted).Seconds())
-			}
-		}
 	}
-	written := 0
+	now, written := time.Now(), 0
 	for _, p := range s.batch {
 		written += len(p.Bytes)
+		if measure && !p.Accepted.IsZero() {
+			s.cfg.Metrics.DeliveryLatency.Observe(now.Sub(p.Accepted).Seconds())
+		}
 	}
 	clear(s.batch)
 	s.qmu.Lock()

@@ -173,12 +173,12 @@ func (s *Session) Open(since *string) error {
 		return nil
 	}
 	if s.cfg.Mode != ModeRaw {
-		s.enqueue(wire.NewPayload(protocol.Welcome(s.cfg.Client.Client, s.cfg.Client.User)), reply)
+		s.enqueue(wire.NewPayload(protocol.Welcome(s.cfg.Client.Client, s.cfg.Client.User)), asked)
 		return nil
 	}
 	_, perr := s.subscribe(s.cfg.RawChannel, since, func(r hub.SubscribeResult) {
 		if !r.Recovered {
-			s.enqueue(wire.NewPayload(protocol.RawUnrecovered(s.cfg.RawChannel, r.Latest.String())), reply)
+			s.enqueue(wire.NewPayload(protocol.RawUnrecovered(s.cfg.RawChannel, r.Latest.String())), asked)
 		}
 	})
 	if perr != nil {
@@ -214,7 +214,7 @@ func (s *Session) SubscribeStream(channel string, since *string) (hub.SubscribeR
 	ok, perr := s.subscribe(channel, since, func(r hub.SubscribeResult) {
 		res = r
 		if !r.Recovered {
-			s.enqueue(wire.NewPayload(protocol.SSEUnrecovered(channel)), replay)
+			s.enqueue(wire.NewPayload(protocol.SSEUnrecovered(channel)), asked)
 		}
 	})
 	if !ok {
@@ -346,11 +346,11 @@ func (s *Session) refused(reason string) {
 // Disconnect closes the connection with a close code and reason.
 func (s *Session) Disconnect(code int, reason string) { s.cfg.Conn.Close(code, reason) }
 
-func (s *Session) reply(b []byte) { s.enqueue(wire.NewPayload(b), reply) }
+func (s *Session) reply(b []byte) { s.enqueue(wire.NewPayload(b), asked) }
 
 func deliveryKind(d *hub.Delivery) kind {
 	if d.Replay {
-		return replay
+		return asked
 	}
 	return live
 }

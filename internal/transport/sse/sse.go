@@ -270,7 +270,7 @@ func (s *Stream) writeBatch(ps []*wire.Payload) error {
 		if p.Channel != "" {
 			s.SetPosition(p.Channel, p.Offset)
 			b = append(b, "id: "...)
-			b = append(b, s.cursor.String()...)
+			b = s.cursor.AppendTo(b)
 			b = append(b, '\n')
 		}
 		b = append(b, p.Bytes...)

@@ -51,6 +51,8 @@ import (
 	"github.com/gobwas/httphead"
 	"github.com/gobwas/ws"
 	"github.com/gobwas/ws/wsflate"
+
+	"github.com/heraldhq/herald/internal/protocol"
 )
 
 // Handler receives one connection's messages. They are handed over one at
@@ -288,6 +290,16 @@ type Refusal struct {
 }
 
 func (r *Refusal) Error() string { return fmt.Sprintf("upgrade refused with HTTP %d", r.Status) }
+
+// Refuse is the Refusal that answers with e as the contract's HTTP error
+// (protocol.WriteHTTP's status, header and body).
+func Refuse(e *protocol.Error) *Refusal {
+	return &Refusal{
+		Status: e.Code.HTTPStatus(),
+		Header: http.Header{"Content-Type": {"application/json"}},
+		Body:   protocol.ErrorBody(e),
+	}
+}
 
 // response returns r as HTTP/1.1 bytes; the connection closes after it.
 func (r *Refusal) response() []byte {
