@@ -209,10 +209,18 @@ func TestRepliesThrottleCommands(t *testing.T) {
 	}
 }
 
-// blockedIn reports whether some goroutine is blocked in fn.
+// blockedIn reports whether some goroutine waits for the queue to drain
+// (waitLocked, which it reaches only when the queue is over its bound)
+// on its way from fn. A goroutine merely passing through fn does not
+// count.
 func blockedIn(fn string) bool {
 	buf := make([]byte, 1<<20)
-	return strings.Contains(string(buf[:runtime.Stack(buf, true)]), fn)
+	for _, g := range strings.Split(string(buf[:runtime.Stack(buf, true)]), "\n\n") {
+		if strings.Contains(g, fn) && strings.Contains(g, "session.(*Session).waitLocked") {
+			return true
+		}
+	}
+	return false
 }
 
 // A failed write closes the connection (1000) and drops what is queued;
