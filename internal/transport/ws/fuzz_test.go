@@ -131,10 +131,10 @@ func (o outcome) String() string {
 // feed runs a connection whose reads return chunks, one per read, then
 // the end of the stream, and returns what it did once its Handler is
 // closed.
-func feed(t *testing.T, tr *Transport, chunks [][]byte, deflate bool) outcome {
+func feed(t *testing.T, tr *Transport, chunks [][]byte, zip bool) outcome {
 	t.Helper()
 	sc := &scriptConn{chunks: chunks}
-	c, _ := tr.newConn(sc, "", deflate)
+	c, _ := tr.newConn(sc, "", deflate{on: zip})
 	h := &logHandler{closed: make(chan struct{})}
 	c.setHandler(h)
 	tr.readLoop(c)

@@ -16,10 +16,13 @@
 // whose write is stuck past WriteTimeout. Where there is no epoll, each
 // connection has a reading goroutine and its writes a writer goroutine.
 //
-// permessage-deflate is negotiated with no context takeover either way:
-// every message is compressed on its own, so a message for many
-// connections is compressed once for all of them, and no connection keeps
-// a compression window (compress.go).
+// permessage-deflate is negotiated for any offer RFC 7692 permits, always
+// with server_no_context_takeover: every message herald sends is
+// compressed on its own, so a message for many connections is compressed
+// once for all of them, and no connection keeps a compression window for
+// what it sends. A client that keeps its own context between messages
+// (it did not offer client_no_context_takeover) costs its connection the
+// client's window of what it sent, at most 32 KiB (compress.go).
 //
 // Four WebSocket codecs live in herald's tree, each for a reason: this
 // package, the server side, frames with github.com/gobwas/ws; the Go client
@@ -48,9 +51,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/gobwas/httphead"
 	"github.com/gobwas/ws"
-	"github.com/gobwas/ws/wsflate"
 
 	"github.com/heraldhq/herald/internal/protocol"
 )
@@ -189,10 +190,10 @@ func New(cfg Config, subprotocols ...string) *Transport {
 // is handed to the poller; after an error a response has been written.
 func (t *Transport) Upgrade(w http.ResponseWriter, r *http.Request, accept func(*Conn) (Handler, error)) error {
 	proto := t.negotiate(r.Header.Values("Sec-WebSocket-Protocol"))
-	ext := wsflate.Extension{Parameters: wsflate.Parameters{ServerNoContextTakeover: true, ClientNoContextTakeover: true}}
+	var neg negotiation
 	u := ws.HTTPUpgrader{Protocol: func(p string) bool { return p == proto }}
 	if !t.cfg.DisableCompression {
-		u.Negotiate = func(opt httphead.Option) (httphead.Option, error) { return ext.Negotiate(opt) }
+		u.Negotiate = neg.negotiate
 	}
 	// The upgrader checks the request and writes its response — 101, or
 	// an error — to held, not to the socket.
@@ -205,14 +206,13 @@ func (t *Transport) Upgrade(w http.ResponseWriter, r *http.Request, accept func(
 		}
 		return fmt.Errorf("ws: upgrade: %w", err)
 	}
-	_, deflate := ext.Accepted()
 	// Bytes the client sent right after its request are read already.
 	var early []byte
 	if n := rw.Reader.Buffered(); n > 0 {
 		b, _ := rw.Reader.Peek(n)
 		early = append([]byte(nil), b...)
 	}
-	c, drain := t.newConn(nc, hs.Protocol, deflate)
+	c, drain := t.newConn(nc, hs.Protocol, neg.got)
 	// Nothing is written before the response: writes wait for wmu.
 	c.wmu.Lock()
 	h, err := accept(c)
@@ -256,8 +256,11 @@ func (t *Transport) Upgrade(w http.ResponseWriter, r *http.Request, accept func(
 // newConn returns a connection over nc, counted from here on, so that a
 // shutdown while it is being accepted closes and waits for it too; and
 // how to close it if a shutdown is under way.
-func (t *Transport) newConn(nc net.Conn, subprotocol string, deflate bool) (*Conn, *closeInfo) {
-	c := &Conn{t: t, nc: nc, subprotocol: subprotocol, deflate: deflate}
+func (t *Transport) newConn(nc net.Conn, subprotocol string, z deflate) (*Conn, *closeInfo) {
+	c := &Conn{t: t, nc: nc, subprotocol: subprotocol, deflate: z.on, zipBits: z.zipBits}
+	if z.window > 0 {
+		c.hist = &history{max: z.window}
+	}
 	c.lastRead.Store(t.now.Load())
 	if sc, ok := nc.(syscall.Conn); ok {
 		if rc, err := sc.SyscallConn(); err == nil {
