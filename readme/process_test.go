@@ -16,7 +16,7 @@ import (
 // pollEvery is how often a condition is polled.
 const pollEvery = 50 * time.Millisecond
 
-// stopWithin is how long a process may take to exit after SIGTERM before
+// stopWithin is how long a process may take to exit after SIGINT before
 // it is killed.
 const stopWithin = 10 * time.Second
 
@@ -75,11 +75,13 @@ func start(t *testing.T, dir string, env []string, name string, args ...string) 
 	return p
 }
 
-// stop sends SIGTERM to the process group and SIGKILL if its leader has
-// not exited within stopWithin; it returns once the leader has exited.
+// stop sends SIGINT to the process group, as Ctrl-C in a terminal would,
+// and SIGKILL if its leader has not exited within stopWithin; it returns
+// once the leader has exited. (SIGTERM would end go run at once, before
+// the herald it started, leaving its build directory behind.)
 func (p *process) stop() {
 	pgid := p.cmd.Process.Pid
-	_ = syscall.Kill(-pgid, syscall.SIGTERM) // the group may be gone already
+	_ = syscall.Kill(-pgid, syscall.SIGINT) // the group may be gone already
 	select {
 	case <-p.done:
 	case <-time.After(stopWithin):
