@@ -157,7 +157,17 @@ type Namespace struct {
 	NoAnonymousPublish   bool
 }
 
-// withDefaults checks c and returns it with defaults filled in.
+// DefaultConfig returns the Config that New runs with when given the zero
+// Config: every default of the fields above filled in, MaxConnections
+// from this process's open-file limit, and a Logger that discards. herald
+// serve shows these as its flags' defaults.
+func DefaultConfig() Config {
+	c, _ := Config{}.withDefaults() // the zero Config is valid
+	return c
+}
+
+// withDefaults checks c and returns it with defaults filled in: the one
+// place herald's defaults live.
 func (c Config) withDefaults() (Config, error) {
 	var errs []error
 	if c.HistorySize == 0 {

@@ -104,6 +104,14 @@ func New(cfg Config) (*Server, error) {
 		reg, s.gather = r, r
 	}
 	s.metrics = metrics.New(reg)
+	if s.sse, err = sse.New(sse.Config{
+		Heartbeat:    cfg.SSEHeartbeat,
+		Retry:        cfg.SSERetry,
+		WriteTimeout: cfg.WriteTimeout,
+		Wrote:        func(n int) { s.metrics.BytesOut.WithLabelValues("sse").Add(float64(n)) },
+	}); err != nil {
+		return nil, fmt.Errorf("herald: %w", err)
+	}
 	s.hub = hub.New(hub.Config{
 		Broker:          measure(s.broker, s.metrics),
 		Logger:          cfg.Logger,
@@ -132,12 +140,6 @@ func New(cfg Config) (*Server, error) {
 		Refused:            func(reason string) { s.metrics.Refusals.WithLabelValues(reason).Inc() },
 		Traffic:            s.countTraffic("ws"),
 	}, protocol.SubprotocolJSONL, protocol.SubprotocolJSON)
-	s.sse = sse.New(sse.Config{
-		Heartbeat:    cfg.SSEHeartbeat,
-		Retry:        cfg.SSERetry,
-		WriteTimeout: cfg.WriteTimeout,
-		Wrote:        func(n int) { s.metrics.BytesOut.WithLabelValues("sse").Add(float64(n)) },
-	})
 	s.mux = s.routes()
 	if s.adminEnabled() {
 		s.statsStop, s.statsDone = make(chan struct{}), make(chan struct{})
