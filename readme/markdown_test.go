@@ -141,6 +141,9 @@ func shape(example string) *regexp.Regexp {
 	return regexp.MustCompile(`^` + b.String() + `$`)
 }
 
+// TestCommands: blocks and commands split a README as the test needs:
+// continuations joined, comments cut off outside quotes, output lines
+// kept.
 func TestCommands(t *testing.T) {
 	t.Parallel()
 	md := "text\n```sh\n" +
@@ -180,6 +183,7 @@ func TestCommands(t *testing.T) {
 	}
 }
 
+// TestShape: an example output matches outputs of its shape only.
 func TestShape(t *testing.T) {
 	t.Parallel()
 	re := shape(`{"offset":"1-a1b2c3d4"}`)

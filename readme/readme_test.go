@@ -213,6 +213,8 @@ type harness struct {
 	probes     atomic.Int64        // messages published to see herald sub ready
 }
 
+// TestREADME runs README.md's blocks in the README's order; see the
+// package doc.
 func TestREADME(t *testing.T) {
 	root, err := filepath.Abs("..")
 	if err != nil {
@@ -226,8 +228,8 @@ func TestREADME(t *testing.T) {
 	if err != nil {
 		t.Fatalf("README.md: %v", err)
 	}
-	checks, exempt, broken := lineChecks(), exempt(), knownBroken()
-	if err := covered(bs, checks, exempt, broken); err != nil {
+	checks, exemptions, broken := lineChecks(), exempt(), knownBroken()
+	if err := covered(bs, checks, exemptions, broken); err != nil {
 		t.Fatal(err)
 	}
 	if ln, err := net.Listen("tcp", ":8080"); err != nil {
@@ -255,7 +257,7 @@ func TestREADME(t *testing.T) {
 		case "sh":
 			for _, c := range commands(b) {
 				key := c.key()
-				if why, ok := exempt[key]; ok {
+				if why, ok := exemptions[key]; ok {
 					t.Logf("README.md:%d: not run: %s: %s", c.line, key, why)
 					continue
 				}
@@ -331,6 +333,7 @@ func covered(bs []block, checks map[string]lineCheck, exempt, broken map[string]
 	return nil
 }
 
+// keysOf returns m's keys as a set.
 func keysOf[V any](m map[string]V) map[string]string {
 	out := make(map[string]string, len(m))
 	for k := range m {
