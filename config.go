@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/heraldhq/herald/broker"
 	"github.com/heraldhq/herald/internal/protocol"
@@ -132,6 +133,15 @@ type Config struct {
 	// of the Server's own, with the Go runtime collectors, served on
 	// /metrics. With a Registerer of yours, serve your Gatherer yourself.
 	Registerer prometheus.Registerer
+
+	// TracerProvider, when set, records an OpenTelemetry span for every
+	// publish and, on every node, one for each traced message's fan-out,
+	// which ends at the message's last socket write on that node; the
+	// trace context travels with the message through the broker. A publish
+	// continues the caller's trace: a W3C traceparent header on the server
+	// API, a traceparent field of the publish command, or a span in
+	// Server.Publish's context. nil: no tracing, at no cost.
+	TracerProvider trace.TracerProvider
 
 	// Logger receives herald's logs; nil discards them.
 	Logger *slog.Logger

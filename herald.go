@@ -39,6 +39,7 @@ import (
 	"github.com/heraldhq/herald/internal/origin"
 	"github.com/heraldhq/herald/internal/protocol"
 	"github.com/heraldhq/herald/internal/session"
+	"github.com/heraldhq/herald/internal/tracing"
 	"github.com/heraldhq/herald/internal/transport/sse"
 	"github.com/heraldhq/herald/internal/transport/ws"
 	"github.com/heraldhq/herald/web"
@@ -117,6 +118,7 @@ func New(cfg Config) (*Server, error) {
 		Logger:          cfg.Logger,
 		PresenceRefresh: presenceRefresh,
 		MaxMessageSize:  cfg.MaxMessageSize,
+		Tracer:          tracing.New(cfg.TracerProvider, s.nodeID),
 		Options: func(channel string) hub.ChannelOptions {
 			r := s.cfg.rules(channel)
 			return hub.ChannelOptions{History: r.history, Presence: r.presence, JoinLeave: r.joinLeave}
