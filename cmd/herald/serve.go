@@ -64,6 +64,21 @@ func serve(ctx context.Context, s *settings, env map[string]string, stderr io.Wr
 	logger := newLogger(stderr, s.logFormat, s.logLevel)
 	cfg := s.config
 	cfg.Logger = logger
+	tp, err := newTracerProvider(ctx, s.otelEndpoint, env, logger)
+	if err != nil {
+		return err
+	}
+	if tp != nil {
+		cfg.TracerProvider = tp
+		defer func() {
+			// Send what is still batched before the process ends.
+			fctx, cancel := context.WithTimeout(context.Background(), s.shutdownTimeout)
+			defer cancel()
+			if err := tp.Shutdown(fctx); err != nil {
+				logger.Warn("tracing: flush on shutdown", "err", err)
+			}
+		}()
+	}
 	if cfg.Broker, err = newBroker(s, logger); err != nil {
 		return err
 	}

@@ -71,8 +71,9 @@ type serveFlags struct {
 	ACMEHost  string `name:"acme-host" help:"host name to get certificates for automatically (ACME, Let's Encrypt; the TLS-ALPN challenge on the listen address, which must be :443)" group:"tls"`
 	ACMECache string `name:"acme-cache" help:"directory that keeps ACME certificates across restarts" placeholder:"DIR" group:"tls"`
 
-	LogLevel  string `default:"info" enum:"debug,info,warn,error" help:"debug, info, warn or error" group:"observability"`
-	LogFormat string `default:"" enum:",text,json" help:"text or json (default: text on a terminal, JSON otherwise)" group:"observability"`
+	LogLevel     string `default:"info" enum:"debug,info,warn,error" help:"debug, info, warn or error" group:"observability"`
+	LogFormat    string `default:"" enum:",text,json" help:"text or json (default: text on a terminal, JSON otherwise)" group:"observability"`
+	OTelEndpoint string `name:"otel-endpoint" help:"OpenTelemetry collector (OTLP over HTTP, e.g. http://127.0.0.1:4318) to send a trace of every publish and fan-out to; the standard OTEL_EXPORTER_OTLP_ENDPOINT works too; neither: no tracing" placeholder:"URL" group:"observability"`
 }
 
 // flagGroups order serve's flags in its help.
@@ -149,7 +150,8 @@ type settings struct {
 	tlsKey          string
 	acmeHost        string // automatic certificates for this host name
 	acmeCache       string
-	historyBytes    int // -1: no bound
+	historyBytes    int    // -1: no bound
+	otelEndpoint    string // "": the standard OTEL_* variables decide
 	config          herald.Config
 }
 
@@ -170,6 +172,7 @@ func (f *serveFlags) settings(namespaces map[string]herald.Namespace) (*settings
 		acmeHost:        f.ACMEHost,
 		acmeCache:       f.ACMECache,
 		historyBytes:    limit(f.HistoryBytes),
+		otelEndpoint:    f.OTelEndpoint,
 		config: herald.Config{
 			HistorySize:         int(f.HistorySize),
 			HistoryTTL:          time.Duration(f.HistoryTTL),
