@@ -66,7 +66,9 @@ func TestServeSendsTraces(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- run(ctx, []string{"--addr", addr, "--otel-endpoint", hs.URL}, nil, io.Discard, io.Discard) }()
+	go func() {
+		done <- run(ctx, []string{"--addr", addr, "--otel-endpoint", hs.URL}, nil, io.Discard, io.Discard)
+	}()
 	waitHealthy(t, addr)
 	req, _ := http.NewRequest(http.MethodPost, "http://"+addr+"/api/publish", strings.NewReader(`{"channel":"otel","data":1}`))
 	req.Header.Set("Traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
