@@ -124,14 +124,7 @@ func New(cfg Config) (*Server, error) {
 			return hub.ChannelOptions{History: r.history, Presence: r.presence, JoinLeave: r.joinLeave}
 		},
 	})
-	if err := s.hub.Start(context.Background()); err != nil {
-		return nil, fmt.Errorf("herald: %w", err)
-	}
-	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "herald_channels",
-		Help: "Channels with subscribers on this node.",
-	}, func() float64 { return float64(len(s.hub.Channels())) }))
-	s.ws = ws.New(ws.Config{
+	if s.ws, err = ws.New(ws.Config{
 		MaxMessageSize:     cfg.MaxMessageSize,
 		PingInterval:       cfg.PingInterval,
 		PongTimeout:        cfg.PongTimeout,
@@ -141,7 +134,17 @@ func New(cfg Config) (*Server, error) {
 		Logger:             cfg.Logger,
 		Refused:            func(reason string) { s.metrics.Refusals.WithLabelValues(reason).Inc() },
 		Traffic:            s.countTraffic("ws"),
-	}, protocol.SubprotocolJSONL, protocol.SubprotocolJSON)
+	}, protocol.SubprotocolJSONL, protocol.SubprotocolJSON); err != nil {
+		return nil, fmt.Errorf("herald: %w", err)
+	}
+	if err := s.hub.Start(context.Background()); err != nil {
+		s.ws.Close()
+		return nil, fmt.Errorf("herald: %w", err)
+	}
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "herald_channels",
+		Help: "Channels with subscribers on this node.",
+	}, func() float64 { return float64(len(s.hub.Channels())) }))
 	s.mux = s.routes()
 	if s.adminEnabled() {
 		s.statsStop, s.statsDone = make(chan struct{}), make(chan struct{})

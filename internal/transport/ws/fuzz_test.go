@@ -240,7 +240,7 @@ func splitEvery(b []byte, n int) [][]byte {
 // must stay empty: the transport logs a handler's panic there.
 func fuzzTransport(f *testing.F) (*Transport, *panicLog) {
 	logs := &panicLog{}
-	tr := New(Config{MaxMessageSize: fuzzMax, PingInterval: time.Hour, Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	tr := newTransport(f, Config{MaxMessageSize: fuzzMax, PingInterval: time.Hour, Logger: slog.New(slog.NewTextHandler(logs, nil))})
 	f.Cleanup(tr.Close)
 	return tr, logs
 }
@@ -466,7 +466,7 @@ func frameSeeds() [][]byte {
 // are kept, not copied again on every read.
 func TestTrickledMessageIsNotCopiedPerByte(t *testing.T) {
 	const size = 32 << 10
-	tr := New(Config{MaxMessageSize: size, PingInterval: time.Hour})
+	tr := newTransport(t, Config{MaxMessageSize: size, PingInterval: time.Hour})
 	t.Cleanup(tr.Close)
 	msg := bytes.Repeat([]byte{'a'}, size)
 	stream := clientFrame(&script{}, ws.Header{Fin: true, OpCode: ws.OpText}, msg)

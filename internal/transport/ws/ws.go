@@ -71,12 +71,15 @@ type Handler interface {
 	Close()
 }
 
-// Config configures a Transport. Zero fields take the defaults in brackets.
+// Config configures a Transport. MaxMessageSize and the four durations
+// are required: herald's Server passes its own Config's (their defaults,
+// in brackets, live there, in one place), and New refuses a zero one.
 type Config struct {
 	// MaxMessageSize bounds one incoming message in bytes [65536]; a larger
 	// one closes the connection with 1009.
 	MaxMessageSize int
-	// ReadBufferSize is how much one read takes from a socket [16384]. The
+	// ReadBufferSize is how much one read takes from a socket; zero takes
+	// 16384, the transport's own default (it is no herald setting). The
 	// buffer is pooled, not per connection: only the bytes of a frame that
 	// has not fully arrived stay with its connection.
 	ReadBufferSize int
@@ -88,7 +91,7 @@ type Config struct {
 	// WriteTimeout bounds one batch of writes [10s]; a connection that
 	// takes longer is closed.
 	WriteTimeout time.Duration
-	// HandshakeTimeout bounds writing the handshake response [5s].
+	// HandshakeTimeout bounds writing the handshake response [10s].
 	HandshakeTimeout time.Duration
 	// DisableCompression turns permessage-deflate off.
 	DisableCompression bool
@@ -112,28 +115,20 @@ type testHooks struct {
 	rearm        func(*Conn) // a served connection is about to be watched again
 }
 
-func (c *Config) setDefaults() {
-	if c.MaxMessageSize <= 0 {
-		c.MaxMessageSize = 65536
+// check refuses a Config without a required field, and fills the
+// transport's own ReadBufferSize and a nil Logger.
+func (c *Config) check() error {
+	if c.MaxMessageSize <= 0 || c.PingInterval <= 0 || c.PongTimeout <= 0 || c.WriteTimeout <= 0 || c.HandshakeTimeout <= 0 {
+		return fmt.Errorf("ws: MaxMessageSize (%d), PingInterval (%v), PongTimeout (%v), WriteTimeout (%v) and HandshakeTimeout (%v) must be set",
+			c.MaxMessageSize, c.PingInterval, c.PongTimeout, c.WriteTimeout, c.HandshakeTimeout)
 	}
 	if c.ReadBufferSize <= 0 {
 		c.ReadBufferSize = 16 << 10
 	}
-	if c.PingInterval <= 0 {
-		c.PingInterval = 25 * time.Second
-	}
-	if c.PongTimeout <= 0 {
-		c.PongTimeout = 10 * time.Second
-	}
-	if c.WriteTimeout <= 0 {
-		c.WriteTimeout = 10 * time.Second
-	}
-	if c.HandshakeTimeout <= 0 {
-		c.HandshakeTimeout = 5 * time.Second
-	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
+	return nil
 }
 
 // Transport upgrades requests and keeps its connections alive.
@@ -156,9 +151,12 @@ type Transport struct {
 
 // New returns a Transport speaking subprotocols (in the server's order of
 // preference) and starts its keepalive ticker and event loop; Close stops
-// them.
-func New(cfg Config, subprotocols ...string) *Transport {
-	cfg.setDefaults()
+// them. It returns an error naming the required Config fields when one
+// is not set.
+func New(cfg Config, subprotocols ...string) (*Transport, error) {
+	if err := cfg.check(); err != nil {
+		return nil, err
+	}
 	t := &Transport{
 		cfg:          cfg,
 		subprotocols: subprotocols,
@@ -177,7 +175,7 @@ func New(cfg Config, subprotocols ...string) *Transport {
 		t.flusher = newFlusher(runtime.GOMAXPROCS(0))
 	}
 	go t.keepalive()
-	return t
+	return t, nil
 }
 
 // Upgrade upgrades the request. accept is called with the new connection
