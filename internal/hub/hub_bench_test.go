@@ -45,16 +45,18 @@ func BenchmarkFanOut(b *testing.B) {
 // on (every message sampled, spans dropped by the processor): a publish
 // span and one fan-out span per message, nothing per subscriber.
 func BenchmarkFanOutTracing(b *testing.B) {
-	for _, on := range []bool{false, true} {
-		b.Run(fmt.Sprintf("tracing=%v/size=128B/subs=1000", map[bool]string{false: "off", true: "on"}[on]), func(b *testing.B) {
-			var tr *tracing.Tracer
-			if on {
-				tp := sdktrace.NewTracerProvider() // samples all; no exporter
-				b.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
-				tr = tracing.New(tp, "bench")
-			}
-			benchFanOutWith(b, 128, 1000, tr)
-		})
+	for _, subs := range []int{1, 1000} {
+		for _, on := range []bool{false, true} {
+			b.Run(fmt.Sprintf("tracing=%v/size=128B/subs=%d", map[bool]string{false: "off", true: "on"}[on], subs), func(b *testing.B) {
+				var tr *tracing.Tracer
+				if on {
+					tp := sdktrace.NewTracerProvider() // samples all; no exporter
+					b.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
+					tr = tracing.New(tp, "bench")
+				}
+				benchFanOutWith(b, 128, subs, tr)
+			})
+		}
 	}
 }
 
