@@ -79,3 +79,19 @@ export async function apiPublish(base, channel, data) {
   });
   assert.equal(res.status, 200, `publish: ${res.status} ${await res.text()}`);
 }
+
+// subscribe opens a page in context with one herald.js client subscribed to
+// each of channels (a name given twice gets two clients) and resolves once
+// all are subscribed.
+export async function subscribe(context, base, channels) {
+  const page = await context.newPage();
+  page.setDefaultTimeout(WAIT);
+  await page.goto(base + '/herald.js');
+  await page.evaluate(async (channels) => {
+    const { Herald } = await import('/herald.js');
+    await Promise.all(
+      channels.map((channel) => new Promise((resolve) => new Herald().subscribe(channel, () => {}).on('subscribed', resolve))),
+    );
+  }, channels);
+  return page;
+}

@@ -1,7 +1,8 @@
 // herald's admin page: every node publishes a snapshot of its counters
 // each second on the reserved channel herald-admin:nodes; this page reads
 // them over SSE (/admin/stream), draws the totals, and lists this node's
-// channels. Every request carries the admin token.
+// channels. Every request carries the admin token. The dashboard shows once
+// the stream has accepted the token; until then, the sign-in form.
 const $ = (id) => document.getElementById(id);
 const nodes = new Map(); // node → {last snapshot, in/s, out/s}
 const history = { conns: [], inRate: [], outRate: [] }; // one point a second, the last 60
@@ -13,12 +14,26 @@ function setState(text, state) {
   $('state').dataset.state = state;
 }
 
+// signedIn shows the dashboard (on) or the sign-in form (off).
+function signedIn(on) {
+  $('signin').hidden = on;
+  $('dashboard').hidden = !on;
+  $('signout').hidden = !on;
+}
+
 function connect() {
   es?.close();
   es = new EventSource('/admin/stream?token=' + encodeURIComponent(token));
   setState('connecting', 'connecting');
-  es.onopen = () => setState('live', 'open');
-  es.onerror = () => setState(es.readyState === EventSource.CLOSED ? 'refused: check the token' : 'reconnecting', 'closed');
+  es.onopen = () => {
+    setState('live', 'open');
+    signedIn(true);
+  };
+  es.onerror = () => {
+    if (es.readyState !== EventSource.CLOSED) return setState('reconnecting', 'closed');
+    setState('refused: check the token', 'closed');
+    signedIn(false);
+  };
   es.addEventListener('node', (e) => {
     const s = JSON.parse(e.data);
     const prev = nodes.get(s.node);
@@ -61,19 +76,30 @@ function render() {
   }
   draw($('chart-conns'), [history.conns]);
   draw($('chart-rates'), [history.inRate, history.outRate]);
+  // Each cell carries its column's name, which a narrow screen shows beside
+  // the value.
+  const labels = [...document.querySelectorAll('.nodes th')].map((th) => th.textContent);
   $('nodes').replaceChildren(...[...nodes.values()].map(({ s, inRate, outRate }) => {
     const tr = document.createElement('tr');
-    for (const v of [s.node, s.broker_up ? 'up' : 'DOWN', s.connections, s.subscriptions, inRate.toFixed(1), outRate.toFixed(1), s.refusals]) {
+    [s.node, s.broker_up ? 'up' : 'DOWN', s.connections, s.subscriptions, inRate.toFixed(1), outRate.toFixed(1), s.refusals].forEach((v, i) => {
       const td = document.createElement('td');
       td.textContent = v;
+      td.dataset.label = labels[i];
+      if (i === 1 && !s.broker_up) td.className = 'bad';
       tr.append(td);
-    }
+    });
     return tr;
   }));
 }
 
-// draw plots series (the first in the accent colour) on canvas.
+// draw plots series (the first in the accent colour) on canvas, first
+// sizing its drawing buffer to the size it has on the screen, so that the
+// lines stay sharp at any width.
 function draw(canvas, series) {
+  const ratio = window.devicePixelRatio || 1;
+  const [cw, ch] = [Math.round(canvas.clientWidth * ratio), Math.round(canvas.clientHeight * ratio)];
+  if (!cw || !ch) return; // hidden
+  if (canvas.width !== cw || canvas.height !== ch) [canvas.width, canvas.height] = [cw, ch];
   const g = canvas.getContext('2d');
   const { width: w, height: h } = canvas;
   g.clearRect(0, 0, w, h);
@@ -81,11 +107,11 @@ function draw(canvas, series) {
   const style = getComputedStyle(document.documentElement);
   series.forEach((points, i) => {
     g.strokeStyle = i === 0 ? style.getPropertyValue('--accent') : style.getPropertyValue('--muted');
-    g.lineWidth = 2;
+    g.lineWidth = 2 * ratio;
     g.beginPath();
     points.forEach((v, x) => {
       const px = (x / 59) * w;
-      const py = h - 4 - (v / top) * (h - 8);
+      const py = h - 4 * ratio - (v / top) * (h - 8 * ratio);
       x ? g.lineTo(px, py) : g.moveTo(px, py);
     });
     g.stroke();
@@ -117,6 +143,18 @@ $('signin').addEventListener('submit', (e) => {
   token = $('token').value;
   sessionStorage.setItem('herald-admin-token', token);
   connect();
+});
+
+$('signout').addEventListener('click', () => {
+  es?.close();
+  token = '';
+  sessionStorage.removeItem('herald-admin-token');
+  $('token').value = '';
+  nodes.clear();
+  for (const points of Object.values(history)) points.length = 0;
+  $('channel-list').replaceChildren();
+  setState('signed out', 'closed');
+  signedIn(false);
 });
 
 $('publish').addEventListener('submit', async (e) => {
