@@ -92,9 +92,11 @@ function render() {
   }));
 }
 
-// draw plots series (the first in the accent colour) on canvas, first
-// sizing its drawing buffer to the size it has on the screen, so that the
-// lines stay sharp at any width.
+// draw plots series (the first in the accent colour) on canvas, the newest
+// point at the right edge, against a scale from 0 to a round number above
+// the highest point, written in the top left corner. It first sizes the
+// drawing buffer to the canvas's size on the screen, so that the lines stay
+// sharp at any width.
 function draw(canvas, series) {
   const ratio = window.devicePixelRatio || 1;
   const [cw, ch] = [Math.round(canvas.clientWidth * ratio), Math.round(canvas.clientHeight * ratio)];
@@ -103,19 +105,37 @@ function draw(canvas, series) {
   const g = canvas.getContext('2d');
   const { width: w, height: h } = canvas;
   g.clearRect(0, 0, w, h);
-  const top = Math.max(1, ...series.flat());
+  const top = roundUp(Math.max(1, ...series.flat()) * 1.1);
+  const pad = 4 * ratio;
+  const y = (v) => h - pad - (v / top) * (h - 2 * pad);
   const style = getComputedStyle(document.documentElement);
+  g.fillStyle = g.strokeStyle = style.getPropertyValue('--line');
+  g.lineWidth = ratio;
+  g.beginPath();
+  g.moveTo(0, Math.round(y(top)) + 0.5);
+  g.lineTo(w, Math.round(y(top)) + 0.5);
+  g.stroke();
+  g.fillStyle = style.getPropertyValue('--muted');
+  g.font = `${11 * ratio}px system-ui, sans-serif`;
+  g.textBaseline = 'top';
+  g.fillText(String(top), 0, y(top) + 2 * ratio);
   series.forEach((points, i) => {
     g.strokeStyle = i === 0 ? style.getPropertyValue('--accent') : style.getPropertyValue('--muted');
     g.lineWidth = 2 * ratio;
     g.beginPath();
     points.forEach((v, x) => {
-      const px = (x / 59) * w;
-      const py = h - 4 * ratio - (v / top) * (h - 8 * ratio);
-      x ? g.lineTo(px, py) : g.moveTo(px, py);
+      const px = w - ((points.length - 1 - x) / 59) * w;
+      x ? g.lineTo(px, y(v)) : g.moveTo(px, y(v));
     });
     g.stroke();
   });
+}
+
+// roundUp returns the smallest round number (1, 1.2, 1.5, 2, 2.5, 3, 4, 5,
+// 6 or 8 times a power of ten) that is at least v.
+function roundUp(v) {
+  const p = 10 ** Math.floor(Math.log10(v));
+  return [1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10].map((m) => Number((m * p).toPrecision(2))).find((n) => n >= v);
 }
 
 async function refreshChannels() {
