@@ -5,8 +5,9 @@ import { chromium } from 'playwright-core';
 
 export const WAIT = 10_000; // ms any one condition may take
 
-// launch starts headless Chromium (Debian's, or $CHROMIUM).
-export function launch() {
+// launch starts headless Chromium (Debian's, or $CHROMIUM), with extra
+// command-line switches if given.
+export function launch(extra = []) {
   return chromium.launch({
     executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
     headless: false, // the args below ask for the new headless mode
@@ -19,6 +20,7 @@ export function launch() {
       '--disable-background-networking',
       '--disable-component-update',
       '--disable-sync',
+      ...extra,
     ],
   });
 }
