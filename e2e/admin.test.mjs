@@ -81,6 +81,25 @@ test('the admin page shows live numbers that move with the traffic', { timeout: 
   await page.locator('#pub-result', { hasText: /^published at / }).waitFor();
 });
 
+test('a wrong token leaves the sign-in form; signing out comes back to it', { timeout: 30_000 }, async (t) => {
+  const page = await open(t);
+  await page.fill('#token', 'not-' + adminToken);
+  await page.click('#connect');
+  await page.locator('#state', { hasText: /^refused: check the token$/ }).waitFor();
+  assert.ok(await page.isVisible('#signin'), 'the sign-in form shows');
+  assert.ok(await page.isHidden('#dashboard'), 'the dashboard is hidden');
+
+  await signIn(page);
+  assert.ok(await page.isHidden('#signin'), 'signed in, the sign-in form is hidden');
+  await page.click('#signout');
+  await page.locator('#state', { hasText: /^signed out$/ }).waitFor();
+  assert.ok(await page.isVisible('#signin'), 'signed out, the sign-in form shows');
+  assert.ok(await page.isHidden('#dashboard'), 'signed out, the dashboard is hidden');
+  assert.equal(await page.inputValue('#token'), '', 'the token is forgotten');
+  await page.reload();
+  assert.equal(await page.textContent('#state'), 'signed out', 'a reload does not sign in again');
+});
+
 // overflow lists the elements of the page that reach past the left or right
 // edge of the viewport (scroll bar excluded), each as a selector with its
 // left and right edges, and the document's widths. Of an element that sticks

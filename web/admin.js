@@ -144,6 +144,7 @@ async function refreshChannels() {
     const res = await fetch('/admin/channels', { headers: { Authorization: 'Bearer ' + token } });
     if (!res.ok) return;
     const { channels } = await res.json();
+    $('no-channels').hidden = channels.length > 0;
     $('channel-list').replaceChildren(...channels.map((c) => {
       const tr = document.createElement('tr');
       for (const v of [c.channel, c.subscribers]) {
@@ -173,6 +174,7 @@ $('signout').addEventListener('click', () => {
   nodes.clear();
   for (const points of Object.values(history)) points.length = 0;
   $('channel-list').replaceChildren();
+  $('no-channels').hidden = true;
   setState('signed out', 'closed');
   signedIn(false);
 });
