@@ -82,6 +82,7 @@ var flagGroups = []kong.Group{
 	{Key: "limits", Title: "Limits:"},
 	{Key: "tokens", Title: "Tokens:"},
 	{Key: "brokers", Title: "Brokers and history:"},
+	{Key: "backend", Title: "The app's back end (proxies, webhooks, outbox):"},
 	{Key: "tls", Title: "TLS:"},
 	{Key: "observability", Title: "Observability:"},
 }
