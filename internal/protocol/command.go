@@ -23,6 +23,9 @@ const (
 	// OpRefresh replaces the connection's token before it expires (herald's
 	// addition to the contract).
 	OpRefresh Op = "refresh"
+	// OpRPC asks the application (the RPC hook, or the rpc proxy) and
+	// replies with its answer.
+	OpRPC Op = "rpc"
 )
 
 // Command is one decoded client command. Fields an op does not use are zero.
@@ -43,6 +46,9 @@ type Command struct {
 	// Traceparent is the W3C trace context a publish continues (optional:
 	// herald records its spans under the publisher's trace).
 	Traceparent string
+	// Method is what an rpc asks the application; its Data is the rpc's
+	// data (null when it has none).
+	Method string
 }
 
 // wireCommand is the JSON shape of a command.
@@ -57,6 +63,8 @@ type wireCommand struct {
 	Token   *string         `json:"token"`
 	// Traceparent is optional, on publish only.
 	Traceparent *string `json:"traceparent"`
+	// Method is on rpc only.
+	Method *string `json:"method"`
 }
 
 // DecodeCommand decodes and checks one command. On error it returns the
@@ -98,11 +106,16 @@ func DecodeCommand(b []byte) (Command, *Error) {
 		}
 		c.Token = *w.Token
 		return c, nil
+	case OpRPC:
+		return decodeRPC(c, w)
 	case OpSubscribe, OpUnsubscribe, OpPublish, OpHistory, OpPresence:
 	case "":
 		return c, Errorf(CodeBadRequest, "op is required")
 	default:
 		return c, Errorf(CodeBadRequest, "unknown op "+strconv.Quote(w.Op))
+	}
+	if w.Method != nil {
+		return c, Errorf(CodeBadRequest, "method is only for rpc")
 	}
 	if w.Channel == nil {
 		return c, Errorf(CodeBadRequest, "channel is required")

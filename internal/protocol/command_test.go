@@ -52,6 +52,12 @@ func TestDecodeCommand(t *testing.T) {
 			Command{ID: 15, Op: OpHistory, Channel: "a", Since: "3-e", HasSince: true, Limit: 10}},
 		{"presence", `{"id":16,"op":"presence","channel":"a"}`,
 			Command{ID: 16, Op: OpPresence, Channel: "a", Limit: -1}},
+		{"rpc", `{"id":18,"op":"rpc","method":"get_user","data":{ "id" : 7 }}`,
+			Command{ID: 18, Op: OpRPC, Method: "get_user", Data: json.RawMessage(`{"id":7}`), Limit: -1}},
+		{"rpc without data", `{"id":19,"op":"rpc","method":"now"}`,
+			Command{ID: 19, Op: OpRPC, Method: "now", Data: json.RawMessage(`null`), Limit: -1}},
+		{"rpc with null data", `{"id":20,"op":"rpc","method":"m","data":null}`,
+			Command{ID: 20, Op: OpRPC, Method: "m", Data: json.RawMessage(`null`), Limit: -1}},
 		{"longest channel", `{"id":17,"op":"subscribe","channel":"` + strings.Repeat("x", 255) + `"}`,
 			Command{ID: 17, Op: OpSubscribe, Channel: strings.Repeat("x", 255), Limit: -1}},
 	}
@@ -122,6 +128,13 @@ func TestDecodeCommandErrors(t *testing.T) {
 		{"refresh without token", `{"id":27,"op":"refresh"}`, 27},
 		{"refresh with empty token", `{"id":28,"op":"refresh","token":""}`, 28},
 		{"refresh token not a string", `{"id":29,"op":"refresh","token":7}`, 29},
+		{"rpc without method", `{"id":30,"op":"rpc"}`, 30},
+		{"rpc with empty method", `{"id":31,"op":"rpc","method":""}`, 31},
+		{"rpc method not a string", `{"id":32,"op":"rpc","method":7}`, 32},
+		{"rpc with a channel", `{"id":33,"op":"rpc","method":"m","channel":"a"}`, 33},
+		{"rpc with an event", `{"id":34,"op":"rpc","method":"m","event":"e"}`, 34},
+		{"rpc with since", `{"id":35,"op":"rpc","method":"m","since":""}`, 35},
+		{"method on publish", `{"id":36,"op":"publish","channel":"a","data":1,"method":"m"}`, 36},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

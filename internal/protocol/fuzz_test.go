@@ -36,6 +36,8 @@ var seedFrames = []string{
 	``,
 	"{\"id\":15,\"op\":\"ping\"}\n{\"id\":16,\"op\":\"ping\"}",
 	`{"id":17,"op":"refresh","token":"a.b.c"}`,
+	`{"id":18,"op":"rpc","method":"get_user","data":{"id":7}}`,
+	`{"id":19,"op":"rpc","method":"now"}`,
 }
 
 func FuzzDecodeCommand(f *testing.F) {
@@ -83,10 +85,17 @@ func checkCommand(t *testing.T, frame []byte, c Command) {
 		if !ValidChannel(c.Channel) {
 			t.Fatalf("DecodeCommand(%q) accepted channel %q", frame, c.Channel)
 		}
+	case OpRPC:
+		if c.Method == "" || c.Channel != "" || c.Data == nil {
+			t.Fatalf("DecodeCommand(%q) accepted rpc %+v", frame, c)
+		}
 	default:
 		t.Fatalf("DecodeCommand(%q) accepted op %q", frame, c.Op)
 	}
-	if c.Op == OpPublish {
+	if c.Method != "" && c.Op != OpRPC {
+		t.Fatalf("%s carries method %q", c.Op, c.Method)
+	}
+	if c.Op == OpPublish || c.Op == OpRPC {
 		var buf bytes.Buffer
 		if err := json.Compact(&buf, c.Data); err != nil || !bytes.Equal(buf.Bytes(), c.Data) {
 			t.Fatalf("publish data %q is not compact JSON (%v)", c.Data, err)
@@ -121,6 +130,8 @@ func encodeCommand(c Command) []byte {
 	case OpPing:
 	case OpRefresh:
 		b.WriteString(`,"token":` + q(c.Token))
+	case OpRPC:
+		b.WriteString(`,"method":` + q(c.Method))
 	default:
 		b.WriteString(`,"channel":` + q(c.Channel))
 	}
