@@ -147,6 +147,11 @@ type HistoryResult struct {
 type ClientInfo struct {
 	Client string `json:"client"`
 	User   string `json:"user"`
+	// Info is what the application said of the connection when it let it
+	// in (any JSON value, compact), shown in presence; nil for none.
+	// A PresenceStore keeps it as given and replaces it on every
+	// AddPresence of the client. Joins and leaves need not carry it.
+	Info json.RawMessage `json:"info,omitempty"`
 }
 
 // Handler receives what a Broker delivers to this node. Calls for one channel

@@ -499,7 +499,7 @@ func testJoinLeave(t *testing.T, e *env) {
 	}
 	waitFor(t, func() error { return e.rec.presenceAtLeast(ch, 2) })
 	want := []presenceEvent{{"join", c}, {"leave", c}}
-	if got := e.rec.presence(ch); !slices.Equal(got, want) {
+	if got := e.rec.presence(ch); !slices.EqualFunc(got, want, samePresenceEvent) {
 		t.Fatalf("Handler saw %v, want %v (nothing from before the subscription)", got, want)
 	}
 	if res := e.history(ch, broker.HistoryQuery{Limit: -1}); len(res.Messages) != 0 || !res.Latest.IsZero() {
@@ -520,7 +520,7 @@ func testJoinLeave(t *testing.T, e *env) {
 	}
 	waitFor(t, func() error { return e.rec.presenceAtLeast(ch, 3) })
 	want = append(want, presenceEvent{"join", fence})
-	if got := e.rec.presence(ch); !slices.Equal(got, want) {
+	if got := e.rec.presence(ch); !slices.EqualFunc(got, want, samePresenceEvent) {
 		t.Fatalf("Handler saw %v, want %v (nothing while unsubscribed)", got, want)
 	}
 }
@@ -552,7 +552,7 @@ func testPresence(t *testing.T, e *env) {
 			t.Fatalf("AddPresence(%v): %v", c, err)
 		}
 	}
-	if got, want := list(), []broker.ClientInfo{a, b}; !slices.Equal(got, want) {
+	if got, want := list(), []broker.ClientInfo{a, b}; !slices.EqualFunc(got, want, sameClient) {
 		t.Fatalf("Presence = %v, want %v (a added twice is listed once)", got, want)
 	}
 	if cs, err := ps.Presence(e.ctx, e.channel("who-else")); err != nil || len(cs) != 0 {
@@ -561,7 +561,7 @@ func testPresence(t *testing.T, e *env) {
 	if err := ps.RemovePresence(e.ctx, ch, a); err != nil {
 		t.Fatalf("RemovePresence: %v", err)
 	}
-	if got, want := list(), []broker.ClientInfo{b}; !slices.Equal(got, want) {
+	if got, want := list(), []broker.ClientInfo{b}; !slices.EqualFunc(got, want, sameClient) {
 		t.Fatalf("Presence after removing a = %v, want %v", got, want)
 	}
 	if err := ps.RemovePresence(e.ctx, ch, broker.ClientInfo{Client: "nobody"}); err != nil {
@@ -572,6 +572,35 @@ func testPresence(t *testing.T, e *env) {
 	}
 	if got := list(); len(got) != 0 {
 		t.Fatalf("Presence after removing everyone = %v", got)
+	}
+
+	// Info is kept as given, and replaced (or dropped) by the next
+	// AddPresence of the client.
+	c := broker.ClientInfo{Client: "c", User: "carol", Info: json.RawMessage(`{"role":"admin","n":[1,"x"]}`)}
+	for _, step := range []struct {
+		add  broker.ClientInfo
+		want string
+	}{
+		{c, `{"role":"admin","n":[1,"x"]}`},
+		{broker.ClientInfo{Client: "c", User: "carol", Info: json.RawMessage(`"mod"`)}, `"mod"`},
+		{broker.ClientInfo{Client: "c", User: "carol"}, ""},
+	} {
+		if err := ps.AddPresence(e.ctx, ch, step.add); err != nil {
+			t.Fatalf("AddPresence(%v): %v", step.add, err)
+		}
+		got := list()
+		if len(got) != 1 || got[0].Client != "c" || got[0].User != "carol" || string(got[0].Info) != step.want {
+			t.Fatalf("Presence after adding %v = %v, want carol with info %s", step.add, got, step.want)
+		}
+	}
+	if err := ps.RemovePresence(e.ctx, ch, c); err != nil {
+		t.Fatalf("RemovePresence: %v", err)
+	}
+	if err := ps.AddPresence(e.ctx, ch, broker.ClientInfo{Client: "c", User: "carol"}); err != nil {
+		t.Fatalf("AddPresence: %v", err)
+	}
+	if got := list(); len(got) != 1 || got[0].Info != nil {
+		t.Fatalf("Presence after removing c and adding it back without info = %v, want no info", got)
 	}
 }
 
@@ -721,6 +750,14 @@ func uniquePrefix(t *testing.T) string {
 type presenceEvent struct {
 	op string
 	c  broker.ClientInfo
+}
+
+func samePresenceEvent(a, b presenceEvent) bool { return a.op == b.op && sameClient(a.c, b.c) }
+
+// sameClient reports whether a and b name the same client with the same
+// user and info.
+func sameClient(a, b broker.ClientInfo) bool {
+	return a.Client == b.Client && a.User == b.User && string(a.Info) == string(b.Info)
 }
 
 // recorder is the suite's Handler: it records every call and whether calls

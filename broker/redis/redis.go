@@ -30,6 +30,7 @@ package redis
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -609,36 +610,39 @@ func (b *Broker) publishPresence(ctx context.Context, kind, channel string, c br
 // AddPresence lists c in channel for PresenceTTL; adding it again renews
 // that.
 func (b *Broker) AddPresence(ctx context.Context, channel string, c broker.ClientInfo) error {
-	err := presenceAddScript.Run(ctx, b.client,
-		[]string{b.key(channel, "presence"), b.key(channel, "users")},
-		c.Client, c.User, max(b.presenceTTL.Milliseconds(), 1),
+	err := presenceAddScript.Run(ctx, b.client, b.presenceKeys(channel),
+		c.Client, c.User, max(b.presenceTTL.Milliseconds(), 1), string(c.Info),
 	).Err()
 	return b.wrap(ctx, "add presence in "+strconv.Quote(channel), err)
 }
 
 // RemovePresence forgets c in channel.
 func (b *Broker) RemovePresence(ctx context.Context, channel string, c broker.ClientInfo) error {
-	err := presenceRemoveScript.Run(ctx, b.client,
-		[]string{b.key(channel, "presence"), b.key(channel, "users")},
-		c.Client,
-	).Err()
+	err := presenceRemoveScript.Run(ctx, b.client, b.presenceKeys(channel), c.Client).Err()
 	return b.wrap(ctx, "remove presence in "+strconv.Quote(channel), err)
 }
 
 // Presence lists channel's clients whose PresenceTTL has not run out, in no
 // particular order.
 func (b *Broker) Presence(ctx context.Context, channel string) ([]broker.ClientInfo, error) {
-	res, err := presenceListScript.Run(ctx, b.client,
-		[]string{b.key(channel, "presence"), b.key(channel, "users")},
-	).StringSlice()
+	res, err := presenceListScript.Run(ctx, b.client, b.presenceKeys(channel)).StringSlice()
 	if err != nil {
 		return nil, b.wrap(ctx, "presence in "+strconv.Quote(channel), err)
 	}
-	out := make([]broker.ClientInfo, 0, len(res)/2)
-	for i := 0; i+1 < len(res); i += 2 {
-		out = append(out, broker.ClientInfo{Client: res[i], User: res[i+1]})
+	out := make([]broker.ClientInfo, 0, len(res)/3)
+	for i := 0; i+2 < len(res); i += 3 {
+		c := broker.ClientInfo{Client: res[i], User: res[i+1]}
+		if res[i+2] != "" {
+			c.Info = json.RawMessage(res[i+2])
+		}
+		out = append(out, c)
 	}
 	return out, nil
+}
+
+// presenceKeys are the keys of channel's presence scripts.
+func (b *Broker) presenceKeys(channel string) []string {
+	return []string{b.key(channel, "presence"), b.key(channel, "users"), b.key(channel, "info")}
 }
 
 // wrap adds context to err. Errors that mean Redis cannot serve us

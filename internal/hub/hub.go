@@ -388,7 +388,7 @@ func (h *Hub) Subscribe(ctx context.Context, sub Subscriber, info broker.ClientI
 	}
 
 	if opts.JoinLeave {
-		if err := h.broker.PublishJoin(ctx, name, info); err != nil {
+		if err := h.broker.PublishJoin(ctx, name, bare(info)); err != nil {
 			h.log.Warn("publish join", "channel", name, "err", err)
 		}
 	}
@@ -421,7 +421,7 @@ func (h *Hub) Unsubscribe(ctx context.Context, sub Subscriber, info broker.Clien
 		}
 	}
 	if opts.JoinLeave {
-		if err := h.broker.PublishLeave(ctx, name, info); err != nil {
+		if err := h.broker.PublishLeave(ctx, name, bare(info)); err != nil {
 			h.log.Warn("publish leave", "channel", name, "err", err)
 		}
 	}
@@ -524,6 +524,13 @@ func (h *Hub) History(ctx context.Context, name string, q broker.HistoryQuery) (
 		return res, fmt.Errorf("hub: read history of %q: %w", name, err)
 	}
 	return res, nil
+}
+
+// bare is c without its info: joins and leaves name the client and user
+// only, so brokers need not carry the info to every node.
+func bare(c broker.ClientInfo) broker.ClientInfo {
+	c.Info = nil
+	return c
 }
 
 // Presence lists channel's subscribers across the cluster; it returns an

@@ -2,6 +2,8 @@ package hub_test
 
 import (
 	"context"
+	"encoding/json"
+	"reflect"
 	"testing"
 	"time"
 
@@ -29,7 +31,7 @@ func TestPresenceIsRefreshed(t *testing.T) {
 	}
 	defer b.Close()
 	defer h.Stop()
-	me := broker.ClientInfo{Client: "c1", User: "u1"}
+	me := broker.ClientInfo{Client: "c1", User: "u1", Info: json.RawMessage(`{"plan":"pro"}`)}
 	if err := h.Subscribe(ctx, nopSubscriber{}, me, "room", nil, func(hub.SubscribeResult) {}); err != nil {
 		t.Fatal(err)
 	}
@@ -42,7 +44,7 @@ func TestPresenceIsRefreshed(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(cs) == 1 && cs[0] == me {
+		if len(cs) == 1 && reflect.DeepEqual(cs[0], me) {
 			return
 		}
 		if time.Now().After(deadline) {
