@@ -2,9 +2,12 @@ package herald
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
+	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -17,44 +20,71 @@ import (
 	"github.com/heraldhq/herald/internal/session"
 )
 
-// caller is who a client request is, once its token and the Connect hook
+// caller is who a client request is, once its token or the Connect hook
 // have spoken.
 type caller struct {
-	user string
+	client    string // the connection's id, given before the Connect hook runs
+	user      string
+	transport string // TransportWebSocket, TransportRaw or TransportSSE
 	// id is the verified token; nil without one.
 	id *auth.Identity
+	// expires is when the token or the Connect hook's ExpireAt ends the
+	// connection; zero: never.
+	expires time.Time
+	// proxied is set when the Connect hook let the connection in; it then
+	// has channels (server-side subscriptions) and info (for presence).
+	proxied  bool
+	channels []string
+	info     json.RawMessage
+	header   http.Header // the headers Hooks.Headers keeps; nil for none
 }
 
-// authenticate reads and verifies the request's token (`?token=` or
-// `Authorization: Bearer`) and runs the Connect hook. A bad token, or none
-// where one is required, is an unauthorized *Error.
-func (s *Server) authenticate(r *http.Request) (caller, error) {
-	var c caller
+// verifyToken reads and verifies the request's token (`?token=` or
+// `Authorization: Bearer`). It reports whether the request carried one; a
+// bad token, one that nothing can verify, or none where one is required
+// (no Connect hook and no AllowAnonymous) is an unauthorized *Error.
+func (s *Server) verifyToken(r *http.Request, c *caller) (bool, error) {
 	tok := requestToken(r)
 	switch {
-	case tok != "" && s.verifier != nil:
-		id, err := s.verifier.Verify(tok)
-		if err != nil {
-			return c, Errorf(CodeUnauthorized, err.Error())
-		}
-		c.id, c.user = id, id.User
-	case tok != "" && s.cfg.Hooks.Connect == nil:
+	case tok != "" && s.verifier == nil:
 		// A token nobody can check must not pass for anonymous: its holder
 		// believes it is someone.
-		return c, Errorf(CodeUnauthorized, "this server verifies no tokens: it has no token key")
-	case tok == "" && s.verifier != nil && !s.cfg.AllowAnonymous:
-		return c, Errorf(CodeUnauthorized, "a token is required: pass ?token= or Authorization: Bearer")
-	}
-	if s.cfg.Hooks.Connect != nil {
-		user, err := s.cfg.Hooks.Connect(r)
+		return true, Errorf(CodeUnauthorized, "this server verifies no tokens: it has no token key")
+	case tok != "":
+		id, err := s.verifier.Verify(tok)
 		if err != nil {
-			return c, err
+			return true, Errorf(CodeUnauthorized, err.Error())
 		}
-		if c.id == nil {
-			c.user = user
+		c.id, c.user, c.expires = id, id.User, id.Expires
+		return true, nil
+	case s.verifier != nil && !s.cfg.AllowAnonymous && s.cfg.Hooks.Connect == nil:
+		return false, Errorf(CodeUnauthorized, "a token is required: pass ?token= or Authorization: Bearer")
+	}
+	return false, nil
+}
+
+// connectHook asks the Connect hook about a request without a token and
+// fills c from its answer.
+func (s *Server) connectHook(r *http.Request, c *caller) error {
+	res, err := s.cfg.Hooks.Connect(r.Context(), ConnectRequest{Request: r, Client: c.client, Transport: c.transport})
+	if err != nil {
+		return err
+	}
+	if res.Info != nil && !json.Valid(res.Info) {
+		return Errorf(CodeUnavailable, "the application's answer to connect is unusable: info is not JSON")
+	}
+	for _, ch := range res.Channels {
+		if !protocol.ValidChannel(ch) || protocol.Reserved(ch) != nil {
+			return Errorf(CodeUnavailable, "the application's answer to connect is unusable: "+strconv.Quote(ch)+" is no channel it may subscribe")
 		}
 	}
-	return c, nil
+	c.proxied, c.user, c.expires, c.info = true, res.User, res.ExpireAt, res.Info
+	for _, ch := range res.Channels {
+		if !slices.Contains(c.channels, ch) {
+			c.channels = append(c.channels, ch)
+		}
+	}
+	return nil
 }
 
 // requestToken is the token of r: its `token` parameter, or else its
@@ -70,13 +100,20 @@ func requestToken(r *http.Request) string {
 // namespace rules, its token's channels, then the hooks. The token may
 // change (refresh).
 type access struct {
-	s  *Server
-	id atomic.Pointer[auth.Identity] // nil without a token
+	s     *Server
+	id    atomic.Pointer[auth.Identity] // nil without a token
+	hooks hookPolicy
 }
 
-func (s *Server) newAccess(c caller) *access {
-	a := &access{s: s}
+// newAccess returns the policy of a client connection: a connection that
+// the Connect hook let in with an expiry, on a server with a Refresh hook,
+// renews that expiry (session.Renewer).
+func (s *Server) newAccess(c caller) session.Policy {
+	a := &access{s: s, hooks: hookPolicy{h: &s.cfg.Hooks, transport: c.transport, header: c.header}}
 	a.id.Store(c.id)
+	if c.proxied && !c.expires.IsZero() && s.cfg.Hooks.Refresh != nil {
+		return renewing{a}
+	}
 	return a
 }
 
@@ -94,7 +131,7 @@ func (a *access) AuthorizeSubscribe(ctx context.Context, c broker.ClientInfo, ch
 	if id := a.id.Load(); id != nil && !id.CanSubscribe(channel) {
 		return Errorf(CodeForbidden, fmt.Sprintf("the token does not allow subscribing to %q", channel))
 	}
-	return hookPolicy{&a.s.cfg.Hooks}.AuthorizeSubscribe(ctx, c, channel)
+	return a.hooks.AuthorizeSubscribe(ctx, c, channel)
 }
 
 func (a *access) AuthorizePublish(ctx context.Context, c broker.ClientInfo, channel string, p *broker.Publication) error {
@@ -111,7 +148,12 @@ func (a *access) AuthorizePublish(ctx context.Context, c broker.ClientInfo, chan
 	if id := a.id.Load(); id != nil && !id.CanPublish(channel) {
 		return Errorf(CodeForbidden, fmt.Sprintf("the token does not allow publishing to %q", channel))
 	}
-	return hookPolicy{&a.s.cfg.Hooks}.AuthorizePublish(ctx, c, channel, p)
+	return a.hooks.AuthorizePublish(ctx, c, channel, p)
+}
+
+// RPC asks the RPC hook (session.RPCHandler).
+func (a *access) RPC(ctx context.Context, c broker.ClientInfo, method string, data json.RawMessage) (json.RawMessage, error) {
+	return a.hooks.RPC(ctx, c, method, data)
 }
 
 // Refresh verifies a new token for the connection: it must name the same
@@ -129,6 +171,28 @@ func (a *access) Refresh(_ context.Context, c broker.ClientInfo, token string) (
 	}
 	a.id.Store(id)
 	return id.Expires, nil
+}
+
+// renewing is the access of a connection whose expiry the Refresh hook
+// renews; it takes no tokens.
+type renewing struct{ *access }
+
+// Refresh refuses a token: the application renews this connection.
+func (renewing) Refresh(context.Context, broker.ClientInfo, string) (time.Time, error) {
+	return time.Time{}, Errorf(CodeBadRequest, "this connection was let in by the application, which renews it: it takes no token")
+}
+
+// Renew asks the Refresh hook for the connection's new expiry
+// (session.Renewer).
+func (r renewing) Renew(ctx context.Context, c broker.ClientInfo) (time.Time, error) {
+	res, err := r.s.cfg.Hooks.Refresh(ctx, r.hooks.client(c))
+	switch {
+	case err != nil:
+		return time.Time{}, err
+	case res.Expired:
+		return time.Time{}, Errorf(CodeUnauthorized, "token expired")
+	}
+	return res.ExpireAt, nil
 }
 
 // connLimits counts open connections, in total and per client address.
@@ -195,10 +259,11 @@ func hostOf(addr string) string {
 }
 
 // admit runs every check a client connection passes before it is served —
-// draining, origin, the token and the Connect hook, then the connection
-// limits — and answers the request when one refuses. On success the
-// caller must call s.limits.release(ip) once the connection ends.
-func (s *Server) admit(w http.ResponseWriter, r *http.Request) (caller, string, bool) {
+// draining, origin, the token, the connection limits, then the Connect
+// hook (last: it may be a call to the application) — and answers the
+// request when one refuses. On success the caller must call
+// s.limits.release(ip) once the connection ends.
+func (s *Server) admit(w http.ResponseWriter, r *http.Request, transport string) (caller, string, bool) {
 	s.requestArrived(r)
 	if s.draining.Load() {
 		writeHTTPError(w, Errorf(CodeUnavailable, "server is shutting down"))
@@ -209,15 +274,10 @@ func (s *Server) admit(w http.ResponseWriter, r *http.Request) (caller, string, 
 		writeHTTPError(w, Errorf(CodeForbidden, "origin not allowed: add it to --origins (Config.Origins)"))
 		return caller{}, "", false
 	}
-	c, err := s.authenticate(r)
+	c := caller{client: s.newClientID(), transport: transport}
+	hasToken, err := s.verifyToken(r, &c)
 	if err != nil {
-		pe := s.publicError(err)
-		s.countRefusal(pe)
-		s.logRefusal(r, string(pe.Code), pe.Message)
-		if pe.Code == CodeUnauthorized {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="herald"`)
-		}
-		writeHTTPError(w, pe)
+		s.refuseClient(w, r, err)
 		return caller{}, "", false
 	}
 	ip := clientIP(r)
@@ -230,7 +290,27 @@ func (s *Server) admit(w http.ResponseWriter, r *http.Request) (caller, string, 
 		writeHTTPError(w, err.(*Error))
 		return caller{}, "", false
 	}
+	if !hasToken && s.cfg.Hooks.Connect != nil {
+		if err := s.connectHook(r, &c); err != nil {
+			s.limits.release(ip)
+			s.refuseClient(w, r, err)
+			return caller{}, "", false
+		}
+	}
+	c.header = keptHeaders(r.Header, s.cfg.Hooks.Headers)
 	return c, ip, true
+}
+
+// refuseClient answers a client request that its token or the Connect
+// hook refused, counting and logging the refusal.
+func (s *Server) refuseClient(w http.ResponseWriter, r *http.Request, err error) {
+	pe := s.publicError(err)
+	s.countRefusal(pe)
+	s.logRefusal(r, string(pe.Code), pe.Message)
+	if pe.Code == CodeUnauthorized {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="herald"`)
+	}
+	writeHTTPError(w, pe)
 }
 
 // refusal counts and logs a request refused before it was served.
@@ -262,14 +342,6 @@ func (s *Server) sessionLimits() session.Limits {
 		CommandRate:      rate.Limit(max(s.cfg.CommandRate, 0)),
 		CommandBurst:     s.cfg.CommandBurst,
 	}
-}
-
-// expires is when c's token expires; zero without a token or an exp.
-func (c caller) expires() time.Time {
-	if c.id == nil {
-		return time.Time{}
-	}
-	return c.id.Expires
 }
 
 // ConnState and ConnContext are hooks for the http.Server's fields of the

@@ -2,9 +2,11 @@ package herald
 
 import (
 	"context"
+	"net/http"
 
 	"github.com/heraldhq/herald/broker"
 	"github.com/heraldhq/herald/internal/session"
+	"github.com/heraldhq/herald/internal/transport/ws"
 )
 
 // clientConn is one admitted client's session with the server's
@@ -18,6 +20,9 @@ type clientConn struct {
 	sess      *session.Session
 	transport string // the metrics label: ws, raw or sse
 	ip        string // the limits slot to release; "" when none was taken
+	// hookTransport and header complete the Client the hooks see.
+	hookTransport string
+	header        http.Header
 }
 
 // clientSpec is what newClientConn needs to know of a client.
@@ -33,21 +38,30 @@ type clientSpec struct {
 
 // newClientConn makes an admitted client's session; the caller opens it.
 func (s *Server) newClientConn(c clientSpec) *clientConn {
+	if c.who.client == "" {
+		c.who.client = s.newClientID()
+	}
 	sess := session.New(context.Background(), session.Config{
 		Hub:           s.hub,
 		Conn:          c.conn,
-		Client:        broker.ClientInfo{Client: s.newClientID(), User: c.who.user},
+		Client:        broker.ClientInfo{Client: c.who.client, User: c.who.user, Info: c.who.info},
 		Mode:          c.mode,
 		RawChannel:    c.rawChannel,
 		Policy:        c.policy,
-		Expires:       c.who.expires(),
+		Expires:       c.who.expires,
 		Limits:        s.sessionLimits(),
 		QueueMessages: s.cfg.QueueMessages,
 		QueueBytes:    s.cfg.QueueBytes,
 		Metrics:       s.metrics,
 		Logger:        s.cfg.Logger,
 	})
-	return &clientConn{s: s, sess: sess, transport: c.transport, ip: c.ip}
+	return &clientConn{s: s, sess: sess, transport: c.transport, ip: c.ip, hookTransport: c.who.transport, header: c.who.header}
+}
+
+// client is the connection as the Connected and Disconnected hooks see it.
+func (c *clientConn) client() Client {
+	info := c.sess.Client()
+	return Client{ID: info.Client, User: info.User, Transport: c.hookTransport, Header: c.header}
 }
 
 // opened counts the connection and runs the Connected hook, once the
@@ -57,7 +71,7 @@ func (c *clientConn) opened() {
 	info := c.sess.Client()
 	c.s.cfg.Logger.Debug("client connected", "client", info.Client, "user", info.User, "transport", c.transport)
 	if c.s.cfg.Hooks.Connected != nil {
-		c.s.cfg.Hooks.Connected(Client{ID: info.Client, User: info.User})
+		c.s.cfg.Hooks.Connected(c.client())
 	}
 }
 
@@ -70,7 +84,7 @@ func (c *clientConn) closed() {
 	info := c.sess.Client()
 	c.s.cfg.Logger.Debug("client disconnected", "client", info.Client, "transport", c.transport)
 	if c.s.cfg.Hooks.Disconnected != nil {
-		c.s.cfg.Hooks.Disconnected(Client{ID: info.Client, User: info.User})
+		c.s.cfg.Hooks.Disconnected(c.client())
 	}
 }
 
@@ -91,3 +105,16 @@ func (h wsClient) Opened()               { h.opened() }
 func (h wsClient) HandleText(b []byte)   { h.sess.HandleText(b) }
 func (h wsClient) HandleBinary(b []byte) { h.sess.HandleBinary(b) }
 func (h wsClient) Close()                { h.closed() }
+
+// refusedClient is the Handler of a raw connection whose subscription was
+// refused: raw mode has no error replies, so the connection opens and is
+// closed at once with the refusal's close code and message.
+type refusedClient struct {
+	conn *ws.Conn
+	err  *Error
+}
+
+func (h refusedClient) Opened()           { h.conn.Close(h.err.Code.CloseCode(), h.err.Message) }
+func (refusedClient) HandleText([]byte)   {}
+func (refusedClient) HandleBinary([]byte) {}
+func (refusedClient) Close()              {}

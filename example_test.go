@@ -61,8 +61,8 @@ func ExampleServer_Publish() {
 // client gets the error's code and message.
 func ExampleHooks() {
 	cfg := herald.Config{Hooks: herald.Hooks{
-		Connect: func(r *http.Request) (string, error) {
-			return r.URL.Query().Get("user"), nil
+		Connect: func(_ context.Context, req herald.ConnectRequest) (herald.ConnectResult, error) {
+			return herald.ConnectResult{User: req.Request.URL.Query().Get("user")}, nil
 		},
 		AuthorizePublish: func(_ context.Context, c herald.Client, channel string, p *herald.Publication) error {
 			if strings.HasPrefix(channel, "admin:") && c.User != "admin" {

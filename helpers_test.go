@@ -3,6 +3,7 @@ package herald_test
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -210,6 +211,18 @@ func (r *rawClient) closed() websocket.StatusCode {
 			r.t.Fatalf("raw connection not closed within %v", heraldtest.Timeout)
 		}
 	}
+}
+
+// closedWith waits for the server to close the connection and returns the
+// close status and reason.
+func (r *rawClient) closedWith() (websocket.StatusCode, string) {
+	r.t.Helper()
+	code := r.closed()
+	var ce websocket.CloseError
+	if errors.As(r.readErr, &ce) {
+		return code, ce.Reason
+	}
+	return code, ""
 }
 
 // waitPresent polls presence of channel through c until it lists n

@@ -271,21 +271,26 @@ func (s *Server) SDKHandler() http.Handler {
 // protocol.
 func (s *Server) serveWS(w http.ResponseWriter, r *http.Request, rawChannel string) {
 	var since *string
-	if rawChannel != "" && r.URL.Query().Has("since") {
-		v := r.URL.Query().Get("since")
-		if _, err := broker.ParseOffset(v); err != nil {
-			writeHTTPError(w, Errorf(CodeBadRequest, "bad since: "+err.Error()))
-			return
-		}
-		since = &v
+	var resume map[string]string
+	var perr *Error
+	transport := TransportWebSocket
+	if rawChannel != "" {
+		transport = TransportRaw
+		since, perr = rawSince(r)
+	} else {
+		resume, perr = resumeOffsets(r)
 	}
-	who, ip, ok := s.admit(w, r)
+	if perr != nil {
+		writeHTTPError(w, perr)
+		return
+	}
+	who, ip, ok := s.admit(w, r, transport)
 	if !ok {
 		return
 	}
-	transport := "ws"
+	label := "ws"
 	if rawChannel != "" {
-		transport = "raw"
+		label = "raw"
 	}
 	taken := false // accept took over the slot: the client releases it
 	err := s.ws.Upgrade(w, r, func(c *ws.Conn) (ws.Handler, error) {
@@ -298,17 +303,27 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request, rawChannel stri
 			mode = session.ModeJSONL
 		}
 		cc := s.newClientConn(clientSpec{
-			who: who, ip: ip, transport: transport, conn: c, mode: mode,
+			who: who, ip: ip, transport: label, conn: c, mode: mode,
 			rawChannel: rawChannel, policy: s.newAccess(who),
 		})
 		// Open before the handshake response is written, and so before
-		// the first frame is read: the welcome goes first, and a raw
-		// client is subscribed before it can see the connection open or
-		// publish. A refused subscription is an HTTP error.
-		if err := cc.sess.Open(since); err != nil {
+		// the first frame is read: the welcome and the server-side
+		// subscriptions go first, and a raw client is subscribed before it
+		// can see the connection open or publish. A raw client whose
+		// subscription is refused sees its connection open and close with
+		// the refusal (it has no other way to read why); a JSON client
+		// whose server-side subscriptions fail gets an HTTP error.
+		err := cc.sess.Open(since)
+		if err == nil && mode != session.ModeRaw {
+			err = s.subscribeServer(cc.sess, who.channels, resume)
+		}
+		if err != nil {
 			cc.abandon()
 			pe := s.publicError(err)
 			s.countRefusal(pe)
+			if mode == session.ModeRaw {
+				return refusedClient{conn: c, err: pe}, nil
+			}
 			return nil, ws.Refuse(pe)
 		}
 		return wsClient{cc}, nil
@@ -319,6 +334,53 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request, rawChannel stri
 	if err != nil {
 		s.cfg.Logger.Debug("websocket upgrade failed", "err", err)
 	}
+}
+
+// subscribeServer makes a JSON session's server-side subscriptions,
+// resuming each after its offset in resume, when it has one.
+func (s *Server) subscribeServer(sess *session.Session, channels []string, resume map[string]string) error {
+	for _, ch := range channels {
+		var since *string
+		if off, ok := resume[ch]; ok {
+			since = &off
+		}
+		if err := sess.SubscribeServer(ch, since); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// rawSince is a raw request's ?since= offset; nil without one.
+func rawSince(r *http.Request) (*string, *Error) {
+	if !r.URL.Query().Has("since") {
+		return nil, nil
+	}
+	v := r.URL.Query().Get("since")
+	if _, err := broker.ParseOffset(v); err != nil {
+		return nil, Errorf(CodeBadRequest, "bad since: "+err.Error())
+	}
+	return &v, nil
+}
+
+// resumeOffsets is a JSON request's ?since=: a JSON object of channel →
+// the last offset the client saw of that server-side subscription; nil
+// without one.
+func resumeOffsets(r *http.Request) (map[string]string, *Error) {
+	v := r.URL.Query().Get("since")
+	if v == "" {
+		return nil, nil
+	}
+	var offs map[string]string
+	if err := json.Unmarshal([]byte(v), &offs); err != nil {
+		return nil, Errorf(CodeBadRequest, `bad since: want a JSON object {"<channel>":"<offset>",…}`)
+	}
+	for ch, off := range offs {
+		if _, err := broker.ParseOffset(off); err != nil {
+			return nil, Errorf(CodeBadRequest, "bad since of "+strconv.Quote(ch)+": "+err.Error())
+		}
+	}
+	return offs, nil
 }
 
 // Publish publishes data (any value that encodes to JSON, or a

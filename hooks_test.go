@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -52,12 +53,13 @@ func TestHookAuthorizeSubscribe(t *testing.T) {
 		t.Fatalf("refused subscriber got %v", before)
 	}
 
-	// A raw client refused its channel is refused before the upgrade.
-	if status, body := dialStatus(t, rawURL(base, "secret")); status != http.StatusForbidden || !strings.Contains(body, `"forbidden"`) || !strings.Contains(body, "members only") {
-		t.Fatalf("raw client on a refused channel: HTTP %d %s, want 403 forbidden \"members only\"", status, body)
+	// A raw client refused its channel sees its connection open and close
+	// with the refusal: raw mode has no other way to tell it why.
+	if code, reason := dialRaw(t, base, "secret").closedWith(); code != websocket.StatusPolicyViolation || reason != "members only" {
+		t.Fatalf("raw client on a refused channel: closed %d %q, want 1008 \"members only\"", code, reason)
 	}
-	if status, body := dialStatus(t, rawURL(base, "broken")); status != http.StatusInternalServerError || !strings.Contains(body, `"internal"`) || strings.Contains(body, "hunter2") {
-		t.Fatalf("raw client on a channel whose hook fails: HTTP %d %s, want 500 internal", status, body)
+	if code, reason := dialRaw(t, base, "broken").closedWith(); code != websocket.StatusInternalError || strings.Contains(reason, "hunter2") {
+		t.Fatalf("raw client on a channel whose hook fails: closed %d %q, want 1011 without the hook's text", code, reason)
 	}
 }
 
@@ -103,6 +105,19 @@ func TestHookAuthorizePublish(t *testing.T) {
 		t.Fatalf("raw client got %q, want the rewritten message", got)
 	}
 
+	// A refused raw publish closes the connection: 1008 for a refusal,
+	// 1011 for a failure.
+	for _, tt := range []struct {
+		channel string
+		code    websocket.StatusCode
+	}{{"ro", websocket.StatusPolicyViolation}, {"broken", websocket.StatusInternalError}} {
+		r := dialRaw(t, base, tt.channel)
+		r.send(websocket.MessageText, "x")
+		if code, reason := r.closedWith(); code != tt.code || strings.Contains(reason, "secret detail") {
+			t.Errorf("raw publish to %s: closed %d %q, want %d", tt.channel, code, reason, tt.code)
+		}
+	}
+
 	for _, tt := range []struct{ channel, code string }{
 		{"ro", "forbidden"},
 		{"broken", "internal"},
@@ -125,21 +140,19 @@ func TestHookAuthorizePublish(t *testing.T) {
 func TestHookConnect(t *testing.T) {
 	t.Parallel()
 	_, base := newServer(t, herald.Config{Hooks: herald.Hooks{
-		Connect: func(r *http.Request) (string, error) {
-			switch r.URL.Query().Get("as") {
-			case "":
-				return "", nil
+		Connect: func(_ context.Context, req herald.ConnectRequest) (herald.ConnectResult, error) {
+			as := req.Request.URL.Query().Get("as")
+			switch as {
 			case "nobody":
-				return "", herald.Errorf(herald.CodeUnauthorized, "who are you")
+				return herald.ConnectResult{}, herald.Errorf(herald.CodeUnauthorized, "who are you")
 			case "banned":
-				return "", herald.Errorf(herald.CodeForbidden, "go away")
+				return herald.ConnectResult{}, herald.Errorf(herald.CodeForbidden, "go away")
 			case "flood":
-				return "", herald.Errorf(herald.CodeRateLimited, "slow down")
+				return herald.ConnectResult{}, herald.Errorf(herald.CodeRateLimited, "slow down")
 			case "crash":
-				return "", errors.New("auth backend: connection refused")
-			default:
-				return r.URL.Query().Get("as"), nil
+				return herald.ConnectResult{}, errors.New("auth backend: connection refused")
 			}
+			return herald.ConnectResult{User: as}, nil
 		},
 	}})
 	tests := []struct {
@@ -198,7 +211,10 @@ func TestHookConnectedDisconnected(t *testing.T) {
 		disconnects []herald.Client
 	)
 	_, base := newServer(t, herald.Config{Hooks: herald.Hooks{
-		Connect: func(r *http.Request) (string, error) { return r.URL.Query().Get("as"), nil },
+		Headers: []string{"X-Session"},
+		Connect: func(_ context.Context, req herald.ConnectRequest) (herald.ConnectResult, error) {
+			return herald.ConnectResult{User: req.Request.URL.Query().Get("as")}, nil
+		},
 		Connected: func(c herald.Client) {
 			mu.Lock()
 			connected = append(connected, c)
@@ -215,8 +231,8 @@ func TestHookConnectedDisconnected(t *testing.T) {
 		defer mu.Unlock()
 		return slices.Clone(connected), slices.Clone(disconnects)
 	}
-	c := heraldtest.Dial(t, heraldtest.WSURL(base, "/ws?as=bob"))
-	want := herald.Client{ID: clientID(c), User: "bob"}
+	c := heraldtest.DialHeader(t, heraldtest.WSURL(base, "/ws?as=bob"), http.Header{"X-Session": {"s1"}, "X-Other": {"no"}})
+	want := herald.Client{ID: clientID(c), User: "bob", Transport: "websocket", Header: http.Header{"X-Session": {"s1"}}}
 	heraldtest.WaitFor(t, heraldtest.Timeout, func() error {
 		conn, _ := snapshot()
 		if len(conn) != 1 {
@@ -224,7 +240,7 @@ func TestHookConnectedDisconnected(t *testing.T) {
 		}
 		return nil
 	})
-	if conn, disc := snapshot(); conn[0] != want || len(disc) != 0 {
+	if conn, disc := snapshot(); !reflect.DeepEqual(conn[0], want) || len(disc) != 0 {
 		t.Fatalf("Connected %v, Disconnected %v; want Connected %v only", conn, disc, want)
 	}
 	r := dialRaw(t, base, "room?as=carol")
@@ -236,7 +252,7 @@ func TestHookConnectedDisconnected(t *testing.T) {
 		return nil
 	})
 	rawClient, _ := snapshot()
-	if rawClient[1].User != "carol" || rawClient[1].ID == "" || rawClient[1].ID == want.ID {
+	if rawClient[1].User != "carol" || rawClient[1].ID == "" || rawClient[1].ID == want.ID || rawClient[1].Transport != "raw" || len(rawClient[1].Header) != 0 {
 		t.Fatalf("Connected for the raw client: %v", rawClient[1])
 	}
 
@@ -248,7 +264,7 @@ func TestHookConnectedDisconnected(t *testing.T) {
 		}
 		return nil
 	})
-	if _, disc := snapshot(); disc[0] != want {
+	if _, disc := snapshot(); !reflect.DeepEqual(disc[0], want) {
 		t.Fatalf("Disconnected %v, want %v", disc, want)
 	}
 	_ = r.Conn.CloseNow()
@@ -259,7 +275,7 @@ func TestHookConnectedDisconnected(t *testing.T) {
 		}
 		return nil
 	})
-	if _, disc := snapshot(); disc[1] != rawClient[1] {
+	if _, disc := snapshot(); !reflect.DeepEqual(disc[1], rawClient[1]) {
 		t.Fatalf("Disconnected %v, want %v", disc[1], rawClient[1])
 	}
 }

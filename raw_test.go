@@ -137,8 +137,9 @@ func TestRawSince(t *testing.T) {
 	}
 }
 
-// Raw clients get messages and nothing else: no welcome, no join or leave,
-// no error for a refused publish.
+// Raw clients get messages and nothing else: no welcome, no join or leave;
+// a refused publish closes the connection with the refusal (raw mode has
+// no error frames).
 func TestRawGetsOnlyMessages(t *testing.T) {
 	t.Parallel()
 	srv, base := newServer(t, herald.Config{
@@ -155,7 +156,6 @@ func TestRawGetsOnlyMessages(t *testing.T) {
 	waitPresent(t, j, "ev:1", 1)
 	j.MustOK(map[string]any{"op": "subscribe", "channel": "ev:1"})
 	j.MustOK(map[string]any{"op": "unsubscribe", "channel": "ev:1"})
-	r.send(websocket.MessageText, "refuse me")
 	r.send(websocket.MessageText, "accepted")
 	if got := r.nextText(); got != "accepted" {
 		t.Fatalf("raw client's first frame is %q, want its accepted message", got)
@@ -170,6 +170,10 @@ func TestRawGetsOnlyMessages(t *testing.T) {
 	j.MustOK(map[string]any{"op": "subscribe", "channel": "ev:1"})
 	if m := j.Next(); m["op"] != "join" {
 		t.Fatalf("JSON client got %v, want its join", m)
+	}
+	r.send(websocket.MessageText, "refuse me")
+	if code, reason := r.closedWith(); code != websocket.StatusPolicyViolation || reason != "refused" {
+		t.Fatalf("raw client after a refused publish: closed %d %q, want 1008 \"refused\"", code, reason)
 	}
 }
 

@@ -31,22 +31,30 @@ func (s *Server) SSEHandler() http.Handler {
 	})
 }
 
-// serveSSE validates a stream request, subscribes it and runs it.
+// serveSSE validates a stream request, subscribes it and runs it. With a
+// Connect hook, a request may name no channel: the hook's server-side
+// channels may be all it streams.
 func (s *Server) serveSSE(w http.ResponseWriter, r *http.Request) {
-	channels, cursor, perr := sseRequest(r)
+	channels, cursor, perr := sseRequest(r, s.cfg.Hooks.Connect != nil)
 	if perr != nil {
 		writeHTTPError(w, perr)
 		return
 	}
-	who, ip, ok := s.admit(w, r)
+	who, ip, ok := s.admit(w, r, TransportSSE)
 	if !ok {
+		return
+	}
+	if len(channels) == 0 && len(who.channels) == 0 {
+		s.limits.release(ip)
+		writeHTTPError(w, errSSEChannels)
 		return
 	}
 	s.runSSE(w, r, channels, cursor, clientSpec{who: who, ip: ip, policy: s.newAccess(who)})
 }
 
 // runSSE subscribes an admitted stream (c's caller, slot and policy) to
-// channels, after cursor, and serves it until it ends.
+// its server-side channels and to channels, after cursor, and serves it
+// until it ends.
 func (s *Server) runSSE(w http.ResponseWriter, r *http.Request, channels []string, cursor protocol.SSECursor, c clientSpec) {
 	s.endSSEOnShutdown(r)
 	stream, err := s.sse.NewStream(w)
@@ -63,14 +71,20 @@ func (s *Server) runSSE(w http.ResponseWriter, r *http.Request, channels []strin
 	_ = cc.sess.Open(nil) // an SSE session only starts its token's expiry there
 	// Subscribe every channel before the stream starts, so that a refusal
 	// is still an HTTP error and the first `id:` covers every channel.
-	for _, ch := range channels {
+	// Server-side channels come first, unchecked.
+	all := slices.Concat(c.who.channels, channels)
+	for n, ch := range all {
+		server := n < len(c.who.channels)
+		if !server && slices.Contains(c.who.channels, ch) {
+			continue
+		}
 		var since *string
 		i := slices.IndexFunc(cursor, func(p protocol.SSEPosition) bool { return p.Channel == ch })
 		if i >= 0 {
 			v := cursor[i].Offset.String()
 			since = &v
 		}
-		res, err := cc.sess.SubscribeStream(ch, since)
+		res, err := cc.sess.SubscribeStream(ch, since, server)
 		if err != nil {
 			cc.abandon()
 			pe := s.publicError(err)
@@ -93,9 +107,13 @@ func (s *Server) runSSE(w http.ResponseWriter, r *http.Request, channels []strin
 	cc.closed()
 }
 
-// sseRequest reads a stream request's channels (each once, in order) and
-// its resume cursor (nil when it has none).
-func sseRequest(r *http.Request) ([]string, protocol.SSECursor, *Error) {
+// errSSEChannels refuses a stream request with too few or too many
+// channels.
+var errSSEChannels = Errorf(CodeBadRequest, fmt.Sprintf("give 1 to %d channel parameters", protocol.MaxSSEChannels))
+
+// sseRequest reads a stream request's channels (each once, in order; none
+// only where noneOK) and its resume cursor (nil when it has none).
+func sseRequest(r *http.Request, noneOK bool) ([]string, protocol.SSECursor, *Error) {
 	q := r.URL.Query()
 	var channels []string
 	for _, ch := range q["channel"] {
@@ -106,8 +124,8 @@ func sseRequest(r *http.Request) ([]string, protocol.SSECursor, *Error) {
 			channels = append(channels, ch)
 		}
 	}
-	if len(channels) == 0 || len(channels) > protocol.MaxSSEChannels {
-		return nil, nil, Errorf(CodeBadRequest, fmt.Sprintf("give 1 to %d channel parameters", protocol.MaxSSEChannels))
+	if (len(channels) == 0 && !noneOK) || len(channels) > protocol.MaxSSEChannels {
+		return nil, nil, errSSEChannels
 	}
 	last := r.Header.Get("Last-Event-ID")
 	if last == "" {

@@ -26,11 +26,11 @@ func main() {
 	rt, err := herald.New(herald.Config{
 		Hooks: herald.Hooks{
 			// Name the user from the app's own session cookie.
-			Connect: func(r *http.Request) (string, error) {
-				if c, err := r.Cookie("user"); err == nil {
-					return c.Value, nil
+			Connect: func(_ context.Context, req herald.ConnectRequest) (herald.ConnectResult, error) {
+				if c, err := req.Request.Cookie("user"); err == nil {
+					return herald.ConnectResult{User: c.Value}, nil
 				}
-				return "", nil
+				return herald.ConnectResult{}, nil
 			},
 			// Only signed-in users may publish, and never to "announcements".
 			AuthorizePublish: func(_ context.Context, c herald.Client, channel string, _ *herald.Publication) error {

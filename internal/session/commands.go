@@ -46,6 +46,8 @@ func (s *Session) handleCommand(b []byte) {
 		s.cmdPresence(cmd)
 	case protocol.OpRefresh:
 		s.cmdRefresh(cmd)
+	case protocol.OpRPC:
+		s.cmdRPC(cmd)
 	}
 }
 
@@ -72,12 +74,27 @@ func (s *Session) cmdRefresh(cmd protocol.Command) {
 	s.reply(protocol.Reply(cmd.ID, nil))
 }
 
+// cmdRPC asks the Policy's RPCHandler and replies with its data.
+func (s *Session) cmdRPC(cmd protocol.Command) {
+	h, ok := s.cfg.Policy.(RPCHandler)
+	if !ok {
+		s.replyError(cmd.ID, protocol.Errorf(protocol.CodeBadRequest, "rpc is not enabled on this server"))
+		return
+	}
+	data, err := h.RPC(s.ctx, s.cfg.Client, cmd.Method, cmd.Data)
+	if err != nil {
+		s.replyError(cmd.ID, s.asProtocolError(err))
+		return
+	}
+	s.reply(protocol.Reply(cmd.ID, protocol.RPCReply{Data: data}))
+}
+
 func (s *Session) cmdSubscribe(cmd protocol.Command) {
 	var since *string
 	if cmd.HasSince {
 		since = &cmd.Since
 	}
-	ok, perr := s.subscribe(cmd.Channel, since, func(r hub.SubscribeResult) {
+	ok, perr := s.subscribe(cmd.Channel, since, false, func(r hub.SubscribeResult) {
 		s.reply(protocol.Reply(cmd.ID, protocol.SubscribeReply{
 			Offset:    r.Latest.String(),
 			Recovered: r.Recovered,
@@ -89,9 +106,11 @@ func (s *Session) cmdSubscribe(cmd protocol.Command) {
 }
 
 // subscribe checks and makes one subscription; ready runs once it is made,
-// before any message of the channel is queued. It reports whether the
-// subscription was made, and why not.
-func (s *Session) subscribe(channel string, since *string, ready func(hub.SubscribeResult)) (bool, *protocol.Error) {
+// before any message of the channel is queued. A server-side subscription
+// (server) is not checked by the Policy and not counted against the
+// subscription limit. It reports whether the subscription was made, and
+// why not.
+func (s *Session) subscribe(channel string, since *string, server bool, ready func(hub.SubscribeResult)) (bool, *protocol.Error) {
 	var from *broker.Offset
 	if since != nil {
 		off, err := broker.ParseOffset(*since)
@@ -100,14 +119,14 @@ func (s *Session) subscribe(channel string, since *string, ready func(hub.Subscr
 		}
 		from = &off
 	}
-	if s.cfg.Policy != nil {
+	if s.cfg.Policy != nil && !server {
 		if err := s.cfg.Policy.AuthorizeSubscribe(s.ctx, s.cfg.Client, channel); err != nil {
 			return false, s.asProtocolError(err)
 		}
 	}
 	s.mu.Lock()
 	dup := slices.Contains(s.subs, channel)
-	full := s.cfg.Limits.MaxSubscriptions > 0 && len(s.subs) >= s.cfg.Limits.MaxSubscriptions
+	full := !server && s.cfg.Limits.MaxSubscriptions > 0 && len(s.subs) >= s.cfg.Limits.MaxSubscriptions
 	if s.closed || dup || full {
 		s.mu.Unlock()
 		switch {

@@ -16,6 +16,7 @@ package session
 
 import (
 	"context"
+	"encoding/json"
 	"log/slog"
 	"slices"
 	"sync"
@@ -75,6 +76,24 @@ type Policy interface {
 	Refresh(ctx context.Context, c broker.ClientInfo, token string) (time.Time, error)
 }
 
+// RPCHandler is a Policy that answers the rpc command; without it, rpc is
+// a bad_request.
+type RPCHandler interface {
+	// RPC returns the data of the reply to an rpc of method with data.
+	RPC(ctx context.Context, c broker.ClientInfo, method string, data json.RawMessage) (json.RawMessage, error)
+}
+
+// Renewer is a Policy that renews the connection's expiry itself, before
+// it passes: the session asks it 30 s before (or when a quarter of the
+// time left remains, if sooner).
+type Renewer interface {
+	// Renew returns the connection's new expiry (zero: never). A refusal
+	// (a *protocol.Error other than unavailable or internal) closes the
+	// connection with its code and message; a failure is tried again
+	// while time is left.
+	Renew(ctx context.Context, c broker.ClientInfo) (time.Time, error)
+}
+
 // Limits bound what one connection may do; zero fields do not limit.
 type Limits struct {
 	// MaxSubscriptions caps the channels one connection is subscribed to.
@@ -100,8 +119,8 @@ type Config struct {
 	// Policy is consulted for every subscribe and publish; nil allows all.
 	Policy Policy
 	// Expires is when the connection's token expires: the session closes
-	// the connection with 1008 then, unless a refresh moves it. Zero:
-	// never.
+	// the connection with 1008 then, unless a refresh (or the Policy, when
+	// it is a Renewer) moves it. Zero: never.
 	Expires time.Time
 	Limits  Limits
 	// QueueMessages and QueueBytes bound the outgoing queue. Live fan-out
@@ -128,7 +147,7 @@ type Session struct {
 	// made (see allow); used by the reading goroutine only, like the
 	// limiters.
 	earlyPublishes, earlyCommands uint8
-	expiry                        *time.Timer   // nil without a token expiry
+	expiry                        *time.Timer   // nil without a token expiry; also the Renewer's
 	limiter                       *rate.Limiter // publishes; made after the first few (see allow)
 	cmdRate                       *rate.Limiter // other commands; likewise
 
@@ -176,7 +195,7 @@ func (s *Session) Open(since *string) error {
 		s.enqueue(wire.NewPayload(protocol.Welcome(s.cfg.Client.Client, s.cfg.Client.User)), asked)
 		return nil
 	}
-	_, perr := s.subscribe(s.cfg.RawChannel, since, func(r hub.SubscribeResult) {
+	_, perr := s.subscribe(s.cfg.RawChannel, since, false, func(r hub.SubscribeResult) {
 		if !r.Recovered {
 			s.enqueue(wire.NewPayload(protocol.RawUnrecovered(s.cfg.RawChannel, r.Latest.String())), asked)
 		}
@@ -208,10 +227,12 @@ func (s *Session) Deliver(d *hub.Delivery) {
 // since when it is set, and returns where the subscription starts. When
 // history no longer reaches back to since, the stream first gets a
 // "herald.unrecovered" event for the channel, then what history still
-// holds. A refused or failed subscription returns a *protocol.Error.
-func (s *Session) SubscribeStream(channel string, since *string) (hub.SubscribeResult, error) {
+// holds. A server-side subscription (server) skips the Policy and the
+// subscription limit. A refused or failed subscription returns a
+// *protocol.Error.
+func (s *Session) SubscribeStream(channel string, since *string, server bool) (hub.SubscribeResult, error) {
 	var res hub.SubscribeResult
-	ok, perr := s.subscribe(channel, since, func(r hub.SubscribeResult) {
+	ok, perr := s.subscribe(channel, since, server, func(r hub.SubscribeResult) {
 		res = r
 		if !r.Recovered {
 			s.enqueue(wire.NewPayload(protocol.SSEUnrecovered(channel)), asked)
@@ -221,6 +242,32 @@ func (s *Session) SubscribeStream(channel string, since *string) (hub.SubscribeR
 		return res, perr
 	}
 	return res, nil
+}
+
+// SubscribeServer makes a server-side subscription of a JSON session to
+// channel, resuming after since when it is set: no Policy or subscription
+// limit applies, herald's own namespace excepted. The client gets a
+// "subscribed" push, then the channel's messages. Subscribing a channel
+// the session has already succeeds and changes nothing. A failed
+// subscription returns a *protocol.Error.
+func (s *Session) SubscribeServer(channel string, since *string) error {
+	if e := protocol.Reserved(channel); e != nil {
+		return e
+	}
+	ok, perr := s.subscribe(channel, since, true, func(r hub.SubscribeResult) {
+		s.enqueue(wire.NewPayload(protocol.SubscribedPush(channel, r.Latest.String(), r.Recovered)), asked)
+	})
+	if !ok && !s.subscribed(channel) {
+		return perr
+	}
+	return nil
+}
+
+// subscribed reports whether the session is subscribed to channel.
+func (s *Session) subscribed(channel string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Contains(s.subs, channel)
 }
 
 // HandleText handles one text frame.
@@ -277,24 +324,75 @@ func (s *Session) removeSubLocked(channel string) bool {
 }
 
 // setExpiry makes the session close its connection at t (1008, "token
-// expired"), replacing an earlier expiry; the zero t removes it.
+// expired"), replacing an earlier expiry; the zero t removes it. When the
+// Policy is a Renewer, it is asked for a new expiry first (renewLead).
 func (s *Session) setExpiry(t time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed {
+	if t.IsZero() {
+		s.armLocked(time.Time{}, nil)
 		return
 	}
+	if _, ok := s.cfg.Policy.(Renewer); ok {
+		left := time.Until(t)
+		s.armLocked(t.Add(-min(renewLead, left/4)), func() { s.renew(t) })
+		return
+	}
+	s.armLocked(t, s.expire)
+}
+
+// renewLead is how long before a connection's expiry a Renewer is asked,
+// at the most: with less time left, it is asked when a quarter remains.
+const renewLead = 30 * time.Second
+
+// renewRetry is the shortest wait before a failed renewal is tried again.
+const renewRetry = time.Second
+
+// armLocked replaces the expiry timer with one that runs fn at t; a nil
+// fn only stops it.
+func (s *Session) armLocked(t time.Time, fn func()) {
 	if s.expiry != nil {
 		s.expiry.Stop()
 		s.expiry = nil
 	}
-	if t.IsZero() {
+	if s.closed || fn == nil {
 		return
 	}
-	s.expiry = time.AfterFunc(time.Until(t), func() {
-		s.refused("token_expired")
-		s.cfg.Conn.Close(protocol.CodeUnauthorized.CloseCode(), "token expired")
-	})
+	s.expiry = time.AfterFunc(time.Until(t), fn)
+}
+
+// expire closes the connection whose expiry passed.
+func (s *Session) expire() {
+	s.refused("token_expired")
+	s.cfg.Conn.Close(protocol.CodeUnauthorized.CloseCode(), "token expired")
+}
+
+// renew asks the Renewer for the expiry that replaces t, on the expiry
+// timer's goroutine. A failure is tried again after a quarter of the time
+// left (at least renewRetry), while that comes before t.
+func (s *Session) renew(t time.Time) {
+	ctx, cancel := context.WithDeadline(s.ctx, t)
+	next, err := s.cfg.Policy.(Renewer).Renew(ctx, s.cfg.Client)
+	cancel()
+	if err == nil {
+		s.setExpiry(next)
+		return
+	}
+	pe := s.asProtocolError(err)
+	if pe.Code != protocol.CodeUnavailable && pe.Code != protocol.CodeInternal {
+		s.refused(string(pe.Code))
+		s.cfg.Conn.Close(pe.Code.CloseCode(), pe.Message)
+		return
+	}
+	s.cfg.Logger.Warn("renewing a connection failed", "client", s.cfg.Client.Client, "err", pe.Message)
+	retry := time.Now().Add(max(renewRetry, time.Until(t)/4))
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if retry.Before(t) {
+		s.armLocked(retry, func() { s.renew(t) })
+	} else {
+		s.armLocked(t, s.expire)
+	}
 }
 
 // allowCommand takes one command other than publish from the
@@ -362,7 +460,8 @@ func (s *Session) subscriptionsDelta(d float64) {
 }
 
 // publishRaw publishes a raw-mode frame to the session's channel. Raw mode
-// has no replies: a refused publish is logged and dropped.
+// has no replies: a refused publish closes the connection with its code's
+// close code (1008 for a refusal, 1011 for a failure) and message.
 func (s *Session) publishRaw(frame []byte, binary bool) {
 	if !s.allowPublish() {
 		// Raw mode has no error replies: a client over its rate is told by
@@ -378,7 +477,11 @@ func (s *Session) publishRaw(frame []byte, binary bool) {
 		p.Data = quoteJSON(frame)
 	}
 	if _, err := s.publish(s.ctx, s.cfg.RawChannel, p); err != nil {
-		s.cfg.Logger.Debug("raw publish refused", "client", s.cfg.Client.Client, "err", err)
+		pe := s.asProtocolError(err)
+		if pe.Code == protocol.CodeForbidden || pe.Code == protocol.CodeUnauthorized {
+			s.refused(string(pe.Code))
+		}
+		s.cfg.Conn.Close(pe.Code.CloseCode(), pe.Message)
 	}
 }
 
