@@ -141,9 +141,15 @@ func rawURL(base, channelAndQuery string) string {
 
 func dialRaw(t *testing.T, base, channelAndQuery string) *rawClient {
 	t.Helper()
+	return dialRawHeader(t, base, channelAndQuery, nil)
+}
+
+// dialRawHeader is dialRaw with extra request headers.
+func dialRawHeader(t *testing.T, base, channelAndQuery string, header http.Header) *rawClient {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), heraldtest.Timeout)
 	defer cancel()
-	conn, _, err := websocket.Dial(ctx, rawURL(base, channelAndQuery), nil)
+	conn, _, err := websocket.Dial(ctx, rawURL(base, channelAndQuery), &websocket.DialOptions{HTTPHeader: header})
 	if err != nil {
 		t.Fatalf("dial raw %s: %v", channelAndQuery, err)
 	}

@@ -6,6 +6,7 @@ package heraldtest
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -171,6 +172,18 @@ func (c *Client) Closed() websocket.StatusCode {
 			c.t.Fatalf("connection not closed within %v", Timeout)
 		}
 	}
+}
+
+// ClosedWith waits until the server closes the connection and returns
+// the close status and reason.
+func (c *Client) ClosedWith() (websocket.StatusCode, string) {
+	c.t.Helper()
+	code := c.Closed()
+	var ce websocket.CloseError
+	if errors.As(c.readErr, &ce) {
+		return code, ce.Reason
+	}
+	return code, ""
 }
 
 // Send sends a command with a fresh id (fields without "id") and returns

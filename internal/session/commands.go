@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math"
 	"slices"
 
 	"github.com/heraldhq/herald/broker"
@@ -126,7 +127,8 @@ func (s *Session) subscribe(channel string, since *string, server bool, ready fu
 	}
 	s.mu.Lock()
 	dup := slices.Contains(s.subs, channel)
-	full := !server && s.cfg.Limits.MaxSubscriptions > 0 && len(s.subs) >= s.cfg.Limits.MaxSubscriptions
+	full := !server && s.cfg.Limits.MaxSubscriptions > 0 && len(s.subs)-int(s.serverSubs) >= s.cfg.Limits.MaxSubscriptions
+	full = full || server && s.serverSubs == math.MaxUint16
 	if s.closed || dup || full {
 		s.mu.Unlock()
 		switch {
@@ -138,7 +140,12 @@ func (s *Session) subscribe(channel string, since *string, server bool, ready fu
 		}
 		return false, protocol.Errorf(protocol.CodeUnavailable, "connection closing")
 	}
-	s.subs = append(s.subs, channel)
+	if server {
+		s.subs = slices.Insert(s.subs, int(s.serverSubs), channel)
+		s.serverSubs++
+	} else {
+		s.subs = append(s.subs, channel)
+	}
 	s.mu.Unlock()
 
 	if err := s.cfg.Hub.Subscribe(s.ctx, s, s.cfg.Client, channel, from, ready); err != nil {

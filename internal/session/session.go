@@ -140,9 +140,12 @@ type Session struct {
 	cfg Config
 	ctx context.Context
 
-	mu     sync.Mutex // guards subs, closed and expiry
+	mu     sync.Mutex // guards subs, serverSubs, closed and expiry
 	subs   []string   // a few per connection: a slice is smaller than a map
 	closed bool
+	// serverSubs counts the server-side subscriptions, which are the
+	// first of subs: they do not count against MaxSubscriptions.
+	serverSubs uint16
 	// The publishes and other commands counted before their limiter is
 	// made (see allow); used by the reading goroutine only, like the
 	// limiters.
@@ -320,6 +323,9 @@ func (s *Session) removeSubLocked(channel string) bool {
 		return false
 	}
 	s.subs = slices.Delete(s.subs, i, i+1)
+	if i < int(s.serverSubs) {
+		s.serverSubs--
+	}
 	return true
 }
 
