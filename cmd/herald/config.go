@@ -15,6 +15,10 @@ import (
 // secretSettings are printed masked.
 var secretSettings = map[string]bool{"api-key": true, "token-secret": true, "admin-token": true}
 
+// proxyURLSettings are URLs printed with any password masked, as the
+// broker's.
+var proxyURLSettings = map[string]bool{"proxy-connect": true, "proxy-subscribe": true, "proxy-publish": true, "proxy-rpc": true, "proxy-refresh": true}
+
 // configCmd prints the configuration herald serve would run with, given
 // the same flags and environment: every setting, where its value came
 // from, secrets masked, unset ones as comments. Its output is a valid
@@ -45,7 +49,7 @@ func (c *configCmd) Run(r *runEnv, kctx *kong.Context) error {
 		switch {
 		case secretSettings[f.Name] && v != "":
 			v = "****"
-		case f.Name == "broker":
+		case f.Name == "broker" || proxyURLSettings[f.Name]:
 			v = mask.URL(v)
 		}
 		switch value.(type) {

@@ -21,6 +21,7 @@ import (
 	"github.com/heraldhq/herald/broker/memory"
 	"github.com/heraldhq/herald/broker/nats"
 	"github.com/heraldhq/herald/broker/redis"
+	"github.com/heraldhq/herald/internal/backend"
 	"github.com/heraldhq/herald/internal/mask"
 )
 
@@ -78,6 +79,15 @@ func serve(ctx context.Context, s *settings, env map[string]string, stderr io.Wr
 				logger.Warn("tracing: flush on shutdown", "err", err)
 			}
 		}()
+	}
+	if s.proxied() {
+		pc := s.proxy
+		pc.Logger = logger
+		p, err := backend.New(pc)
+		if err != nil {
+			return err
+		}
+		cfg.Hooks = p.Hooks()
 	}
 	if cfg.Broker, err = newBroker(s, logger); err != nil {
 		return err

@@ -11,11 +11,14 @@ import (
 
 	"github.com/heraldhq/herald"
 	"github.com/heraldhq/herald/broker/memory"
+	"github.com/heraldhq/herald/internal/backend"
 	"github.com/heraldhq/herald/internal/mask"
 )
 
 // Defaults of what only herald serve has (the http.Server around the
 // herald.Server); herald.Config's own come from herald.DefaultConfig.
+var defaultProxyHeaders = []string{"Cookie", "Authorization", "X-Request-Id"}
+
 const (
 	defaultAddr            = ":8080"
 	defaultIdleTimeout     = 30 * time.Second
@@ -66,6 +69,14 @@ type serveFlags struct {
 	HistoryTTL   span   `name:"history-ttl" default:"${history_ttl}" help:"how long messages are kept" group:"brokers"`
 	HistoryBytes count  `default:"${history_bytes}" help:"bytes of history kept in all (memory broker: in this process, least recently published channels dropped first; NATS: the stream's size; Redis: not applied, bound it with maxmemory; 0: no bound)" group:"brokers"`
 
+	ProxyConnect   string   `name:"proxy-connect" help:"URL herald asks whether a client without a token may connect, and as whom (its user, expiry, server-side channels, presence info)" placeholder:"URL" group:"backend"`
+	ProxySubscribe string   `name:"proxy-subscribe" help:"URL herald asks whether a client may subscribe (also history and presence)" placeholder:"URL" group:"backend"`
+	ProxyPublish   string   `name:"proxy-publish" help:"URL herald asks whether a client may publish; its answer may replace the data" placeholder:"URL" group:"backend"`
+	ProxyRPC       string   `name:"proxy-rpc" help:"URL that answers clients' rpc commands" placeholder:"URL" group:"backend"`
+	ProxyRefresh   string   `name:"proxy-refresh" help:"URL herald asks, shortly before a proxied connection's expire_at, for a new one" placeholder:"URL" group:"backend"`
+	ProxyHeaders   []string `name:"proxy-headers" default:"${proxy_headers}" help:"headers of the client's own request copied onto every proxy request of its connection" group:"backend"`
+	ProxyTimeout   span     `name:"proxy-timeout" default:"${proxy_timeout}" help:"how long one proxy request may take; no answer in time refuses what it asked (unavailable)" group:"backend"`
+
 	TLSCert   string `name:"tls-cert" help:"TLS certificate file (PEM, with its chain); with --tls-key, herald serves HTTPS and WSS (HTTP/2 for SSE)" placeholder:"FILE" group:"tls"`
 	TLSKey    string `name:"tls-key" help:"TLS private key file (PEM)" placeholder:"FILE" group:"tls"`
 	ACMEHost  string `name:"acme-host" help:"host name to get certificates for automatically (ACME, Let's Encrypt; the TLS-ALPN challenge on the listen address, which must be :443)" group:"tls"`
@@ -115,6 +126,8 @@ func defaultVars() kong.Vars {
 		"sse_retry":              span(d.SSERetry).String(),
 		"idle_timeout":           span(defaultIdleTimeout).String(),
 		"shutdown_timeout":       span(defaultShutdownTimeout).String(),
+		"proxy_headers":          strings.Join(defaultProxyHeaders, ","),
+		"proxy_timeout":          span(backend.DefaultTimeout).String(),
 	}
 }
 
@@ -153,6 +166,7 @@ type settings struct {
 	acmeCache       string
 	historyBytes    int    // -1: no bound
 	otelEndpoint    string // "": the standard OTEL_* variables decide
+	proxy           backend.Config
 	config          herald.Config
 }
 
@@ -218,7 +232,46 @@ func (f *serveFlags) settings(namespaces map[string]herald.Namespace) (*settings
 	if s.config.TokenJWKS, err = readSettingFile("--token-jwks", f.TokenJWKS); err != nil {
 		return nil, err
 	}
+	if s.proxy, err = f.proxySettings(); err != nil {
+		return nil, err
+	}
 	return s, nil
+}
+
+// proxySettings checks the proxy flags and turns them into the backend's
+// Config.
+func (f *serveFlags) proxySettings() (backend.Config, error) {
+	p := backend.Config{
+		Connect:   f.ProxyConnect,
+		Subscribe: f.ProxySubscribe,
+		Publish:   f.ProxyPublish,
+		RPC:       f.ProxyRPC,
+		Refresh:   f.ProxyRefresh,
+		Timeout:   time.Duration(f.ProxyTimeout),
+	}
+	for _, u := range []struct{ flag, url string }{
+		{"--proxy-connect", p.Connect}, {"--proxy-subscribe", p.Subscribe}, {"--proxy-publish", p.Publish},
+		{"--proxy-rpc", p.RPC}, {"--proxy-refresh", p.Refresh},
+	} {
+		if u.url == "" {
+			continue
+		}
+		if err := backend.CheckURL(u.url); err != nil {
+			return p, fmt.Errorf("%s: %w", u.flag, err)
+		}
+	}
+	for _, h := range f.ProxyHeaders {
+		if h = strings.TrimSpace(h); h != "" {
+			p.Headers = append(p.Headers, h)
+		}
+	}
+	return p, nil
+}
+
+// proxied reports whether any proxy is on.
+func (s *settings) proxied() bool {
+	p := s.proxy
+	return p.Connect != "" || p.Subscribe != "" || p.Publish != "" || p.RPC != "" || p.Refresh != ""
 }
 
 // readSettingFile reads the file a setting names; "" reads nothing.

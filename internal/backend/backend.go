@@ -87,9 +87,8 @@ func New(cfg Config) (*Proxy, error) {
 		if u.url == "" {
 			continue
 		}
-		p, err := url.Parse(u.url)
-		if err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
-			return nil, fmt.Errorf("backend: %s proxy URL %q: want http:// or https:// and a host", u.name, u.url)
+		if err := CheckURL(u.url); err != nil {
+			return nil, fmt.Errorf("backend: %s proxy: %w", u.name, err)
 		}
 	}
 	if cfg.Timeout < 0 {
@@ -109,6 +108,16 @@ func New(cfg Config) (*Proxy, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	return &Proxy{cfg: cfg}, nil
+}
+
+// CheckURL refuses what cannot be a proxy URL: it must be absolute, http
+// or https, with a host.
+func CheckURL(u string) error {
+	p, err := url.Parse(u)
+	if err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
+		return fmt.Errorf("URL %q: want http:// or https:// and a host", u)
+	}
+	return nil
 }
 
 // Hooks returns the hooks whose URL is set, and Headers for them.
