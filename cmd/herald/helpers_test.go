@@ -1,7 +1,13 @@
 package main
 
 import (
+	"context"
 	"io"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/heraldhq/herald/heraldtest"
 )
 
 // loadSettings parses `herald serve ARGS` with env, as run would, and
@@ -17,4 +23,32 @@ func loadSettings(args, env []string, stderr io.Writer) (*settings, error) {
 		return nil, err
 	}
 	return c.Serve.settings(l.namespaces)
+}
+
+// serveInBackground runs `herald serve --addr <a free loopback port> ARGS`
+// until stop, which returns what serve returned (failing the test if it
+// does not stop); it returns once the server answers /healthz.
+func serveInBackground(t *testing.T, args ...string) (addr string, stop func() error) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr = ln.Addr().String()
+	ln.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, append([]string{"--addr", addr}, args...), nil, io.Discard, io.Discard) }()
+	waitHealthy(t, addr)
+	return addr, func() error {
+		t.Helper()
+		cancel()
+		select {
+		case err := <-done:
+			return err
+		case <-time.After(heraldtest.Timeout):
+			t.Fatal("serve did not stop")
+			return nil
+		}
+	}
 }

@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -110,17 +109,7 @@ func TestVersion(t *testing.T) {
 }
 
 func TestServeRunsAndStopsOnCancel(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- run(ctx, []string{"--addr", addr}, nil, io.Discard, io.Discard) }()
-	waitHealthy(t, addr)
+	addr, stop := serveInBackground(t)
 	for _, path := range []string{"/", "/herald.js"} {
 		resp, err := http.Get("http://" + addr + path)
 		if err != nil {
@@ -132,14 +121,8 @@ func TestServeRunsAndStopsOnCancel(t *testing.T) {
 			t.Fatalf("GET %s: %d, %d bytes", path, resp.StatusCode, len(body))
 		}
 	}
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("serve returned %v", err)
-		}
-	case <-time.After(heraldtest.Timeout):
-		t.Fatal("serve did not stop")
+	if err := stop(); err != nil {
+		t.Fatalf("serve returned %v", err)
 	}
 }
 

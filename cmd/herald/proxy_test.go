@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -67,24 +66,12 @@ func TestServeProxies(t *testing.T) {
 		}
 	}))
 	defer app.Close()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- run(ctx, []string{"--addr", addr, "--proxy-connect", app.URL + "/connect", "--proxy-rpc", app.URL + "/rpc"}, nil, io.Discard, io.Discard)
-	}()
+	addr, stop := serveInBackground(t, "--proxy-connect", app.URL+"/connect", "--proxy-rpc", app.URL+"/rpc")
 	defer func() {
-		cancel()
-		if err := <-done; err != nil {
+		if err := stop(); err != nil {
 			t.Errorf("serve: %v", err)
 		}
 	}()
-	waitHealthy(t, addr)
 	c := heraldtest.DialHeader(t, "ws://"+addr+"/ws", http.Header{"Cookie": {"session=ann"}})
 	if c.Welcome["user"] != "ann" {
 		t.Fatalf("welcome %v, want the app's user", c.Welcome)
