@@ -45,6 +45,13 @@ type Options struct {
 	// OnState, when set, is told of every state change. It runs on the
 	// client's own goroutine: it must not block.
 	OnState func(State)
+	// OnServerSubscribe, when set, is given each subscription the server
+	// makes for the client (an application's server-side channels), once,
+	// when it first appears; read its messages with Next, as those of
+	// Subscribe. It runs on the client's own goroutine: it must not block.
+	// The Client resumes server-side subscriptions after a reconnection
+	// from the last offset seen (/ws?since=), as it resubscribes its own.
+	OnServerSubscribe func(*Subscription)
 	// Logger receives what goes wrong in the background (a failed
 	// reconnect); nil discards.
 	Logger *slog.Logger
@@ -106,6 +113,9 @@ type Message struct {
 type Presence struct {
 	Client string `json:"client"`
 	User   string `json:"user"`
+	// Info is what the application said of the connection when it let it
+	// in; nil for none.
+	Info json.RawMessage `json:"info,omitempty"`
 }
 
 // Client is one connection to a herald server; see the package doc.
@@ -222,7 +232,7 @@ func (c *Client) connect(ctx context.Context) (*websocket.Conn, welcome, error) 
 	if token != "" {
 		h.Set("Authorization", "Bearer "+token)
 	}
-	conn, resp, err := websocket.Dial(ctx, c.url, &websocket.DialOptions{
+	conn, resp, err := websocket.Dial(ctx, c.resumeURL(), &websocket.DialOptions{
 		Subprotocols: []string{"herald.v1.jsonl", "herald.v1"},
 		HTTPHeader:   h,
 	})
@@ -243,6 +253,29 @@ func (c *Client) connect(ctx context.Context) (*websocket.Conn, welcome, error) 
 	c.token = token
 	c.mu.Unlock()
 	return conn, w, nil
+}
+
+// resumeURL is the URL to connect to: with ?since= naming the last offset
+// seen of every subscription that has one, so that the server resumes its
+// server-side subscriptions without a gap (it reads only theirs).
+func (c *Client) resumeURL() string {
+	c.mu.Lock()
+	offs := make(map[string]string, len(c.subs))
+	for ch, s := range c.subs {
+		if last, ok := s.lastOffset(); ok {
+			offs[ch] = last
+		}
+	}
+	c.mu.Unlock()
+	if len(offs) == 0 {
+		return c.url
+	}
+	b, _ := json.Marshal(offs) // strings always encode
+	sep := "?"
+	if strings.Contains(c.url, "?") {
+		sep = "&"
+	}
+	return c.url + sep + "since=" + url.QueryEscape(string(b))
 }
 
 type welcome struct {
@@ -334,7 +367,9 @@ func (c *Client) online(conn *websocket.Conn, w welcome) {
 	}
 	c.mu.Unlock()
 	for _, s := range subs {
-		c.subscribeCmd(s)
+		if !s.isServer() { // the server makes its own again
+			c.subscribeCmd(s)
+		}
 	}
 	slices.SortFunc(waiting, func(a, b *call) int { return cmp.Compare(a.id, b.id) })
 	for _, p := range waiting {
@@ -344,7 +379,7 @@ func (c *Client) online(conn *websocket.Conn, w welcome) {
 	c.scheduleRefresh(conn)
 }
 
-// offline forgets conn. A publish or refresh that was sent on it fails
+// offline forgets conn. A publish, rpc or refresh that was sent on it fails
 // (it may or may not have happened); a subscribe is made again by the next
 // connection's resubscribe; everything else that was sent waits to be sent
 // again.
@@ -361,7 +396,7 @@ func (c *Client) offline(conn *websocket.Conn, err error) {
 		}
 		p.sent = false
 		switch p.op {
-		case "publish", "refresh":
+		case "publish", "refresh", "rpc":
 			delete(c.pending, id)
 			lost = append(lost, p)
 		case "subscribe":
@@ -468,7 +503,12 @@ func (c *Client) handle(line []byte) {
 		p.done(line, nil)
 		return
 	}
-	if f.Op != "message" {
+	switch f.Op {
+	case "message":
+	case "subscribed", "unsubscribed":
+		c.serverSubscription(f.Op, line)
+		return
+	default:
 		return // join and leave are not surfaced by this client
 	}
 	var m Message
@@ -481,6 +521,43 @@ func (c *Client) handle(line []byte) {
 	c.mu.Unlock()
 	if s != nil {
 		s.push(m)
+	}
+}
+
+// serverSubscription handles the server's subscribed and unsubscribed
+// pushes: a subscription it made (or made again after a reconnection), or
+// one it ended.
+func (c *Client) serverSubscription(op string, line []byte) {
+	var p struct {
+		Channel   string `json:"channel"`
+		Offset    string `json:"offset"`
+		Recovered bool   `json:"recovered"`
+	}
+	if err := json.Unmarshal(line, &p); err != nil {
+		c.log.Warn("herald client: bad "+op+" push", "err", err)
+		return
+	}
+	c.mu.Lock()
+	s := c.subs[p.Channel]
+	if op == "unsubscribed" {
+		if s != nil {
+			delete(c.subs, p.Channel)
+		}
+		c.mu.Unlock()
+		if s != nil {
+			s.end(ErrUnsubscribed)
+		}
+		return
+	}
+	fresh := s == nil
+	if fresh {
+		s = newSubscription(c, p.Channel)
+		c.subs[p.Channel] = s
+	}
+	c.mu.Unlock()
+	s.madeByServer(p.Offset, p.Recovered)
+	if fresh && c.opts.OnServerSubscribe != nil {
+		c.opts.OnServerSubscribe(s)
 	}
 }
 
@@ -591,6 +668,30 @@ func encodeData(data any) (json.RawMessage, error) {
 		return nil, fmt.Errorf("herald client: encode data: %w", err)
 	}
 	return b, nil
+}
+
+// RPC asks the server's application (its RPC hook, or herald serve's
+// --proxy-rpc) method with data (any value that encodes to JSON, or a
+// json.RawMessage; nil sends null) and returns the data it answered. A
+// refusal is an *Error. An rpc sent on a connection that was lost before
+// its reply fails with the unavailable code: it may or may not have been
+// answered.
+func (c *Client) RPC(ctx context.Context, method string, data any) (json.RawMessage, error) {
+	raw, err := encodeData(data)
+	if err != nil {
+		return nil, err
+	}
+	b, err := c.do(ctx, "rpc", map[string]any{"method": method, "data": raw})
+	if err != nil {
+		return nil, err
+	}
+	var r struct {
+		Data json.RawMessage `json:"data"`
+	}
+	if err := json.Unmarshal(b, &r); err != nil {
+		return nil, fmt.Errorf("herald client: rpc reply: %w", err)
+	}
+	return r.Data, nil
 }
 
 // HistoryOptions select messages from a channel's history.

@@ -255,6 +255,37 @@ func (p *proxy) restore() {
 	p.down = false
 }
 
+// publishWithCut publishes 1…n with publish, cutting p's connections
+// after the first third and letting them through again after the second.
+func publishWithCut(t *testing.T, p *proxy, n int, publish func(i int) error) {
+	t.Helper()
+	for i := 1; i <= n; i++ {
+		if err := publish(i); err != nil {
+			t.Fatal(err)
+		}
+		switch i {
+		case n / 3:
+			p.cut()
+		case 2 * n / 3:
+			p.restore()
+		}
+	}
+}
+
+// readNumbers reads the messages 1…n from s, in order.
+func readNumbers(t *testing.T, ctx context.Context, s *client.Subscription, n int) {
+	t.Helper()
+	for i := 1; i <= n; i++ {
+		m, err := s.Next(ctx)
+		if err != nil {
+			t.Fatalf("message %d: %v", i, err)
+		}
+		if got := number(t, m); got != i {
+			t.Fatalf("message %d is %d", i, got)
+		}
+	}
+}
+
 // A subscriber whose connection is cut while messages are published gets,
 // after it reconnects by itself, every message once and in order.
 func TestReconnectResumes(t *testing.T) {
@@ -279,26 +310,11 @@ func TestReconnectResumes(t *testing.T) {
 		t.Fatal(err)
 	}
 	const n = 300
-	for i := 1; i <= n; i++ {
-		if _, err := pub.Publish(ctx, "r", i, ""); err != nil {
-			t.Fatal(err)
-		}
-		switch i {
-		case 100:
-			p.cut()
-		case 200:
-			p.restore()
-		}
-	}
-	for i := 1; i <= n; i++ {
-		m, err := s.Next(ctx)
-		if err != nil {
-			t.Fatalf("message %d: %v", i, err)
-		}
-		if got := number(t, m); got != i {
-			t.Fatalf("message %d is %d", i, got)
-		}
-	}
+	publishWithCut(t, p, n, func(i int) error {
+		_, err := pub.Publish(ctx, "r", i, "")
+		return err
+	})
+	readNumbers(t, ctx, s, n)
 	if !s.Recovered() {
 		t.Fatal("the resubscription did not recover")
 	}
@@ -370,5 +386,73 @@ func TestDialErrors(t *testing.T) {
 	defer hs.Close()
 	if _, err := client.Dial(ctxT(t), hs.URL, nil); err == nil {
 		t.Fatal("Dial of a server that is not herald gave no error")
+	}
+}
+
+// Subscriptions the server makes at connect (a Connect hook's channels)
+// are surfaced as Subscriptions, and resumed across reconnections from the
+// last offset seen, without a gap; rpc asks the application.
+func TestServerSubscriptionsAndRPC(t *testing.T) {
+	t.Parallel()
+	srv, hs := heraldtest.NewServer(t, herald.Config{
+		PublishRate: -1,
+		Hooks: herald.Hooks{
+			Connect: func(_ context.Context, req herald.ConnectRequest) (herald.ConnectResult, error) {
+				return herald.ConnectResult{User: "ann", Channels: []string{"feed:ann"}, Info: json.RawMessage(`{"plan":"pro"}`)}, nil
+			},
+			RPC: func(_ context.Context, c herald.Client, method string, data json.RawMessage) (json.RawMessage, error) {
+				if method != "echo" {
+					return nil, herald.Errorf(herald.CodeNotFound, "no method "+method)
+				}
+				return json.RawMessage(`{"user":"` + c.User + `","data":` + string(data) + `}`), nil
+			},
+		},
+	})
+	p := newProxy(t, hs.Listener.Addr().String())
+	ctx := ctxT(t)
+	subs := make(chan *client.Subscription, 10)
+	c := dial(t, "ws://"+p.ln.Addr().String()+"/ws", &client.Options{
+		MinRetry:          20 * time.Millisecond,
+		MaxRetry:          100 * time.Millisecond,
+		OnServerSubscribe: func(s *client.Subscription) { subs <- s },
+	})
+	var s *client.Subscription
+	select {
+	case s = <-subs:
+	case <-ctx.Done():
+		t.Fatal("no server-side subscription surfaced")
+	}
+	if s.Channel() != "feed:ann" || !s.Recovered() {
+		t.Fatalf("server-side subscription %q, recovered %v", s.Channel(), s.Recovered())
+	}
+	const n = 60
+	publishWithCut(t, p, n, func(i int) error {
+		_, err := srv.Publish(ctx, "feed:ann", i)
+		return err
+	})
+	readNumbers(t, ctx, s, n)
+	if !s.Recovered() {
+		t.Fatal("the server-side subscription was not resumed without a gap")
+	}
+	select {
+	case again := <-subs:
+		t.Fatalf("the resumed subscription was surfaced again: %q", again.Channel())
+	default:
+	}
+	if _, err := c.Subscribe(ctx, "feed:ann"); err == nil {
+		t.Fatal("subscribing to a server-side subscription's channel succeeded")
+	}
+
+	out, err := c.RPC(ctx, "echo", map[string]int{"x": 1})
+	if err != nil || string(out) != `{"user":"ann","data":{"x":1}}` {
+		t.Fatalf("RPC = %s, %v", out, err)
+	}
+	var e *client.Error
+	if _, err := c.RPC(ctx, "nope", nil); !errors.As(err, &e) || e.Code != "not_found" {
+		t.Fatalf("RPC of an unknown method: %v, want not_found", err)
+	}
+	who, err := c.Presence(ctx, "feed:ann")
+	if err != nil || len(who) != 1 || who[0].User != "ann" || string(who[0].Info) != `{"plan":"pro"}` {
+		t.Fatalf("presence %+v, %v; want ann with her info", who, err)
 	}
 }

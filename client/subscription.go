@@ -7,8 +7,9 @@ import (
 	"sync"
 )
 
-// Subscription is one channel subscribed by Client.Subscribe. Its messages
-// wait in an unbounded queue until Next takes them: read them promptly.
+// Subscription is one channel subscribed by Client.Subscribe, or by the
+// server (Options.OnServerSubscribe). Its messages wait in an unbounded
+// queue until Next takes them: read them promptly.
 type Subscription struct {
 	c       *Client
 	channel string
@@ -19,6 +20,7 @@ type Subscription struct {
 	last      string        // the last offset seen; resubscribes start after it
 	haveLast  bool
 	recovered bool
+	server    bool  // made by the server: it makes it again on reconnection
 	err       error // why the subscription ended; nil while it lasts
 
 	ready    chan struct{} // closed at the first reply
@@ -41,7 +43,7 @@ func Since(offset string) SubscribeOption {
 // saw, so Next returns every message once, in order, while history holds
 // them.
 func (c *Client) Subscribe(ctx context.Context, channel string, opts ...SubscribeOption) (*Subscription, error) {
-	s := &Subscription{c: c, channel: channel, wake: make(chan struct{}, 1), ready: make(chan struct{})}
+	s := newSubscription(c, channel)
 	for _, o := range opts {
 		o(s)
 	}
@@ -72,6 +74,41 @@ func (c *Client) Subscribe(ctx context.Context, channel string, opts ...Subscrib
 	}
 }
 
+func newSubscription(c *Client, channel string) *Subscription {
+	return &Subscription{c: c, channel: channel, wake: make(chan struct{}, 1), ready: make(chan struct{})}
+}
+
+// madeByServer records that the server subscribed s (again), starting
+// after offset.
+func (s *Subscription) madeByServer(offset string, recovered bool) {
+	s.mu.Lock()
+	s.server = true
+	if !s.haveLast {
+		s.last, s.haveLast = offset, true
+	}
+	s.recovered = recovered
+	s.mu.Unlock()
+	select {
+	case <-s.ready:
+	default:
+		close(s.ready)
+	}
+}
+
+// isServer reports whether the server made s.
+func (s *Subscription) isServer() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.server
+}
+
+// lastOffset is the last offset s saw, if any.
+func (s *Subscription) lastOffset() (string, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.last, s.haveLast
+}
+
 // subscribeCmd sends s's subscribe, resuming after the last offset seen.
 func (c *Client) subscribeCmd(s *Subscription) {
 	fields := map[string]any{"channel": s.channel}
@@ -92,6 +129,11 @@ func (s *Subscription) subscribed(raw json.RawMessage, err error) {
 	case <-s.ready:
 	default:
 		first = true
+	}
+	if err != nil && s.isServer() {
+		// The server made this subscription itself meanwhile (it came
+		// back as a server-side one): the refusal of ours changes nothing.
+		return
 	}
 	if err != nil {
 		s.c.drop(s)
