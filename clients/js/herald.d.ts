@@ -37,6 +37,8 @@ export interface Message<T = unknown> {
 export interface PresenceClient {
   client: string;
   user: string;
+  /** What the application said of the connection when it let it in (a connect proxy's `info`). */
+  info?: unknown;
 }
 
 /** A join or leave push. */
@@ -83,7 +85,7 @@ export interface HistoryOptions {
 
 export type Unlisten = () => void;
 
-/** One channel subscribed by `Herald.subscribe`. */
+/** One channel subscribed by `Herald.subscribe`, or by the server (`Herald.on('subscription', …)`). */
 export class Subscription<T = unknown> {
   readonly channel: string;
   /**
@@ -103,8 +105,15 @@ export class Subscription<T = unknown> {
   history(opts?: HistoryOptions): Promise<Message<T>[]>;
   /** The clients subscribed to the channel. */
   presence(): Promise<PresenceClient[]>;
-  /** After each subscribe reply: the first, and one per reconnect. */
+  /**
+   * After each subscribe reply (or `subscribed` push of a server-side
+   * subscription): the first, and one per reconnect.
+   */
   on(event: 'subscribed', fn: (r: Subscribed) => void): Unlisten;
+  /** Each message, after the handler given to `subscribe` (if any): how a server-side subscription's messages are read. */
+  on(event: 'message', fn: (data: T, message: Message<T>) => void): Unlisten;
+  /** The server ended the subscription (the server API's unsubscribe); it is gone. */
+  on(event: 'unsubscribed', fn: (e: { op: 'unsubscribed'; channel: string }) => void): Unlisten;
   /** A client joined or left, where the channel's namespace tells. */
   on(event: 'join' | 'leave', fn: (e: PresenceEvent) => void): Unlisten;
   /** The server refused the subscription; it is gone. */
@@ -138,7 +147,21 @@ export class Herald {
    * While disconnected it waits for the connection.
    */
   publish(channel: string, data: unknown, opts?: { event?: string }): Promise<string>;
+  /**
+   * Asks the server's application (its RPC hook, or `--proxy-rpc`) and
+   * resolves with the data it answered; rejects with a HeraldError
+   * (`bad_request` where the server has no rpc). While disconnected it waits;
+   * one in flight when the connection drops rejects with `unavailable`.
+   */
+  rpc<R = unknown>(method: string, data?: unknown): Promise<R>;
   on(event: 'state', fn: (state: State) => void): Unlisten;
+  /**
+   * A subscription the server made for this connection (a connect proxy's
+   * channels), once, when it first appears; listen to its 'message' event
+   * here, before its first message. It is resumed after reconnects, as the
+   * client's own are.
+   */
+  on(event: 'subscription', fn: (sub: Subscription) => void): Unlisten;
   /** Errors that belong to no command: a bad frame, a failed getToken. */
   on(event: 'error', fn: (e: Error) => void): Unlisten;
   /** Closes the connection for good; what waits rejects with `unavailable`. */

@@ -81,7 +81,8 @@ class Emitter {
   }
 }
 
-// Subscription is one channel subscribed by Herald.subscribe.
+// Subscription is one channel subscribed by Herald.subscribe, or by the
+// server (Herald's 'subscription' event).
 export class Subscription extends Emitter {
   constructor(herald, channel, handler, since) {
     super();
@@ -96,6 +97,7 @@ export class Subscription extends Emitter {
     this._h = herald;
     this._fn = handler;
     this._seen = new Set();
+    this._server = false; // made by the server, which makes it again on reconnect
   }
 
   // unsubscribe stops the subscription; the handler gets no more messages.
@@ -123,6 +125,7 @@ export class Subscription extends Emitter {
     if (this._seen.size > SEEN_MAX) this._seen.delete(this._seen.values().next().value);
     this.offset = m.offset;
     this._fn && this._fn(m.data, m);
+    this._emit('message', m.data, m);
   }
 }
 
@@ -175,6 +178,14 @@ export class Herald extends Emitter {
     return (await this._call('publish', { channel, data: data === undefined ? null : data, event })).offset;
   }
 
+  // rpc asks the server's application method with data and resolves with
+  // the data it answered, or rejects as publish does. While disconnected it
+  // waits; one in flight when the connection drops rejects with
+  // unavailable.
+  async rpc(method, data) {
+    return (await this._call('rpc', { method, data: data === undefined ? null : data })).data;
+  }
+
   // close closes the connection for good.
   close() {
     if (this._closed) return;
@@ -209,6 +220,11 @@ export class Herald extends Emitter {
       if (this._opts.getToken) token = await this._opts.getToken();
       if (this._closed) return;
       if (token) url += (url.includes('?') ? '&' : '?') + 'token=' + encodeURIComponent(token);
+      // Every last offset seen: the server resumes its own subscriptions
+      // from them (it reads only theirs).
+      const since = {};
+      for (const [ch, sub] of this._subs) if (sub.offset !== undefined) since[ch] = sub.offset;
+      if (Object.keys(since).length) url += (url.includes('?') ? '&' : '?') + 'since=' + encodeURIComponent(JSON.stringify(since));
       ws = new this._WS(url, PROTOCOLS);
     } catch (e) {
       this._emit('error', e);
@@ -386,7 +402,7 @@ export class Herald extends Emitter {
     this._retries = 0;
     // Subscriptions first, then what waited: commands run in order.
     this.state = 'connected';
-    for (const sub of this._subs.values()) this._subscribe(sub);
+    for (const sub of this._subs.values()) if (!sub._server) this._subscribe(sub);
     for (const p of this._queue) this._send(p);
     this._queue = [];
     this._scheduleRefresh();
@@ -433,12 +449,12 @@ export class Herald extends Emitter {
     clearTimeout(this._refresher);
     this._out = [];
     for (const [id, p] of this._pending) {
-      if (p.op === 'history' || p.op === 'presence' || (p.op === 'publish' && !p.sent)) {
+      if (p.op === 'history' || p.op === 'presence' || ((p.op === 'publish' || p.op === 'rpc') && !p.sent)) {
         p.sent = false;
         continue;
       }
       this._pending.delete(id);
-      if (p.op === 'publish' || p.op === 'refresh') p.reject(herr('unavailable', 'herald: connection lost before the reply'));
+      if (p.op === 'publish' || p.op === 'rpc' || p.op === 'refresh') p.reject(herr('unavailable', 'herald: connection lost before the reply'));
     }
     this._queue = [...this._pending.values()];
   }
@@ -460,10 +476,28 @@ export class Herald extends Emitter {
       sub.recovered = r.recovered;
       sub._emit('subscribed', { offset: r.offset, recovered: r.recovered });
     }, (e) => {
-      if (!mine()) return;
+      // A subscription the server made itself meanwhile lives on.
+      if (!mine() || sub._server) return;
       this._subs.delete(sub.channel);
       sub._emit('error', e);
     });
+  }
+
+  // _serverSubscribed handles a subscribed push: the server subscribed
+  // this connection (again, after a reconnect) to a channel. A new one is
+  // told to 'subscription' listeners before the messages that follow it.
+  _serverSubscribed(m) {
+    let sub = this._subs.get(m.channel);
+    const fresh = !sub;
+    if (fresh) {
+      sub = new Subscription(this, m.channel);
+      this._subs.set(m.channel, sub);
+    }
+    sub._server = true;
+    if (sub.offset === undefined) sub.offset = m.offset;
+    sub.recovered = m.recovered;
+    if (fresh) this._emit('subscription', sub);
+    sub._emit('subscribed', { offset: m.offset, recovered: m.recovered });
   }
 
   // _call sends a command, or queues it until connected, and resolves with
@@ -518,6 +552,7 @@ export class Herald extends Emitter {
         continue;
       }
       if (m.op === 'welcome') this._welcome(m);
+      else if (m.op === 'subscribed') this._serverSubscribed(m);
       else if (m.op === 'error' || m.ok === false) {
         this._emit('error', herr(m.error?.code || 'internal', m.error?.message));
       } else {
@@ -525,6 +560,10 @@ export class Herald extends Emitter {
         if (!sub) continue;
         if (m.op === 'message') sub._message(m);
         else if (m.op === 'join' || m.op === 'leave') sub._emit(m.op, m);
+        else if (m.op === 'unsubscribed') {
+          this._subs.delete(m.channel);
+          sub._emit('unsubscribed', m);
+        }
       }
     }
   }
