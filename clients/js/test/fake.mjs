@@ -1,4 +1,5 @@
 // A fake in-process WebSocket for herald.js tests, and small helpers.
+import Herald from '../herald.js';
 
 // fakeSocket returns a WebSocket class whose instances the test drives by
 // hand: open() them, recv() frames from the "server", drop() them.
@@ -68,4 +69,13 @@ export async function waitFor(cond, timeout = 3000) {
 // command waits for the n-th command (from 0) with op on ws and returns it.
 export function command(ws, op, n = 0) {
   return waitFor(() => ws.commands().filter((c) => op === undefined || c.op === op)[n]);
+}
+
+// connected returns a Herald on a fake socket that is open and welcomed.
+export async function connected(opts = {}) {
+  const WS = fakeSocket();
+  const h = new Herald('ws://herald.test/ws', { WebSocket: WS, pingInterval: 0, ...opts });
+  const ws = await waitFor(() => WS.sockets[0]);
+  ws.open();
+  return { h, WS, ws };
 }

@@ -1,16 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import Herald, { Herald as Named } from '../herald.js';
-import { fakeSocket, waitFor, command } from './fake.mjs';
-
-// connected returns a Herald on a fake socket that is open and welcomed.
-async function connected(opts = {}) {
-  const WS = fakeSocket();
-  const h = new Herald('ws://herald.test/ws', { WebSocket: WS, pingInterval: 0, ...opts });
-  const ws = await waitFor(() => WS.sockets[0]);
-  ws.open();
-  return { h, WS, ws };
-}
+import { fakeSocket, waitFor, command, connected } from './fake.mjs';
 
 test('default export is the Herald class', () => {
   assert.equal(Herald, Named);

@@ -3,15 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import Herald from '../herald.js';
-import { fakeSocket, waitFor, command } from './fake.mjs';
-
-async function connected(opts = {}) {
-  const WS = fakeSocket();
-  const h = new Herald('ws://herald.test/ws', { WebSocket: WS, pingInterval: 0, ...opts });
-  const ws = await waitFor(() => WS.sockets[0]);
-  ws.open();
-  return { h, WS, ws };
-}
+import { fakeSocket, waitFor, command, connected } from './fake.mjs';
 
 test('rpc resolves with the data of its reply, or rejects with its error', async (t) => {
   const { h, ws } = await connected();
