@@ -1,6 +1,9 @@
-// Shared parts of the browser end-to-end tests: launching Chromium and
-// driving the demo chat page.
+// Shared parts of the browser end-to-end tests: launching Chromium,
+// driving the demo chat page, and running herald binaries.
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { createServer } from 'node:net';
+import { setTimeout as delay } from 'node:timers/promises';
 import { chromium } from 'playwright-core';
 
 export const WAIT = 10_000; // ms any one condition may take
@@ -96,4 +99,83 @@ export async function subscribe(context, base, channels) {
     );
   }, channels);
   return page;
+}
+
+// freePort asks the system for a free loopback port.
+export async function freePort() {
+  const srv = createServer();
+  await new Promise((resolve, reject) => {
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', resolve);
+  });
+  const { port } = srv.address();
+  await new Promise((resolve) => srv.close(resolve));
+  return port;
+}
+
+const heralds = new Set(); // running herald children, stopped by stopHeralds
+
+// startHerald runs `herald serve` ($HERALD_BIN) on port with args and
+// resolves once /healthz answers 200. stop(signal) sends SIGTERM (or
+// signal) and resolves when the process is gone.
+export async function startHerald(port, args = []) {
+  const bin = process.env.HERALD_BIN;
+  assert.ok(bin, 'set HERALD_BIN to the path of a herald binary (go build -o herald ./cmd/herald)');
+  const child = spawn(bin, ['serve', '--addr', `127.0.0.1:${port}`, '--log-level', 'warn', ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let output = '';
+  child.stdout.on('data', (b) => (output += b));
+  child.stderr.on('data', (b) => (output += b));
+  let exited = null; // {code, signal} once the process is gone
+  const gone = new Promise((resolve) => {
+    child.once('exit', (code, signal) => {
+      exited = { code, signal };
+      resolve(exited);
+    });
+    child.once('error', (err) => {
+      exited = { error: err };
+      resolve(exited);
+    });
+  });
+  const server = {
+    child,
+    gone,
+    get output() {
+      return output;
+    },
+    async stop(signal = 'SIGTERM') {
+      if (!exited) child.kill(signal);
+      const res = await gone;
+      heralds.delete(server);
+      return res;
+    },
+  };
+  heralds.add(server);
+
+  const url = `http://127.0.0.1:${port}/healthz`;
+  const deadline = Date.now() + WAIT;
+  for (;;) {
+    if (exited) {
+      heralds.delete(server);
+      assert.fail(`herald exited before it was healthy (${JSON.stringify(exited)}):\n${output}`);
+    }
+    try {
+      const res = await fetch(url, { signal: AbortSignal.timeout(1000) });
+      await res.arrayBuffer();
+      if (res.status === 200) return server;
+    } catch {
+      // not listening yet
+    }
+    if (Date.now() > deadline) {
+      await server.stop();
+      assert.fail(`herald on port ${port} did not answer 200 on /healthz within ${WAIT} ms:\n${output}`);
+    }
+    await delay(25); // poll interval
+  }
+}
+
+// stopHeralds stops every herald startHerald started that is still running.
+export function stopHeralds() {
+  return Promise.all([...heralds].map((s) => s.stop()));
 }

@@ -3,18 +3,14 @@
 // Starts and stops its own herald: HERALD_BIN=path/to/herald node --test e2e/
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { createServer } from 'node:net';
-import { setTimeout as delay } from 'node:timers/promises';
-import { WAIT, launch, person as open, connected, join, say, message } from './browser.mjs';
+import { WAIT, launch, person as open, connected, join, say, message, freePort, startHerald, stopHeralds } from './browser.mjs';
 
 const bin = process.env.HERALD_BIN || '';
 // ms a page may take to reconnect: the SDK backs off up to 10 s between tries.
 const RECONNECT = 25_000;
 
 let browser;
-const servers = new Set(); // running herald children, killed in after()
 
 before(async () => {
   assert.ok(bin, 'set HERALD_BIN to the path of a herald binary (go build -o herald ./cmd/herald); this test starts and restarts it');
@@ -22,79 +18,9 @@ before(async () => {
 });
 
 after(async () => {
-  await Promise.all([...servers].map((s) => s.stop()));
+  await stopHeralds();
   await browser?.close();
 });
-
-// freePort asks the system for a free loopback port.
-async function freePort() {
-  const srv = createServer();
-  await new Promise((resolve, reject) => {
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', resolve);
-  });
-  const { port } = srv.address();
-  await new Promise((resolve) => srv.close(resolve));
-  return port;
-}
-
-// startHerald runs `herald serve` on port with args and resolves once
-// /healthz answers 200. stop(signal) sends SIGTERM (or signal) and resolves
-// when the process is gone.
-async function startHerald(port, args = []) {
-  const child = spawn(bin, ['serve', '--addr', `127.0.0.1:${port}`, '--log-level', 'warn', ...args], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let output = '';
-  child.stdout.on('data', (b) => (output += b));
-  child.stderr.on('data', (b) => (output += b));
-  let exited = null; // {code, signal} once the process is gone
-  const gone = new Promise((resolve) => {
-    child.once('exit', (code, signal) => {
-      exited = { code, signal };
-      resolve(exited);
-    });
-    child.once('error', (err) => {
-      exited = { error: err };
-      resolve(exited);
-    });
-  });
-  const server = {
-    child,
-    gone,
-    get output() {
-      return output;
-    },
-    async stop(signal = 'SIGTERM') {
-      if (!exited) child.kill(signal);
-      const res = await gone;
-      servers.delete(server);
-      return res;
-    },
-  };
-  servers.add(server);
-
-  const url = `http://127.0.0.1:${port}/healthz`;
-  const deadline = Date.now() + WAIT;
-  for (;;) {
-    if (exited) {
-      servers.delete(server);
-      assert.fail(`herald exited before it was healthy (${JSON.stringify(exited)}):\n${output}`);
-    }
-    try {
-      const res = await fetch(url, { signal: AbortSignal.timeout(1000) });
-      await res.arrayBuffer();
-      if (res.status === 200) return server;
-    } catch {
-      // not listening yet
-    }
-    if (Date.now() > deadline) {
-      await server.stop();
-      assert.fail(`herald on port ${port} did not answer 200 on /healthz within ${WAIT} ms:\n${output}`);
-    }
-    await delay(25); // poll interval
-  }
-}
 
 // A refused WebSocket connection while the server is down is expected;
 // Chromium reports each one on the console as an error.
