@@ -228,7 +228,7 @@ func (h helpCmd) Run(r *runEnv) error {
 
 // benchCmd runs the load tool; its scenarios parse their own flags.
 type benchCmd struct {
-	Args []string `arg:"" optional:"" passthrough:"" help:"A scenario (idle, fanout, sse, channels, churn) and its flags."`
+	Args []string `arg:"" optional:"" passthrough:"" help:"A scenario (idle, fanout, sse, channels, churn, or app: a stand-in for the application behind the proxies) and its flags."`
 }
 
 // Run runs the load tool.

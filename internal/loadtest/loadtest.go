@@ -17,6 +17,9 @@
 //   - channels: fanout over many channels with few subscribers each.
 //   - churn: connections opened, subscribed and closed as fast as -c
 //     workers can; cycles per second and connect latency.
+//   - app: not a measurement but a stand-in for the application behind
+//     herald's proxies, answering every request at once, so that churn
+//     and idle measure what asking an application costs herald.
 //
 // fanout -window W runs a closed loop instead of a fixed rate: the
 // publisher sends as fast as every subscriber keeps up, with at most W
@@ -65,6 +68,8 @@ scenarios:
   sse      the same with S Server-Sent Events streams (/sse) as subscribers
   channels many channels with few subscribers each, published round-robin
   churn    connect, subscribe and disconnect as fast as -c workers can
+  app      stand in for the application behind herald's proxies, answering
+           every request at once (for measuring what the proxies cost)
 
 herald bench SCENARIO -h lists the scenario's flags.
 `
@@ -86,6 +91,8 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runChannels(ctx, args[1:], stdout, stderr)
 	case "churn":
 		return runChurn(ctx, args[1:], stdout, stderr)
+	case "app":
+		return runApp(ctx, args[1:], stdout, stderr)
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return nil
