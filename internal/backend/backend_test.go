@@ -1,8 +1,14 @@
 package backend
 
 import (
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"testing"
 	"time"
+
+	"github.com/heraldhq/herald"
 )
 
 // The proxies' behaviour is tested through real HTTP from the herald
@@ -39,5 +45,28 @@ func TestUnixTime(t *testing.T) {
 	}
 	if got := unixTime(1700000000.5); !got.Equal(time.Unix(1700000000, 5e8)) {
 		t.Fatalf("unixTime(1700000000.5) = %v", got)
+	}
+}
+
+// BenchmarkConnect is one connect proxy call over loopback HTTP to an
+// application that answers at once: the herald side and the application
+// side together, in one process.
+func BenchmarkConnect(b *testing.B) {
+	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		_, _ = w.Write([]byte(`{"result":{"user":"bench"}}`))
+	}))
+	defer app.Close()
+	p, err := New(Config{Connect: app.URL + "/connect", Headers: []string{"Cookie", "Authorization", "X-Request-Id"}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	r := httptest.NewRequest(http.MethodGet, "http://herald.example/ws", nil)
+	r.Header.Set("Cookie", "session=abc")
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := p.connect(context.Background(), herald.ConnectRequest{Request: r, Client: "N-1", Transport: herald.TransportWebSocket}); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
