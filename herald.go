@@ -206,6 +206,17 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.mux.ServeHTTP(w, r)
 }
 
+// Registerer returns where the Server registered its Prometheus
+// collectors: Config.Registerer, or else the registry of its own that it
+// serves on /metrics. Code that runs beside the Server, such as an outbox
+// reader, registers its collectors there to be served with herald's.
+func (s *Server) Registerer() prometheus.Registerer {
+	if r, ok := s.gather.(prometheus.Registerer); ok {
+		return r
+	}
+	return s.cfg.Registerer
+}
+
 // WebSocketHandler serves the JSON protocol (the contract's /ws).
 func (s *Server) WebSocketHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
