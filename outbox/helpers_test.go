@@ -6,7 +6,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
-	"fmt"
 	"log/slog"
 	"net/http/httptest"
 	"os"
@@ -14,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
 
@@ -26,130 +24,6 @@ import (
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
-
-// postgresURL is the database the tests use: HERALD_TEST_POSTGRES (a
-// connection URL) or the local test database.
-func postgresURL() string {
-	if u := os.Getenv("HERALD_TEST_POSTGRES"); u != "" {
-		return u
-	}
-	return "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
-}
-
-// db is a test's own schema: the contract fixes the table names, so each
-// test gets a schema of its own (and with it a lock key of its own).
-type db struct {
-	t      *testing.T
-	URL    string // the reader's connection string: search_path is the schema
-	Schema string
-	conn   *pgx.Conn // the test's own connection, in the schema
-	mu     sync.Mutex
-}
-
-// newDB creates a schema for t and drops it when t ends.
-func newDB(t *testing.T) *db {
-	t.Helper()
-	var b [6]byte
-	_, _ = rand.Read(b[:])
-	schema := "outbox_test_" + hex.EncodeToString(b[:])
-	url := postgresURL() + "&search_path=" + schema
-	ctx, cancel := context.WithTimeout(context.Background(), heraldtest.Timeout)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, url)
-	if err != nil {
-		t.Fatalf("connect to PostgreSQL: %v", err)
-	}
-	if _, err := conn.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
-		t.Fatalf("create schema: %v", err)
-	}
-	d := &db{t: t, URL: url, Schema: schema, conn: conn}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), heraldtest.Timeout)
-		defer cancel()
-		if _, err := conn.Exec(ctx, "DROP SCHEMA "+schema+" CASCADE"); err != nil {
-			t.Errorf("drop schema: %v", err)
-		}
-		_ = conn.Close(ctx)
-	})
-	return d
-}
-
-// Exec runs sql on the test's connection, failing t on an error.
-func (d *db) Exec(sql string, args ...any) {
-	d.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), heraldtest.Timeout)
-	defer cancel()
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if _, err := d.conn.Exec(ctx, sql, args...); err != nil {
-		d.t.Fatalf("%s: %v", sql, err)
-	}
-}
-
-// Int runs a query of one integer.
-func (d *db) Int(sql string, args ...any) int64 {
-	d.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), heraldtest.Timeout)
-	defer cancel()
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	var n *int64
-	if err := d.conn.QueryRow(ctx, sql, args...).Scan(&n); err != nil {
-		d.t.Fatalf("%s: %v", sql, err)
-	}
-	if n == nil {
-		return 0
-	}
-	return *n
-}
-
-// Insert inserts n rows into channel in one transaction: data
-// {"n": from}, {"n": from+1}, …
-func (d *db) Insert(channel string, from, n int) {
-	d.t.Helper()
-	d.Exec(`INSERT INTO herald_outbox (channel, data)
-SELECT $1, jsonb_build_object('n', g) FROM generate_series($2::int, $3::int) g ORDER BY g`, channel, from, from+n-1)
-}
-
-// Holder returns the backend pid that holds the schema's reader lock, or
-// 0 while none does. It finds the lock in pg_locks by the key the package
-// documents: classid 0x68657261, objid the table's OID.
-func (d *db) Holder() int64 {
-	d.t.Helper()
-	return d.Int(`SELECT max(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted
-  AND classid = x'68657261'::int::oid AND objid = to_regclass('herald_outbox')::oid AND objsubid = 1`)
-}
-
-// WaitHolder waits until some session other than not holds the reader
-// lock, and returns its pid.
-func (d *db) WaitHolder(not int64) int64 {
-	d.t.Helper()
-	var pid int64
-	heraldtest.WaitFor(d.t, heraldtest.Timeout, func() error {
-		if d.Int(`SELECT count(*) FROM pg_tables WHERE schemaname = $1 AND tablename = 'herald_outbox'`, d.Schema) == 0 {
-			return fmt.Errorf("no table herald_outbox yet")
-		}
-		pid = d.Holder()
-		if pid == 0 || pid == not {
-			return fmt.Errorf("reader lock held by pid %d", pid)
-		}
-		return nil
-	})
-	return pid
-}
-
-// Terminate ends the backend pid, as a crash or a lost network would, and
-// waits until it is gone.
-func (d *db) Terminate(pid int64) {
-	d.t.Helper()
-	d.Exec(`SELECT pg_terminate_backend($1::int)`, pid)
-	heraldtest.WaitFor(d.t, heraldtest.Timeout, func() error {
-		if n := d.Int(`SELECT count(*) FROM pg_stat_activity WHERE pid = $1::int`, pid); n != 0 {
-			return fmt.Errorf("backend %d still there", pid)
-		}
-		return nil
-	})
-}
 
 // reader is a running outbox.Reader with its own metrics.
 type reader struct {
@@ -334,17 +208,6 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
-}
-
-// WaitEmpty waits until every row is published (or dead) and deleted.
-func (d *db) WaitEmpty() {
-	d.t.Helper()
-	heraldtest.WaitFor(d.t, heraldtest.Timeout, func() error {
-		if left := d.Int(`SELECT count(*) FROM herald_outbox`); left != 0 {
-			return fmt.Errorf("%d rows left in herald_outbox", left)
-		}
-		return nil
-	})
 }
 
 // redisPrefix returns a Redis key prefix of t's own: its keys expire
