@@ -45,7 +45,7 @@ func (c *configCmd) Run(r *runEnv, kctx *kong.Context) error {
 		switch {
 		case secretSettings[f.Name] && v != "":
 			v = "****"
-		case f.Name == "broker":
+		case f.Name == "broker" || f.Name == "outbox":
 			v = mask.URL(v)
 		}
 		switch value.(type) {

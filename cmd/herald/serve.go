@@ -22,6 +22,7 @@ import (
 	"github.com/heraldhq/herald/broker/nats"
 	"github.com/heraldhq/herald/broker/redis"
 	"github.com/heraldhq/herald/internal/mask"
+	"github.com/heraldhq/herald/outbox"
 )
 
 const (
@@ -86,6 +87,11 @@ func serve(ctx context.Context, s *settings, env map[string]string, stderr io.Wr
 	if err != nil {
 		return err
 	}
+	ob, err := newOutbox(s, srv, logger)
+	if err != nil {
+		_ = srv.Shutdown(context.Background())
+		return err
+	}
 	tlsConfig, err := s.tls()
 	if err != nil {
 		_ = srv.Shutdown(context.Background())
@@ -114,13 +120,16 @@ func serve(ctx context.Context, s *settings, env map[string]string, stderr io.Wr
 
 	errc := make(chan error, 1)
 	go func() { errc <- httpSrv.Serve(ln) }()
+	stopOutbox := runOutbox(ob)
 	select {
 	case err := <-errc:
+		stopOutbox()
 		_ = srv.Shutdown(context.Background())
 		return fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
 	}
 	logger.Info("shutting down")
+	stopOutbox() // first: nothing is published into a server that closes
 	sctx, cancel := context.WithTimeout(context.Background(), s.shutdownTimeout)
 	defer cancel()
 	herr := httpSrv.Shutdown(sctx)
@@ -129,6 +138,43 @@ func serve(ctx context.Context, s *settings, env map[string]string, stderr io.Wr
 		return fmt.Errorf("serve: %w", err)
 	}
 	return errors.Join(herr, serr)
+}
+
+// newOutbox makes the outbox reader --outbox asks for, publishing through
+// srv; nil without --outbox.
+func newOutbox(s *settings, srv *herald.Server, logger *slog.Logger) (*outbox.Reader, error) {
+	if s.outbox == "" {
+		return nil, nil
+	}
+	r, err := outbox.New(outbox.Config{
+		URL:            s.outbox,
+		Publisher:      srv,
+		MaxMessageSize: s.config.MaxMessageSize,
+		Registerer:     srv.Registerer(),
+		Logger:         logger,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("--outbox %s: %w", mask.URL(s.outbox), err)
+	}
+	return r, nil
+}
+
+// runOutbox runs r (nil: nothing) until the returned function is called,
+// which stops it and waits until it has deleted what it published.
+func runOutbox(r *outbox.Reader) (stop func()) {
+	if r == nil {
+		return func() {}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = r.Run(ctx) // it logs what goes wrong, and returns nil when ctx is done
+	}()
+	return func() {
+		cancel()
+		<-done
+	}
 }
 
 // tls returns the TLS configuration the settings ask for, nil for plain

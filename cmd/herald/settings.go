@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -65,6 +66,8 @@ type serveFlags struct {
 	HistorySize  count  `default:"${history_size}" help:"messages kept per channel" group:"brokers"`
 	HistoryTTL   span   `name:"history-ttl" default:"${history_ttl}" help:"how long messages are kept" group:"brokers"`
 	HistoryBytes count  `default:"${history_bytes}" help:"bytes of history kept in all (memory broker: in this process, least recently published channels dropped first; NATS: the stream's size; Redis: not applied, bound it with maxmemory; 0: no bound)" group:"brokers"`
+
+	Outbox string `help:"PostgreSQL URL (postgres://user:password@host/db, ?search_path=schema for another than public) whose table herald_outbox herald publishes: the rows the app commits, in id order, at least once; one node of a cluster reads at a time" placeholder:"URL" group:"backend"`
 
 	TLSCert   string `name:"tls-cert" help:"TLS certificate file (PEM, with its chain); with --tls-key, herald serves HTTPS and WSS (HTTP/2 for SSE)" placeholder:"FILE" group:"tls"`
 	TLSKey    string `name:"tls-key" help:"TLS private key file (PEM)" placeholder:"FILE" group:"tls"`
@@ -153,6 +156,7 @@ type settings struct {
 	acmeCache       string
 	historyBytes    int    // -1: no bound
 	otelEndpoint    string // "": the standard OTEL_* variables decide
+	outbox          string // PostgreSQL URL of the outbox; "": none
 	config          herald.Config
 }
 
@@ -161,6 +165,10 @@ type settings struct {
 func (f *serveFlags) settings(namespaces map[string]herald.Namespace) (*settings, error) {
 	if b := f.Broker; b != "memory" && !strings.HasPrefix(b, "redis://") && !strings.HasPrefix(b, "rediss://") && !strings.HasPrefix(b, "nats://") {
 		return nil, fmt.Errorf("--broker: unsupported broker %q: want memory, redis://host:port/db or nats://host:port", mask.URL(b))
+	}
+	if o := f.Outbox; o != "" && !strings.HasPrefix(o, "postgres://") && !strings.HasPrefix(o, "postgresql://") {
+		// Not echoed: key=value settings are no URL that mask can read.
+		return nil, errors.New("--outbox: not a PostgreSQL URL: want postgres://user:password@host:port/db")
 	}
 	s := &settings{
 		addr:            f.Addr,
@@ -174,6 +182,7 @@ func (f *serveFlags) settings(namespaces map[string]herald.Namespace) (*settings
 		acmeCache:       f.ACMECache,
 		historyBytes:    limit(f.HistoryBytes),
 		otelEndpoint:    f.OTelEndpoint,
+		outbox:          f.Outbox,
 		config: herald.Config{
 			HistorySize:         int(f.HistorySize),
 			HistoryTTL:          time.Duration(f.HistoryTTL),
