@@ -35,7 +35,7 @@ type reader struct {
 
 // startReader runs a reader with cfg (URL and Publisher set by the
 // caller) until t ends or stop is called.
-func startReader(t *testing.T, cfg outbox.Config) *reader {
+func startReader(t testing.TB, cfg outbox.Config) *reader {
 	t.Helper()
 	reg := prometheus.NewRegistry()
 	logs := &syncBuffer{}
@@ -67,7 +67,7 @@ func startReader(t *testing.T, cfg outbox.Config) *reader {
 }
 
 // metric returns the value of one of the reader's metrics.
-func (r *reader) metric(t *testing.T, name string) float64 {
+func (r *reader) metric(t testing.TB, name string) float64 {
 	t.Helper()
 	mfs, err := r.reg.Gather()
 	if err != nil {
@@ -88,7 +88,7 @@ func (r *reader) metric(t *testing.T, name string) float64 {
 
 // newServer starts a herald server on the memory broker whose queues hold
 // a large burst, and a subscriber to channels.
-func newServer(t *testing.T, cfg herald.Config, channels ...string) (*herald.Server, *heraldtest.Client) {
+func newServer(t testing.TB, cfg herald.Config, channels ...string) (*herald.Server, *heraldtest.Client) {
 	t.Helper()
 	cfg.QueueMessages, cfg.QueueBytes = 100000, 64<<20
 	srv, hs := heraldtest.NewServer(t, cfg)
@@ -96,7 +96,7 @@ func newServer(t *testing.T, cfg herald.Config, channels ...string) (*herald.Ser
 }
 
 // subscriber dials a herald server at base and subscribes to channels.
-func subscriber(t *testing.T, base string, channels ...string) *heraldtest.Client {
+func subscriber(t testing.TB, base string, channels ...string) *heraldtest.Client {
 	t.Helper()
 	c := heraldtest.Dial(t, heraldtest.WSURL(base, "/ws"))
 	for _, ch := range channels {
@@ -117,7 +117,7 @@ type message struct {
 
 // receive reads messages from c until done says it has what it wants,
 // failing t after heraldtest.Timeout.
-func receive(t *testing.T, c *heraldtest.Client, done func([]message) bool) []message {
+func receive(t testing.TB, c *heraldtest.Client, done func([]message) bool) []message {
 	t.Helper()
 	var got []message
 	deadline := time.Now().Add(heraldtest.Timeout)
@@ -137,7 +137,7 @@ func receive(t *testing.T, c *heraldtest.Client, done func([]message) bool) []me
 	return got
 }
 
-func parseMessage(t *testing.T, f map[string]any) message {
+func parseMessage(t testing.TB, f map[string]any) message {
 	t.Helper()
 	m := message{At: time.Now()}
 	m.Channel, _ = f["channel"].(string)
@@ -168,7 +168,7 @@ func distinct(msgs []message) int {
 // checkFirstSeenOrder fails t unless the n of msgs, each taken where it
 // first appears, are from…to in order, and each channel's offsets only
 // grow (a message published again comes at a new offset).
-func checkFirstSeenOrder(t *testing.T, msgs []message, from, to int) {
+func checkFirstSeenOrder(t testing.TB, msgs []message, from, to int) {
 	t.Helper()
 	seen := map[int]bool{}
 	next := from
@@ -212,7 +212,7 @@ func (s *syncBuffer) String() string {
 
 // redisPrefix returns a Redis key prefix of t's own: its keys expire
 // with the history's TTL.
-func redisPrefix(t *testing.T) string {
+func redisPrefix(t testing.TB) string {
 	var b [6]byte
 	_, _ = rand.Read(b[:])
 	return "herald-outbox-test:" + hex.EncodeToString(b[:]) + ":"
@@ -220,7 +220,7 @@ func redisPrefix(t *testing.T) string {
 
 // redisServer starts a herald node on the Redis at HERALD_TEST_REDIS
 // (host:port, default 127.0.0.1:6379) with key prefix.
-func redisServer(t *testing.T, prefix string) (*herald.Server, *httptest.Server) {
+func redisServer(t testing.TB, prefix string) (*herald.Server, *httptest.Server) {
 	t.Helper()
 	addr := os.Getenv("HERALD_TEST_REDIS")
 	if addr == "" {
