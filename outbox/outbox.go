@@ -218,7 +218,10 @@ func (r *Reader) session(ctx context.Context) (held bool, err error) {
 	}
 	r.log.Info("outbox: reading", "lock", key, "pid", conn.PgConn().PID())
 	r.metrics.reading.Set(1)
-	defer r.metrics.reading.Set(0)
+	defer func() {
+		r.metrics.reading.Set(0)
+		r.metrics.lag.Set(0) // another node's to tell now
+	}()
 	if err := exec(ctx, conn, "LISTEN "+notifyChannel); err != nil {
 		return true, err
 	}

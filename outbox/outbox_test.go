@@ -262,7 +262,15 @@ func TestUnavailableRetriedInOrder(t *testing.T) {
 	pub := &flaky{srv: srv, at: `"n": 5}`, times: 3}
 	r := startReader(t, outbox.Config{URL: d.URL, Publisher: pub})
 	d.WaitHolder(0)
-	d.Insert("c", 1, 10)
+	// Rows an hour old: while they wait, the lag says so.
+	d.Exec(`INSERT INTO herald_outbox (channel, data, created_at)
+SELECT 'c', jsonb_build_object('n', g), now() - interval '1 hour' FROM generate_series(1, 10) g ORDER BY g`)
+	heraldtest.WaitFor(t, heraldtest.Timeout, func() error {
+		if lag := r.metric(t, "herald_outbox_lag_seconds"); lag < 3600 {
+			return fmt.Errorf("herald_outbox_lag_seconds = %v while hour-old rows wait", lag)
+		}
+		return nil
+	})
 	got := receive(t, sub, func(m []message) bool { return distinct(m) == 10 })
 	checkFirstSeenOrder(t, got, 1, 10)
 	if len(got) != 10 {
@@ -274,6 +282,12 @@ func TestUnavailableRetriedInOrder(t *testing.T) {
 	if n := d.Int(`SELECT count(*) FROM herald_outbox_dead`); n != 0 {
 		t.Errorf("%d dead rows, want none", n)
 	}
+	heraldtest.WaitFor(t, heraldtest.Timeout, func() error {
+		if lag := r.metric(t, "herald_outbox_lag_seconds"); lag != 0 {
+			return fmt.Errorf("herald_outbox_lag_seconds = %v with nothing waiting", lag)
+		}
+		return nil
+	})
 }
 
 // Of two nodes on one outbox, one reads. When its database session ends
