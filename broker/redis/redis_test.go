@@ -83,6 +83,25 @@ func TestBroker(t *testing.T) {
 	})
 }
 
+func TestQueue(t *testing.T) {
+	// The brokers of one subtest share a prefix: they are nodes of one
+	// cluster.
+	var (
+		mu       sync.Mutex
+		prefixes = map[*testing.T]string{}
+	)
+	brokertest.RunQueue(t, func(t *testing.T) broker.Broker {
+		mu.Lock()
+		p, ok := prefixes[t]
+		if !ok {
+			p = testPrefix(t)
+			prefixes[t] = p
+		}
+		mu.Unlock()
+		return newBroker(t, redis.Config{URL: serverURL(), Prefix: p})
+	}, true)
+}
+
 // collector is a Handler that keeps the messages it is given.
 type collector struct {
 	mu   sync.Mutex
