@@ -217,3 +217,53 @@ func TestRefusalsAreLogged(t *testing.T) {
 		}
 	}
 }
+
+// refusalAttrs returns the attributes of every "refused" line whose reason is
+// reason, one map per line.
+func (h *captureHandler) refusalAttrs(reason string) []map[string]string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out []map[string]string
+	for _, r := range h.recs {
+		if r.Message != "refused" {
+			continue
+		}
+		m := map[string]string{}
+		r.Attrs(func(a slog.Attr) bool {
+			m[a.Key] = a.Value.String()
+			return true
+		})
+		if m["reason"] == reason {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// A refusal for the origin names the Origin header and the host it was
+// not the same as, for WebSocket, SSE and SSE's preflight alike: the
+// operator sees what to add to --origins.
+func TestOriginRefusalNamesOrigin(t *testing.T) {
+	t.Parallel()
+	h := &captureHandler{}
+	_, base := newServer(t, herald.Config{Logger: slog.New(h), Origins: []string{"https://app.example"}})
+	host := strings.TrimPrefix(base, "http://")
+	dialStatusHeader(t, heraldtest.WSURL(base, "/ws"), http.Header{"Origin": {"https://ws.example"}})
+	for method, origin := range map[string]string{http.MethodGet: "https://sse.example", http.MethodOptions: "https://preflight.example"} {
+		resp := apiCall(t, method, base+"/sse?channel=a", "", "Origin", origin)
+		if resp.status != http.StatusForbidden {
+			t.Fatalf("%s /sse from %s: %d %s, want 403", method, origin, resp.status, resp.raw)
+		}
+	}
+	var got []string
+	for _, a := range h.refusalAttrs("origin") {
+		if a["host"] != host {
+			t.Errorf("refusal of %s logged host %q, want %q", a["origin"], a["host"], host)
+		}
+		got = append(got, a["origin"])
+	}
+	slices.Sort(got)
+	if want := []string{"https://preflight.example", "https://sse.example", "https://ws.example"}; !slices.Equal(got, want) {
+		t.Fatalf("origin refusals logged with origins %q, want %q", got, want)
+	}
+}
