@@ -70,7 +70,8 @@ type Config struct {
 	// caller must add it again before then. It bounds how long the clients
 	// of a crashed node stay listed. Zero means 60s.
 	PresenceTTL time.Duration
-	// Logger receives errors of the receive loop. Nil discards them.
+	// Logger receives errors of the receive loop. Nil discards them. The
+	// lines of go-redis itself go where SetLibraryLogger sends them.
 	Logger *slog.Logger
 }
 

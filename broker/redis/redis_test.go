@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"slices"
@@ -22,6 +23,7 @@ import (
 	"github.com/heraldhq/herald/broker"
 	"github.com/heraldhq/herald/broker/brokertest"
 	"github.com/heraldhq/herald/broker/redis"
+	"github.com/heraldhq/herald/internal/logtest"
 )
 
 // serverURL is the Redis the tests use: HERALD_TEST_REDIS (host:port) or
@@ -579,5 +581,38 @@ func TestUnsubscribeReturnsWhenConnectionDrops(t *testing.T) {
 	}
 	if !p.used.Load() {
 		t.Fatal("the proxy never dropped the confirmation")
+	}
+}
+
+// go-redis's own log lines (here, its connection pool failing to dial) go
+// to the logger SetLibraryLogger names, instead of go-redis's stderr
+// logger. Not parallel: go-redis has one logger for the whole process.
+func TestLibraryLogsGoToSlog(t *testing.T) {
+	h := logtest.New()
+	redis.SetLibraryLogger(h.Logger())
+	t.Cleanup(func() { redis.SetLibraryLogger(slog.New(slog.NewTextHandler(os.Stderr, nil))) })
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	_ = l.Close() // a port nothing listens on
+	b := newBroker(t, redis.Config{URL: "redis://" + addr + "/0"})
+	defer b.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := b.Start(ctx, &collector{}); err == nil {
+		t.Fatal("Start on a closed port succeeded")
+	}
+	dialFailed := func(r slog.Record) bool {
+		return r.Level == slog.LevelWarn && logtest.Attrs(r)["lib"] == "go-redis" &&
+			strings.Contains(r.Message, "failed to dial") && strings.Contains(r.Message, addr)
+	}
+	deadline := time.Now().Add(brokertest.Timeout)
+	for !h.Has(dialFailed) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no go-redis dial failure logged through slog; logged: %v", h.Records())
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
