@@ -222,6 +222,53 @@ func TestPresenceExpires(t *testing.T) {
 	}
 }
 
+// Presence entries and joins written by nodes from before transports were
+// kept (the user alone) still read, with no transport.
+func TestPresenceFromOlderNodes(t *testing.T) {
+	prefix := testPrefix(t)
+	b := newBroker(t, redis.Config{URL: serverURL(), Prefix: prefix})
+	defer b.Close()
+	ctx := context.Background()
+	rec := &presenceRecorder{joins: make(chan broker.ClientInfo, 1)}
+	if err := b.Start(ctx, rec); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Subscribe(ctx, "c"); err != nil {
+		t.Fatal(err)
+	}
+	admin := adminClient(t)
+	// As an older node's presenceAddScript and publishPresence did.
+	if err := admin.ZAdd(ctx, prefix+"{c}:presence", goredis.Z{Score: float64(time.Now().Add(time.Minute).UnixMilli()), Member: "old"}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := admin.HSet(ctx, prefix+"{c}:users", "old", "4:ann,").Err(); err != nil { // a user that looks like a netstring
+		t.Fatal(err)
+	}
+	if err := admin.Publish(ctx, prefix+"ch:c", "j3:old3:ann").Err(); err != nil {
+		t.Fatal(err)
+	}
+	cs, err := b.Presence(ctx, "c")
+	if want := (broker.ClientInfo{Client: "old", User: "4:ann,"}); err != nil || len(cs) != 1 || cs[0] != want {
+		t.Fatalf("Presence = %v, %v; want [%v]", cs, err, want)
+	}
+	select {
+	case c := <-rec.joins:
+		if want := (broker.ClientInfo{Client: "old", User: "ann"}); c != want {
+			t.Fatalf("join %v, want %v", c, want)
+		}
+	case <-time.After(brokertest.Timeout):
+		t.Fatal("the older node's join was not delivered")
+	}
+}
+
+// presenceRecorder is a Handler that passes on the joins it receives.
+type presenceRecorder struct {
+	collector
+	joins chan broker.ClientInfo
+}
+
+func (r *presenceRecorder) HandleJoin(_ string, c broker.ClientInfo) { r.joins <- c }
+
 // keysOf returns the keys herald keeps channel's offsets and history in,
 // under prefix (see the key layout in scripts.go).
 func keysOf(prefix, channel string) []string {

@@ -89,9 +89,8 @@ func PresencePush(op, channel string, c broker.ClientInfo) []byte {
 	return mustMarshal(struct {
 		Op      string `json:"op"`
 		Channel string `json:"channel"`
-		Client  string `json:"client"`
-		User    string `json:"user"`
-	}{op, channel, c.Client, c.User})
+		broker.ClientInfo
+	}{op, channel, c})
 }
 
 // Welcome encodes the "welcome" push.
