@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/heraldhq/herald/broker"
 	"github.com/heraldhq/herald/internal/protocol"
@@ -133,6 +134,15 @@ type Config struct {
 	// /metrics. With a Registerer of yours, serve your Gatherer yourself.
 	Registerer prometheus.Registerer
 
+	// TracerProvider, when set, records an OpenTelemetry span for every
+	// publish and, on every node, one for each traced message's fan-out,
+	// which ends at the message's last socket write on that node; the
+	// trace context travels with the message through the broker. A publish
+	// continues the caller's trace: a W3C traceparent header on the server
+	// API, a traceparent field of the publish command, or a span in
+	// Server.Publish's context. nil: no tracing, at no cost.
+	TracerProvider trace.TracerProvider
+
 	// Logger receives herald's logs; nil discards them.
 	Logger *slog.Logger
 }
@@ -157,7 +167,17 @@ type Namespace struct {
 	NoAnonymousPublish   bool
 }
 
-// withDefaults checks c and returns it with defaults filled in.
+// DefaultConfig returns the Config that New runs with when given the zero
+// Config: every default of the fields above filled in, MaxConnections
+// from this process's open-file limit, and a Logger that discards. herald
+// serve shows these as its flags' defaults.
+func DefaultConfig() Config {
+	c, _ := Config{}.withDefaults() // the zero Config is valid
+	return c
+}
+
+// withDefaults checks c and returns it with defaults filled in: the one
+// place herald's defaults live.
 func (c Config) withDefaults() (Config, error) {
 	var errs []error
 	if c.HistorySize == 0 {

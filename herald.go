@@ -39,6 +39,7 @@ import (
 	"github.com/heraldhq/herald/internal/origin"
 	"github.com/heraldhq/herald/internal/protocol"
 	"github.com/heraldhq/herald/internal/session"
+	"github.com/heraldhq/herald/internal/tracing"
 	"github.com/heraldhq/herald/internal/transport/sse"
 	"github.com/heraldhq/herald/internal/transport/ws"
 	"github.com/heraldhq/herald/web"
@@ -104,24 +105,26 @@ func New(cfg Config) (*Server, error) {
 		reg, s.gather = r, r
 	}
 	s.metrics = metrics.New(reg)
+	if s.sse, err = sse.New(sse.Config{
+		Heartbeat:    cfg.SSEHeartbeat,
+		Retry:        cfg.SSERetry,
+		WriteTimeout: cfg.WriteTimeout,
+		Wrote:        func(n int) { s.metrics.BytesOut.WithLabelValues("sse").Add(float64(n)) },
+	}); err != nil {
+		return nil, fmt.Errorf("herald: %w", err)
+	}
 	s.hub = hub.New(hub.Config{
 		Broker:          measure(s.broker, s.metrics),
 		Logger:          cfg.Logger,
 		PresenceRefresh: presenceRefresh,
 		MaxMessageSize:  cfg.MaxMessageSize,
+		Tracer:          tracing.New(cfg.TracerProvider, s.nodeID),
 		Options: func(channel string) hub.ChannelOptions {
 			r := s.cfg.rules(channel)
 			return hub.ChannelOptions{History: r.history, Presence: r.presence, JoinLeave: r.joinLeave}
 		},
 	})
-	if err := s.hub.Start(context.Background()); err != nil {
-		return nil, fmt.Errorf("herald: %w", err)
-	}
-	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "herald_channels",
-		Help: "Channels with subscribers on this node.",
-	}, func() float64 { return float64(len(s.hub.Channels())) }))
-	s.ws = ws.New(ws.Config{
+	if s.ws, err = ws.New(ws.Config{
 		MaxMessageSize:     cfg.MaxMessageSize,
 		PingInterval:       cfg.PingInterval,
 		PongTimeout:        cfg.PongTimeout,
@@ -131,13 +134,17 @@ func New(cfg Config) (*Server, error) {
 		Logger:             cfg.Logger,
 		Refused:            func(reason string) { s.metrics.Refusals.WithLabelValues(reason).Inc() },
 		Traffic:            s.countTraffic("ws"),
-	}, protocol.SubprotocolJSONL, protocol.SubprotocolJSON)
-	s.sse = sse.New(sse.Config{
-		Heartbeat:    cfg.SSEHeartbeat,
-		Retry:        cfg.SSERetry,
-		WriteTimeout: cfg.WriteTimeout,
-		Wrote:        func(n int) { s.metrics.BytesOut.WithLabelValues("sse").Add(float64(n)) },
-	})
+	}, protocol.SubprotocolJSONL, protocol.SubprotocolJSON); err != nil {
+		return nil, fmt.Errorf("herald: %w", err)
+	}
+	if err := s.hub.Start(context.Background()); err != nil {
+		s.ws.Close()
+		return nil, fmt.Errorf("herald: %w", err)
+	}
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "herald_channels",
+		Help: "Channels with subscribers on this node.",
+	}, func() float64 { return float64(len(s.hub.Channels())) }))
 	s.mux = s.routes()
 	if s.adminEnabled() {
 		s.statsStop, s.statsDone = make(chan struct{}), make(chan struct{})

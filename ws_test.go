@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -111,5 +112,74 @@ func TestJSONLBatchesArriveWhole(t *testing.T) {
 				t.Fatal("every frame held one message: no batch was tested")
 			}
 		})
+	}
+}
+
+// A client that keeps its compression context between messages (it
+// offers permessage-deflate without client_no_context_takeover, as
+// browsers do) gets no client_no_context_takeover in the answer, and its
+// publishes, each referring back to the one before, are understood;
+// subscribers that compress with and without context takeover get every
+// message. herald answers server_no_context_takeover to all of them.
+func TestDeflateClientContextTakeover(t *testing.T) {
+	t.Parallel()
+	_, hs := heraldtest.NewServer(t, herald.Config{})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	dial := func(mode websocket.CompressionMode) *websocket.Conn {
+		c, resp, err := websocket.Dial(ctx, heraldtest.WSURL(hs.URL, "/ws"), &websocket.DialOptions{CompressionMode: mode})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.CloseNow() })
+		want := "permessage-deflate;server_no_context_takeover"
+		if mode == websocket.CompressionNoContextTakeover {
+			want += ";client_no_context_takeover"
+		}
+		if got := strings.ReplaceAll(resp.Header.Get("Sec-WebSocket-Extensions"), " ", ""); got != want {
+			t.Fatalf("answer %q, want %q", got, want)
+		}
+		return c
+	}
+	// call sends a command and reads until its reply.
+	call := func(c *websocket.Conn, id int, cmd string) {
+		if err := c.Write(ctx, websocket.MessageText, []byte(cmd)); err != nil {
+			t.Fatal(err)
+		}
+		for {
+			_, reply, err := c.Read(ctx)
+			if err != nil {
+				t.Fatalf("command %d: %v", id, err)
+			}
+			if bytes.Contains(reply, []byte(fmt.Sprintf(`"id":%d,`, id))) {
+				if bytes.Contains(reply, []byte(`"error"`)) {
+					t.Fatalf("command %d: %s", id, reply)
+				}
+				return
+			}
+		}
+	}
+	subs := []*websocket.Conn{dial(websocket.CompressionContextTakeover), dial(websocket.CompressionNoContextTakeover)}
+	for _, s := range subs {
+		call(s, 1, `{"id":1,"op":"subscribe","channel":"zip"}`)
+	}
+	pub := dial(websocket.CompressionContextTakeover)
+	pad := make([]byte, 300)
+	_, _ = rand.Read(pad)
+	text := hex.EncodeToString(pad) // the same 600 bytes in every publish: later ones refer back
+	const n = 20
+	for i := 1; i <= n; i++ {
+		call(pub, i, fmt.Sprintf(`{"id":%d,"op":"publish","channel":"zip","data":{"i":%d,"text":%q}}`, i, i, text))
+	}
+	for k, s := range subs {
+		for i := 1; i <= n; {
+			_, m, err := s.Read(ctx)
+			if err != nil {
+				t.Fatalf("subscriber %d, message %d: %v", k, i, err)
+			}
+			if bytes.Contains(m, []byte(fmt.Sprintf(`"i":%d,`, i))) && bytes.Contains(m, []byte(text)) {
+				i++
+			}
+		}
 	}
 }

@@ -90,6 +90,10 @@ type Message struct {
 	Client string
 	// Time is when the broker accepted the message.
 	Time time.Time
+	// Trace is the W3C traceparent of the publish that made the message
+	// ("" when it was not traced): each node's fan-out continues that
+	// trace. Brokers carry it live and keep it in history.
+	Trace string
 }
 
 // Publication is what a publisher hands to Publish; the broker adds the
@@ -100,6 +104,8 @@ type Publication struct {
 	Event  string
 	User   string
 	Client string
+	// Trace is the traceparent of the publish, carried to Message.Trace.
+	Trace string
 }
 
 // HistoryOptions are the retention limits of one channel, resolved by the

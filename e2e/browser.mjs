@@ -5,8 +5,9 @@ import { chromium } from 'playwright-core';
 
 export const WAIT = 10_000; // ms any one condition may take
 
-// launch starts headless Chromium (Debian's, or $CHROMIUM).
-export function launch() {
+// launch starts headless Chromium (Debian's, or $CHROMIUM), with extra
+// command-line switches if given.
+export function launch(extra = []) {
   return chromium.launch({
     executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
     headless: false, // the args below ask for the new headless mode
@@ -19,6 +20,7 @@ export function launch() {
       '--disable-background-networking',
       '--disable-component-update',
       '--disable-sync',
+      ...extra,
     ],
   });
 }
@@ -85,4 +87,20 @@ export async function apiPublish(base, channel, data) {
     body: JSON.stringify({ channel, data }),
   });
   assert.equal(res.status, 200, `publish: ${res.status} ${await res.text()}`);
+}
+
+// subscribe opens a page in context with one herald.js client subscribed to
+// each of channels (a name given twice gets two clients) and resolves once
+// all are subscribed.
+export async function subscribe(context, base, channels) {
+  const page = await context.newPage();
+  page.setDefaultTimeout(WAIT);
+  await page.goto(base + '/herald.js');
+  await page.evaluate(async (channels) => {
+    const { Herald } = await import('/herald.js');
+    await Promise.all(
+      channels.map((channel) => new Promise((resolve) => new Herald().subscribe(channel, () => {}).on('subscribed', resolve))),
+    );
+  }, channels);
+  return page;
 }

@@ -1,7 +1,8 @@
 // herald's admin page: every node publishes a snapshot of its counters
 // each second on the reserved channel herald-admin:nodes; this page reads
 // them over SSE (/admin/stream), draws the totals, and lists this node's
-// channels. Every request carries the admin token.
+// channels. Every request carries the admin token. The dashboard shows once
+// the stream has accepted the token; until then, the sign-in form.
 const $ = (id) => document.getElementById(id);
 const nodes = new Map(); // node → {last snapshot, in/s, out/s}
 const history = { conns: [], inRate: [], outRate: [] }; // one point a second, the last 60
@@ -13,12 +14,26 @@ function setState(text, state) {
   $('state').dataset.state = state;
 }
 
+// signedIn shows the dashboard (on) or the sign-in form (off).
+function signedIn(on) {
+  $('signin').hidden = on;
+  $('dashboard').hidden = !on;
+  $('signout').hidden = !on;
+}
+
 function connect() {
   es?.close();
   es = new EventSource('/admin/stream?token=' + encodeURIComponent(token));
   setState('connecting', 'connecting');
-  es.onopen = () => setState('live', 'open');
-  es.onerror = () => setState(es.readyState === EventSource.CLOSED ? 'refused: check the token' : 'reconnecting', 'closed');
+  es.onopen = () => {
+    setState('live', 'open');
+    signedIn(true);
+  };
+  es.onerror = () => {
+    if (es.readyState !== EventSource.CLOSED) return setState('reconnecting', 'closed');
+    setState('refused: check the token', 'closed');
+    signedIn(false);
+  };
   es.addEventListener('node', (e) => {
     const s = JSON.parse(e.data);
     const prev = nodes.get(s.node);
@@ -61,35 +76,66 @@ function render() {
   }
   draw($('chart-conns'), [history.conns]);
   draw($('chart-rates'), [history.inRate, history.outRate]);
+  // Each cell carries its column's name, which a narrow screen shows beside
+  // the value.
+  const labels = [...document.querySelectorAll('.nodes th')].map((th) => th.textContent);
   $('nodes').replaceChildren(...[...nodes.values()].map(({ s, inRate, outRate }) => {
     const tr = document.createElement('tr');
-    for (const v of [s.node, s.broker_up ? 'up' : 'DOWN', s.connections, s.subscriptions, inRate.toFixed(1), outRate.toFixed(1), s.refusals]) {
+    [s.node, s.broker_up ? 'up' : 'DOWN', s.connections, s.subscriptions, inRate.toFixed(1), outRate.toFixed(1), s.refusals].forEach((v, i) => {
       const td = document.createElement('td');
       td.textContent = v;
+      td.dataset.label = labels[i];
+      if (i === 1 && !s.broker_up) td.className = 'bad';
       tr.append(td);
-    }
+    });
     return tr;
   }));
 }
 
-// draw plots series (the first in the accent colour) on canvas.
+// draw plots series (the first in the accent colour) on canvas, the newest
+// point at the right edge, against a scale from 0 to a round number above
+// the highest point, written in the top left corner. It first sizes the
+// drawing buffer to the canvas's size on the screen, so that the lines stay
+// sharp at any width.
 function draw(canvas, series) {
+  const ratio = window.devicePixelRatio || 1;
+  const [cw, ch] = [Math.round(canvas.clientWidth * ratio), Math.round(canvas.clientHeight * ratio)];
+  if (!cw || !ch) return; // hidden
+  if (canvas.width !== cw || canvas.height !== ch) [canvas.width, canvas.height] = [cw, ch];
   const g = canvas.getContext('2d');
   const { width: w, height: h } = canvas;
   g.clearRect(0, 0, w, h);
-  const top = Math.max(1, ...series.flat());
+  const top = roundUp(Math.max(1, ...series.flat()) * 1.1);
+  const pad = 4 * ratio;
+  const y = (v) => h - pad - (v / top) * (h - 2 * pad);
   const style = getComputedStyle(document.documentElement);
+  g.fillStyle = g.strokeStyle = style.getPropertyValue('--line');
+  g.lineWidth = ratio;
+  g.beginPath();
+  g.moveTo(0, Math.round(y(top)) + 0.5);
+  g.lineTo(w, Math.round(y(top)) + 0.5);
+  g.stroke();
+  g.fillStyle = style.getPropertyValue('--muted');
+  g.font = `${11 * ratio}px system-ui, sans-serif`;
+  g.textBaseline = 'top';
+  g.fillText(String(top), 0, y(top) + 2 * ratio);
   series.forEach((points, i) => {
     g.strokeStyle = i === 0 ? style.getPropertyValue('--accent') : style.getPropertyValue('--muted');
-    g.lineWidth = 2;
+    g.lineWidth = 2 * ratio;
     g.beginPath();
     points.forEach((v, x) => {
-      const px = (x / 59) * w;
-      const py = h - 4 - (v / top) * (h - 8);
-      x ? g.lineTo(px, py) : g.moveTo(px, py);
+      const px = w - ((points.length - 1 - x) / 59) * w;
+      x ? g.lineTo(px, y(v)) : g.moveTo(px, y(v));
     });
     g.stroke();
   });
+}
+
+// roundUp returns the smallest round number (1, 1.2, 1.5, 2, 2.5, 3, 4, 5,
+// 6 or 8 times a power of ten) that is at least v.
+function roundUp(v) {
+  const p = 10 ** Math.floor(Math.log10(v));
+  return [1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10].map((m) => Number((m * p).toPrecision(2))).find((n) => n >= v);
 }
 
 async function refreshChannels() {
@@ -98,6 +144,7 @@ async function refreshChannels() {
     const res = await fetch('/admin/channels', { headers: { Authorization: 'Bearer ' + token } });
     if (!res.ok) return;
     const { channels } = await res.json();
+    $('no-channels').hidden = channels.length > 0;
     $('channel-list').replaceChildren(...channels.map((c) => {
       const tr = document.createElement('tr');
       for (const v of [c.channel, c.subscribers]) {
@@ -117,6 +164,19 @@ $('signin').addEventListener('submit', (e) => {
   token = $('token').value;
   sessionStorage.setItem('herald-admin-token', token);
   connect();
+});
+
+$('signout').addEventListener('click', () => {
+  es?.close();
+  token = '';
+  sessionStorage.removeItem('herald-admin-token');
+  $('token').value = '';
+  nodes.clear();
+  for (const points of Object.values(history)) points.length = 0;
+  $('channel-list').replaceChildren();
+  $('no-channels').hidden = true;
+  setState('signed out', 'closed');
+  signedIn(false);
 });
 
 $('publish').addEventListener('submit', async (e) => {

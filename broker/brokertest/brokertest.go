@@ -197,7 +197,8 @@ func testMessageFields(t *testing.T, e *env) {
 	e.subscribe(ch)
 	before := time.Now().Add(-time.Minute)
 	pubs := []broker.Publication{
-		{Data: json.RawMessage(`{"text":"hi","list":[1,2.5,"x",null,true]}`), Event: "greet", User: "alice", Client: "c-1"},
+		{Data: json.RawMessage(`{"text":"hi","list":[1,2.5,"x",null,true]}`), Event: "greet", User: "alice", Client: "c-1",
+			Trace: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"},
 		{Data: json.RawMessage(`"a string with \"quotes\" and ünïcode"`)},
 		{Data: json.RawMessage(`null`)},
 		{Data: []byte{0, 1, 2, 0xff, '\n'}, Binary: true, Client: "c-2"},
@@ -218,7 +219,7 @@ func testMessageFields(t *testing.T, e *env) {
 		for i, m := range ms {
 			p := pubs[i]
 			if m.Channel != ch || m.Offset != offs[i] || string(m.Data) != string(p.Data) ||
-				m.Binary != p.Binary || m.Event != p.Event || m.User != p.User || m.Client != p.Client {
+				m.Binary != p.Binary || m.Event != p.Event || m.User != p.User || m.Client != p.Client || m.Trace != p.Trace {
 				t.Errorf("%s: message %d = %+v, published %+v on %q at %v", where, i, m, p, ch, offs[i])
 			}
 			if m.Time.Before(before) || m.Time.After(time.Now().Add(time.Minute)) {

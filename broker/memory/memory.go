@@ -113,7 +113,7 @@ func (b *Broker) Evictions() int64 { return b.evictions.Load() }
 const messageOverhead = 160
 
 func messageBytes(m *broker.Message) int64 {
-	return int64(cap(m.Data)+len(m.Event)+len(m.User)+len(m.Client)) + messageOverhead
+	return int64(cap(m.Data)+len(m.Event)+len(m.User)+len(m.Client)+len(m.Trace)) + messageOverhead
 }
 
 // Start registers h and starts the sweeper that forgets idle channels.
@@ -253,6 +253,7 @@ func (b *Broker) publishLocked(ch *channel, p broker.Publication, opts broker.Hi
 		User:    p.User,
 		Client:  p.Client,
 		Time:    now,
+		Trace:   p.Trace,
 	}
 	if opts.Size > 0 {
 		ch.history = append(ch.history, m)

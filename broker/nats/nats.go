@@ -140,6 +140,7 @@ const (
 	hdrBinary = "Herald-Binary"
 	hdrTime   = "Herald-Time" // Unix nanoseconds when Publish was called
 	hdrKind   = "Herald-Kind" // "join" or "leave" on presence events
+	hdrTrace  = "Traceparent" // W3C trace context of the publish, as OpenTelemetry's NATS carriers name it
 )
 
 // flushTimeout bounds Subscribe's wait for the server when ctx has no
@@ -649,6 +650,7 @@ func (b *Broker) message(name string, seq uint64, h natsgo.Header, data []byte) 
 		User:    unesc(hdrUser),
 		Client:  unesc(hdrClient),
 		Time:    time.Unix(0, ns),
+		Trace:   h.Get(hdrTrace),
 	}, md
 }
 
@@ -686,6 +688,9 @@ func (b *Broker) Publish(ctx context.Context, name string, p broker.Publication,
 		}
 		if p.Binary {
 			m.Header.Set(hdrBinary, "1")
+		}
+		if p.Trace != "" {
+			m.Header.Set(hdrTrace, p.Trace)
 		}
 		for k, v := range map[string]string{hdrEvent: p.Event, hdrUser: p.User, hdrClient: p.Client} {
 			if v != "" {

@@ -390,7 +390,7 @@ func (b *Broker) deliver(topic, payload string) {
 	fields, err := splitNetstrings(payload[1:])
 	switch {
 	case err != nil:
-	case payload[0] == 'm' && len(fields) == 8:
+	case payload[0] == 'm' && (len(fields) == 8 || len(fields) == 9):
 		var m broker.Message
 		if m, err = decodeMessage(channel, fields); err == nil {
 			b.seen.Observe(channel, m.Offset)
@@ -410,8 +410,13 @@ func (b *Broker) deliver(topic, payload string) {
 }
 
 // decodeMessage builds a Message from the fields the publish script sends:
-// seq, epoch, time µs, binary, event, user, client, data.
+// seq, epoch, time µs, binary, event, user, client, data, and the
+// traceparent when the message has one.
 func decodeMessage(channel string, f []string) (broker.Message, error) {
+	var trace string
+	if len(f) > 8 {
+		trace = f[8]
+	}
 	seq, err := strconv.ParseUint(f[0], 10, 64)
 	if err != nil {
 		return broker.Message{}, fmt.Errorf("seq: %w", err)
@@ -430,6 +435,7 @@ func decodeMessage(channel string, f []string) (broker.Message, error) {
 		User:    f[5],
 		Client:  f[6],
 		Time:    time.UnixMicro(us),
+		Trace:   trace,
 	}, nil
 }
 
@@ -492,7 +498,7 @@ func (b *Broker) Publish(ctx context.Context, channel string, p broker.Publicati
 	res, err := publishScript.Run(ctx, b.publisher,
 		[]string{b.key(channel, "meta"), b.key(channel, "stream")},
 		broker.NewEpoch(), max(opts.Size, 0), ttl, metaGrace.Milliseconds(), b.topic(channel),
-		[]byte(p.Data), binary, p.Event, p.User, p.Client, seen.Epoch, seen.Seq,
+		[]byte(p.Data), binary, p.Event, p.User, p.Client, seen.Epoch, seen.Seq, p.Trace,
 	).Slice()
 	if err != nil {
 		return broker.Offset{}, b.wrap(ctx, "publish to "+strconv.Quote(channel), err)
@@ -595,6 +601,8 @@ func decodeEntry(channel, epoch string, e any) (broker.Message, error) {
 			m.User = v
 		case "client":
 			m.Client = v
+		case "trace":
+			m.Trace = v
 		case "time":
 			us, err := strconv.ParseInt(v, 10, 64)
 			if err != nil {

@@ -65,8 +65,11 @@ end
 // on in it.
 //
 // KEYS: meta, stream. ARGV: new epoch, size, ttl ms, meta grace ms, topic,
-// data, binary, event, user, client, seen epoch ("" for none), seen seq.
-// Returns {seq, epoch}.
+// data, binary, event, user, client, seen epoch ("" for none), seen seq,
+// traceparent ("" for none). Returns {seq, epoch}. A traceparent is kept as
+// the entry's field "trace" and sent as a ninth field of the pub/sub
+// payload; without one, entry and payload are as before it existed, so
+// nodes that do not know it still read untraced messages.
 var publishScript = goredis.NewScript(luaTrim + `
 local meta, stream = KEYS[1], KEYS[2]
 local size, ttl, grace = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
@@ -80,10 +83,14 @@ end
 redis.call('HSET', meta, 'ttl', ARGV[3])
 local t = now()
 local id = string.format('%d', seq)
+local trace = ARGV[13]
 if size > 0 then
-  redis.call('XADD', stream, 'MAXLEN', size, id .. '-0',
-    'data', ARGV[6], 'binary', ARGV[7], 'event', ARGV[8],
-    'user', ARGV[9], 'client', ARGV[10], 'time', t)
+  local entry = {'data', ARGV[6], 'binary', ARGV[7], 'event', ARGV[8],
+    'user', ARGV[9], 'client', ARGV[10], 'time', t}
+  if trace ~= '' then
+    entry[#entry + 1], entry[#entry + 2] = 'trace', trace
+  end
+  redis.call('XADD', stream, 'MAXLEN', size, id .. '-0', unpack(entry))
 end
 if ttl > 0 then
   trim(stream, tonumber(t) - ttl * 1000)
@@ -95,7 +102,7 @@ else
 end
 redis.call('PUBLISH', ARGV[5], 'm' .. netstring(id) .. netstring(epoch) .. netstring(t) ..
   netstring(ARGV[7]) .. netstring(ARGV[8]) .. netstring(ARGV[9]) .. netstring(ARGV[10]) ..
-  netstring(ARGV[6]))
+  netstring(ARGV[6]) .. (trace ~= '' and netstring(trace) or ''))
 return {seq, epoch}
 `)
 

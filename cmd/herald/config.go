@@ -1,13 +1,12 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"io"
-	"sort"
 	"strconv"
 	"strings"
 
+	"github.com/alecthomas/kong"
 	"gopkg.in/yaml.v3"
 
 	"github.com/heraldhq/herald/internal/mask"
@@ -20,45 +19,53 @@ var secretSettings = map[string]bool{"api-key": true, "token-secret": true, "adm
 // the same flags and environment: every setting, where its value came
 // from, secrets masked, unset ones as comments. Its output is a valid
 // config file (with the masked secrets to fill in).
-func configCmd(_ context.Context, args, env []string, stdout, stderr io.Writer) error {
-	s, err := loadSettings(args, env, stderr)
+type configCmd struct {
+	serveFlags
+}
+
+// Run prints the configuration.
+func (c *configCmd) Run(r *runEnv, kctx *kong.Context) error {
+	s, err := c.settings(r.layers.namespaces)
 	if err != nil {
 		return err
 	}
 	var b strings.Builder
 	b.WriteString("# herald's effective configuration: flags > environment > config file > built-in defaults.\n")
 	b.WriteString("# Secrets are masked; each line says where its value came from.\n")
-	for _, o := range options() {
-		v, ok := s.values[o.name]
-		if !ok {
-			fmt.Fprintf(&b, "# %s: (unset) %s\n", o.name, o.usage)
+	for _, f := range kctx.Flags() {
+		if !layered(f) || f.Name == "config" || f.Name == "version" {
 			continue
 		}
-		src := s.sources[o.name]
+		value := kctx.FlagValue(f)
+		v := flagText(value)
+		if v == "" && !f.HasDefault {
+			fmt.Fprintf(&b, "# %s: (unset) %s\n", f.Name, f.Help)
+			continue
+		}
 		switch {
-		case secretSettings[o.name] && v != "":
+		case secretSettings[f.Name] && v != "":
 			v = "****"
-		case o.name == "broker":
+		case f.Name == "broker":
 			v = mask.URL(v)
 		}
-		fmt.Fprintf(&b, "%s: %s # %s\n", o.name, yamlScalar(v), src)
+		switch value.(type) {
+		case string, []string:
+			v = yamlScalar(v) // numbers, durations and booleans need no quotes
+		}
+		fmt.Fprintf(&b, "%s: %s # %s\n", f.Name, v, r.layers.sources[f.Name])
 	}
-	names := make([]string, 0, len(s.namespaces))
-	for n := range s.namespaces {
-		names = append(names, n)
-	}
-	sort.Strings(names)
+	names := sortedKeys(s.config.Namespaces)
 	if len(names) > 0 {
 		b.WriteString("namespaces:\n")
 	}
 	for _, n := range names {
-		ns := s.namespaces[n]
+		ns := s.config.Namespaces[n]
 		fmt.Fprintf(&b, "  %s:\n", yamlScalar(n))
 		if ns.HistorySize != 0 {
 			fmt.Fprintf(&b, "    history-size: %d\n", ns.HistorySize)
 		}
 		if ns.HistoryTTL != 0 {
-			fmt.Fprintf(&b, "    history-ttl: %s\n", ns.HistoryTTL)
+			fmt.Fprintf(&b, "    history-ttl: %s\n", span(ns.HistoryTTL))
 		}
 		for _, f := range []struct {
 			key string
@@ -73,8 +80,16 @@ func configCmd(_ context.Context, args, env []string, stdout, stderr io.Writer) 
 			fmt.Fprintf(&b, "    %s: %s\n", f.key, strconv.FormatBool(f.on))
 		}
 	}
-	_, err = io.WriteString(stdout, b.String())
+	_, err = io.WriteString(r.stdout, b.String())
 	return err
+}
+
+// flagText writes a flag's value as its config-file text.
+func flagText(v any) string {
+	if list, ok := v.([]string); ok {
+		return strings.Join(list, ",")
+	}
+	return fmt.Sprint(v)
 }
 
 // yamlScalar writes v as a YAML scalar, quoted where YAML needs it.

@@ -23,7 +23,7 @@ func TestConfigCommand(t *testing.T) {
 	text := out.String()
 	for _, want := range []string{
 		"addr: 127.0.0.1:9 # --addr",
-		"history-size: \"7\" # HERALD_HISTORY_SIZE",
+		"history-size: 7 # HERALD_HISTORY_SIZE",
 		"token-secret: '****' # HERALD_TOKEN_SECRET",
 		"history-ttl: 10m # default",
 		"broker: redis://user:xxxxx@cache:6379/0 # --broker",

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -17,34 +16,27 @@ import (
 // pubTimeout bounds one publish request.
 const pubTimeout = 30 * time.Second
 
-// pub publishes DATA to CHANNEL and prints the offset: as a client over
-// WebSocket when --token is given (the token's rights apply), else through
-// the server API (with --api-key, or from the server's own machine). DATA
-// is sent as JSON when it is valid JSON, else as a JSON string; "-" reads
-// it from stdin.
-func pub(ctx context.Context, args, env []string, stdin io.Reader, stdout, stderr io.Writer) error {
-	envMap := envToMap(env)
-	fs := flag.NewFlagSet("herald pub", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), "usage: herald pub [flags] CHANNEL DATA\n\n"+
-			"DATA is sent as JSON when it is valid JSON, else as a string; - reads it from stdin.\n"+
-			"With --token it publishes as a client over WebSocket; otherwise through the server API.\n\n")
-		fs.PrintDefaults()
-	}
-	baseURL := fs.String("url", envOr(envMap, "HERALD_URL", "http://localhost:8080"), "herald server (env HERALD_URL)")
-	apiKey := fs.String("api-key", envMap["HERALD_API_KEY"], "server API key (env HERALD_API_KEY)")
-	token := fs.String("token", envMap["HERALD_TOKEN"], "client token: publish over WebSocket as its user (env HERALD_TOKEN)")
-	event := fs.String("event", "", "event name of the message")
-	pos, err := parseInterspersed(fs, args)
-	if err != nil {
-		return err
-	}
-	if len(pos) != 2 {
-		fs.Usage()
-		return fmt.Errorf("pub: want CHANNEL DATA, got %d arguments", len(pos))
-	}
-	channel, text := pos[0], pos[1]
+// pubCmd publishes DATA to CHANNEL and prints the offset: as a client
+// over WebSocket when --token is given (the token's rights apply), else
+// through the server API (with --api-key, or from the server's own
+// machine). DATA is sent as JSON when it is valid JSON, else as a JSON
+// string; "-" reads it from stdin.
+type pubCmd struct {
+	URL     string `default:"http://localhost:8080" help:"herald server"`
+	APIKey  string `name:"api-key" help:"server API key"`
+	Token   string `help:"client token: publish over WebSocket as its user"`
+	Event   string `help:"event name of the message" environ:"-"`
+	Channel string `arg:"" help:"The channel to publish to."`
+	Data    string `arg:"" help:"The message: JSON, else sent as a string; - reads it from stdin (put -- before data that starts with -)."`
+}
+
+// Run publishes and prints the offset.
+func (c *pubCmd) Run(r *runEnv) error {
+	return c.publish(r.ctx, r.stdin, r.stdout)
+}
+
+func (c *pubCmd) publish(ctx context.Context, stdin io.Reader, stdout io.Writer) error {
+	channel, text := c.Channel, c.Data
 	if text == "-" {
 		b, err := io.ReadAll(stdin)
 		if err != nil {
@@ -57,8 +49,8 @@ func pub(ctx context.Context, args, env []string, stdin io.Reader, stdout, stder
 	if !json.Valid(data) {
 		data, _ = json.Marshal(text) // a string always encodes
 	}
-	if *token != "" {
-		off, err := publishWS(ctx, *baseURL, *token, channel, data, *event)
+	if c.Token != "" {
+		off, err := publishWS(ctx, c.URL, c.Token, channel, data, c.Event)
 		if err != nil {
 			return fmt.Errorf("pub: %w", err)
 		}
@@ -69,11 +61,11 @@ func pub(ctx context.Context, args, env []string, stdin io.Reader, stdout, stder
 		Channel string          `json:"channel"`
 		Data    json.RawMessage `json:"data"`
 		Event   string          `json:"event,omitempty"`
-	}{channel, data, *event})
+	}{channel, data, c.Event})
 	if err != nil {
 		return fmt.Errorf("pub: encode request: %w", err)
 	}
-	off, err := publishHTTP(ctx, strings.TrimRight(*baseURL, "/")+"/api/publish", *apiKey, body)
+	off, err := publishHTTP(ctx, strings.TrimRight(c.URL, "/")+"/api/publish", c.APIKey, body)
 	if err != nil {
 		return fmt.Errorf("pub: %w", err)
 	}
@@ -132,33 +124,6 @@ func publishHTTP(ctx context.Context, url, apiKey string, body []byte) (string, 
 		return "", fmt.Errorf("unexpected answer %q", truncate(string(b), 200))
 	}
 	return answer.Offset, nil
-}
-
-// parseInterspersed parses flags that may come before, between or after
-// the positional arguments, which it returns; everything after "--" is
-// positional.
-func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			return nil, err
-		}
-		rest := fs.Args()
-		if len(rest) == 0 {
-			return pos, nil
-		}
-		if consumed := len(args) - len(rest); consumed > 0 && args[consumed-1] == "--" {
-			return append(pos, rest...), nil
-		}
-		pos, args = append(pos, rest[0]), rest[1:]
-	}
-}
-
-func envOr(env map[string]string, key, def string) string {
-	if v, ok := env[key]; ok && v != "" {
-		return v
-	}
-	return def
 }
 
 func truncate(s string, n int) string {

@@ -58,7 +58,7 @@ func TestPub(t *testing.T) {
 			t.Parallel()
 			var out bytes.Buffer
 			args := append([]string{"--url", hs.URL + "/"}, tc.args...)
-			if err := pub(context.Background(), args, nil, strings.NewReader(tc.stdin), &out, io.Discard); err != nil {
+			if err := runWithStdin(context.Background(), append([]string{"pub"}, args...), nil, strings.NewReader(tc.stdin), &out, io.Discard); err != nil {
 				t.Fatal(err)
 			}
 			msgs := apiHistory(t, hs.URL, tc.channel, "")
@@ -119,8 +119,8 @@ func TestPubErrors(t *testing.T) {
 	}{
 		{"bad channel", []string{"a b", "1"}, "bad_request: bad channel name"},
 		{"too large", []string{"c", strings.Repeat("x", 100)}, "too_large"},
-		{"one argument", []string{"c"}, "want CHANNEL DATA"},
-		{"three arguments", []string{"c", "1", "2"}, "want CHANNEL DATA"},
+		{"one argument", []string{"c"}, `expected "<data>"`},
+		{"three arguments", []string{"c", "1", "2"}, "unexpected argument 2"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -29,13 +29,32 @@ const (
 	defaultGCPercent = 50
 )
 
-// serve runs the server until ctx is done, then shuts it down gracefully.
-func serve(ctx context.Context, args, env []string, _ io.Writer, stderr io.Writer) error {
-	s, err := loadSettings(args, env, stderr)
+// serveCmd runs the server.
+type serveCmd struct {
+	serveFlags
+}
+
+// Help is serve's description under its usage line.
+func (serveCmd) Help() string {
+	return "Every flag is also an environment variable (shown after it) and a key of the --config file; " +
+		"flags win over the environment, which wins over the file. " +
+		"Per-namespace rules live in the file (namespaces:); herald config prints the result."
+}
+
+// Run runs the server until the run's context is done, then shuts it
+// down gracefully.
+func (c *serveCmd) Run(r *runEnv) error {
+	s, err := c.settings(r.layers.namespaces)
 	if err != nil {
 		return err
 	}
-	if _, set := envToMap(env)["GOGC"]; !set {
+	return serve(r.ctx, s, r.layers.env, r.stderr)
+}
+
+// serve runs the server until ctx is done, then shuts it down gracefully.
+func serve(ctx context.Context, s *settings, env map[string]string, stderr io.Writer) error {
+	var err error
+	if _, set := env["GOGC"]; !set {
 		// A connection server is memory-bound: collecting at 50% heap
 		// growth instead of Go's 100% costs a little CPU in connection
 		// storms and saves about 1.5 KiB per idle connection
@@ -45,6 +64,21 @@ func serve(ctx context.Context, args, env []string, _ io.Writer, stderr io.Write
 	logger := newLogger(stderr, s.logFormat, s.logLevel)
 	cfg := s.config
 	cfg.Logger = logger
+	tp, err := newTracerProvider(ctx, s.otelEndpoint, env, logger)
+	if err != nil {
+		return err
+	}
+	if tp != nil {
+		cfg.TracerProvider = tp
+		defer func() {
+			// Send what is still batched before the process ends.
+			fctx, cancel := context.WithTimeout(context.Background(), s.shutdownTimeout)
+			defer cancel()
+			if err := tp.Shutdown(fctx); err != nil {
+				logger.Warn("tracing: flush on shutdown", "err", err)
+			}
+		}()
+	}
 	if cfg.Broker, err = newBroker(s, logger); err != nil {
 		return err
 	}

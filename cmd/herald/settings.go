@@ -1,29 +1,145 @@
 package main
 
 import (
-	_ "embed"
-	"errors"
-	"flag"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
-	"sort"
-	"strconv"
 	"strings"
 	"time"
 
-	"gopkg.in/yaml.v3"
+	"github.com/alecthomas/kong"
 
 	"github.com/heraldhq/herald"
+	"github.com/heraldhq/herald/broker/memory"
 	"github.com/heraldhq/herald/internal/mask"
 )
 
-//go:embed defaults.yaml
-var defaultsYAML []byte
+// Defaults of what only herald serve has (the http.Server around the
+// herald.Server); herald.Config's own come from herald.DefaultConfig.
+const (
+	defaultAddr            = ":8080"
+	defaultIdleTimeout     = 30 * time.Second
+	defaultShutdownTimeout = 10 * time.Second
+)
+
+// serveFlags are herald serve's settings. Each is a flag, an environment
+// variable (HERALD_ and the flag's name in upper case, '-' as '_') and a
+// key of the --config file; the defaults shown in brackets come from
+// defaultVars.
+type serveFlags struct {
+	Config string `help:"YAML file of settings: every flag's name is a key, and namespaces holds per-namespace rules" placeholder:"FILE" group:"server"`
+
+	Addr            string   `default:"${addr}" help:"listen address" group:"server"`
+	Origins         []string `help:"origins (scheme://host[:port]) allowed for WebSocket, SSE and the server API's CORS; * for any; none: the request's own host" placeholder:"ORIGIN" group:"server"`
+	APIKey          string   `name:"api-key" help:"key for the server API; without one it answers loopback callers only, and no web page" group:"server"`
+	AdminToken      string   `help:"token for the admin page at /admin (live numbers, channels, publish); without one there is no admin page" group:"server"`
+	ShutdownTimeout span     `default:"${shutdown_timeout}" help:"how long a graceful shutdown waits for connections to close" group:"server"`
+	SSEHeartbeat    span     `name:"sse-heartbeat" default:"${sse_heartbeat}" help:"how often an idle SSE stream gets a comment line" group:"server"`
+	SSERetry        span     `name:"sse-retry" default:"${sse_retry}" help:"the reconnect delay SSE streams tell EventSource" group:"server"`
+	NoCompression   bool     `name:"disable-compression" help:"turn permessage-deflate off" group:"server"`
+
+	MaxMessageSize      count     `default:"${max_message_size}" help:"bytes of one client frame and of one API publish body" group:"limits"`
+	MaxSubscriptions    count     `default:"${max_subscriptions}" help:"channels per connection or SSE stream (0: no limit)" group:"limits"`
+	PublishRate         perSecond `default:"${publish_rate}" help:"publishes per second per connection, on average (0: no limit)" group:"limits"`
+	PublishBurst        count     `default:"${publish_burst}" help:"publishes per connection in a burst above the rate" group:"limits"`
+	CommandRate         perSecond `default:"${command_rate}" help:"other commands (subscribe, unsubscribe, history, presence, ping, refresh) per second per connection, on average (0: no limit)" group:"limits"`
+	CommandBurst        count     `default:"${command_burst}" help:"other commands per connection in a burst above the rate" group:"limits"`
+	MaxConnections      count     `default:"${max_connections}" help:"open WebSocket and SSE connections in total; the default is this process's open-file limit less a reserve (0: no limit)" group:"limits"`
+	MaxConnectionsPerIP count     `name:"max-connections-per-ip" default:"${max_connections_per_ip}" help:"connections from one client address (0: no limit; behind a proxy leave it 0)" group:"limits"`
+	QueueMessages       count     `default:"${queue_messages}" help:"outgoing messages a connection may fall behind before it is closed as a slow consumer" group:"limits"`
+	QueueBytes          count     `default:"${queue_bytes}" help:"outgoing bytes a connection may fall behind before it is closed as a slow consumer; what it asked for (replies, catch-up) is paced by the same bound" group:"limits"`
+	HandshakeTimeout    span      `default:"${handshake_timeout}" help:"time a client has to send its request headers, and the server to write an upgrade" group:"limits"`
+	WriteTimeout        span      `default:"${write_timeout}" help:"time one write to a connection may take before the connection is closed" group:"limits"`
+	IdleTimeout         span      `default:"${idle_timeout}" help:"how long a keep-alive connection may stay idle between requests (idle ones count toward --max-connections)" group:"limits"`
+	PingInterval        span      `default:"${ping_interval}" help:"quiet WebSocket connections are pinged after this long" group:"limits"`
+	PongTimeout         span      `default:"${pong_timeout}" help:"and closed when still quiet this long after the ping" group:"limits"`
+
+	TokenSecret    string `help:"HS256 secret for client tokens; once set, clients need a token unless --allow-anonymous" group:"tokens"`
+	TokenPublicKey string `help:"PEM file of an RSA or ECDSA P-256 public key for RS256/ES256 client tokens" placeholder:"FILE" group:"tokens"`
+	TokenJWKS      string `name:"token-jwks" help:"JSON Web Key Set file for RS256/ES256 client tokens, by kid" placeholder:"FILE" group:"tokens"`
+	TokenAudience  string `help:"audience every client token must name in its aud (recommended with a JWKS shared by other services)" group:"tokens"`
+	TokenIssuer    string `help:"issuer every client token must name in its iss (recommended with a JWKS)" group:"tokens"`
+	AllowAnonymous bool   `help:"let clients in without a token although a token key is set (without a key everyone is anonymous)" group:"tokens"`
+
+	Broker       string `default:"${broker}" help:"memory, redis://host:port/db or nats://host:port (several nodes as one on Redis or NATS)" group:"brokers"`
+	HistorySize  count  `default:"${history_size}" help:"messages kept per channel" group:"brokers"`
+	HistoryTTL   span   `name:"history-ttl" default:"${history_ttl}" help:"how long messages are kept" group:"brokers"`
+	HistoryBytes count  `default:"${history_bytes}" help:"bytes of history kept in all (memory broker: in this process, least recently published channels dropped first; NATS: the stream's size; Redis: not applied, bound it with maxmemory; 0: no bound)" group:"brokers"`
+
+	TLSCert   string `name:"tls-cert" help:"TLS certificate file (PEM, with its chain); with --tls-key, herald serves HTTPS and WSS (HTTP/2 for SSE)" placeholder:"FILE" group:"tls"`
+	TLSKey    string `name:"tls-key" help:"TLS private key file (PEM)" placeholder:"FILE" group:"tls"`
+	ACMEHost  string `name:"acme-host" help:"host name to get certificates for automatically (ACME, Let's Encrypt; the TLS-ALPN challenge on the listen address, which must be :443)" group:"tls"`
+	ACMECache string `name:"acme-cache" help:"directory that keeps ACME certificates across restarts" placeholder:"DIR" group:"tls"`
+
+	LogLevel     string `default:"info" enum:"debug,info,warn,error" help:"debug, info, warn or error" group:"observability"`
+	LogFormat    string `default:"" enum:",text,json" help:"text or json (default: text on a terminal, JSON otherwise)" group:"observability"`
+	OTelEndpoint string `name:"otel-endpoint" help:"OpenTelemetry collector (OTLP over HTTP, e.g. http://127.0.0.1:4318) to send a trace of every publish and fan-out to; the standard OTEL_EXPORTER_OTLP_ENDPOINT works too; neither: no tracing" placeholder:"URL" group:"observability"`
+}
+
+// flagGroups order serve's flags in its help.
+var flagGroups = []kong.Group{
+	{Key: "server", Title: "Server:"},
+	{Key: "limits", Title: "Limits:"},
+	{Key: "tokens", Title: "Tokens:"},
+	{Key: "brokers", Title: "Brokers and history:"},
+	{Key: "backend", Title: "The app's back end (proxies, webhooks, outbox):"},
+	{Key: "tls", Title: "TLS:"},
+	{Key: "observability", Title: "Observability:"},
+}
+
+// defaultVars are the defaults serve's flags show and start from:
+// herald.DefaultConfig's, and the few of serve's own.
+func defaultVars() kong.Vars {
+	d := herald.DefaultConfig()
+	return kong.Vars{
+		"addr":                   defaultAddr,
+		"broker":                 "memory",
+		"history_size":           fmt.Sprint(d.HistorySize),
+		"history_ttl":            span(d.HistoryTTL).String(),
+		"history_bytes":          fmt.Sprint(memory.DefaultMaxHistoryBytes),
+		"max_message_size":       fmt.Sprint(d.MaxMessageSize),
+		"max_subscriptions":      fmt.Sprint(unlimited(d.MaxSubscriptions)),
+		"publish_rate":           fmt.Sprint(max(d.PublishRate, 0)),
+		"publish_burst":          fmt.Sprint(d.PublishBurst),
+		"command_rate":           fmt.Sprint(max(d.CommandRate, 0)),
+		"command_burst":          fmt.Sprint(d.CommandBurst),
+		"max_connections":        fmt.Sprint(unlimited(d.MaxConnections)),
+		"max_connections_per_ip": fmt.Sprint(d.MaxConnectionsPerIP),
+		"queue_messages":         fmt.Sprint(d.QueueMessages),
+		"queue_bytes":            fmt.Sprint(d.QueueBytes),
+		"handshake_timeout":      span(d.HandshakeTimeout).String(),
+		"write_timeout":          span(d.WriteTimeout).String(),
+		"ping_interval":          span(d.PingInterval).String(),
+		"pong_timeout":           span(d.PongTimeout).String(),
+		"sse_heartbeat":          span(d.SSEHeartbeat).String(),
+		"sse_retry":              span(d.SSERetry).String(),
+		"idle_timeout":           span(defaultIdleTimeout).String(),
+		"shutdown_timeout":       span(defaultShutdownTimeout).String(),
+	}
+}
+
+// unlimited turns herald.Config's "negative: no limit" into the flags'
+// 0.
+func unlimited(n int) int { return max(n, 0) }
+
+// limit turns a flag's "0: no limit" into herald.Config's negative.
+func limit(n count) int {
+	if n == 0 {
+		return -1
+	}
+	return int(n)
+}
+
+// rate is limit for a rate per second.
+func rate(r perSecond) float64 {
+	if r == 0 {
+		return -1
+	}
+	return float64(r)
+}
 
 // settings are serve's inputs once flags, environment, file and defaults
-// are merged.
+// are merged and checked.
 type settings struct {
 	addr            string
 	broker          string
@@ -35,320 +151,84 @@ type settings struct {
 	tlsKey          string
 	acmeHost        string // automatic certificates for this host name
 	acmeCache       string
-	historyBytes    int // -1: no bound
+	historyBytes    int    // -1: no bound
+	otelEndpoint    string // "": the standard OTEL_* variables decide
 	config          herald.Config
-	namespaces      map[string]herald.Namespace
-	// values are every setting's merged text, and sources where each came
-	// from (herald config prints them).
-	values  map[string]string
-	sources map[string]string
 }
 
-// option is one serve setting: a flag, an env variable and a file key.
-type option struct {
-	name  string
-	usage string
-	set   func(s *settings, v string) error
-}
-
-func options() []option {
-	return []option{
-		{"addr", "listen address", func(s *settings, v string) error { s.addr = v; return nil }},
-		{"broker", "memory, redis://host:port/db or nats://host:port (several nodes on one Redis or NATS)", func(s *settings, v string) error {
-			if v != "memory" && !strings.HasPrefix(v, "redis://") && !strings.HasPrefix(v, "rediss://") && !strings.HasPrefix(v, "nats://") {
-				return fmt.Errorf("unsupported broker %q: want memory, redis://host:port/db or nats://host:port", mask.URL(v))
-			}
-			s.broker = v
-			return nil
-		}},
-		{"history-size", "messages kept per channel", intSetting(func(s *settings, n int) { s.config.HistorySize = n })},
-		{"history-ttl", "how long messages are kept", durationSetting(func(s *settings, d time.Duration) { s.config.HistoryTTL = d })},
-		{"history-bytes", "bytes of history kept in all (memory broker: in this process, least recently published channels dropped first; NATS: the stream's size; Redis: not applied, bound it with maxmemory; 0: no bound)", limitSetting(func(s *settings, n int) { s.historyBytes = n })},
-		{"max-message-size", "bytes of one client frame and one API publish body", intSetting(func(s *settings, n int) { s.config.MaxMessageSize = n })},
-		{"origins", "comma-separated origins allowed for CORS on SSE and the API (* for any; empty: same host)", func(s *settings, v string) error {
-			s.config.Origins = nil
-			for _, o := range strings.Split(v, ",") {
-				if o = strings.TrimSpace(o); o != "" {
-					s.config.Origins = append(s.config.Origins, o)
-				}
-			}
-			return nil
-		}},
-		{"api-key", "key for the server API; without one it answers loopback callers only, and no web page", func(s *settings, v string) error { s.config.APIKey = v; return nil }},
-		{"admin-token", "token for the admin page at /admin (live numbers, channels, publish); without one there is no admin page", func(s *settings, v string) error { s.config.AdminToken = v; return nil }},
-		{"token-secret", "HS256 secret for client tokens; once set, clients need a token unless --allow-anonymous", func(s *settings, v string) error { s.config.TokenSecret = v; return nil }},
-		{"token-public-key", "PEM file of an RSA or ECDSA P-256 public key for RS256/ES256 client tokens", fileSetting(func(s *settings, b []byte) { s.config.TokenPublicKey = b })},
-		{"token-jwks", "JSON Web Key Set file for RS256/ES256 client tokens, by kid", fileSetting(func(s *settings, b []byte) { s.config.TokenJWKS = b })},
-		{"token-audience", "audience every client token must name in its aud (recommended with a JWKS shared by other services)", func(s *settings, v string) error { s.config.TokenAudience = v; return nil }},
-		{"token-issuer", "issuer every client token must name in its iss (recommended with a JWKS)", func(s *settings, v string) error { s.config.TokenIssuer = v; return nil }},
-		{"allow-anonymous", "let clients in without a token although a token key is set (without a key everyone is anonymous)", boolSetting(func(s *settings, on bool) { s.config.AllowAnonymous = on })},
-		{"max-subscriptions", "channels per connection (0: no limit)", limitSetting(func(s *settings, n int) { s.config.MaxSubscriptions = n })},
-		{"publish-rate", "publishes per second per connection, on average (0: no limit)", rateSetting(func(s *settings, f float64) { s.config.PublishRate = f })},
-		{"publish-burst", "publishes per connection in a burst above the rate", intSetting(func(s *settings, n int) { s.config.PublishBurst = n })},
-		{"command-rate", "other commands (subscribe, unsubscribe, history, presence, ping, refresh) per second per connection, on average (0: no limit)", rateSetting(func(s *settings, f float64) { s.config.CommandRate = f })},
-		{"command-burst", "other commands per connection in a burst above the rate", intSetting(func(s *settings, n int) { s.config.CommandBurst = n })},
-		{"max-connections", "open WebSocket and SSE connections, in total (0: no limit; default: the open-file limit less a reserve)", limitSetting(func(s *settings, n int) { s.config.MaxConnections = n })},
-		{"max-connections-per-ip", "connections from one client address (0: no limit; behind a proxy leave it 0)", intSetting(func(s *settings, n int) { s.config.MaxConnectionsPerIP = n })},
-		{"queue-messages", "outgoing messages a connection may fall behind before it is closed as a slow consumer", intSetting(func(s *settings, n int) { s.config.QueueMessages = n })},
-		{"queue-bytes", "outgoing bytes a connection may fall behind before it is closed as a slow consumer", intSetting(func(s *settings, n int) { s.config.QueueBytes = n })},
-		{"handshake-timeout", "time a client has to send its request headers, and the server to write an upgrade", durationSetting(func(s *settings, d time.Duration) { s.config.HandshakeTimeout = d })},
-		{"write-timeout", "time one write to a connection may take before the connection is closed", durationSetting(func(s *settings, d time.Duration) { s.config.WriteTimeout = d })},
-		{"idle-timeout", "how long a keep-alive connection may stay idle between requests before it is closed (idle ones count toward --max-connections)", durationSetting(func(s *settings, d time.Duration) { s.idleTimeout = d })},
-		{"shutdown-timeout", "how long a graceful shutdown waits for connections to close", durationSetting(func(s *settings, d time.Duration) { s.shutdownTimeout = d })},
-		{"tls-cert", "TLS certificate file (PEM, with its chain); with --tls-key, herald serves HTTPS and WSS (HTTP/2 for SSE)", func(s *settings, v string) error { s.tlsCert = v; return nil }},
-		{"tls-key", "TLS private key file (PEM)", func(s *settings, v string) error { s.tlsKey = v; return nil }},
-		{"acme-host", "host name to get certificates for automatically (ACME, Let's Encrypt; the TLS-ALPN challenge on the listen address, which must be :443)", func(s *settings, v string) error { s.acmeHost = v; return nil }},
-		{"acme-cache", "directory that keeps ACME certificates across restarts", func(s *settings, v string) error { s.acmeCache = v; return nil }},
-		{"sse-heartbeat", "how often an idle SSE stream gets a comment line", durationSetting(func(s *settings, d time.Duration) { s.config.SSEHeartbeat = d })},
-		{"sse-retry", "the reconnect delay SSE streams tell EventSource", durationSetting(func(s *settings, d time.Duration) { s.config.SSERetry = d })},
-		{"log-level", "debug, info, warn or error", func(s *settings, v string) error { return s.logLevel.UnmarshalText([]byte(v)) }},
-		{"log-format", "text or json (default: text on a terminal, JSON otherwise)", func(s *settings, v string) error {
-			if v != "" && v != "text" && v != "json" {
-				return fmt.Errorf("want text or json, got %q", v)
-			}
-			s.logFormat = v
-			return nil
-		}},
+// settings checks the flags and turns them into serve's settings, with
+// namespaces from the config file and the embedded defaults.
+func (f *serveFlags) settings(namespaces map[string]herald.Namespace) (*settings, error) {
+	if b := f.Broker; b != "memory" && !strings.HasPrefix(b, "redis://") && !strings.HasPrefix(b, "rediss://") && !strings.HasPrefix(b, "nats://") {
+		return nil, fmt.Errorf("--broker: unsupported broker %q: want memory, redis://host:port/db or nats://host:port", mask.URL(b))
 	}
-}
-
-// rateSetting parses a rate per second; 0 (no limit) becomes the
-// Config's negative "no limit".
-func rateSetting(set func(*settings, float64)) func(*settings, string) error {
-	return func(s *settings, v string) error {
-		f, err := strconv.ParseFloat(v, 64)
-		if err != nil || f < 0 {
-			return fmt.Errorf("want a number per second, got %q", v)
-		}
-		if f == 0 {
-			f = -1
-		}
-		set(s, f)
-		return nil
+	s := &settings{
+		addr:            f.Addr,
+		broker:          f.Broker,
+		logFormat:       f.LogFormat,
+		shutdownTimeout: time.Duration(f.ShutdownTimeout),
+		idleTimeout:     time.Duration(f.IdleTimeout),
+		tlsCert:         f.TLSCert,
+		tlsKey:          f.TLSKey,
+		acmeHost:        f.ACMEHost,
+		acmeCache:       f.ACMECache,
+		historyBytes:    limit(f.HistoryBytes),
+		otelEndpoint:    f.OTelEndpoint,
+		config: herald.Config{
+			HistorySize:         int(f.HistorySize),
+			HistoryTTL:          time.Duration(f.HistoryTTL),
+			Namespaces:          namespaces,
+			MaxMessageSize:      int(f.MaxMessageSize),
+			QueueMessages:       int(f.QueueMessages),
+			QueueBytes:          int(f.QueueBytes),
+			PingInterval:        time.Duration(f.PingInterval),
+			PongTimeout:         time.Duration(f.PongTimeout),
+			WriteTimeout:        time.Duration(f.WriteTimeout),
+			DisableCompression:  f.NoCompression,
+			SSEHeartbeat:        time.Duration(f.SSEHeartbeat),
+			SSERetry:            time.Duration(f.SSERetry),
+			APIKey:              f.APIKey,
+			TokenSecret:         f.TokenSecret,
+			TokenAudience:       f.TokenAudience,
+			TokenIssuer:         f.TokenIssuer,
+			AllowAnonymous:      f.AllowAnonymous,
+			MaxSubscriptions:    limit(f.MaxSubscriptions),
+			PublishRate:         rate(f.PublishRate),
+			PublishBurst:        int(f.PublishBurst),
+			CommandRate:         rate(f.CommandRate),
+			CommandBurst:        int(f.CommandBurst),
+			MaxConnections:      limit(f.MaxConnections),
+			MaxConnectionsPerIP: int(f.MaxConnectionsPerIP),
+			HandshakeTimeout:    time.Duration(f.HandshakeTimeout),
+			AdminToken:          f.AdminToken,
+		},
 	}
-}
-
-func intSetting(apply func(*settings, int)) func(*settings, string) error {
-	return func(s *settings, v string) error {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 0 {
-			return fmt.Errorf("want a whole number, got %q", v)
-		}
-		apply(s, n)
-		return nil
+	if err := s.logLevel.UnmarshalText([]byte(f.LogLevel)); err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
 	}
-}
-
-// limitSetting reads a limit where 0 means none (herald.Config's -1).
-func limitSetting(apply func(*settings, int)) func(*settings, string) error {
-	return intSetting(func(s *settings, n int) {
-		if n == 0 {
-			n = -1
+	for _, o := range f.Origins {
+		if o = strings.TrimSpace(o); o != "" {
+			s.config.Origins = append(s.config.Origins, o)
 		}
-		apply(s, n)
-	})
-}
-
-func boolSetting(apply func(*settings, bool)) func(*settings, string) error {
-	return func(s *settings, v string) error {
-		on, err := strconv.ParseBool(v)
-		if err != nil {
-			return fmt.Errorf("want true or false, got %q", v)
-		}
-		apply(s, on)
-		return nil
 	}
-}
-
-// fileSetting reads the file a setting names; "" reads nothing.
-func fileSetting(apply func(*settings, []byte)) func(*settings, string) error {
-	return func(s *settings, v string) error {
-		if v == "" {
-			apply(s, nil)
-			return nil
-		}
-		b, err := os.ReadFile(v)
-		if err != nil {
-			return err
-		}
-		apply(s, b)
-		return nil
-	}
-}
-
-func durationSetting(apply func(*settings, time.Duration)) func(*settings, string) error {
-	return func(s *settings, v string) error {
-		d, err := time.ParseDuration(v)
-		if err != nil || d < 0 {
-			return fmt.Errorf("want a duration such as 10m, got %q", v)
-		}
-		apply(s, d)
-		return nil
-	}
-}
-
-// loadSettings merges defaults < config file < environment < flags.
-func loadSettings(args, env []string, stderr io.Writer) (*settings, error) {
-	opts := options()
-	fs := flag.NewFlagSet("herald serve", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	configPath := fs.String("config", "", "YAML config file")
-	flagVals := make(map[string]*string, len(opts))
-	for _, o := range opts {
-		flagVals[o.name] = fs.String(o.name, "", o.usage)
-	}
-	if err := fs.Parse(args); err != nil {
+	var err error
+	if s.config.TokenPublicKey, err = readSettingFile("--token-public-key", f.TokenPublicKey); err != nil {
 		return nil, err
 	}
-	if fs.NArg() > 0 {
-		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	if s.config.TokenJWKS, err = readSettingFile("--token-jwks", f.TokenJWKS); err != nil {
+		return nil, err
 	}
-	envMap := envToMap(env)
-	if *configPath == "" {
-		*configPath = envMap["HERALD_CONFIG"]
-	}
-
-	values := map[string]string{}
-	namespaces := map[string]herald.Namespace{}
-	if err := readYAML(defaultsYAML, values, namespaces); err != nil {
-		return nil, fmt.Errorf("embedded defaults: %w", err)
-	}
-	source := map[string]string{}
-	for k := range values {
-		source[k] = "default"
-	}
-	if *configPath != "" {
-		b, err := os.ReadFile(*configPath)
-		if err != nil {
-			return nil, fmt.Errorf("config: %w", err)
-		}
-		fromFile := map[string]string{}
-		if err := readYAML(b, fromFile, namespaces); err != nil {
-			return nil, fmt.Errorf("config %s: %w", *configPath, err)
-		}
-		for k, v := range fromFile {
-			values[k], source[k] = v, *configPath
-		}
-	}
-	for _, o := range opts {
-		if v, ok := envMap[envName(o.name)]; ok {
-			values[o.name], source[o.name] = v, envName(o.name)
-		}
-	}
-	fs.Visit(func(f *flag.Flag) {
-		if p, ok := flagVals[f.Name]; ok {
-			values[f.Name], source[f.Name] = *p, "--"+f.Name
-		}
-	})
-
-	s := &settings{logLevel: slog.LevelInfo, namespaces: namespaces, values: values, sources: source}
-	for _, o := range opts {
-		v, ok := values[o.name]
-		if !ok {
-			continue
-		}
-		if err := o.set(s, v); err != nil {
-			where := source[o.name]
-			if where == "" || where == "default" || strings.HasSuffix(where, ".yaml") || strings.HasSuffix(where, ".yml") {
-				where = o.name
-			}
-			return nil, fmt.Errorf("%s: %w", where, err)
-		}
-	}
-	s.config.Namespaces = namespaces
 	return s, nil
 }
 
-// readYAML reads a config file's keys into values (scalars as text) and
-// namespaces. Unknown keys are errors that name the key.
-func readYAML(b []byte, values map[string]string, namespaces map[string]herald.Namespace) error {
-	var doc map[string]yaml.Node
-	if err := yaml.Unmarshal(b, &doc); err != nil {
-		return err
+// readSettingFile reads the file a setting names; "" reads nothing.
+func readSettingFile(flag, path string) ([]byte, error) {
+	if path == "" {
+		return nil, nil
 	}
-	known := map[string]bool{}
-	for _, o := range options() {
-		known[o.name] = true
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", flag, err)
 	}
-	keys := make([]string, 0, len(doc))
-	for k := range doc {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		node := doc[k]
-		switch {
-		case k == "namespaces":
-			if err := readNamespaces(&node, namespaces); err != nil {
-				return err
-			}
-		case known[k]:
-			if node.Kind != yaml.ScalarNode {
-				return fmt.Errorf("key %q: want a single value", k)
-			}
-			values[k] = node.Value
-		default:
-			return fmt.Errorf("unknown key %q", k)
-		}
-	}
-	return nil
-}
-
-func readNamespaces(node *yaml.Node, out map[string]herald.Namespace) error {
-	var nss map[string]map[string]yaml.Node
-	if err := node.Decode(&nss); err != nil {
-		return fmt.Errorf("key \"namespaces\": want a map of namespace names to options: %w", err)
-	}
-	for name, fields := range nss {
-		ns := out[name]
-		for k, v := range fields {
-			var err error
-			switch k {
-			case "history-size":
-				ns.HistorySize, err = strconv.Atoi(v.Value)
-			case "history-ttl":
-				ns.HistoryTTL, err = time.ParseDuration(v.Value)
-			case "presence":
-				var on bool
-				on, err = strconv.ParseBool(v.Value)
-				ns.NoPresence = !on
-			case "join-leave":
-				ns.JoinLeave, err = strconv.ParseBool(v.Value)
-			case "client-publish":
-				var on bool
-				on, err = strconv.ParseBool(v.Value)
-				ns.NoClientPublish = !on
-			case "anonymous-subscribe":
-				var on bool
-				on, err = strconv.ParseBool(v.Value)
-				ns.NoAnonymousSubscribe = !on
-			case "anonymous-publish":
-				var on bool
-				on, err = strconv.ParseBool(v.Value)
-				ns.NoAnonymousPublish = !on
-			default:
-				err = errors.New("unknown key")
-			}
-			if err != nil {
-				return fmt.Errorf("key \"namespaces.%s.%s\": %w", name, k, err)
-			}
-		}
-		out[name] = ns
-	}
-	return nil
-}
-
-// envName is the environment variable of a setting.
-func envName(name string) string {
-	return "HERALD_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
-}
-
-func envToMap(env []string) map[string]string {
-	m := make(map[string]string, len(env))
-	for _, kv := range env {
-		if k, v, ok := strings.Cut(kv, "="); ok {
-			m[k] = v
-		}
-	}
-	return m
+	return b, nil
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"sync"
@@ -12,41 +11,29 @@ import (
 	"github.com/heraldhq/herald/client"
 )
 
-// sub subscribes to CHANNEL… and prints each message as it comes, until
-// interrupted: "CHANNEL DATA" lines (a string's text, else compact JSON),
-// or one JSON object a line with --json. It reconnects and resumes by
-// itself.
-func sub(ctx context.Context, args, env []string, stdout, stderr io.Writer) error {
-	envMap := envToMap(env)
-	fs := flag.NewFlagSet("herald sub", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), "usage: herald sub [flags] CHANNEL...\n\n"+
-			"Prints each message as it comes: CHANNEL DATA, or JSON lines with --json. Stops on Ctrl-C.\n\n")
-		fs.PrintDefaults()
-	}
-	baseURL := fs.String("url", envOr(envMap, "HERALD_URL", "http://localhost:8080"), "herald server (env HERALD_URL)")
-	token := fs.String("token", envMap["HERALD_TOKEN"], "client token (env HERALD_TOKEN)")
-	asJSON := fs.Bool("json", false, "print each message as a JSON object on its own line")
-	since := fs.String("since", "", "resume after this offset (one channel only)")
-	channels, err := parseInterspersed(fs, args)
-	if err != nil {
-		return err
-	}
-	if len(channels) == 0 {
-		fs.Usage()
-		return errors.New("sub: want at least one CHANNEL")
-	}
+// subCmd subscribes to CHANNEL… and prints each message as it comes,
+// until interrupted: "CHANNEL DATA" lines (a string's text, else compact
+// JSON), or one JSON object a line with --json. It reconnects and resumes
+// by itself.
+type subCmd struct {
+	URL      string   `default:"http://localhost:8080" help:"herald server"`
+	Token    string   `help:"client token"`
+	JSON     bool     `name:"json" help:"print each message as a JSON object on its own line" environ:"-"`
+	Since    *string  `help:"resume after this offset (one channel only; \"\" reads all history)" environ:"-"`
+	Channels []string `arg:"" help:"The channels to print."`
+}
+
+// Run prints messages until the run's context is done.
+func (sc *subCmd) Run(r *runEnv) error {
+	ctx, stdout, channels := r.ctx, r.stdout, sc.Channels
 	var opts []client.SubscribeOption
-	fs.Visit(func(f *flag.Flag) {
-		if f.Name == "since" {
-			opts = append(opts, client.Since(*since))
+	if sc.Since != nil {
+		if len(channels) > 1 {
+			return errors.New("sub: --since takes one channel")
 		}
-	})
-	if len(opts) > 0 && len(channels) > 1 {
-		return errors.New("sub: --since takes one channel")
+		opts = append(opts, client.Since(*sc.Since))
 	}
-	c, err := client.Dial(ctx, *baseURL, &client.Options{Token: *token})
+	c, err := client.Dial(ctx, sc.URL, &client.Options{Token: sc.Token})
 	if err != nil {
 		return fmt.Errorf("sub: %w", err)
 	}
@@ -75,7 +62,7 @@ func sub(ctx context.Context, args, env []string, stdout, stderr io.Writer) erro
 					return
 				}
 				out.Lock()
-				err = printMessage(stdout, m, *asJSON)
+				err = printMessage(stdout, m, sc.JSON)
 				out.Unlock()
 				if err != nil {
 					errs <- err

@@ -116,14 +116,14 @@ func TestPubWithToken(t *testing.T) {
 		t.Fatal(err)
 	}
 	var out strings.Builder
-	if err := pub(context.Background(), []string{"--url", hs.URL, "--token", tok, "a", "hi"}, nil, nil, &out, io.Discard); err != nil {
+	if err := run(context.Background(), []string{"pub", "--url", hs.URL, "--token", tok, "a", "hi"}, nil, &out, io.Discard); err != nil {
 		t.Fatal(err)
 	}
 	msgs := apiHistory(t, hs.URL, "a", "")
 	if len(msgs) != 1 || msgs[0]["offset"] != strings.TrimSpace(out.String()) || msgs[0]["user"] != "ann" || msgs[0]["data"] != "hi" {
 		t.Fatalf("history %v after printing %q", msgs, out.String())
 	}
-	err = pub(context.Background(), []string{"--url", hs.URL, "--token", tok, "b", "hi"}, nil, nil, io.Discard, io.Discard)
+	err = run(context.Background(), []string{"pub", "--url", hs.URL, "--token", tok, "b", "hi"}, nil, io.Discard, io.Discard)
 	if err == nil || !strings.Contains(err.Error(), "forbidden") {
 		t.Fatalf("publish outside the token: %v, want forbidden", err)
 	}

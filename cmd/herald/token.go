@@ -1,13 +1,12 @@
 package main
 
 import (
-	"context"
 	"errors"
-	"flag"
 	"fmt"
-	"io"
 	"strings"
 	"time"
+
+	"github.com/alecthomas/kong"
 
 	"github.com/heraldhq/herald/internal/auth"
 )
@@ -16,9 +15,12 @@ import (
 // list several, comma-separated.
 type patterns []string
 
-func (p *patterns) String() string { return strings.Join(*p, ",") }
-
-func (p *patterns) Set(v string) error {
+// Decode implements kong.MapperValue: it adds the patterns of one value.
+func (p *patterns) Decode(ctx *kong.DecodeContext) error {
+	v, err := popText(ctx, "pattern")
+	if err != nil {
+		return err
+	}
 	for _, pat := range strings.Split(v, ",") {
 		if pat = strings.TrimSpace(pat); pat == "" {
 			continue
@@ -31,45 +33,30 @@ func (p *patterns) Set(v string) error {
 	return nil
 }
 
-// token prints an HS256 token signed with --token-secret, for development.
-func token(_ context.Context, args, env []string, stdout, stderr io.Writer) error {
-	envMap := envToMap(env)
-	fs := flag.NewFlagSet("herald token", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), "usage: herald token --user U [--sub PATTERN]… [--pub PATTERN]… [--ttl D]\n\n"+
-			"Prints a client token signed with the server's --token-secret. Without --sub and --pub\n"+
-			"the token allows every channel; with either, exactly the patterns given (a channel\n"+
-			"name, or a prefix ending in *).\n\n")
-		fs.PrintDefaults()
-	}
-	secret := fs.String("token-secret", envMap["HERALD_TOKEN_SECRET"], "HS256 secret (env HERALD_TOKEN_SECRET)")
-	user := fs.String("user", "", "user id (the sub claim)")
-	ttl := fs.Duration("ttl", time.Hour, "lifetime (0: the token never expires)")
-	var sub, pub patterns
-	fs.Var(&sub, "sub", "channels the token may subscribe to; repeat or comma-separate")
-	fs.Var(&pub, "pub", "channels the token may publish to; repeat or comma-separate")
-	_ = fs.String("url", "", "accepted for symmetry with the other commands; unused")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("token: unexpected argument %q", fs.Arg(0))
-	}
-	if *secret == "" {
+// tokenCmd prints an HS256 token signed with --token-secret, for
+// development.
+type tokenCmd struct {
+	TokenSecret string   `help:"HS256 secret, the server's --token-secret"`
+	User        string   `help:"user id (the sub claim)" environ:"-"`
+	TTL         span     `name:"ttl" default:"1h" help:"lifetime (0: the token never expires)" environ:"-"`
+	Sub         patterns `help:"channels the token may subscribe to: a name, or a prefix ending in *; repeat or comma-separate (none of --sub and --pub: every channel)" placeholder:"PATTERN" environ:"-"`
+	Pub         patterns `help:"channels the token may publish to; as --sub" placeholder:"PATTERN" environ:"-"`
+	URL         string   `help:"accepted for symmetry with the other commands; unused" environ:"-"`
+}
+
+// Run prints the token.
+func (c *tokenCmd) Run(r *runEnv) error {
+	if c.TokenSecret == "" {
 		return errors.New("token: no secret: pass --token-secret or set HERALD_TOKEN_SECRET")
 	}
-	if *ttl < 0 {
-		return errors.New("token: --ttl must not be negative")
+	spec := auth.Spec{User: c.User, TTL: time.Duration(c.TTL)}
+	if len(c.Sub) > 0 || len(c.Pub) > 0 {
+		spec.Channels = &auth.Channels{Subscribe: c.Sub, Publish: c.Pub}
 	}
-	spec := auth.Spec{User: *user, TTL: *ttl}
-	if len(sub) > 0 || len(pub) > 0 {
-		spec.Channels = &auth.Channels{Subscribe: sub, Publish: pub}
-	}
-	tok, err := auth.MintHS256([]byte(*secret), spec, time.Now())
+	tok, err := auth.MintHS256([]byte(c.TokenSecret), spec, time.Now())
 	if err != nil {
 		return err
 	}
-	_, err = fmt.Fprintln(stdout, tok)
+	_, err = fmt.Fprintln(r.stdout, tok)
 	return err
 }

@@ -75,7 +75,7 @@ func TestAuthAndLimitSettings(t *testing.T) {
 	}
 	for key, args := range map[string][]string{
 		"--token-public-key": {"--token-public-key", "/nonexistent/key.pem"},
-		"--allow-anonymous":  {"--allow-anonymous", "maybe"},
+		"--allow-anonymous":  {"--allow-anonymous=maybe"},
 		"--publish-rate":     {"--publish-rate", "-1"},
 	} {
 		if _, err := loadSettings(args, nil, io.Discard); err == nil || !strings.Contains(err.Error(), key) {

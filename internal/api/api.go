@@ -30,6 +30,7 @@ import (
 	"github.com/heraldhq/herald/internal/metrics"
 	"github.com/heraldhq/herald/internal/origin"
 	"github.com/heraldhq/herald/internal/protocol"
+	"github.com/heraldhq/herald/internal/tracing"
 )
 
 // Config configures a Handler.
@@ -267,7 +268,10 @@ func (h *Handler) publish(w http.ResponseWriter, r *http.Request, _ string) {
 		writeError(w, e)
 		return
 	}
-	off, err := h.cfg.Hub.Publish(r.Context(), *req.Channel, broker.Publication{Data: req.Data, Event: deref(req.Event)})
+	// A W3C traceparent header makes herald's spans part of the caller's
+	// trace.
+	ctx := tracing.WithTraceparent(r.Context(), r.Header.Get("Traceparent"))
+	off, err := h.cfg.Hub.Publish(ctx, *req.Channel, broker.Publication{Data: req.Data, Event: deref(req.Event)})
 	if err != nil {
 		writeError(w, h.publicError(fmt.Errorf("api: publish: %w", err)))
 		return

@@ -20,6 +20,7 @@ type Delivery struct {
 	// not count as falling behind.
 	Replay bool
 
+	trace                      *wire.Tracker // a traced live message's, else nil
 	jsonOnce, rawOnce, sseOnce sync.Once
 	json, raw, sse             *wire.Payload
 }
@@ -49,7 +50,7 @@ func (d *Delivery) JSON() *wire.Payload {
 		} else {
 			b = protocol.MessagePush(d.Message)
 		}
-		d.json = &wire.Payload{Bytes: b, Push: true, Accepted: d.accepted()}
+		d.json = &wire.Payload{Bytes: b, Push: true, Accepted: d.accepted(), Trace: d.trace}
 	})
 	return d.json
 }
@@ -62,7 +63,7 @@ func (d *Delivery) Raw() *wire.Payload {
 	}
 	d.rawOnce.Do(func() {
 		b, bin := protocol.RawPayload(d.Message)
-		d.raw = &wire.Payload{Bytes: b, Binary: bin, Push: true, Accepted: d.accepted()}
+		d.raw = &wire.Payload{Bytes: b, Binary: bin, Push: true, Accepted: d.accepted(), Trace: d.trace}
 	})
 	return d.raw
 }
@@ -81,6 +82,7 @@ func (d *Delivery) SSE() *wire.Payload {
 			Channel:  d.Message.Channel,
 			Offset:   d.Message.Offset,
 			Accepted: d.accepted(),
+			Trace:    d.trace,
 		}
 	})
 	return d.sse

@@ -40,6 +40,7 @@ import (
 
 	"github.com/heraldhq/herald/broker"
 	"github.com/heraldhq/herald/internal/protocol"
+	"github.com/heraldhq/herald/internal/tracing"
 )
 
 var _ broker.Handler = (*Hub)(nil)
@@ -90,6 +91,9 @@ type Config struct {
 	// in bytes: the first page of a catch-up is sized for messages this
 	// large, later pages for the largest seen [65536].
 	MaxMessageSize int
+	// Tracer records a span for each publish and each traced message's
+	// fan-out; nil: no tracing.
+	Tracer *tracing.Tracer
 }
 
 // Hub is one node's channel table. Its methods are safe for concurrent use.
@@ -98,6 +102,7 @@ type Hub struct {
 	presence broker.PresenceStore // nil when the broker keeps no presence
 	options  func(string) ChannelOptions
 	log      *slog.Logger
+	tracer   *tracing.Tracer // nil: tracing off
 
 	mu       sync.RWMutex
 	channels map[string]*channel
@@ -187,6 +192,7 @@ func New(cfg Config) *Hub {
 		log:      cfg.Logger,
 		channels: make(map[string]*channel),
 		refresh:  cfg.PresenceRefresh,
+		tracer:   cfg.Tracer,
 		stop:     make(chan struct{}),
 		done:     make(chan struct{}),
 
@@ -488,7 +494,23 @@ func (h *Hub) dropIfUnusedLocked(ch *channel) {
 // Publish publishes p to channel with the channel's history options and
 // returns the offset the broker assigned.
 func (h *Hub) Publish(ctx context.Context, name string, p broker.Publication) (broker.Offset, error) {
+	if h.tracer != nil {
+		return h.publishTraced(ctx, name, p)
+	}
 	off, err := h.broker.Publish(ctx, name, p, h.options(name).History)
+	if err != nil {
+		return broker.Offset{}, fmt.Errorf("hub: publish to %q: %w", name, err)
+	}
+	return off, nil
+}
+
+// publishTraced is Publish with a publish span, whose traceparent the
+// message carries to every node's fan-out.
+func (h *Hub) publishTraced(ctx context.Context, name string, p broker.Publication) (broker.Offset, error) {
+	span, traceparent := h.tracer.StartPublish(ctx, name, p)
+	p.Trace = traceparent
+	off, err := h.broker.Publish(ctx, name, p, h.options(name).History)
+	span.End(off, err)
 	if err != nil {
 		return broker.Offset{}, fmt.Errorf("hub: publish to %q: %w", name, err)
 	}
@@ -553,10 +575,10 @@ func (h *Hub) HandleMessage(m broker.Message) {
 	case ch.repairing:
 		ch.holdLocked(m)
 	case ch.seen.IsZero():
-		ch.fanOutLocked(m)
+		ch.fanOutLocked(m, h.tracer)
 	case m.Offset.Epoch != ch.seen.Epoch:
 		if m.Prev == 0 || ch.endedLocked(m.Offset.Epoch) {
-			ch.fanOutLocked(m) // a new epoch from its start, or a late copy
+			ch.fanOutLocked(m, h.tracer) // a new epoch from its start, or a late copy
 			return
 		}
 		// A new epoch whose first messages never arrived: read them back,
@@ -575,7 +597,7 @@ func (h *Hub) HandleMessage(m broker.Message) {
 		ch.holdLocked(m)
 		h.repairLocked(ch, ch.seen)
 	default:
-		ch.fanOutLocked(m)
+		ch.fanOutLocked(m, h.tracer)
 	}
 }
 
@@ -619,15 +641,18 @@ func (ch *channel) earliestStartLocked() (broker.Offset, bool) {
 }
 
 // fanOutLocked hands m to every subscriber that has not had it; a message
-// of an epoch the channel moved past is a late copy and goes nowhere.
-func (ch *channel) fanOutLocked(m broker.Message) {
+// of an epoch the channel moved past is a late copy and goes nowhere. A
+// traced message's fan-out span (tr's) follows its payloads to the last
+// write.
+func (ch *channel) fanOutLocked(m broker.Message, tr *tracing.Tracer) {
 	if m.Offset.Epoch != ch.seen.Epoch {
 		if ch.endedLocked(m.Offset.Epoch) {
 			return
 		}
 		ch.endLocked(ch.seen.Epoch)
 	}
-	d := &Delivery{Message: m}
+	d := &Delivery{Message: m, trace: tr.StartFanOut(m)}
+	handed := 0
 	for sub, e := range ch.subs {
 		switch {
 		case e.cu != nil:
@@ -636,7 +661,11 @@ func (ch *channel) fanOutLocked(m broker.Message) {
 			// From before the subscriber's start: it has it, or asked not to.
 		default:
 			sub.Deliver(d)
+			handed++
 		}
+	}
+	if d.trace != nil {
+		d.trace.Dispatched(handed)
 	}
 	ch.seen = m.Offset
 }
@@ -688,7 +717,7 @@ func (h *Hub) repair(ch *channel, from broker.Offset) {
 		ch.held = nil
 		for _, m := range append(res.Messages, held...) {
 			if ch.seen.IsZero() || m.Offset.Epoch != ch.seen.Epoch || m.Offset.Seq > ch.seen.Seq {
-				ch.fanOutLocked(m)
+				ch.fanOutLocked(m, h.tracer)
 			}
 		}
 		if ch.overflow {

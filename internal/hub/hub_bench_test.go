@@ -6,10 +6,14 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
+
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 
 	"github.com/heraldhq/herald/broker"
 	"github.com/heraldhq/herald/broker/memory"
 	"github.com/heraldhq/herald/internal/hub"
+	"github.com/heraldhq/herald/internal/tracing"
 )
 
 // countingSubscriber takes every delivery's JSON push, as a session does,
@@ -17,7 +21,9 @@ import (
 type countingSubscriber struct{ n atomic.Int64 }
 
 func (s *countingSubscriber) Deliver(d *hub.Delivery) {
-	_ = d.JSON()
+	if p := d.JSON(); p.Trace != nil {
+		p.Trace.Done(true, time.Time{}) // as the session does once written
+	}
 	s.n.Add(1)
 }
 
@@ -34,10 +40,32 @@ func BenchmarkFanOut(b *testing.B) {
 	}
 }
 
-func benchFanOut(b *testing.B, size, subs int) {
+// BenchmarkFanOutTracing is BenchmarkFanOut with tracing off (nil
+// TracerProvider: what it costs to have tracing in the code at all) and
+// on (every message sampled, spans dropped by the processor): a publish
+// span and one fan-out span per message, nothing per subscriber.
+func BenchmarkFanOutTracing(b *testing.B) {
+	for _, subs := range []int{1, 1000} {
+		for _, on := range []bool{false, true} {
+			b.Run(fmt.Sprintf("tracing=%v/size=128B/subs=%d", map[bool]string{false: "off", true: "on"}[on], subs), func(b *testing.B) {
+				var tr *tracing.Tracer
+				if on {
+					tp := sdktrace.NewTracerProvider() // samples all; no exporter
+					b.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
+					tr = tracing.New(tp, "bench")
+				}
+				benchFanOutWith(b, 128, subs, tr)
+			})
+		}
+	}
+}
+
+func benchFanOut(b *testing.B, size, subs int) { benchFanOutWith(b, size, subs, nil) }
+
+func benchFanOutWith(b *testing.B, size, subs int, tr *tracing.Tracer) {
 	ctx := context.Background()
 	br := memory.New()
-	h := hub.New(hub.Config{Broker: br})
+	h := hub.New(hub.Config{Broker: br, Tracer: tr})
 	if err := h.Start(ctx); err != nil {
 		b.Fatal(err)
 	}

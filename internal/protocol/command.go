@@ -40,6 +40,9 @@ type Command struct {
 	Limit int
 	// Token is the new token of a refresh.
 	Token string
+	// Traceparent is the W3C trace context a publish continues (optional:
+	// herald records its spans under the publisher's trace).
+	Traceparent string
 }
 
 // wireCommand is the JSON shape of a command.
@@ -52,6 +55,8 @@ type wireCommand struct {
 	Event   *string         `json:"event"`
 	Limit   *int            `json:"limit"`
 	Token   *string         `json:"token"`
+	// Traceparent is optional, on publish only.
+	Traceparent *string `json:"traceparent"`
 }
 
 // DecodeCommand decodes and checks one command. On error it returns the
@@ -123,6 +128,12 @@ func DecodeCommand(b []byte) (Command, *Error) {
 			return c, Errorf(CodeBadRequest, "event is only for publish")
 		}
 		c.Event = *w.Event
+	}
+	if w.Traceparent != nil {
+		if c.Op != OpPublish {
+			return c, Errorf(CodeBadRequest, "traceparent is only for publish")
+		}
+		c.Traceparent = *w.Traceparent
 	}
 	if c.Op == OpPublish {
 		if w.Data == nil {

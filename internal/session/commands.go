@@ -1,6 +1,7 @@
 package session
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -8,6 +9,7 @@ import (
 	"github.com/heraldhq/herald/broker"
 	"github.com/heraldhq/herald/internal/hub"
 	"github.com/heraldhq/herald/internal/protocol"
+	"github.com/heraldhq/herald/internal/tracing"
 )
 
 // handleCommand decodes and runs one JSON command and queues its reply,
@@ -151,7 +153,7 @@ func (s *Session) cmdUnsubscribe(cmd protocol.Command) {
 }
 
 func (s *Session) cmdPublish(cmd protocol.Command) {
-	off, err := s.publish(cmd.Channel, broker.Publication{
+	off, err := s.publish(tracing.WithTraceparent(s.ctx, cmd.Traceparent), cmd.Channel, broker.Publication{
 		Data:   cmd.Data,
 		Event:  cmd.Event,
 		User:   s.cfg.Client.User,
@@ -164,19 +166,20 @@ func (s *Session) cmdPublish(cmd protocol.Command) {
 	s.reply(protocol.Reply(cmd.ID, protocol.PublishReply{Offset: off.String()}))
 }
 
-// publish authorizes and publishes p to channel.
-func (s *Session) publish(channel string, p broker.Publication) (broker.Offset, error) {
+// publish authorizes and publishes p to channel; ctx carries the
+// publisher's trace, if any.
+func (s *Session) publish(ctx context.Context, channel string, p broker.Publication) (broker.Offset, error) {
 	if s.cfg.Mode != ModeRaw && !s.allowPublish() {
 		s.refused("rate_limited")
 		return broker.Offset{}, protocol.Errorf(protocol.CodeRateLimited,
 			fmt.Sprintf("publish rate limit: %g per second, bursts of %d", float64(s.cfg.Limits.PublishRate), max(s.cfg.Limits.PublishBurst, 1)))
 	}
 	if s.cfg.Policy != nil {
-		if err := s.cfg.Policy.AuthorizePublish(s.ctx, s.cfg.Client, channel, &p); err != nil {
+		if err := s.cfg.Policy.AuthorizePublish(ctx, s.cfg.Client, channel, &p); err != nil {
 			return broker.Offset{}, err
 		}
 	}
-	off, err := s.cfg.Hub.Publish(s.ctx, channel, p)
+	off, err := s.cfg.Hub.Publish(ctx, channel, p)
 	if err != nil {
 		return off, err
 	}

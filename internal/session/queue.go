@@ -36,6 +36,7 @@ func (s *Session) enqueue(p *wire.Payload, k kind) {
 	s.qmu.Lock()
 	if s.closing {
 		s.qmu.Unlock()
+		dropped(p)
 		return
 	}
 	if k == live {
@@ -43,6 +44,7 @@ func (s *Session) enqueue(p *wire.Payload, k kind) {
 		// larger than the byte limit still reaches a reader that keeps up.
 		if s.liveLen > 0 && (s.liveLen >= s.cfg.QueueMessages || s.liveBytes+len(p.Bytes) > s.cfg.QueueBytes) {
 			s.qmu.Unlock()
+			dropped(p)
 			s.closeSlow()
 			return
 		}
@@ -233,8 +235,18 @@ func (s *Session) takeLocked() []*wire.Payload {
 	return s.batch
 }
 
+// dropped tells a traced payload's fan-out it will not be written.
+func dropped(p *wire.Payload) {
+	if p.Trace != nil {
+		p.Trace.Done(false, time.Time{})
+	}
+}
+
 // closeLocked marks the session closing and drops what is queued.
 func (s *Session) closeLocked() {
+	for _, p := range s.queue {
+		dropped(p)
+	}
 	s.closing = true
 	s.queue, s.liveLen, s.liveBytes, s.held, s.holds = nil, 0, 0, 0, 0
 	s.wakeLocked()
@@ -260,6 +272,9 @@ func (s *Session) sent(err error) {
 		written += len(p.Bytes)
 		if measure && !p.Accepted.IsZero() {
 			s.cfg.Metrics.DeliveryLatency.Observe(now.Sub(p.Accepted).Seconds())
+		}
+		if p.Trace != nil {
+			p.Trace.Done(err == nil, now)
 		}
 	}
 	clear(s.batch)

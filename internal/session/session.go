@@ -377,7 +377,7 @@ func (s *Session) publishRaw(frame []byte, binary bool) {
 	} else {
 		p.Data = quoteJSON(frame)
 	}
-	if _, err := s.publish(s.cfg.RawChannel, p); err != nil {
+	if _, err := s.publish(s.ctx, s.cfg.RawChannel, p); err != nil {
 		s.cfg.Logger.Debug("raw publish refused", "client", s.cfg.Client.Client, "err", err)
 	}
 }

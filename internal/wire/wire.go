@@ -8,6 +8,7 @@ package wire
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/heraldhq/herald/broker"
@@ -33,6 +34,9 @@ type Payload struct {
 	// carries (zero for replies, joins and leaves): the delivery latency
 	// metric runs from it to the write.
 	Accepted time.Time
+	// Trace follows a traced message's writes on this node; nil for
+	// everything else.
+	Trace *Tracker
 
 	once     sync.Once
 	prepared any
@@ -46,4 +50,75 @@ func NewPayload(b []byte) *Payload { return &Payload{Bytes: b} }
 func (p *Payload) Prepared(build func(*Payload) any) any {
 	p.once.Do(func() { p.prepared = build(p) })
 	return p.prepared
+}
+
+// Tracker follows one traced message's payloads on this node from the
+// hub's fan-out to the socket writes, so that the node's fan-out span
+// ends at the last write and says how many were written. The hub makes
+// one for a traced message only: an untraced payload's Tracker is nil,
+// and the session's write path pays one nil check for it.
+//
+// The hub calls Dispatched once it has handed the message to every
+// subscriber; each session calls Done once per payload it was given:
+// written, failed or dropped. When all are done, finish runs once.
+type Tracker struct {
+	// pending counts payloads not yet done, plus dispatchBias until
+	// Dispatched: a write that completes while the fan-out still runs
+	// cannot bring it to zero early.
+	pending   atomic.Int64
+	written   atomic.Int64
+	lastWrite atomic.Int64 // Unix nanoseconds of the newest write
+	delivered atomic.Int64
+	once      sync.Once
+	finish    func(delivered, written int, lastWrite time.Time)
+}
+
+const dispatchBias = 1 << 40
+
+// NewTracker returns a Tracker that calls finish once every payload is
+// done (or Finish is called): with the number handed out, the number
+// written and the time of the last write (zero when none was).
+func NewTracker(finish func(delivered, written int, lastWrite time.Time)) *Tracker {
+	t := &Tracker{finish: finish}
+	t.pending.Store(dispatchBias)
+	return t
+}
+
+// Dispatched records that n payloads were handed to sessions.
+func (t *Tracker) Dispatched(n int) {
+	t.delivered.Store(int64(n))
+	if t.pending.Add(int64(n)-dispatchBias) == 0 {
+		t.Finish()
+	}
+}
+
+// Done records one payload written (or, when written is false, dropped or
+// failed) at at.
+func (t *Tracker) Done(written bool, at time.Time) {
+	if written {
+		t.written.Add(1)
+		ns := at.UnixNano()
+		for {
+			last := t.lastWrite.Load()
+			if ns <= last || t.lastWrite.CompareAndSwap(last, ns) {
+				break
+			}
+		}
+	}
+	if t.pending.Add(-1) == 0 {
+		t.Finish()
+	}
+}
+
+// Finish calls finish now, if it has not run: for payloads that will
+// never be reported (a connection that went away mid-write), the hub
+// finishes a tracker after a while.
+func (t *Tracker) Finish() {
+	t.once.Do(func() {
+		var last time.Time
+		if ns := t.lastWrite.Load(); ns != 0 {
+			last = time.Unix(0, ns)
+		}
+		t.finish(int(t.delivered.Load()), int(t.written.Load()), last)
+	})
 }

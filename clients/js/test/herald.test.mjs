@@ -143,8 +143,13 @@ test('publish sent when the connection is lost rejects with unavailable', async 
   // It is not sent again on the next connection.
   const ws2 = await waitFor(() => WS.sockets[1]);
   ws2.open();
-  await new Promise((r) => setTimeout(r, 10));
-  assert.deepEqual(ws2.commands(), []);
+  // Commands go out in order: once a later publish is on the new
+  // connection, the lost one would have been before it.
+  const pb = h.publish('b', 2);
+  const c = await command(ws2, 'publish');
+  assert.deepEqual(ws2.commands().map((c) => [c.op, c.channel]), [['publish', 'b']]);
+  ws2.recv({ id: c.id, ok: true, offset: '1' });
+  assert.equal(await pb, '1');
 });
 
 test('publish while disconnected waits for the connection', async (t) => {
@@ -163,9 +168,11 @@ test('publish while disconnected waits for the connection', async (t) => {
   await waitFor(() => h.state !== 'connected');
   let settled = false;
   const p2 = h.publish('a', 'late').finally(() => (settled = true));
-  await new Promise((r) => setTimeout(r, 20));
-  assert.equal(settled, false, 'publish must wait, not fail, while disconnected');
+  // Until the next connection opens, the publish waits: it has neither
+  // failed nor been sent when the client dials again.
   const ws2 = await waitFor(() => WS.sockets[1]);
+  await new Promise(setImmediate); // let a rejection settle, were there one
+  assert.equal(settled, false, 'publish must wait, not fail, while disconnected');
   ws2.open();
   const c2 = await command(ws2, 'publish');
   assert.equal(c2.data, 'late');
@@ -377,7 +384,7 @@ function jwt(exp, sub = 'ann') {
   return b64({ alg: 'HS256' }) + '.' + b64({ sub, exp }) + '.sig';
 }
 
-test('getToken refreshes the token on the connection before it expires', async () => {
+test('getToken refreshes the token on the connection before it expires', async (t) => {
   const WS = fakeSocket();
   // exp is whole seconds: 1.5 to 2.5 s from now.
   const exp = Math.ceil((Date.now() + 1500) / 1000);
@@ -395,40 +402,60 @@ test('getToken refreshes the token on the connection before it expires', async (
   const r = await command(ws, 'refresh');
   assert.equal(r.token, tokens[1]);
   assert.ok(Date.now() < exp * 1000, 'refresh sent after the token expired');
+  // The next refresh is scheduled on a clock the test moves: the new
+  // token expires in an hour, so none for 58 minutes, then one before it
+  // expires, on the same connection.
+  t.mock.timers.enable({ apis: ['setTimeout'] });
+  t.after(() => t.mock.timers.reset());
   ws.recv({ id: r.id, ok: true });
+  await new Promise(setImmediate);
   assert.equal(asked, 2);
-  // The new token expires in an hour: no second refresh soon, and the
-  // connection is still the first.
-  await new Promise((res) => setTimeout(res, 50));
-  assert.equal(ws.commands().filter((c) => c.op === 'refresh').length, 1);
+  const refreshes = () => ws.commands().filter((c) => c.op === 'refresh').length;
+  t.mock.timers.tick(58 * 60_000);
+  await new Promise(setImmediate);
+  assert.equal(refreshes(), 1, 'a second refresh within 58 minutes of a token good for an hour');
+  t.mock.timers.tick(2 * 60_000);
+  await new Promise(setImmediate);
+  assert.equal(refreshes(), 2, 'no refresh before the new token expired');
   assert.equal(WS.sockets.length, 1);
   h.close();
 });
 
-test('a token without exp, or without getToken, is never refreshed', async () => {
+test('a token without exp, or without getToken, is never refreshed', async (t) => {
   const WS = fakeSocket();
   const h = new Herald('ws://herald.test/ws', { WebSocket: WS, pingInterval: 0, getToken: async () => 'opaque' });
   const ws = await waitFor(() => WS.sockets[0]);
-  ws.open();
   const h2 = new Herald('ws://herald.test/ws', { WebSocket: WS, pingInterval: 0, token: jwt(Math.floor(Date.now() / 1000)) });
   const ws2 = await waitFor(() => WS.sockets[1]);
+  // Whatever either schedules once open runs on a clock the test moves a
+  // day ahead.
+  t.mock.timers.enable({ apis: ['setTimeout'] });
+  t.after(() => t.mock.timers.reset());
+  ws.open();
   ws2.open();
-  await new Promise((res) => setTimeout(res, 50));
+  await new Promise(setImmediate);
+  t.mock.timers.tick(24 * 3600_000);
+  await new Promise(setImmediate);
   assert.equal(ws.commands().filter((c) => c.op === 'refresh').length, 0);
   assert.equal(ws2.commands().filter((c) => c.op === 'refresh').length, 0);
   h.close();
   h2.close();
 });
 
-test('close rejects what waits and stops reconnecting', async () => {
+test('close rejects what waits and stops reconnecting', async (t) => {
   const WS = fakeSocket();
   const h = new Herald('ws://herald.test/ws', { WebSocket: WS, pingInterval: 0 });
   const p = h.publish('a', 1);
   await waitFor(() => WS.sockets[0]);
+  // A reconnect would be a timer: on a clock the test moves past the
+  // longest backoff, none dials.
+  t.mock.timers.enable({ apis: ['setTimeout'] });
+  t.after(() => t.mock.timers.reset());
   h.close();
   await assert.rejects(p, (e) => e.code === 'unavailable');
   await assert.rejects(h.publish('a', 2), (e) => e.code === 'unavailable');
-  await new Promise((r) => setTimeout(r, 300));
+  t.mock.timers.tick(10 * 60_000);
+  await new Promise(setImmediate);
   assert.equal(WS.sockets.length, 1);
 });
 

@@ -24,7 +24,9 @@ import (
 // errClosed is what a batch that could not be written reports.
 var errClosed = errors.New("sse: stream closed")
 
-// Config configures a Transport. Zero fields take the defaults in brackets.
+// Config configures a Transport. Every duration is required: herald's
+// Server passes its own Config's (whose defaults are in brackets), so
+// that defaults live in one place; New refuses a zero one.
 type Config struct {
 	// Heartbeat is how long a stream may stay silent before it gets a
 	// comment line [15s].
@@ -52,18 +54,13 @@ type Transport struct {
 // ErrClosing is returned by NewStream once Shutdown was called.
 var ErrClosing = errors.New("sse: shutting down")
 
-// New returns a Transport.
-func New(cfg Config) *Transport {
-	if cfg.Heartbeat <= 0 {
-		cfg.Heartbeat = 15 * time.Second
+// New returns a Transport, or an error naming a required field that is
+// not set.
+func New(cfg Config) (*Transport, error) {
+	if cfg.Heartbeat <= 0 || cfg.Retry <= 0 || cfg.WriteTimeout <= 0 {
+		return nil, fmt.Errorf("sse: Heartbeat (%v), Retry (%v) and WriteTimeout (%v) must be set", cfg.Heartbeat, cfg.Retry, cfg.WriteTimeout)
 	}
-	if cfg.Retry <= 0 {
-		cfg.Retry = 2 * time.Second
-	}
-	if cfg.WriteTimeout <= 0 {
-		cfg.WriteTimeout = 10 * time.Second
-	}
-	return &Transport{cfg: cfg, streams: make(map[*Stream]struct{})}
+	return &Transport{cfg: cfg, streams: make(map[*Stream]struct{})}, nil
 }
 
 // Stream is one SSE response. Send and Close may be called from any

@@ -35,7 +35,19 @@ type server struct {
 
 func newServer(t *testing.T, cfg sse.Config) *server {
 	t.Helper()
-	s := &server{t: sse.New(cfg), streams: make(chan *sse.Stream, 16), served: make(chan error, 16)}
+	// herald's Server passes every duration; the tests pass the ones they
+	// are about.
+	if cfg.Retry == 0 {
+		cfg.Retry = 2 * time.Second
+	}
+	if cfg.WriteTimeout == 0 {
+		cfg.WriteTimeout = 10 * time.Second
+	}
+	tr, err := sse.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &server{t: tr, streams: make(chan *sse.Stream, 16), served: make(chan error, 16)}
 	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		st, err := s.t.NewStream(w)
 		if err != nil {
@@ -160,6 +172,18 @@ func event(channel string, seq uint64, data string) *wire.Payload {
 // and the stream's starting cursor as its id, with no data (EventSource
 // takes the id and dispatches no event). Moved from the root package's
 // TestSSEHeadersAndRetry, which keeps the metrics.
+func TestNewRefusesAMissingDuration(t *testing.T) {
+	for _, cfg := range []sse.Config{
+		{Retry: time.Second, WriteTimeout: time.Second},
+		{Heartbeat: time.Second, WriteTimeout: time.Second},
+		{Heartbeat: time.Second, Retry: time.Second},
+	} {
+		if _, err := sse.New(cfg); err == nil {
+			t.Errorf("New(%+v) gave no error", cfg)
+		}
+	}
+}
+
 func TestHeadersAndOpening(t *testing.T) {
 	srv := newServer(t, sse.Config{Retry: 1500 * time.Millisecond, Heartbeat: time.Hour})
 	c, _ := srv.open(t, "channel=news&channel=chat:a")

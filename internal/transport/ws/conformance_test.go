@@ -22,9 +22,12 @@ import (
 
 // echo is a Handler that writes every message back, in order, as its
 // session would: one batch in flight at a time, the rest queued meanwhile.
+// With twice set, each message goes back as a reply and then as a push
+// (framed once for every connection), in one batch.
 type echo struct {
 	c      *Conn
 	closed chan struct{}
+	twice  bool
 
 	mu    sync.Mutex
 	busy  bool // a batch is in flight
@@ -37,16 +40,19 @@ func (e *echo) HandleBinary(b []byte) { e.handle(b, true) }
 func (e *echo) Close()                { close(e.closed) }
 
 func (e *echo) handle(b []byte, binary bool) {
-	p := &wire.Payload{Bytes: bytes.Clone(b), Binary: binary} // b is only valid during the call
+	ps := []*wire.Payload{{Bytes: bytes.Clone(b), Binary: binary}} // b is only valid during the call
+	if e.twice {
+		ps = append(ps, &wire.Payload{Bytes: ps[0].Bytes, Binary: binary, Push: true})
+	}
 	e.mu.Lock()
 	if e.busy {
-		e.queue = append(e.queue, p)
+		e.queue = append(e.queue, ps...)
 		e.mu.Unlock()
 		return
 	}
 	e.busy = true
 	e.mu.Unlock()
-	e.c.Send([]*wire.Payload{p}, e.sent)
+	e.c.Send(ps, e.sent)
 }
 
 // sent sends what was queued while the last batch was in flight.

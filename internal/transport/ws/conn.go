@@ -25,7 +25,8 @@ type Conn struct {
 	rc          syscall.RawConn
 	h           Handler
 	subprotocol string
-	deflate     bool   // permessage-deflate, each message on its own both ways
+	deflate     bool   // permessage-deflate; what herald sends is compressed message by message
+	zipBits     uint8  // server_max_window_bits below 15, else 0: only messages of up to 2^zipBits bytes are compressed
 	id          uint64 // the Transport's name for it, never reused
 
 	lastRead     atomic.Int64 // coarse unix nanoseconds of the last bytes read
@@ -50,6 +51,7 @@ type Conn struct {
 	frag     []byte
 	fragZip  bool
 	fragSize int
+	hist     *history // the client's window when it keeps its compression context; nil when it does not
 
 	wmu sync.Mutex // one write on the socket at a time
 
@@ -80,14 +82,14 @@ func (c *Conn) Send(ps []*wire.Payload, done func(error)) {
 	var lines *lineFrame
 	switch {
 	case len(ps) == 1 && ps[0].Push:
-		bufs = ps[0].Prepared(newPrepared).(*prepared).get(c.deflate) // shared: written, never modified
+		bufs = ps[0].Prepared(newPrepared).(*prepared).get(c.zips(len(ps[0].Bytes))) // shared: written, never modified
 	case len(ps) > 1 && c.subprotocol == protocol.SubprotocolJSONL:
 		lines = c.lines(ps)
 		bufs = lines.bufs
 	default:
 		for _, p := range ps {
 			if p.Push {
-				bufs = append(bufs, p.Prepared(newPrepared).(*prepared).get(c.deflate)...)
+				bufs = append(bufs, p.Prepared(newPrepared).(*prepared).get(c.zips(len(p.Bytes)))...)
 				continue
 			}
 			bufs = c.frame(opcode(p), p.Bytes, bufs)
@@ -198,8 +200,12 @@ var lineFrames = sync.Pool{New: func() any { return &lineFrame{hdr: sliceWriter{
 
 // lines returns ps framed as one message of lines.
 func (c *Conn) lines(ps []*wire.Payload) *lineFrame {
+	zip := c.deflate
+	for _, p := range ps {
+		zip = zip && c.fits(len(p.Bytes))
+	}
 	sep := newline
-	if c.deflate {
+	if zip {
 		sep = zippedNewline
 	}
 	f := lineFrames.Get().(*lineFrame)
@@ -211,13 +217,13 @@ func (c *Conn) lines(ps []*wire.Payload) *lineFrame {
 			n += len(sep)
 		}
 		body := p.Bytes
-		if c.deflate {
+		if zip {
 			body = zippedBody(p)
 		}
 		f.bufs = append(f.bufs, body)
 		n += len(body)
 	}
-	h := ws.Header{Fin: true, OpCode: ws.OpText, Length: int64(n), Rsv: ws.Rsv(c.deflate, false, false)}
+	h := ws.Header{Fin: true, OpCode: ws.OpText, Length: int64(n), Rsv: ws.Rsv(zip, false, false)}
 	f.hdr.b = f.hdr.b[:0]
 	_ = ws.WriteHeader(&f.hdr, h)
 	f.bufs[0] = f.hdr.b
@@ -276,12 +282,21 @@ func (c *Conn) writeLocked(bufs *net.Buffers) error {
 // frame appends the frame of one message to bufs — its header, then the
 // payload itself, not copied — compressed when the connection compresses.
 func (c *Conn) frame(op ws.OpCode, payload []byte, bufs net.Buffers) net.Buffers {
-	zip := c.deflate && len(payload) >= minCompress
+	zip := c.zips(len(payload))
 	if zip {
 		payload = compress(payload)
 	}
 	return append(bufs, header(op, len(payload), zip), payload)
 }
+
+// zips reports whether a message of n bytes goes out compressed: on a
+// connection that compresses, when it is worth it and fits the window.
+func (c *Conn) zips(n int) bool { return c.deflate && n >= minCompress && c.fits(n) }
+
+// fits reports whether a message of n bytes, compressed on its own, keeps
+// within the window the client asked for (server_max_window_bits): no
+// back-reference can reach further back than the message is long.
+func (c *Conn) fits(n int) bool { return c.zipBits == 0 || n <= 1<<c.zipBits }
 
 // header encodes the header of a final, unmasked frame.
 func header(op ws.OpCode, n int, zip bool) []byte {
@@ -521,12 +536,19 @@ func (c *Conn) handleFrame(h ws.Header, payload []byte) bool {
 	c.frag, c.fragOp, c.fragZip, c.fragSize = nil, 0, false, 0
 	if zip {
 		var err error
-		if msg, err = decompress(msg, c.t.cfg.MaxMessageSize); err != nil {
+		var hist []byte
+		if c.hist != nil {
+			hist = c.hist.b
+		}
+		if msg, err = decompress(msg, hist, c.t.cfg.MaxMessageSize); err != nil {
 			if errors.Is(err, errTooBig) {
 				c.t.refused("too_large")
 				return c.fail(ws.StatusMessageTooBig, "message too big")
 			}
 			return c.fail(ws.StatusInvalidFramePayloadData, "bad compressed data")
+		}
+		if c.hist != nil {
+			c.hist.add(msg)
 		}
 	}
 	if op == ws.OpText {
@@ -568,10 +590,10 @@ type prepared struct {
 
 func newPrepared(p *wire.Payload) any { return &prepared{p: p} }
 
-// get returns the frame as a batch of one buffer, which the caller must
-// not modify.
-func (f *prepared) get(deflate bool) net.Buffers {
-	if deflate && len(f.p.Bytes) >= minCompress {
+// get returns the frame, compressed when zip is set, as a batch of one
+// buffer, which the caller must not modify.
+func (f *prepared) get(zip bool) net.Buffers {
+	if zip {
 		f.zip()
 		return f.zipped
 	}

@@ -18,7 +18,7 @@ import (
 // closed with CloseAll's code right after its handshake response, and its
 // Handler is told. So is a connection upgraded after CloseAll.
 func TestCloseAllClosesConnectionsBeingAccepted(t *testing.T) {
-	tr := New(Config{PingInterval: time.Hour})
+	tr := newTransport(t, Config{PingInterval: time.Hour})
 	t.Cleanup(tr.Close)
 	entered, release := make(chan struct{}), make(chan struct{})
 	rec, late := newRecorder(), newRecorder()

@@ -131,10 +131,10 @@ func (o outcome) String() string {
 // feed runs a connection whose reads return chunks, one per read, then
 // the end of the stream, and returns what it did once its Handler is
 // closed.
-func feed(t *testing.T, tr *Transport, chunks [][]byte, deflate bool) outcome {
+func feed(t *testing.T, tr *Transport, chunks [][]byte, zip bool) outcome {
 	t.Helper()
 	sc := &scriptConn{chunks: chunks}
-	c, _ := tr.newConn(sc, "", deflate)
+	c, _ := tr.newConn(sc, "", deflate{on: zip})
 	h := &logHandler{closed: make(chan struct{})}
 	c.setHandler(h)
 	tr.readLoop(c)
@@ -240,7 +240,7 @@ func splitEvery(b []byte, n int) [][]byte {
 // must stay empty: the transport logs a handler's panic there.
 func fuzzTransport(f *testing.F) (*Transport, *panicLog) {
 	logs := &panicLog{}
-	tr := New(Config{MaxMessageSize: fuzzMax, PingInterval: time.Hour, Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	tr := newTransport(f, Config{MaxMessageSize: fuzzMax, PingInterval: time.Hour, Logger: slog.New(slog.NewTextHandler(logs, nil))})
 	f.Cleanup(tr.Close)
 	return tr, logs
 }
@@ -466,7 +466,7 @@ func frameSeeds() [][]byte {
 // are kept, not copied again on every read.
 func TestTrickledMessageIsNotCopiedPerByte(t *testing.T) {
 	const size = 32 << 10
-	tr := New(Config{MaxMessageSize: size, PingInterval: time.Hour})
+	tr := newTransport(t, Config{MaxMessageSize: size, PingInterval: time.Hour})
 	t.Cleanup(tr.Close)
 	msg := bytes.Repeat([]byte{'a'}, size)
 	stream := clientFrame(&script{}, ws.Header{Fin: true, OpCode: ws.OpText}, msg)

@@ -16,10 +16,13 @@
 // whose write is stuck past WriteTimeout. Where there is no epoll, each
 // connection has a reading goroutine and its writes a writer goroutine.
 //
-// permessage-deflate is negotiated with no context takeover either way:
-// every message is compressed on its own, so a message for many
-// connections is compressed once for all of them, and no connection keeps
-// a compression window (compress.go).
+// permessage-deflate is negotiated for any offer RFC 7692 permits, always
+// with server_no_context_takeover: every message herald sends is
+// compressed on its own, so a message for many connections is compressed
+// once for all of them, and no connection keeps a compression window for
+// what it sends. A client that keeps its own context between messages
+// (it did not offer client_no_context_takeover) costs its connection the
+// client's window of what it sent, at most 32 KiB (compress.go).
 //
 // Four WebSocket codecs live in herald's tree, each for a reason: this
 // package, the server side, frames with github.com/gobwas/ws; the Go client
@@ -48,9 +51,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/gobwas/httphead"
 	"github.com/gobwas/ws"
-	"github.com/gobwas/ws/wsflate"
 
 	"github.com/heraldhq/herald/internal/protocol"
 )
@@ -70,12 +71,15 @@ type Handler interface {
 	Close()
 }
 
-// Config configures a Transport. Zero fields take the defaults in brackets.
+// Config configures a Transport. MaxMessageSize and the four durations
+// are required: herald's Server passes its own Config's (their defaults,
+// in brackets, live there, in one place), and New refuses a zero one.
 type Config struct {
 	// MaxMessageSize bounds one incoming message in bytes [65536]; a larger
 	// one closes the connection with 1009.
 	MaxMessageSize int
-	// ReadBufferSize is how much one read takes from a socket [16384]. The
+	// ReadBufferSize is how much one read takes from a socket; zero takes
+	// 16384, the transport's own default (it is no herald setting). The
 	// buffer is pooled, not per connection: only the bytes of a frame that
 	// has not fully arrived stay with its connection.
 	ReadBufferSize int
@@ -87,7 +91,7 @@ type Config struct {
 	// WriteTimeout bounds one batch of writes [10s]; a connection that
 	// takes longer is closed.
 	WriteTimeout time.Duration
-	// HandshakeTimeout bounds writing the handshake response [5s].
+	// HandshakeTimeout bounds writing the handshake response [10s].
 	HandshakeTimeout time.Duration
 	// DisableCompression turns permessage-deflate off.
 	DisableCompression bool
@@ -111,28 +115,20 @@ type testHooks struct {
 	rearm        func(*Conn) // a served connection is about to be watched again
 }
 
-func (c *Config) setDefaults() {
-	if c.MaxMessageSize <= 0 {
-		c.MaxMessageSize = 65536
+// check refuses a Config without a required field, and fills the
+// transport's own ReadBufferSize and a nil Logger.
+func (c *Config) check() error {
+	if c.MaxMessageSize <= 0 || c.PingInterval <= 0 || c.PongTimeout <= 0 || c.WriteTimeout <= 0 || c.HandshakeTimeout <= 0 {
+		return fmt.Errorf("ws: MaxMessageSize (%d), PingInterval (%v), PongTimeout (%v), WriteTimeout (%v) and HandshakeTimeout (%v) must be set",
+			c.MaxMessageSize, c.PingInterval, c.PongTimeout, c.WriteTimeout, c.HandshakeTimeout)
 	}
 	if c.ReadBufferSize <= 0 {
 		c.ReadBufferSize = 16 << 10
 	}
-	if c.PingInterval <= 0 {
-		c.PingInterval = 25 * time.Second
-	}
-	if c.PongTimeout <= 0 {
-		c.PongTimeout = 10 * time.Second
-	}
-	if c.WriteTimeout <= 0 {
-		c.WriteTimeout = 10 * time.Second
-	}
-	if c.HandshakeTimeout <= 0 {
-		c.HandshakeTimeout = 5 * time.Second
-	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
+	return nil
 }
 
 // Transport upgrades requests and keeps its connections alive.
@@ -155,9 +151,12 @@ type Transport struct {
 
 // New returns a Transport speaking subprotocols (in the server's order of
 // preference) and starts its keepalive ticker and event loop; Close stops
-// them.
-func New(cfg Config, subprotocols ...string) *Transport {
-	cfg.setDefaults()
+// them. It returns an error naming the required Config fields when one
+// is not set.
+func New(cfg Config, subprotocols ...string) (*Transport, error) {
+	if err := cfg.check(); err != nil {
+		return nil, err
+	}
 	t := &Transport{
 		cfg:          cfg,
 		subprotocols: subprotocols,
@@ -176,7 +175,7 @@ func New(cfg Config, subprotocols ...string) *Transport {
 		t.flusher = newFlusher(runtime.GOMAXPROCS(0))
 	}
 	go t.keepalive()
-	return t
+	return t, nil
 }
 
 // Upgrade upgrades the request. accept is called with the new connection
@@ -189,10 +188,10 @@ func New(cfg Config, subprotocols ...string) *Transport {
 // is handed to the poller; after an error a response has been written.
 func (t *Transport) Upgrade(w http.ResponseWriter, r *http.Request, accept func(*Conn) (Handler, error)) error {
 	proto := t.negotiate(r.Header.Values("Sec-WebSocket-Protocol"))
-	ext := wsflate.Extension{Parameters: wsflate.Parameters{ServerNoContextTakeover: true, ClientNoContextTakeover: true}}
+	var neg negotiation
 	u := ws.HTTPUpgrader{Protocol: func(p string) bool { return p == proto }}
 	if !t.cfg.DisableCompression {
-		u.Negotiate = func(opt httphead.Option) (httphead.Option, error) { return ext.Negotiate(opt) }
+		u.Negotiate = neg.negotiate
 	}
 	// The upgrader checks the request and writes its response — 101, or
 	// an error — to held, not to the socket.
@@ -205,14 +204,13 @@ func (t *Transport) Upgrade(w http.ResponseWriter, r *http.Request, accept func(
 		}
 		return fmt.Errorf("ws: upgrade: %w", err)
 	}
-	_, deflate := ext.Accepted()
 	// Bytes the client sent right after its request are read already.
 	var early []byte
 	if n := rw.Reader.Buffered(); n > 0 {
 		b, _ := rw.Reader.Peek(n)
 		early = append([]byte(nil), b...)
 	}
-	c, drain := t.newConn(nc, hs.Protocol, deflate)
+	c, drain := t.newConn(nc, hs.Protocol, neg.got)
 	// Nothing is written before the response: writes wait for wmu.
 	c.wmu.Lock()
 	h, err := accept(c)
@@ -256,8 +254,11 @@ func (t *Transport) Upgrade(w http.ResponseWriter, r *http.Request, accept func(
 // newConn returns a connection over nc, counted from here on, so that a
 // shutdown while it is being accepted closes and waits for it too; and
 // how to close it if a shutdown is under way.
-func (t *Transport) newConn(nc net.Conn, subprotocol string, deflate bool) (*Conn, *closeInfo) {
-	c := &Conn{t: t, nc: nc, subprotocol: subprotocol, deflate: deflate}
+func (t *Transport) newConn(nc net.Conn, subprotocol string, z deflate) (*Conn, *closeInfo) {
+	c := &Conn{t: t, nc: nc, subprotocol: subprotocol, deflate: z.on, zipBits: z.zipBits}
+	if z.window > 0 {
+		c.hist = &history{max: z.window}
+	}
 	c.lastRead.Store(t.now.Load())
 	if sc, ok := nc.(syscall.Conn); ok {
 		if rc, err := sc.SyscallConn(); err == nil {

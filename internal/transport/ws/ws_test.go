@@ -66,6 +66,32 @@ func testServer(t *testing.T, cfg Config, ln net.Listener) (*Transport, string, 
 	return tr, url, conns
 }
 
+// newTransport returns a Transport of cfg, with the values herald's
+// Server would pass for the required fields a test leaves zero.
+func newTransport(t testing.TB, cfg Config, subprotocols ...string) *Transport {
+	t.Helper()
+	if cfg.MaxMessageSize == 0 {
+		cfg.MaxMessageSize = 65536
+	}
+	if cfg.PingInterval == 0 {
+		cfg.PingInterval = 25 * time.Second
+	}
+	if cfg.PongTimeout == 0 {
+		cfg.PongTimeout = 10 * time.Second
+	}
+	if cfg.WriteTimeout == 0 {
+		cfg.WriteTimeout = 10 * time.Second
+	}
+	if cfg.HandshakeTimeout == 0 {
+		cfg.HandshakeTimeout = 10 * time.Second
+	}
+	tr, err := New(cfg, subprotocols...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tr
+}
+
 // serveWith serves WebSocket upgrades with a Transport of cfg speaking
 // subprotocols on 127.0.0.1 (on ln, when set), each connection with the
 // Handler newHandler returns for it, and returns the Transport and the
@@ -73,7 +99,7 @@ func testServer(t *testing.T, cfg Config, ln net.Listener) (*Transport, string, 
 // stopped, when the test ends.
 func serveWith(t *testing.T, cfg Config, ln net.Listener, newHandler func(*Conn) Handler, subprotocols ...string) (*Transport, string) {
 	t.Helper()
-	tr := New(cfg, subprotocols...)
+	tr := newTransport(t, cfg, subprotocols...)
 	hs := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		err := tr.Upgrade(w, r, func(c *Conn) (Handler, error) { return newHandler(c), nil })
 		if err != nil {
@@ -151,5 +177,23 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 			t.Fatalf("%s: not within %v", what, waitTimeout)
 		}
 		time.Sleep(time.Millisecond)
+	}
+}
+
+func TestNewRefusesAMissingField(t *testing.T) {
+	full := Config{MaxMessageSize: 1, PingInterval: 1, PongTimeout: 1, WriteTimeout: 1, HandshakeTimeout: 1}
+	for _, clear := range []func(*Config){
+		func(c *Config) { c.MaxMessageSize = 0 },
+		func(c *Config) { c.PingInterval = 0 },
+		func(c *Config) { c.PongTimeout = 0 },
+		func(c *Config) { c.WriteTimeout = 0 },
+		func(c *Config) { c.HandshakeTimeout = 0 },
+	} {
+		cfg := full
+		clear(&cfg)
+		if tr, err := New(cfg); err == nil {
+			tr.Close()
+			t.Errorf("New(%+v) gave no error", cfg)
+		}
 	}
 }
