@@ -204,9 +204,7 @@ func (s *Server) admit(w http.ResponseWriter, r *http.Request) (caller, string, 
 		writeHTTPError(w, Errorf(CodeUnavailable, "server is shutting down"))
 		return caller{}, "", false
 	}
-	if !s.origins.Allow(w, r) {
-		s.refusal(r, "origin", "origin not allowed")
-		writeHTTPError(w, Errorf(CodeForbidden, "origin not allowed: add it to --origins (Config.Origins)"))
+	if !s.allowOrigin(w, r) {
 		return caller{}, "", false
 	}
 	c, err := s.authenticate(r)
@@ -231,6 +229,21 @@ func (s *Server) admit(w http.ResponseWriter, r *http.Request) (caller, string, 
 		return caller{}, "", false
 	}
 	return c, ip, true
+}
+
+// allowOrigin reports whether r's Origin may go on (origin.Policy.Allow);
+// when it may not, it refuses r with 403 and logs the Origin header and
+// the Host it was not the same as, so that the log says what to add to
+// --origins.
+func (s *Server) allowOrigin(w http.ResponseWriter, r *http.Request) bool {
+	if s.origins.Allow(w, r) {
+		return true
+	}
+	s.metrics.Refusals.WithLabelValues("origin").Inc()
+	s.cfg.Logger.Info("refused", "reason", "origin", "why", "origin not allowed", "origin", r.Header.Get("Origin"),
+		"host", r.Host, "path", r.URL.Path, "remote", r.RemoteAddr)
+	writeHTTPError(w, Errorf(CodeForbidden, "origin not allowed: add it to --origins (Config.Origins)"))
+	return false
 }
 
 // refusal counts and logs a request refused before it was served.

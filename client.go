@@ -24,7 +24,7 @@ type clientConn struct {
 type clientSpec struct {
 	who        caller
 	ip         string // the slot admit took; "" when none
-	transport  string
+	transport  string // ws, raw or sse: the metrics label, and presence's
 	conn       session.Conn
 	mode       session.Mode
 	rawChannel string
@@ -36,7 +36,7 @@ func (s *Server) newClientConn(c clientSpec) *clientConn {
 	sess := session.New(context.Background(), session.Config{
 		Hub:           s.hub,
 		Conn:          c.conn,
-		Client:        broker.ClientInfo{Client: s.newClientID(), User: c.who.user},
+		Client:        broker.ClientInfo{Client: s.newClientID(), User: c.who.user, Transport: c.transport},
 		Mode:          c.mode,
 		RawChannel:    c.rawChannel,
 		Policy:        c.policy,

@@ -106,6 +106,10 @@ type Message struct {
 type Presence struct {
 	Client string `json:"client"`
 	User   string `json:"user"`
+	// Transport is how it is connected: "ws", "raw" (a raw WebSocket) or
+	// "sse" (a stream that only reads); empty from servers that do not
+	// say.
+	Transport string `json:"transport,omitempty"`
 }
 
 // Client is one connection to a herald server; see the package doc.

@@ -119,7 +119,8 @@ type Config struct {
 	// reconnect after losing the server; it retries forever. Zero means 2s;
 	// lower it to notice a server that came back sooner.
 	ReconnectWait time.Duration
-	// Logger receives connection events; nil discards them.
+	// Logger receives connection events and nats.go's asynchronous errors;
+	// nil discards them.
 	Logger *slog.Logger
 }
 
@@ -272,6 +273,19 @@ func (b *Broker) Start(ctx context.Context, h broker.Handler) error {
 		natsgo.ReconnectBufSize(-1),
 		natsgo.DisconnectErrHandler(func(_ *natsgo.Conn, err error) {
 			b.log.Warn("nats broker: disconnected", "err", err)
+		}),
+		// Errors nats.go gets asynchronously (a publish or subscription
+		// the server refused, a slow consumer) go to the logger, not to
+		// its default handler, which writes them to stderr.
+		natsgo.ErrorHandler(func(_ *natsgo.Conn, sub *natsgo.Subscription, err error) {
+			if sub != nil {
+				b.log.Warn("nats broker: server error", "err", err, "subject", sub.Subject)
+				return
+			}
+			b.log.Warn("nats broker: server error", "err", err)
+		}),
+		natsgo.LameDuckModeHandler(func(*natsgo.Conn) {
+			b.log.Info("nats broker: the server is shutting down (lame duck mode)")
 		}),
 		natsgo.ReconnectHandler(func(*natsgo.Conn) {
 			b.log.Info("nats broker: reconnected")

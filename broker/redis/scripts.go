@@ -9,7 +9,7 @@ import goredis "github.com/redis/go-redis/v9"
 //	P{C}:stream    stream: one entry per kept message, ID "<seq>-0",
 //	               fields data, binary, event, user, client, time (µs since epoch)
 //	P{C}:presence  sorted set: client id → expiry (ms since epoch)
-//	P{C}:users     hash: client id → user
+//	P{C}:users     hash: client id → user and transport, as netstrings
 //	Pch:C          pub/sub topic carrying messages, joins and leaves
 //
 // Times come from the Redis server's clock (TIME), so every node agrees.
@@ -153,7 +153,7 @@ return {seq, epoch, first, mode, entries}
 
 // presenceAddScript records a client with an expiry.
 //
-// KEYS: presence, users. ARGV: client, user, ttl ms.
+// KEYS: presence, users. ARGV: client, user and transport, ttl ms.
 var presenceAddScript = goredis.NewScript(`
 local t = redis.call('TIME')
 local ttl = tonumber(ARGV[3])
@@ -175,7 +175,7 @@ return 1
 `)
 
 // presenceListScript drops expired clients and lists the others as a flat
-// {client, user, ...} array.
+// {client, user and transport, ...} array.
 //
 // KEYS: presence, users.
 var presenceListScript = goredis.NewScript(`

@@ -234,6 +234,9 @@ func newBroker(s *settings, logger *slog.Logger) (broker.Broker, error) {
 	case strings.HasPrefix(s.broker, "nats://"):
 		b, err = nats.New(natsConfig(s, s.broker, logger))
 	default:
+		// go-redis logs through one logger for the whole process, not one
+		// per client: herald serve makes one broker and sets it here, once.
+		redis.SetLibraryLogger(logger)
 		b, err = redis.New(redis.Config{URL: s.broker, Logger: logger})
 	}
 	if err != nil {
