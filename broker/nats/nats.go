@@ -685,9 +685,7 @@ func (b *Broker) Publish(ctx context.Context, name string, p broker.Publication,
 		}
 		ack, err := js.PublishMsg(ctx, m, jetstream.WithExpectLastSequencePerSubject(ch.lastSeq))
 		if err != nil {
-			var apiErr *jetstream.APIError
-			if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
-				apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
+			if isSequenceConflict(err) {
 				ch.known = false // another node published: read the chain's head again
 				continue
 			}
@@ -700,6 +698,14 @@ func (b *Broker) Publish(ctx context.Context, name string, p broker.Publication,
 		return off, nil
 	}
 	return broker.Offset{}, fmt.Errorf("nats broker: publish %s: %d sequence conflicts in a row", name, maxPublishAttempts)
+}
+
+// isSequenceConflict reports whether err is a publish refused by the
+// expected-last-subject-sequence check.
+func isSequenceConflict(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
 }
 
 // readHead sets ch from the channel's last stored message. A new epoch
