@@ -10,7 +10,9 @@
 //     republishes it (RePublish) to p.live.t as soon as it is stored;
 //   - join and leave events are published to p.live.t directly;
 //   - key-value bucket "p-presence" holds one key t.c<base64url(client)>
-//     per present client, expiring after Config.PresenceTTL.
+//     per present client, expiring after Config.PresenceTTL;
+//   - streams "p-queue-items" and "p-queue-keys" hold the work queues
+//     (broker.Queue), made when a queue is first used: see queue.go.
 //
 // The server must be NATS 2.9 or later with JetStream enabled (RePublish and
 // the expected-last-subject-sequence check).
@@ -157,8 +159,9 @@ type Broker struct {
 	cfg Config
 	log *slog.Logger
 
-	// Lock order: mu, then channel.mu. pubMu and chain.mu are taken alone.
-	mu       sync.Mutex // guards handler, nc, js, stream, kv, epoch, channels, closed
+	// Lock order: mu, then channel.mu; queueMu, then mu. pubMu and
+	// chain.mu are taken alone.
+	mu       sync.Mutex // guards handler, nc, js, stream, kv, qstreams, epoch, channels, closed
 	handler  broker.Handler
 	nc       *natsgo.Conn
 	js       jetstream.JetStream
@@ -168,7 +171,9 @@ type Broker struct {
 	channels map[string]*channel // subscribed channels
 	seen     *watermark.Table    // newest offset seen per recent channel
 	closed   bool
+	qstreams *queueStreams // nil until a queue is first used
 
+	queueMu  sync.Mutex // one making of the queue streams at a time
 	ensureMu sync.Mutex // one ensureState at a time
 
 	pubMu  sync.Mutex
