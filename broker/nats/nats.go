@@ -171,7 +171,7 @@ type Broker struct {
 	channels map[string]*channel // subscribed channels
 	seen     *watermark.Table    // newest offset seen per recent channel
 	closed   bool
-	qstreams *queueStreams // nil until a queue is first used
+	qstreams *queueStreams // nil until a queue is first used, and after a reconnection
 
 	queueMu  sync.Mutex // one making of the queue streams at a time
 	ensureMu sync.Mutex // one ensureState at a time
@@ -369,6 +369,7 @@ func (b *Broker) ensureState() {
 		if err == nil {
 			b.mu.Lock()
 			b.stream, b.kv = stream, kv
+			b.qstreams = nil // made again on next use
 			b.mu.Unlock()
 			return
 		}
