@@ -89,15 +89,20 @@ func startBroker(t *testing.T, cfg nats.Config) *nats.Broker {
 	return b
 }
 
-// A server restarted with an empty store has neither the stream nor the
-// presence bucket: the broker makes them again once it reconnects, and
-// publishing, history and presence work without a restart of the node.
+// A server restarted with an empty store has neither the stream, the
+// presence bucket nor the queue streams: the broker makes them again once
+// it reconnects (the queue streams when a queue is next used), and
+// publishing, history, presence and queues work without a restart of the
+// node.
 func TestServerRestartedEmpty(t *testing.T) {
 	s := newOwnServer(t)
 	b := startBroker(t, nats.Config{URL: s.url(), Prefix: "empty", DialTimeout: time.Second, ReconnectWait: 50 * time.Millisecond})
 	ctx := context.Background()
 	opts := broker.HistoryOptions{Size: 10}
 	if _, err := b.Publish(ctx, "c", broker.Publication{Data: []byte(`1`)}, opts); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Push(ctx, "q", "k", []byte("lost")); err != nil {
 		t.Fatal(err)
 	}
 
@@ -125,5 +130,17 @@ func TestServerRestartedEmpty(t *testing.T) {
 	c := broker.ClientInfo{Client: "x", User: "u"}
 	if err := b.AddPresence(ctx, "c", c); err != nil {
 		t.Fatalf("presence after the restart: %v", err)
+	}
+	waitUntil(t, "a push succeeds after the restart", func() bool {
+		pctx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		return b.Push(pctx, "q", "k", []byte("kept")) == nil
+	})
+	items, err := b.Take(ctx, "q", 10, time.Minute)
+	if err != nil {
+		t.Fatalf("Take after the restart: %v", err)
+	}
+	if len(items) != 1 || string(items[0].Data) != "kept" {
+		t.Fatalf("Take after the restart: %+v, want only the item pushed since", items)
 	}
 }
