@@ -753,8 +753,6 @@ func (b *Broker) readHead(ctx context.Context, stream jetstream.Stream, name, su
 	return nil
 }
 
-// newEpoch returns a random epoch name.
-
 // History reads the channel's history: the messages its latest
 // HistoryOptions still keep, oldest first. The zero cursor walks the
 // chain back from the newest message; any other cursor walks forward
