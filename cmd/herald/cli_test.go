@@ -162,3 +162,21 @@ func TestFlagDefaultsAreTheLibrarys(t *testing.T) {
 		t.Fatalf("serve's defaults differ from herald.DefaultConfig: %+v", c)
 	}
 }
+
+// herald help bench SCENARIO shows the scenario's flags, as herald bench
+// SCENARIO -h does; herald help with a mistyped command says so, with the
+// nearest one.
+func TestHelpOfBenchScenarioAndUnknownCommand(t *testing.T) {
+	t.Parallel()
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"help", "bench", "fanout"}, nil, &out, io.Discard); err != nil {
+		t.Fatalf("herald help bench fanout: %v", err)
+	}
+	if !strings.Contains(out.String(), "-channel") {
+		t.Fatalf("herald help bench fanout printed %q, want the scenario's flags", out.String())
+	}
+	err := run(context.Background(), []string{"help", "cofnig"}, nil, io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), `unknown command "cofnig", did you mean "config"?`) {
+		t.Fatalf("herald help cofnig: %v", err)
+	}
+}
