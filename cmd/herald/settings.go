@@ -62,7 +62,7 @@ type serveFlags struct {
 	AllowAnonymous bool   `help:"let clients in without a token although a token key is set (without a key everyone is anonymous)" group:"tokens"`
 
 	Broker       string `default:"${broker}" help:"memory, redis://host:port/db or nats://host:port (several nodes as one on Redis or NATS)" group:"brokers"`
-	HistorySize  count  `default:"${history_size}" help:"messages kept per channel" group:"brokers"`
+	HistorySize  count  `default:"${history_size}" help:"messages kept per channel (0: none)" group:"brokers"`
 	HistoryTTL   span   `name:"history-ttl" default:"${history_ttl}" help:"how long messages are kept" group:"brokers"`
 	HistoryBytes count  `default:"${history_bytes}" help:"bytes of history kept in all (memory broker: in this process, least recently published channels dropped first; NATS: the stream's size; Redis: not applied, bound it with maxmemory; 0: no bound)" group:"brokers"`
 
@@ -175,7 +175,7 @@ func (f *serveFlags) settings(namespaces map[string]herald.Namespace) (*settings
 		historyBytes:    limit(f.HistoryBytes),
 		otelEndpoint:    f.OTelEndpoint,
 		config: herald.Config{
-			HistorySize:         int(f.HistorySize),
+			HistorySize:         limit(f.HistorySize), // 0 keeps none, as herald.Config's negative
 			HistoryTTL:          time.Duration(f.HistoryTTL),
 			Namespaces:          namespaces,
 			MaxMessageSize:      int(f.MaxMessageSize),
