@@ -27,7 +27,7 @@ const (
 // key of the --config file; the defaults shown in brackets come from
 // defaultVars.
 type serveFlags struct {
-	Config string `help:"YAML file of settings: every flag's name is a key, and namespaces holds per-namespace rules" placeholder:"FILE" group:"server"`
+	Config string `help:"YAML file of settings: every other flag's name is a key, and namespaces holds per-namespace rules" placeholder:"FILE" group:"server"`
 
 	Addr            string   `default:"${addr}" help:"listen address" group:"server"`
 	Origins         []string `help:"origins (scheme://host[:port]) allowed for WebSocket, SSE and the server API's CORS; * for any; none: the request's own host" placeholder:"ORIGIN" group:"server"`
