@@ -29,7 +29,7 @@ type configCmd struct {
 
 // Run prints the configuration.
 func (c *configCmd) Run(r *runEnv, kctx *kong.Context) error {
-	s, err := c.settings(r.layers.namespaces)
+	s, err := c.settings(r.layers.namespaces, r.layers.origin)
 	if err != nil {
 		return err
 	}

@@ -54,6 +54,19 @@ func (l *layers) Resolve(_ *kong.Context, _ *kong.Path, f *kong.Flag) (any, erro
 	return nil, nil
 }
 
+// origin names where flag name's value came from, for an error about a
+// value checked after parsing: "--name", "HERALD_NAME", or "FILE: name".
+func (l *layers) origin(name string) string {
+	switch src := l.sources[name]; src {
+	case "", "default", "--" + name:
+		return "--" + name
+	case envName(name):
+		return src
+	default:
+		return src + ": " + name
+	}
+}
+
 // layered reports whether a flag may come from the environment and the
 // file: not --help, --version and the few that say environ:"-".
 func layered(f *kong.Flag) bool {

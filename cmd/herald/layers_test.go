@@ -77,3 +77,35 @@ func TestConfigMasksOTelEndpoint(t *testing.T) {
 		t.Fatalf("herald config printed the collector's URL unmasked:\n%s", out.String())
 	}
 }
+
+// A value checked after parsing (a broker URL, a key file, the collector's
+// URL) is reported as coming from where it came from: the variable or
+// the file's key, not a flag the command line never had.
+func TestLateErrorsNameTheirSource(t *testing.T) {
+	t.Parallel()
+	missing := t.TempDir() + "/missing.pem"
+	file := writeFile(t, "broker: mqtt://x\n")
+	cases := []struct {
+		args, env []string
+		want      string
+	}{
+		{env: []string{"HERALD_BROKER=mqtt://x"}, want: "HERALD_BROKER: "},
+		{args: []string{"--broker", "mqtt://x"}, want: "--broker: "},
+		{args: []string{"--config", file}, want: file + ": broker: "},
+		{env: []string{"HERALD_TOKEN_PUBLIC_KEY=" + missing}, want: "HERALD_TOKEN_PUBLIC_KEY: "},
+		{env: []string{"HERALD_TOKEN_JWKS=" + missing}, want: "HERALD_TOKEN_JWKS: "},
+	}
+	for _, tc := range cases {
+		_, err := loadSettings(tc.args, tc.env, io.Discard)
+		if err == nil || !strings.HasPrefix(err.Error(), tc.want) {
+			t.Errorf("%v %v: error %v, want one starting %q", tc.args, tc.env, err, tc.want)
+		}
+	}
+	s, err := loadSettings(nil, []string{"HERALD_OTEL_ENDPOINT=udp://collector"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := newTracerProvider(t.Context(), s.otelEndpoint, s.otelFrom, nil, nil); err == nil || !strings.HasPrefix(err.Error(), "HERALD_OTEL_ENDPOINT: ") {
+		t.Errorf("HERALD_OTEL_ENDPOINT=udp://collector: error %v, want one naming the variable", err)
+	}
+}

@@ -153,14 +153,16 @@ type settings struct {
 	acmeCache       string
 	historyBytes    int    // -1: no bound
 	otelEndpoint    string // "": the standard OTEL_* variables decide
+	otelFrom        string // where otelEndpoint came from, for its errors
 	config          herald.Config
 }
 
 // settings checks the flags and turns them into serve's settings, with
-// namespaces from the config file and the embedded defaults.
-func (f *serveFlags) settings(namespaces map[string]herald.Namespace) (*settings, error) {
+// namespaces from the config file and the embedded defaults; origin names
+// where a flag's value came from (layers.origin), for the errors.
+func (f *serveFlags) settings(namespaces map[string]herald.Namespace, origin func(flag string) string) (*settings, error) {
 	if b := f.Broker; b != "memory" && !strings.HasPrefix(b, "redis://") && !strings.HasPrefix(b, "rediss://") && !strings.HasPrefix(b, "nats://") {
-		return nil, fmt.Errorf("--broker: unsupported broker %q: want memory, redis://host:port/db or nats://host:port", mask.URL(b))
+		return nil, fmt.Errorf("%s: unsupported broker %q: want memory, redis://host:port/db or nats://host:port", origin("broker"), mask.URL(b))
 	}
 	s := &settings{
 		addr:            f.Addr,
@@ -174,6 +176,7 @@ func (f *serveFlags) settings(namespaces map[string]herald.Namespace) (*settings
 		acmeCache:       f.ACMECache,
 		historyBytes:    limit(f.HistoryBytes),
 		otelEndpoint:    f.OTelEndpoint,
+		otelFrom:        origin("otel-endpoint"),
 		config: herald.Config{
 			HistorySize:         limit(f.HistorySize), // 0 keeps none, as herald.Config's negative
 			HistoryTTL:          time.Duration(f.HistoryTTL),
@@ -204,7 +207,7 @@ func (f *serveFlags) settings(namespaces map[string]herald.Namespace) (*settings
 		},
 	}
 	if err := s.logLevel.UnmarshalText([]byte(f.LogLevel)); err != nil {
-		return nil, fmt.Errorf("--log-level: %w", err)
+		return nil, fmt.Errorf("%s: %w", origin("log-level"), err)
 	}
 	for _, o := range f.Origins {
 		if o = strings.TrimSpace(o); o != "" {
@@ -212,23 +215,24 @@ func (f *serveFlags) settings(namespaces map[string]herald.Namespace) (*settings
 		}
 	}
 	var err error
-	if s.config.TokenPublicKey, err = readSettingFile("--token-public-key", f.TokenPublicKey); err != nil {
+	if s.config.TokenPublicKey, err = readSettingFile(origin("token-public-key"), f.TokenPublicKey); err != nil {
 		return nil, err
 	}
-	if s.config.TokenJWKS, err = readSettingFile("--token-jwks", f.TokenJWKS); err != nil {
+	if s.config.TokenJWKS, err = readSettingFile(origin("token-jwks"), f.TokenJWKS); err != nil {
 		return nil, err
 	}
 	return s, nil
 }
 
-// readSettingFile reads the file a setting names; "" reads nothing.
-func readSettingFile(flag, path string) ([]byte, error) {
+// readSettingFile reads the file a setting names; "" reads nothing. from
+// says where the setting came from, for the error.
+func readSettingFile(from, path string) ([]byte, error) {
 	if path == "" {
 		return nil, nil
 	}
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", flag, err)
+		return nil, fmt.Errorf("%s: %w", from, err)
 	}
 	return b, nil
 }
