@@ -15,6 +15,10 @@ import (
 // secretSettings are printed masked.
 var secretSettings = map[string]bool{"api-key": true, "token-secret": true, "admin-token": true}
 
+// masked is what herald config prints for a secret; a config file that
+// still holds it is refused.
+const masked = "****"
+
 // configCmd prints the configuration herald serve would run with, given
 // the same flags and environment: every setting, where its value came
 // from, secrets masked, unset ones as comments. Its output is a valid
@@ -25,7 +29,7 @@ type configCmd struct {
 
 // Run prints the configuration.
 func (c *configCmd) Run(r *runEnv, kctx *kong.Context) error {
-	s, err := c.settings(r.layers.namespaces)
+	s, err := c.settings(r.layers.namespaces, r.layers.origin)
 	if err != nil {
 		return err
 	}
@@ -44,8 +48,8 @@ func (c *configCmd) Run(r *runEnv, kctx *kong.Context) error {
 		}
 		switch {
 		case secretSettings[f.Name] && v != "":
-			v = "****"
-		case f.Name == "broker" || f.Name == "outbox":
+			v = masked
+		case f.Name == "broker" || f.Name == "outbox" || f.Name == "otel-endpoint":
 			v = mask.URL(v)
 		}
 		switch value.(type) {

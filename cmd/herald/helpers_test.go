@@ -16,5 +16,5 @@ func loadSettings(args, env []string, stderr io.Writer) (*settings, error) {
 	if _, err := parser.Parse(append([]string{"serve"}, args...)); err != nil {
 		return nil, err
 	}
-	return c.Serve.settings(l.namespaces)
+	return c.Serve.settings(l.namespaces, l.origin)
 }

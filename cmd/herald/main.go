@@ -32,6 +32,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"syscall"
 
@@ -215,14 +216,27 @@ type helpCmd struct {
 	Command []string `arg:"" optional:"" help:"The command to explain."`
 }
 
-// Run prints the help of the command named, or of herald.
+// Run prints the help of the command named, or of herald; of a bench
+// scenario, the scenario's own flags.
 func (h helpCmd) Run(r *runEnv) error {
 	var c cli
 	parser, err := newParser(&c, newLayers(nil), r.stdout, r.stderr)
 	if err != nil {
 		return err
 	}
-	_, err = parser.Parse(append(h.Command, "--help"))
+	if len(h.Command) > 0 {
+		if err := knownCommand(parser, h.Command[0]); err != nil {
+			return err
+		}
+	}
+	if len(h.Command) > 1 && h.Command[0] == "bench" {
+		err := loadtest.Run(r.ctx, []string{h.Command[1], "-h"}, r.stdout, r.stdout) // help goes to stdout
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	_, err = parser.Parse(append(slices.Clone(h.Command), "--help"))
 	return err
 }
 

@@ -45,7 +45,7 @@ func (serveCmd) Help() string {
 // Run runs the server until the run's context is done, then shuts it
 // down gracefully.
 func (c *serveCmd) Run(r *runEnv) error {
-	s, err := c.settings(r.layers.namespaces)
+	s, err := c.settings(r.layers.namespaces, r.layers.origin)
 	if err != nil {
 		return err
 	}
@@ -65,7 +65,7 @@ func serve(ctx context.Context, s *settings, env map[string]string, stderr io.Wr
 	logger := newLogger(stderr, s.logFormat, s.logLevel)
 	cfg := s.config
 	cfg.Logger = logger
-	tp, err := newTracerProvider(ctx, s.otelEndpoint, env, logger)
+	tp, err := newTracerProvider(ctx, s.otelEndpoint, s.otelFrom, env, logger)
 	if err != nil {
 		return err
 	}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -28,7 +27,7 @@ const (
 // key of the --config file; the defaults shown in brackets come from
 // defaultVars.
 type serveFlags struct {
-	Config string `help:"YAML file of settings: every flag's name is a key, and namespaces holds per-namespace rules" placeholder:"FILE" group:"server"`
+	Config string `help:"YAML file of settings: every other flag's name is a key, and namespaces holds per-namespace rules" placeholder:"FILE" group:"server"`
 
 	Addr            string   `default:"${addr}" help:"listen address" group:"server"`
 	Origins         []string `help:"origins (scheme://host[:port]) allowed for WebSocket, SSE and the server API's CORS; * for any; none: the request's own host" placeholder:"ORIGIN" group:"server"`
@@ -63,7 +62,7 @@ type serveFlags struct {
 	AllowAnonymous bool   `help:"let clients in without a token although a token key is set (without a key everyone is anonymous)" group:"tokens"`
 
 	Broker       string `default:"${broker}" help:"memory, redis://host:port/db or nats://host:port (several nodes as one on Redis or NATS)" group:"brokers"`
-	HistorySize  count  `default:"${history_size}" help:"messages kept per channel" group:"brokers"`
+	HistorySize  count  `default:"${history_size}" help:"messages kept per channel (0: none)" group:"brokers"`
 	HistoryTTL   span   `name:"history-ttl" default:"${history_ttl}" help:"how long messages are kept" group:"brokers"`
 	HistoryBytes count  `default:"${history_bytes}" help:"bytes of history kept in all (memory broker: in this process, least recently published channels dropped first; NATS: the stream's size; Redis: not applied, bound it with maxmemory; 0: no bound)" group:"brokers"`
 
@@ -157,18 +156,20 @@ type settings struct {
 	historyBytes    int    // -1: no bound
 	otelEndpoint    string // "": the standard OTEL_* variables decide
 	outbox          string // PostgreSQL URL of the outbox; "": none
+	otelFrom        string // where otelEndpoint came from, for its errors
 	config          herald.Config
 }
 
 // settings checks the flags and turns them into serve's settings, with
-// namespaces from the config file and the embedded defaults.
-func (f *serveFlags) settings(namespaces map[string]herald.Namespace) (*settings, error) {
+// namespaces from the config file and the embedded defaults; origin names
+// where a flag's value came from (layers.origin), for the errors.
+func (f *serveFlags) settings(namespaces map[string]herald.Namespace, origin func(flag string) string) (*settings, error) {
 	if b := f.Broker; b != "memory" && !strings.HasPrefix(b, "redis://") && !strings.HasPrefix(b, "rediss://") && !strings.HasPrefix(b, "nats://") {
-		return nil, fmt.Errorf("--broker: unsupported broker %q: want memory, redis://host:port/db or nats://host:port", mask.URL(b))
+		return nil, fmt.Errorf("%s: unsupported broker %q: want memory, redis://host:port/db or nats://host:port", origin("broker"), mask.URL(b))
 	}
 	if o := f.Outbox; o != "" && !strings.HasPrefix(o, "postgres://") && !strings.HasPrefix(o, "postgresql://") {
 		// Not echoed: key=value settings are no URL that mask can read.
-		return nil, errors.New("--outbox: not a PostgreSQL URL: want postgres://user:password@host:port/db")
+		return nil, fmt.Errorf("%s: not a PostgreSQL URL: want postgres://user:password@host:port/db", origin("outbox"))
 	}
 	s := &settings{
 		addr:            f.Addr,
@@ -183,8 +184,9 @@ func (f *serveFlags) settings(namespaces map[string]herald.Namespace) (*settings
 		historyBytes:    limit(f.HistoryBytes),
 		otelEndpoint:    f.OTelEndpoint,
 		outbox:          f.Outbox,
+		otelFrom:        origin("otel-endpoint"),
 		config: herald.Config{
-			HistorySize:         int(f.HistorySize),
+			HistorySize:         limit(f.HistorySize), // 0 keeps none, as herald.Config's negative
 			HistoryTTL:          time.Duration(f.HistoryTTL),
 			Namespaces:          namespaces,
 			MaxMessageSize:      int(f.MaxMessageSize),
@@ -213,7 +215,7 @@ func (f *serveFlags) settings(namespaces map[string]herald.Namespace) (*settings
 		},
 	}
 	if err := s.logLevel.UnmarshalText([]byte(f.LogLevel)); err != nil {
-		return nil, fmt.Errorf("--log-level: %w", err)
+		return nil, fmt.Errorf("%s: %w", origin("log-level"), err)
 	}
 	for _, o := range f.Origins {
 		if o = strings.TrimSpace(o); o != "" {
@@ -221,23 +223,24 @@ func (f *serveFlags) settings(namespaces map[string]herald.Namespace) (*settings
 		}
 	}
 	var err error
-	if s.config.TokenPublicKey, err = readSettingFile("--token-public-key", f.TokenPublicKey); err != nil {
+	if s.config.TokenPublicKey, err = readSettingFile(origin("token-public-key"), f.TokenPublicKey); err != nil {
 		return nil, err
 	}
-	if s.config.TokenJWKS, err = readSettingFile("--token-jwks", f.TokenJWKS); err != nil {
+	if s.config.TokenJWKS, err = readSettingFile(origin("token-jwks"), f.TokenJWKS); err != nil {
 		return nil, err
 	}
 	return s, nil
 }
 
-// readSettingFile reads the file a setting names; "" reads nothing.
-func readSettingFile(flag, path string) ([]byte, error) {
+// readSettingFile reads the file a setting names; "" reads nothing. from
+// says where the setting came from, for the error.
+func readSettingFile(from, path string) ([]byte, error) {
 	if path == "" {
 		return nil, nil
 	}
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", flag, err)
+		return nil, fmt.Errorf("%s: %w", from, err)
 	}
 	return b, nil
 }
