@@ -36,6 +36,7 @@ import (
 	"github.com/heraldhq/herald/internal/auth"
 	"github.com/heraldhq/herald/internal/hub"
 	"github.com/heraldhq/herald/internal/metrics"
+	"github.com/heraldhq/herald/internal/notifier"
 	"github.com/heraldhq/herald/internal/origin"
 	"github.com/heraldhq/herald/internal/protocol"
 	"github.com/heraldhq/herald/internal/session"
@@ -63,6 +64,7 @@ type Server struct {
 	metrics    *metrics.Metrics
 	gather     prometheus.Gatherer // nil when the Registerer is the caller's
 	mux        *http.ServeMux
+	notifier   *notifier.Notifier // nil without webhooks
 
 	nodeID   string
 	clientN  atomic.Uint64
@@ -146,6 +148,12 @@ func New(cfg Config) (*Server, error) {
 		Help: "Channels with subscribers on this node.",
 	}, func() float64 { return float64(len(s.hub.Channels())) }))
 	s.mux = s.routes()
+	if err := s.startWebhooks(reg); err != nil {
+		s.ws.Close()
+		s.hub.Stop()
+		_ = s.broker.Close()
+		return nil, err
+	}
 	if s.adminEnabled() {
 		s.statsStop, s.statsDone = make(chan struct{}), make(chan struct{})
 		go s.reportStats(s.statsStop, s.statsDone)
@@ -395,6 +403,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		}
 		if serr := s.sse.Wait(ctx); serr != nil && err == nil {
 			err = fmt.Errorf("herald: shutdown: %w", serr)
+		}
+		if nerr := s.stopWebhooks(ctx); nerr != nil && err == nil {
+			err = nerr
 		}
 		s.hub.Stop()
 		if cerr := s.broker.Close(); cerr != nil && err == nil {

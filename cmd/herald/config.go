@@ -13,7 +13,7 @@ import (
 )
 
 // secretSettings are printed masked.
-var secretSettings = map[string]bool{"api-key": true, "token-secret": true, "admin-token": true}
+var secretSettings = map[string]bool{"api-key": true, "token-secret": true, "admin-token": true, "webhook-secret": true}
 
 // masked is what herald config prints for a secret; a config file that
 // still holds it is refused.

@@ -50,7 +50,11 @@ func main() {
 	defer stop()
 	if err := run(ctx, os.Args[1:], os.Environ(), os.Stdout, os.Stderr); err != nil {
 		if !errors.Is(err, flag.ErrHelp) { // the load tool's usage, printed already
-			fmt.Fprintln(os.Stderr, "herald:", err)
+			msg := err.Error()
+			if !strings.HasPrefix(msg, "herald: ") { // the library's errors say it already
+				msg = "herald: " + msg
+			}
+			fmt.Fprintln(os.Stderr, msg)
 		}
 		os.Exit(2)
 	}

@@ -66,7 +66,11 @@ type serveFlags struct {
 	HistoryTTL   span   `name:"history-ttl" default:"${history_ttl}" help:"how long messages are kept" group:"brokers"`
 	HistoryBytes count  `default:"${history_bytes}" help:"bytes of history kept in all (memory broker: in this process, least recently published channels dropped first; NATS: the stream's size; Redis: not applied, bound it with maxmemory; 0: no bound)" group:"brokers"`
 
-	Outbox string `help:"PostgreSQL URL (postgres://user:password@host/db, ?search_path=schema for another than public) whose table herald_outbox herald publishes: the rows the app commits, in id order, at least once; one node of a cluster reads at a time" placeholder:"URL" group:"backend"`
+	Webhook         string   `help:"URL the application's webhook endpoint: herald POSTs it signed events (connect, disconnect, subscribe, unsubscribe), at least once, in order per client" placeholder:"URL" group:"backend"`
+	WebhookSecret   string   `help:"secret that signs the webhook events (Herald-Signature); required with --webhook" group:"backend"`
+	WebhookEvents   []string `help:"the webhook event types to send (default: all)" enum:"connect,disconnect,subscribe,unsubscribe,occupied,vacated,undelivered" placeholder:"TYPE" group:"backend"`
+	WebhookRetryFor span     `default:"1h" help:"how long a webhook event the app does not acknowledge is retried, with backoff, before it is dropped" group:"backend"`
+	Outbox          string   `help:"PostgreSQL URL (postgres://user:password@host/db, ?search_path=schema for another than public) whose table herald_outbox herald publishes: the rows the app commits, in id order, at least once; one node of a cluster reads at a time" placeholder:"URL" group:"backend"`
 
 	TLSCert   string `name:"tls-cert" help:"TLS certificate file (PEM, with its chain); with --tls-key, herald serves HTTPS and WSS (HTTP/2 for SSE)" placeholder:"FILE" group:"tls"`
 	TLSKey    string `name:"tls-key" help:"TLS private key file (PEM)" placeholder:"FILE" group:"tls"`
@@ -212,6 +216,12 @@ func (f *serveFlags) settings(namespaces map[string]herald.Namespace, origin fun
 			MaxConnectionsPerIP: int(f.MaxConnectionsPerIP),
 			HandshakeTimeout:    time.Duration(f.HandshakeTimeout),
 			AdminToken:          f.AdminToken,
+			Webhook: herald.Webhook{
+				URL:      f.Webhook,
+				Secret:   f.WebhookSecret,
+				Events:   f.WebhookEvents,
+				RetryFor: time.Duration(f.WebhookRetryFor),
+			},
 		},
 	}
 	if err := s.logLevel.UnmarshalText([]byte(f.LogLevel)); err != nil {
