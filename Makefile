@@ -15,7 +15,7 @@ test: deps vet
 	go test -run=NONE -bench=. -benchtime=1x ./...
 
 deps:
-	@test -d e2e/node_modules/playwright-core || npm ci --prefix e2e --no-audit --no-fund
+	@test -d e2e/node_modules/playwright-core -a -d e2e/node_modules/esbuild || npm ci --prefix e2e --no-audit --no-fund
 
 vet:
 	go vet ./...

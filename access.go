@@ -269,9 +269,7 @@ func (s *Server) admit(w http.ResponseWriter, r *http.Request, transport string)
 		writeHTTPError(w, Errorf(CodeUnavailable, "server is shutting down"))
 		return caller{}, "", false
 	}
-	if !s.origins.Allow(w, r) {
-		s.refusal(r, "origin", "origin not allowed")
-		writeHTTPError(w, Errorf(CodeForbidden, "origin not allowed: add it to --origins (Config.Origins)"))
+	if !s.allowOrigin(w, r) {
 		return caller{}, "", false
 	}
 	c := caller{client: s.newClientID(), transport: transport}
@@ -311,6 +309,21 @@ func (s *Server) refuseClient(w http.ResponseWriter, r *http.Request, err error)
 		w.Header().Set("WWW-Authenticate", `Bearer realm="herald"`)
 	}
 	writeHTTPError(w, pe)
+}
+
+// allowOrigin reports whether r's Origin may go on (origin.Policy.Allow);
+// when it may not, it refuses r with 403 and logs the Origin header and
+// the Host it was not the same as, so that the log says what to add to
+// --origins.
+func (s *Server) allowOrigin(w http.ResponseWriter, r *http.Request) bool {
+	if s.origins.Allow(w, r) {
+		return true
+	}
+	s.metrics.Refusals.WithLabelValues("origin").Inc()
+	s.cfg.Logger.Info("refused", "reason", "origin", "why", "origin not allowed", "origin", r.Header.Get("Origin"),
+		"host", r.Host, "path", r.URL.Path, "remote", r.RemoteAddr)
+	writeHTTPError(w, Errorf(CodeForbidden, "origin not allowed: add it to --origins (Config.Origins)"))
+	return false
 }
 
 // refusal counts and logs a request refused before it was served.

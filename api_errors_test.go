@@ -55,6 +55,23 @@ func TestAPIErrors(t *testing.T) {
 	}
 }
 
+// Error messages are plain text: what is for people reads as it was
+// written, with no \u003c for a "<".
+func TestAPIErrorMessagesArePlain(t *testing.T) {
+	t.Parallel()
+	_, base := newServer(t, herald.Config{APIKey: "k"})
+	r := apiCall(t, "POST", base+"/api/publish", `{"channel":"c","data":1}`)
+	wantAPIError(t, r, http.StatusUnauthorized, "unauthorized")
+	if want := `"message":"missing API key: send Authorization: Bearer <key>"`; !strings.Contains(r.raw, want) {
+		t.Errorf("body %s, want it to hold %s", r.raw, want)
+	}
+	r = apiCall(t, "POST", base+"/api/publish", `{"channel":5,"data":1}`, "Authorization", "Bearer k")
+	wantAPIError(t, r, http.StatusBadRequest, "bad_request")
+	if want := `field "channel": want a string, got number`; r.body["error"].(map[string]any)["message"] != want {
+		t.Errorf("body %s, want the message %s", r.raw, want)
+	}
+}
+
 func TestAPIKey(t *testing.T) {
 	t.Parallel()
 	const key = "s3cret-key"

@@ -29,7 +29,7 @@ type clientConn struct {
 type clientSpec struct {
 	who        caller
 	ip         string // the slot admit took; "" when none
-	transport  string
+	transport  string // ws, raw or sse: the metrics label, and presence's
 	conn       session.Conn
 	mode       session.Mode
 	rawChannel string
@@ -44,7 +44,7 @@ func (s *Server) newClientConn(c clientSpec) *clientConn {
 	sess := session.New(context.Background(), session.Config{
 		Hub:           s.hub,
 		Conn:          c.conn,
-		Client:        broker.ClientInfo{Client: c.who.client, User: c.who.user, Info: c.who.info},
+		Client:        broker.ClientInfo{Client: c.who.client, User: c.who.user, Transport: c.transport, Info: c.who.info},
 		Mode:          c.mode,
 		RawChannel:    c.rawChannel,
 		Policy:        c.policy,

@@ -134,6 +134,13 @@ type Config struct {
 	// /metrics. With a Registerer of yours, serve your Gatherer yourself.
 	Registerer prometheus.Registerer
 
+	// Webhook, once its URL is set, tells the application what happens to
+	// its clients (BACKEND.md, "Webhooks"): signed events, at least once,
+	// in order per client, queued in the broker so that no node's restart
+	// or death loses them. Every broker of herald's has the queue it needs
+	// (broker.Queue).
+	Webhook Webhook
+
 	// TracerProvider, when set, records an OpenTelemetry span for every
 	// publish and, on every node, one for each traced message's fan-out,
 	// which ends at the message's last socket write on that node; the
@@ -145,6 +152,21 @@ type Config struct {
 
 	// Logger receives herald's logs; nil discards them.
 	Logger *slog.Logger
+}
+
+// Webhook configures the webhooks; the zero Webhook sends none.
+type Webhook struct {
+	// URL receives every event, POSTed one a request; Secret signs them
+	// (webhook.Verify checks them), and is required with a URL.
+	URL    string
+	Secret string
+	// Events are the types sent (webhook.Types); nil: all of them.
+	Events []string
+	// Timeout bounds one POST [2s]: no 2xx within it is a failure.
+	Timeout time.Duration
+	// RetryFor is how long a failing event is retried, with backoff from
+	// 1s to 1m between tries, before it is dropped and counted [1h].
+	RetryFor time.Duration
 }
 
 // Namespace holds the rules of channels "NAME:…".
@@ -250,6 +272,18 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.SSERetry == 0 {
 		c.SSERetry = 2 * time.Second
+	}
+	if c.Webhook.URL != "" && c.Webhook.Secret == "" {
+		errs = append(errs, errors.New("Webhook.Secret is required with a Webhook.URL"))
+	}
+	if c.Webhook.Timeout < 0 || c.Webhook.RetryFor < 0 {
+		errs = append(errs, errors.New("Webhook.Timeout and Webhook.RetryFor must not be negative"))
+	}
+	if c.Webhook.Timeout == 0 {
+		c.Webhook.Timeout = 2 * time.Second
+	}
+	if c.Webhook.RetryFor == 0 {
+		c.Webhook.RetryFor = time.Hour
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

@@ -36,6 +36,7 @@ import (
 	"github.com/heraldhq/herald/internal/auth"
 	"github.com/heraldhq/herald/internal/hub"
 	"github.com/heraldhq/herald/internal/metrics"
+	"github.com/heraldhq/herald/internal/notifier"
 	"github.com/heraldhq/herald/internal/origin"
 	"github.com/heraldhq/herald/internal/protocol"
 	"github.com/heraldhq/herald/internal/session"
@@ -63,6 +64,7 @@ type Server struct {
 	metrics    *metrics.Metrics
 	gather     prometheus.Gatherer // nil when the Registerer is the caller's
 	mux        *http.ServeMux
+	notifier   *notifier.Notifier // nil without webhooks
 
 	nodeID   string
 	clientN  atomic.Uint64
@@ -146,6 +148,12 @@ func New(cfg Config) (*Server, error) {
 		Help: "Channels with subscribers on this node.",
 	}, func() float64 { return float64(len(s.hub.Channels())) }))
 	s.mux = s.routes()
+	if err := s.startWebhooks(reg); err != nil {
+		s.ws.Close()
+		s.hub.Stop()
+		_ = s.broker.Close()
+		return nil, err
+	}
 	if s.adminEnabled() {
 		s.statsStop, s.statsDone = make(chan struct{}), make(chan struct{})
 		go s.reportStats(s.statsStop, s.statsDone)
@@ -204,6 +212,17 @@ func (s *Server) countTraffic(transport string) func(in, out int) {
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.requestArrived(r)
 	s.mux.ServeHTTP(w, r)
+}
+
+// Registerer returns where the Server registered its Prometheus
+// collectors: Config.Registerer, or else the registry of its own that it
+// serves on /metrics. Code that runs beside the Server, such as an outbox
+// reader, registers its collectors there to be served with herald's.
+func (s *Server) Registerer() prometheus.Registerer {
+	if r, ok := s.gather.(prometheus.Registerer); ok {
+		return r
+	}
+	return s.cfg.Registerer
 }
 
 // WebSocketHandler serves the JSON protocol (the contract's /ws).
@@ -446,6 +465,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		}
 		if serr := s.sse.Wait(ctx); serr != nil && err == nil {
 			err = fmt.Errorf("herald: shutdown: %w", serr)
+		}
+		if nerr := s.stopWebhooks(ctx); nerr != nil && err == nil {
+			err = nerr
 		}
 		s.hub.Stop()
 		if cerr := s.broker.Close(); cerr != nil && err == nil {

@@ -1,20 +1,19 @@
 package herald_test
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/coder/websocket"
 
 	"github.com/heraldhq/herald"
 	"github.com/heraldhq/herald/heraldtest"
+	"github.com/heraldhq/herald/internal/logtest"
 )
 
 func TestHealthz(t *testing.T) {
@@ -151,37 +150,23 @@ func TestMetricsMove(t *testing.T) {
 	})
 }
 
-// captureHandler keeps the records a server logs.
-type captureHandler struct {
-	mu   sync.Mutex
-	recs []slog.Record
-}
-
-func (h *captureHandler) Enabled(context.Context, slog.Level) bool { return true }
-func (h *captureHandler) WithAttrs([]slog.Attr) slog.Handler       { return h }
-func (h *captureHandler) WithGroup(string) slog.Handler            { return h }
-func (h *captureHandler) Handle(_ context.Context, r slog.Record) error {
-	h.mu.Lock()
-	h.recs = append(h.recs, r)
-	h.mu.Unlock()
-	return nil
-}
-
-// refusals returns the reason of every "refused" line logged at info.
-func (h *captureHandler) refusals() []string {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	var out []string
-	for _, r := range h.recs {
-		if r.Message != "refused" || r.Level != slog.LevelInfo {
-			continue
+// refusals returns the attributes of every "refused" line logged at info,
+// one map per line.
+func refusals(h *logtest.Recorder) []map[string]string {
+	var out []map[string]string
+	for _, r := range h.Records() {
+		if r.Message == "refused" && r.Level == slog.LevelInfo {
+			out = append(out, logtest.Attrs(r))
 		}
-		r.Attrs(func(a slog.Attr) bool {
-			if a.Key == "reason" {
-				out = append(out, a.Value.String())
-			}
-			return true
-		})
+	}
+	return out
+}
+
+// refusalReasons returns the reason of every "refused" line logged at info.
+func refusalReasons(h *logtest.Recorder) []string {
+	var out []string
+	for _, a := range refusals(h) {
+		out = append(out, a["reason"])
 	}
 	return out
 }
@@ -189,8 +174,8 @@ func (h *captureHandler) refusals() []string {
 // Every refusal is one info line with its reason; messages log nothing.
 func TestRefusalsAreLogged(t *testing.T) {
 	t.Parallel()
-	h := &captureHandler{}
-	_, base := newServer(t, herald.Config{Logger: slog.New(h), TokenSecret: tokenSecret, AllowAnonymous: true, MaxSubscriptions: 1})
+	h := logtest.New()
+	_, base := newServer(t, herald.Config{Logger: h.Logger(), TokenSecret: tokenSecret, AllowAnonymous: true, MaxSubscriptions: 1})
 	dialStatusHeader(t, heraldtest.WSURL(base, "/ws"), http.Header{"Origin": {"https://evil.example"}})
 	dialStatus(t, wsWithToken(base, "bad.token.here"))
 	c := dial(t, base)
@@ -201,19 +186,48 @@ func TestRefusalsAreLogged(t *testing.T) {
 	}
 	want := []string{"origin", "unauthorized", "subscription_limit"}
 	heraldtest.WaitFor(t, heraldtest.Timeout, func() error {
-		if got := h.refusals(); len(got) < len(want) {
+		if got := refusalReasons(h); len(got) < len(want) {
 			return fmt.Errorf("refusals logged %v, want at least %d", got, len(want))
 		}
 		return nil
 	})
-	if got := h.refusals(); !slices.Equal(got, want) {
+	if got := refusalReasons(h); !slices.Equal(got, want) {
 		t.Fatalf("refusals logged %v, want %v", got, want)
 	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	for _, r := range h.recs {
+	for _, r := range h.Records() {
 		if r.Level >= slog.LevelInfo && r.Message != "refused" {
 			t.Errorf("unexpected info line: %s", r.Message)
 		}
+	}
+}
+
+// A refusal for the origin names the Origin header and the host it was
+// not the same as, for WebSocket, SSE and SSE's preflight alike: the
+// operator sees what to add to --origins.
+func TestOriginRefusalNamesOrigin(t *testing.T) {
+	t.Parallel()
+	h := logtest.New()
+	_, base := newServer(t, herald.Config{Logger: h.Logger(), Origins: []string{"https://app.example"}})
+	host := strings.TrimPrefix(base, "http://")
+	dialStatusHeader(t, heraldtest.WSURL(base, "/ws"), http.Header{"Origin": {"https://ws.example"}})
+	for method, origin := range map[string]string{http.MethodGet: "https://sse.example", http.MethodOptions: "https://preflight.example"} {
+		resp := apiCall(t, method, base+"/sse?channel=a", "", "Origin", origin)
+		if resp.status != http.StatusForbidden {
+			t.Fatalf("%s /sse from %s: %d %s, want 403", method, origin, resp.status, resp.raw)
+		}
+	}
+	var got []string
+	for _, a := range refusals(h) {
+		if a["reason"] != "origin" {
+			continue
+		}
+		if a["host"] != host {
+			t.Errorf("refusal of %s logged host %q, want %q", a["origin"], a["host"], host)
+		}
+		got = append(got, a["origin"])
+	}
+	slices.Sort(got)
+	if want := []string{"https://preflight.example", "https://sse.example", "https://ws.example"}; !slices.Equal(got, want) {
+		t.Fatalf("origin refusals logged with origins %q, want %q", got, want)
 	}
 }

@@ -3,6 +3,7 @@ package herald_test
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"sort"
 	"strings"
@@ -485,7 +486,9 @@ func TestPresence(t *testing.T) {
 		sort.Slice(out, func(i, j int) bool { return fmt.Sprint(out[i]["client"]) < fmt.Sprint(out[j]["client"]) })
 		return out
 	}
-	entry := func(c *heraldtest.Client) map[string]any { return map[string]any{"client": clientID(c), "user": ""} }
+	entry := func(c *heraldtest.Client) map[string]any {
+		return map[string]any{"client": clientID(c), "user": "", "transport": "ws"}
+	}
 	sorted := func(cs ...*heraldtest.Client) []map[string]any {
 		var out []map[string]any
 		for _, c := range cs {
@@ -526,6 +529,36 @@ func TestPresence(t *testing.T) {
 	}
 }
 
+// Presence and joins say how each client is connected, so that a page can
+// tell a reader of an SSE stream from someone in the conversation.
+func TestPresenceNamesTransport(t *testing.T) {
+	t.Parallel()
+	_, base := newServer(t, herald.Config{Namespaces: map[string]herald.Namespace{"room": {JoinLeave: true}}})
+	watcher := dial(t, base)
+	watcher.MustOK(map[string]any{"op": "subscribe", "channel": "room:1"})
+	dialRaw(t, base, "room:1")
+	waitPresent(t, watcher, "room:1", 2)
+	openSSE(t, nil, base+"/sse?channel=room:1", nil)
+	clients := waitPresent(t, watcher, "room:1", 3)
+
+	byTransport := map[string]int{}
+	for _, c := range clients {
+		byTransport[fmt.Sprint(c.(map[string]any)["transport"])]++
+	}
+	if want := map[string]int{"ws": 1, "raw": 1, "sse": 1}; !maps.Equal(byTransport, want) {
+		t.Fatalf("presence %v: transports %v, want %v", clients, byTransport, want)
+	}
+	var joined []string
+	for len(joined) < 2 {
+		if m := watcher.Next(); m["op"] == "join" && m["client"] != clientID(watcher) {
+			joined = append(joined, fmt.Sprint(m["transport"]))
+		}
+	}
+	if slices.Sort(joined); !slices.Equal(joined, []string{"raw", "sse"}) {
+		t.Fatalf("joins named transports %v, want raw and sse", joined)
+	}
+}
+
 func TestPing(t *testing.T) {
 	t.Parallel()
 	_, base := newServer(t, herald.Config{})
@@ -557,7 +590,7 @@ func TestJoinLeave(t *testing.T) {
 	}
 	a.MustOK(map[string]any{"op": "subscribe", "channel": "room:1"})
 	b.MustOK(map[string]any{"op": "subscribe", "channel": "room:1"})
-	want := map[string]any{"op": "join", "channel": "room:1", "client": clientID(b), "user": ""}
+	want := map[string]any{"op": "join", "channel": "room:1", "client": clientID(b), "user": "", "transport": "ws"}
 	if m := nextEvent(); !equalJSON(m, want) {
 		t.Fatalf("after b subscribed a got %v, want %v", m, want)
 	}

@@ -21,9 +21,7 @@ func (s *Server) SSEHandler() http.Handler {
 			s.serveSSE(w, r)
 			return
 		}
-		if !s.origins.Allow(w, r) {
-			s.metrics.Refusals.WithLabelValues("origin").Inc()
-			writeHTTPError(w, Errorf(CodeForbidden, "origin not allowed: add it to --origins (Config.Origins)"))
+		if !s.allowOrigin(w, r) {
 			return
 		}
 		corsPreflight(w)

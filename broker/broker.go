@@ -147,6 +147,11 @@ type HistoryResult struct {
 type ClientInfo struct {
 	Client string `json:"client"`
 	User   string `json:"user"`
+	// Transport is how the client is connected: "ws" (the JSON protocol
+	// on /ws), "raw" (a raw WebSocket on /ws/{channel}) or "sse" (a
+	// Server-Sent Events stream, which only reads). Empty where whoever
+	// recorded the entry did not say. A Broker keeps it as it keeps User.
+	Transport string `json:"transport,omitempty"`
 	// Info is what the application said of the connection when it let it
 	// in (any JSON value, compact), shown in presence; nil for none.
 	// A PresenceStore keeps it as given and replaces it on every

@@ -113,6 +113,10 @@ type Message struct {
 type Presence struct {
 	Client string `json:"client"`
 	User   string `json:"user"`
+	// Transport is how it is connected: "ws", "raw" (a raw WebSocket) or
+	// "sse" (a stream that only reads); empty from servers that do not
+	// say.
+	Transport string `json:"transport,omitempty"`
 	// Info is what the application said of the connection when it let it
 	// in; nil for none.
 	Info json.RawMessage `json:"info,omitempty"`

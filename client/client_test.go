@@ -75,8 +75,8 @@ func TestPublishSubscribeHistoryPresence(t *testing.T) {
 		t.Fatalf("history %+v, %v", hist, err)
 	}
 	who, err := b.Presence(ctx, "room")
-	if err != nil || len(who) != 1 || who[0].Client != a.ID() {
-		t.Fatalf("presence %+v, %v; want a", who, err)
+	if err != nil || len(who) != 1 || who[0].Client != a.ID() || who[0].Transport != "ws" {
+		t.Fatalf("presence %+v, %v; want a, on ws", who, err)
 	}
 
 	// Errors are the server's, with its code.

@@ -28,11 +28,11 @@ export function launch(extra = []) {
   });
 }
 
-// person opens the chat page at base in a browser context of its own, so
-// that each has its own storage, waits until it is connected, and fails the
-// test on any error in the page except console errors matching ignore.
-export async function person(browser, t, base, { ignore = null } = {}) {
-  const context = await browser.newContext({ viewport: { width: 390, height: 800 } });
+// newPage opens a page in a browser context of its own (its own storage,
+// closed when t ends) and fails the test on any error in the page except
+// console errors matching ignore.
+export async function newPage(browser, t, { ignore = null, viewport = null } = {}) {
+  const context = await browser.newContext(viewport ? { viewport } : {});
   t.after(() => context.close());
   const page = await context.newPage();
   page.setDefaultTimeout(WAIT);
@@ -42,6 +42,13 @@ export async function person(browser, t, base, { ignore = null } = {}) {
     if (m.type() === 'error' && !(ignore && ignore.test(m.text()))) errors.push(m.text() + ' ' + m.location().url);
   });
   t.after(() => assert.deepEqual(errors, [], 'errors in the page'));
+  return page;
+}
+
+// person opens the chat page at base in a page of its own (newPage) and
+// waits until it is connected.
+export async function person(browser, t, base, { ignore = null } = {}) {
+  const page = await newPage(browser, t, { ignore, viewport: { width: 390, height: 800 } });
   await page.goto(base + '/');
   await connected(page, WAIT);
   return page;

@@ -97,6 +97,24 @@ test('the live feed shows what the room says, as it comes', { timeout: 60_000 },
   await ann.locator('#messages .msg', { hasText: hi }).waitFor();
 });
 
+test('a live feed is nobody in the room: the Here list leaves SSE streams out', { timeout: 60_000 }, async (t) => {
+  const room = 'here-' + token();
+  const [ann, ben] = [await open(browser, t, base), await open(browser, t, base)];
+  const names = async (page) => (await page.locator('#who li').allTextContents()).sort();
+
+  await join(ann, 'Ann', room);
+  await openFeed(ann); // Ann's own stream joins the room
+  // Ben comes after it: his list starts from a snapshot that holds Ann's
+  // stream, and Ann hears of him after she heard of her stream.
+  await join(ben, 'Ben', room);
+  await ann.locator('#who li', { hasText: 'Ben' }).waitFor();
+  await ben.locator('#who li', { hasText: 'Ann' }).waitFor();
+  assert.deepEqual(await names(ann), ['Ann (you)', 'Ben']);
+  assert.deepEqual(await names(ben), ['Ann', 'Ben (you)']);
+  assert.equal(await ann.textContent('#count'), '(2)');
+  assert.equal(await ben.textContent('#count'), '(2)');
+});
+
 test('the feed resumes where it left off, and says when it cannot', { timeout: 60_000 }, async (t) => {
   const room = 'feed-' + token();
   const channel = 'chat:' + room;

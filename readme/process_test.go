@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"syscall"
 	"testing"
@@ -20,11 +21,16 @@ const pollEvery = 50 * time.Millisecond
 // it is killed.
 const stopWithin = 10 * time.Second
 
-// process is a command the test started in a process group of its own, so
-// that what it starts in turn (go run's build of herald, Chromium) is
-// stopped with it.
+// process is a command the test started, under a supervisor of its own:
+// the test binary run again (superviseArg), the leader of a new process
+// group in which it runs the command, so that what the command starts in
+// turn (go run's build of herald, Chromium) is stopped with it. The
+// supervisor reads its stdin, a pipe only the test holds open: when the
+// test closes it (stop), or dies without cleaning up (a -timeout, Ctrl-C,
+// a crash), the supervisor stops the group.
 type process struct {
 	cmd    *exec.Cmd
+	hold   *os.File      // the pipe's end the supervisor waits on
 	stdout file          // what it writes, readable while it runs
 	stderr file          // likewise
 	done   chan struct{} // closed once it has exited
@@ -44,9 +50,13 @@ func (f file) String() string {
 // when the test ends.
 func start(t *testing.T, dir string, env []string, name string, args ...string) *process {
 	t.Helper()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
 	out := t.TempDir()
 	p := &process{
-		cmd:    exec.Command(name, args...),
+		cmd:    exec.Command(self, append([]string{superviseArg, name}, args...)...),
 		stdout: file(filepath.Join(out, "stdout")),
 		stderr: file(filepath.Join(out, "stderr")),
 		done:   make(chan struct{}),
@@ -64,7 +74,14 @@ func start(t *testing.T, dir string, env []string, name string, args ...string) 
 		defer w.Close() // the process has its own copy once started
 		*f.to = w
 	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close() // the supervisor's, once started
+	p.cmd.Stdin, p.hold = r, w
 	if err := p.cmd.Start(); err != nil {
+		w.Close()
 		t.Fatalf("start %s: %v", name, err)
 	}
 	go func() {
@@ -75,19 +92,63 @@ func start(t *testing.T, dir string, env []string, name string, args ...string) 
 	return p
 }
 
-// stop sends SIGINT to the process group, as Ctrl-C in a terminal would,
-// and SIGKILL if its leader has not exited within stopWithin; it returns
-// once the leader has exited. (SIGTERM would end go run at once, before
-// the herald it started, leaving its build directory behind.)
+// stop has the supervisor stop the process group and returns once the
+// supervisor has exited; should it not, it kills the group.
 func (p *process) stop() {
-	pgid := p.cmd.Process.Pid
-	_ = syscall.Kill(-pgid, syscall.SIGINT) // the group may be gone already
+	_ = p.hold.Close()
 	select {
 	case <-p.done:
-	case <-time.After(stopWithin):
-		_ = syscall.Kill(-pgid, syscall.SIGKILL)
+	case <-time.After(stopWithin + 5*time.Second):
+		_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL) // the group may be gone already
 		<-p.done
 	}
+}
+
+// superviseArg, as the test binary's first argument, makes it the
+// supervisor of the command that follows (see process).
+const superviseArg = "-readme.supervise"
+
+// TestMain runs the test binary as a supervisor when it is started as
+// one, and the tests otherwise.
+func TestMain(m *testing.M) {
+	if len(os.Args) > 2 && os.Args[1] == superviseArg {
+		os.Exit(supervise(os.Args[2], os.Args[3:]))
+	}
+	os.Exit(m.Run())
+}
+
+// supervise runs name with args in its own process group, of which it is
+// the leader, and exits as it exits. When its stdin ends — the test
+// closed it, or is gone — it sends the group SIGINT, as Ctrl-C in a
+// terminal would, and SIGKILL if the command has not exited within
+// stopWithin. (SIGTERM would end go run at once, before the herald it
+// started, leaving its build directory behind.)
+func supervise(name string, args []string) int {
+	signal.Notify(make(chan os.Signal, 1), os.Interrupt) // the group's SIGINT is for the command; this waits for it
+	cmd := exec.Command(name, args...)
+	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	if err := cmd.Start(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 127
+	}
+	exited := make(chan struct{})
+	go func() {
+		_, _ = io.Copy(io.Discard, os.Stdin)
+		group := -os.Getpid()
+		_ = syscall.Kill(group, syscall.SIGINT)
+		select {
+		case <-exited:
+		case <-time.After(stopWithin):
+			_ = syscall.Kill(group, syscall.SIGKILL)
+		}
+	}()
+	err := cmd.Wait()
+	close(exited)
+	if code := cmd.ProcessState.ExitCode(); code >= 0 {
+		return code
+	}
+	fmt.Fprintln(os.Stderr, err) // killed by a signal
+	return 1
 }
 
 // exited reports whether the process has exited.

@@ -21,7 +21,9 @@ package readme_test
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -38,11 +40,9 @@ import (
 	"github.com/heraldhq/herald/client"
 )
 
-// The values the README's sh lines find in their environment.
-const (
-	apiKey = "readme-api-key"      // $HERALD_API_KEY: the quick start's server requires it
-	secret = "readme-token-secret" // $SECRET: the servers' token secret; $TOKEN is signed with it
-)
+// secret is $SECRET, which the README's sh lines find in their
+// environment: the servers' token secret; $TOKEN is signed with it.
+const secret = "readme-token-secret"
 
 // readmeURL is where the README's quick start serves.
 const readmeURL = "http://localhost:8080"
@@ -97,16 +97,7 @@ func lineChecks() map[string]lineCheck {
 			},
 			background: true,
 			within:     3 * time.Minute, // go run builds herald first
-			ready: func(*harness, string) error {
-				if err := healthy(readmeURL); err != nil {
-					return err
-				}
-				// The API key is required, even from loopback.
-				if status, err := apiPublish(readmeURL, "", "news", "no key"); err != nil || status != http.StatusUnauthorized {
-					return fmt.Errorf("a publish without the API key: %d %v, want 401", status, err)
-				}
-				return nil
-			},
+			ready:      func(h *harness, _ string) error { return h.quickStartReady() },
 		},
 
 		// From a back end: the server API.
@@ -122,7 +113,7 @@ func lineChecks() map[string]lineCheck {
 			ready: func(h *harness, out string) error {
 				// Ready once it prints a message published after it started.
 				probe := fmt.Sprintf("probe-%d", h.probes.Add(1))
-				if status, err := apiPublish(readmeURL, apiKey, "news", probe); err != nil || status != http.StatusOK {
+				if status, err := apiPublish(h.base, h.apiKey, "news", probe); err != nil || status != http.StatusOK {
 					return fmt.Errorf("publish: %d %v", status, err)
 				}
 				if !strings.Contains(out, "news probe-") {
@@ -204,6 +195,8 @@ func lineChecks() map[string]lineCheck {
 // harness is what the README's lines share.
 type harness struct {
 	t          *testing.T          // TestREADME's: background lines stop when it ends
+	base       string              // the quick start's server: readmeURL
+	apiKey     string              // $HERALD_API_KEY, this run's own: the quick start's server requires it
 	root       string              // the repository root
 	bin        string              // the directory of the herald binary built for the test
 	env        []string            // every line's environment
@@ -239,10 +232,10 @@ func TestREADME(t *testing.T) {
 		ln.Close()
 	}
 
-	h := &harness{t: t, root: root, bin: buildHerald(t, root), bg: map[string]*process{}, secondAddr: freeAddr(t)}
+	h := &harness{t: t, base: readmeURL, apiKey: newAPIKey(t), root: root, bin: buildHerald(t, root), bg: map[string]*process{}, secondAddr: freeAddr(t)}
 	h.env = append(withoutHerald(os.Environ()),
 		"PATH="+h.bin+string(os.PathListSeparator)+os.Getenv("PATH"),
-		"HERALD_API_KEY="+apiKey,
+		"HERALD_API_KEY="+h.apiKey,
 		"SECRET="+secret,
 	)
 	tok, err := exec.Command(filepath.Join(h.bin, "herald"), "token", "--token-secret", secret, "--user", "ann").Output()
@@ -384,6 +377,34 @@ func (h *harness) run(t *testing.T, c command, chk lineCheck) error {
 		}
 	}
 	return nil
+}
+
+// quickStartReady returns nil once the quick start's server answers at
+// h.base and is the one this run started: it refuses a publish without
+// the API key, even from loopback, and takes one with this run's key.
+// Another herald on the port (another run of this test, a server left
+// running) refuses the key: it must not pass for this run's, whose own
+// then fails to listen and exits, with the reason in its output.
+func (h *harness) quickStartReady() error {
+	if err := healthy(h.base); err != nil {
+		return err
+	}
+	if status, err := apiPublish(h.base, "", "news", "no key"); err != nil || status != http.StatusUnauthorized {
+		return fmt.Errorf("a publish without the API key: %d %v, want 401", status, err)
+	}
+	if status, err := apiPublish(h.base, h.apiKey, "news", "this run's key"); err != nil || status != http.StatusOK {
+		return fmt.Errorf("the herald at %s refuses this run's API key (%d %v): it is not the server this line started", h.base, status, err)
+	}
+	return nil
+}
+
+// newAPIKey returns an API key of this run's own.
+func newAPIKey(t *testing.T) string {
+	b := make([]byte, 12)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return "readme-" + hex.EncodeToString(b)
 }
 
 // buildHerald builds ./cmd/herald into a temporary directory and returns

@@ -219,7 +219,7 @@ func (h *harness) browser(t *testing.T) {
 	if _, err := os.Stat("/usr/bin/chromium"); err != nil && os.Getenv("CHROMIUM") == "" {
 		t.Fatalf("Chromium is not installed (Debian package chromium; .ci/run installs it): %v", err)
 	}
-	env := append(withoutHerald(os.Environ()), "HERALD_URL="+readmeURL, "HERALD_API_KEY="+apiKey, "HERALD_TOKEN="+h.token)
+	env := append(withoutHerald(os.Environ()), "HERALD_URL="+h.base, "HERALD_API_KEY="+h.apiKey, "HERALD_TOKEN="+h.token)
 	p := start(t, h.root, env, "node", "--test", filepath.Join("e2e", "readme.test.mjs"))
 	if err := p.wait(2 * time.Minute); err != nil {
 		t.Fatalf("the README's html and js blocks in Chromium: %v", err)

@@ -10,7 +10,7 @@ const ROOM = /^[A-Za-z0-9_\-.:@=,]{1,64}$/; // channel-name characters
 
 const herald = new Herald();
 const names = new Map(); // client id → name, learned from messages
-const present = new Map(); // client id → user id, of the current room
+const present = new Map(); // client id → user id, of the current room's members
 const shown = new Set(); // offsets already on screen
 let sub = null;
 let me = '';
@@ -109,8 +109,13 @@ function presenceEvent(op, m) {
   renderWho();
 }
 
+// member reports whether a presence entry is someone in the room: an SSE
+// stream (a live feed, this page's own included) only reads, so the list
+// leaves it out.
+const member = (c) => c.transport !== 'sse';
+
 function applyPresence(op, m) {
-  if (op === 'join') present.set(m.client, m.user);
+  if (op === 'join' && member(m)) present.set(m.client, m.user);
   else present.delete(m.client);
 }
 
@@ -122,7 +127,7 @@ async function refreshWho(s) {
     const clients = await s.presence();
     if (sub !== s) return;
     present.clear();
-    for (const c of clients) present.set(c.client, c.user);
+    for (const c of clients) if (member(c)) present.set(c.client, c.user);
     for (const [op, m] of events) applyPresence(op, m);
     renderWho();
   } catch (e) {

@@ -22,8 +22,10 @@ func TestChatPageInChromium(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := os.Stat(filepath.Join(e2e, "node_modules", "playwright-core")); err != nil {
-		t.Fatalf("playwright-core is not installed: run `npm ci --prefix e2e` (make test does): %v", err)
+	for _, dep := range []string{"playwright-core", "esbuild"} {
+		if _, err := os.Stat(filepath.Join(e2e, "node_modules", dep)); err != nil {
+			t.Fatalf("%s is not installed: run `npm ci --prefix e2e` (make test does): %v", dep, err)
+		}
 	}
 	if _, err := os.Stat("/usr/bin/chromium"); err != nil {
 		t.Fatalf("Chromium is not installed (Debian package chromium; .ci/run installs it): %v", err)

@@ -490,7 +490,7 @@ func testJoinLeave(t *testing.T, e *env) {
 		t.Fatalf("PublishLeave unsubscribed: %v", err)
 	}
 	e.subscribe(ch)
-	c := broker.ClientInfo{Client: "c1", User: "u1"}
+	c := broker.ClientInfo{Client: "c1", User: "u1", Transport: "sse"}
 	if err := e.b.PublishJoin(e.ctx, ch, c); err != nil {
 		t.Fatalf("PublishJoin: %v", err)
 	}
@@ -545,8 +545,8 @@ func testPresence(t *testing.T, e *env) {
 	if got := list(); len(got) != 0 {
 		t.Fatalf("Presence of an unused channel = %v, want none", got)
 	}
-	a := broker.ClientInfo{Client: "a", User: "alice"}
-	b := broker.ClientInfo{Client: "b", User: ""}
+	a := broker.ClientInfo{Client: "a", User: "alice", Transport: "ws"}
+	b := broker.ClientInfo{Client: "b", User: "", Transport: "sse"}
 	for _, c := range []broker.ClientInfo{a, b, a} {
 		if err := ps.AddPresence(e.ctx, ch, c); err != nil {
 			t.Fatalf("AddPresence(%v): %v", c, err)

@@ -61,6 +61,8 @@ type Broker struct {
 	closed   bool
 	stop     chan struct{}
 	done     chan struct{}
+
+	queues queues // the work queues (broker.Queue)
 }
 
 type channel struct {

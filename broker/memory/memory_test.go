@@ -18,6 +18,10 @@ func TestBroker(t *testing.T) {
 	brokertest.Run(t, func(*testing.T) broker.Broker { return memory.New() })
 }
 
+func TestQueue(t *testing.T) {
+	brokertest.RunQueue(t, func(*testing.T) broker.Broker { return memory.New() }, false)
+}
+
 // start returns a started broker with the given history budget, closed
 // when t ends.
 func start(t *testing.T, budget int64, h broker.Handler) *memory.Broker {

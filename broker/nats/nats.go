@@ -10,7 +10,9 @@
 //     republishes it (RePublish) to p.live.t as soon as it is stored;
 //   - join and leave events are published to p.live.t directly;
 //   - key-value bucket "p-presence" holds one key t.c<base64url(client)>
-//     per present client, expiring after Config.PresenceTTL.
+//     per present client, expiring after Config.PresenceTTL;
+//   - streams "p-queue-items" and "p-queue-keys" hold the work queues
+//     (broker.Queue), made when a queue is first used: see queue.go.
 //
 // The server must be NATS 2.9 or later with JetStream enabled (RePublish and
 // the expected-last-subject-sequence check).
@@ -119,7 +121,8 @@ type Config struct {
 	// reconnect after losing the server; it retries forever. Zero means 2s;
 	// lower it to notice a server that came back sooner.
 	ReconnectWait time.Duration
-	// Logger receives connection events; nil discards them.
+	// Logger receives connection events and nats.go's asynchronous errors;
+	// nil discards them.
 	Logger *slog.Logger
 }
 
@@ -157,8 +160,9 @@ type Broker struct {
 	cfg Config
 	log *slog.Logger
 
-	// Lock order: mu, then channel.mu. pubMu and chain.mu are taken alone.
-	mu       sync.Mutex // guards handler, nc, js, stream, kv, epoch, channels, closed
+	// Lock order: mu, then channel.mu; queueMu, then mu. pubMu and
+	// chain.mu are taken alone.
+	mu       sync.Mutex // guards handler, nc, js, stream, kv, qstreams, epoch, channels, closed
 	handler  broker.Handler
 	nc       *natsgo.Conn
 	js       jetstream.JetStream
@@ -168,7 +172,9 @@ type Broker struct {
 	channels map[string]*channel // subscribed channels
 	seen     *watermark.Table    // newest offset seen per recent channel
 	closed   bool
+	qstreams *queueStreams // nil until a queue is first used, and after a reconnection
 
+	queueMu  sync.Mutex // one making of the queue streams at a time
 	ensureMu sync.Mutex // one ensureState at a time
 
 	pubMu  sync.Mutex
@@ -273,6 +279,19 @@ func (b *Broker) Start(ctx context.Context, h broker.Handler) error {
 		natsgo.DisconnectErrHandler(func(_ *natsgo.Conn, err error) {
 			b.log.Warn("nats broker: disconnected", "err", err)
 		}),
+		// Errors nats.go gets asynchronously (a publish or subscription
+		// the server refused, a slow consumer) go to the logger, not to
+		// its default handler, which writes them to stderr.
+		natsgo.ErrorHandler(func(_ *natsgo.Conn, sub *natsgo.Subscription, err error) {
+			if sub != nil {
+				b.log.Warn("nats broker: server error", "err", err, "subject", sub.Subject)
+				return
+			}
+			b.log.Warn("nats broker: server error", "err", err)
+		}),
+		natsgo.LameDuckModeHandler(func(*natsgo.Conn) {
+			b.log.Info("nats broker: the server is shutting down (lame duck mode)")
+		}),
 		natsgo.ReconnectHandler(func(*natsgo.Conn) {
 			b.log.Info("nats broker: reconnected")
 			// The server may have come back without the stream and the
@@ -364,6 +383,7 @@ func (b *Broker) ensureState() {
 		if err == nil {
 			b.mu.Lock()
 			b.stream, b.kv = stream, kv
+			b.qstreams = nil // made again on next use
 			b.mu.Unlock()
 			return
 		}
@@ -685,9 +705,7 @@ func (b *Broker) Publish(ctx context.Context, name string, p broker.Publication,
 		}
 		ack, err := js.PublishMsg(ctx, m, jetstream.WithExpectLastSequencePerSubject(ch.lastSeq))
 		if err != nil {
-			var apiErr *jetstream.APIError
-			if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
-				apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
+			if isSequenceConflict(err) {
 				ch.known = false // another node published: read the chain's head again
 				continue
 			}
@@ -700,6 +718,14 @@ func (b *Broker) Publish(ctx context.Context, name string, p broker.Publication,
 		return off, nil
 	}
 	return broker.Offset{}, fmt.Errorf("nats broker: publish %s: %d sequence conflicts in a row", name, maxPublishAttempts)
+}
+
+// isSequenceConflict reports whether err is a publish refused by the
+// expected-last-subject-sequence check.
+func isSequenceConflict(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
 }
 
 // readHead sets ch from the channel's last stored message. A new epoch
@@ -726,8 +752,6 @@ func (b *Broker) readHead(ctx context.Context, stream jetstream.Stream, name, su
 	ch.known = true
 	return nil
 }
-
-// newEpoch returns a random epoch name.
 
 // History reads the channel's history: the messages its latest
 // HistoryOptions still keep, oldest first. The zero cursor walks the

@@ -30,7 +30,7 @@ func serverURL() string {
 	return "nats://127.0.0.1:4222"
 }
 
-// newPrefix returns a prefix unique to this run and deletes its stream and
+// newPrefix returns a prefix unique to this run and deletes its streams and
 // bucket when t ends (after the brokers using it are closed).
 func newPrefix(t *testing.T) string {
 	t.Helper()
@@ -53,6 +53,8 @@ func newPrefix(t *testing.T) string {
 		for _, del := range []func() error{
 			func() error { return js.DeleteStream(ctx, prefix+"-history") },
 			func() error { return js.DeleteKeyValue(ctx, prefix+"-presence") },
+			func() error { return js.DeleteStream(ctx, prefix+"-queue-items") },
+			func() error { return js.DeleteStream(ctx, prefix+"-queue-keys") },
 		} {
 			if err := del(); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) && !errors.Is(err, jetstream.ErrBucketNotFound) {
 				t.Errorf("cleanup of %s: %v", prefix, err)
@@ -73,6 +75,25 @@ func newBroker(t *testing.T, prefix string) *nats.Broker {
 
 func TestBroker(t *testing.T) {
 	brokertest.Run(t, func(t *testing.T) broker.Broker { return newBroker(t, newPrefix(t)) })
+}
+
+func TestQueue(t *testing.T) {
+	// The brokers of one subtest share a prefix: they are nodes of one
+	// cluster.
+	var (
+		mu       sync.Mutex
+		prefixes = map[*testing.T]string{}
+	)
+	brokertest.RunQueue(t, func(t *testing.T) broker.Broker {
+		mu.Lock()
+		p, ok := prefixes[t]
+		if !ok {
+			p = newPrefix(t)
+			prefixes[t] = p
+		}
+		mu.Unlock()
+		return newBroker(t, p)
+	}, true)
 }
 
 func TestStartUnreachable(t *testing.T) {

@@ -19,16 +19,18 @@ type ownServer struct {
 	t    *testing.T
 	port int
 	dir  string
+	args []string // more nats-server arguments
 	cmd  *exec.Cmd
 }
 
-func newOwnServer(t *testing.T) *ownServer {
+// newOwnServer starts a nats-server with JetStream, and args.
+func newOwnServer(t *testing.T, args ...string) *ownServer {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &ownServer{t: t, port: l.Addr().(*net.TCPAddr).Port, dir: t.TempDir()}
+	s := &ownServer{t: t, port: l.Addr().(*net.TCPAddr).Port, dir: t.TempDir(), args: args}
 	_ = l.Close()
 	s.start()
 	t.Cleanup(s.kill)
@@ -39,7 +41,7 @@ func (s *ownServer) url() string { return "nats://127.0.0.1:" + strconv.Itoa(s.p
 
 func (s *ownServer) start() {
 	s.t.Helper()
-	s.cmd = exec.Command("nats-server", "-a", "127.0.0.1", "-p", strconv.Itoa(s.port), "-js", "-sd", s.dir)
+	s.cmd = exec.Command("nats-server", append([]string{"-a", "127.0.0.1", "-p", strconv.Itoa(s.port), "-js", "-sd", s.dir}, s.args...)...)
 	if err := s.cmd.Start(); err != nil {
 		s.t.Fatalf("start nats-server (it must be on PATH): %v", err)
 	}
@@ -73,22 +75,34 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-// A server restarted with an empty store has neither the stream nor the
-// presence bucket: the broker makes them again once it reconnects, and
-// publishing, history and presence work without a restart of the node.
-func TestServerRestartedEmpty(t *testing.T) {
-	s := newOwnServer(t)
-	b, err := nats.New(nats.Config{URL: s.url(), Prefix: "empty", DialTimeout: time.Second, ReconnectWait: 50 * time.Millisecond})
+// startBroker starts a broker on cfg, closed when t ends.
+func startBroker(t *testing.T, cfg nats.Config) *nats.Broker {
+	t.Helper()
+	b, err := nats.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx := context.Background()
-	if err := b.Start(ctx, &handler{}); err != nil {
+	if err := b.Start(context.Background(), &handler{}); err != nil {
 		t.Fatal(err)
 	}
-	defer b.Close()
+	t.Cleanup(func() { _ = b.Close() })
+	return b
+}
+
+// A server restarted with an empty store has neither the stream, the
+// presence bucket nor the queue streams: the broker makes them again once
+// it reconnects (the queue streams when a queue is next used), and
+// publishing, history, presence and queues work without a restart of the
+// node.
+func TestServerRestartedEmpty(t *testing.T) {
+	s := newOwnServer(t)
+	b := startBroker(t, nats.Config{URL: s.url(), Prefix: "empty", DialTimeout: time.Second, ReconnectWait: 50 * time.Millisecond})
+	ctx := context.Background()
 	opts := broker.HistoryOptions{Size: 10}
 	if _, err := b.Publish(ctx, "c", broker.Publication{Data: []byte(`1`)}, opts); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Push(ctx, "q", "k", []byte("lost")); err != nil {
 		t.Fatal(err)
 	}
 
@@ -102,6 +116,7 @@ func TestServerRestartedEmpty(t *testing.T) {
 	waitUntil(t, "a publish succeeds after the restart", func() bool {
 		pctx, cancel := context.WithTimeout(ctx, time.Second)
 		defer cancel()
+		var err error
 		off, err = b.Publish(pctx, "c", broker.Publication{Data: []byte(`2`)}, opts)
 		return err == nil
 	})
@@ -115,5 +130,17 @@ func TestServerRestartedEmpty(t *testing.T) {
 	c := broker.ClientInfo{Client: "x", User: "u"}
 	if err := b.AddPresence(ctx, "c", c); err != nil {
 		t.Fatalf("presence after the restart: %v", err)
+	}
+	waitUntil(t, "a push succeeds after the restart", func() bool {
+		pctx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		return b.Push(pctx, "q", "k", []byte("kept")) == nil
+	})
+	items, err := b.Take(ctx, "q", 10, time.Minute)
+	if err != nil {
+		t.Fatalf("Take after the restart: %v", err)
+	}
+	if len(items) != 1 || string(items[0].Data) != "kept" {
+		t.Fatalf("Take after the restart: %+v, want only the item pushed since", items)
 	}
 }

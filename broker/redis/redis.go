@@ -71,7 +71,8 @@ type Config struct {
 	// caller must add it again before then. It bounds how long the clients
 	// of a crashed node stay listed. Zero means 60s.
 	PresenceTTL time.Duration
-	// Logger receives errors of the receive loop. Nil discards them.
+	// Logger receives errors of the receive loop. Nil discards them. The
+	// lines of go-redis itself go where SetLibraryLogger sends them.
 	Logger *slog.Logger
 }
 
@@ -397,11 +398,11 @@ func (b *Broker) deliver(topic, payload string) {
 			h.HandleMessage(m)
 			return
 		}
-	case payload[0] == 'j' && len(fields) == 2:
-		h.HandleJoin(channel, broker.ClientInfo{Client: fields[0], User: fields[1]})
+	case payload[0] == 'j' && (len(fields) == 2 || len(fields) == 3):
+		h.HandleJoin(channel, presenceEvent(fields))
 		return
-	case payload[0] == 'l' && len(fields) == 2:
-		h.HandleLeave(channel, broker.ClientInfo{Client: fields[0], User: fields[1]})
+	case payload[0] == 'l' && (len(fields) == 2 || len(fields) == 3):
+		h.HandleLeave(channel, presenceEvent(fields))
 		return
 	default:
 		err = errors.New("unknown payload")
@@ -437,6 +438,42 @@ func decodeMessage(channel string, f []string) (broker.Message, error) {
 		Time:    time.UnixMicro(us),
 		Trace:   trace,
 	}, nil
+}
+
+// presenceEvent reads the fields of a join or leave: client, user and
+// transport (which nodes before it was kept leave out).
+func presenceEvent(fields []string) broker.ClientInfo {
+	c := broker.ClientInfo{Client: fields[0], User: fields[1]}
+	if len(fields) == 3 {
+		c.Transport = fields[2]
+	}
+	return c
+}
+
+// presenceValue is what the users hash holds for a client: its user and
+// transport, and its info when it has one, as netstrings.
+func presenceValue(c broker.ClientInfo) string {
+	v := netstring(c.User) + netstring(c.Transport)
+	if len(c.Info) > 0 {
+		v += netstring(string(c.Info))
+	}
+	return v
+}
+
+// parsePresenceValue reads a presenceValue into c: two netstrings, or
+// three with the client's info. A value that is neither was written by a
+// node before transports were kept: it is the user alone.
+func parsePresenceValue(c *broker.ClientInfo, v string) {
+	f, err := splitNetstrings(v)
+	switch {
+	case err == nil && len(f) == 3:
+		c.Info = json.RawMessage(f[2])
+		fallthrough
+	case err == nil && len(f) == 2:
+		c.User, c.Transport = f[0], f[1]
+	default:
+		c.User = v
+	}
 }
 
 // splitNetstrings splits "LEN:VALUE" items written back to back.
@@ -600,7 +637,7 @@ func (b *Broker) PublishLeave(ctx context.Context, channel string, c broker.Clie
 }
 
 func (b *Broker) publishPresence(ctx context.Context, kind, channel string, c broker.ClientInfo) error {
-	payload := kind + netstring(c.Client) + netstring(c.User)
+	payload := kind + netstring(c.Client) + netstring(c.User) + netstring(c.Transport)
 	if err := b.client.Publish(ctx, b.topic(channel), payload).Err(); err != nil {
 		return b.wrap(ctx, "presence event on "+strconv.Quote(channel), err)
 	}
@@ -610,39 +647,38 @@ func (b *Broker) publishPresence(ctx context.Context, kind, channel string, c br
 // AddPresence lists c in channel for PresenceTTL; adding it again renews
 // that.
 func (b *Broker) AddPresence(ctx context.Context, channel string, c broker.ClientInfo) error {
-	err := presenceAddScript.Run(ctx, b.client, b.presenceKeys(channel),
-		c.Client, c.User, max(b.presenceTTL.Milliseconds(), 1), string(c.Info),
+	err := presenceAddScript.Run(ctx, b.client,
+		[]string{b.key(channel, "presence"), b.key(channel, "users")},
+		c.Client, presenceValue(c), max(b.presenceTTL.Milliseconds(), 1),
 	).Err()
 	return b.wrap(ctx, "add presence in "+strconv.Quote(channel), err)
 }
 
 // RemovePresence forgets c in channel.
 func (b *Broker) RemovePresence(ctx context.Context, channel string, c broker.ClientInfo) error {
-	err := presenceRemoveScript.Run(ctx, b.client, b.presenceKeys(channel), c.Client).Err()
+	err := presenceRemoveScript.Run(ctx, b.client,
+		[]string{b.key(channel, "presence"), b.key(channel, "users")},
+		c.Client,
+	).Err()
 	return b.wrap(ctx, "remove presence in "+strconv.Quote(channel), err)
 }
 
 // Presence lists channel's clients whose PresenceTTL has not run out, in no
 // particular order.
 func (b *Broker) Presence(ctx context.Context, channel string) ([]broker.ClientInfo, error) {
-	res, err := presenceListScript.Run(ctx, b.client, b.presenceKeys(channel)).StringSlice()
+	res, err := presenceListScript.Run(ctx, b.client,
+		[]string{b.key(channel, "presence"), b.key(channel, "users")},
+	).StringSlice()
 	if err != nil {
 		return nil, b.wrap(ctx, "presence in "+strconv.Quote(channel), err)
 	}
-	out := make([]broker.ClientInfo, 0, len(res)/3)
-	for i := 0; i+2 < len(res); i += 3 {
-		c := broker.ClientInfo{Client: res[i], User: res[i+1]}
-		if res[i+2] != "" {
-			c.Info = json.RawMessage(res[i+2])
-		}
+	out := make([]broker.ClientInfo, 0, len(res)/2)
+	for i := 0; i+1 < len(res); i += 2 {
+		c := broker.ClientInfo{Client: res[i]}
+		parsePresenceValue(&c, res[i+1])
 		out = append(out, c)
 	}
 	return out, nil
-}
-
-// presenceKeys are the keys of channel's presence scripts.
-func (b *Broker) presenceKeys(channel string) []string {
-	return []string{b.key(channel, "presence"), b.key(channel, "users"), b.key(channel, "info")}
 }
 
 // wrap adds context to err. Errors that mean Redis cannot serve us

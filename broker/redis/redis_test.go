@@ -8,8 +8,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -22,6 +24,7 @@ import (
 	"github.com/heraldhq/herald/broker"
 	"github.com/heraldhq/herald/broker/brokertest"
 	"github.com/heraldhq/herald/broker/redis"
+	"github.com/heraldhq/herald/internal/logtest"
 )
 
 // serverURL is the Redis the tests use: HERALD_TEST_REDIS (host:port) or
@@ -81,6 +84,25 @@ func TestBroker(t *testing.T) {
 	brokertest.Run(t, func(t *testing.T) broker.Broker {
 		return newBroker(t, redis.Config{URL: serverURL(), Prefix: testPrefix(t)})
 	})
+}
+
+func TestQueue(t *testing.T) {
+	// The brokers of one subtest share a prefix: they are nodes of one
+	// cluster.
+	var (
+		mu       sync.Mutex
+		prefixes = map[*testing.T]string{}
+	)
+	brokertest.RunQueue(t, func(t *testing.T) broker.Broker {
+		mu.Lock()
+		p, ok := prefixes[t]
+		if !ok {
+			p = testPrefix(t)
+			prefixes[t] = p
+		}
+		mu.Unlock()
+		return newBroker(t, redis.Config{URL: serverURL(), Prefix: p})
+	}, true)
 }
 
 // collector is a Handler that keeps the messages it is given.
@@ -219,6 +241,53 @@ func TestPresenceExpires(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// Presence entries and joins written by nodes from before transports were
+// kept (the user alone) still read, with no transport.
+func TestPresenceFromOlderNodes(t *testing.T) {
+	prefix := testPrefix(t)
+	b := newBroker(t, redis.Config{URL: serverURL(), Prefix: prefix})
+	defer b.Close()
+	ctx := context.Background()
+	rec := &presenceRecorder{joins: make(chan broker.ClientInfo, 1)}
+	if err := b.Start(ctx, rec); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Subscribe(ctx, "c"); err != nil {
+		t.Fatal(err)
+	}
+	admin := adminClient(t)
+	// As an older node's presenceAddScript and publishPresence did.
+	if err := admin.ZAdd(ctx, prefix+"{c}:presence", goredis.Z{Score: float64(time.Now().Add(time.Minute).UnixMilli()), Member: "old"}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := admin.HSet(ctx, prefix+"{c}:users", "old", "4:ann,").Err(); err != nil { // a user that looks like a netstring
+		t.Fatal(err)
+	}
+	if err := admin.Publish(ctx, prefix+"ch:c", "j3:old3:ann").Err(); err != nil {
+		t.Fatal(err)
+	}
+	cs, err := b.Presence(ctx, "c")
+	if want := (broker.ClientInfo{Client: "old", User: "4:ann,"}); err != nil || len(cs) != 1 || !reflect.DeepEqual(cs[0], want) {
+		t.Fatalf("Presence = %v, %v; want [%v]", cs, err, want)
+	}
+	select {
+	case c := <-rec.joins:
+		if want := (broker.ClientInfo{Client: "old", User: "ann"}); !reflect.DeepEqual(c, want) {
+			t.Fatalf("join %v, want %v", c, want)
+		}
+	case <-time.After(brokertest.Timeout):
+		t.Fatal("the older node's join was not delivered")
+	}
+}
+
+// presenceRecorder is a Handler that passes on the joins it receives.
+type presenceRecorder struct {
+	collector
+	joins chan broker.ClientInfo
+}
+
+func (r *presenceRecorder) HandleJoin(_ string, c broker.ClientInfo) { r.joins <- c }
 
 // keysOf returns the keys herald keeps channel's offsets and history in,
 // under prefix (see the key layout in scripts.go).
@@ -579,5 +648,38 @@ func TestUnsubscribeReturnsWhenConnectionDrops(t *testing.T) {
 	}
 	if !p.used.Load() {
 		t.Fatal("the proxy never dropped the confirmation")
+	}
+}
+
+// go-redis's own log lines (here, its connection pool failing to dial) go
+// to the logger SetLibraryLogger names, instead of go-redis's stderr
+// logger. Not parallel: go-redis has one logger for the whole process.
+func TestLibraryLogsGoToSlog(t *testing.T) {
+	h := logtest.New()
+	redis.SetLibraryLogger(h.Logger())
+	t.Cleanup(func() { redis.SetLibraryLogger(slog.New(slog.NewTextHandler(os.Stderr, nil))) })
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	_ = l.Close() // a port nothing listens on
+	b := newBroker(t, redis.Config{URL: "redis://" + addr + "/0"})
+	defer b.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := b.Start(ctx, &collector{}); err == nil {
+		t.Fatal("Start on a closed port succeeded")
+	}
+	dialFailed := func(r slog.Record) bool {
+		return r.Level == slog.LevelWarn && logtest.Attrs(r)["lib"] == "go-redis" &&
+			strings.Contains(r.Message, "failed to dial") && strings.Contains(r.Message, addr)
+	}
+	deadline := time.Now().Add(brokertest.Timeout)
+	for !h.Has(dialFailed) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no go-redis dial failure logged through slog; logged: %v", h.Records())
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }

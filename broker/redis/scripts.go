@@ -9,8 +9,7 @@ import goredis "github.com/redis/go-redis/v9"
 //	P{C}:stream    stream: one entry per kept message, ID "<seq>-0",
 //	               fields data, binary, event, user, client, time (µs since epoch)
 //	P{C}:presence  sorted set: client id → expiry (ms since epoch)
-//	P{C}:users     hash: client id → user
-//	P{C}:info      hash: client id → info (JSON), for clients that have one
+//	P{C}:users     hash: client id → user and transport, as netstrings
 //	Pch:C          pub/sub topic carrying messages, joins and leaves
 //
 // Times come from the Redis server's clock (TIME), so every node agrees.
@@ -152,22 +151,15 @@ end
 return {seq, epoch, first, mode, entries}
 `)
 
-// presenceAddScript records a client with an expiry, and its info ("":
-// none).
+// presenceAddScript records a client with an expiry.
 //
-// KEYS: presence, users, info. ARGV: client, user, ttl ms, info.
+// KEYS: presence, users. ARGV: client, user and transport, ttl ms.
 var presenceAddScript = goredis.NewScript(`
 local t = redis.call('TIME')
 local ttl = tonumber(ARGV[3])
 local expiry = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + ttl
 redis.call('ZADD', KEYS[1], expiry, ARGV[1])
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
-if ARGV[4] ~= '' then
-  redis.call('HSET', KEYS[3], ARGV[1], ARGV[4])
-  redis.call('PEXPIRE', KEYS[3], ttl)
-else
-  redis.call('HDEL', KEYS[3], ARGV[1])
-end
 redis.call('PEXPIRE', KEYS[1], ttl)
 redis.call('PEXPIRE', KEYS[2], ttl)
 return 1
@@ -175,34 +167,29 @@ return 1
 
 // presenceRemoveScript forgets a client.
 //
-// KEYS: presence, users, info. ARGV: client.
+// KEYS: presence, users. ARGV: client.
 var presenceRemoveScript = goredis.NewScript(`
 redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('HDEL', KEYS[2], ARGV[1])
-redis.call('HDEL', KEYS[3], ARGV[1])
 return 1
 `)
 
 // presenceListScript drops expired clients and lists the others as a flat
-// {client, user, info, ...} array ("" for no info).
+// {client, user and transport, ...} array.
 //
-// KEYS: presence, users, info.
+// KEYS: presence, users.
 var presenceListScript = goredis.NewScript(`
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local gone = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)
 if #gone > 0 then
   redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-  for _, c in ipairs(gone) do
-    redis.call('HDEL', KEYS[2], c)
-    redis.call('HDEL', KEYS[3], c)
-  end
+  for _, c in ipairs(gone) do redis.call('HDEL', KEYS[2], c) end
 end
 local out = {}
 for _, c in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
   out[#out + 1] = c
   out[#out + 1] = redis.call('HGET', KEYS[2], c) or ''
-  out[#out + 1] = redis.call('HGET', KEYS[3], c) or ''
 end
 return out
 `)

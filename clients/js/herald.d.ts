@@ -33,10 +33,15 @@ export interface Message<T = unknown> {
   client?: string;
 }
 
+/** How a client is connected: the JSON protocol, a raw WebSocket, or an SSE stream (which only reads). */
+export type Transport = 'ws' | 'raw' | 'sse';
+
 /** One client subscribed to a channel. */
 export interface PresenceClient {
   client: string;
   user: string;
+  /** Left out by servers that do not say. */
+  transport?: Transport;
   /** What the application said of the connection when it let it in (a connect proxy's `info`). */
   info?: unknown;
 }
@@ -47,6 +52,8 @@ export interface PresenceEvent {
   channel: string;
   client: string;
   user: string;
+  /** Left out by servers that do not say. */
+  transport?: Transport;
 }
 
 /** What a subscribe reply told: the channel's latest offset, and whether resuming lost nothing. */

@@ -3,14 +3,20 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"log/slog"
+	"net"
+	"os"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/heraldhq/herald/broker"
 	"github.com/heraldhq/herald/broker/memory"
+	"github.com/heraldhq/herald/broker/redis"
+	"github.com/heraldhq/herald/heraldtest"
 )
 
 // TestBrokerLimitsFollowSettings checks that the brokers herald serve makes
@@ -73,3 +79,37 @@ func (nopHandler) HandleMessage(broker.Message)          {}
 func (nopHandler) HandleJoin(string, broker.ClientInfo)  {}
 func (nopHandler) HandleLeave(string, broker.ClientInfo) {}
 func (nopHandler) HandleReconnect()                      {}
+
+// herald serve sends go-redis's own log lines (here, its pool failing to
+// dial) to herald's logger, in its format. Not parallel: go-redis has one
+// logger for the whole process.
+func TestRedisLibraryLogsToHeraldsLogger(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	_ = l.Close() // a port nothing listens on
+	s, err := loadSettings([]string{"--broker", "redis://" + addr + "/0"}, nil, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out syncBuffer
+	b, err := newBroker(s, newLogger(&out, "json", slog.LevelInfo))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	t.Cleanup(func() { redis.SetLibraryLogger(slog.New(slog.NewTextHandler(os.Stderr, nil))) })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := b.Start(ctx, nopHandler{}); err == nil {
+		t.Fatal("Start on a closed port succeeded")
+	}
+	heraldtest.WaitFor(t, heraldtest.Timeout, func() error {
+		if got := out.String(); !strings.Contains(got, `"lib":"go-redis"`) || !strings.Contains(got, "failed to dial") {
+			return errors.New("herald's log holds no go-redis dial failure:\n" + got)
+		}
+		return nil
+	})
+}

@@ -8,6 +8,10 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/heraldhq/herald"
+	"github.com/heraldhq/herald/broker"
+	"github.com/heraldhq/herald/broker/memory"
 )
 
 // Booleans are booleans: bare, with =true/=false, from the environment and
@@ -160,5 +164,51 @@ func TestFlagDefaultsAreTheLibrarys(t *testing.T) {
 	if c.HistorySize != 100 || c.HistoryTTL != 10*time.Minute || c.PingInterval != 25*time.Second ||
 		c.PongTimeout != 10*time.Second || c.SSERetry != 2*time.Second || c.CommandBurst != 200 {
 		t.Fatalf("serve's defaults differ from herald.DefaultConfig: %+v", c)
+	}
+}
+
+// herald help bench SCENARIO shows the scenario's flags, as herald bench
+// SCENARIO -h does; herald help with a mistyped command says so, with the
+// nearest one.
+func TestHelpOfBenchScenarioAndUnknownCommand(t *testing.T) {
+	t.Parallel()
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"help", "bench", "fanout"}, nil, &out, io.Discard); err != nil {
+		t.Fatalf("herald help bench fanout: %v", err)
+	}
+	if !strings.Contains(out.String(), "-channel") {
+		t.Fatalf("herald help bench fanout printed %q, want the scenario's flags", out.String())
+	}
+	err := run(context.Background(), []string{"help", "cofnig"}, nil, io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), `unknown command "cofnig", did you mean "config"?`) {
+		t.Fatalf("herald help cofnig: %v", err)
+	}
+}
+
+// --history-size 0 keeps no history: herald.Config's zero would be its
+// default of 100, which is not what the flag says.
+func TestHistorySizeZeroKeepsNone(t *testing.T) {
+	t.Parallel()
+	s, err := loadSettings([]string{"--history-size", "0"}, nil, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := memory.New()
+	cfg := s.config
+	cfg.Broker = b
+	srv, err := herald.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Shutdown(context.Background())
+	if _, err := srv.Publish(context.Background(), "news", "one"); err != nil {
+		t.Fatal(err)
+	}
+	res, err := b.History(context.Background(), "news", broker.HistoryQuery{Limit: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Messages) != 0 {
+		t.Fatalf("--history-size 0 kept %d messages, want none", len(res.Messages))
 	}
 }

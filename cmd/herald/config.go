@@ -13,7 +13,11 @@ import (
 )
 
 // secretSettings are printed masked.
-var secretSettings = map[string]bool{"api-key": true, "token-secret": true, "admin-token": true}
+var secretSettings = map[string]bool{"api-key": true, "token-secret": true, "admin-token": true, "webhook-secret": true}
+
+// masked is what herald config prints for a secret; a config file that
+// still holds it is refused.
+const masked = "****"
 
 // proxyURLSettings are URLs printed with any password masked, as the
 // broker's.
@@ -29,7 +33,7 @@ type configCmd struct {
 
 // Run prints the configuration.
 func (c *configCmd) Run(r *runEnv, kctx *kong.Context) error {
-	s, err := c.settings(r.layers.namespaces)
+	s, err := c.settings(r.layers.namespaces, r.layers.origin)
 	if err != nil {
 		return err
 	}
@@ -48,8 +52,8 @@ func (c *configCmd) Run(r *runEnv, kctx *kong.Context) error {
 		}
 		switch {
 		case secretSettings[f.Name] && v != "":
-			v = "****"
-		case f.Name == "broker" || proxyURLSettings[f.Name]:
+			v = masked
+		case f.Name == "broker" || f.Name == "outbox" || f.Name == "otel-endpoint" || proxyURLSettings[f.Name]:
 			v = mask.URL(v)
 		}
 		switch value.(type) {

@@ -22,7 +22,7 @@ func loadSettings(args, env []string, stderr io.Writer) (*settings, error) {
 	if _, err := parser.Parse(append([]string{"serve"}, args...)); err != nil {
 		return nil, err
 	}
-	return c.Serve.settings(l.namespaces)
+	return c.Serve.settings(l.namespaces, l.origin)
 }
 
 // serveInBackground runs `herald serve --addr <a free loopback port> ARGS`

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	_ "embed"
 	"fmt"
 	"os"
@@ -55,6 +54,19 @@ func (l *layers) Resolve(_ *kong.Context, _ *kong.Path, f *kong.Flag) (any, erro
 	return nil, nil
 }
 
+// origin names where flag name's value came from, for an error about a
+// value checked after parsing: "--name", "HERALD_NAME", or "FILE: name".
+func (l *layers) origin(name string) string {
+	switch src := l.sources[name]; src {
+	case "", "default", "--" + name:
+		return "--" + name
+	case envName(name):
+		return src
+	default:
+		return src + ": " + name
+	}
+}
+
 // layered reports whether a flag may come from the environment and the
 // file: not --help, --version and the few that say environ:"-".
 func layered(f *kong.Flag) bool {
@@ -92,13 +104,14 @@ func (l *layers) load(kctx *kong.Context) error {
 		}
 		def.mergeNamespaces(l.namespaces)
 		path, _ := kctx.FlagValue(cf).(string)
+		from := "--config"
 		if !strings.HasPrefix(l.sources["config"], "--") {
-			path = l.env[envName("config")]
+			path, from = l.env[envName("config")], envName("config")
 		}
 		if path != "" {
 			b, err := os.ReadFile(path)
 			if err != nil {
-				return fmt.Errorf("--config: %w", err)
+				return fmt.Errorf("%s: %w", from, err)
 			}
 			file, err := parseConfigFile(b, flags)
 			if err != nil {
@@ -106,6 +119,9 @@ func (l *layers) load(kctx *kong.Context) error {
 			}
 			file.mergeNamespaces(l.namespaces)
 			for _, name := range sortedKeys(file.values) {
+				if secretSettings[name] && file.values[name] == masked {
+					return fmt.Errorf("config %s: key %q: %s is how herald config masks a secret: put the secret there", path, name, masked)
+				}
 				if l.sources[name] == "default" {
 					if err := set(flags[name], file.values[name], path+": "+name); err != nil {
 						return err
@@ -214,6 +230,8 @@ func parseConfigFile(b []byte, flags map[string]*kong.Flag) (*configFile, error)
 			if err := c.readNamespaces(&node); err != nil {
 				return nil, err
 			}
+		case k == "config":
+			return nil, fmt.Errorf("key %q: a config file cannot name another", k)
 		case flags[k] != nil:
 			switch {
 			case node.Kind == yaml.ScalarNode:
@@ -221,6 +239,9 @@ func parseConfigFile(b []byte, flags map[string]*kong.Flag) (*configFile, error)
 			case node.Kind == yaml.SequenceNode && flags[k].IsSlice():
 				items := make([]string, len(node.Content))
 				for i, n := range node.Content {
+					if n.Kind != yaml.ScalarNode {
+						return nil, fmt.Errorf("key %q: line %d: want a list of single values", k, n.Line)
+					}
 					items[i] = n.Value
 				}
 				c.values[k] = strings.Join(items, ",")
@@ -234,26 +255,29 @@ func parseConfigFile(b []byte, flags map[string]*kong.Flag) (*configFile, error)
 	return c, nil
 }
 
+// readNamespaces reads the namespaces key: each namespace's keys are
+// decoded one by one, so that an error names the key and its line.
 func (c *configFile) readNamespaces(node *yaml.Node) error {
 	var nss map[string]map[string]yaml.Node
 	if err := node.Decode(&nss); err != nil {
 		return fmt.Errorf("key \"namespaces\": want a map of namespace names to rules: %w", err)
 	}
-	known := namespaceKeys()
+	fields := map[string]int{} // key → namespaceRules field
+	t := reflect.TypeFor[namespaceRules]()
+	for i := range t.NumField() {
+		fields[t.Field(i).Tag.Get("yaml")] = i
+	}
 	for _, name := range sortedKeys(nss) {
-		for _, k := range sortedKeys(nss[name]) {
-			if !slices.Contains(known, k) {
-				return fmt.Errorf("key \"namespaces.%s.%s\": unknown key (want one of %s)", name, k, strings.Join(known, ", "))
-			}
-		}
-		out, err := yaml.Marshal(nss[name])
-		if err != nil {
-			return fmt.Errorf("key \"namespaces.%s\": %w", name, err)
-		}
 		var r namespaceRules
-		dec := yaml.NewDecoder(bytes.NewReader(out))
-		if err := dec.Decode(&r); err != nil {
-			return fmt.Errorf("key \"namespaces.%s\": %w", name, err)
+		for _, k := range sortedKeys(nss[name]) {
+			i, ok := fields[k]
+			if !ok {
+				return fmt.Errorf("key \"namespaces.%s.%s\": unknown key (want one of %s)", name, k, strings.Join(namespaceKeys(), ", "))
+			}
+			v := nss[name][k]
+			if err := v.Decode(reflect.ValueOf(&r).Elem().Field(i).Addr().Interface()); err != nil {
+				return fmt.Errorf("key \"namespaces.%s.%s\": %w", name, k, err)
+			}
 		}
 		c.namespaces[name] = r
 	}

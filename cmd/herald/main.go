@@ -32,6 +32,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"syscall"
 
@@ -49,7 +50,11 @@ func main() {
 	defer stop()
 	if err := run(ctx, os.Args[1:], os.Environ(), os.Stdout, os.Stderr); err != nil {
 		if !errors.Is(err, flag.ErrHelp) { // the load tool's usage, printed already
-			fmt.Fprintln(os.Stderr, "herald:", err)
+			msg := err.Error()
+			if !strings.HasPrefix(msg, "herald: ") { // the library's errors say it already
+				msg = "herald: " + msg
+			}
+			fmt.Fprintln(os.Stderr, msg)
 		}
 		os.Exit(2)
 	}
@@ -215,14 +220,27 @@ type helpCmd struct {
 	Command []string `arg:"" optional:"" help:"The command to explain."`
 }
 
-// Run prints the help of the command named, or of herald.
+// Run prints the help of the command named, or of herald; of a bench
+// scenario, the scenario's own flags.
 func (h helpCmd) Run(r *runEnv) error {
 	var c cli
 	parser, err := newParser(&c, newLayers(nil), r.stdout, r.stderr)
 	if err != nil {
 		return err
 	}
-	_, err = parser.Parse(append(h.Command, "--help"))
+	if len(h.Command) > 0 {
+		if err := knownCommand(parser, h.Command[0]); err != nil {
+			return err
+		}
+	}
+	if len(h.Command) > 1 && h.Command[0] == "bench" {
+		err := loadtest.Run(r.ctx, []string{h.Command[1], "-h"}, r.stdout, r.stdout) // help goes to stdout
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	_, err = parser.Parse(append(slices.Clone(h.Command), "--help"))
 	return err
 }
 

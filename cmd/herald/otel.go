@@ -22,14 +22,16 @@ import (
 // without one, to what the standard OTEL_EXPORTER_OTLP_ENDPOINT or
 // OTEL_EXPORTER_OTLP_TRACES_ENDPOINT variables name. It returns nil when
 // neither is set: tracing is off. The other OTEL_* variables (service
-// name, sampler, headers, batch timing) apply as the SDK documents.
-func newTracerProvider(ctx context.Context, endpoint string, env map[string]string, logger *slog.Logger) (*sdktrace.TracerProvider, error) {
+// name, sampler, headers, batch timing) apply as the SDK documents. from
+// names where endpoint came from (a flag, a variable, a file's key), for
+// its error.
+func newTracerProvider(ctx context.Context, endpoint, from string, env map[string]string, logger *slog.Logger) (*sdktrace.TracerProvider, error) {
 	var opts []otlptracehttp.Option
 	switch {
 	case endpoint != "":
 		u, err := url.Parse(endpoint)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return nil, fmt.Errorf("--otel-endpoint: want an http:// or https:// URL, got %q", mask.URL(endpoint))
+			return nil, fmt.Errorf("%s: want an http:// or https:// URL, got %q", from, mask.URL(endpoint))
 		}
 		if u.Path == "" || u.Path == "/" {
 			u.Path = "/v1/traces"

@@ -95,11 +95,11 @@ func TestServeSendsTraces(t *testing.T) {
 // tracing; a bad one is refused before anything starts.
 func TestTracingOffByDefault(t *testing.T) {
 	t.Parallel()
-	tp, err := newTracerProvider(context.Background(), "", map[string]string{}, nil)
+	tp, err := newTracerProvider(context.Background(), "", "--otel-endpoint", map[string]string{}, nil)
 	if tp != nil || err != nil {
 		t.Fatalf("tracing on without an endpoint: %v, %v", tp, err)
 	}
-	tp, err = newTracerProvider(context.Background(), "", map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1"}, nil)
+	tp, err = newTracerProvider(context.Background(), "", "--otel-endpoint", map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1"}, nil)
 	if tp == nil || err != nil {
 		t.Fatalf("OTEL_EXPORTER_OTLP_ENDPOINT did not turn tracing on: %v", err)
 	}

@@ -23,6 +23,7 @@ import (
 	"github.com/heraldhq/herald/broker/redis"
 	"github.com/heraldhq/herald/internal/backend"
 	"github.com/heraldhq/herald/internal/mask"
+	"github.com/heraldhq/herald/outbox"
 )
 
 const (
@@ -45,7 +46,7 @@ func (serveCmd) Help() string {
 // Run runs the server until the run's context is done, then shuts it
 // down gracefully.
 func (c *serveCmd) Run(r *runEnv) error {
-	s, err := c.settings(r.layers.namespaces)
+	s, err := c.settings(r.layers.namespaces, r.layers.origin)
 	if err != nil {
 		return err
 	}
@@ -65,7 +66,7 @@ func serve(ctx context.Context, s *settings, env map[string]string, stderr io.Wr
 	logger := newLogger(stderr, s.logFormat, s.logLevel)
 	cfg := s.config
 	cfg.Logger = logger
-	tp, err := newTracerProvider(ctx, s.otelEndpoint, env, logger)
+	tp, err := newTracerProvider(ctx, s.otelEndpoint, s.otelFrom, env, logger)
 	if err != nil {
 		return err
 	}
@@ -96,6 +97,11 @@ func serve(ctx context.Context, s *settings, env map[string]string, stderr io.Wr
 	if err != nil {
 		return err
 	}
+	ob, err := newOutbox(s, srv, logger)
+	if err != nil {
+		_ = srv.Shutdown(context.Background())
+		return err
+	}
 	tlsConfig, err := s.tls()
 	if err != nil {
 		_ = srv.Shutdown(context.Background())
@@ -124,13 +130,16 @@ func serve(ctx context.Context, s *settings, env map[string]string, stderr io.Wr
 
 	errc := make(chan error, 1)
 	go func() { errc <- httpSrv.Serve(ln) }()
+	stopOutbox := runOutbox(ob)
 	select {
 	case err := <-errc:
+		stopOutbox()
 		_ = srv.Shutdown(context.Background())
 		return fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
 	}
 	logger.Info("shutting down")
+	stopOutbox() // first: nothing is published into a server that closes
 	sctx, cancel := context.WithTimeout(context.Background(), s.shutdownTimeout)
 	defer cancel()
 	herr := httpSrv.Shutdown(sctx)
@@ -139,6 +148,43 @@ func serve(ctx context.Context, s *settings, env map[string]string, stderr io.Wr
 		return fmt.Errorf("serve: %w", err)
 	}
 	return errors.Join(herr, serr)
+}
+
+// newOutbox makes the outbox reader --outbox asks for, publishing through
+// srv; nil without --outbox.
+func newOutbox(s *settings, srv *herald.Server, logger *slog.Logger) (*outbox.Reader, error) {
+	if s.outbox == "" {
+		return nil, nil
+	}
+	r, err := outbox.New(outbox.Config{
+		URL:            s.outbox,
+		Publisher:      srv,
+		MaxMessageSize: s.config.MaxMessageSize,
+		Registerer:     srv.Registerer(),
+		Logger:         logger,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("--outbox %s: %w", mask.URL(s.outbox), err)
+	}
+	return r, nil
+}
+
+// runOutbox runs r (nil: nothing) until the returned function is called,
+// which stops it and waits until it has deleted what it published.
+func runOutbox(r *outbox.Reader) (stop func()) {
+	if r == nil {
+		return func() {}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = r.Run(ctx) // it logs what goes wrong, and returns nil when ctx is done
+	}()
+	return func() {
+		cancel()
+		<-done
+	}
 }
 
 // tls returns the TLS configuration the settings ask for, nil for plain
@@ -198,6 +244,9 @@ func newBroker(s *settings, logger *slog.Logger) (broker.Broker, error) {
 	case strings.HasPrefix(s.broker, "nats://"):
 		b, err = nats.New(natsConfig(s, s.broker, logger))
 	default:
+		// go-redis logs through one logger for the whole process, not one
+		// per client: herald serve makes one broker and sets it here, once.
+		redis.SetLibraryLogger(logger)
 		b, err = redis.New(redis.Config{URL: s.broker, Logger: logger})
 	}
 	if err != nil {

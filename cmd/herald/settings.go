@@ -30,7 +30,7 @@ const (
 // key of the --config file; the defaults shown in brackets come from
 // defaultVars.
 type serveFlags struct {
-	Config string `help:"YAML file of settings: every flag's name is a key, and namespaces holds per-namespace rules" placeholder:"FILE" group:"server"`
+	Config string `help:"YAML file of settings: every other flag's name is a key, and namespaces holds per-namespace rules" placeholder:"FILE" group:"server"`
 
 	Addr            string   `default:"${addr}" help:"listen address" group:"server"`
 	Origins         []string `help:"origins (scheme://host[:port]) allowed for WebSocket, SSE and the server API's CORS; * for any; none: the request's own host" placeholder:"ORIGIN" group:"server"`
@@ -65,9 +65,15 @@ type serveFlags struct {
 	AllowAnonymous bool   `help:"let clients in without a token although a token key is set (without a key everyone is anonymous)" group:"tokens"`
 
 	Broker       string `default:"${broker}" help:"memory, redis://host:port/db or nats://host:port (several nodes as one on Redis or NATS)" group:"brokers"`
-	HistorySize  count  `default:"${history_size}" help:"messages kept per channel" group:"brokers"`
+	HistorySize  count  `default:"${history_size}" help:"messages kept per channel (0: none)" group:"brokers"`
 	HistoryTTL   span   `name:"history-ttl" default:"${history_ttl}" help:"how long messages are kept" group:"brokers"`
 	HistoryBytes count  `default:"${history_bytes}" help:"bytes of history kept in all (memory broker: in this process, least recently published channels dropped first; NATS: the stream's size; Redis: not applied, bound it with maxmemory; 0: no bound)" group:"brokers"`
+
+	Webhook         string   `help:"URL the application's webhook endpoint: herald POSTs it signed events (connect, disconnect, subscribe, unsubscribe), at least once, in order per client" placeholder:"URL" group:"backend"`
+	WebhookSecret   string   `help:"secret that signs the webhook events (Herald-Signature); required with --webhook" group:"backend"`
+	WebhookEvents   []string `help:"the webhook event types to send (default: all)" enum:"connect,disconnect,subscribe,unsubscribe,occupied,vacated,undelivered" placeholder:"TYPE" group:"backend"`
+	WebhookRetryFor span     `default:"1h" help:"how long a webhook event the app does not acknowledge is retried, with backoff, before it is dropped" group:"backend"`
+	Outbox          string   `help:"PostgreSQL URL (postgres://user:password@host/db, ?search_path=schema for another than public) whose table herald_outbox herald publishes: the rows the app commits, in id order, at least once; one node of a cluster reads at a time" placeholder:"URL" group:"backend"`
 
 	ProxyConnect   string   `name:"proxy-connect" help:"URL herald asks whether a client without a token may connect, and as whom (its user, expiry, server-side channels, presence info)" placeholder:"URL" group:"backend"`
 	ProxySubscribe string   `name:"proxy-subscribe" help:"URL herald asks whether a client may subscribe (also history and presence)" placeholder:"URL" group:"backend"`
@@ -166,15 +172,22 @@ type settings struct {
 	acmeCache       string
 	historyBytes    int    // -1: no bound
 	otelEndpoint    string // "": the standard OTEL_* variables decide
+	outbox          string // PostgreSQL URL of the outbox; "": none
+	otelFrom        string // where otelEndpoint came from, for its errors
 	proxy           backend.Config
 	config          herald.Config
 }
 
 // settings checks the flags and turns them into serve's settings, with
-// namespaces from the config file and the embedded defaults.
-func (f *serveFlags) settings(namespaces map[string]herald.Namespace) (*settings, error) {
+// namespaces from the config file and the embedded defaults; origin names
+// where a flag's value came from (layers.origin), for the errors.
+func (f *serveFlags) settings(namespaces map[string]herald.Namespace, origin func(flag string) string) (*settings, error) {
 	if b := f.Broker; b != "memory" && !strings.HasPrefix(b, "redis://") && !strings.HasPrefix(b, "rediss://") && !strings.HasPrefix(b, "nats://") {
-		return nil, fmt.Errorf("--broker: unsupported broker %q: want memory, redis://host:port/db or nats://host:port", mask.URL(b))
+		return nil, fmt.Errorf("%s: unsupported broker %q: want memory, redis://host:port/db or nats://host:port", origin("broker"), mask.URL(b))
+	}
+	if o := f.Outbox; o != "" && !strings.HasPrefix(o, "postgres://") && !strings.HasPrefix(o, "postgresql://") {
+		// Not echoed: key=value settings are no URL that mask can read.
+		return nil, fmt.Errorf("%s: not a PostgreSQL URL: want postgres://user:password@host:port/db", origin("outbox"))
 	}
 	s := &settings{
 		addr:            f.Addr,
@@ -188,8 +201,10 @@ func (f *serveFlags) settings(namespaces map[string]herald.Namespace) (*settings
 		acmeCache:       f.ACMECache,
 		historyBytes:    limit(f.HistoryBytes),
 		otelEndpoint:    f.OTelEndpoint,
+		outbox:          f.Outbox,
+		otelFrom:        origin("otel-endpoint"),
 		config: herald.Config{
-			HistorySize:         int(f.HistorySize),
+			HistorySize:         limit(f.HistorySize), // 0 keeps none, as herald.Config's negative
 			HistoryTTL:          time.Duration(f.HistoryTTL),
 			Namespaces:          namespaces,
 			MaxMessageSize:      int(f.MaxMessageSize),
@@ -215,10 +230,17 @@ func (f *serveFlags) settings(namespaces map[string]herald.Namespace) (*settings
 			MaxConnectionsPerIP: int(f.MaxConnectionsPerIP),
 			HandshakeTimeout:    time.Duration(f.HandshakeTimeout),
 			AdminToken:          f.AdminToken,
+			Webhook: herald.Webhook{
+				URL:      f.Webhook,
+				Secret:   f.WebhookSecret,
+				Events:   f.WebhookEvents,
+				RetryFor: time.Duration(f.WebhookRetryFor),
+				Timeout:  time.Duration(f.ProxyTimeout), // the contract bounds webhook calls by --proxy-timeout too
+			},
 		},
 	}
 	if err := s.logLevel.UnmarshalText([]byte(f.LogLevel)); err != nil {
-		return nil, fmt.Errorf("--log-level: %w", err)
+		return nil, fmt.Errorf("%s: %w", origin("log-level"), err)
 	}
 	for _, o := range f.Origins {
 		if o = strings.TrimSpace(o); o != "" {
@@ -226,21 +248,21 @@ func (f *serveFlags) settings(namespaces map[string]herald.Namespace) (*settings
 		}
 	}
 	var err error
-	if s.config.TokenPublicKey, err = readSettingFile("--token-public-key", f.TokenPublicKey); err != nil {
+	if s.config.TokenPublicKey, err = readSettingFile(origin("token-public-key"), f.TokenPublicKey); err != nil {
 		return nil, err
 	}
-	if s.config.TokenJWKS, err = readSettingFile("--token-jwks", f.TokenJWKS); err != nil {
+	if s.config.TokenJWKS, err = readSettingFile(origin("token-jwks"), f.TokenJWKS); err != nil {
 		return nil, err
 	}
-	if s.proxy, err = f.proxySettings(); err != nil {
+	if s.proxy, err = f.proxySettings(origin); err != nil {
 		return nil, err
 	}
 	return s, nil
 }
 
 // proxySettings checks the proxy flags and turns them into the backend's
-// Config.
-func (f *serveFlags) proxySettings() (backend.Config, error) {
+// Config; origin names where a flag's value came from, for the errors.
+func (f *serveFlags) proxySettings(origin func(flag string) string) (backend.Config, error) {
 	p := backend.Config{
 		Connect:   f.ProxyConnect,
 		Subscribe: f.ProxySubscribe,
@@ -250,14 +272,14 @@ func (f *serveFlags) proxySettings() (backend.Config, error) {
 		Timeout:   time.Duration(f.ProxyTimeout),
 	}
 	for _, u := range []struct{ flag, url string }{
-		{"--proxy-connect", p.Connect}, {"--proxy-subscribe", p.Subscribe}, {"--proxy-publish", p.Publish},
-		{"--proxy-rpc", p.RPC}, {"--proxy-refresh", p.Refresh},
+		{"proxy-connect", p.Connect}, {"proxy-subscribe", p.Subscribe}, {"proxy-publish", p.Publish},
+		{"proxy-rpc", p.RPC}, {"proxy-refresh", p.Refresh},
 	} {
 		if u.url == "" {
 			continue
 		}
 		if err := backend.CheckURL(u.url); err != nil {
-			return p, fmt.Errorf("%s: %w", u.flag, err)
+			return p, fmt.Errorf("%s: %w", origin(u.flag), err)
 		}
 	}
 	for _, h := range f.ProxyHeaders {
@@ -274,14 +296,15 @@ func (s *settings) proxied() bool {
 	return p.Connect != "" || p.Subscribe != "" || p.Publish != "" || p.RPC != "" || p.Refresh != ""
 }
 
-// readSettingFile reads the file a setting names; "" reads nothing.
-func readSettingFile(flag, path string) ([]byte, error) {
+// readSettingFile reads the file a setting names; "" reads nothing. from
+// says where the setting came from, for the error.
+func readSettingFile(from, path string) ([]byte, error) {
 	if path == "" {
 		return nil, nil
 	}
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", flag, err)
+		return nil, fmt.Errorf("%s: %w", from, err)
 	}
 	return b, nil
 }

@@ -291,7 +291,7 @@ func decodePublish(b []byte) (publishRequest, *protocol.Error) {
 		return req, protocol.Errorf(protocol.CodeBadRequest, `the body is a JSON object: {"channel":"…","data":…}`)
 	}
 	if err := json.Unmarshal(b, &req); err != nil {
-		return req, protocol.Errorf(protocol.CodeBadRequest, "malformed JSON: "+jsonProblem(err))
+		return req, protocol.BadJSON(err)
 	}
 	if req.Channel == nil {
 		return req, protocol.Errorf(protocol.CodeBadRequest, "channel is required")
@@ -380,20 +380,6 @@ func (h *Handler) publicError(err error) *protocol.Error {
 	return protocol.Public(err, func(err error) { h.log.Error("api request failed", "err", err) })
 }
 
-// jsonProblem describes a decoding error without echoing the input back.
-func jsonProblem(err error) string {
-	var syntax *json.SyntaxError
-	var typ *json.UnmarshalTypeError
-	switch {
-	case errors.As(err, &syntax):
-		return "syntax error at byte " + strconv.FormatInt(syntax.Offset, 10)
-	case errors.As(err, &typ):
-		return "field " + strconv.Quote(typ.Field) + " has the wrong type"
-	default:
-		return "cannot decode"
-	}
-}
-
 func deref(s *string) string {
 	if s == nil {
 		return ""
@@ -412,9 +398,10 @@ func (h *Handler) refused(reason string) {
 // code (protocol.WriteHTTP).
 func writeError(w http.ResponseWriter, e *protocol.Error) { protocol.WriteHTTP(w, e) }
 
-// writeJSON answers 200 with v as JSON.
+// writeJSON answers 200 with v as JSON (protocol.Marshal: no HTML
+// escaping).
 func (h *Handler) writeJSON(w http.ResponseWriter, v any) {
-	b, err := json.Marshal(v)
+	b, err := protocol.Marshal(v)
 	if err != nil {
 		writeError(w, h.publicError(fmt.Errorf("api: encode reply: %w", err)))
 		return

@@ -42,6 +42,22 @@ func FuzzDecodePublish(f *testing.F) {
 	})
 }
 
+// A publish field of the wrong type says which field and what it should
+// be, as the JSON protocol does.
+func TestDecodePublishTypeErrors(t *testing.T) {
+	t.Parallel()
+	tests := []struct{ body, want string }{
+		{`{"channel":5,"data":1}`, `field "channel": want a string, got number`},
+		{`{"channel":"c","data":1,"event":["x"]}`, `field "event": want a string, got array`},
+	}
+	for _, tt := range tests {
+		_, err := decodePublish([]byte(tt.body))
+		if err == nil || err.Code != protocol.CodeBadRequest || err.Message != tt.want {
+			t.Errorf("decodePublish(%s) = %v, want bad_request: %s", tt.body, err, tt.want)
+		}
+	}
+}
+
 func TestRoute(t *testing.T) {
 	t.Parallel()
 	cases := []struct {

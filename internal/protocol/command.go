@@ -84,7 +84,7 @@ func DecodeCommand(b []byte) (Command, *Error) {
 		if _, ok := err.(*json.UnmarshalTypeError); ok {
 			c.ID, _ = parseID(w.ID)
 		}
-		return c, Errorf(CodeBadRequest, "malformed JSON: "+jsonProblem(err))
+		return c, BadJSON(err)
 	}
 	var c Command
 	if w.ID == nil {
@@ -165,18 +165,6 @@ func DecodeCommand(b []byte) (Command, *Error) {
 func parseID(raw json.RawMessage) (uint64, bool) {
 	id, err := strconv.ParseUint(string(raw), 10, 64)
 	return id, err == nil && id != 0
-}
-
-// jsonProblem describes a decoding error without echoing the input back.
-func jsonProblem(err error) string {
-	switch e := err.(type) {
-	case *json.SyntaxError:
-		return "syntax error at byte " + strconv.FormatInt(e.Offset, 10)
-	case *json.UnmarshalTypeError:
-		return "field " + strconv.Quote(e.Field) + " has the wrong type"
-	default:
-		return "cannot decode"
-	}
 }
 
 // SplitLines calls fn for each non-blank line of a herald.v1.jsonl frame.

@@ -156,6 +156,30 @@ func TestDecodeCommandErrors(t *testing.T) {
 	}
 }
 
+// A field of the wrong type says which field and what it should be.
+func TestDecodeCommandTypeErrors(t *testing.T) {
+	t.Parallel()
+	tests := []struct{ frame, want string }{
+		{`{"id":1,"op":7}`, `field "op": want a string, got number`},
+		{`{"id":2,"op":"subscribe","channel":5}`, `field "channel": want a string, got number`},
+		{`{"channel":["a"],"op":"subscribe","id":3}`, `field "channel": want a string, got array`},
+		{`{"id":4,"op":"subscribe","channel":{"a":1}}`, `field "channel": want a string, got object`},
+		{`{"id":5,"op":"subscribe","channel":"a","since":true}`, `field "since": want a string, got boolean`},
+		{`{"id":6,"op":"history","channel":"a","limit":"3"}`, `field "limit": want an integer, got string`},
+		{`{"id":7,"op":"history","channel":"a","limit":1.5}`, `field "limit": want an integer, got number 1.5`},
+		{`{"id":8,"op":"history","channel":"a","limit":1e99}`, `field "limit": want an integer, got number 1e99`},
+		{`{"id":9,"op":"history","channel":"a","limit":1` + strings.Repeat("0", 100) + `}`, `field "limit": want an integer, got number`},
+		{`{"id":10,"op":"publish","channel":"a","data":1,"event":1}`, `field "event": want a string, got number`},
+		{`{"id":11,"op":"refresh","token":7}`, `field "token": want a string, got number`},
+	}
+	for _, tt := range tests {
+		_, err := DecodeCommand([]byte(tt.frame))
+		if err == nil || err.Code != CodeBadRequest || err.Message != tt.want {
+			t.Errorf("DecodeCommand(%.60s) = %v, want bad_request: %s", tt.frame, err, tt.want)
+		}
+	}
+}
+
 func TestSplitLines(t *testing.T) {
 	t.Parallel()
 	tests := []struct {

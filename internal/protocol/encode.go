@@ -1,6 +1,7 @@
 package protocol
 
 import (
+	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"strconv"
@@ -69,9 +70,18 @@ func MessagePush(m broker.Message) []byte {
 	return append(b, '}')
 }
 
-// appendString appends s as a JSON string, escaped as encoding/json does.
+// appendString appends s as a JSON string, escaped as Marshal does. Plain
+// ASCII, what channel names, offsets and client ids are, is copied as it
+// is.
 func appendString(b []byte, s string) []byte {
-	return append(b, mustMarshal(s)...)
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x80 || c == '"' || c == '\\' {
+			return append(b, mustMarshal(s)...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
 }
 
 // PresencePush encodes a "join" or "leave" push.
@@ -79,9 +89,8 @@ func PresencePush(op, channel string, c broker.ClientInfo) []byte {
 	return mustMarshal(struct {
 		Op      string `json:"op"`
 		Channel string `json:"channel"`
-		Client  string `json:"client"`
-		User    string `json:"user"`
-	}{op, channel, c.Client, c.User})
+		broker.ClientInfo
+	}{op, channel, c})
 }
 
 // Welcome encodes the "welcome" push.
@@ -164,9 +173,22 @@ type PresenceReply struct {
 	Clients []broker.ClientInfo `json:"clients"`
 }
 
+// Marshal is json.Marshal without HTML escaping: herald's JSON is read by
+// programs and people, never pasted into HTML, so a "<" in a message or in
+// data stays "<" instead of becoming \u003c (and "&", ">" likewise).
+func Marshal(v any) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte{'\n'}), nil
+}
+
 // mustMarshal encodes values whose types cannot fail to encode.
 func mustMarshal(v any) []byte {
-	b, err := json.Marshal(v)
+	b, err := Marshal(v)
 	if err != nil {
 		panic("protocol: encoding a fixed shape failed: " + err.Error())
 	}

@@ -52,10 +52,26 @@ func TestEncoders(t *testing.T) {
 			`{"op":"join","channel":"room:1","client":"c1","user":""}`},
 		{"leave", PresencePush("leave", "room:1", broker.ClientInfo{Client: "c1", User: "ann"}),
 			`{"op":"leave","channel":"room:1","client":"c1","user":"ann"}`},
+		{"join of an SSE stream", PresencePush("join", "room:1", broker.ClientInfo{Client: "c2", User: "", Transport: "sse"}),
+			`{"op":"join","channel":"room:1","client":"c2","user":"","transport":"sse"}`},
+		{"presence reply with transports", Reply(12, PresenceReply{Clients: []broker.ClientInfo{{Client: "c1", Transport: "ws"}, {Client: "c2", User: "bob", Transport: "sse"}}}),
+			`{"id":12,"ok":true,"clients":[{"client":"c1","user":"","transport":"ws"},{"client":"c2","user":"bob","transport":"sse"}]}`},
 		{"welcome, anonymous", Welcome("n1-1", ""),
 			`{"op":"welcome","client":"n1-1","user":""}`},
 		{"welcome", Welcome("n1-2", "ann"),
 			`{"op":"welcome","client":"n1-2","user":"ann"}`},
+		// Messages are for people, not for HTML: < > & are written as
+		// they are, not as \u003c \u003e \u0026.
+		{"error reply with < > &", ErrorReply(10, Errorf(CodeUnauthorized, "send Authorization: Bearer <key> & retry")),
+			`{"id":10,"ok":false,"error":{"code":"unauthorized","message":"send Authorization: Bearer <key> & retry"}}`},
+		{"history reply with < in data and user", Reply(11, HistoryReply{Messages: []WireMessage{ToWire(broker.Message{Channel: "c", Offset: off, Data: json.RawMessage(`"<b>&"`), User: "<u>"})}}),
+			`{"id":11,"ok":true,"messages":[{"channel":"c","offset":"7-ab12","data":"<b>&","user":"<u>"}]}`},
+		{"message push with < in event and user", MessagePush(broker.Message{Channel: "c", Offset: off, Data: json.RawMessage(`"<i>"`), Event: "<e>", User: "a&b"}),
+			`{"op":"message","channel":"c","offset":"7-ab12","data":"<i>","event":"<e>","user":"a&b"}`},
+		{"welcome with < in the user", Welcome("n1-3", "<ann>"),
+			`{"op":"welcome","client":"n1-3","user":"<ann>"}`},
+		{"error body", ErrorBody(Errorf(CodeBadRequest, "a <b> & c")),
+			`{"error":{"code":"bad_request","message":"a <b> & c"}}` + "\n"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -171,5 +187,21 @@ func TestCloseReason(t *testing.T) {
 				t.Fatalf("CloseReason cut %d bytes to %d, more than a rune needs", len(tt.in), len(got))
 			}
 		})
+	}
+}
+
+// appendString writes every string as Marshal does, on its fast path for
+// plain ASCII and off it.
+func TestAppendString(t *testing.T) {
+	t.Parallel()
+	for _, s := range []string{"", "chat:lobby", "7-ab12", "a b~", `q"uote`, `back\slash`, "tab\there", "nl\n", "\x00\x1f\x7f",
+		"<b>&</b>", "café", "\u2028\u2029", "bad \xff utf-8", "emoji 🙂"} {
+		want, err := Marshal(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := appendString([]byte("x"), s); string(got) != "x"+string(want) {
+			t.Errorf("appendString(%q) = %s, want x%s", s, got, want)
+		}
 	}
 }

@@ -5,6 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"reflect"
+	"strconv"
+	"strings"
 	"unicode/utf8"
 
 	"github.com/heraldhq/herald/broker"
@@ -89,6 +92,69 @@ func BadChannel() *Error {
 	return Errorf(CodeBadRequest, "bad channel name: 1-255 bytes of A-Z a-z 0-9 _ - . : @ = ,")
 }
 
+// BadJSON is the error for a JSON input that json.Unmarshal refused: where
+// its syntax breaks, or which field has the wrong type, what it wants and
+// what it got (`field "channel": want a string, got number`). It does not
+// echo the input back, bar a short number that does not fit its field.
+func BadJSON(err error) *Error {
+	var syntax *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &syntax):
+		return Errorf(CodeBadRequest, "malformed JSON: syntax error at byte "+strconv.FormatInt(syntax.Offset, 10))
+	case errors.As(err, &typ):
+		msg := "want " + jsonWant(typ.Type) + ", got " + jsonGot(typ.Value)
+		if typ.Field != "" {
+			msg = "field " + strconv.Quote(typ.Field) + ": " + msg
+		}
+		return Errorf(CodeBadRequest, msg)
+	default:
+		return Errorf(CodeBadRequest, "malformed JSON: cannot decode")
+	}
+}
+
+// jsonWant names the JSON a Go type decodes from.
+func jsonWant(t reflect.Type) string {
+	if t == nil {
+		return "another type"
+	}
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch t.Kind() {
+	case reflect.String:
+		return "a string"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Uintptr:
+		return "an integer"
+	case reflect.Float32, reflect.Float64:
+		return "a number"
+	case reflect.Bool:
+		return "true or false"
+	case reflect.Slice, reflect.Array:
+		return "an array"
+	case reflect.Map, reflect.Struct:
+		return "an object"
+	default:
+		return t.String()
+	}
+}
+
+// jsonGot names the JSON value of an UnmarshalTypeError: "number",
+// "string", "array", "object", "boolean", or a number with its text
+// ("number 1.5") when that is short.
+func jsonGot(value string) string {
+	const maxNumber = 24
+	switch {
+	case value == "bool":
+		return "boolean"
+	case strings.HasPrefix(value, "number ") && len(value) > len("number ")+maxNumber:
+		return "number"
+	default:
+		return value
+	}
+}
+
 // Public returns what a client may see of err, wherever it is answered
 // (a command's reply, an HTTP response): an *Error as it is, an
 // unreachable broker as unavailable, a cancelled call (its connection is
@@ -125,10 +191,9 @@ func WriteHTTPStatus(w http.ResponseWriter, status int, e *Error) {
 
 // ErrorBody is the contract's error shape for e, one line of JSON.
 func ErrorBody(e *Error) []byte {
-	b, _ := json.Marshal(struct {
+	return append(mustMarshal(struct {
 		Error *Error `json:"error"`
-	}{e})
-	return append(b, '\n')
+	}{e}), '\n')
 }
 
 // CloseReason trims a close reason to what fits a close frame, on a rune

@@ -1,0 +1,399 @@
+// Package notifier tells the application what happens, with webhooks
+// (BACKEND.md, "Webhooks"): producers hand it events (Notify), which it
+// pushes, in the order given, to a durable queue in the broker
+// (broker.Queue, keyed by client, so one client's events keep their
+// order); its sender takes events from that queue — whichever node pushed
+// them — and POSTs each, signed, to the app, acknowledging it on a 2xx
+// and retrying it with backoff otherwise, for RetryFor. A node that dies
+// holding events gives them back when their lease ends: another node's
+// sender delivers them. Delivery is at least once.
+package notifier
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/heraldhq/herald/broker"
+	"github.com/heraldhq/herald/webhook"
+)
+
+// QueueName is the broker queue webhook events wait in.
+const QueueName = "webhooks"
+
+// Config configures a Notifier. Zero fields take the defaults in brackets.
+type Config struct {
+	// URL receives the events; Secret signs them. Both are required.
+	URL    string
+	Secret []byte
+	// Events are the event types sent; nil: all (webhook.Types).
+	Events []string
+	// Timeout bounds one POST [2s].
+	Timeout time.Duration
+	// RetryFor is how long an event is retried before it is dropped [1h].
+	RetryFor time.Duration
+	// RetryMin and RetryMax bound the backoff between tries of one event
+	// [1s, 1m]; each wait doubles, with jitter.
+	RetryMin, RetryMax time.Duration
+	// Queue holds the events between the nodes; required.
+	Queue broker.Queue
+	// Node names this node in the events it makes.
+	Node string
+	// MaxPending bounds the events waiting in this process to be pushed to
+	// the queue (while the broker does not answer) [100000]; beyond it an
+	// event is dropped and counted.
+	MaxPending int
+	// Registerer receives the metrics; nil: none.
+	Registerer prometheus.Registerer
+	// Client sends the requests; nil: a client of its own.
+	Client *http.Client
+	// Logger receives what goes wrong; nil discards.
+	Logger *slog.Logger
+}
+
+// Notifier sends webhook events. Notify may be called from any goroutine.
+type Notifier struct {
+	cfg     Config
+	events  map[string]bool
+	metrics metrics
+
+	mu      sync.Mutex
+	pending []webhook.Event // to push, oldest first
+	toPush  chan struct{}   // an event to push: wakes the pusher
+	toSend  chan struct{}   // an event pushed: wakes the sender
+	ctx     context.Context
+	cancel  context.CancelFunc
+	done    sync.WaitGroup
+}
+
+type metrics struct {
+	queued, delivered, retried prometheus.Counter
+	dropped                    *prometheus.CounterVec
+	latency                    prometheus.Histogram
+}
+
+// New checks cfg and returns a Notifier; Start starts it.
+func New(cfg Config) (*Notifier, error) {
+	if cfg.URL == "" || len(cfg.Secret) == 0 || cfg.Queue == nil {
+		return nil, errors.New("notifier: a URL, a secret and a queue are required")
+	}
+	for _, t := range cfg.Events {
+		if !slices.Contains(webhook.Types, t) {
+			return nil, fmt.Errorf("notifier: unknown event type %q (want one of %v)", t, webhook.Types)
+		}
+	}
+	if cfg.Events == nil {
+		cfg.Events = webhook.Types
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 2 * time.Second
+	}
+	if cfg.RetryFor <= 0 {
+		cfg.RetryFor = time.Hour
+	}
+	if cfg.RetryMin <= 0 {
+		cfg.RetryMin = time.Second
+	}
+	if cfg.RetryMax <= 0 {
+		cfg.RetryMax = time.Minute
+	}
+	if cfg.MaxPending <= 0 {
+		cfg.MaxPending = 100_000
+	}
+	if cfg.Client == nil {
+		cfg.Client = &http.Client{}
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	n := &Notifier{cfg: cfg, events: map[string]bool{}, toPush: make(chan struct{}, 1), toSend: make(chan struct{}, 1)}
+	for _, t := range cfg.Events {
+		n.events[t] = true
+	}
+	n.metrics = metrics{
+		queued: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "herald_webhook_events_queued_total", Help: "Webhook events pushed to the broker's queue by this node.",
+		}),
+		delivered: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "herald_webhook_events_delivered_total", Help: "Webhook events the application acknowledged with a 2xx, sent by this node.",
+		}),
+		retried: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "herald_webhook_events_retried_total", Help: "Webhook deliveries that failed and will be tried again.",
+		}),
+		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "herald_webhook_events_dropped_total", Help: "Webhook events given up: retried for --webhook-retry-for (expired), or never queued (overflow, shutdown).",
+		}, []string{"reason"}),
+		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "herald_webhook_delivery_seconds", Help: "Time from a webhook event to its acknowledgement by the application.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 4, 10),
+		}),
+	}
+	if cfg.Registerer != nil {
+		for _, c := range []prometheus.Collector{n.metrics.queued, n.metrics.delivered, n.metrics.retried, n.metrics.dropped, n.metrics.latency} {
+			if err := cfg.Registerer.Register(c); err != nil {
+				return nil, fmt.Errorf("notifier: metrics: %w", err)
+			}
+		}
+	}
+	return n, nil
+}
+
+// Wants reports whether events of type t are sent, so a producer can skip
+// building the others.
+func (n *Notifier) Wants(t string) bool { return n != nil && n.events[t] }
+
+// Notify queues e to be sent, stamped with this node and, when e has
+// none, the time now. It never blocks: the event waits in the process
+// until it is pushed to the broker's queue.
+func (n *Notifier) Notify(e webhook.Event) {
+	if !n.Wants(e.Type) {
+		return
+	}
+	if e.Time.IsZero() {
+		e.Time = time.Now()
+	}
+	e.Time = e.Time.UTC()
+	e.Node = n.cfg.Node
+	n.mu.Lock()
+	if len(n.pending) >= n.cfg.MaxPending {
+		n.mu.Unlock()
+		n.metrics.dropped.WithLabelValues("overflow").Inc()
+		n.cfg.Logger.Error("webhook: too many events waiting for the broker; dropped", "type", e.Type, "client", e.Client, "id", e.ID)
+		return
+	}
+	n.pending = append(n.pending, e)
+	n.mu.Unlock()
+	wake(n.toPush)
+}
+
+// wake signals a loop waiting on ch, or one that will look at it next.
+func wake(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
+// Start starts pushing and sending; Stop stops both.
+func (n *Notifier) Start() {
+	n.ctx, n.cancel = context.WithCancel(context.Background())
+	n.done.Add(2)
+	go n.pushLoop()
+	go n.sendLoop()
+}
+
+// Stop stops the sender — events it holds go back to the queue when their
+// lease ends, for another node — and pushes what waits in the process
+// until ctx ends; what is left then is dropped and counted.
+func (n *Notifier) Stop(ctx context.Context) error {
+	if n.cancel == nil {
+		return nil
+	}
+	n.cancel()
+	n.done.Wait()
+	n.mu.Lock()
+	left := n.pending
+	n.pending = nil
+	n.mu.Unlock()
+	for i, e := range left {
+		if err := n.push(ctx, e); err != nil {
+			n.metrics.dropped.WithLabelValues("shutdown").Add(float64(len(left) - i))
+			n.cfg.Logger.Error("webhook: events not queued before shutdown; dropped", "events", len(left)-i, "err", err)
+			return err
+		}
+	}
+	return nil
+}
+
+// pushLoop pushes waiting events to the queue in order, retrying while
+// the broker does not answer.
+func (n *Notifier) pushLoop() {
+	defer n.done.Done()
+	wait := 50 * time.Millisecond
+	for {
+		n.mu.Lock()
+		var e webhook.Event
+		have := len(n.pending) > 0
+		if have {
+			e = n.pending[0]
+		}
+		n.mu.Unlock()
+		if !have {
+			select {
+			case <-n.ctx.Done():
+				return
+			case <-n.toPush:
+				continue
+			}
+		}
+		if err := n.push(n.ctx, e); err != nil {
+			if n.ctx.Err() != nil {
+				return
+			}
+			n.cfg.Logger.Warn("webhook: queue an event", "err", err)
+			select {
+			case <-n.ctx.Done():
+				return
+			case <-time.After(wait):
+			}
+			wait = min(2*wait, 2*time.Second)
+			continue
+		}
+		wait = 50 * time.Millisecond
+		n.mu.Lock()
+		n.pending[0] = webhook.Event{}
+		n.pending = n.pending[1:]
+		n.mu.Unlock()
+		wake(n.toSend) // the sender may take it at once
+	}
+}
+
+// key groups a client's events (in order); channel events by channel.
+func key(e webhook.Event) string {
+	if e.Client != "" {
+		return "c:" + e.Client
+	}
+	return "ch:" + e.Channel
+}
+
+func (n *Notifier) push(ctx context.Context, e webhook.Event) error {
+	b, err := json.Marshal(e)
+	if err != nil {
+		return fmt.Errorf("webhook: encode event: %w", err)
+	}
+	if err := n.cfg.Queue.Push(ctx, QueueName, key(e), b); err != nil {
+		return err
+	}
+	n.metrics.queued.Inc()
+	return nil
+}
+
+// Batch and pace of the sender.
+const (
+	takeMax      = 64                     // events taken at once
+	idlePoll     = 250 * time.Millisecond // how often an idle sender looks for events other nodes pushed
+	leaseSlack   = 2 * time.Second        // a lease outlasts one POST by this
+	workersTotal = 16                     // POSTs in flight at once
+)
+
+// sendLoop takes events from the queue and delivers them, several keys
+// at once.
+func (n *Notifier) sendLoop() {
+	defer n.done.Done()
+	lease := n.cfg.Timeout + leaseSlack
+	sem := make(chan struct{}, workersTotal)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wait := idlePoll
+	for n.ctx.Err() == nil {
+		items, err := n.cfg.Queue.Take(n.ctx, QueueName, takeMax, lease)
+		if err != nil && n.ctx.Err() == nil {
+			n.cfg.Logger.Warn("webhook: take events from the queue", "err", err)
+		}
+		for _, it := range items {
+			sem <- struct{}{}
+			wg.Go(func() {
+				defer func() { <-sem }()
+				n.deliver(it)
+			})
+		}
+		if len(items) == takeMax {
+			continue
+		}
+		if err != nil {
+			wait = min(2*wait, 5*time.Second)
+		} else {
+			wait = idlePoll
+		}
+		select {
+		case <-n.ctx.Done():
+		case <-n.toSend:
+		case <-time.After(wait):
+		}
+	}
+}
+
+// deliver POSTs one event and acknowledges, retries or drops it.
+func (n *Notifier) deliver(it broker.QueueItem) {
+	// Acknowledging must not fail because the node is stopping: use a
+	// context of its own.
+	ctx, cancel := context.WithTimeout(context.Background(), n.cfg.Timeout+leaseSlack)
+	defer cancel()
+	var e webhook.Event
+	if err := json.Unmarshal(it.Data, &e); err != nil {
+		n.cfg.Logger.Error("webhook: an unreadable event in the queue; dropped", "id", it.ID, "err", err)
+		n.metrics.dropped.WithLabelValues("unreadable").Inc()
+		n.settle(it, n.cfg.Queue.Ack(ctx, QueueName, it))
+		return
+	}
+	err := n.post(it.Data)
+	switch {
+	case err == nil:
+		n.metrics.delivered.Inc()
+		n.metrics.latency.Observe(time.Since(e.Time).Seconds())
+		n.settle(it, n.cfg.Queue.Ack(ctx, QueueName, it))
+	case time.Since(it.Pushed) >= n.cfg.RetryFor:
+		n.metrics.dropped.WithLabelValues("expired").Inc()
+		n.cfg.Logger.Error("webhook: event not delivered within the retry period; dropped",
+			"id", e.ID, "type", e.Type, "client", e.Client, "attempts", it.Attempts+1, "err", err)
+		n.settle(it, n.cfg.Queue.Ack(ctx, QueueName, it))
+	default:
+		n.metrics.retried.Inc()
+		delay := n.backoff(it.Attempts)
+		n.cfg.Logger.Debug("webhook: delivery failed; will retry", "id", e.ID, "in", delay, "err", err)
+		n.settle(it, n.cfg.Queue.Retry(ctx, QueueName, it, delay))
+	}
+}
+
+// settle logs an Ack or Retry that failed: the event comes back when its
+// lease ends, so it is delivered again, not lost.
+func (n *Notifier) settle(it broker.QueueItem, err error) {
+	if err != nil && !errors.Is(err, broker.ErrLeaseLost) {
+		n.cfg.Logger.Warn("webhook: settle an event in the queue", "id", it.ID, "err", err)
+	}
+}
+
+// backoff is the wait before the next try after attempts failed ones:
+// RetryMin doubled each time, up to RetryMax, with ±20% jitter.
+func (n *Notifier) backoff(attempts int) time.Duration {
+	d := n.cfg.RetryMin
+	for range min(attempts, 30) {
+		d *= 2
+		if d >= n.cfg.RetryMax {
+			d = n.cfg.RetryMax
+			break
+		}
+	}
+	return time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
+}
+
+// post sends one event; nil means the app answered 2xx.
+func (n *Notifier) post(body []byte) error {
+	ctx, cancel := context.WithTimeout(context.Background(), n.cfg.Timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, n.cfg.URL, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set(webhook.SignatureHeader, webhook.Sign(n.cfg.Secret, time.Now(), body))
+	resp, err := n.cfg.Client.Do(req)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		return fmt.Errorf("the app answered %s", resp.Status)
+	}
+	return nil
+}
