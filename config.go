@@ -87,6 +87,8 @@ type Config struct {
 	TokenIssuer   string
 	// AllowAnonymous lets clients without a token connect although a token
 	// key is set. Without a key it is moot: every client is anonymous.
+	// With a Connect hook it is moot too: the hook decides about every
+	// client without a token.
 	AllowAnonymous bool
 
 	// MaxSubscriptions caps one connection's channels [128]; negative: no

@@ -62,7 +62,7 @@ type serveFlags struct {
 	TokenJWKS      string `name:"token-jwks" help:"JSON Web Key Set file for RS256/ES256 client tokens, by kid" placeholder:"FILE" group:"tokens"`
 	TokenAudience  string `help:"audience every client token must name in its aud (recommended with a JWKS shared by other services)" group:"tokens"`
 	TokenIssuer    string `help:"issuer every client token must name in its iss (recommended with a JWKS)" group:"tokens"`
-	AllowAnonymous bool   `help:"let clients in without a token although a token key is set (without a key everyone is anonymous)" group:"tokens"`
+	AllowAnonymous bool   `help:"let clients in without a token although a token key is set (without a key everyone is anonymous; with --proxy-connect the application decides)" group:"tokens"`
 
 	Broker       string `default:"${broker}" help:"memory, redis://host:port/db or nats://host:port (several nodes as one on Redis or NATS)" group:"brokers"`
 	HistorySize  count  `default:"${history_size}" help:"messages kept per channel (0: none)" group:"brokers"`
