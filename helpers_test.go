@@ -3,7 +3,6 @@ package herald_test
 import (
 	"bufio"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -223,12 +222,8 @@ func (r *rawClient) closed() websocket.StatusCode {
 // close status and reason.
 func (r *rawClient) closedWith() (websocket.StatusCode, string) {
 	r.t.Helper()
-	code := r.closed()
-	var ce websocket.CloseError
-	if errors.As(r.readErr, &ce) {
-		return code, ce.Reason
-	}
-	return code, ""
+	r.closed()
+	return heraldtest.CloseOf(r.readErr)
 }
 
 // waitPresent polls presence of channel through c until it lists n

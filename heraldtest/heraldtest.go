@@ -178,12 +178,19 @@ func (c *Client) Closed() websocket.StatusCode {
 // the close status and reason.
 func (c *Client) ClosedWith() (websocket.StatusCode, string) {
 	c.t.Helper()
-	code := c.Closed()
+	c.Closed()
+	return CloseOf(c.readErr)
+}
+
+// CloseOf is the close status and reason of err, the error a read
+// returned once the peer closed the connection (-1 and "" for another
+// error).
+func CloseOf(err error) (websocket.StatusCode, string) {
 	var ce websocket.CloseError
-	if errors.As(c.readErr, &ce) {
-		return code, ce.Reason
+	if errors.As(err, &ce) {
+		return ce.Code, ce.Reason
 	}
-	return code, ""
+	return websocket.CloseStatus(err), ""
 }
 
 // Send sends a command with a fresh id (fields without "id") and returns
