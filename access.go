@@ -100,22 +100,25 @@ func requestToken(r *http.Request) string {
 // namespace rules, its token's channels, then the hooks. The token may
 // change (refresh).
 type access struct {
-	s     *Server
-	id    atomic.Pointer[auth.Identity] // nil without a token
-	hooks hookPolicy
+	s      *Server
+	id     atomic.Pointer[auth.Identity] // nil without a token
+	header http.Header                   // the headers Hooks.Headers keeps; nil for none
 }
 
 // newAccess returns the policy of a client connection: a connection that
 // the Connect hook let in with an expiry, on a server with a Refresh hook,
 // renews that expiry (session.Renewer).
 func (s *Server) newAccess(c caller) session.Policy {
-	a := &access{s: s, hooks: hookPolicy{h: &s.cfg.Hooks, transport: c.transport, header: c.header}}
+	a := &access{s: s, header: c.header}
 	a.id.Store(c.id)
 	if c.proxied && !c.expires.IsZero() && s.cfg.Hooks.Refresh != nil {
 		return renewing{a}
 	}
 	return a
 }
+
+// hooks are the Hooks as this connection asks them.
+func (a *access) hooks() hookPolicy { return hookPolicy{h: &a.s.cfg.Hooks, header: a.header} }
 
 // anonymous reports whether the client has neither a token nor a user
 // from the Connect hook.
@@ -131,7 +134,7 @@ func (a *access) AuthorizeSubscribe(ctx context.Context, c broker.ClientInfo, ch
 	if id := a.id.Load(); id != nil && !id.CanSubscribe(channel) {
 		return Errorf(CodeForbidden, fmt.Sprintf("the token does not allow subscribing to %q", channel))
 	}
-	return a.hooks.AuthorizeSubscribe(ctx, c, channel)
+	return a.hooks().AuthorizeSubscribe(ctx, c, channel)
 }
 
 func (a *access) AuthorizePublish(ctx context.Context, c broker.ClientInfo, channel string, p *broker.Publication) error {
@@ -148,12 +151,12 @@ func (a *access) AuthorizePublish(ctx context.Context, c broker.ClientInfo, chan
 	if id := a.id.Load(); id != nil && !id.CanPublish(channel) {
 		return Errorf(CodeForbidden, fmt.Sprintf("the token does not allow publishing to %q", channel))
 	}
-	return a.hooks.AuthorizePublish(ctx, c, channel, p)
+	return a.hooks().AuthorizePublish(ctx, c, channel, p)
 }
 
 // RPC asks the RPC hook (session.RPCHandler).
 func (a *access) RPC(ctx context.Context, c broker.ClientInfo, method string, data json.RawMessage) (json.RawMessage, error) {
-	return a.hooks.RPC(ctx, c, method, data)
+	return a.hooks().RPC(ctx, c, method, data)
 }
 
 // Refresh verifies a new token for the connection: it must name the same
@@ -185,7 +188,7 @@ func (renewing) Refresh(context.Context, broker.ClientInfo, string) (time.Time, 
 // Renew asks the Refresh hook for the connection's new expiry
 // (session.Renewer).
 func (r renewing) Renew(ctx context.Context, c broker.ClientInfo) (time.Time, error) {
-	res, err := r.s.cfg.Hooks.Refresh(ctx, r.hooks.client(c))
+	res, err := r.s.cfg.Hooks.Refresh(ctx, r.hooks().client(c))
 	switch {
 	case err != nil:
 		return time.Time{}, err

@@ -18,11 +18,9 @@ import (
 type clientConn struct {
 	s         *Server
 	sess      *session.Session
-	transport string // the metrics label: ws, raw or sse
-	ip        string // the limits slot to release; "" when none was taken
-	// hookTransport and header complete the Client the hooks see.
-	hookTransport string
-	header        http.Header
+	transport string      // the metrics label: ws, raw or sse
+	ip        string      // the limits slot to release; "" when none was taken
+	header    http.Header // completes the Client the hooks see
 }
 
 // clientSpec is what newClientConn needs to know of a client.
@@ -55,13 +53,12 @@ func (s *Server) newClientConn(c clientSpec) *clientConn {
 		Metrics:       s.metrics,
 		Logger:        s.cfg.Logger,
 	})
-	return &clientConn{s: s, sess: sess, transport: c.transport, ip: c.ip, hookTransport: c.who.transport, header: c.who.header}
+	return &clientConn{s: s, sess: sess, transport: c.transport, ip: c.ip, header: c.who.header}
 }
 
 // client is the connection as the Connected and Disconnected hooks see it.
 func (c *clientConn) client() Client {
-	info := c.sess.Client()
-	return Client{ID: info.Client, User: info.User, Transport: c.hookTransport, Header: c.header}
+	return hookClient(c.sess.Client(), c.header)
 }
 
 // opened counts the connection and runs the Connected hook, once the

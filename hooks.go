@@ -151,15 +151,22 @@ type Hooks struct {
 // hookPolicy runs the authorization hooks for one connection; a
 // connection's access runs it after the namespace and token checks.
 type hookPolicy struct {
-	h *Hooks
-	// transport and header complete the Client the hooks see.
-	transport string
-	header    http.Header
+	h      *Hooks
+	header http.Header // completes the Client the hooks see
 }
 
 // client is the Client the hooks see for c.
 func (p hookPolicy) client(c broker.ClientInfo) Client {
-	return Client{ID: c.Client, User: c.User, Transport: p.transport, Header: p.header}
+	return hookClient(c, p.header)
+}
+
+// hookClient is the Client the hooks see for c, with header.
+func hookClient(c broker.ClientInfo, header http.Header) Client {
+	transport := c.Transport
+	if transport == "ws" { // presence's (and the metrics') name for it
+		transport = TransportWebSocket
+	}
+	return Client{ID: c.Client, User: c.User, Transport: transport, Header: header}
 }
 
 func (p hookPolicy) AuthorizeSubscribe(ctx context.Context, c broker.ClientInfo, channel string) error {
