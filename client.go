@@ -18,9 +18,10 @@ import (
 type clientConn struct {
 	s         *Server
 	sess      *session.Session
-	transport string      // the metrics label: ws, raw or sse
-	ip        string      // the limits slot to release; "" when none was taken
-	header    http.Header // completes the Client the hooks see
+	transport string        // the metrics label: ws, raw or sse
+	ip        string        // the limits slot to release; "" when none was taken
+	header    http.Header   // completes the Client the hooks see
+	events    *clientEvents // its webhook events; nil without webhooks
 }
 
 // clientSpec is what newClientConn needs to know of a client.
@@ -39,6 +40,11 @@ func (s *Server) newClientConn(c clientSpec) *clientConn {
 	if c.who.client == "" {
 		c.who.client = s.newClientID()
 	}
+	events := s.newClientEvents(c.who.client, c.who.user, c.transport)
+	var observer session.Observer
+	if events != nil {
+		observer = events
+	}
 	sess := session.New(context.Background(), session.Config{
 		Hub:           s.hub,
 		Conn:          c.conn,
@@ -52,8 +58,9 @@ func (s *Server) newClientConn(c clientSpec) *clientConn {
 		QueueBytes:    s.cfg.QueueBytes,
 		Metrics:       s.metrics,
 		Logger:        s.cfg.Logger,
+		Observer:      observer,
 	})
-	return &clientConn{s: s, sess: sess, transport: c.transport, ip: c.ip, header: c.who.header}
+	return &clientConn{s: s, sess: sess, transport: c.transport, ip: c.ip, header: c.who.header, events: events}
 }
 
 // client is the connection as the Connected and Disconnected hooks see it.
@@ -67,6 +74,9 @@ func (c *clientConn) opened() {
 	c.s.metrics.Connections.WithLabelValues(c.transport).Inc()
 	info := c.sess.Client()
 	c.s.cfg.Logger.Debug("client connected", "client", info.Client, "user", info.User, "transport", c.transport)
+	if c.events != nil {
+		c.events.connected()
+	}
 	if c.s.cfg.Hooks.Connected != nil {
 		c.s.cfg.Hooks.Connected(c.client())
 	}
@@ -76,7 +86,10 @@ func (c *clientConn) opened() {
 // channels), its slot is released, it is no longer counted, and the
 // Disconnected hook runs.
 func (c *clientConn) closed() {
-	c.abandon()
+	c.end()
+	if c.events != nil {
+		c.events.disconnected(c.s.disconnectReason(c.sess.Cause()))
+	}
 	c.s.metrics.Connections.WithLabelValues(c.transport).Dec()
 	info := c.sess.Client()
 	c.s.cfg.Logger.Debug("client disconnected", "client", info.Client, "transport", c.transport)
@@ -86,8 +99,17 @@ func (c *clientConn) closed() {
 }
 
 // abandon ends a client that was never opened (refused while it was set
-// up): its session closes and its slot is released.
+// up): its session closes and its slot is released; no webhook tells of
+// it.
 func (c *clientConn) abandon() {
+	c.end()
+	if c.events != nil {
+		c.events.disconnected("") // never opened: nothing is reported
+	}
+}
+
+// end closes the session (it leaves its channels) and releases the slot.
+func (c *clientConn) end() {
 	c.sess.Close()
 	if c.ip != "" {
 		c.s.limits.release(c.ip)

@@ -2,12 +2,20 @@ package herald
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
+	"strconv"
+	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/heraldhq/herald/broker"
+	"github.com/heraldhq/herald/broker/memory"
 	"github.com/heraldhq/herald/internal/notifier"
+	"github.com/heraldhq/herald/internal/protocol"
+	"github.com/heraldhq/herald/internal/session"
 	"github.com/heraldhq/herald/webhook"
 )
 
@@ -18,6 +26,7 @@ func (s *Server) startWebhooks(reg prometheus.Registerer) error {
 	if w.URL == "" {
 		return nil
 	}
+	_, local := s.broker.(*memory.Broker)
 	q, ok := s.broker.(broker.Queue)
 	if !ok {
 		return fmt.Errorf("herald: webhooks need a broker with queues (broker.Queue); %T has none", s.broker)
@@ -29,6 +38,7 @@ func (s *Server) startWebhooks(reg prometheus.Registerer) error {
 		Timeout:    w.Timeout,
 		RetryFor:   w.RetryFor,
 		Queue:      q,
+		Local:      local,
 		Node:       s.nodeID,
 		Registerer: reg,
 		Logger:     s.cfg.Logger,
@@ -58,4 +68,111 @@ func (s *Server) notify(e webhook.Event) {
 	if s.notifier != nil {
 		s.notifier.Notify(e)
 	}
+}
+
+// clientEvents reports one client's connect, subscribes, unsubscribes and
+// disconnect to the webhooks, in the order they happen. It is the
+// session's Observer. What happens before the connection is established
+// (server-side subscriptions made while it opens) waits for the connect
+// event; a connection that never opens reports nothing.
+type clientEvents struct {
+	s         *Server
+	client    string
+	user      string
+	transport string
+
+	mu     sync.Mutex
+	opened bool
+	ended  bool
+	held   []webhook.Event // before opened
+	subs   map[string]int  // subscriptions so far, per channel: they number the ids
+}
+
+func (s *Server) newClientEvents(client, user, transport string) *clientEvents {
+	if s.notifier == nil {
+		return nil
+	}
+	if transport == "ws" {
+		transport = "websocket" // the contract's name for the JSON protocol
+	}
+	return &clientEvents{s: s, client: client, user: user, transport: transport, subs: map[string]int{}}
+}
+
+// event makes one of the client's events, its id derived from the
+// happening: the client, the type, the channel and which of its
+// subscriptions to it.
+func (e *clientEvents) event(typ, channel string, n int) webhook.Event {
+	h := sha256.Sum256([]byte(e.client + "\x00" + typ + "\x00" + channel + "\x00" + strconv.Itoa(n)))
+	user := e.user
+	return webhook.Event{ID: hex.EncodeToString(h[:16]), Type: typ, Client: e.client, User: &user, Channel: channel, Time: time.Now()}
+}
+
+func (e *clientEvents) emitLocked(ev webhook.Event) {
+	switch {
+	case e.ended:
+	case e.opened:
+		e.s.notify(ev)
+	default:
+		e.held = append(e.held, ev)
+	}
+}
+
+// Subscribed implements session.Observer.
+func (e *clientEvents) Subscribed(channel string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.subs[channel]++
+	e.emitLocked(e.event(webhook.Subscribe, channel, e.subs[channel]))
+}
+
+// Unsubscribed implements session.Observer.
+func (e *clientEvents) Unsubscribed(channel string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.emitLocked(e.event(webhook.Unsubscribe, channel, e.subs[channel]))
+}
+
+// connected reports the connect, then what waited for it.
+func (e *clientEvents) connected() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	ev := e.event(webhook.Connect, "", 0)
+	ev.Transport = e.transport
+	e.s.notify(ev)
+	e.opened = true
+	for _, held := range e.held {
+		e.s.notify(held)
+	}
+	e.held = nil
+}
+
+// disconnected reports the disconnect, after the unsubscribes the
+// session's close reported; nothing for a connection never opened.
+func (e *clientEvents) disconnected(reason string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.opened && !e.ended {
+		ev := e.event(webhook.Disconnect, "", 0)
+		ev.Reason = reason
+		e.s.notify(ev)
+	}
+	e.ended, e.held = true, nil
+}
+
+// disconnectReason names why a session's connection ended, for its
+// disconnect event.
+func (s *Server) disconnectReason(c session.Cause) string {
+	switch {
+	case c.Reason == "slow consumer":
+		return webhook.ReasonSlow
+	case c.Reason == "token expired":
+		return webhook.ReasonExpired
+	case c.Code == protocol.CloseKicked:
+		return webhook.ReasonKicked
+	case c.Code != 0:
+		return webhook.ReasonError
+	case s.draining.Load():
+		return webhook.ReasonShutdown
+	}
+	return webhook.ReasonClosed
 }

@@ -47,6 +47,10 @@ type Config struct {
 	RetryMin, RetryMax time.Duration
 	// Queue holds the events between the nodes; required.
 	Queue broker.Queue
+	// Local says the queue lives in this process (the memory broker): no
+	// other node will deliver what it holds, so Stop delivers it first,
+	// while its context lasts, and counts what is left as dropped.
+	Local bool
 	// Node names this node in the events it makes.
 	Node string
 	// MaxPending bounds the events waiting in this process to be pushed to
@@ -212,7 +216,40 @@ func (n *Notifier) Stop(ctx context.Context) error {
 			return err
 		}
 	}
+	if n.cfg.Local {
+		return n.drain(ctx)
+	}
 	return nil
+}
+
+// drain delivers what a queue in this process holds, until it is empty or
+// ctx ends; what is left then is dropped and counted.
+func (n *Notifier) drain(ctx context.Context) error {
+	lease := n.cfg.Timeout + leaseSlack
+	for {
+		items, err := n.cfg.Queue.Take(ctx, QueueName, takeMax, lease)
+		if err == nil && len(items) == 0 {
+			left, lerr := n.cfg.Queue.Len(ctx, QueueName)
+			if lerr == nil && left == 0 {
+				return nil
+			}
+		}
+		var wg sync.WaitGroup
+		for _, it := range items {
+			wg.Go(func() { n.deliver(it) })
+		}
+		wg.Wait()
+		select {
+		case <-ctx.Done():
+			left, _ := n.cfg.Queue.Len(context.Background(), QueueName)
+			if left > 0 {
+				n.metrics.dropped.WithLabelValues("shutdown").Add(float64(left))
+				n.cfg.Logger.Error("webhook: events not delivered before shutdown; dropped", "events", left)
+			}
+			return ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
 }
 
 // pushLoop pushes waiting events to the queue in order, retrying while

@@ -30,11 +30,14 @@ const (
 
 // WebSocket close codes used by herald.
 const (
-	CloseNormal     = 1000
-	CloseGoingAway  = 1001
-	ClosePolicy     = 1008
-	CloseTooBig     = 1009
-	CloseInternal   = 1011
+	CloseNormal    = 1000
+	CloseGoingAway = 1001
+	ClosePolicy    = 1008
+	CloseTooBig    = 1009
+	CloseInternal  = 1011
+	// CloseKicked closes a connection the application disconnected
+	// (server API): herald.js and the Go client do not reconnect after it.
+	CloseKicked     = 4000
 	closeCodeMaxLen = 123 // a close reason fits a control frame with its code
 )
 

@@ -159,6 +159,9 @@ func (s *Session) subscribe(channel string, since *string, server bool, ready fu
 	// subscription: undo it here.
 	s.mu.Lock()
 	closed := s.closed
+	if !closed && slices.Contains(s.subs, channel) {
+		s.tellStartLocked(channel)
+	}
 	s.mu.Unlock()
 	if closed {
 		s.cfg.Hub.Unsubscribe(s.ctx, s, s.cfg.Client, channel)

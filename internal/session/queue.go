@@ -84,11 +84,48 @@ func (s *Session) closeOnce(code int, reason string) bool {
 	s.qmu.Lock()
 	already := s.closing
 	s.closeLocked()
+	if !already {
+		s.causeLocked(code, reason)
+	}
 	s.qmu.Unlock()
 	if !already {
 		s.cfg.Conn.Close(code, reason)
 	}
 	return !already
+}
+
+// Cause is a close the session made: its code and reason.
+type Cause struct {
+	Code   int
+	Reason string
+}
+
+// closeConn closes the connection with code and reason, and keeps them as
+// the session's Cause unless it has one.
+func (s *Session) closeConn(code int, reason string) {
+	s.qmu.Lock()
+	s.causeLocked(code, reason)
+	s.qmu.Unlock()
+	s.cfg.Conn.Close(code, reason)
+}
+
+func (s *Session) causeLocked(code int, reason string) {
+	if s.cause == nil {
+		s.cause = &Cause{Code: code, Reason: reason}
+	}
+}
+
+// Cause returns the first close the session made of its connection
+// (slow consumer, token expired, a disconnect order, a failed write, a
+// refused raw publish); the zero Cause when it made none — the client
+// left, or the transport cut the connection.
+func (s *Session) Cause() Cause {
+	s.qmu.Lock()
+	defer s.qmu.Unlock()
+	if s.cause == nil {
+		return Cause{}
+	}
+	return *s.cause
 }
 
 // FellBehind closes the session as a slow consumer: the hub can no
@@ -295,6 +332,9 @@ func (s *Session) sent(err error) {
 		}
 		if cap(s.batch) > keptSlots || s.closing {
 			s.batch = nil
+		}
+		if err != nil {
+			s.causeLocked(protocol.CloseNormal, "write failed")
 		}
 		s.qmu.Unlock()
 		if err != nil {

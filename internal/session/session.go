@@ -132,6 +132,18 @@ type Config struct {
 	QueueBytes    int
 	Metrics       *metrics.Metrics
 	Logger        *slog.Logger
+	// Observer, when set, is told of each subscription that starts and
+	// ends; nil: nobody is.
+	Observer Observer
+}
+
+// Observer is told when a session's subscriptions start (the hub took
+// them) and end (unsubscribed, or the session closed), in the order they
+// do: a subscription's end is never told before its start. Its calls are
+// made under the session's lock: they must not block.
+type Observer interface {
+	Subscribed(channel string)
+	Unsubscribed(channel string)
 }
 
 // Session is one connection. HandleText and HandleBinary must be called
@@ -140,8 +152,9 @@ type Session struct {
 	cfg Config
 	ctx context.Context
 
-	mu     sync.Mutex // guards subs, serverSubs, closed and expiry
-	subs   []string   // a few per connection: a slice is smaller than a map
+	mu     sync.Mutex          // guards subs, serverSubs, closed and expiry
+	subs   []string            // a few per connection: a slice is smaller than a map
+	told   map[string]struct{} // subs whose start the Observer was told; nil without one
 	closed bool
 	// serverSubs counts the server-side subscriptions, which are the
 	// first of subs: they do not count against MaxSubscriptions.
@@ -162,8 +175,9 @@ type Session struct {
 	drained   chan struct{} // closed when held falls; nil unless someone waits
 	writing   bool          // a batch is in flight
 	closing   bool
-	paging    bool  // a catch-up page is reserved (TryRoom, WaitRoom)
-	holds     int32 // bytes of held that the hub buffers (Hold), not queued
+	cause     *Cause // the first close the session made; nil when none
+	paging    bool   // a catch-up page is reserved (TryRoom, WaitRoom)
+	holds     int32  // bytes of held that the hub buffers (Hold), not queued
 
 	// The batch in flight (used only by whoever set writing) and s.sent
 	// bound once.
@@ -306,6 +320,9 @@ func (s *Session) Close() {
 	s.closed = true
 	subs := s.subs
 	s.subs = nil
+	for _, ch := range subs {
+		s.tellEndLocked(ch)
+	}
 	if s.expiry != nil {
 		s.expiry.Stop()
 	}
@@ -316,12 +333,34 @@ func (s *Session) Close() {
 	}
 }
 
+// tellStartLocked tells the Observer that channel's subscription started.
+func (s *Session) tellStartLocked(channel string) {
+	if s.cfg.Observer == nil {
+		return
+	}
+	if s.told == nil {
+		s.told = make(map[string]struct{})
+	}
+	s.told[channel] = struct{}{}
+	s.cfg.Observer.Subscribed(channel)
+}
+
+// tellEndLocked tells the Observer that channel's subscription ended, if
+// it was told it started.
+func (s *Session) tellEndLocked(channel string) {
+	if _, ok := s.told[channel]; ok {
+		delete(s.told, channel)
+		s.cfg.Observer.Unsubscribed(channel)
+	}
+}
+
 // removeSubLocked forgets channel and reports whether it was subscribed.
 func (s *Session) removeSubLocked(channel string) bool {
 	i := slices.Index(s.subs, channel)
 	if i < 0 {
 		return false
 	}
+	s.tellEndLocked(channel)
 	s.subs = slices.Delete(s.subs, i, i+1)
 	if i < int(s.serverSubs) {
 		s.serverSubs--
@@ -370,7 +409,7 @@ func (s *Session) armLocked(t time.Time, fn func()) {
 // expire closes the connection whose expiry passed.
 func (s *Session) expire() {
 	s.refused("token_expired")
-	s.cfg.Conn.Close(protocol.CodeUnauthorized.CloseCode(), "token expired")
+	s.closeConn(protocol.CodeUnauthorized.CloseCode(), "token expired")
 }
 
 // renew asks the Renewer for the expiry that replaces t, on the expiry
@@ -387,7 +426,7 @@ func (s *Session) renew(t time.Time) {
 	pe := s.asProtocolError(err)
 	if pe.Code != protocol.CodeUnavailable && pe.Code != protocol.CodeInternal {
 		s.refused(string(pe.Code))
-		s.cfg.Conn.Close(pe.Code.CloseCode(), pe.Message)
+		s.closeConn(pe.Code.CloseCode(), pe.Message)
 		return
 	}
 	s.cfg.Logger.Warn("renewing a connection failed", "client", s.cfg.Client.Client, "err", pe.Message)
@@ -448,7 +487,7 @@ func (s *Session) refused(reason string) {
 }
 
 // Disconnect closes the connection with a close code and reason.
-func (s *Session) Disconnect(code int, reason string) { s.cfg.Conn.Close(code, reason) }
+func (s *Session) Disconnect(code int, reason string) { s.closeConn(code, reason) }
 
 func (s *Session) reply(b []byte) { s.enqueue(wire.NewPayload(b), asked) }
 
@@ -473,7 +512,7 @@ func (s *Session) publishRaw(frame []byte, binary bool) {
 		// Raw mode has no error replies: a client over its rate is told by
 		// closing, rather than silently losing what it sends.
 		s.refused("rate_limited")
-		s.cfg.Conn.Close(protocol.CodeRateLimited.CloseCode(), "publish rate limit exceeded")
+		s.closeConn(protocol.CodeRateLimited.CloseCode(), "publish rate limit exceeded")
 		return
 	}
 	p := broker.Publication{Binary: binary, User: s.cfg.Client.User, Client: s.cfg.Client.Client}
@@ -487,7 +526,7 @@ func (s *Session) publishRaw(frame []byte, binary bool) {
 		if pe.Code == protocol.CodeForbidden || pe.Code == protocol.CodeUnauthorized {
 			s.refused(string(pe.Code))
 		}
-		s.cfg.Conn.Close(pe.Code.CloseCode(), pe.Message)
+		s.closeConn(pe.Code.CloseCode(), pe.Message)
 	}
 }
 
