@@ -440,3 +440,24 @@ func (a apiOrders) Unsubscribe(ctx context.Context, t api.Target, channel string
 func (a apiOrders) Connections(ctx context.Context, t api.Target) ([]Connection, error) {
 	return a.s.Connections(ctx, a.sel(t))
 }
+
+// Broadcast publishes data once to each of channels, as Publish does, and
+// returns each channel's offset. Every channel is checked before the
+// first publish; a failure part way returns the offsets so far with the
+// error.
+func (s *Server) Broadcast(ctx context.Context, channels []string, data any, opts ...PublishOption) (map[string]string, error) {
+	for _, ch := range channels {
+		if err := orderChannel(ch); err != nil {
+			return nil, err
+		}
+	}
+	offsets := make(map[string]string, len(channels))
+	for _, ch := range channels {
+		off, err := s.Publish(ctx, ch, data, opts...)
+		if err != nil {
+			return offsets, err
+		}
+		offsets[ch] = off
+	}
+	return offsets, nil
+}

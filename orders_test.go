@@ -204,3 +204,21 @@ func TestOrderSubscribeSSEAndRaw(t *testing.T) {
 	}
 	_ = raw.Conn.Close(websocket.StatusNormalClosure, "")
 }
+
+// In library mode Broadcast checks every channel first.
+func TestServerBroadcast(t *testing.T) {
+	t.Parallel()
+	srv, base := newServer(t, herald.Config{})
+	c := dial(t, base)
+	wsSubscribe(t, c, "x")
+	if _, err := srv.Broadcast(context.Background(), []string{"x", "herald-admin:nodes"}, 1); err == nil {
+		t.Fatal("a broadcast naming herald's own channel was accepted")
+	}
+	offs, err := srv.Broadcast(context.Background(), []string{"x", "y"}, map[string]int{"n": 2}, herald.WithEvent("e"))
+	if err != nil || len(offs) != 2 {
+		t.Fatalf("Broadcast: %v %v", offs, err)
+	}
+	if m := nextMessage(t, c); m["offset"] != offs["x"] || m["event"] != "e" {
+		t.Fatalf("x got %v, want the broadcast (and not the refused one)", m)
+	}
+}
