@@ -86,6 +86,23 @@ func TestBroker(t *testing.T) {
 	})
 }
 
+func TestRegistry(t *testing.T) {
+	var (
+		mu       sync.Mutex
+		prefixes = map[*testing.T]string{}
+	)
+	brokertest.RunRegistry(t, func(t *testing.T) broker.Broker {
+		mu.Lock()
+		p, ok := prefixes[t]
+		if !ok {
+			p = testPrefix(t)
+			prefixes[t] = p
+		}
+		mu.Unlock()
+		return newBroker(t, redis.Config{URL: serverURL(), Prefix: p})
+	}, true)
+}
+
 func TestQueue(t *testing.T) {
 	// The brokers of one subtest share a prefix: they are nodes of one
 	// cluster.
