@@ -169,6 +169,10 @@ type Webhook struct {
 	// RetryFor is how long a failing event is retried, with backoff from
 	// 1s to 1m between tries, before it is dropped and counted [1h].
 	RetryFor time.Duration
+	// NodeTTL is how soon another node notices that a node died without
+	// shutting down, and reports its clients' unsubscribes and disconnects
+	// (reason node_lost) [30s]. A node beats every third of it.
+	NodeTTL time.Duration
 }
 
 // Namespace holds the rules of channels "NAME:…".

@@ -2,10 +2,7 @@ package herald
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
-	"strconv"
 	"sync"
 	"time"
 
@@ -27,6 +24,10 @@ func (s *Server) startWebhooks(reg prometheus.Registerer) error {
 		return nil
 	}
 	_, local := s.broker.(*memory.Broker)
+	var registry broker.Registry
+	if r, ok := s.broker.(broker.Registry); ok && !local {
+		registry = r // a survivor reports this node's clients, should it die
+	}
 	q, ok := s.broker.(broker.Queue)
 	if !ok {
 		return fmt.Errorf("herald: webhooks need a broker with queues (broker.Queue); %T has none", s.broker)
@@ -39,6 +40,9 @@ func (s *Server) startWebhooks(reg prometheus.Registerer) error {
 		RetryFor:   w.RetryFor,
 		Queue:      q,
 		Local:      local,
+		Registry:   registry,
+		NodeTTL:    w.NodeTTL,
+		Lost:       s.clearPresence,
 		Node:       s.nodeID,
 		Registerer: reg,
 		Logger:     s.cfg.Logger,
@@ -71,7 +75,9 @@ func (s *Server) notify(e webhook.Event) {
 }
 
 // clientEvents reports one client's connect, subscribes, unsubscribes and
-// disconnect to the webhooks, in the order they happen. It is the
+// disconnect to the webhooks, in the order they happen (the notifier
+// derives their ids, and keeps the client in the broker's registry for a
+// survivor to report should this node die). It is the
 // session's Observer. What happens before the connection is established
 // (server-side subscriptions made while it opens) waits for the connect
 // event; a connection that never opens reports nothing.
@@ -85,23 +91,19 @@ type clientEvents struct {
 	opened bool
 	ended  bool
 	held   []webhook.Event // before opened
-	subs   map[string]int  // subscriptions so far, per channel: they number the ids
 }
 
 func (s *Server) newClientEvents(client, user, transport string) *clientEvents {
 	if s.notifier == nil {
 		return nil
 	}
-	return &clientEvents{s: s, client: client, user: user, transport: contractTransport(transport), subs: map[string]int{}}
+	return &clientEvents{s: s, client: client, user: user, transport: contractTransport(transport)}
 }
 
-// event makes one of the client's events, its id derived from the
-// happening: the client, the type, the channel and which of its
-// subscriptions to it.
-func (e *clientEvents) event(typ, channel string, n int) webhook.Event {
-	h := sha256.Sum256([]byte(e.client + "\x00" + typ + "\x00" + channel + "\x00" + strconv.Itoa(n)))
+// event makes one of the client's events; the notifier gives it its id.
+func (e *clientEvents) event(typ, channel string) webhook.Event {
 	user := e.user
-	return webhook.Event{ID: hex.EncodeToString(h[:16]), Type: typ, Client: e.client, User: &user, Channel: channel, Time: time.Now()}
+	return webhook.Event{Type: typ, Client: e.client, User: &user, Channel: channel, Time: time.Now()}
 }
 
 func (e *clientEvents) emitLocked(ev webhook.Event) {
@@ -118,22 +120,21 @@ func (e *clientEvents) emitLocked(ev webhook.Event) {
 func (e *clientEvents) Subscribed(channel string) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	e.subs[channel]++
-	e.emitLocked(e.event(webhook.Subscribe, channel, e.subs[channel]))
+	e.emitLocked(e.event(webhook.Subscribe, channel))
 }
 
 // Unsubscribed implements session.Observer.
 func (e *clientEvents) Unsubscribed(channel string) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	e.emitLocked(e.event(webhook.Unsubscribe, channel, e.subs[channel]))
+	e.emitLocked(e.event(webhook.Unsubscribe, channel))
 }
 
 // connected reports the connect, then what waited for it.
 func (e *clientEvents) connected() {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	ev := e.event(webhook.Connect, "", 0)
+	ev := e.event(webhook.Connect, "")
 	ev.Transport = e.transport
 	e.s.notify(ev)
 	e.opened = true
@@ -149,7 +150,7 @@ func (e *clientEvents) disconnected(reason string) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.opened && !e.ended {
-		ev := e.event(webhook.Disconnect, "", 0)
+		ev := e.event(webhook.Disconnect, "")
 		ev.Reason = reason
 		e.s.notify(ev)
 	}
@@ -172,4 +173,20 @@ func (s *Server) disconnectReason(c session.Cause) string {
 		return webhook.ReasonShutdown
 	}
 	return webhook.ReasonClosed
+}
+
+// clearPresence removes a dead node's client from presence, for the
+// survivor that reports it.
+func (s *Server) clearPresence(client, user string, channels []string) {
+	ps, ok := s.broker.(broker.PresenceStore)
+	if !ok {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), orderTimeout)
+	defer cancel()
+	for _, ch := range channels {
+		if err := ps.RemovePresence(ctx, ch, broker.ClientInfo{Client: client, User: user}); err != nil {
+			s.cfg.Logger.Warn("webhook: clear a dead node's presence", "channel", ch, "err", err)
+		}
+	}
 }

@@ -12,13 +12,17 @@ package notifier
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"net/http"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -53,6 +57,13 @@ type Config struct {
 	Local bool
 	// Node names this node in the events it makes.
 	Node string
+	// Registry, when set, keeps this node's clients in the broker, so that
+	// when a node dies without shutting down a survivor reports its
+	// clients' unsubscribes and disconnects (node_lost) within NodeTTL
+	// [30s]; Lost is then told of each such client, to clear its presence.
+	Registry broker.Registry
+	NodeTTL  time.Duration
+	Lost     func(client, user string, channels []string)
 	// MaxPending bounds the events waiting in this process to be pushed to
 	// the queue (while the broker does not answer) [100000]; beyond it an
 	// event is dropped and counted.
@@ -72,12 +83,31 @@ type Notifier struct {
 	metrics metrics
 
 	mu      sync.Mutex
-	pending []webhook.Event // to push, oldest first
-	toPush  chan struct{}   // an event to push: wakes the pusher
-	toSend  chan struct{}   // an event pushed: wakes the sender
+	pending []step // to do, oldest first
+	clients map[string]*clientState
+	toPush  chan struct{} // an event to push: wakes the pusher
+	toSend  chan struct{} // an event pushed: wakes the sender
 	ctx     context.Context
 	cancel  context.CancelFunc
 	done    sync.WaitGroup
+}
+
+// step is one thing the pusher does, in order: push an event, or write
+// a client's entry in the registry (nil state: remove it).
+type step struct {
+	event  *webhook.Event
+	client string
+	state  *clientState // a copy, for a registry write
+	entry  bool         // this step writes the registry
+}
+
+// clientState is what the registry keeps of a client: enough for a
+// survivor to report its end as this node would have.
+type clientState struct {
+	User      string         `json:"user"`
+	Transport string         `json:"transport,omitempty"`
+	Subs      map[string]int `json:"subs,omitempty"` // channel → which subscription to it this is
+	seen      map[string]int // channel → subscriptions so far
 }
 
 type metrics struct {
@@ -114,13 +144,16 @@ func New(cfg Config) (*Notifier, error) {
 	if cfg.MaxPending <= 0 {
 		cfg.MaxPending = 100_000
 	}
+	if cfg.NodeTTL <= 0 {
+		cfg.NodeTTL = 30 * time.Second
+	}
 	if cfg.Client == nil {
 		cfg.Client = &http.Client{}
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	n := &Notifier{cfg: cfg, events: map[string]bool{}, toPush: make(chan struct{}, 1), toSend: make(chan struct{}, 1)}
+	n := &Notifier{cfg: cfg, events: map[string]bool{}, clients: map[string]*clientState{}, toPush: make(chan struct{}, 1), toSend: make(chan struct{}, 1)}
 	for _, t := range cfg.Events {
 		n.events[t] = true
 	}
@@ -158,26 +191,99 @@ func (n *Notifier) Wants(t string) bool { return n != nil && n.events[t] }
 
 // Notify queues e to be sent, stamped with this node and, when e has
 // none, the time now. It never blocks: the event waits in the process
-// until it is pushed to the broker's queue.
+// until it is pushed to the broker's queue. A client event without an ID
+// gets one derived from what happened (EventID), and, with a Registry,
+// the client's entry follows it.
 func (n *Notifier) Notify(e webhook.Event) {
-	if !n.Wants(e.Type) {
-		return
-	}
 	if e.Time.IsZero() {
 		e.Time = time.Now()
 	}
 	e.Time = e.Time.UTC()
 	e.Node = n.cfg.Node
 	n.mu.Lock()
-	if len(n.pending) >= n.cfg.MaxPending {
-		n.mu.Unlock()
+	defer n.mu.Unlock()
+	steps := n.trackLocked(&e)
+	if n.events[e.Type] {
+		ev := e
+		steps = n.orderLocked(e.Type, steps, step{event: &ev})
+	}
+	if len(n.pending)+len(steps) > n.cfg.MaxPending {
 		n.metrics.dropped.WithLabelValues("overflow").Inc()
 		n.cfg.Logger.Error("webhook: too many events waiting for the broker; dropped", "type", e.Type, "client", e.Client, "id", e.ID)
 		return
 	}
-	n.pending = append(n.pending, e)
-	n.mu.Unlock()
-	wake(n.toPush)
+	n.pending = append(n.pending, steps...)
+	if len(steps) > 0 {
+		wake(n.toPush)
+	}
+}
+
+// trackLocked keeps the client's state as e changes it, numbers e's id,
+// and returns the registry write that follows, if any.
+func (n *Notifier) trackLocked(e *webhook.Event) []step {
+	if e.Client == "" {
+		return nil
+	}
+	st := n.clients[e.Client]
+	switch e.Type {
+	case webhook.Connect:
+		st = &clientState{Transport: e.Transport, Subs: map[string]int{}, seen: map[string]int{}}
+		if e.User != nil {
+			st.User = *e.User
+		}
+		n.clients[e.Client] = st
+	case webhook.Subscribe:
+		if st != nil {
+			st.seen[e.Channel]++
+			st.Subs[e.Channel] = st.seen[e.Channel]
+		}
+	case webhook.Unsubscribe:
+		if st != nil && e.ID == "" {
+			e.ID = EventID(e.Client, e.Type, e.Channel, st.Subs[e.Channel])
+		}
+		if st != nil {
+			delete(st.Subs, e.Channel)
+		}
+	case webhook.Disconnect:
+		delete(n.clients, e.Client)
+		st = nil
+	}
+	if e.ID == "" {
+		num := 0
+		if st != nil && e.Type == webhook.Subscribe {
+			num = st.Subs[e.Channel]
+		}
+		e.ID = EventID(e.Client, e.Type, e.Channel, num)
+	}
+	if n.cfg.Registry == nil {
+		return nil
+	}
+	w := step{client: e.Client, entry: true}
+	if st != nil {
+		w.state = &clientState{User: st.User, Transport: st.Transport, Subs: maps.Clone(st.Subs)}
+	}
+	return []step{w}
+}
+
+// orderLocked puts the event and the registry write in the order that
+// loses nothing if the node dies between them: what a client gains is
+// written to the registry first (a survivor may report the end of a
+// subscription the app never heard of, which the app ignores); what it
+// loses is told first (a survivor may tell it again, with the same id).
+func (n *Notifier) orderLocked(typ string, registry []step, event step) []step {
+	if typ == webhook.Connect || typ == webhook.Subscribe {
+		return append(registry, event)
+	}
+	return append([]step{event}, registry...)
+}
+
+// EventID derives a client event's id from what happened: the client, the
+// type, the channel and which of the client's subscriptions to it (0 for
+// connect and disconnect). A survivor reporting a dead node's clients
+// derives the same ids.
+func EventID(client, typ, channel string, n int) string {
+	h := sha256.Sum256([]byte(client + "\x00" + typ + "\x00" + channel + "\x00" + strconv.Itoa(n)))
+	return hex.EncodeToString(h[:16])
 }
 
 // wake signals a loop waiting on ch, or one that will look at it next.
@@ -194,6 +300,10 @@ func (n *Notifier) Start() {
 	n.done.Add(2)
 	go n.pushLoop()
 	go n.sendLoop()
+	if n.cfg.Registry != nil {
+		n.done.Add(1)
+		go n.watchLoop()
+	}
 }
 
 // Stop stops the sender — events it holds go back to the queue when their
@@ -209,11 +319,17 @@ func (n *Notifier) Stop(ctx context.Context) error {
 	left := n.pending
 	n.pending = nil
 	n.mu.Unlock()
-	for i, e := range left {
-		if err := n.push(ctx, e); err != nil {
+	for i, st := range left {
+		if err := n.do(ctx, st); err != nil {
 			n.metrics.dropped.WithLabelValues("shutdown").Add(float64(len(left) - i))
 			n.cfg.Logger.Error("webhook: events not queued before shutdown; dropped", "events", len(left)-i, "err", err)
 			return err
+		}
+	}
+	if n.cfg.Registry != nil {
+		// Shut down, not dead: nobody is to report this node's clients.
+		if err := n.cfg.Registry.Forget(ctx, n.cfg.Node); err != nil {
+			n.cfg.Logger.Warn("webhook: leave the registry", "err", err)
 		}
 	}
 	if n.cfg.Local {
@@ -259,10 +375,10 @@ func (n *Notifier) pushLoop() {
 	wait := 50 * time.Millisecond
 	for {
 		n.mu.Lock()
-		var e webhook.Event
+		var st step
 		have := len(n.pending) > 0
 		if have {
-			e = n.pending[0]
+			st = n.pending[0]
 		}
 		n.mu.Unlock()
 		if !have {
@@ -273,7 +389,7 @@ func (n *Notifier) pushLoop() {
 				continue
 			}
 		}
-		if err := n.push(n.ctx, e); err != nil {
+		if err := n.do(n.ctx, st); err != nil {
 			if n.ctx.Err() != nil {
 				return
 			}
@@ -288,11 +404,26 @@ func (n *Notifier) pushLoop() {
 		}
 		wait = 50 * time.Millisecond
 		n.mu.Lock()
-		n.pending[0] = webhook.Event{}
+		n.pending[0] = step{}
 		n.pending = n.pending[1:]
 		n.mu.Unlock()
 		wake(n.toSend) // the sender may take it at once
 	}
+}
+
+// do does one step: pushes its event, or writes its registry entry.
+func (n *Notifier) do(ctx context.Context, st step) error {
+	if !st.entry {
+		return n.push(ctx, *st.event)
+	}
+	if st.state == nil {
+		return n.cfg.Registry.Delete(ctx, n.cfg.Node, st.client)
+	}
+	b, err := json.Marshal(st.state)
+	if err != nil {
+		return err
+	}
+	return n.cfg.Registry.Put(ctx, n.cfg.Node, st.client, b)
 }
 
 // key groups a client's events (in order); channel events by channel.
@@ -434,4 +565,86 @@ func (n *Notifier) post(body []byte) error {
 		return fmt.Errorf("the app answered %s", resp.Status)
 	}
 	return nil
+}
+
+// watchLoop beats for this node in the registry and, as often, looks for
+// a dead node to report: every third of NodeTTL.
+func (n *Notifier) watchLoop() {
+	defer n.done.Done()
+	t := time.NewTicker(n.cfg.NodeTTL / 3)
+	defer t.Stop()
+	for {
+		if err := n.cfg.Registry.Beat(n.ctx, n.cfg.Node, n.cfg.NodeTTL); err != nil && n.ctx.Err() == nil {
+			n.cfg.Logger.Warn("webhook: beat in the registry", "err", err)
+		}
+		for n.ctx.Err() == nil && n.reportDead() {
+		}
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// reportDead claims a dead node and reports, for each of its clients, an
+// unsubscribe per channel and a disconnect (node_lost), with the ids the
+// dead node would have given them; then forgets the node. It reports
+// whether it found one.
+func (n *Notifier) reportDead() bool {
+	node, entries, err := n.cfg.Registry.ClaimDead(n.ctx, 2*n.cfg.NodeTTL)
+	if err != nil || node == "" {
+		if err != nil && n.ctx.Err() == nil {
+			n.cfg.Logger.Warn("webhook: look for dead nodes", "err", err)
+		}
+		return false
+	}
+	n.cfg.Logger.Warn("webhook: a node died without shutting down; reporting its clients", "node", node, "clients", len(entries))
+	now := time.Now().UTC()
+	for client, b := range entries {
+		var st clientState
+		if err := json.Unmarshal(b, &st); err != nil {
+			continue
+		}
+		user := st.User
+		channels := sortedKeys(st.Subs)
+		for _, ch := range channels {
+			if err := n.pushIfWanted(webhook.Event{ID: EventID(client, webhook.Unsubscribe, ch, st.Subs[ch]), Type: webhook.Unsubscribe,
+				Time: now, Node: node, Client: client, User: &user, Channel: ch}); err != nil {
+				return true // claimed: tried again once the claim ends
+			}
+		}
+		if err := n.pushIfWanted(webhook.Event{ID: EventID(client, webhook.Disconnect, "", 0), Type: webhook.Disconnect,
+			Time: now, Node: node, Client: client, User: &user, Reason: webhook.ReasonNodeLost}); err != nil {
+			return true
+		}
+		if n.cfg.Lost != nil {
+			n.cfg.Lost(client, user, channels)
+		}
+	}
+	if err := n.cfg.Registry.Forget(n.ctx, node); err != nil {
+		n.cfg.Logger.Warn("webhook: forget a dead node", "node", node, "err", err)
+	}
+	return true
+}
+
+func (n *Notifier) pushIfWanted(e webhook.Event) error {
+	if !n.events[e.Type] {
+		return nil
+	}
+	if err := n.push(n.ctx, e); err != nil {
+		n.cfg.Logger.Warn("webhook: report a dead node's client", "client", e.Client, "err", err)
+		return err
+	}
+	wake(n.toSend)
+	return nil
+}
+
+func sortedKeys(m map[string]int) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
 }
