@@ -7,7 +7,9 @@ import (
 )
 
 // APIHandler serves the server API (the contract's /api/…): publish, the
-// active channels, history and presence. Mount it on "/api/" for every
+// active channels, history and presence, and the application's orders
+// (disconnect, subscribe, unsubscribe, broadcast, connections), which act
+// on every node. Mount it on "/api/" for every
 // method; it routes on the full path. Callers authenticate with
 // "Authorization: Bearer <Config.APIKey>"; without an APIKey only loopback
 // callers are served, and no web page (see Config.APIKey). Each call
@@ -18,6 +20,7 @@ func (s *Server) APIHandler() http.Handler {
 		APIKey:         s.cfg.APIKey,
 		Origins:        s.origins,
 		MaxMessageSize: s.cfg.MaxMessageSize,
+		Orders:         apiOrders{s},
 		Metrics:        s.metrics,
 		Logger:         s.cfg.Logger,
 	})

@@ -74,6 +74,7 @@ func (c *clientConn) opened() {
 	c.s.metrics.Connections.WithLabelValues(c.transport).Inc()
 	info := c.sess.Client()
 	c.s.cfg.Logger.Debug("client connected", "client", info.Client, "user", info.User, "transport", c.transport)
+	c.s.desk.add(c)
 	if c.events != nil {
 		c.events.connected()
 	}
@@ -86,6 +87,7 @@ func (c *clientConn) opened() {
 // channels), its slot is released, it is no longer counted, and the
 // Disconnected hook runs.
 func (c *clientConn) closed() {
+	c.s.desk.remove(c)
 	c.end()
 	if c.events != nil {
 		c.events.disconnected(c.s.disconnectReason(c.sess.Cause()))

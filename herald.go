@@ -65,6 +65,7 @@ type Server struct {
 	gather     prometheus.Gatherer // nil when the Registerer is the caller's
 	mux        *http.ServeMux
 	notifier   *notifier.Notifier // nil without webhooks
+	desk       *orderDesk         // takes this node's orders and keeps its connections
 
 	nodeID   string
 	clientN  atomic.Uint64
@@ -146,9 +147,25 @@ func New(cfg Config) (*Server, error) {
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "herald_channels",
 		Help: "Channels with subscribers on this node.",
-	}, func() float64 { return float64(len(s.hub.Channels())) }))
+	}, func() float64 {
+		n := 0
+		for _, c := range s.hub.Channels() {
+			if protocol.Namespace(c.Channel) != adminNamespace { // herald's own are not the application's
+				n++
+			}
+		}
+		return float64(n)
+	}))
 	s.mux = s.routes()
+	s.desk = newOrderDesk(s)
+	if err := s.desk.start(context.Background()); err != nil {
+		s.ws.Close()
+		s.hub.Stop()
+		_ = s.broker.Close()
+		return nil, err
+	}
 	if err := s.startWebhooks(reg); err != nil {
+		s.desk.close()
 		s.ws.Close()
 		s.hub.Stop()
 		_ = s.broker.Close()
@@ -469,6 +486,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		if nerr := s.stopWebhooks(ctx); nerr != nil && err == nil {
 			err = nerr
 		}
+		s.desk.close()
 		s.hub.Stop()
 		if cerr := s.broker.Close(); cerr != nil && err == nil {
 			err = fmt.Errorf("herald: close broker: %w", cerr)

@@ -92,10 +92,7 @@ func (s *Server) newClientEvents(client, user, transport string) *clientEvents {
 	if s.notifier == nil {
 		return nil
 	}
-	if transport == "ws" {
-		transport = "websocket" // the contract's name for the JSON protocol
-	}
-	return &clientEvents{s: s, client: client, user: user, transport: transport, subs: map[string]int{}}
+	return &clientEvents{s: s, client: client, user: user, transport: contractTransport(transport), subs: map[string]int{}}
 }
 
 // event makes one of the client's events, its id derived from the

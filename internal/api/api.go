@@ -53,6 +53,9 @@ type Config struct {
 	Origins origin.Policy
 	// MaxMessageSize bounds a publish body, in bytes; 0 means no bound.
 	MaxMessageSize int
+	// Orders carries out disconnect, subscribe, unsubscribe and
+	// connections across the cluster; nil: those endpoints are not served.
+	Orders Orders
 	// Metrics, when set, counts publishes as MessagesIn{source="api"} and
 	// refusals.
 	Metrics *metrics.Metrics
@@ -158,6 +161,8 @@ func route(u *url.URL) (e endpoint, channel string, ok bool) {
 		return publishEndpoint, "", true
 	case len(seg) == 1 && seg[0] == "channels":
 		return channelsEndpoint, "", true
+	case len(seg) == 1 && orderEndpoints[seg[0]].serve != nil:
+		return orderEndpoints[seg[0]], "", true
 	case len(seg) == 3 && seg[0] == "channels" && (seg[2] == "history" || seg[2] == "presence"):
 		channel, err := url.PathUnescape(seg[1])
 		if err != nil {
@@ -242,20 +247,8 @@ type publishRequest struct {
 
 // publish serves POST /api/publish.
 func (h *Handler) publish(w http.ResponseWriter, r *http.Request, _ string) {
-	body := r.Body
-	if h.cfg.MaxMessageSize > 0 {
-		body = http.MaxBytesReader(w, r.Body, int64(h.cfg.MaxMessageSize))
-	}
-	b, err := io.ReadAll(body)
-	if err != nil {
-		var tooLarge *http.MaxBytesError
-		if errors.As(err, &tooLarge) {
-			h.refused("too_large")
-			writeError(w, protocol.Errorf(protocol.CodeTooLarge,
-				"body over "+strconv.FormatInt(tooLarge.Limit, 10)+" bytes (--max-message-size)"))
-			return
-		}
-		writeError(w, protocol.Errorf(protocol.CodeBadRequest, "cannot read the body"))
+	b, ok := h.readBody(w, r)
+	if !ok {
 		return
 	}
 	req, perr := decodePublish(b)
@@ -280,6 +273,28 @@ func (h *Handler) publish(w http.ResponseWriter, r *http.Request, _ string) {
 		h.cfg.Metrics.MessagesIn.WithLabelValues("api").Inc()
 	}
 	h.writeJSON(w, protocol.PublishReply{Offset: off.String()})
+}
+
+// readBody reads a request's body, at most MaxMessageSize bytes; on
+// failure it has answered and reports false.
+func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
+	body := r.Body
+	if h.cfg.MaxMessageSize > 0 {
+		body = http.MaxBytesReader(w, r.Body, int64(h.cfg.MaxMessageSize))
+	}
+	b, err := io.ReadAll(body)
+	if err != nil {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			h.refused("too_large")
+			writeError(w, protocol.Errorf(protocol.CodeTooLarge,
+				"body over "+strconv.FormatInt(tooLarge.Limit, 10)+" bytes (--max-message-size)"))
+			return nil, false
+		}
+		writeError(w, protocol.Errorf(protocol.CodeBadRequest, "cannot read the body"))
+		return nil, false
+	}
+	return b, true
 }
 
 // decodePublish decodes and checks a publish body; unknown fields are
@@ -319,9 +334,11 @@ type channelCount struct {
 // channels serves GET /api/channels: this node's channels with subscribers.
 func (h *Handler) channels(w http.ResponseWriter, _ *http.Request, _ string) {
 	counts := h.cfg.Hub.Channels()
-	out := make([]channelCount, len(counts))
-	for i, c := range counts {
-		out[i] = channelCount{Channel: c.Channel, Subscribers: c.Subscribers}
+	out := make([]channelCount, 0, len(counts))
+	for _, c := range counts {
+		if protocol.Reserved(c.Channel) == nil { // herald's own are not the application's
+			out = append(out, channelCount{Channel: c.Channel, Subscribers: c.Subscribers})
+		}
 	}
 	h.writeJSON(w, struct {
 		Channels []channelCount `json:"channels"`

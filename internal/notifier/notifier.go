@@ -379,6 +379,7 @@ func (n *Notifier) deliver(it broker.QueueItem) {
 		n.metrics.delivered.Inc()
 		n.metrics.latency.Observe(time.Since(e.Time).Seconds())
 		n.settle(it, n.cfg.Queue.Ack(ctx, QueueName, it))
+		wake(n.toSend) // the key's next event is ready
 	case time.Since(it.Pushed) >= n.cfg.RetryFor:
 		n.metrics.dropped.WithLabelValues("expired").Inc()
 		n.cfg.Logger.Error("webhook: event not delivered within the retry period; dropped",

@@ -111,7 +111,9 @@ func newNotifier(t *testing.T, q broker.Queue, url string, reg prometheus.Regist
 	return n
 }
 
-func startedMemory(t *testing.T) *memory.Broker {
+func startedMemory(t *testing.T) *memory.Broker { return startedMemoryTB(t) }
+
+func startedMemoryTB(t testing.TB) *memory.Broker {
 	b := memory.New()
 	if err := b.Start(context.Background(), nopHandler{}); err != nil {
 		t.Fatal(err)
@@ -122,7 +124,12 @@ func startedMemory(t *testing.T) *memory.Broker {
 
 // redisQueues returns a maker of Redis brokers sharing a key prefix of
 // the test's own: nodes of one cluster.
-func redisQueues(t *testing.T) func() broker.Queue {
+func redisQueues(t *testing.T) func() broker.Queue { return redisQueuesTB(t) }
+
+// redisQueuesB is one Redis broker for a benchmark.
+func redisQueuesB(b *testing.B) broker.Queue { return redisQueuesTB(b)() }
+
+func redisQueuesTB(t testing.TB) func() broker.Queue {
 	addr := os.Getenv("HERALD_TEST_REDIS")
 	if addr == "" {
 		addr = "127.0.0.1:6379"

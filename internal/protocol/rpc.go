@@ -43,3 +43,12 @@ func SubscribedPush(channel, offset string, recovered bool) []byte {
 		Recovered bool   `json:"recovered"`
 	}{"subscribed", channel, offset, recovered})
 }
+
+// UnsubscribedPush encodes the "unsubscribed" push: the server ended the
+// connection's subscription to channel.
+func UnsubscribedPush(channel string) []byte {
+	return mustMarshal(struct {
+		Op      string `json:"op"`
+		Channel string `json:"channel"`
+	}{"unsubscribed", channel})
+}

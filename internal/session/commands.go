@@ -148,7 +148,20 @@ func (s *Session) subscribe(channel string, since *string, server bool, ready fu
 	}
 	s.mu.Unlock()
 
-	if err := s.cfg.Hub.Subscribe(s.ctx, s, s.cfg.Client, channel, from, ready); err != nil {
+	// The Observer hears of the subscription before the client can: ready
+	// queues what the client sees first (a reply, a push).
+	started := func(r hub.SubscribeResult) {
+		s.mu.Lock()
+		if !s.closed && slices.Contains(s.subs, channel) {
+			s.tellStartLocked(channel)
+		}
+		s.mu.Unlock()
+		ready(r)
+	}
+	if s.cfg.Observer == nil {
+		started = ready
+	}
+	if err := s.cfg.Hub.Subscribe(s.ctx, s, s.cfg.Client, channel, from, started); err != nil {
 		s.mu.Lock()
 		s.removeSubLocked(channel)
 		s.mu.Unlock()
@@ -159,9 +172,6 @@ func (s *Session) subscribe(channel string, since *string, server bool, ready fu
 	// subscription: undo it here.
 	s.mu.Lock()
 	closed := s.closed
-	if !closed && slices.Contains(s.subs, channel) {
-		s.tellStartLocked(channel)
-	}
 	s.mu.Unlock()
 	if closed {
 		s.cfg.Hub.Unsubscribe(s.ctx, s, s.cfg.Client, channel)

@@ -261,15 +261,24 @@ func (s *Session) SubscribeStream(channel string, since *string, server bool) (h
 	return res, nil
 }
 
-// SubscribeServer makes a server-side subscription of a JSON session to
-// channel, resuming after since when it is set: no Policy or subscription
-// limit applies, herald's own namespace excepted. The client gets a
-// "subscribed" push, then the channel's messages. Subscribing a channel
+// SubscribeServer makes a server-side subscription of a JSON or SSE
+// session to channel, resuming after since when it is set: no Policy or
+// subscription limit applies, herald's own namespace excepted. A JSON
+// client gets a "subscribed" push, then the channel's messages; an SSE
+// stream gets the messages. Subscribing a channel
 // the session has already succeeds and changes nothing. A failed
 // subscription returns a *protocol.Error.
 func (s *Session) SubscribeServer(channel string, since *string) error {
 	if e := protocol.Reserved(channel); e != nil {
 		return e
+	}
+	if s.cfg.Mode == ModeSSE {
+		// A stream has no pushes: the channel's messages carry it into
+		// the stream's cursor.
+		if _, err := s.SubscribeStream(channel, since, true); err != nil && !s.subscribed(channel) {
+			return err
+		}
+		return nil
 	}
 	ok, perr := s.subscribe(channel, since, true, func(r hub.SubscribeResult) {
 		s.enqueue(wire.NewPayload(protocol.SubscribedPush(channel, r.Latest.String(), r.Recovered)), asked)
@@ -279,6 +288,35 @@ func (s *Session) SubscribeServer(channel string, since *string) error {
 	}
 	return nil
 }
+
+// UnsubscribeServer ends the session's subscription to channel on the
+// server's say, whoever made it: a JSON client gets an "unsubscribed"
+// push, an SSE stream stops carrying the channel. It reports whether the
+// session was subscribed.
+func (s *Session) UnsubscribeServer(channel string) bool {
+	s.mu.Lock()
+	ok := !s.closed && s.removeSubLocked(channel)
+	s.mu.Unlock()
+	if !ok {
+		return false
+	}
+	s.cfg.Hub.Unsubscribe(s.ctx, s, s.cfg.Client, channel)
+	s.subscriptionsDelta(-1)
+	if s.cfg.Mode == ModeJSON || s.cfg.Mode == ModeJSONL {
+		s.enqueue(wire.NewPayload(protocol.UnsubscribedPush(channel)), asked)
+	}
+	return true
+}
+
+// Channels returns the channels the session is subscribed to.
+func (s *Session) Channels() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.subs)
+}
+
+// Mode returns how the session speaks.
+func (s *Session) Mode() Mode { return s.cfg.Mode }
 
 // subscribed reports whether the session is subscribed to channel.
 func (s *Session) subscribed(channel string) bool {
