@@ -14,7 +14,9 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/heraldhq/herald"
 	"github.com/heraldhq/herald/client"
+	"github.com/heraldhq/herald/heraldtest"
 )
 
 // closeKicked is the close code of a connection the application
@@ -25,12 +27,12 @@ const closeKicked = 4000
 type kickAt int
 
 const (
-	kickBeforeWelcome   kickAt = iota
-	kickBeforeReply            // when the first subscribe comes, not answering it
-	kickAfterSubscribed        // once the first subscribe is answered
+	kickBeforeWelcome kickAt = iota
+	kickBeforeReply          // when the first subscribe comes, not answering it
 )
 
-// kickServer stands in for herald disconnecting a client: it closes each
+// kickServer stands in for herald disconnecting a client at a moment that
+// a herald server does not make happen on demand: it closes each
 // connection with 4000 and reason at the point when says. It counts the
 // connections it took.
 func kickServer(t *testing.T, reason string, when kickAt) (*httptest.Server, *atomic.Int32) {
@@ -63,15 +65,7 @@ func kickServer(t *testing.T, reason string, when kickAt) (*httptest.Server, *at
 					Op string `json:"op"`
 				}
 				if json.Unmarshal([]byte(line), &cmd) != nil || cmd.Op != "subscribe" {
-					continue // no reply: whatever else was sent waits
-				}
-				if when == kickBeforeReply {
-					_ = conn.Close(closeKicked, reason)
-					return
-				}
-				reply := fmt.Sprintf(`{"id":%d,"ok":true,"offset":"","recovered":true}`, cmd.ID)
-				if conn.Write(ctx, websocket.MessageText, []byte(reply)) != nil {
-					return
+					continue
 				}
 				_ = conn.Close(closeKicked, reason)
 				return
@@ -84,7 +78,10 @@ func kickServer(t *testing.T, reason string, when kickAt) (*httptest.Server, *at
 
 func TestKickedClientDoesNotReconnect(t *testing.T) {
 	t.Parallel()
-	hs, conns := kickServer(t, "banned", kickAfterSubscribed)
+	var conns atomic.Int32
+	srv, hs := heraldtest.NewServer(t, herald.Config{Hooks: herald.Hooks{
+		Connected: func(herald.Client) { conns.Add(1) },
+	}})
 	ctx := ctxT(t)
 	var (
 		mu     sync.Mutex
@@ -102,6 +99,9 @@ func TestKickedClientDoesNotReconnect(t *testing.T) {
 	})
 	sub, err := c.Subscribe(ctx, "room")
 	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Disconnect(ctx, herald.ByClient(c.ID()), "banned"); err != nil {
 		t.Fatal(err)
 	}
 	_, err = sub.Next(ctx)
