@@ -329,3 +329,23 @@ func testQueueShared(t *testing.T, e *queueEnv) {
 		t.Fatalf("Len = %d after the item was acknowledged", n)
 	}
 }
+
+// OnePerSubtest memoizes newPrefix per subtest, for RunQueue and
+// RunRegistry with shared brokers: the brokers one subtest makes share a
+// prefix, as the nodes of one cluster do, and other subtests' do not.
+func OnePerSubtest(newPrefix func(t *testing.T) string) func(t *testing.T) string {
+	var (
+		mu       sync.Mutex
+		prefixes = map[*testing.T]string{}
+	)
+	return func(t *testing.T) string {
+		mu.Lock()
+		defer mu.Unlock()
+		p, ok := prefixes[t]
+		if !ok {
+			p = newPrefix(t)
+			prefixes[t] = p
+		}
+		return p
+	}
+}

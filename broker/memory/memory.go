@@ -62,7 +62,8 @@ type Broker struct {
 	stop     chan struct{}
 	done     chan struct{}
 
-	queues queues // the work queues (broker.Queue)
+	queues   queues   // the work queues (broker.Queue)
+	registry registry // what each node holds (broker.Registry)
 }
 
 type channel struct {

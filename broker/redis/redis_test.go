@@ -86,22 +86,19 @@ func TestBroker(t *testing.T) {
 	})
 }
 
+func TestRegistry(t *testing.T) {
+	prefix := brokertest.OnePerSubtest(testPrefix)
+	brokertest.RunRegistry(t, func(t *testing.T) broker.Broker {
+		return newBroker(t, redis.Config{URL: serverURL(), Prefix: prefix(t)})
+	}, true)
+}
+
 func TestQueue(t *testing.T) {
 	// The brokers of one subtest share a prefix: they are nodes of one
 	// cluster.
-	var (
-		mu       sync.Mutex
-		prefixes = map[*testing.T]string{}
-	)
+	prefix := brokertest.OnePerSubtest(testPrefix)
 	brokertest.RunQueue(t, func(t *testing.T) broker.Broker {
-		mu.Lock()
-		p, ok := prefixes[t]
-		if !ok {
-			p = testPrefix(t)
-			prefixes[t] = p
-		}
-		mu.Unlock()
-		return newBroker(t, redis.Config{URL: serverURL(), Prefix: p})
+		return newBroker(t, redis.Config{URL: serverURL(), Prefix: prefix(t)})
 	}, true)
 }
 
