@@ -2,6 +2,7 @@
 // JSON protocol on /ws that reconnects by itself and resumes every
 // subscription from the last offset it saw, so a reader gets every message
 // once, in order, across reconnects, while the server's history holds them.
+// It does not reconnect after the application disconnected it (ErrKicked).
 //
 // All methods are safe for concurrent use. Every call that waits for the
 // server takes a context; while the connection is down, calls wait for the
@@ -93,6 +94,30 @@ func (e *Error) Error() string { return "herald: " + e.Code + ": " + e.Message }
 // ErrClosed is returned by calls on a closed Client.
 var ErrClosed = errors.New("herald client: closed")
 
+// ErrKicked ends a Client the application disconnected (herald's server
+// API, POST /api/disconnect, which closes the connection with code 4000):
+// it does not reconnect. Dial, every call waiting or made later, and each
+// subscription's Next once its queue is empty return an error that wraps
+// it, with the server's reason: test it with errors.Is.
+var ErrKicked = errors.New("herald client: disconnected by the application")
+
+// closeKicked is the close code of a connection the application
+// disconnected.
+const closeKicked = 4000
+
+// kickedError is the error of a connection that closed with closeKicked,
+// or nil when err says nothing of the kind.
+func kickedError(err error) error {
+	var ce websocket.CloseError
+	if !errors.As(err, &ce) || ce.Code != closeKicked {
+		return nil
+	}
+	if ce.Reason == "" {
+		return ErrKicked
+	}
+	return fmt.Errorf("%w: %s", ErrKicked, ce.Reason)
+}
+
 // errLost fails a publish whose connection was lost before its ack.
 var errLost = &Error{Code: "unavailable", Message: "connection lost before the reply: the publish may or may not have happened"}
 
@@ -139,6 +164,7 @@ type Client struct {
 	subs      map[string]*Subscription
 	connected chan struct{} // closed while connected
 	closed    bool
+	err       error // why calls fail once closed: ErrClosed, or a kick
 
 	stop   chan struct{}   // closed by Close
 	ctx    context.Context // done at Close: ends a reconnect in progress
@@ -158,7 +184,9 @@ type call struct {
 // Dial connects to url — a ws:// or wss:// /ws endpoint, or an http(s)://
 // base URL, to which /ws is added — and returns once the server's welcome
 // arrived. A refused first connection (a bad token, say) is an error; after
-// that the Client reconnects by itself until Close.
+// that the Client reconnects by itself until Close, or until the server
+// closes a connection with 4000: the application disconnected the client,
+// and it ends with ErrKicked.
 func Dial(ctx context.Context, rawURL string, opts *Options) (*Client, error) {
 	u, err := wsURL(rawURL)
 	if err != nil {
@@ -251,6 +279,9 @@ func (c *Client) connect(ctx context.Context) (*websocket.Conn, welcome, error) 
 	}
 	if err != nil || w.Op != "welcome" {
 		_ = conn.CloseNow()
+		if kicked := kickedError(err); kicked != nil {
+			return nil, welcome{}, kicked
+		}
 		return nil, welcome{}, fmt.Errorf("herald client: no welcome from %s: %v", c.url, err)
 	}
 	c.mu.Lock()
@@ -310,12 +341,17 @@ func firstLine(b []byte) []byte {
 	return []byte(line)
 }
 
-// run serves one connection after another until Close.
+// run serves one connection after another until Close, or until the
+// server closes one with closeKicked.
 func (c *Client) run(conn *websocket.Conn) {
 	defer close(c.done)
 	for {
 		err := c.read(conn)
 		c.offline(conn, err)
+		if kicked := kickedError(err); kicked != nil {
+			c.shut(kicked)
+			return
+		}
 		for retries := 0; ; retries++ {
 			select {
 			case <-c.stop:
@@ -329,6 +365,10 @@ func (c *Client) run(conn *websocket.Conn) {
 			if err == nil {
 				c.online(conn, w)
 				break
+			}
+			if errors.Is(err, ErrKicked) {
+				c.shut(err)
+				return
 			}
 			c.log.Warn("herald client: reconnect", "url", c.url, "err", err)
 			c.setState(Disconnected)
@@ -571,7 +611,7 @@ func (c *Client) send(op string, fields map[string]any, done func(json.RawMessag
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
-		return nil, ErrClosed
+		return nil, c.err
 	}
 	c.nextID++
 	fields["id"], fields["op"] = c.nextID, op
@@ -624,8 +664,15 @@ func (c *Client) do(ctx context.Context, op string, fields map[string]any) (json
 		c.forget(p)
 		return nil, ctx.Err()
 	case <-c.stop:
-		return nil, ErrClosed
+		return nil, c.closedErr()
 	}
+}
+
+// closedErr is why calls fail once the Client is closed.
+func (c *Client) closedErr() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err
 }
 
 // forget drops a call nobody waits for.
@@ -747,29 +794,36 @@ func (c *Client) Presence(ctx context.Context, channel string) ([]Presence, erro
 }
 
 // Close closes the connection for good; calls waiting on it return
-// ErrClosed, and so do later ones.
+// ErrClosed, and so do later ones (after a kick, they keep its error).
 func (c *Client) Close() error {
-	c.mu.Lock()
-	if c.closed {
-		c.mu.Unlock()
-		return nil
-	}
-	c.closed = true
-	close(c.stop)
-	conn := c.conn
-	subs := c.subs
-	c.subs = map[string]*Subscription{}
-	c.mu.Unlock()
-	for _, s := range subs {
-		s.end(ErrClosed)
-	}
-	if conn != nil {
+	if conn := c.shut(ErrClosed); conn != nil {
 		_ = conn.Close(websocket.StatusNormalClosure, "")
 	}
 	c.cancel()
 	<-c.done
 	c.setState(Disconnected)
 	return nil
+}
+
+// shut ends the Client for good with err, unless it ended already: calls
+// waiting and later ones fail with err, and every subscription ends with
+// it. It returns the connection still open, for the caller to close.
+func (c *Client) shut(err error) *websocket.Conn {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil
+	}
+	c.closed, c.err = true, err
+	close(c.stop)
+	conn := c.conn
+	subs := c.subs
+	c.subs = map[string]*Subscription{}
+	c.mu.Unlock()
+	for _, s := range subs {
+		s.end(err)
+	}
+	return conn
 }
 
 // scheduleRefresh replaces the connection's token shortly before it

@@ -51,7 +51,7 @@ func (c *Client) Subscribe(ctx context.Context, channel string, opts ...Subscrib
 	switch {
 	case c.closed:
 		c.mu.Unlock()
-		return nil, ErrClosed
+		return nil, c.err
 	case c.subs[channel] != nil:
 		c.mu.Unlock()
 		return nil, &Error{Code: "bad_request", Message: "already subscribed to " + channel}
@@ -71,6 +71,8 @@ func (c *Client) Subscribe(ctx context.Context, channel string, opts ...Subscrib
 	case <-ctx.Done():
 		c.drop(s)
 		return nil, ctx.Err()
+	case <-c.stop:
+		return nil, c.closedErr()
 	}
 }
 
@@ -201,8 +203,8 @@ func (s *Subscription) end(err error) {
 }
 
 // Next returns the subscription's next message, waiting for one until ctx
-// is done. After Unsubscribe or Close it returns the messages still queued,
-// then the error that ended the subscription.
+// is done. After Unsubscribe, Close or a kick (ErrKicked) it returns the
+// messages still queued, then the error that ended the subscription.
 func (s *Subscription) Next(ctx context.Context) (Message, error) {
 	for {
 		s.mu.Lock()

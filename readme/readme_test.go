@@ -25,6 +25,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -78,6 +79,9 @@ type lineCheck struct {
 	background bool
 	// within bounds how long a background line may take to be ready.
 	within time.Duration
+	// before, when set, runs ahead of the line: it makes what the line
+	// acts on.
+	before func(h *harness) error
 	// ready says whether the line did what it should: polled until it
 	// returns nil for a background line, called once after exit with the
 	// line's stdout for the others. Nil: exiting 0 is enough.
@@ -87,6 +91,7 @@ type lineCheck struct {
 // lineChecks has a check for every README command line the test runs,
 // by command.key.
 func lineChecks() map[string]lineCheck {
+	var ann *client.Subscription // a connection of ann's, for herald disconnect to close
 	return map[string]lineCheck{
 		// Quick start. The server gets the token secret (so that $TOKEN is
 		// a token it takes) and lets anonymous clients in, as the lines
@@ -138,6 +143,33 @@ func lineChecks() map[string]lineCheck {
 					}
 					return nil
 				})
+			},
+		},
+		"herald disconnect --user ann": {
+			before: func(h *harness) error {
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				c, err := client.Dial(ctx, h.base, &client.Options{Token: h.token}) // $TOKEN is ann's
+				if err != nil {
+					return fmt.Errorf("ann's client: %w", err)
+				}
+				h.t.Cleanup(func() { _ = c.Close() })
+				ann, err = c.Subscribe(ctx, "chat:lobby")
+				return err
+			},
+			ready: func(*harness, string) error {
+				// Her client ends rather than reconnect.
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				for {
+					_, err := ann.Next(ctx)
+					if errors.Is(err, client.ErrKicked) {
+						return nil
+					}
+					if err != nil {
+						return fmt.Errorf("ann's subscription: %w, want client.ErrKicked", err)
+					}
+				}
 			},
 		},
 		`herald token --token-secret "$SECRET" --user ann`: {
@@ -341,6 +373,11 @@ func (h *harness) run(t *testing.T, c command, chk lineCheck) error {
 	env := h.env
 	if chk.env != nil {
 		env = append(slices.Clone(env), chk.env(h)...)
+	}
+	if chk.before != nil {
+		if err := chk.before(h); err != nil {
+			return fmt.Errorf("before the line: %w", err)
+		}
 	}
 	owner := t
 	if chk.background {

@@ -169,6 +169,13 @@ export class Herald {
    * client's own are.
    */
   on(event: 'subscription', fn: (sub: Subscription) => void): Unlisten;
+  /**
+   * The application disconnected this client (herald's server API; WebSocket
+   * close code 4000, with its reason), once. The Herald does not reconnect: it
+   * is closed as by `close()`, its state already `disconnected`; calls reject
+   * with `unavailable`.
+   */
+  on(event: 'kicked', fn: (e: { code: 4000; reason: string }) => void): Unlisten;
   /** Errors that belong to no command: a bad frame, a failed getToken. */
   on(event: 'error', fn: (e: Error) => void): Unlisten;
   /** Closes the connection for good; what waits rejects with `unavailable`. */

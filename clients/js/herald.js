@@ -5,6 +5,7 @@ const PROTOCOLS = ['herald.v1.jsonl', 'herald.v1'];
 const RETRY_MIN = 250; // ms before the first reconnect, doubling up to RETRY_MAX
 const RETRY_MAX = 10000;
 const SEEN_MAX = 1000; // offsets remembered per subscription to drop duplicates
+const KICKED = 4000; // the close code of a client the application disconnected: no reconnect
 
 // tokenExpiry is a JWT's exp in ms, or 0 when it has none or is no JWT.
 function tokenExpiry(token) {
@@ -155,6 +156,7 @@ export class Herald extends Emitter {
     this._subs = new Map(); // channel → Subscription
     this._retries = 0;
     this._closed = false;
+    this._why = 'herald: closed'; // what calls fail with once closed
     // Connect in a microtask, so that listeners added right after the
     // constructor see 'connecting'.
     queueMicrotask(() => this._connect());
@@ -163,7 +165,7 @@ export class Herald extends Emitter {
   // subscribe subscribes to channel; handler(data, message) gets each
   // message once, in order, across reconnects.
   subscribe(channel, handler, { since } = {}) {
-    if (this._closed) throw herr('unavailable', 'herald: closed');
+    if (this._closed) throw herr('unavailable', this._why);
     if (this._subs.has(channel)) throw herr('bad_request', 'herald: already subscribed to ' + channel);
     const sub = new Subscription(this, channel, handler, since);
     this._subs.set(channel, sub);
@@ -188,12 +190,19 @@ export class Herald extends Emitter {
 
   // close closes the connection for good.
   close() {
+    this._end('herald: closed');
+  }
+
+  // _end stops the Herald for good: what waits, and every later call,
+  // fails with unavailable and the message why.
+  _end(why) {
     if (this._closed) return;
     this._closed = true;
+    this._why = why;
     clearTimeout(this._timer);
     clearTimeout(this._refresher);
     this._abort?.abort();
-    for (const p of this._pending.values()) p.reject(herr('unavailable', 'herald: closed'));
+    for (const p of this._pending.values()) p.reject(herr('unavailable', why));
     this._pending.clear();
     const ws = this._ws;
     if (ws) {
@@ -234,9 +243,14 @@ export class Herald extends Emitter {
     this._token = token;
     ws.onopen = () => this._open(ws);
     ws.onmessage = (ev) => this._read(ev.data);
-    ws.onclose = () => {
+    ws.onclose = (ev) => {
       this._drop(ws);
-      this._retry();
+      if (ev?.code !== KICKED) return this._retry();
+      // The application disconnected this client (herald's server API):
+      // it is not to come back by itself.
+      const reason = ev.reason || '';
+      this._end('herald: disconnected by the server' + (reason && ': ' + reason));
+      this._emit('kicked', { code: KICKED, reason });
     };
     ws.onerror = () => {};
   }
@@ -507,7 +521,7 @@ export class Herald extends Emitter {
   }
 
   _cmd(op, fields, resolve, reject) {
-    if (this._closed) return reject(herr('unavailable', 'herald: closed'));
+    if (this._closed) return reject(herr('unavailable', this._why));
     if (this._sse) return reject(herr('bad_request', 'herald: ' + op + ' needs the WebSocket transport'));
     const id = ++this._id;
     const p = { op, frame: JSON.stringify({ id, op, ...fields }), resolve, reject };

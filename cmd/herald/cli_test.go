@@ -84,7 +84,7 @@ func TestValuesCheckedAtParseTime(t *testing.T) {
 // groups, with their defaults and environment variables.
 func TestHelp(t *testing.T) {
 	t.Parallel()
-	commands := []string{"serve", "pub", "sub", "token", "config", "bench", "version", "help"}
+	commands := []string{"serve", "pub", "sub", "disconnect", "subscribe", "unsubscribe", "broadcast", "connections", "token", "config", "bench", "version", "help"}
 	for _, args := range [][]string{{"--help"}, {"help"}, {"-h"}} {
 		var out bytes.Buffer
 		if err := run(context.Background(), args, nil, &out, io.Discard); err != nil {

@@ -3,6 +3,12 @@
 //	herald [serve] [flags]   run the server (the default)
 //	herald pub CHANNEL DATA  publish (as a client with --token, else through the server API)
 //	herald sub CHANNEL...    print messages as they come
+//	herald disconnect (--user U | --client C) [--reason R]
+//	                         close connections (server API; the other orders too)
+//	herald subscribe (--user U | --client C) [--since OFFSET] CHANNEL
+//	herald unsubscribe (--user U | --client C) CHANNEL
+//	herald broadcast CHANNEL[,CHANNEL...] DATA   publish to each channel
+//	herald connections [--user U] [--json]       list connections
 //	herald token --user U    print a client token signed with --token-secret
 //	herald config [flags]    print the effective configuration, secrets masked
 //	herald bench SCENARIO    load-test a running server
@@ -64,14 +70,19 @@ func main() {
 type cli struct {
 	Version bool `help:"Print the version." environ:"-"`
 
-	Serve      serveCmd   `cmd:"" default:"withargs" help:"Run the server (the default command)."`
-	Pub        pubCmd     `cmd:"" help:"Publish a message: as a client with --token, else through the server API."`
-	Sub        subCmd     `cmd:"" help:"Print messages of channels as they come."`
-	Token      tokenCmd   `cmd:"" help:"Print a client token signed with --token-secret, for development."`
-	Config     configCmd  `cmd:"" help:"Print the configuration serve would run with, secrets masked."`
-	Bench      benchCmd   `cmd:"" help:"Load-test a running server: herald bench SCENARIO -h for a scenario's flags."`
-	VersionCmd versionCmd `cmd:"" name:"version" help:"Print the version."`
-	Help       helpCmd    `cmd:"" help:"List the commands, or a command's flags (herald help COMMAND)."`
+	Serve       serveCmd       `cmd:"" default:"withargs" help:"Run the server (the default command)."`
+	Pub         pubCmd         `cmd:"" help:"Publish a message: as a client with --token, else through the server API."`
+	Sub         subCmd         `cmd:"" help:"Print messages of channels as they come."`
+	Disconnect  disconnectCmd  `cmd:"" help:"Close a user's or a client's connections for good."`
+	Subscribe   subscribeCmd   `cmd:"" help:"Subscribe a user's or a client's connections to a channel."`
+	Unsubscribe unsubscribeCmd `cmd:"" help:"End a user's or a client's subscriptions to a channel."`
+	Broadcast   broadcastCmd   `cmd:"" help:"Publish one message to several channels; print the offsets."`
+	Connections connectionsCmd `cmd:"" help:"List connections on every node: a user's, or all."`
+	Token       tokenCmd       `cmd:"" help:"Print a client token signed with --token-secret, for development."`
+	Config      configCmd      `cmd:"" help:"Print the configuration serve would run with, secrets masked."`
+	Bench       benchCmd       `cmd:"" help:"Load-test a running server: herald bench SCENARIO -h for a scenario's flags."`
+	VersionCmd  versionCmd     `cmd:"" name:"version" help:"Print the version."`
+	Help        helpCmd        `cmd:"" help:"List the commands, or a command's flags (herald help COMMAND)."`
 }
 
 // runEnv is what every command runs with.

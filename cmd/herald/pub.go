@@ -1,20 +1,15 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
-	"strings"
-	"time"
 
 	"github.com/heraldhq/herald/client"
 )
-
-// pubTimeout bounds one publish request.
-const pubTimeout = 30 * time.Second
 
 // pubCmd publishes DATA to CHANNEL and prints the offset: as a client
 // over WebSocket when --token is given (the token's rights apply), else
@@ -22,12 +17,11 @@ const pubTimeout = 30 * time.Second
 // machine). DATA is sent as JSON when it is valid JSON, else as a JSON
 // string; "-" reads it from stdin.
 type pubCmd struct {
-	URL     string `default:"http://localhost:8080" help:"herald server"`
-	APIKey  string `name:"api-key" help:"server API key"`
-	Token   string `help:"client token: publish over WebSocket as its user"`
-	Event   string `help:"event name of the message" environ:"-"`
-	Channel string `arg:"" help:"The channel to publish to."`
-	Data    string `arg:"" help:"The message: JSON, else sent as a string; - reads it from stdin (put -- before data that starts with -)."`
+	serverAPI `embed:""`
+	Token     string `help:"client token: publish over WebSocket as its user"`
+	Event     string `help:"event name of the message" environ:"-"`
+	Channel   string `arg:"" help:"The channel to publish to."`
+	Data      string `arg:"" help:"The message: JSON, else sent as a string; - reads it from stdin (put -- before data that starts with -)."`
 }
 
 // Run publishes and prints the offset.
@@ -36,36 +30,16 @@ func (c *pubCmd) Run(r *runEnv) error {
 }
 
 func (c *pubCmd) publish(ctx context.Context, stdin io.Reader, stdout io.Writer) error {
-	channel, text := c.Channel, c.Data
-	if text == "-" {
-		b, err := io.ReadAll(stdin)
-		if err != nil {
-			return fmt.Errorf("pub: read stdin: %w", err)
-		}
-		// What echo and most editors add is not part of the data.
-		text = strings.TrimSuffix(strings.TrimSuffix(string(b), "\n"), "\r")
-	}
-	data := json.RawMessage(text)
-	if !json.Valid(data) {
-		data, _ = json.Marshal(text) // a string always encodes
-	}
-	if c.Token != "" {
-		off, err := publishWS(ctx, c.URL, c.Token, channel, data, c.Event)
-		if err != nil {
-			return fmt.Errorf("pub: %w", err)
-		}
-		_, err = fmt.Fprintln(stdout, off)
-		return err
-	}
-	body, err := json.Marshal(struct {
-		Channel string          `json:"channel"`
-		Data    json.RawMessage `json:"data"`
-		Event   string          `json:"event,omitempty"`
-	}{channel, data, c.Event})
+	data, err := readData(c.Data, stdin)
 	if err != nil {
-		return fmt.Errorf("pub: encode request: %w", err)
+		return fmt.Errorf("pub: %w", err)
 	}
-	off, err := publishHTTP(ctx, strings.TrimRight(c.URL, "/")+"/api/publish", c.APIKey, body)
+	var off string
+	if c.Token != "" {
+		off, err = publishWS(ctx, c.URL, c.Token, c.Channel, data, c.Event)
+	} else {
+		off, err = c.publishHTTP(ctx, data)
+	}
 	if err != nil {
 		return fmt.Errorf("pub: %w", err)
 	}
@@ -75,7 +49,7 @@ func (c *pubCmd) publish(ctx context.Context, stdin io.Reader, stdout io.Writer)
 
 // publishWS publishes as a client with token and returns the offset.
 func publishWS(ctx context.Context, baseURL, token, channel string, data json.RawMessage, event string) (string, error) {
-	ctx, cancel := context.WithTimeout(ctx, pubTimeout)
+	ctx, cancel := context.WithTimeout(ctx, apiTimeout)
 	defer cancel()
 	c, err := client.Dial(ctx, baseURL, &client.Options{Token: token})
 	if err != nil {
@@ -85,50 +59,21 @@ func publishWS(ctx context.Context, baseURL, token, channel string, data json.Ra
 	return c.Publish(ctx, channel, data, event)
 }
 
-// publishHTTP posts body to url and returns the offset of the answer, or
-// an error naming the code and message of the server's error body.
-func publishHTTP(ctx context.Context, url, apiKey string, body []byte) (string, error) {
-	ctx, cancel := context.WithTimeout(ctx, pubTimeout)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
-	if err != nil {
-		return "", fmt.Errorf("build request: %w", err)
-	}
-	req.Header.Set("Content-Type", "application/json")
-	if apiKey != "" {
-		req.Header.Set("Authorization", "Bearer "+apiKey)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return "", fmt.Errorf("post: %w", err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if err != nil {
-		return "", fmt.Errorf("read answer: %w", err)
-	}
+// publishHTTP publishes through the server API and returns the offset.
+func (c *pubCmd) publishHTTP(ctx context.Context, data json.RawMessage) (string, error) {
+	body := struct {
+		Channel string          `json:"channel"`
+		Data    json.RawMessage `json:"data"`
+		Event   string          `json:"event,omitempty"`
+	}{c.Channel, data, c.Event}
 	var answer struct {
 		Offset string `json:"offset"`
-		Error  *struct {
-			Code    string `json:"code"`
-			Message string `json:"message"`
-		} `json:"error"`
 	}
-	jerr := json.Unmarshal(b, &answer)
-	switch {
-	case resp.StatusCode/100 != 2 && jerr == nil && answer.Error != nil:
-		return "", fmt.Errorf("%s: %s (HTTP %d)", answer.Error.Code, answer.Error.Message, resp.StatusCode)
-	case resp.StatusCode/100 != 2:
-		return "", fmt.Errorf("HTTP %s: %q", resp.Status, truncate(string(b), 200))
-	case jerr != nil || answer.Offset == "":
-		return "", fmt.Errorf("unexpected answer %q", truncate(string(b), 200))
+	if err := c.call(ctx, http.MethodPost, "/api/publish", body, &answer); err != nil {
+		return "", err
+	}
+	if answer.Offset == "" {
+		return "", errors.New("the answer has no offset")
 	}
 	return answer.Offset, nil
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "…"
 }

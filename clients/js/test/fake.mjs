@@ -41,9 +41,9 @@ export function fakeSocket() {
     }
 
     // drop closes the socket from the server's side.
-    drop(code = 1006) {
+    drop(code = 1006, reason = '') {
       this.readyState = 3;
-      this.onclose?.({ code });
+      this.onclose?.({ code, reason });
     }
 
     // commands returns every command sent so far, decoded.

@@ -109,3 +109,39 @@ test('a subscription of the client that the server makes itself on reconnect liv
   assert.deepEqual(errors, []);
   assert.deepEqual(got, ['x']);
 });
+
+test('a close with 4000 (the application disconnected the client) ends the Herald: no reconnect, a kicked event', async (t) => {
+  const { h, WS, ws } = await connected();
+  t.after(() => h.close());
+  const sub = h.subscribe('a', () => {});
+  await command(ws, 'subscribe');
+  const p = h.publish('a', 1);
+  await command(ws, 'publish');
+  const seen = [];
+  h.on('state', (s) => seen.push('state ' + s));
+  h.on('kicked', (e) => seen.push(`kicked ${e.code} ${e.reason} ${h.state}`));
+  t.mock.timers.enable({ apis: ['setTimeout'] });
+  t.after(() => t.mock.timers.reset());
+  ws.drop(4000, 'banned');
+  assert.deepEqual(seen, ['state disconnected', 'kicked 4000 banned disconnected']);
+  // What waited, and what comes later, fails as after close().
+  await assert.rejects(p, (e) => e.code === 'unavailable');
+  await assert.rejects(h.publish('a', 2), (e) => e.code === 'unavailable' && /banned/.test(e.message));
+  assert.throws(() => h.subscribe('b', () => {}), (e) => e.code === 'unavailable');
+  // A reconnect would be a timer: past the longest backoff, none dials.
+  t.mock.timers.tick(10 * 60_000);
+  await new Promise(setImmediate);
+  assert.equal(WS.sockets.length, 1);
+  assert.equal(h.state, 'disconnected');
+  sub.unsubscribe(); // harmless now
+});
+
+test('a close with another code still reconnects', async (t) => {
+  const { h, WS, ws } = await connected();
+  t.after(() => h.close());
+  let kicked = 0;
+  h.on('kicked', () => kicked++);
+  ws.drop(4001, 'not herald');
+  await waitFor(() => WS.sockets[1], 5000);
+  assert.equal(kicked, 0);
+});
