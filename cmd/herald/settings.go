@@ -69,10 +69,11 @@ type serveFlags struct {
 	HistoryTTL   span   `name:"history-ttl" default:"${history_ttl}" help:"how long messages are kept" group:"brokers"`
 	HistoryBytes count  `default:"${history_bytes}" help:"bytes of history kept in all (memory broker: in this process, least recently published channels dropped first; NATS: the stream's size; Redis: not applied, bound it with maxmemory; 0: no bound)" group:"brokers"`
 
-	Webhook         string   `help:"URL the application's webhook endpoint: herald POSTs it signed events (connect, disconnect, subscribe, unsubscribe), at least once, in order per client" placeholder:"URL" group:"backend"`
+	Webhook         string   `help:"URL of the application's webhook endpoint: herald POSTs it signed events (connect, disconnect, subscribe, unsubscribe), at least once, in order per client, even when a node dies" placeholder:"URL" group:"backend"`
 	WebhookSecret   string   `help:"secret that signs the webhook events (Herald-Signature); required with --webhook" group:"backend"`
 	WebhookEvents   []string `help:"the webhook event types to send (default: all)" enum:"connect,disconnect,subscribe,unsubscribe,occupied,vacated,undelivered" placeholder:"TYPE" group:"backend"`
 	WebhookRetryFor span     `default:"1h" help:"how long a webhook event the app does not acknowledge is retried, with backoff, before it is dropped" group:"backend"`
+	NodeTTL         span     `name:"node-ttl" default:"30s" help:"how soon another node notices that a node died without shutting down and reports its clients to the webhook (unsubscribe, disconnect with reason node_lost)" group:"backend"`
 	Outbox          string   `help:"PostgreSQL URL (postgres://user:password@host/db, ?search_path=schema for another than public) whose table herald_outbox herald publishes: the rows the app commits, in id order, at least once; one node of a cluster reads at a time" placeholder:"URL" group:"backend"`
 
 	ProxyConnect   string   `name:"proxy-connect" help:"URL herald asks whether a client without a token may connect, and as whom (its user, expiry, server-side channels, presence info)" placeholder:"URL" group:"backend"`
@@ -235,6 +236,7 @@ func (f *serveFlags) settings(namespaces map[string]herald.Namespace, origin fun
 				Secret:   f.WebhookSecret,
 				Events:   f.WebhookEvents,
 				RetryFor: time.Duration(f.WebhookRetryFor),
+				NodeTTL:  time.Duration(f.NodeTTL),
 				Timeout:  time.Duration(f.ProxyTimeout), // the contract bounds webhook calls by --proxy-timeout too
 			},
 		},
