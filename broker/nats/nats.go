@@ -76,6 +76,7 @@ import (
 	"net/url"
 	"regexp"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -331,21 +332,17 @@ func (b *Broker) Start(ctx context.Context, h broker.Handler) error {
 // updates them to the broker's settings.
 func (b *Broker) createState(ctx context.Context, js jetstream.JetStream) (jetstream.Stream, jetstream.KeyValue, error) {
 	p := b.cfg.Prefix
-	var stream jetstream.Stream
-	err := retryServerError(ctx, func() (err error) {
-		stream, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-			Name:              b.StreamName(),
-			Subjects:          []string{p + ".msg.*"},
-			Storage:           jetstream.FileStorage,
-			MaxMsgsPerSubject: int64(b.cfg.MaxHistory),
-			MaxAge:            b.cfg.MaxAge,
-			MaxBytes:          b.cfg.MaxBytes,
-			RePublish:         &jetstream.RePublish{Source: p + ".msg.>", Destination: p + ".live.>"},
-		})
-		return err
+	stream, err := b.createStream(ctx, js, jetstream.StreamConfig{
+		Name:              b.StreamName(),
+		Subjects:          []string{p + ".msg.*"},
+		Storage:           jetstream.FileStorage,
+		MaxMsgsPerSubject: int64(b.cfg.MaxHistory),
+		MaxAge:            b.cfg.MaxAge,
+		MaxBytes:          b.cfg.MaxBytes,
+		RePublish:         &jetstream.RePublish{Source: p + ".msg.>", Destination: p + ".live.>"},
 	})
 	if err != nil {
-		return nil, nil, b.wrap("create stream", err)
+		return nil, nil, err
 	}
 	var kv jetstream.KeyValue
 	err = retryServerError(ctx, func() (err error) {
@@ -359,6 +356,20 @@ func (b *Broker) createState(ctx context.Context, js jetstream.JetStream) (jetst
 		return nil, nil, b.wrap("create presence bucket", err)
 	}
 	return stream, kv, nil
+}
+
+// createStream creates the stream of cfg, or updates it to cfg. Nodes
+// doing it at once with one cfg all succeed.
+func (b *Broker) createStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig) (jetstream.Stream, error) {
+	var stream jetstream.Stream
+	err := retryServerError(ctx, func() (err error) {
+		stream, err = js.CreateOrUpdateStream(ctx, cfg)
+		return err
+	})
+	if err != nil {
+		return nil, b.wrap("create stream "+cfg.Name, err)
+	}
+	return stream, nil
 }
 
 // ensureState makes the stream and the bucket again, as Start did, once the
@@ -493,6 +504,14 @@ func (b *Broker) chainFor(name string) *chain {
 }
 
 func token(s string) string { return base64.RawURLEncoding.EncodeToString([]byte(s)) }
+
+// fromToken returns the name in tok, a subject token that is mark followed
+// by the name's token; false when tok is not one.
+func fromToken(tok, mark string) (string, bool) {
+	rest, ok := strings.CutPrefix(tok, mark)
+	name, err := base64.RawURLEncoding.DecodeString(rest)
+	return string(name), ok && err == nil
+}
 
 func (b *Broker) msgSubject(tok string) string  { return b.cfg.Prefix + ".msg." + tok }
 func (b *Broker) liveSubject(tok string) string { return b.cfg.Prefix + ".live." + tok }

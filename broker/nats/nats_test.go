@@ -113,8 +113,8 @@ func TestNewRejectsBadPrefix(t *testing.T) {
 	}
 }
 
-// twoNodes starts two brokers on prefix, both subscribed to channel; they
-// are closed when t ends.
+// twoNodes starts two brokers on prefix, both subscribed to channel
+// unless it is ""; they are closed when t ends.
 func twoNodes(ctx context.Context, t *testing.T, prefix, channel string) ([2]*nats.Broker, [2]*handler) {
 	t.Helper()
 	nodes := [2]*nats.Broker{newBroker(t, prefix), newBroker(t, prefix)}
@@ -124,6 +124,9 @@ func twoNodes(ctx context.Context, t *testing.T, prefix, channel string) ([2]*na
 			t.Fatalf("Start node %d: %v", i, err)
 		}
 		t.Cleanup(func() { _ = b.Close() })
+		if channel == "" {
+			continue
+		}
 		if err := b.Subscribe(ctx, channel); err != nil {
 			t.Fatalf("Subscribe node %d: %v", i, err)
 		}
