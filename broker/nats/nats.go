@@ -12,7 +12,9 @@
 //   - key-value bucket "p-presence" holds one key t.c<base64url(client)>
 //     per present client, expiring after Config.PresenceTTL;
 //   - streams "p-queue-items" and "p-queue-keys" hold the work queues
-//     (broker.Queue), made when a queue is first used: see queue.go.
+//     (broker.Queue), made when a queue is first used: see queue.go;
+//   - stream "p-registry" holds the nodes' beats, claims and entries
+//     (broker.Registry), made when first used: see registry.go.
 //
 // The server must be NATS 2.9 or later with JetStream enabled (RePublish and
 // the expected-last-subject-sequence check).
@@ -163,7 +165,7 @@ type Broker struct {
 
 	// Lock order: mu, then channel.mu; queueMu, then mu. pubMu and
 	// chain.mu are taken alone.
-	mu       sync.Mutex // guards handler, nc, js, stream, kv, qstreams, epoch, channels, closed
+	mu       sync.Mutex // guards handler, nc, js, stream, kv, qstreams, rstream, epoch, channels, closed
 	handler  broker.Handler
 	nc       *natsgo.Conn
 	js       jetstream.JetStream
@@ -173,7 +175,8 @@ type Broker struct {
 	channels map[string]*channel // subscribed channels
 	seen     *watermark.Table    // newest offset seen per recent channel
 	closed   bool
-	qstreams *queueStreams // nil until a queue is first used, and after a reconnection
+	qstreams *queueStreams    // nil until a queue is first used, and after a reconnection
+	rstream  jetstream.Stream // the registry's; likewise
 
 	queueMu  sync.Mutex // one making of the queue streams at a time
 	ensureMu sync.Mutex // one ensureState at a time
@@ -394,7 +397,7 @@ func (b *Broker) ensureState() {
 		if err == nil {
 			b.mu.Lock()
 			b.stream, b.kv = stream, kv
-			b.qstreams = nil // made again on next use
+			b.qstreams, b.rstream = nil, nil // made again on next use
 			b.mu.Unlock()
 			return
 		}

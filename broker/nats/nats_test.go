@@ -55,6 +55,7 @@ func newPrefix(t *testing.T) string {
 			func() error { return js.DeleteKeyValue(ctx, prefix+"-presence") },
 			func() error { return js.DeleteStream(ctx, prefix+"-queue-items") },
 			func() error { return js.DeleteStream(ctx, prefix+"-queue-keys") },
+			func() error { return js.DeleteStream(ctx, prefix+"-registry") },
 		} {
 			if err := del(); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) && !errors.Is(err, jetstream.ErrBucketNotFound) {
 				t.Errorf("cleanup of %s: %v", prefix, err)
@@ -94,6 +95,13 @@ func TestQueue(t *testing.T) {
 		mu.Unlock()
 		return newBroker(t, p)
 	}, true)
+}
+
+func TestRegistry(t *testing.T) {
+	// The brokers of one subtest share a prefix: they are nodes of one
+	// cluster.
+	prefix := brokertest.OnePerSubtest(newPrefix)
+	brokertest.RunRegistry(t, func(t *testing.T) broker.Broker { return newBroker(t, prefix(t)) }, true)
 }
 
 func TestStartUnreachable(t *testing.T) {
