@@ -81,20 +81,8 @@ func TestBroker(t *testing.T) {
 func TestQueue(t *testing.T) {
 	// The brokers of one subtest share a prefix: they are nodes of one
 	// cluster.
-	var (
-		mu       sync.Mutex
-		prefixes = map[*testing.T]string{}
-	)
-	brokertest.RunQueue(t, func(t *testing.T) broker.Broker {
-		mu.Lock()
-		p, ok := prefixes[t]
-		if !ok {
-			p = newPrefix(t)
-			prefixes[t] = p
-		}
-		mu.Unlock()
-		return newBroker(t, p)
-	}, true)
+	prefix := brokertest.OnePerSubtest(newPrefix)
+	brokertest.RunQueue(t, func(t *testing.T) broker.Broker { return newBroker(t, prefix(t)) }, true)
 }
 
 func TestRegistry(t *testing.T) {
