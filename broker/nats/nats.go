@@ -12,7 +12,9 @@
 //   - key-value bucket "p-presence" holds one key t.c<base64url(client)>
 //     per present client, expiring after Config.PresenceTTL;
 //   - streams "p-queue-items" and "p-queue-keys" hold the work queues
-//     (broker.Queue), made when a queue is first used: see queue.go.
+//     (broker.Queue), made when a queue is first used: see queue.go;
+//   - stream "p-registry" holds the nodes' beats, claims and entries
+//     (broker.Registry), made when first used: see registry.go.
 //
 // The server must be NATS 2.9 or later with JetStream enabled (RePublish and
 // the expected-last-subject-sequence check).
@@ -76,6 +78,7 @@ import (
 	"net/url"
 	"regexp"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -162,7 +165,7 @@ type Broker struct {
 
 	// Lock order: mu, then channel.mu; queueMu, then mu. pubMu and
 	// chain.mu are taken alone.
-	mu       sync.Mutex // guards handler, nc, js, stream, kv, qstreams, epoch, channels, closed
+	mu       sync.Mutex // guards handler, nc, js, stream, kv, qstreams, rstream, epoch, channels, closed
 	handler  broker.Handler
 	nc       *natsgo.Conn
 	js       jetstream.JetStream
@@ -172,7 +175,8 @@ type Broker struct {
 	channels map[string]*channel // subscribed channels
 	seen     *watermark.Table    // newest offset seen per recent channel
 	closed   bool
-	qstreams *queueStreams // nil until a queue is first used, and after a reconnection
+	qstreams *queueStreams    // nil until a queue is first used, and after a reconnection
+	rstream  jetstream.Stream // the registry's; likewise
 
 	queueMu  sync.Mutex // one making of the queue streams at a time
 	ensureMu sync.Mutex // one ensureState at a time
@@ -331,21 +335,17 @@ func (b *Broker) Start(ctx context.Context, h broker.Handler) error {
 // updates them to the broker's settings.
 func (b *Broker) createState(ctx context.Context, js jetstream.JetStream) (jetstream.Stream, jetstream.KeyValue, error) {
 	p := b.cfg.Prefix
-	var stream jetstream.Stream
-	err := retryServerError(ctx, func() (err error) {
-		stream, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-			Name:              b.StreamName(),
-			Subjects:          []string{p + ".msg.*"},
-			Storage:           jetstream.FileStorage,
-			MaxMsgsPerSubject: int64(b.cfg.MaxHistory),
-			MaxAge:            b.cfg.MaxAge,
-			MaxBytes:          b.cfg.MaxBytes,
-			RePublish:         &jetstream.RePublish{Source: p + ".msg.>", Destination: p + ".live.>"},
-		})
-		return err
+	stream, err := b.createStream(ctx, js, jetstream.StreamConfig{
+		Name:              b.StreamName(),
+		Subjects:          []string{p + ".msg.*"},
+		Storage:           jetstream.FileStorage,
+		MaxMsgsPerSubject: int64(b.cfg.MaxHistory),
+		MaxAge:            b.cfg.MaxAge,
+		MaxBytes:          b.cfg.MaxBytes,
+		RePublish:         &jetstream.RePublish{Source: p + ".msg.>", Destination: p + ".live.>"},
 	})
 	if err != nil {
-		return nil, nil, b.wrap("create stream", err)
+		return nil, nil, err
 	}
 	var kv jetstream.KeyValue
 	err = retryServerError(ctx, func() (err error) {
@@ -359,6 +359,20 @@ func (b *Broker) createState(ctx context.Context, js jetstream.JetStream) (jetst
 		return nil, nil, b.wrap("create presence bucket", err)
 	}
 	return stream, kv, nil
+}
+
+// createStream creates the stream of cfg, or updates it to cfg. Nodes
+// doing it at once with one cfg all succeed.
+func (b *Broker) createStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig) (jetstream.Stream, error) {
+	var stream jetstream.Stream
+	err := retryServerError(ctx, func() (err error) {
+		stream, err = js.CreateOrUpdateStream(ctx, cfg)
+		return err
+	})
+	if err != nil {
+		return nil, b.wrap("create stream "+cfg.Name, err)
+	}
+	return stream, nil
 }
 
 // ensureState makes the stream and the bucket again, as Start did, once the
@@ -383,7 +397,7 @@ func (b *Broker) ensureState() {
 		if err == nil {
 			b.mu.Lock()
 			b.stream, b.kv = stream, kv
-			b.qstreams = nil // made again on next use
+			b.qstreams, b.rstream = nil, nil // made again on next use
 			b.mu.Unlock()
 			return
 		}
@@ -493,6 +507,14 @@ func (b *Broker) chainFor(name string) *chain {
 }
 
 func token(s string) string { return base64.RawURLEncoding.EncodeToString([]byte(s)) }
+
+// fromToken returns the name in tok, a subject token that is mark followed
+// by the name's token; false when tok is not one.
+func fromToken(tok, mark string) (string, bool) {
+	rest, ok := strings.CutPrefix(tok, mark)
+	name, err := base64.RawURLEncoding.DecodeString(rest)
+	return string(name), ok && err == nil
+}
 
 func (b *Broker) msgSubject(tok string) string  { return b.cfg.Prefix + ".msg." + tok }
 func (b *Broker) liveSubject(tok string) string { return b.cfg.Prefix + ".live." + tok }

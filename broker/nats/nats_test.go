@@ -55,6 +55,7 @@ func newPrefix(t *testing.T) string {
 			func() error { return js.DeleteKeyValue(ctx, prefix+"-presence") },
 			func() error { return js.DeleteStream(ctx, prefix+"-queue-items") },
 			func() error { return js.DeleteStream(ctx, prefix+"-queue-keys") },
+			func() error { return js.DeleteStream(ctx, prefix+"-registry") },
 		} {
 			if err := del(); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) && !errors.Is(err, jetstream.ErrBucketNotFound) {
 				t.Errorf("cleanup of %s: %v", prefix, err)
@@ -80,20 +81,15 @@ func TestBroker(t *testing.T) {
 func TestQueue(t *testing.T) {
 	// The brokers of one subtest share a prefix: they are nodes of one
 	// cluster.
-	var (
-		mu       sync.Mutex
-		prefixes = map[*testing.T]string{}
-	)
-	brokertest.RunQueue(t, func(t *testing.T) broker.Broker {
-		mu.Lock()
-		p, ok := prefixes[t]
-		if !ok {
-			p = newPrefix(t)
-			prefixes[t] = p
-		}
-		mu.Unlock()
-		return newBroker(t, p)
-	}, true)
+	prefix := brokertest.OnePerSubtest(newPrefix)
+	brokertest.RunQueue(t, func(t *testing.T) broker.Broker { return newBroker(t, prefix(t)) }, true)
+}
+
+func TestRegistry(t *testing.T) {
+	// The brokers of one subtest share a prefix: they are nodes of one
+	// cluster.
+	prefix := brokertest.OnePerSubtest(newPrefix)
+	brokertest.RunRegistry(t, func(t *testing.T) broker.Broker { return newBroker(t, prefix(t)) }, true)
 }
 
 func TestStartUnreachable(t *testing.T) {
@@ -113,8 +109,8 @@ func TestNewRejectsBadPrefix(t *testing.T) {
 	}
 }
 
-// twoNodes starts two brokers on prefix, both subscribed to channel; they
-// are closed when t ends.
+// twoNodes starts two brokers on prefix, both subscribed to channel
+// unless it is ""; they are closed when t ends.
 func twoNodes(ctx context.Context, t *testing.T, prefix, channel string) ([2]*nats.Broker, [2]*handler) {
 	t.Helper()
 	nodes := [2]*nats.Broker{newBroker(t, prefix), newBroker(t, prefix)}
@@ -124,6 +120,9 @@ func twoNodes(ctx context.Context, t *testing.T, prefix, channel string) ([2]*na
 			t.Fatalf("Start node %d: %v", i, err)
 		}
 		t.Cleanup(func() { _ = b.Close() })
+		if channel == "" {
+			continue
+		}
 		if err := b.Subscribe(ctx, channel); err != nil {
 			t.Fatalf("Subscribe node %d: %v", i, err)
 		}

@@ -3,7 +3,6 @@ package nats
 import (
 	"context"
 	"crypto/rand"
-	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -146,13 +145,11 @@ func (b *Broker) queues(ctx context.Context) (jetstream.JetStream, *queueStreams
 		{&qs.keys, jetstream.StreamConfig{Name: b.KeysStreamName(), Subjects: []string{p + ".qkey.*.*", b.clockSubject()},
 			Storage: jetstream.FileStorage, MaxMsgsPerSubject: 1}},
 	} {
-		err := retryServerError(ctx, func() (err error) {
-			*s.stream, err = js.CreateOrUpdateStream(ctx, s.cfg)
-			return err
-		})
+		stream, err := b.createStream(ctx, js, s.cfg)
 		if err != nil {
-			return nil, nil, b.wrap("create stream "+s.cfg.Name, err)
+			return nil, nil, err
 		}
+		*s.stream = stream
 	}
 	b.mu.Lock()
 	b.qstreams = qs
@@ -230,8 +227,8 @@ type taking struct {
 // no lease or retry time holds it back and no other taker claims it first.
 func (t *taking) key(ctx context.Context, subj string) (broker.QueueItem, bool, error) {
 	keyTok := subj[strings.LastIndexByte(subj, '.')+1:]
-	key, err := base64.RawURLEncoding.DecodeString(strings.TrimPrefix(keyTok, "k"))
-	if err != nil || !strings.HasPrefix(keyTok, "k") {
+	key, ok := fromToken(keyTok, "k")
+	if !ok {
 		return broker.QueueItem{}, false, fmt.Errorf("item subject %s names no key", subj)
 	}
 	stateSubj := t.b.keySubject(t.queue, keyTok)
@@ -241,7 +238,7 @@ func (t *taking) key(ctx context.Context, subj string) (broker.QueueItem, bool, 
 	}
 	if st.Wait > 0 {
 		if t.now.IsZero() {
-			if t.now, err = t.b.serverNow(ctx, t.js, t.qs); err != nil {
+			if t.now, err = t.b.serverNow(ctx, t.js, t.qs.keys, t.b.clockSubject()); err != nil {
 				return broker.QueueItem{}, false, err
 			}
 		}
@@ -270,7 +267,7 @@ func (t *taking) key(ctx context.Context, subj string) (broker.QueueItem, bool, 
 		return broker.QueueItem{}, false, err
 	}
 	return broker.QueueItem{
-		Key: string(key), ID: strconv.FormatUint(head.Sequence, 10), Data: head.Data,
+		Key: key, ID: strconv.FormatUint(head.Sequence, 10), Data: head.Data,
 		Attempts: attempts, Pushed: head.Time, Lease: next.Lease,
 	}, true, nil
 }
@@ -410,13 +407,13 @@ func (b *Broker) writeKeyState(ctx context.Context, js jetstream.JetStream, subj
 }
 
 // serverNow returns the NATS server's time: the timestamp of a message
-// written now.
-func (b *Broker) serverNow(ctx context.Context, js jetstream.JetStream, qs *queueStreams) (time.Time, error) {
-	if _, err := js.Publish(ctx, b.clockSubject(), nil); err != nil {
+// written now to subj, which stream keeps (only its last message).
+func (b *Broker) serverNow(ctx context.Context, js jetstream.JetStream, stream jetstream.Stream, subj string) (time.Time, error) {
+	if _, err := js.Publish(ctx, subj, nil); err != nil {
 		return time.Time{}, err
 	}
 	// Another node's write may have replaced ours: it is newer still.
-	m, err := qs.keys.GetLastMsgForSubject(ctx, b.clockSubject())
+	m, err := stream.GetLastMsgForSubject(ctx, subj)
 	if err != nil {
 		return time.Time{}, err
 	}

@@ -20,15 +20,7 @@ func TestQueueTwoNodesTakeAtOnce(t *testing.T) {
 	prefix := newPrefix(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 4*brokertest.Timeout)
 	defer cancel()
-	nodes := [2]broker.Queue{}
-	for i := range nodes {
-		b := newBroker(t, prefix)
-		if err := b.Start(ctx, &handler{}); err != nil {
-			t.Fatalf("Start: %v", err)
-		}
-		defer b.Close()
-		nodes[i] = b
-	}
+	nodes, _ := twoNodes(ctx, t, prefix, "")
 	const queue = "hooks.*>/ ü"
 	keys := []string{"", "a.b", "*", ">", "a b", "ü", "a/b", "$x", "x\x00y"}
 	for i := range 11 {
