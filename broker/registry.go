@@ -17,7 +17,8 @@ import (
 // loses its claim when the lease ends, and another node claims the dead
 // node again: what it reports may be reported twice, never lost.
 type Registry interface {
-	// Beat records node as alive for ttl from now.
+	// Beat records node as alive for ttl from now. Node names are not
+	// empty: ClaimDead's "" means none.
 	Beat(ctx context.Context, node string, ttl time.Duration) error
 	// Put sets node's entry key to value; Delete removes it.
 	Put(ctx context.Context, node, key string, value []byte) error
