@@ -104,8 +104,8 @@ func TestAPIPresence(t *testing.T) {
 		ids[0], ids[1] = ids[1], ids[0]
 	}
 	want := map[string]any{"clients": []any{
-		map[string]any{"client": ids[0], "user": "", "transport": "ws"},
-		map[string]any{"client": ids[1], "user": "", "transport": "ws"},
+		map[string]any{"client": ids[0], "user": "", "transport": "websocket"},
+		map[string]any{"client": ids[1], "user": "", "transport": "websocket"},
 	}}
 	r = apiCall(t, http.MethodGet, base+"/api/channels/p/presence", "")
 	if r.status != http.StatusOK || !equalJSON(r.body, want) {

@@ -48,7 +48,7 @@ func (s *Server) newClientConn(c clientSpec) *clientConn {
 	sess := session.New(context.Background(), session.Config{
 		Hub:           s.hub,
 		Conn:          c.conn,
-		Client:        broker.ClientInfo{Client: c.who.client, User: c.who.user, Transport: c.transport, Info: c.who.info},
+		Client:        broker.ClientInfo{Client: c.who.client, User: c.who.user, Transport: contractTransport(c.transport), Info: c.who.info},
 		Mode:          c.mode,
 		RawChannel:    c.rawChannel,
 		Policy:        c.policy,

@@ -487,7 +487,7 @@ func TestPresence(t *testing.T) {
 		return out
 	}
 	entry := func(c *heraldtest.Client) map[string]any {
-		return map[string]any{"client": clientID(c), "user": "", "transport": "ws"}
+		return map[string]any{"client": clientID(c), "user": "", "transport": "websocket"}
 	}
 	sorted := func(cs ...*heraldtest.Client) []map[string]any {
 		var out []map[string]any
@@ -545,7 +545,7 @@ func TestPresenceNamesTransport(t *testing.T) {
 	for _, c := range clients {
 		byTransport[fmt.Sprint(c.(map[string]any)["transport"])]++
 	}
-	if want := map[string]int{"ws": 1, "raw": 1, "sse": 1}; !maps.Equal(byTransport, want) {
+	if want := map[string]int{"websocket": 1, "raw": 1, "sse": 1}; !maps.Equal(byTransport, want) {
 		t.Fatalf("presence %v: transports %v, want %v", clients, byTransport, want)
 	}
 	var joined []string
@@ -590,7 +590,7 @@ func TestJoinLeave(t *testing.T) {
 	}
 	a.MustOK(map[string]any{"op": "subscribe", "channel": "room:1"})
 	b.MustOK(map[string]any{"op": "subscribe", "channel": "room:1"})
-	want := map[string]any{"op": "join", "channel": "room:1", "client": clientID(b), "user": "", "transport": "ws"}
+	want := map[string]any{"op": "join", "channel": "room:1", "client": clientID(b), "user": "", "transport": "websocket"}
 	if m := nextEvent(); !equalJSON(m, want) {
 		t.Fatalf("after b subscribed a got %v, want %v", m, want)
 	}

@@ -147,7 +147,7 @@ type HistoryResult struct {
 type ClientInfo struct {
 	Client string `json:"client"`
 	User   string `json:"user"`
-	// Transport is how the client is connected: "ws" (the JSON protocol
+	// Transport is how the client is connected: "websocket" (the JSON protocol
 	// on /ws), "raw" (a raw WebSocket on /ws/{channel}) or "sse" (a
 	// Server-Sent Events stream, which only reads). Empty where whoever
 	// recorded the entry did not say. A Broker keeps it as it keeps User.

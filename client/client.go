@@ -138,7 +138,7 @@ type Message struct {
 type Presence struct {
 	Client string `json:"client"`
 	User   string `json:"user"`
-	// Transport is how it is connected: "ws", "raw" (a raw WebSocket) or
+	// Transport is how it is connected: "websocket" (the JSON protocol), "raw" (a raw WebSocket) or
 	// "sse" (a stream that only reads); empty from servers that do not
 	// say.
 	Transport string `json:"transport,omitempty"`

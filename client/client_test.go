@@ -75,7 +75,7 @@ func TestPublishSubscribeHistoryPresence(t *testing.T) {
 		t.Fatalf("history %+v, %v", hist, err)
 	}
 	who, err := b.Presence(ctx, "room")
-	if err != nil || len(who) != 1 || who[0].Client != a.ID() || who[0].Transport != "ws" {
+	if err != nil || len(who) != 1 || who[0].Client != a.ID() || who[0].Transport != "websocket" {
 		t.Fatalf("presence %+v, %v; want a, on ws", who, err)
 	}
 

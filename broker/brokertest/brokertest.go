@@ -545,7 +545,7 @@ func testPresence(t *testing.T, e *env) {
 	if got := list(); len(got) != 0 {
 		t.Fatalf("Presence of an unused channel = %v, want none", got)
 	}
-	a := broker.ClientInfo{Client: "a", User: "alice", Transport: "ws"}
+	a := broker.ClientInfo{Client: "a", User: "alice", Transport: "websocket"}
 	b := broker.ClientInfo{Client: "b", User: "", Transport: "sse"}
 	for _, c := range []broker.ClientInfo{a, b, a} {
 		if err := ps.AddPresence(e.ctx, ch, c); err != nil {

@@ -34,7 +34,7 @@ export interface Message<T = unknown> {
 }
 
 /** How a client is connected: the JSON protocol, a raw WebSocket, or an SSE stream (which only reads). */
-export type Transport = 'ws' | 'raw' | 'sse';
+export type Transport = 'websocket' | 'raw' | 'sse';
 
 /** One client subscribed to a channel. */
 export interface PresenceClient {
