@@ -448,7 +448,7 @@ func (n *Notifier) push(ctx context.Context, e webhook.Event) error {
 
 // Batch and pace of the sender.
 const (
-	takeMax      = 64                     // events taken at once
+	takeMax      = 64                     // events taken at once, at most
 	idlePoll     = 250 * time.Millisecond // how often an idle sender looks for events other nodes pushed
 	leaseSlack   = 2 * time.Second        // a lease outlasts one POST by this
 	workersTotal = 16                     // POSTs in flight at once
@@ -464,7 +464,17 @@ func (n *Notifier) sendLoop() {
 	defer wg.Wait()
 	wait := idlePoll
 	for n.ctx.Err() == nil {
-		items, err := n.cfg.Queue.Take(n.ctx, QueueName, takeMax, lease)
+		// Take no more than the free workers post at once: an event
+		// waiting for a worker could see its lease end and be taken, and
+		// posted, again.
+		select {
+		case sem <- struct{}{}: // a worker is free
+		case <-n.ctx.Done():
+			continue
+		}
+		want := min(takeMax, cap(sem)-len(sem)+1) // only this loop fills sem
+		<-sem
+		items, err := n.cfg.Queue.Take(n.ctx, QueueName, want, lease)
 		if err != nil && n.ctx.Err() == nil {
 			n.cfg.Logger.Warn("webhook: take events from the queue", "err", err)
 		}
@@ -475,7 +485,7 @@ func (n *Notifier) sendLoop() {
 				n.deliver(it)
 			})
 		}
-		if len(items) == takeMax {
+		if len(items) == want {
 			continue
 		}
 		if err != nil {
