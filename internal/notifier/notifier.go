@@ -301,7 +301,8 @@ func (n *Notifier) Start() {
 	go n.pushLoop()
 	go n.sendLoop()
 	if n.cfg.Registry != nil {
-		n.done.Add(1)
+		n.done.Add(2)
+		go n.beatLoop()
 		go n.watchLoop()
 	}
 }
@@ -577,18 +578,34 @@ func (n *Notifier) post(body []byte) error {
 	return nil
 }
 
-// watchLoop beats for this node in the registry and, as often, looks for
-// a dead node to report: every third of NodeTTL.
+// beatLoop beats for this node in the registry every third of NodeTTL.
+// It has a goroutine of its own: reporting a large dead node takes a
+// while, and a node that stopped beating meanwhile would be taken for
+// dead in turn.
+func (n *Notifier) beatLoop() {
+	n.every(func() {
+		if err := n.cfg.Registry.Beat(n.ctx, n.cfg.Node, n.cfg.NodeTTL); err != nil && n.ctx.Err() == nil {
+			n.cfg.Logger.Warn("webhook: beat in the registry", "err", err)
+		}
+	})
+}
+
+// watchLoop looks for dead nodes to report every third of NodeTTL.
 func (n *Notifier) watchLoop() {
+	n.every(func() {
+		for n.ctx.Err() == nil && n.reportDead() {
+		}
+	})
+}
+
+// every runs fn now and then every third of NodeTTL until Stop, and
+// counts its goroutine done then.
+func (n *Notifier) every(fn func()) {
 	defer n.done.Done()
 	t := time.NewTicker(n.cfg.NodeTTL / 3)
 	defer t.Stop()
 	for {
-		if err := n.cfg.Registry.Beat(n.ctx, n.cfg.Node, n.cfg.NodeTTL); err != nil && n.ctx.Err() == nil {
-			n.cfg.Logger.Warn("webhook: beat in the registry", "err", err)
-		}
-		for n.ctx.Err() == nil && n.reportDead() {
-		}
+		fn()
 		select {
 		case <-n.ctx.Done():
 			return
