@@ -17,18 +17,7 @@ func RunRegistry(t *testing.T, newBroker func(t *testing.T) broker.Broker, share
 		t.Parallel()
 		ctx, cancel := context.WithTimeout(context.Background(), 4*Timeout)
 		t.Cleanup(cancel)
-		start := func() broker.Registry {
-			b := newBroker(t)
-			if err := b.Start(ctx, newRecorder()); err != nil {
-				t.Fatalf("Start: %v", err)
-			}
-			t.Cleanup(func() { _ = b.Close() })
-			r, ok := b.(broker.Registry)
-			if !ok {
-				t.Fatalf("%T is no broker.Registry", b)
-			}
-			return r
-		}
+		start := func() broker.Registry { return startRegistry(ctx, t, newBroker) }
 		a := start()
 		b := a
 		if shared {
@@ -91,4 +80,54 @@ func RunRegistry(t *testing.T, newBroker func(t *testing.T) broker.Broker, share
 		}
 		must(a.Forget(ctx, living))
 	})
+	t.Run("NodeThatNeverBeatIsNotDead", func(t *testing.T) {
+		t.Parallel()
+		ctx, cancel := context.WithTimeout(context.Background(), Timeout)
+		t.Cleanup(cancel)
+		r := startRegistry(ctx, t, newBroker)
+		// A node starting writes entries before its first beat, and one
+		// thought dead and forgotten may still delete one: neither makes
+		// it dead.
+		quiet := uniquePrefix(t) + "quiet"
+		if err := r.Put(ctx, quiet, "c1", []byte("one")); err != nil {
+			t.Fatal(err)
+		}
+		if err := r.Delete(ctx, quiet, "c2"); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = r.Forget(context.Background(), quiet) })
+		// Other subtests' and runs' dead nodes are claimed too, for a
+		// lease short enough not to hold them up: once one comes again,
+		// every dead node was seen.
+		seen := map[string]bool{}
+		for {
+			node, _, err := r.ClaimDead(ctx, time.Millisecond)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if node == quiet {
+				t.Fatalf("%q claimed as dead before it ever beat", node)
+			}
+			if node == "" || seen[node] {
+				return
+			}
+			seen[node] = true
+		}
+	})
+}
+
+// startRegistry starts a broker from newBroker, closed when the test
+// ends, and returns it as the broker.Registry it must be.
+func startRegistry(ctx context.Context, t *testing.T, newBroker func(t *testing.T) broker.Broker) broker.Registry {
+	t.Helper()
+	b := newBroker(t)
+	if err := b.Start(ctx, newRecorder()); err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	t.Cleanup(func() { _ = b.Close() })
+	r, ok := b.(broker.Registry)
+	if !ok {
+		t.Fatalf("%T is no broker.Registry", b)
+	}
+	return r
 }

@@ -19,7 +19,7 @@ type registry struct {
 }
 
 type regNode struct {
-	alive   time.Time // beat expiry
+	alive   time.Time // beat expiry; zero before the first beat: not dead
 	claimed time.Time // claim expiry; zero when unclaimed
 	entries map[string][]byte
 }
@@ -56,7 +56,9 @@ func (b *Broker) Put(_ context.Context, node, key string, value []byte) error {
 func (b *Broker) Delete(_ context.Context, node, key string) error {
 	b.registry.mu.Lock()
 	defer b.registry.mu.Unlock()
-	delete(b.registry.node(node).entries, key)
+	if n := b.registry.nodes[node]; n != nil { // a forgotten node stays forgotten
+		delete(n.entries, key)
+	}
 	return nil
 }
 
@@ -66,7 +68,7 @@ func (b *Broker) ClaimDead(_ context.Context, lease time.Duration) (string, map[
 	defer b.registry.mu.Unlock()
 	now := b.now()
 	for name, n := range b.registry.nodes {
-		if n.alive.After(now) || n.claimed.After(now) {
+		if n.alive.IsZero() || n.alive.After(now) || n.claimed.After(now) {
 			continue
 		}
 		n.claimed = now.Add(lease)

@@ -301,7 +301,8 @@ func (n *Notifier) Start() {
 	go n.pushLoop()
 	go n.sendLoop()
 	if n.cfg.Registry != nil {
-		n.done.Add(1)
+		n.done.Add(2)
+		go n.beatLoop()
 		go n.watchLoop()
 	}
 }
@@ -448,7 +449,7 @@ func (n *Notifier) push(ctx context.Context, e webhook.Event) error {
 
 // Batch and pace of the sender.
 const (
-	takeMax      = 64                     // events taken at once
+	takeMax      = 64                     // events taken at once, at most
 	idlePoll     = 250 * time.Millisecond // how often an idle sender looks for events other nodes pushed
 	leaseSlack   = 2 * time.Second        // a lease outlasts one POST by this
 	workersTotal = 16                     // POSTs in flight at once
@@ -464,7 +465,17 @@ func (n *Notifier) sendLoop() {
 	defer wg.Wait()
 	wait := idlePoll
 	for n.ctx.Err() == nil {
-		items, err := n.cfg.Queue.Take(n.ctx, QueueName, takeMax, lease)
+		// Take no more than the free workers post at once: an event
+		// waiting for a worker could see its lease end and be taken, and
+		// posted, again.
+		select {
+		case sem <- struct{}{}: // a worker is free
+		case <-n.ctx.Done():
+			continue
+		}
+		want := min(takeMax, cap(sem)-len(sem)+1) // only this loop fills sem
+		<-sem
+		items, err := n.cfg.Queue.Take(n.ctx, QueueName, want, lease)
 		if err != nil && n.ctx.Err() == nil {
 			n.cfg.Logger.Warn("webhook: take events from the queue", "err", err)
 		}
@@ -475,7 +486,7 @@ func (n *Notifier) sendLoop() {
 				n.deliver(it)
 			})
 		}
-		if len(items) == takeMax {
+		if len(items) == want {
 			continue
 		}
 		if err != nil {
@@ -567,18 +578,34 @@ func (n *Notifier) post(body []byte) error {
 	return nil
 }
 
-// watchLoop beats for this node in the registry and, as often, looks for
-// a dead node to report: every third of NodeTTL.
+// beatLoop beats for this node in the registry every third of NodeTTL.
+// It has a goroutine of its own: reporting a large dead node takes a
+// while, and a node that stopped beating meanwhile would be taken for
+// dead in turn.
+func (n *Notifier) beatLoop() {
+	n.every(func() {
+		if err := n.cfg.Registry.Beat(n.ctx, n.cfg.Node, n.cfg.NodeTTL); err != nil && n.ctx.Err() == nil {
+			n.cfg.Logger.Warn("webhook: beat in the registry", "err", err)
+		}
+	})
+}
+
+// watchLoop looks for dead nodes to report every third of NodeTTL.
 func (n *Notifier) watchLoop() {
+	n.every(func() {
+		for n.ctx.Err() == nil && n.reportDead() {
+		}
+	})
+}
+
+// every runs fn now and then every third of NodeTTL until Stop, and
+// counts its goroutine done then.
+func (n *Notifier) every(fn func()) {
 	defer n.done.Done()
 	t := time.NewTicker(n.cfg.NodeTTL / 3)
 	defer t.Stop()
 	for {
-		if err := n.cfg.Registry.Beat(n.ctx, n.cfg.Node, n.cfg.NodeTTL); err != nil && n.ctx.Err() == nil {
-			n.cfg.Logger.Warn("webhook: beat in the registry", "err", err)
-		}
-		for n.ctx.Err() == nil && n.reportDead() {
-		}
+		fn()
 		select {
 		case <-n.ctx.Done():
 			return

@@ -340,3 +340,59 @@ func (nopHandler) HandleMessage(broker.Message)          {}
 func (nopHandler) HandleJoin(string, broker.ClientInfo)  {}
 func (nopHandler) HandleLeave(string, broker.ClientInfo) {}
 func (nopHandler) HandleReconnect()                      {}
+
+// A sender that takes more events than it has workers for must not let
+// their leases run out before they are posted: an event whose lease ended
+// is taken and posted again while its first post is still to come. With
+// every POST as slow as the timeout allows, each event is posted once.
+func TestSlowAppEachEventPostedOnce(t *testing.T) {
+	const events = 64
+	var mu sync.Mutex
+	posts := map[string]int{}
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var e webhook.Event
+		_ = json.NewDecoder(r.Body).Decode(&e)
+		mu.Lock()
+		posts[e.ID]++
+		mu.Unlock()
+		time.Sleep(1200 * time.Millisecond) // the app is slow, but within the timeout
+	}))
+	t.Cleanup(hs.Close)
+	b := startedMemory(t)
+	n := newNotifier(t, b, hs.URL, nil, func(c *notifier.Config) { c.Timeout = 1300 * time.Millisecond })
+	for i := range events {
+		user := "u"
+		n.Notify(webhook.Event{Type: webhook.Connect, Client: fmt.Sprintf("c%d", i), User: &user})
+	}
+	n.Start()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		left, err := b.Len(context.Background(), notifier.QueueName)
+		if err != nil {
+			t.Fatal(err)
+		}
+		mu.Lock()
+		seen := len(posts)
+		mu.Unlock()
+		if seen == events && left == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d events posted, %d still queued", seen, left)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := n.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(posts) != events {
+		t.Fatalf("%d distinct events posted, want %d", len(posts), events)
+	}
+	for id, k := range posts {
+		if k != 1 {
+			t.Errorf("event %s posted %d times", id, k)
+		}
+	}
+}

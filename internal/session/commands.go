@@ -146,6 +146,10 @@ func (s *Session) subscribe(channel string, since *string, server bool, ready fu
 	} else {
 		s.subs = append(s.subs, channel)
 	}
+	// Until the hub has made it, only this call may undo the
+	// subscription: an unsubscribe would find nothing in the hub yet,
+	// which would then keep it for good.
+	s.making = append(s.making, channel)
 	s.mu.Unlock()
 
 	// The Observer hears of the subscription before the client can: ready
@@ -161,22 +165,25 @@ func (s *Session) subscribe(channel string, since *string, server bool, ready fu
 	if s.cfg.Observer == nil {
 		started = ready
 	}
-	if err := s.cfg.Hub.Subscribe(s.ctx, s, s.cfg.Client, channel, from, started); err != nil {
-		s.mu.Lock()
+	err := s.cfg.Hub.Subscribe(s.ctx, s, s.cfg.Client, channel, from, started)
+	s.mu.Lock()
+	if i := slices.Index(s.making, channel); i >= 0 {
+		s.making = slices.Delete(s.making, i, i+1)
+	}
+	if err != nil {
 		s.removeSubLocked(channel)
 		s.mu.Unlock()
 		return false, s.asProtocolError(err)
 	}
-	s.subscriptionsDelta(1)
-	// A Close that ran while the hub was subscribing did not see this
-	// subscription: undo it here.
-	s.mu.Lock()
+	// A Close that ran while the hub was subscribing left this
+	// subscription to be undone here.
 	closed := s.closed
 	s.mu.Unlock()
 	if closed {
 		s.cfg.Hub.Unsubscribe(s.ctx, s, s.cfg.Client, channel)
-		s.subscriptionsDelta(-1)
+		return true, nil
 	}
+	s.subscriptionsDelta(1)
 	return true, nil
 }
 

@@ -152,8 +152,9 @@ type Session struct {
 	cfg Config
 	ctx context.Context
 
-	mu     sync.Mutex          // guards subs, serverSubs, closed and expiry
+	mu     sync.Mutex          // guards subs, making, serverSubs, closed and expiry
 	subs   []string            // a few per connection: a slice is smaller than a map
+	making []string            // subs the hub is still making: only their subscribe undoes them
 	told   map[string]struct{} // subs whose start the Observer was told; nil without one
 	closed bool
 	// serverSubs counts the server-side subscriptions, which are the
@@ -358,14 +359,18 @@ func (s *Session) Close() {
 	s.closed = true
 	subs := s.subs
 	s.subs = nil
+	made := subs[:0]
 	for _, ch := range subs {
 		s.tellEndLocked(ch)
+		if !slices.Contains(s.making, ch) { // else its subscribe undoes it
+			made = append(made, ch)
+		}
 	}
 	if s.expiry != nil {
 		s.expiry.Stop()
 	}
 	s.mu.Unlock()
-	for _, ch := range subs {
+	for _, ch := range made {
 		s.cfg.Hub.Unsubscribe(context.Background(), s, s.cfg.Client, ch)
 		s.subscriptionsDelta(-1)
 	}
@@ -393,9 +398,11 @@ func (s *Session) tellEndLocked(channel string) {
 }
 
 // removeSubLocked forgets channel and reports whether it was subscribed.
+// A subscription the hub is still making is not subscribed yet: it
+// stays.
 func (s *Session) removeSubLocked(channel string) bool {
 	i := slices.Index(s.subs, channel)
-	if i < 0 {
+	if i < 0 || slices.Contains(s.making, channel) {
 		return false
 	}
 	s.tellEndLocked(channel)
