@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"sort"
 	"sync"
@@ -49,6 +48,14 @@ func ByClient(client string) Selector { return Selector{client: client} }
 // AllClients selects every connection.
 func AllClients() Selector { return Selector{} }
 
+// oneTarget refuses AllClients for an order that acts on connections.
+func (sel Selector) oneTarget(op string) error {
+	if sel.user == nil && sel.client == "" {
+		return Errorf(CodeBadRequest, "herald: "+op+": select a user or a client (ByUser, ByClient)")
+	}
+	return nil
+}
+
 func (sel Selector) matches(info broker.ClientInfo) bool {
 	switch {
 	case sel.client != "":
@@ -81,8 +88,8 @@ func (o order) selector() Selector { return Selector{user: o.User, client: o.Cli
 // after it), SSE streams end; webhooks report them as kicked. It returns
 // once the order is on its way to every node.
 func (s *Server) Disconnect(ctx context.Context, sel Selector, reason string) error {
-	if sel.user == nil && sel.client == "" {
-		return errors.New("herald: disconnect: select a user or a client")
+	if err := sel.oneTarget("disconnect"); err != nil {
+		return err
 	}
 	return s.sendOrder(ctx, order{Op: "disconnect", User: sel.user, Client: sel.client, Reason: reason})
 }
@@ -93,6 +100,9 @@ func (s *Server) Disconnect(ctx context.Context, sel Selector, reason string) er
 // push, SSE streams add the channel; raw connections, and those already
 // subscribed, are left alone. It returns once the order is on its way.
 func (s *Server) Subscribe(ctx context.Context, sel Selector, channel string, since *string) error {
+	if err := sel.oneTarget("subscribe"); err != nil {
+		return err
+	}
 	if err := orderChannel(channel); err != nil {
 		return err
 	}
@@ -102,6 +112,9 @@ func (s *Server) Subscribe(ctx context.Context, sel Selector, channel string, si
 // Unsubscribe ends the selected connections' subscriptions to channel on
 // every node; JSON clients get an "unsubscribed" push.
 func (s *Server) Unsubscribe(ctx context.Context, sel Selector, channel string) error {
+	if err := sel.oneTarget("unsubscribe"); err != nil {
+		return err
+	}
 	if err := orderChannel(channel); err != nil {
 		return err
 	}
@@ -304,7 +317,10 @@ func (d *orderDesk) liveNodes() []string {
 	defer d.mu.Unlock()
 	live := []string{d.s.nodeID}
 	for n, at := range d.nodes {
-		if n != d.s.nodeID && time.Since(at) < nodeTimeout {
+		switch {
+		case time.Since(at) >= nodeTimeout:
+			delete(d.nodes, n) // gone (a restart comes back as a new node)
+		case n != d.s.nodeID:
 			live = append(live, n)
 		}
 	}

@@ -177,7 +177,7 @@ func TestOrderSubscribeSSEAndRaw(t *testing.T) {
 	srv, base := newServer(t, herald.Config{})
 	sse := openSSE(t, nil, base+"/sse?channel=first", nil)
 	raw := dialRaw(t, base, "raw-only")
-	if err := srv.Subscribe(context.Background(), herald.AllClients(), "second", nil); err != nil {
+	if err := srv.Subscribe(context.Background(), herald.ByUser(""), "second", nil); err != nil {
 		t.Fatal(err)
 	}
 	heraldtest.WaitFor(t, heraldtest.Timeout, func() error {
@@ -221,4 +221,22 @@ func TestServerBroadcast(t *testing.T) {
 	if m := nextMessage(t, c); m["offset"] != offs["x"] || m["event"] != "e" {
 		t.Fatalf("x got %v, want the broadcast (and not the refused one)", m)
 	}
+}
+
+// An order that acts on connections needs a user or a client: library
+// callers cannot act on every connection by leaving both out.
+func TestOrdersNeedATarget(t *testing.T) {
+	t.Parallel()
+	srv, base := newServer(t, herald.Config{})
+	c := dial(t, base)
+	for name, err := range map[string]error{
+		"disconnect":  srv.Disconnect(context.Background(), herald.AllClients(), "all"),
+		"subscribe":   srv.Subscribe(context.Background(), herald.AllClients(), "x", nil),
+		"unsubscribe": srv.Unsubscribe(context.Background(), herald.AllClients(), "x"),
+	} {
+		if err == nil {
+			t.Errorf("%s of every connection was accepted", name)
+		}
+	}
+	c.MustOK(map[string]any{"op": "ping"}) // untouched
 }
