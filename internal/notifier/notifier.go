@@ -84,6 +84,7 @@ type Notifier struct {
 
 	mu      sync.Mutex
 	pending []step // to do, oldest first
+	stopped bool   // Stop took pending: later events are dropped
 	clients map[string]*clientState
 	toPush  chan struct{} // an event to push: wakes the pusher
 	toSend  chan struct{} // an event pushed: wakes the sender
@@ -202,6 +203,12 @@ func (n *Notifier) Notify(e webhook.Event) {
 	e.Node = n.cfg.Node
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	if n.stopped {
+		// Stop has taken what waited: this one comes too late.
+		n.metrics.dropped.WithLabelValues("shutdown").Inc()
+		n.cfg.Logger.Error("webhook: event after shutdown; dropped", "type", e.Type, "client", e.Client)
+		return
+	}
 	steps := n.trackLocked(&e)
 	if n.events[e.Type] {
 		ev := e
@@ -318,8 +325,15 @@ func (n *Notifier) Stop(ctx context.Context) error {
 	n.done.Wait()
 	n.mu.Lock()
 	left := n.pending
-	n.pending = nil
+	n.pending, n.stopped = nil, true
 	n.mu.Unlock()
+	if _, ok := ctx.Deadline(); !ok && n.cfg.Local {
+		// Delivering what the process holds waits on the app: bound it
+		// when the caller did not.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, maxDrain)
+		defer cancel()
+	}
 	for i, st := range left {
 		if err := n.do(ctx, st); err != nil {
 			n.metrics.dropped.WithLabelValues("shutdown").Add(float64(len(left) - i))
@@ -449,6 +463,7 @@ func (n *Notifier) push(ctx context.Context, e webhook.Event) error {
 
 // Batch and pace of the sender.
 const (
+	maxDrain     = 30 * time.Second       // Stop's delivery of a local queue, without a deadline of the caller's
 	takeMax      = 64                     // events taken at once, at most
 	idlePoll     = 250 * time.Millisecond // how often an idle sender looks for events other nodes pushed
 	leaseSlack   = 2 * time.Second        // a lease outlasts one POST by this

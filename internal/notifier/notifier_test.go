@@ -396,3 +396,21 @@ func TestSlowAppEachEventPostedOnce(t *testing.T) {
 		}
 	}
 }
+
+// An event that comes after Stop took what waited is dropped and
+// counted, not lost silently.
+func TestEventAfterStopIsCounted(t *testing.T) {
+	t.Parallel()
+	_, url := newApp(t)
+	reg := prometheus.NewRegistry()
+	n := newNotifier(t, startedMemory(t), url, reg, nil)
+	n.Start()
+	if err := n.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	user := ""
+	n.Notify(webhook.Event{Type: webhook.Connect, Client: "late", User: &user})
+	if d := testutil.ToFloat64(metric(t, reg, "herald_webhook_events_dropped_total")); d != 1 {
+		t.Fatalf("dropped counted %v, want 1", d)
+	}
+}
