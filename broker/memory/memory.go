@@ -62,8 +62,9 @@ type Broker struct {
 	stop     chan struct{}
 	done     chan struct{}
 
-	queues   queues   // the work queues (broker.Queue)
-	registry registry // what each node holds (broker.Registry)
+	queues    queues    // the work queues (broker.Queue)
+	registry  registry  // what each node holds (broker.Registry)
+	occupancy occupancy // which nodes have subscribers of a channel (broker.Occupancy)
 }
 
 type channel struct {

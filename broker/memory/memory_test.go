@@ -18,6 +18,10 @@ func TestBroker(t *testing.T) {
 	brokertest.Run(t, func(*testing.T) broker.Broker { return memory.New() })
 }
 
+func TestOccupancy(t *testing.T) {
+	brokertest.RunOccupancy(t, func(*testing.T) broker.Broker { return memory.New() }, false)
+}
+
 func TestRegistry(t *testing.T) {
 	brokertest.RunRegistry(t, func(*testing.T) broker.Broker { return memory.New() }, false)
 }

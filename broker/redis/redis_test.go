@@ -86,6 +86,13 @@ func TestBroker(t *testing.T) {
 	})
 }
 
+func TestOccupancy(t *testing.T) {
+	prefix := brokertest.OnePerSubtest(testPrefix)
+	brokertest.RunOccupancy(t, func(t *testing.T) broker.Broker {
+		return newBroker(t, redis.Config{URL: serverURL(), Prefix: prefix(t)})
+	}, true)
+}
+
 func TestRegistry(t *testing.T) {
 	prefix := brokertest.OnePerSubtest(testPrefix)
 	brokertest.RunRegistry(t, func(t *testing.T) broker.Broker {
