@@ -122,6 +122,7 @@ func New(cfg Config) (*Server, error) {
 		PresenceRefresh: presenceRefresh,
 		MaxMessageSize:  cfg.MaxMessageSize,
 		Tracer:          tracing.New(cfg.TracerProvider, s.nodeID),
+		Occupied:        s.channelOccupied,
 		Options: func(channel string) hub.ChannelOptions {
 			r := s.cfg.rules(channel)
 			return hub.ChannelOptions{History: r.history, Presence: r.presence, JoinLeave: r.joinLeave}

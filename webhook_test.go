@@ -234,8 +234,76 @@ func TestWebhookServerSideChannelsAfterConnect(t *testing.T) {
 	app.mu.Lock()
 	defer app.mu.Unlock()
 	for _, e := range app.events {
+		if e.Client == "" {
+			continue // occupied and vacated are the channel's
+		}
 		if e.User == nil || *e.User != "ann" {
 			t.Errorf("event %s %s with user %v, want ann", e.Type, e.Channel, e.User)
 		}
+	}
+}
+
+// onChannel returns channel's occupied and vacated events, in order.
+func (a *hookApp) onChannel(channel string) []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var out []string
+	for _, e := range a.events {
+		if e.Client == "" && e.Channel == channel {
+			out = append(out, e.Type)
+		}
+	}
+	return out
+}
+
+func (a *hookApp) waitChannel(t *testing.T, channel string, want ...string) {
+	t.Helper()
+	heraldtest.WaitFor(t, heraldtest.Timeout, func() error {
+		if got := a.onChannel(channel); strings.Join(got, " ") != strings.Join(want, " ") {
+			return fmt.Errorf("channel %s's events %q, want %q", channel, got, want)
+		}
+		return nil
+	})
+}
+
+// A channel's first subscriber across the cluster sends occupied, its last
+// leaving sends vacated after a grace, and the two alternate: a channel
+// occupied again within the grace sends neither. On one node, and across
+// two nodes on Redis.
+func TestWebhookOccupiedVacated(t *testing.T) {
+	t.Parallel()
+	for name, brokers := range map[string]func(*testing.T) func() broker.Broker{
+		"memory": nil,
+		"redis":  redisBrokers,
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			app, url := newHookApp(t)
+			cfgA, cfgB := hookConfig(url), hookConfig(url)
+			var nodeB string
+			if brokers != nil {
+				newBroker := brokers(t)
+				cfgA.Broker, cfgB.Broker = newBroker(), newBroker()
+				_, nodeB = newServer(t, cfgB)
+			}
+			_, nodeA := newServer(t, cfgA)
+			if nodeB == "" {
+				nodeB = nodeA
+			}
+			const room = "room:occ"
+			a, b := dial(t, nodeA), dial(t, nodeB)
+			a.MustOK(map[string]any{"op": "subscribe", "channel": room})
+			b.MustOK(map[string]any{"op": "subscribe", "channel": room})
+			app.waitChannel(t, room, "occupied")
+			a.MustOK(map[string]any{"op": "unsubscribe", "channel": room})
+			// b leaves and comes back within the grace: no vacated, no
+			// second occupied.
+			b.MustOK(map[string]any{"op": "unsubscribe", "channel": room})
+			b.MustOK(map[string]any{"op": "subscribe", "channel": room})
+			b.MustOK(map[string]any{"op": "unsubscribe", "channel": room})
+			app.waitChannel(t, room, "occupied", "vacated")
+			a.MustOK(map[string]any{"op": "subscribe", "channel": room})
+			app.waitChannel(t, room, "occupied", "vacated", "occupied")
+		})
 	}
 }

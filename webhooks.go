@@ -28,6 +28,7 @@ func (s *Server) startWebhooks(reg prometheus.Registerer) error {
 	if r, ok := s.broker.(broker.Registry); ok && !local {
 		registry = r // a survivor reports this node's clients, should it die
 	}
+	occupancy, _ := s.broker.(broker.Occupancy)
 	q, ok := s.broker.(broker.Queue)
 	if !ok {
 		return fmt.Errorf("herald: webhooks need a broker with queues (broker.Queue); %T has none", s.broker)
@@ -41,6 +42,7 @@ func (s *Server) startWebhooks(reg prometheus.Registerer) error {
 		Queue:      q,
 		Local:      local,
 		Registry:   registry,
+		Occupancy:  occupancy,
 		NodeTTL:    w.NodeTTL,
 		Lost:       s.clearPresence,
 		Node:       s.nodeID,
@@ -188,5 +190,14 @@ func (s *Server) clearPresence(client, user string, channels []string) {
 		if err := ps.RemovePresence(ctx, ch, broker.ClientInfo{Client: client, User: user}); err != nil {
 			s.cfg.Logger.Warn("webhook: clear a dead node's presence", "channel", ch, "err", err)
 		}
+	}
+}
+
+// channelOccupied tells the webhooks of a channel's first and last
+// subscriber on this node (the hub's Occupied); herald's own channels are
+// not the application's.
+func (s *Server) channelOccupied(channel string, occupied bool) {
+	if s.notifier != nil && protocol.Namespace(channel) != adminNamespace {
+		s.notifier.Occupied(channel, occupied)
 	}
 }

@@ -94,6 +94,10 @@ type Config struct {
 	// Tracer records a span for each publish and each traced message's
 	// fan-out; nil: no tracing.
 	Tracer *tracing.Tracer
+	// Occupied, when set, is told when a channel gets its first subscriber
+	// on this node (true) and loses its last (false), in that order per
+	// channel. It must not block.
+	Occupied func(channel string, occupied bool)
 }
 
 // Hub is one node's channel table. Its methods are safe for concurrent use.
@@ -103,6 +107,7 @@ type Hub struct {
 	options  func(string) ChannelOptions
 	log      *slog.Logger
 	tracer   *tracing.Tracer // nil: tracing off
+	occupied func(channel string, occupied bool)
 
 	mu       sync.RWMutex
 	channels map[string]*channel
@@ -193,6 +198,7 @@ func New(cfg Config) *Hub {
 		channels: make(map[string]*channel),
 		refresh:  cfg.PresenceRefresh,
 		tracer:   cfg.Tracer,
+		occupied: cfg.Occupied,
 		stop:     make(chan struct{}),
 		done:     make(chan struct{}),
 
@@ -451,6 +457,9 @@ func (h *Hub) acquire(ctx context.Context, name string) (*channel, error) {
 			return nil, fmt.Errorf("hub: subscribe broker to %q: %w", name, err)
 		}
 		ch.live = true
+		if h.occupied != nil {
+			h.occupied(name, true)
+		}
 	}
 	return ch, nil
 }
@@ -479,6 +488,9 @@ func (h *Hub) release(name string, ch *channel) {
 		}
 		cancel()
 		ch.live = false
+		if h.occupied != nil {
+			h.occupied(name, false)
+		}
 	}
 	h.mu.Lock()
 	h.dropIfUnusedLocked(ch)

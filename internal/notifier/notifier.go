@@ -64,6 +64,9 @@ type Config struct {
 	Registry broker.Registry
 	NodeTTL  time.Duration
 	Lost     func(client, user string, channels []string)
+	// Occupancy, when set, decides the occupied and vacated events across
+	// the cluster; without it (or with neither type chosen) none is sent.
+	Occupancy broker.Occupancy
 	// MaxPending bounds the events waiting in this process to be pushed to
 	// the queue (while the broker does not answer) [100000]; beyond it an
 	// event is dropped and counted.
@@ -83,8 +86,9 @@ type Notifier struct {
 	metrics metrics
 
 	mu      sync.Mutex
-	pending []step // to do, oldest first
-	stopped bool   // Stop took pending: later events are dropped
+	pending []step                 // to do, oldest first
+	stopped bool                   // Stop took pending: later events are dropped
+	graces  map[string]*time.Timer // channels vacated here, waiting for vacatedGrace
 	clients map[string]*clientState
 	toPush  chan struct{} // an event to push: wakes the pusher
 	toSend  chan struct{} // an event pushed: wakes the sender
@@ -96,10 +100,12 @@ type Notifier struct {
 // step is one thing the pusher does, in order: push an event, or write
 // a client's entry in the registry (nil state: remove it).
 type step struct {
-	event  *webhook.Event
-	client string
-	state  *clientState // a copy, for a registry write
-	entry  bool         // this step writes the registry
+	event   *webhook.Event
+	client  string
+	state   *clientState // a copy, for a registry write
+	entry   bool         // this step writes the registry
+	channel string       // this step occupies (or, with vacate, vacates) a channel
+	vacate  bool
 }
 
 // clientState is what the registry keeps of a client: enough for a
@@ -341,6 +347,9 @@ func (n *Notifier) Stop(ctx context.Context) error {
 			return err
 		}
 	}
+	if n.cfg.Occupancy != nil {
+		n.flushGraces()
+	}
 	if n.cfg.Registry != nil {
 		// Shut down, not dead: nobody is to report this node's clients.
 		if err := n.cfg.Registry.Forget(ctx, n.cfg.Node); err != nil {
@@ -426,8 +435,12 @@ func (n *Notifier) pushLoop() {
 	}
 }
 
-// do does one step: pushes its event, or writes its registry entry.
+// do does one step: pushes its event, writes its registry entry, or
+// occupies or vacates its channel.
 func (n *Notifier) do(ctx context.Context, st step) error {
+	if st.channel != "" {
+		return n.occupancy(ctx, st.channel, st.vacate)
+	}
 	if !st.entry {
 		return n.push(ctx, *st.event)
 	}
@@ -664,10 +677,37 @@ func (n *Notifier) reportDead() bool {
 			n.cfg.Lost(client, user, channels)
 		}
 	}
+	n.vacateDead(node, entries)
 	if err := n.cfg.Registry.Forget(n.ctx, node); err != nil {
 		n.cfg.Logger.Warn("webhook: forget a dead node", "node", node, "err", err)
 	}
 	return true
+}
+
+// vacateDead takes a dead node out of the occupancy of its clients'
+// channels, and sends vacated for those it left vacant (at once: its
+// subscribers are long gone).
+func (n *Notifier) vacateDead(node string, entries map[string][]byte) {
+	if n.cfg.Occupancy == nil || !n.events[webhook.Vacated] && !n.events[webhook.Occupied] {
+		return
+	}
+	channels := map[string]int{}
+	for _, b := range entries {
+		var st clientState
+		if json.Unmarshal(b, &st) == nil {
+			maps.Copy(channels, st.Subs)
+		}
+	}
+	for _, ch := range sortedKeys(channels) {
+		empty, err := n.cfg.Occupancy.Vacate(n.ctx, ch, node)
+		if err != nil {
+			n.cfg.Logger.Warn("webhook: vacate a dead node's channel", "channel", ch, "err", err)
+			continue
+		}
+		if empty {
+			n.announceVacant(ch, false)
+		}
+	}
 }
 
 func (n *Notifier) pushIfWanted(e webhook.Event) error {
@@ -689,4 +729,103 @@ func sortedKeys(m map[string]int) []string {
 	}
 	slices.Sort(keys)
 	return keys
+}
+
+// vacatedGrace is how long a channel stays vacant before vacated is sent:
+// a channel occupied again meanwhile (a client reconnecting) sends
+// neither.
+const vacatedGrace = 5 * time.Second
+
+// Occupied tells the webhooks that channel got its first subscriber on
+// this node (true), or lost its last (false). It never blocks.
+func (n *Notifier) Occupied(channel string, occupied bool) {
+	if n.cfg.Occupancy == nil || !n.events[webhook.Occupied] && !n.events[webhook.Vacated] {
+		return
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.stopped {
+		return
+	}
+	n.pending = append(n.pending, step{channel: channel, vacate: !occupied})
+	wake(n.toPush)
+}
+
+// occupancy records this node's occupying or vacating channel in the
+// cluster's occupancy, sends occupied when it is the channel's first, and
+// starts the grace before vacated when it leaves the channel vacant.
+func (n *Notifier) occupancy(ctx context.Context, channel string, vacate bool) error {
+	if !vacate {
+		occ, announce, err := n.cfg.Occupancy.Occupy(ctx, channel, n.cfg.Node)
+		if err != nil || !announce {
+			return err
+		}
+		return n.pushChannelEvent(ctx, webhook.Occupied, channel, occ)
+	}
+	empty, err := n.cfg.Occupancy.Vacate(ctx, channel, n.cfg.Node)
+	if err != nil || !empty {
+		return err
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.graces == nil {
+		n.graces = map[string]*time.Timer{}
+	}
+	if t := n.graces[channel]; t != nil {
+		t.Stop()
+	}
+	n.graces[channel] = time.AfterFunc(vacatedGrace, func() { n.announceVacant(channel, true) })
+	return nil
+}
+
+// announceVacant sends vacated for channel if it is still vacant and was
+// announced occupied; from a grace timer (timer), or from Stop.
+func (n *Notifier) announceVacant(channel string, timer bool) {
+	n.mu.Lock()
+	if timer && n.stopped {
+		n.mu.Unlock()
+		return // Stop announces what waits
+	}
+	delete(n.graces, channel)
+	n.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), n.cfg.Timeout+leaseSlack)
+	defer cancel()
+	occ, announce, err := n.cfg.Occupancy.AnnounceVacant(ctx, channel)
+	if err != nil {
+		n.cfg.Logger.Warn("webhook: announce a vacant channel", "channel", channel, "err", err)
+		return
+	}
+	if announce {
+		if err := n.pushChannelEvent(ctx, webhook.Vacated, channel, occ); err != nil {
+			n.cfg.Logger.Warn("webhook: queue vacated", "channel", channel, "err", err)
+		}
+	}
+}
+
+// pushChannelEvent pushes occupied or vacated for one occupation of
+// channel, when that type is chosen; its id names the occupation.
+func (n *Notifier) pushChannelEvent(ctx context.Context, typ, channel, occupation string) error {
+	if !n.events[typ] {
+		return nil
+	}
+	e := webhook.Event{ID: EventID(occupation, typ, channel, 0), Type: typ, Time: time.Now().UTC(), Node: n.cfg.Node, Channel: channel}
+	if err := n.push(ctx, e); err != nil {
+		return err
+	}
+	wake(n.toSend)
+	return nil
+}
+
+// flushGraces announces now what waits for its grace: the node stops.
+func (n *Notifier) flushGraces() {
+	n.mu.Lock()
+	var channels []string
+	for ch, t := range n.graces {
+		t.Stop()
+		channels = append(channels, ch)
+	}
+	n.mu.Unlock()
+	for _, ch := range channels {
+		n.announceVacant(ch, false)
+	}
 }
