@@ -19,7 +19,8 @@ import (
 // A node killed with its clients on it (SIGKILL: no shutdown) is noticed
 // by the other node within --node-ttl, which reports each client's
 // unsubscribes and its disconnect with reason node_lost, under the ids
-// the dead node would have given, and takes them out of presence.
+// the dead node would have given, the channels it left vacant, and takes
+// the clients out of presence.
 func TestNodeLostReportedBySurvivor(t *testing.T) {
 	t.Parallel()
 	const secret = "node-lost-secret"
@@ -80,6 +81,21 @@ func TestNodeLostReportedBySurvivor(t *testing.T) {
 		return nil
 	})
 	t.Logf("node_lost reported %v after the kill (--node-ttl 3s)", time.Since(killed).Round(100*time.Millisecond))
+	// The channel it left vacant is reported vacant too, once.
+	heraldtest.WaitFor(t, heraldtest.Timeout, func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		var mine []string
+		for _, ev := range events[""] {
+			if strings.HasSuffix(ev, " "+channel) {
+				mine = append(mine, ev)
+			}
+		}
+		if got, want := strings.Join(mine, ", "), "occupied "+channel+", vacated "+channel; got != want {
+			return fmt.Errorf("channel events %q, want %q", got, want)
+		}
+		return nil
+	})
 	heraldtest.WaitFor(t, heraldtest.Timeout, func() error {
 		resp, err := http.Get("http://" + addrB + "/api/channels/" + channel + "/presence")
 		if err != nil {
