@@ -92,6 +92,13 @@ func TestRegistry(t *testing.T) {
 	brokertest.RunRegistry(t, func(t *testing.T) broker.Broker { return newBroker(t, prefix(t)) }, true)
 }
 
+func TestOccupancy(t *testing.T) {
+	// The brokers of one subtest share a prefix: they are nodes of one
+	// cluster.
+	prefix := brokertest.OnePerSubtest(newPrefix)
+	brokertest.RunOccupancy(t, func(t *testing.T) broker.Broker { return newBroker(t, prefix(t)) }, true)
+}
+
 func TestStartUnreachable(t *testing.T) {
 	b, err := nats.New(nats.Config{URL: "nats://127.0.0.1:1", DialTimeout: 500 * time.Millisecond})
 	if err != nil {

@@ -261,7 +261,7 @@ func (t *taking) key(ctx context.Context, subj string) (broker.QueueItem, bool, 
 		}
 	}
 	next := keyState{From: head.Sequence, Lease: newLease(), Attempts: attempts, Wait: t.lease}
-	if _, err := t.b.writeKeyState(ctx, t.js, stateSubj, next, st.seq); errors.Is(err, errStateChanged) {
+	if _, err := t.b.writeState(ctx, t.js, stateSubj, next, st.seq); errors.Is(err, errStateChanged) {
 		return broker.QueueItem{}, false, nil // another taker, or an Ack, came first
 	} else if err != nil {
 		return broker.QueueItem{}, false, err
@@ -339,7 +339,7 @@ func (b *Broker) settle(ctx context.Context, js jetstream.JetStream, qs *queueSt
 		if st.Lease != it.Lease || st.From != id {
 			return 0, 0, broker.ErrLeaseLost
 		}
-		seq, err := b.writeKeyState(ctx, js, subj, next(id, st.keyState), st.seq)
+		seq, err := b.writeState(ctx, js, subj, next(id, st.keyState), st.seq)
 		if errors.Is(err, errStateChanged) {
 			continue // read it again: the lease is likely gone
 		}
@@ -370,28 +370,39 @@ func (b *Broker) tidyKey(ctx context.Context, qs *queueStreams, queue, keyTok st
 // readKeyState reads the state on subject subj; a key without one has
 // the zero state.
 func (b *Broker) readKeyState(ctx context.Context, qs *queueStreams, subj string) (keyStateMsg, error) {
-	m, err := qs.keys.GetLastMsgForSubject(ctx, subj)
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return keyStateMsg{}, nil
-	}
-	if err != nil {
+	var st keyStateMsg
+	m, err := readState(ctx, qs.keys, subj, &st.keyState)
+	if err != nil || m == nil {
 		return keyStateMsg{}, err
 	}
-	st := keyStateMsg{seq: m.Sequence, time: m.Time}
-	if err := json.Unmarshal(m.Data, &st.keyState); err != nil {
-		return keyStateMsg{}, fmt.Errorf("key state %s: %w", subj, err)
-	}
+	st.seq, st.time = m.Sequence, m.Time
 	return st, nil
 }
 
-// errStateChanged reports that a key's state is no longer the one a change
-// was decided from.
-var errStateChanged = errors.New("key state changed")
+// readState decodes the JSON state on subject subj of stream into st and
+// returns its message; nil, leaving st as it is, when there is none.
+func readState(ctx context.Context, stream jetstream.Stream, subj string, st any) (*jetstream.RawStreamMsg, error) {
+	m, err := stream.GetLastMsgForSubject(ctx, subj)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := json.Unmarshal(m.Data, st); err != nil {
+		return nil, fmt.Errorf("state %s: %w", subj, err)
+	}
+	return m, nil
+}
 
-// writeKeyState replaces the state on subject subj, whose last message
-// must be stream sequence last (0: none), and returns the new message's
-// sequence.
-func (b *Broker) writeKeyState(ctx context.Context, js jetstream.JetStream, subj string, st keyState, last uint64) (uint64, error) {
+// errStateChanged reports that a state (a key's, a channel's occupancy)
+// is no longer the one a change was decided from.
+var errStateChanged = errors.New("state changed")
+
+// writeState replaces the state on subject subj with st as JSON; the
+// subject's last message must be stream sequence last (0: none), else it
+// fails with errStateChanged. It returns the new message's sequence.
+func (b *Broker) writeState(ctx context.Context, js jetstream.JetStream, subj string, st any, last uint64) (uint64, error) {
 	data, err := json.Marshal(st)
 	if err != nil {
 		return 0, err
