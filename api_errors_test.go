@@ -185,7 +185,7 @@ func TestAPICORS(t *testing.T) {
 		"Origin", app, "Access-Control-Request-Method", "POST", "Access-Control-Request-Headers", "authorization, content-type")
 	if r.status != http.StatusNoContent || r.header.Get("Access-Control-Allow-Origin") != app ||
 		!strings.Contains(r.header.Get("Access-Control-Allow-Methods"), "POST") ||
-		r.header.Get("Access-Control-Allow-Headers") != "Authorization, Content-Type" {
+		r.header.Get("Access-Control-Allow-Headers") != "Authorization, Content-Type, Traceparent" {
 		t.Fatalf("preflight: %d %v", r.status, r.header)
 	}
 

@@ -232,7 +232,7 @@ func (h *Handler) preflight(w http.ResponseWriter) {
 	hd.Set("Allow", allowedMethods)
 	if hd.Get("Access-Control-Allow-Origin") != "" {
 		hd.Set("Access-Control-Allow-Methods", allowedMethods)
-		hd.Set("Access-Control-Allow-Headers", "Authorization, Content-Type")
+		hd.Set("Access-Control-Allow-Headers", "Authorization, Content-Type, Traceparent")
 		hd.Set("Access-Control-Max-Age", "600")
 	}
 	w.WriteHeader(http.StatusNoContent)
