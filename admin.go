@@ -11,6 +11,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/heraldhq/herald/broker"
+	"github.com/heraldhq/herald/internal/hub"
 	"github.com/heraldhq/herald/internal/metrics"
 	"github.com/heraldhq/herald/internal/protocol"
 	"github.com/heraldhq/herald/web"
@@ -39,6 +40,20 @@ type nodeStats struct {
 	SlowConsumers float64 `json:"slow_consumers"`
 	Refusals      float64 `json:"refusals"`
 	BrokerUp      bool    `json:"broker_up"`
+}
+
+// appChannels returns this node's channels with subscribers, herald's own
+// (the admin stream's, the orders') left out: they are not the
+// application's.
+func (s *Server) appChannels() []hub.ChannelCount {
+	all := s.hub.Channels()
+	out := all[:0]
+	for _, c := range all {
+		if protocol.Reserved(c.Channel) == nil {
+			out = append(out, c)
+		}
+	}
+	return out
 }
 
 // adminEnabled reports whether the admin page is served: it needs a token.
@@ -83,10 +98,8 @@ func (s *Server) AdminHandler() http.Handler {
 			Subscribers int    `json:"subscribers"`
 		}
 		out := []channel{}
-		for _, c := range s.hub.Channels() {
-			if protocol.Namespace(c.Channel) != adminNamespace {
-				out = append(out, channel{c.Channel, c.Subscribers})
-			}
+		for _, c := range s.appChannels() {
+			out = append(out, channel{c.Channel, c.Subscribers})
 		}
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(map[string]any{"node": s.nodeID, "channels": out})
@@ -169,11 +182,7 @@ func (s *Server) reportStats(stop <-chan struct{}, done chan<- struct{}) {
 // stats reads this node's snapshot from its metrics.
 func (s *Server) stats() nodeStats {
 	st := nodeStats{Node: s.nodeID, Time: time.Now().UnixMilli(), BrokerUp: true}
-	for _, c := range s.hub.Channels() {
-		if protocol.Namespace(c.Channel) != adminNamespace { // the admin streams' own channel is not the users'
-			st.Channels++
-		}
-	}
+	st.Channels = len(s.appChannels())
 	for _, t := range []string{"ws", "raw", "sse"} {
 		st.Connections += value(s.metrics.Connections.WithLabelValues(t))
 	}

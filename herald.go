@@ -148,15 +148,7 @@ func New(cfg Config) (*Server, error) {
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "herald_channels",
 		Help: "Channels with subscribers on this node.",
-	}, func() float64 {
-		n := 0
-		for _, c := range s.hub.Channels() {
-			if protocol.Namespace(c.Channel) != adminNamespace { // herald's own are not the application's
-				n++
-			}
-		}
-		return float64(n)
-	}))
+	}, func() float64 { return float64(len(s.appChannels())) }))
 	s.mux = s.routes()
 	s.desk = newOrderDesk(s)
 	if err := s.desk.start(context.Background()); err != nil {
