@@ -747,6 +747,11 @@ func (n *Notifier) Occupied(channel string, occupied bool) {
 	if n.stopped {
 		return
 	}
+	if len(n.pending) >= n.cfg.MaxPending {
+		n.metrics.dropped.WithLabelValues("overflow").Inc()
+		n.cfg.Logger.Error("webhook: too many events waiting for the broker; a channel's occupancy dropped", "channel", channel)
+		return
+	}
 	n.pending = append(n.pending, step{channel: channel, vacate: !occupied})
 	wake(n.toPush)
 }
