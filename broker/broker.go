@@ -94,6 +94,11 @@ type Message struct {
 	// ("" when it was not traced): each node's fan-out continues that
 	// trace. Brokers carry it live and keep it in history.
 	Trace string
+	// Tags are the publisher's string tags (nil for none), which
+	// subscribers' filters match; Key is its conflation key ("" for
+	// none). Brokers carry both live and keep them in history.
+	Tags map[string]string
+	Key  string
 }
 
 // Publication is what a publisher hands to Publish; the broker adds the
@@ -106,6 +111,9 @@ type Publication struct {
 	Client string
 	// Trace is the traceparent of the publish, carried to Message.Trace.
 	Trace string
+	// Tags and Key are carried to Message.Tags and Message.Key.
+	Tags map[string]string
+	Key  string
 }
 
 // HistoryOptions are the retention limits of one channel, resolved by the

@@ -25,11 +25,23 @@ type Payload struct {
 	// or to one (history catch-up): a transport may prepare its frame once
 	// (Prepared), and the session counts pushes as messages out.
 	Push bool
-	// Channel and Offset name the message an SSE payload carries (SSE);
-	// the SSE transport writes the stream's cursor from them. They are
-	// empty for other payloads.
+	// Channel and Offset name the message a message push carries: the SSE
+	// transport writes the stream's cursor from them, and a conflating
+	// session matches keys within a channel. They are empty for replies,
+	// joins and leaves.
 	Channel string
 	Offset  broker.Offset
+	// Key is the message's conflation key ("" for none); Conflate is set
+	// when its channel's overflow policy is conflate: a session whose
+	// queue is full may drop this payload when a newer one of the same
+	// Channel and Key is queued behind it. Unkeyed payloads are never
+	// dropped.
+	Key      string
+	Conflate bool
+	// Whole is set on a delta push (a Fossil delta against the channel's
+	// previous message): the same message sent whole, for a session that
+	// dropped the previous message of the channel before writing it.
+	Whole *Payload
 	// Accepted is when the broker accepted the message a live payload
 	// carries (zero for replies, joins and leaves): the delivery latency
 	// metric runs from it to the write.
