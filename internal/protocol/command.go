@@ -7,6 +7,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"strconv"
+
+	"github.com/heraldhq/herald/broker"
 )
 
 // Op names a client command.
@@ -26,7 +28,13 @@ const (
 	// OpRPC asks the application (the RPC hook, or the rpc proxy) and
 	// replies with its answer.
 	OpRPC Op = "rpc"
+	// OpAck acknowledges a channel's messages up to an offset, in a
+	// namespace with receipts (v1.1).
+	OpAck Op = "ack"
 )
+
+// DeltaFossil is the one delta encoding a subscription may ask for.
+const DeltaFossil = "fossil"
 
 // Command is one decoded client command. Fields an op does not use are zero.
 type Command struct {
@@ -49,6 +57,18 @@ type Command struct {
 	// Method is what an rpc asks the application; its Data is the rpc's
 	// data (null when it has none).
 	Method string
+	// Tags and Key are a publish's tags and conflation key (v1.1); nil
+	// and "" when not given. Their limits are checked by whoever
+	// publishes (filter.ValidateTags), as for the server API.
+	Tags map[string]string
+	Key  string
+	// Filter is a subscribe's or history's tag filter, as sent (nil when
+	// not given); it is parsed by whoever applies it.
+	Filter json.RawMessage
+	// Delta is a subscribe's delta encoding: "" or DeltaFossil.
+	Delta string
+	// Offset is what an ack acknowledges.
+	Offset broker.Offset
 }
 
 // wireCommand is the JSON shape of a command.
@@ -65,6 +85,12 @@ type wireCommand struct {
 	Traceparent *string `json:"traceparent"`
 	// Method is on rpc only.
 	Method *string `json:"method"`
+	// Delivery options (v1.1).
+	Tags   json.RawMessage `json:"tags"`
+	Key    *string         `json:"key"`
+	Filter json.RawMessage `json:"filter"`
+	Delta  *string         `json:"delta"`
+	Offset *string         `json:"offset"`
 }
 
 // DecodeCommand decodes and checks one command. On error it returns the
@@ -108,7 +134,7 @@ func DecodeCommand(b []byte) (Command, *Error) {
 		return c, nil
 	case OpRPC:
 		return decodeRPC(c, w)
-	case OpSubscribe, OpUnsubscribe, OpPublish, OpHistory, OpPresence:
+	case OpSubscribe, OpUnsubscribe, OpPublish, OpHistory, OpPresence, OpAck:
 	case "":
 		return c, Errorf(CodeBadRequest, "op is required")
 	default:
@@ -148,6 +174,9 @@ func DecodeCommand(b []byte) (Command, *Error) {
 		}
 		c.Traceparent = *w.Traceparent
 	}
+	if perr := decodeOptions(&c, w); perr != nil {
+		return c, perr
+	}
 	if c.Op == OpPublish {
 		if w.Data == nil {
 			return c, Errorf(CodeBadRequest, "data is required")
@@ -159,6 +188,55 @@ func DecodeCommand(b []byte) (Command, *Error) {
 		c.Data = buf.Bytes()
 	}
 	return c, nil
+}
+
+// decodeOptions reads the delivery options (v1.1) of a command: each is
+// refused on an op it is not for.
+func decodeOptions(c *Command, w wireCommand) *Error {
+	if w.Tags != nil {
+		if c.Op != OpPublish {
+			return Errorf(CodeBadRequest, "tags are only for publish")
+		}
+		if err := json.Unmarshal(w.Tags, &c.Tags); err != nil {
+			return Errorf(CodeBadRequest, "tags must be an object of strings")
+		}
+	}
+	if w.Key != nil {
+		if c.Op != OpPublish {
+			return Errorf(CodeBadRequest, "key is only for publish")
+		}
+		c.Key = *w.Key
+	}
+	if w.Filter != nil {
+		if c.Op != OpSubscribe && c.Op != OpHistory {
+			return Errorf(CodeBadRequest, "filter is only for subscribe and history")
+		}
+		c.Filter = w.Filter
+	}
+	if w.Delta != nil {
+		switch {
+		case c.Op != OpSubscribe:
+			return Errorf(CodeBadRequest, "delta is only for subscribe")
+		case *w.Delta != DeltaFossil:
+			return Errorf(CodeBadRequest, `delta must be "fossil"`)
+		case c.Filter != nil:
+			return Errorf(CodeBadRequest, "delta and filter cannot be used together")
+		}
+		c.Delta = *w.Delta
+	}
+	if c.Op == OpAck {
+		if w.Offset == nil || *w.Offset == "" {
+			return Errorf(CodeBadRequest, "offset is required")
+		}
+		off, err := broker.ParseOffset(*w.Offset)
+		if err != nil {
+			return Errorf(CodeBadRequest, "bad offset: "+err.Error())
+		}
+		c.Offset = off
+	} else if w.Offset != nil {
+		return Errorf(CodeBadRequest, "offset is only for ack")
+	}
+	return nil
 }
 
 // parseID parses a command id: a positive integer that fits a uint64.

@@ -5,6 +5,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/heraldhq/herald/broker"
 )
 
 func TestDecodeCommand(t *testing.T) {
@@ -58,6 +60,16 @@ func TestDecodeCommand(t *testing.T) {
 			Command{ID: 19, Op: OpRPC, Method: "now", Data: json.RawMessage(`null`), Limit: -1}},
 		{"rpc with null data", `{"id":20,"op":"rpc","method":"m","data":null}`,
 			Command{ID: 20, Op: OpRPC, Method: "m", Data: json.RawMessage(`null`), Limit: -1}},
+		{"publish with tags and key", `{"id":21,"op":"publish","channel":"a","data":1,"tags":{"sym":"AAPL","x":""},"key":"AAPL"}`,
+			Command{ID: 21, Op: OpPublish, Channel: "a", Data: json.RawMessage(`1`), Limit: -1, Tags: map[string]string{"sym": "AAPL", "x": ""}, Key: "AAPL"}},
+		{"subscribe with a filter", `{"id":22,"op":"subscribe","channel":"a","filter":{"tag":"sym","eq":"AAPL"}}`,
+			Command{ID: 22, Op: OpSubscribe, Channel: "a", Limit: -1, Filter: json.RawMessage(`{"tag":"sym","eq":"AAPL"}`)}},
+		{"subscribe with delta", `{"id":23,"op":"subscribe","channel":"a","delta":"fossil"}`,
+			Command{ID: 23, Op: OpSubscribe, Channel: "a", Limit: -1, Delta: DeltaFossil}},
+		{"history with a filter", `{"id":24,"op":"history","channel":"a","filter":{"not":{"tag":"k","exists":true}},"limit":2}`,
+			Command{ID: 24, Op: OpHistory, Channel: "a", Limit: 2, Filter: json.RawMessage(`{"not":{"tag":"k","exists":true}}`)}},
+		{"ack", `{"id":25,"op":"ack","channel":"a","offset":"9-e1"}`,
+			Command{ID: 25, Op: OpAck, Channel: "a", Limit: -1, Offset: broker.Offset{Epoch: "e1", Seq: 9}}},
 		{"longest channel", `{"id":17,"op":"subscribe","channel":"` + strings.Repeat("x", 255) + `"}`,
 			Command{ID: 17, Op: OpSubscribe, Channel: strings.Repeat("x", 255), Limit: -1}},
 	}
@@ -135,6 +147,20 @@ func TestDecodeCommandErrors(t *testing.T) {
 		{"rpc with an event", `{"id":34,"op":"rpc","method":"m","event":"e"}`, 34},
 		{"rpc with since", `{"id":35,"op":"rpc","method":"m","since":""}`, 35},
 		{"method on publish", `{"id":36,"op":"publish","channel":"a","data":1,"method":"m"}`, 36},
+		{"tags on subscribe", `{"id":37,"op":"subscribe","channel":"a","tags":{"a":"b"}}`, 37},
+		{"tags not strings", `{"id":38,"op":"publish","channel":"a","data":1,"tags":{"a":1}}`, 38},
+		{"tags an array", `{"id":39,"op":"publish","channel":"a","data":1,"tags":["a"]}`, 39},
+		{"key on history", `{"id":40,"op":"history","channel":"a","key":"k"}`, 40},
+		{"key not a string", `{"id":41,"op":"publish","channel":"a","data":1,"key":5}`, 41},
+		{"filter on publish", `{"id":42,"op":"publish","channel":"a","data":1,"filter":{"tag":"a","eq":"b"}}`, 42},
+		{"delta on history", `{"id":43,"op":"history","channel":"a","delta":"fossil"}`, 43},
+		{"unknown delta", `{"id":44,"op":"subscribe","channel":"a","delta":"xdelta"}`, 44},
+		{"delta with a filter", `{"id":45,"op":"subscribe","channel":"a","delta":"fossil","filter":{"tag":"a","eq":"b"}}`, 45},
+		{"ack without offset", `{"id":46,"op":"ack","channel":"a"}`, 46},
+		{"ack with an empty offset", `{"id":47,"op":"ack","channel":"a","offset":""}`, 47},
+		{"ack with a bad offset", `{"id":48,"op":"ack","channel":"a","offset":"x"}`, 48},
+		{"ack without channel", `{"id":49,"op":"ack","offset":"1-e"}`, 49},
+		{"offset on subscribe", `{"id":50,"op":"subscribe","channel":"a","offset":"1-e"}`, 50},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

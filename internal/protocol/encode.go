@@ -28,6 +28,9 @@ type WireMessage struct {
 	// Binary marks data that was published as a binary frame; Data is then
 	// its base64 as a JSON string.
 	Binary bool `json:"binary,omitempty"`
+	// Tags and Key are the publisher's (v1.1), when it gave them.
+	Tags map[string]string `json:"tags,omitempty"`
+	Key  string            `json:"key,omitempty"`
 }
 
 // ToWire converts a broker message to its contract shape.
@@ -39,6 +42,8 @@ func ToWire(m broker.Message) WireMessage {
 		Event:   m.Event,
 		User:    m.User,
 		Client:  m.Client,
+		Tags:    m.Tags,
+		Key:     m.Key,
 	}
 	if m.Binary {
 		w.Binary = true
@@ -51,21 +56,42 @@ func ToWire(m broker.Message) WireMessage {
 // already, is copied in as it is rather than re-scanned by encoding/json.
 func MessagePush(m broker.Message) []byte {
 	w := ToWire(m)
-	b := make([]byte, 0, len(w.Data)+len(w.Channel)+len(w.Offset)+len(w.Event)+len(w.User)+len(w.Client)+96)
+	return appendPush(w, w.Data, false)
+}
+
+// MessageDeltaPush encodes m as a "message" push whose data is delta, a
+// Fossil delta from the channel's previous message's data to m's, as a
+// JSON string with "delta":true. delta must be valid UTF-8 (a JSON string
+// cannot carry other bytes unchanged).
+func MessageDeltaPush(m broker.Message, delta []byte) []byte {
+	w := ToWire(m)
+	return appendPush(w, appendString(make([]byte, 0, len(delta)+len(delta)/8+2), string(delta)), true)
+}
+
+// appendPush encodes w as a "message" push with data as its data.
+func appendPush(w WireMessage, data []byte, delta bool) []byte {
+	b := make([]byte, 0, len(data)+len(w.Channel)+len(w.Offset)+len(w.Event)+len(w.User)+len(w.Client)+len(w.Key)+96)
 	b = append(b, `{"op":"message","channel":`...)
 	b = appendString(b, w.Channel)
 	b = append(b, `,"offset":`...)
 	b = appendString(b, w.Offset)
 	b = append(b, `,"data":`...)
-	b = append(b, w.Data...)
-	for _, f := range [...]struct{ key, val string }{{`,"event":`, w.Event}, {`,"user":`, w.User}, {`,"client":`, w.Client}} {
+	b = append(b, data...)
+	for _, f := range [...]struct{ key, val string }{{`,"event":`, w.Event}, {`,"user":`, w.User}, {`,"client":`, w.Client}, {`,"key":`, w.Key}} {
 		if f.val != "" {
 			b = append(b, f.key...)
 			b = appendString(b, f.val)
 		}
 	}
+	if len(w.Tags) > 0 {
+		b = append(b, `,"tags":`...)
+		b = append(b, mustMarshal(w.Tags)...)
+	}
 	if w.Binary {
 		b = append(b, `,"binary":true`...)
+	}
+	if delta {
+		b = append(b, `,"delta":true`...)
 	}
 	return append(b, '}')
 }
@@ -156,6 +182,9 @@ func ErrorReply(id uint64, e *Error) []byte {
 type SubscribeReply struct {
 	Offset    string `json:"offset"`
 	Recovered bool   `json:"recovered"`
+	// Receipts tells the client that the channel's namespace keeps
+	// delivery receipts: it acknowledges what it handled (op ack).
+	Receipts bool `json:"receipts,omitempty"`
 }
 
 // PublishReply is the body of a publish reply.
