@@ -168,14 +168,24 @@ func (h *Hub) firstPage(ctx context.Context, sub Subscriber, name string, since 
 	return first, page, err
 }
 
-// deliverReplay hands catch-up messages to sub and returns the offset of
-// the last and the size of the largest.
-func deliverReplay(sub Subscriber, msgs []broker.Message) (last broker.Offset, largest int) {
+// deliverReplay hands the catch-up messages its filter passes to sub and
+// returns the offset of the last message and the size of the largest.
+func (e *entry) deliverReplay(sub Subscriber, msgs []broker.Message) (last broker.Offset, largest int) {
 	for _, m := range msgs {
-		sub.Deliver(&Delivery{Message: m, Replay: true})
+		e.replayOne(sub, m)
 		last, largest = m.Offset, max(largest, len(m.Data))
 	}
 	return last, largest
+}
+
+// replayOne hands sub one message it asked for (catch-up), whole, when
+// its filter passes it.
+func (e *entry) replayOne(sub Subscriber, m broker.Message) {
+	if !e.passes(m) {
+		return
+	}
+	sub.Deliver(&Delivery{Message: m, Replay: true})
+	e.last = m.Offset
 }
 
 // finishLocked ends a catch-up that reached last: the live messages
@@ -187,7 +197,7 @@ func (e *entry) finishLocked(ch *channel, sub Subscriber, last broker.Offset) {
 	for _, m := range cu.buf {
 		if m.Offset.Epoch == last.Epoch && m.Offset.Seq > last.Seq ||
 			m.Offset.Epoch != last.Epoch && !ch.endedLocked(m.Offset.Epoch) {
-			sub.Deliver(&Delivery{Message: m, Replay: true})
+			e.replayOne(sub, m)
 		}
 	}
 	cu.abandonLocked(sub) // its bytes are queued now, and counted there
@@ -263,7 +273,7 @@ func (h *Hub) catchUpPage(ch *channel, sub Subscriber, e *entry, last *broker.Of
 	if len(res.Messages) > 0 {
 		cu.unrecovered = false // it has something now: a gap after it is news
 		var big int
-		*last, big = deliverReplay(sub, res.Messages)
+		*last, big = e.deliverReplay(sub, res.Messages)
 		*largest = max(*largest, big)
 	}
 	switch {

@@ -71,6 +71,31 @@ type ChannelOptions struct {
 	// store; JoinLeave sends join and leave pushes.
 	Presence  bool
 	JoinLeave bool
+	// Conflate marks the channel's pushes as conflatable: a subscriber
+	// whose queue is full may drop a keyed message that a newer one of
+	// the same key follows (wire.Payload.Conflate).
+	Conflate bool
+	// Receipts makes the hub report, for each message it fans out, the
+	// subscribers that can acknowledge it (Config.Delivered).
+	Receipts bool
+}
+
+// SubscribeOptions are one subscription's delivery options.
+type SubscribeOptions struct {
+	// Filter, when set, passes only the messages whose tags it matches:
+	// live, in catch-up and after a repair.
+	Filter Filter
+	// Delta asks for Fossil deltas: a live message the subscription
+	// follows its previous one with is sent as a delta against it when
+	// that is smaller (Delivery.Delta).
+	Delta bool
+}
+
+// Filter is a subscription's tag filter. Subscribers of a channel whose
+// filters have the same Key share one evaluation per message.
+type Filter interface {
+	Match(tags map[string]string) bool
+	Key() string
 }
 
 // Config configures a Hub.
@@ -98,16 +123,22 @@ type Config struct {
 	// on this node (true) and loses its last (false), in that order per
 	// channel. It must not block.
 	Occupied func(channel string, occupied bool)
+	// Delivered, when set, is told of each message fanned out live in a
+	// channel with Receipts, with the subscribers it was handed to that
+	// speak the JSON protocol (those that can acknowledge it); never
+	// called with none. It must not block, and owns clients.
+	Delivered func(m broker.Message, clients []broker.ClientInfo)
 }
 
 // Hub is one node's channel table. Its methods are safe for concurrent use.
 type Hub struct {
-	broker   broker.Broker
-	presence broker.PresenceStore // nil when the broker keeps no presence
-	options  func(string) ChannelOptions
-	log      *slog.Logger
-	tracer   *tracing.Tracer // nil: tracing off
-	occupied func(channel string, occupied bool)
+	broker    broker.Broker
+	presence  broker.PresenceStore // nil when the broker keeps no presence
+	options   func(string) ChannelOptions
+	log       *slog.Logger
+	tracer    *tracing.Tracer // nil: tracing off
+	occupied  func(channel string, occupied bool)
+	delivered func(m broker.Message, clients []broker.ClientInfo)
 
 	mu       sync.RWMutex
 	channels map[string]*channel
@@ -148,6 +179,17 @@ type channel struct {
 	// a late copy of one of their messages is stale and not delivered.
 	ended []string
 
+	// Delivery options (see fanOutLocked), guarded by mu: the distinct
+	// filters of the subscribers, by key; the subscribers that asked for
+	// deltas, and, while there are any, the previous message fanned out,
+	// which the next one's delta is made against.
+	filters  map[string]*sharedFilter
+	fanOuts  uint64 // messages fanned out: a sharedFilter's result is for one
+	deltas   int
+	prev     broker.Offset
+	prevData []byte
+	opts     ChannelOptions // the channel's rules, read when it was made
+
 	// Joins and leaves, coalesced (see presenceEvent). Guarded by mu.
 	presNext  time.Time        // until then, joins and leaves wait in presQueue
 	presQueue []*PresenceEvent // waiting, in order; nil where one was cancelled
@@ -179,28 +221,92 @@ func (ch *channel) endedLocked(epoch string) bool {
 
 // entry is one subscriber's state in a channel. from is the offset it
 // started after: it never gets a message up to it. cu is set while it
-// catches up from history (see catchup.go).
+// catches up from history (see catchup.go). filter is its shared filter
+// (nil: every message); a delta subscriber's last is the newest message
+// handed to it.
 type entry struct {
-	info broker.ClientInfo
-	from broker.Offset
-	cu   *catchup
+	info   broker.ClientInfo
+	from   broker.Offset
+	cu     *catchup
+	filter *sharedFilter
+	delta  bool
+	last   broker.Offset
+}
+
+// passes reports whether the entry's filter lets m through, evaluating it
+// on its own (catch-up, where messages go to one subscriber).
+func (e *entry) passes(m broker.Message) bool {
+	return e.filter == nil || e.filter.f.Match(m.Tags)
+}
+
+// sharedFilter is one distinct filter of a channel's subscribers: it is
+// evaluated once per message fanned out, for all of them.
+type sharedFilter struct {
+	f    Filter
+	refs int
+	gen  uint64 // the fan-out whose result match holds
+	pass bool
+}
+
+// match reports whether the message of fan-out gen passes the filter.
+func (sf *sharedFilter) match(gen uint64, tags map[string]string) bool {
+	if sf.gen != gen {
+		sf.gen, sf.pass = gen, sf.f.Match(tags)
+	}
+	return sf.pass
+}
+
+// addOptionsLocked applies a new subscription's options to its entry.
+func (ch *channel) addOptionsLocked(e *entry, o SubscribeOptions) {
+	if o.Filter != nil {
+		k := o.Filter.Key()
+		sf := ch.filters[k]
+		if sf == nil {
+			if ch.filters == nil {
+				ch.filters = make(map[string]*sharedFilter)
+			}
+			sf = &sharedFilter{f: o.Filter}
+			ch.filters[k] = sf
+		}
+		sf.refs++
+		e.filter = sf
+	}
+	if o.Delta {
+		e.delta = true
+		ch.deltas++
+	}
+}
+
+// dropOptionsLocked undoes addOptionsLocked for an entry that leaves.
+func (ch *channel) dropOptionsLocked(e *entry) {
+	if sf := e.filter; sf != nil {
+		if sf.refs--; sf.refs == 0 {
+			delete(ch.filters, sf.f.Key())
+		}
+	}
+	if e.delta {
+		if ch.deltas--; ch.deltas == 0 {
+			ch.prev, ch.prevData = broker.Offset{}, nil
+		}
+	}
 }
 
 // New returns a hub over cfg.Broker; call Start before use.
 func New(cfg Config) *Hub {
 	ctx, cancel := context.WithCancel(context.Background())
 	h := &Hub{
-		ctx:      ctx,
-		cancel:   cancel,
-		broker:   cfg.Broker,
-		options:  cfg.Options,
-		log:      cfg.Logger,
-		channels: make(map[string]*channel),
-		refresh:  cfg.PresenceRefresh,
-		tracer:   cfg.Tracer,
-		occupied: cfg.Occupied,
-		stop:     make(chan struct{}),
-		done:     make(chan struct{}),
+		ctx:       ctx,
+		cancel:    cancel,
+		broker:    cfg.Broker,
+		options:   cfg.Options,
+		log:       cfg.Logger,
+		channels:  make(map[string]*channel),
+		refresh:   cfg.PresenceRefresh,
+		tracer:    cfg.Tracer,
+		occupied:  cfg.Occupied,
+		delivered: cfg.Delivered,
+		stop:      make(chan struct{}),
+		done:      make(chan struct{}),
 
 		maxMessage: cfg.MaxMessageSize,
 	}
@@ -320,6 +426,11 @@ type SubscribeResult struct {
 // ready is called exactly once on success, before anything is delivered to
 // sub for this channel, so a reply queued there precedes the messages.
 func (h *Hub) Subscribe(ctx context.Context, sub Subscriber, info broker.ClientInfo, name string, since *broker.Offset, ready func(SubscribeResult)) error {
+	return h.SubscribeWith(ctx, sub, info, name, since, SubscribeOptions{}, ready)
+}
+
+// SubscribeWith is Subscribe with delivery options.
+func (h *Hub) SubscribeWith(ctx context.Context, sub Subscriber, info broker.ClientInfo, name string, since *broker.Offset, so SubscribeOptions, ready func(SubscribeResult)) error {
 	ch, err := h.acquire(ctx, name)
 	if err != nil {
 		return err
@@ -332,6 +443,7 @@ func (h *Hub) Subscribe(ctx context.Context, sub Subscriber, info broker.ClientI
 	}
 	e := &entry{info: info, cu: h.newCatchup()}
 	ch.subs[sub] = e
+	ch.addOptionsLocked(e, so)
 	ch.mu.Unlock()
 
 	first, page, err := h.firstPage(ctx, sub, name, since)
@@ -345,6 +457,7 @@ func (h *Hub) Subscribe(ctx context.Context, sub Subscriber, info broker.ClientI
 	if err != nil {
 		ch.mu.Lock()
 		delete(ch.subs, sub)
+		ch.dropOptionsLocked(e)
 		e.cu.abandonLocked(sub)
 		ch.mu.Unlock()
 		h.release(name, ch)
@@ -374,7 +487,7 @@ func (h *Hub) Subscribe(ctx context.Context, sub Subscriber, info broker.ClientI
 		last = page.start
 	}
 	if len(page.Messages) > 0 {
-		last, largest = deliverReplay(sub, page.Messages)
+		last, largest = e.deliverReplay(sub, page.Messages)
 	}
 	pageDone()
 	if page.more || e.cu.overflow {
@@ -413,8 +526,11 @@ func (h *Hub) Unsubscribe(ctx context.Context, sub Subscriber, info broker.Clien
 	ch.mu.Lock()
 	e, ok := ch.subs[sub]
 	delete(ch.subs, sub)
-	if ok && e.cu != nil {
-		e.cu.abandonLocked(sub)
+	if ok {
+		ch.dropOptionsLocked(e)
+		if e.cu != nil {
+			e.cu.abandonLocked(sub)
+		}
 	}
 	ch.mu.Unlock()
 	if !ok {
@@ -440,7 +556,7 @@ func (h *Hub) acquire(ctx context.Context, name string) (*channel, error) {
 	h.mu.Lock()
 	ch := h.channels[name]
 	if ch == nil {
-		ch = &channel{name: name, subs: make(map[Subscriber]*entry)}
+		ch = &channel{name: name, subs: make(map[Subscriber]*entry), opts: h.options(name)}
 		h.channels[name] = ch
 	}
 	ch.refs++
@@ -529,6 +645,9 @@ func (h *Hub) publishTraced(ctx context.Context, name string, p broker.Publicati
 	return off, nil
 }
 
+// Rules returns the rules the hub applies to channel.
+func (h *Hub) Rules(name string) ChannelOptions { return h.options(name) }
+
 // History reads channel's history.
 func (h *Hub) History(ctx context.Context, name string, q broker.HistoryQuery) (broker.HistoryResult, error) {
 	res, err := h.broker.History(ctx, name, q)
@@ -594,10 +713,10 @@ func (h *Hub) HandleMessage(m broker.Message) {
 	case ch.repairing:
 		ch.holdLocked(m)
 	case ch.seen.IsZero():
-		ch.fanOutLocked(m, h.tracer)
+		ch.fanOutLocked(m, h.tracer, h.delivered)
 	case m.Offset.Epoch != ch.seen.Epoch:
 		if m.Prev == 0 || ch.endedLocked(m.Offset.Epoch) {
-			ch.fanOutLocked(m, h.tracer) // a new epoch from its start, or a late copy
+			ch.fanOutLocked(m, h.tracer, h.delivered) // a new epoch from its start, or a late copy
 			return
 		}
 		// A new epoch whose first messages never arrived: read them back,
@@ -616,7 +735,7 @@ func (h *Hub) HandleMessage(m broker.Message) {
 		ch.holdLocked(m)
 		h.repairLocked(ch, ch.seen)
 	default:
-		ch.fanOutLocked(m, h.tracer)
+		ch.fanOutLocked(m, h.tracer, h.delivered)
 	}
 }
 
@@ -659,35 +778,72 @@ func (ch *channel) earliestStartLocked() (broker.Offset, bool) {
 	return from, found
 }
 
-// fanOutLocked hands m to every subscriber that has not had it; a message
-// of an epoch the channel moved past is a late copy and goes nowhere. A
-// traced message's fan-out span (tr's) follows its payloads to the last
-// write.
-func (ch *channel) fanOutLocked(m broker.Message, tr *tracing.Tracer) {
+// fanOutLocked hands m to every subscriber that has not had it and whose
+// filter passes it; a message of an epoch the channel moved past is a
+// late copy and goes nowhere. Each distinct filter is evaluated once, and
+// a delta is made once, for the subscribers that asked for deltas and
+// had the previous message. A traced message's fan-out span (tr's)
+// follows its payloads to the last write. In a channel with receipts,
+// delivered is told who got it.
+func (ch *channel) fanOutLocked(m broker.Message, tr *tracing.Tracer, delivered func(broker.Message, []broker.ClientInfo)) {
 	if m.Offset.Epoch != ch.seen.Epoch {
 		if ch.endedLocked(m.Offset.Epoch) {
 			return
 		}
 		ch.endLocked(ch.seen.Epoch)
 	}
-	d := &Delivery{Message: m, trace: tr.StartFanOut(m)}
+	ch.fanOuts++
+	d := &Delivery{Message: m, trace: tr.StartFanOut(m), conflate: ch.opts.Conflate}
+	var (
+		delta      *Delivery // d as a delta, made for the first subscriber that can take one
+		recipients []broker.ClientInfo
+		receipts   = ch.opts.Receipts && delivered != nil
+	)
 	handed := 0
 	for sub, e := range ch.subs {
 		switch {
 		case e.cu != nil:
 			e.cu.bufferLocked(sub, m)
+			continue
 		case m.Offset.Epoch == e.from.Epoch && m.Offset.Seq <= e.from.Seq:
 			// From before the subscriber's start: it has it, or asked not to.
+			continue
+		case e.filter != nil && !e.filter.match(ch.fanOuts, m.Tags):
+			continue
+		case e.delta && ch.prevData != nil && e.last == ch.prev && !m.Binary:
+			if delta == nil {
+				delta = d.deltaFrom(ch.prevData)
+			}
+			sub.Deliver(delta)
 		default:
 			sub.Deliver(d)
-			handed++
+		}
+		if e.delta {
+			e.last = m.Offset
+		}
+		handed++
+		if receipts && e.info.Transport == TransportJSON {
+			recipients = append(recipients, bare(e.info))
 		}
 	}
 	if d.trace != nil {
 		d.trace.Dispatched(handed)
 	}
 	ch.seen = m.Offset
+	if ch.deltas > 0 {
+		ch.prev, ch.prevData = m.Offset, m.Data
+		if m.Binary {
+			ch.prevData = nil
+		}
+	}
+	if len(recipients) > 0 {
+		delivered(m, recipients)
+	}
 }
+
+// TransportJSON is ClientInfo.Transport for a client of the JSON
+// protocol, the only kind that can acknowledge messages.
+const TransportJSON = "websocket"
 
 // holdLocked keeps a live message until the repair in progress ends.
 func (ch *channel) holdLocked(m broker.Message) {
@@ -736,7 +892,7 @@ func (h *Hub) repair(ch *channel, from broker.Offset) {
 		ch.held = nil
 		for _, m := range append(res.Messages, held...) {
 			if ch.seen.IsZero() || m.Offset.Epoch != ch.seen.Epoch || m.Offset.Seq > ch.seen.Seq {
-				ch.fanOutLocked(m, h.tracer)
+				ch.fanOutLocked(m, h.tracer, h.delivered)
 			}
 		}
 		if ch.overflow {
