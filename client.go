@@ -5,6 +5,7 @@ import (
 	"net/http"
 
 	"github.com/heraldhq/herald/broker"
+	"github.com/heraldhq/herald/internal/hub"
 	"github.com/heraldhq/herald/internal/session"
 	"github.com/heraldhq/herald/internal/transport/ws"
 )
@@ -33,6 +34,9 @@ type clientSpec struct {
 	mode       session.Mode
 	rawChannel string
 	policy     session.Policy
+	// filter is an SSE stream's tag filter for the channels it asked for
+	// (nil: none).
+	filter hub.Filter
 }
 
 // newClientConn makes an admitted client's session; the caller opens it.

@@ -193,7 +193,24 @@ type Namespace struct {
 	// history and presence counts as subscribing.
 	NoAnonymousSubscribe bool
 	NoAnonymousPublish   bool
+	// Overflow is what a subscriber's full queue does (v1.1):
+	// OverflowDisconnect ("" too) closes it as a slow consumer;
+	// OverflowConflate drops its queued messages that a newer one of the
+	// same key follows, and closes it only when that is not enough.
+	Overflow string
+	// Receipts keeps delivery receipts: clients acknowledge what they
+	// handled, GET /api/channels/{channel}/receipts answers who did, and
+	// the undelivered webhook reports who had not after ReceiptTimeout
+	// [30s].
+	Receipts       bool
+	ReceiptTimeout time.Duration
 }
+
+// The overflow policies of a Namespace.
+const (
+	OverflowDisconnect = "disconnect"
+	OverflowConflate   = "conflate"
+)
 
 // DefaultConfig returns the Config that New runs with when given the zero
 // Config: every default of the fields above filled in, MaxConnections
@@ -245,6 +262,12 @@ func (c Config) withDefaults() (Config, error) {
 		}
 		if ns.HistoryTTL < 0 {
 			errs = append(errs, fmt.Errorf("namespace %q: HistoryTTL must not be negative", name))
+		}
+		if ns.Overflow != "" && ns.Overflow != OverflowDisconnect && ns.Overflow != OverflowConflate {
+			errs = append(errs, fmt.Errorf("namespace %q: Overflow is %q, want %q or %q", name, ns.Overflow, OverflowDisconnect, OverflowConflate))
+		}
+		if ns.ReceiptTimeout < 0 {
+			errs = append(errs, fmt.Errorf("namespace %q: ReceiptTimeout must not be negative", name))
 		}
 	}
 	if c.MaxSubscriptions == 0 {
@@ -300,6 +323,10 @@ func (c Config) withDefaults() (Config, error) {
 	return c, nil
 }
 
+// defaultReceiptTimeout is how long a receipt may stay pending before the
+// undelivered webhook reports it, where the namespace does not say.
+const defaultReceiptTimeout = 30 * time.Second
+
 // rules are what a channel's namespace decides.
 type rules struct {
 	history              broker.HistoryOptions
@@ -307,6 +334,8 @@ type rules struct {
 	noClientPublish      bool
 	noAnonymousSubscribe bool
 	noAnonymousPublish   bool
+	conflate, receipts   bool
+	receiptTimeout       time.Duration
 }
 
 // rules resolves a channel's namespace rules.
@@ -325,6 +354,12 @@ func (c *Config) rules(channel string) rules {
 		r.noClientPublish = ns.NoClientPublish
 		r.noAnonymousSubscribe = ns.NoAnonymousSubscribe
 		r.noAnonymousPublish = ns.NoAnonymousPublish
+		r.conflate = ns.Overflow == OverflowConflate
+		r.receipts = ns.Receipts
+		r.receiptTimeout = ns.ReceiptTimeout
+	}
+	if r.receiptTimeout == 0 {
+		r.receiptTimeout = defaultReceiptTimeout
 	}
 	r.history = broker.HistoryOptions{Size: max(size, 0), TTL: ttl}
 	if protocol.Namespace(channel) == adminNamespace {

@@ -34,11 +34,13 @@ import (
 	"github.com/heraldhq/herald/broker/memory"
 	jsclient "github.com/heraldhq/herald/clients/js"
 	"github.com/heraldhq/herald/internal/auth"
+	"github.com/heraldhq/herald/internal/filter"
 	"github.com/heraldhq/herald/internal/hub"
 	"github.com/heraldhq/herald/internal/metrics"
 	"github.com/heraldhq/herald/internal/notifier"
 	"github.com/heraldhq/herald/internal/origin"
 	"github.com/heraldhq/herald/internal/protocol"
+	"github.com/heraldhq/herald/internal/receipts"
 	"github.com/heraldhq/herald/internal/session"
 	"github.com/heraldhq/herald/internal/tracing"
 	"github.com/heraldhq/herald/internal/transport/sse"
@@ -65,6 +67,7 @@ type Server struct {
 	gather     prometheus.Gatherer // nil when the Registerer is the caller's
 	mux        *http.ServeMux
 	notifier   *notifier.Notifier // nil without webhooks
+	receipts   *receipts.Keeper   // nil where no namespace keeps receipts
 	desk       *orderDesk         // takes this node's orders and keeps its connections
 
 	nodeID   string
@@ -116,7 +119,16 @@ func New(cfg Config) (*Server, error) {
 	}); err != nil {
 		return nil, fmt.Errorf("herald: %w", err)
 	}
+	if s.receipts, err = s.newReceipts(); err != nil {
+		_ = s.broker.Close()
+		return nil, err
+	}
+	var delivered func(broker.Message, []broker.ClientInfo)
+	if s.receipts != nil {
+		delivered = s.delivered
+	}
 	s.hub = hub.New(hub.Config{
+		Delivered:       delivered,
 		Broker:          measure(s.broker, s.metrics),
 		Logger:          cfg.Logger,
 		PresenceRefresh: presenceRefresh,
@@ -125,7 +137,7 @@ func New(cfg Config) (*Server, error) {
 		Occupied:        s.channelOccupied,
 		Options: func(channel string) hub.ChannelOptions {
 			r := s.cfg.rules(channel)
-			return hub.ChannelOptions{History: r.history, Presence: r.presence, JoinLeave: r.joinLeave}
+			return hub.ChannelOptions{History: r.history, Presence: r.presence, JoinLeave: r.joinLeave, Conflate: r.conflate, Receipts: r.receipts}
 		},
 	})
 	if s.ws, err = ws.New(ws.Config{
@@ -163,6 +175,9 @@ func New(cfg Config) (*Server, error) {
 		s.hub.Stop()
 		_ = s.broker.Close()
 		return nil, err
+	}
+	if s.receipts != nil {
+		s.receipts.Start()
 	}
 	if s.adminEnabled() {
 		s.statsStop, s.statsDone = make(chan struct{}), make(chan struct{})
@@ -438,6 +453,12 @@ func (s *Server) Publish(ctx context.Context, channel string, data any, opts ...
 	for _, o := range opts {
 		o(&p)
 	}
+	if err := filter.ValidateTags(p.Tags); err != nil {
+		return "", err
+	}
+	if err := filter.ValidateKey(p.Key); err != nil {
+		return "", err
+	}
 	off, err := s.hub.Publish(ctx, channel, p)
 	if err != nil {
 		return "", fmt.Errorf("herald: %w", err)
@@ -452,6 +473,19 @@ type PublishOption func(*broker.Publication)
 // WithEvent names the message's event.
 func WithEvent(event string) PublishOption {
 	return func(p *broker.Publication) { p.Event = event }
+}
+
+// WithTags gives a Publish tags, which subscribers' filters match (at
+// most 16, each key and value at most 128 bytes).
+func WithTags(tags map[string]string) PublishOption {
+	return func(p *broker.Publication) { p.Tags = tags }
+}
+
+// WithKey gives a Publish a conflation key: in a namespace whose overflow
+// is conflate, a slow subscriber keeps only the newest queued message of
+// each key.
+func WithKey(key string) PublishOption {
+	return func(p *broker.Publication) { p.Key = key }
 }
 
 // Shutdown stops taking connections, sends 1001 to every WebSocket client,
@@ -475,6 +509,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		}
 		if serr := s.sse.Wait(ctx); serr != nil && err == nil {
 			err = fmt.Errorf("herald: shutdown: %w", serr)
+		}
+		if s.receipts != nil {
+			s.receipts.Stop(ctx) // before the webhooks: its checks report through them
 		}
 		if nerr := s.stopWebhooks(ctx); nerr != nil && err == nil {
 			err = nerr

@@ -1,10 +1,13 @@
 package herald
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"slices"
 
+	"github.com/heraldhq/herald/internal/filter"
+	"github.com/heraldhq/herald/internal/hub"
 	"github.com/heraldhq/herald/internal/protocol"
 	"github.com/heraldhq/herald/internal/session"
 )
@@ -38,6 +41,11 @@ func (s *Server) serveSSE(w http.ResponseWriter, r *http.Request) {
 		writeHTTPError(w, perr)
 		return
 	}
+	f, perr := queryFilter(r)
+	if perr != nil {
+		writeHTTPError(w, perr)
+		return
+	}
 	who, ip, ok := s.admit(w, r, TransportSSE)
 	if !ok {
 		return
@@ -47,7 +55,21 @@ func (s *Server) serveSSE(w http.ResponseWriter, r *http.Request) {
 		writeHTTPError(w, errSSEChannels)
 		return
 	}
-	s.runSSE(w, r, channels, cursor, clientSpec{who: who, ip: ip, policy: s.newAccess(who)})
+	s.runSSE(w, r, channels, cursor, clientSpec{who: who, ip: ip, policy: s.newAccess(who), filter: f})
+}
+
+// queryFilter parses a request's `filter` parameter (v1.1), a tag filter
+// as JSON; nil when there is none.
+func queryFilter(r *http.Request) (hub.Filter, *protocol.Error) {
+	raw := r.URL.Query().Get("filter")
+	if raw == "" {
+		return nil, nil
+	}
+	f, err := filter.Parse(json.RawMessage(raw))
+	if err != nil {
+		return nil, protocol.Public(err, nil)
+	}
+	return f, nil
 }
 
 // runSSE subscribes an admitted stream (c's caller, slot and policy) to
@@ -82,7 +104,11 @@ func (s *Server) runSSE(w http.ResponseWriter, r *http.Request, channels []strin
 			v := cursor[i].Offset.String()
 			since = &v
 		}
-		res, err := cc.sess.SubscribeStream(ch, since, server)
+		f := c.filter
+		if server {
+			f = nil // the application's own channels are not the client's to filter
+		}
+		res, err := cc.sess.SubscribeStream(ch, since, server, f)
 		if err != nil {
 			cc.abandon()
 			pe := s.publicError(err)

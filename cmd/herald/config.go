@@ -84,8 +84,15 @@ func (c *configCmd) Run(r *runEnv, kctx *kong.Context) error {
 			{"client-publish", !ns.NoClientPublish},
 			{"anonymous-subscribe", !ns.NoAnonymousSubscribe},
 			{"anonymous-publish", !ns.NoAnonymousPublish},
+			{"receipts", ns.Receipts},
 		} {
 			fmt.Fprintf(&b, "    %s: %s\n", f.key, strconv.FormatBool(f.on))
+		}
+		if ns.Overflow != "" {
+			fmt.Fprintf(&b, "    overflow: %s\n", ns.Overflow)
+		}
+		if ns.ReceiptTimeout != 0 {
+			fmt.Fprintf(&b, "    receipt-timeout: %s\n", span(ns.ReceiptTimeout))
 		}
 	}
 	_, err = io.WriteString(r.stdout, b.String())

@@ -169,6 +169,9 @@ type namespaceRules struct {
 	ClientPublish      *bool          `yaml:"client-publish"`
 	AnonymousSubscribe *bool          `yaml:"anonymous-subscribe"`
 	AnonymousPublish   *bool          `yaml:"anonymous-publish"`
+	Overflow           *string        `yaml:"overflow"`
+	Receipts           *bool          `yaml:"receipts"`
+	ReceiptTimeout     *time.Duration `yaml:"receipt-timeout"`
 }
 
 // apply sets what r says on ns.
@@ -193,6 +196,15 @@ func (r namespaceRules) apply(ns herald.Namespace) herald.Namespace {
 	}
 	if r.AnonymousPublish != nil {
 		ns.NoAnonymousPublish = !*r.AnonymousPublish
+	}
+	if r.Overflow != nil {
+		ns.Overflow = *r.Overflow
+	}
+	if r.Receipts != nil {
+		ns.Receipts = *r.Receipts
+	}
+	if r.ReceiptTimeout != nil {
+		ns.ReceiptTimeout = *r.ReceiptTimeout
 	}
 	return ns
 }

@@ -26,6 +26,7 @@ import (
 
 	"github.com/heraldhq/herald/broker"
 	"github.com/heraldhq/herald/internal/auth"
+	"github.com/heraldhq/herald/internal/filter"
 	"github.com/heraldhq/herald/internal/hub"
 	"github.com/heraldhq/herald/internal/metrics"
 	"github.com/heraldhq/herald/internal/origin"
@@ -144,6 +145,7 @@ var (
 	publishEndpoint  = endpoint{method: http.MethodPost, serve: (*Handler).publish}
 	channelsEndpoint = endpoint{method: http.MethodGet, serve: (*Handler).channels}
 	historyEndpoint  = endpoint{method: http.MethodGet, channel: true, serve: (*Handler).history}
+	receiptsEndpoint = endpoint{method: http.MethodGet, channel: true, serve: (*Handler).receipts}
 	presenceEndpoint = endpoint{method: http.MethodGet, channel: true, serve: (*Handler).presence}
 )
 
@@ -163,15 +165,19 @@ func route(u *url.URL) (e endpoint, channel string, ok bool) {
 		return channelsEndpoint, "", true
 	case len(seg) == 1 && orderEndpoints[seg[0]].serve != nil:
 		return orderEndpoints[seg[0]], "", true
-	case len(seg) == 3 && seg[0] == "channels" && (seg[2] == "history" || seg[2] == "presence"):
+	case len(seg) == 3 && seg[0] == "channels":
 		channel, err := url.PathUnescape(seg[1])
 		if err != nil {
 			channel = seg[1] // not a valid name either way
 		}
-		if seg[2] == "history" {
+		switch seg[2] {
+		case "history":
 			return historyEndpoint, channel, true
+		case "presence":
+			return presenceEndpoint, channel, true
+		case "receipts":
+			return receiptsEndpoint, channel, true
 		}
-		return presenceEndpoint, channel, true
 	}
 	return e, "", false
 }
@@ -243,6 +249,9 @@ type publishRequest struct {
 	Channel *string         `json:"channel"`
 	Data    json.RawMessage `json:"data"`
 	Event   *string         `json:"event"`
+	// Tags and Key are the delivery options of v1.1.
+	Tags map[string]string `json:"tags"`
+	Key  string            `json:"key"`
 }
 
 // publish serves POST /api/publish.
@@ -264,7 +273,7 @@ func (h *Handler) publish(w http.ResponseWriter, r *http.Request, _ string) {
 	// A W3C traceparent header makes herald's spans part of the caller's
 	// trace.
 	ctx := tracing.WithTraceparent(r.Context(), r.Header.Get("Traceparent"))
-	off, err := h.cfg.Hub.Publish(ctx, *req.Channel, broker.Publication{Data: req.Data, Event: deref(req.Event)})
+	off, err := h.cfg.Hub.Publish(ctx, *req.Channel, broker.Publication{Data: req.Data, Event: deref(req.Event), Tags: req.Tags, Key: req.Key})
 	if err != nil {
 		writeError(w, h.publicError(fmt.Errorf("api: publish: %w", err)))
 		return
@@ -317,6 +326,12 @@ func decodePublish(b []byte) (publishRequest, *protocol.Error) {
 	if req.Data == nil {
 		return req, protocol.Errorf(protocol.CodeBadRequest, "data is required")
 	}
+	if err := filter.ValidateTags(req.Tags); err != nil {
+		return req, protocol.Public(err, nil)
+	}
+	if err := filter.ValidateKey(req.Key); err != nil {
+		return req, protocol.Public(err, nil)
+	}
 	var buf bytes.Buffer
 	if err := json.Compact(&buf, req.Data); err != nil {
 		return req, protocol.Errorf(protocol.CodeBadRequest, "malformed data")
@@ -366,7 +381,16 @@ func (h *Handler) history(w http.ResponseWriter, r *http.Request, channel string
 		}
 		q.Limit = n
 	}
-	res, err := h.cfg.Hub.History(r.Context(), channel, q)
+	var f hub.Filter
+	if params.Has("filter") {
+		parsed, err := filter.Parse(json.RawMessage(params.Get("filter")))
+		if err != nil {
+			writeError(w, protocol.Public(err, nil))
+			return
+		}
+		f = parsed
+	}
+	res, err := h.cfg.Hub.FilteredHistory(r.Context(), channel, q, f)
 	if err != nil {
 		writeError(w, h.publicError(fmt.Errorf("api: history: %w", err)))
 		return
@@ -376,6 +400,41 @@ func (h *Handler) history(w http.ResponseWriter, r *http.Request, channel string
 		msgs[i] = protocol.ToWire(m)
 	}
 	h.writeJSON(w, protocol.HistoryReply{Messages: msgs})
+}
+
+// receiptsReply is the answer of GET /api/channels/{channel}/receipts.
+type receiptsReply struct {
+	Offset  string              `json:"offset"`
+	Acked   []broker.ClientInfo `json:"acked"`
+	Pending []broker.ClientInfo `json:"pending"`
+}
+
+// receipts serves GET /api/channels/{channel}/receipts?offset=: who the
+// message was delivered to live, across the cluster, and who of them
+// acknowledged it; 404 where the channel keeps no receipts or history no
+// longer holds the message.
+func (h *Handler) receipts(w http.ResponseWriter, r *http.Request, channel string) {
+	raw := r.URL.Query().Get("offset")
+	off, err := broker.ParseOffset(raw)
+	if err != nil || off.IsZero() {
+		writeError(w, protocol.Errorf(protocol.CodeBadRequest, "offset is required: ?offset=SEQ-EPOCH"))
+		return
+	}
+	st, err := h.cfg.Hub.Receipts(r.Context(), channel, off)
+	if err != nil {
+		writeError(w, h.publicError(fmt.Errorf("api: receipts: %w", err)))
+		return
+	}
+	h.writeJSON(w, receiptsReply{Offset: off.String(), Acked: clientList(st.Acked), Pending: clientList(st.Pending)})
+}
+
+// clientList is cs with Client and User only, never null.
+func clientList(cs []broker.ClientInfo) []broker.ClientInfo {
+	out := make([]broker.ClientInfo, len(cs))
+	for i, c := range cs {
+		out[i] = broker.ClientInfo{Client: c.Client, User: c.User}
+	}
+	return out
 }
 
 // presence serves GET /api/channels/{channel}/presence.

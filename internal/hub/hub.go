@@ -645,6 +645,82 @@ func (h *Hub) publishTraced(ctx context.Context, name string, p broker.Publicati
 	return off, nil
 }
 
+// FilteredHistory reads channel's history as History does, keeping only
+// the messages f passes (nil: all); q.Limit then counts those: the
+// newest Limit without q.Since, the oldest after it otherwise.
+func (h *Hub) FilteredHistory(ctx context.Context, name string, q broker.HistoryQuery, f Filter) (broker.HistoryResult, error) {
+	if f == nil {
+		return h.History(ctx, name, q)
+	}
+	limit := q.Limit
+	q.Limit = -1 // history is bounded per channel: read it whole, then filter
+	res, err := h.History(ctx, name, q)
+	if err != nil {
+		return res, err
+	}
+	kept := res.Messages[:0]
+	for _, m := range res.Messages {
+		if f.Match(m.Tags) {
+			kept = append(kept, m)
+		}
+	}
+	if limit >= 0 && len(kept) > limit {
+		if q.Since.IsZero() {
+			kept = kept[len(kept)-limit:]
+		} else {
+			kept = kept[:limit]
+		}
+	}
+	res.Messages = kept
+	return res, nil
+}
+
+// Ack records that c acknowledged channel's messages up to off, where
+// the channel keeps receipts and the broker can keep them; elsewhere it
+// does nothing.
+func (h *Hub) Ack(ctx context.Context, name string, c broker.ClientInfo, off broker.Offset) error {
+	opts := h.options(name)
+	r, ok := h.broker.(broker.Receipts)
+	if !opts.Receipts || !ok {
+		return nil
+	}
+	if err := r.Ack(ctx, name, bare(c), off, ReceiptKeep(opts)); err != nil {
+		return fmt.Errorf("hub: record ack of %q: %w", name, err)
+	}
+	return nil
+}
+
+// ReceiptKeep is how long a channel's receipts are kept: as long as its
+// history keeps a message, or a day where only its size bounds history.
+func ReceiptKeep(opts ChannelOptions) time.Duration {
+	if opts.History.TTL > 0 {
+		return opts.History.TTL
+	}
+	return 24 * time.Hour
+}
+
+// Receipts answers who off of channel was delivered to live, on every
+// node, and who of them acknowledged it. It is a not_found error where
+// the channel keeps no receipts, or history no longer holds off.
+func (h *Hub) Receipts(ctx context.Context, name string, off broker.Offset) (broker.ReceiptState, error) {
+	r, ok := h.broker.(broker.Receipts)
+	if !h.options(name).Receipts || !ok {
+		return broker.ReceiptState{}, protocol.Errorf(protocol.CodeNotFound, "channel "+name+" keeps no receipts: turn them on in its namespace")
+	}
+	res, err := h.History(ctx, name, broker.HistoryQuery{Since: broker.Offset{Epoch: off.Epoch, Seq: off.Seq - 1}, Limit: 1})
+	if err != nil {
+		return broker.ReceiptState{}, err
+	}
+	if !res.Complete || len(res.Messages) == 0 || res.Messages[0].Offset != off {
+		return broker.ReceiptState{}, protocol.Errorf(protocol.CodeNotFound, "history no longer holds "+off.String())
+	}
+	st, _, err := r.Receipts(ctx, name, off)
+	if err != nil {
+		return st, fmt.Errorf("hub: read receipts of %q: %w", name, err)
+	}
+	return st, nil
+}
+
 // Rules returns the rules the hub applies to channel.
 func (h *Hub) Rules(name string) ChannelOptions { return h.options(name) }
 

@@ -20,6 +20,10 @@ type Metrics struct {
 	SlowConsumers prometheus.Counter
 	// Refusals counts what herald turned away, by reason (RefusalReasons).
 	Refusals *prometheus.CounterVec
+	// ReceiptsDropped counts messages whose recipients were not recorded
+	// for receipts (too many waiting for the broker, or the broker
+	// failed).
+	ReceiptsDropped prometheus.Counter
 	// DeliveryLatency is the time from a message's acceptance by the
 	// broker to its write to a subscriber's socket, per delivery.
 	DeliveryLatency prometheus.Histogram
@@ -76,6 +80,10 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "herald_slow_consumer_disconnects_total",
 			Help: "Connections closed because they did not read fast enough.",
 		}),
+		ReceiptsDropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "herald_receipts_dropped_total",
+			Help: "Messages whose recipients were not recorded for delivery receipts.",
+		}),
 		Refusals: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "herald_refusals_total",
 			Help: "Requests, commands and connections refused or cut off, by reason.",
@@ -128,7 +136,7 @@ func New(reg prometheus.Registerer) *Metrics {
 	}
 	if reg != nil {
 		reg.MustRegister(m.Connections, m.Subscriptions, m.MessagesIn, m.MessagesOut, m.SlowConsumers, m.Refusals,
-			m.DeliveryLatency, m.BytesIn, m.BytesOut, m.BrokerOps, m.BrokerErrors, m.BrokerSeconds)
+			m.DeliveryLatency, m.BytesIn, m.BytesOut, m.BrokerOps, m.BrokerErrors, m.BrokerSeconds, m.ReceiptsDropped)
 	}
 	return m
 }

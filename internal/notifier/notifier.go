@@ -290,6 +290,31 @@ func (n *Notifier) orderLocked(typ string, registry []step, event step) []step {
 	return append([]step{event}, registry...)
 }
 
+// Send pushes e to the broker's queue now, when its type is chosen,
+// stamped with this node: it returns once e survives this node. It is
+// for events whose producer clears its own record of them only then
+// (undelivered); e carries its ID.
+func (n *Notifier) Send(ctx context.Context, e webhook.Event) error {
+	if !n.events[e.Type] {
+		return nil
+	}
+	if e.Time.IsZero() {
+		e.Time = time.Now()
+	}
+	e.Time, e.Node = e.Time.UTC(), n.cfg.Node
+	if err := n.push(ctx, e); err != nil {
+		return err
+	}
+	wake(n.toSend)
+	return nil
+}
+
+// UndeliveredID derives an undelivered event's id from the message and
+// the client, so that a check taken again reports it under the same id.
+func UndeliveredID(channel string, offset broker.Offset, client string) string {
+	return EventID(client, webhook.Undelivered, channel+"\x00"+offset.String(), 0)
+}
+
 // EventID derives a client event's id from what happened: the client, the
 // type, the channel and which of the client's subscriptions to it (0 for
 // connect and disconnect). A survivor reporting a dead node's clients

@@ -72,7 +72,7 @@ func TestCatchUpGoesOnPastBufferedLiveMessages(t *testing.T) {
 	s := session.New(context.Background(), session.Config{Hub: h, Conn: c, Mode: session.ModeSSE, QueueMessages: 1000, QueueBytes: 4000})
 	t.Cleanup(s.Close)
 	since := first.String()
-	if _, err := s.SubscribeStream("c", &since, false); err != nil {
+	if _, err := s.SubscribeStream("c", &since, false, nil); err != nil {
 		t.Fatal(err)
 	}
 	for range 12 { // live, buffered while the catch-up waits for room

@@ -8,6 +8,7 @@ import (
 	"slices"
 
 	"github.com/heraldhq/herald/broker"
+	"github.com/heraldhq/herald/internal/filter"
 	"github.com/heraldhq/herald/internal/hub"
 	"github.com/heraldhq/herald/internal/protocol"
 	"github.com/heraldhq/herald/internal/tracing"
@@ -49,6 +50,8 @@ func (s *Session) handleCommand(b []byte) {
 		s.cmdRefresh(cmd)
 	case protocol.OpRPC:
 		s.cmdRPC(cmd)
+	case protocol.OpAck:
+		s.cmdAck(cmd)
 	}
 }
 
@@ -95,10 +98,17 @@ func (s *Session) cmdSubscribe(cmd protocol.Command) {
 	if cmd.HasSince {
 		since = &cmd.Since
 	}
-	ok, perr := s.subscribe(cmd.Channel, since, false, func(r hub.SubscribeResult) {
+	so, perr := subscribeOptions(cmd.Filter, cmd.Delta)
+	if perr != nil {
+		s.replyError(cmd.ID, perr)
+		return
+	}
+	receipts := s.cfg.Hub.Rules(cmd.Channel).Receipts
+	ok, perr := s.subscribe(cmd.Channel, since, false, so, func(r hub.SubscribeResult) {
 		s.reply(protocol.Reply(cmd.ID, protocol.SubscribeReply{
 			Offset:    r.Latest.String(),
 			Recovered: r.Recovered,
+			Receipts:  receipts,
 		}))
 	})
 	if !ok {
@@ -106,12 +116,37 @@ func (s *Session) cmdSubscribe(cmd protocol.Command) {
 	}
 }
 
+// subscribeOptions makes a subscription's delivery options from what the
+// client sent: a filter (nil for none) and a delta encoding ("" for none).
+func subscribeOptions(rawFilter json.RawMessage, delta string) (hub.SubscribeOptions, *protocol.Error) {
+	so := hub.SubscribeOptions{Delta: delta == protocol.DeltaFossil}
+	if rawFilter != nil {
+		f, err := filter.Parse(rawFilter)
+		if err != nil {
+			return so, protocol.Public(err, nil)
+		}
+		so.Filter = f
+	}
+	return so, nil
+}
+
+// cmdAck records the client's acknowledgement of a channel's messages up
+// to an offset, where the channel's namespace keeps receipts; elsewhere
+// there is nothing to record and the ack is answered all the same.
+func (s *Session) cmdAck(cmd protocol.Command) {
+	if err := s.cfg.Hub.Ack(s.ctx, cmd.Channel, s.cfg.Client, cmd.Offset); err != nil {
+		s.replyError(cmd.ID, s.asProtocolError(err))
+		return
+	}
+	s.reply(protocol.Reply(cmd.ID, nil))
+}
+
 // subscribe checks and makes one subscription; ready runs once it is made,
 // before any message of the channel is queued. A server-side subscription
 // (server) is not checked by the Policy and not counted against the
 // subscription limit. It reports whether the subscription was made, and
 // why not.
-func (s *Session) subscribe(channel string, since *string, server bool, ready func(hub.SubscribeResult)) (bool, *protocol.Error) {
+func (s *Session) subscribe(channel string, since *string, server bool, so hub.SubscribeOptions, ready func(hub.SubscribeResult)) (bool, *protocol.Error) {
 	var from *broker.Offset
 	if since != nil {
 		off, err := broker.ParseOffset(*since)
@@ -165,7 +200,7 @@ func (s *Session) subscribe(channel string, since *string, server bool, ready fu
 	if s.cfg.Observer == nil {
 		started = ready
 	}
-	err := s.cfg.Hub.Subscribe(s.ctx, s, s.cfg.Client, channel, from, started)
+	err := s.cfg.Hub.SubscribeWith(s.ctx, s, s.cfg.Client, channel, from, so, started)
 	s.mu.Lock()
 	if i := slices.Index(s.making, channel); i >= 0 {
 		s.making = slices.Delete(s.making, i, i+1)
@@ -199,11 +234,21 @@ func (s *Session) cmdUnsubscribe(cmd protocol.Command) {
 }
 
 func (s *Session) cmdPublish(cmd protocol.Command) {
+	if err := filter.ValidateTags(cmd.Tags); err != nil {
+		s.replyError(cmd.ID, protocol.Public(err, nil))
+		return
+	}
+	if err := filter.ValidateKey(cmd.Key); err != nil {
+		s.replyError(cmd.ID, protocol.Public(err, nil))
+		return
+	}
 	off, err := s.publish(tracing.WithTraceparent(s.ctx, cmd.Traceparent), cmd.Channel, broker.Publication{
 		Data:   cmd.Data,
 		Event:  cmd.Event,
 		User:   s.cfg.Client.User,
 		Client: s.cfg.Client.Client,
+		Tags:   cmd.Tags,
+		Key:    cmd.Key,
 	})
 	if err != nil {
 		s.replyError(cmd.ID, s.asProtocolError(err))
@@ -251,7 +296,12 @@ func (s *Session) cmdHistory(cmd protocol.Command) {
 		}
 		since = off
 	}
-	res, err := s.cfg.Hub.History(s.ctx, cmd.Channel, broker.HistoryQuery{Since: since, Limit: cmd.Limit})
+	so, perr := subscribeOptions(cmd.Filter, "")
+	if perr != nil {
+		s.replyError(cmd.ID, perr)
+		return
+	}
+	res, err := s.cfg.Hub.FilteredHistory(s.ctx, cmd.Channel, broker.HistoryQuery{Since: since, Limit: cmd.Limit}, so.Filter)
 	if err != nil {
 		s.replyError(cmd.ID, s.asProtocolError(err))
 		return

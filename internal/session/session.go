@@ -213,7 +213,7 @@ func (s *Session) Open(since *string) error {
 		s.enqueue(wire.NewPayload(protocol.Welcome(s.cfg.Client.Client, s.cfg.Client.User)), asked)
 		return nil
 	}
-	_, perr := s.subscribe(s.cfg.RawChannel, since, false, func(r hub.SubscribeResult) {
+	_, perr := s.subscribe(s.cfg.RawChannel, since, false, hub.SubscribeOptions{}, func(r hub.SubscribeResult) {
 		if !r.Recovered {
 			s.enqueue(wire.NewPayload(protocol.RawUnrecovered(s.cfg.RawChannel, r.Latest.String())), asked)
 		}
@@ -242,15 +242,16 @@ func (s *Session) Deliver(d *hub.Delivery) {
 }
 
 // SubscribeStream subscribes a ModeSSE session to channel, resuming after
-// since when it is set, and returns where the subscription starts. When
+// since when it is set, passing only what f passes (nil: everything), and
+// returns where the subscription starts. When
 // history no longer reaches back to since, the stream first gets a
 // "herald.unrecovered" event for the channel, then what history still
 // holds. A server-side subscription (server) skips the Policy and the
 // subscription limit. A refused or failed subscription returns a
 // *protocol.Error.
-func (s *Session) SubscribeStream(channel string, since *string, server bool) (hub.SubscribeResult, error) {
+func (s *Session) SubscribeStream(channel string, since *string, server bool, f hub.Filter) (hub.SubscribeResult, error) {
 	var res hub.SubscribeResult
-	ok, perr := s.subscribe(channel, since, server, func(r hub.SubscribeResult) {
+	ok, perr := s.subscribe(channel, since, server, hub.SubscribeOptions{Filter: f}, func(r hub.SubscribeResult) {
 		res = r
 		if !r.Recovered {
 			s.enqueue(wire.NewPayload(protocol.SSEUnrecovered(channel)), asked)
@@ -276,12 +277,12 @@ func (s *Session) SubscribeServer(channel string, since *string) error {
 	if s.cfg.Mode == ModeSSE {
 		// A stream has no pushes: the channel's messages carry it into
 		// the stream's cursor.
-		if _, err := s.SubscribeStream(channel, since, true); err != nil && !s.subscribed(channel) {
+		if _, err := s.SubscribeStream(channel, since, true, nil); err != nil && !s.subscribed(channel) {
 			return err
 		}
 		return nil
 	}
-	ok, perr := s.subscribe(channel, since, true, func(r hub.SubscribeResult) {
+	ok, perr := s.subscribe(channel, since, true, hub.SubscribeOptions{}, func(r hub.SubscribeResult) {
 		s.enqueue(wire.NewPayload(protocol.SubscribedPush(channel, r.Latest.String(), r.Recovered)), asked)
 	})
 	if !ok && !s.subscribed(channel) {
