@@ -41,6 +41,7 @@ func Run(t *testing.T, newBroker func(t *testing.T) broker.Broker) {
 	}{
 		{"OffsetsIncreaseAndHandlerSeesThemInOrder", testOffsetsInOrder},
 		{"MessageFieldsArePreserved", testMessageFields},
+		{"TagsAndKeyArePreserved", testTagsAndKey},
 		{"OffsetsSurviveTheWire", testOffsetWireForm},
 		{"PublishUnsubscribedStoresHistoryOnly", testPublishUnsubscribed},
 		{"UnsubscribeStopsDelivery", testUnsubscribe},
@@ -114,6 +115,21 @@ func (e *env) publish(ch, data string, opts broker.HistoryOptions) broker.Offset
 		e.t.Fatalf("Publish(%q) returned the zero offset", ch)
 	}
 	return off
+}
+
+// publishAll publishes pubs in order, keeping history, and returns their
+// offsets.
+func (e *env) publishAll(ch string, pubs []broker.Publication) []broker.Offset {
+	e.t.Helper()
+	offs := make([]broker.Offset, len(pubs))
+	for i, p := range pubs {
+		off, err := e.b.Publish(e.ctx, ch, p, keep)
+		if err != nil {
+			e.t.Fatalf("Publish %d to %q: %v", i, ch, err)
+		}
+		offs[i] = off
+	}
+	return offs
 }
 
 // publishN publishes n messages {"n":1}…{"n":n} and returns their offsets.
@@ -203,14 +219,7 @@ func testMessageFields(t *testing.T, e *env) {
 		{Data: json.RawMessage(`null`)},
 		{Data: []byte{0, 1, 2, 0xff, '\n'}, Binary: true, Client: "c-2"},
 	}
-	offs := make([]broker.Offset, len(pubs))
-	for i, p := range pubs {
-		off, err := e.b.Publish(e.ctx, ch, p, keep)
-		if err != nil {
-			t.Fatalf("Publish %d: %v", i, err)
-		}
-		offs[i] = off
-	}
+	offs := e.publishAll(ch, pubs)
 	check := func(where string, ms []broker.Message) {
 		t.Helper()
 		if len(ms) != len(pubs) {

@@ -172,6 +172,43 @@ func TestNewWithConfigNoBound(t *testing.T) {
 	}
 }
 
+// TestHistoryBytesCountTagsAndKey checks that a kept message's tags and
+// key count against the budget, and that dropping it gives back what it
+// counted.
+func TestHistoryBytesCountTagsAndKey(t *testing.T) {
+	b := start(t, -1, &recorder{})
+	ctx := context.Background()
+	one := broker.HistoryOptions{Size: 1}
+	publish := func(name string, p broker.Publication) int64 {
+		t.Helper()
+		before := b.HistoryBytes()
+		if _, err := b.Publish(ctx, name, p, one); err != nil {
+			t.Fatal(err)
+		}
+		return b.HistoryBytes() - before
+	}
+	data := json.RawMessage(`"some data"`)
+	plain := publish("plain", broker.Publication{Data: data})
+	tags := map[string]string{"room": strings.Repeat("r", 100), strings.Repeat("k", 120): "v"}
+	key := strings.Repeat("q", 128)
+	tagged := publish("tagged", broker.Publication{Data: data, Tags: tags, Key: key})
+	var tagBytes int64
+	for k, v := range tags {
+		tagBytes += int64(len(k) + len(v))
+	}
+	if want := plain + tagBytes + int64(len(key)); tagged < want {
+		t.Fatalf("a message with %d bytes of tags and a %d-byte key counts %d bytes, one without counts %d; want at least %d",
+			tagBytes, len(key), tagged, plain, want)
+	}
+	// Size 1: the plain message pushes the tagged one out.
+	if got := publish("tagged", broker.Publication{Data: data}); got != plain-tagged {
+		t.Fatalf("replacing the tagged message with a plain one changed the count by %d, want %d", got, plain-tagged)
+	}
+	if got, want := b.HistoryBytes(), 2*plain; got != want {
+		t.Fatalf("two plain messages kept count %d bytes, want %d", got, want)
+	}
+}
+
 // TestHistoryBudgetConcurrent publishes, reads and subscribes from several
 // goroutines into channels that evict each other: the accounting ends
 // within the budget and matches what the channels hold.

@@ -146,6 +146,8 @@ const (
 	hdrTime   = "Herald-Time" // Unix nanoseconds when Publish was called
 	hdrKind   = "Herald-Kind" // "join" or "leave" on presence events
 	hdrTrace  = "Traceparent" // W3C trace context of the publish, as OpenTelemetry's NATS carriers name it
+	hdrTags   = "Herald-Tags" // the publisher's tags, as a URL query (key=value&…), only when it has some
+	hdrKey    = "Herald-Key"  // the conflation key, only when set
 )
 
 // flushTimeout bounds Subscribe's wait for the server when ctx has no
@@ -679,7 +681,37 @@ func (b *Broker) message(name string, seq uint64, h natsgo.Header, data []byte) 
 		Client:  unesc(hdrClient),
 		Time:    time.Unix(0, ns),
 		Trace:   h.Get(hdrTrace),
+		Tags:    b.tags(name, seq, h.Get(hdrTags)),
+		Key:     unesc(hdrKey),
 	}, md
+}
+
+// encodeTags writes tags as a URL query, keys in order: any bytes survive,
+// escaped to printable ASCII that a header value can hold.
+func encodeTags(tags map[string]string) string {
+	q := make(url.Values, len(tags))
+	for k, v := range tags {
+		q[k] = []string{v}
+	}
+	return q.Encode()
+}
+
+// tags decodes the Herald-Tags header v of message seq of channel name;
+// "" is no tags (nil). A header herald did not write is logged, and what
+// could be read of it kept.
+func (b *Broker) tags(name string, seq uint64, v string) map[string]string {
+	if v == "" {
+		return nil
+	}
+	q, err := url.ParseQuery(v)
+	if err != nil {
+		b.log.Warn("nats broker: bad tags header", "channel", name, "seq", seq, "err", err)
+	}
+	tags := make(map[string]string, len(q))
+	for k, vs := range q {
+		tags[k] = vs[0]
+	}
+	return tags
 }
 
 // Publish stores p in the channel's stream subject, chained to the channel's
@@ -698,6 +730,10 @@ func (b *Broker) Publish(ctx context.Context, name string, p broker.Publication,
 	ch.mu.Lock()
 	defer ch.mu.Unlock()
 	subj := b.msgSubject(token(name))
+	var tags string
+	if len(p.Tags) > 0 {
+		tags = encodeTags(p.Tags)
+	}
 	for range maxPublishAttempts {
 		if !ch.known {
 			if err := b.readHead(ctx, stream, name, subj, ch); err != nil {
@@ -720,7 +756,10 @@ func (b *Broker) Publish(ctx context.Context, name string, p broker.Publication,
 		if p.Trace != "" {
 			m.Header.Set(hdrTrace, p.Trace)
 		}
-		for k, v := range map[string]string{hdrEvent: p.Event, hdrUser: p.User, hdrClient: p.Client} {
+		if tags != "" {
+			m.Header.Set(hdrTags, tags)
+		}
+		for k, v := range map[string]string{hdrEvent: p.Event, hdrUser: p.User, hdrClient: p.Client, hdrKey: p.Key} {
 			if v != "" {
 				m.Header.Set(k, url.PathEscape(v))
 			}

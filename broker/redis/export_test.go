@@ -7,3 +7,10 @@ func (b *Broker) SubscribedTopics() (n, peak int) {
 	defer b.mu.Unlock()
 	return len(b.wanted), b.wantedPeak
 }
+
+// SplitNetstrings and Netstring are the pub/sub payload's framing, for
+// tests that read or forge payloads.
+var (
+	SplitNetstrings = splitNetstrings
+	Netstring       = netstring
+)

@@ -36,6 +36,7 @@ import (
 	"log/slog"
 	"maps"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -391,7 +392,7 @@ func (b *Broker) deliver(topic, payload string) {
 	fields, err := splitNetstrings(payload[1:])
 	switch {
 	case err != nil:
-	case payload[0] == 'm' && (len(fields) == 8 || len(fields) == 9):
+	case payload[0] == 'm' && len(fields) >= 8:
 		var m broker.Message
 		if m, err = decodeMessage(channel, fields); err == nil {
 			b.seen.Observe(channel, m.Offset)
@@ -411,12 +412,14 @@ func (b *Broker) deliver(topic, payload string) {
 }
 
 // decodeMessage builds a Message from the fields the publish script sends:
-// seq, epoch, time µs, binary, event, user, client, data, and the
-// traceparent when the message has one.
+// seq, epoch, time µs, binary, event, user, client, data, then the
+// traceparent, tags and key up to the last one the message has. Fields
+// after those, from a newer node, are left alone.
 func decodeMessage(channel string, f []string) (broker.Message, error) {
-	var trace string
-	if len(f) > 8 {
-		trace = f[8]
+	var trace, tags, key string
+	optional := []*string{&trace, &tags, &key}
+	for i, v := range f[8:min(len(f), 8+len(optional))] {
+		*optional[i] = v
 	}
 	seq, err := strconv.ParseUint(f[0], 10, 64)
 	if err != nil {
@@ -425,6 +428,10 @@ func decodeMessage(channel string, f []string) (broker.Message, error) {
 	us, err := strconv.ParseInt(f[2], 10, 64)
 	if err != nil {
 		return broker.Message{}, fmt.Errorf("time: %w", err)
+	}
+	tagMap, err := decodeTags(tags)
+	if err != nil {
+		return broker.Message{}, err
 	}
 	return broker.Message{
 		Channel: channel,
@@ -437,7 +444,39 @@ func decodeMessage(channel string, f []string) (broker.Message, error) {
 		Client:  f[6],
 		Time:    time.UnixMicro(us),
 		Trace:   trace,
+		Tags:    tagMap,
+		Key:     key,
 	}, nil
+}
+
+// encodeTags writes tags as netstrings, each key followed by its value,
+// in key order: any bytes survive, and no tags cost nothing ("").
+func encodeTags(tags map[string]string) string {
+	if len(tags) == 0 {
+		return ""
+	}
+	var b strings.Builder
+	for _, k := range slices.Sorted(maps.Keys(tags)) {
+		b.WriteString(netstring(k))
+		b.WriteString(netstring(tags[k]))
+	}
+	return b.String()
+}
+
+// decodeTags reads what encodeTags wrote; "" is no tags (nil).
+func decodeTags(s string) (map[string]string, error) {
+	if s == "" {
+		return nil, nil
+	}
+	f, err := splitNetstrings(s)
+	if err != nil || len(f)%2 != 0 {
+		return nil, fmt.Errorf("tags %q: not netstrings in pairs", s)
+	}
+	tags := make(map[string]string, len(f)/2)
+	for i := 0; i < len(f); i += 2 {
+		tags[f[i]] = f[i+1]
+	}
+	return tags, nil
 }
 
 // presenceEvent reads the fields of a join or leave: client, user and
@@ -511,6 +550,7 @@ func (b *Broker) Publish(ctx context.Context, channel string, p broker.Publicati
 		[]string{b.key(channel, "meta"), b.key(channel, "stream")},
 		broker.NewEpoch(), max(opts.Size, 0), ttl, metaGrace.Milliseconds(), b.topic(channel),
 		[]byte(p.Data), binary, p.Event, p.User, p.Client, seen.Epoch, seen.Seq, p.Trace,
+		encodeTags(p.Tags), p.Key,
 	).Slice()
 	if err != nil {
 		return broker.Offset{}, b.wrap(ctx, "publish to "+strconv.Quote(channel), err)
@@ -615,6 +655,12 @@ func decodeEntry(channel, epoch string, e any) (broker.Message, error) {
 			m.Client = v
 		case "trace":
 			m.Trace = v
+		case "tags":
+			if m.Tags, err = decodeTags(v); err != nil {
+				return broker.Message{}, fmt.Errorf("entry %w", err)
+			}
+		case "key":
+			m.Key = v
 		case "time":
 			us, err := strconv.ParseInt(v, 10, 64)
 			if err != nil {

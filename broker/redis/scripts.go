@@ -7,7 +7,8 @@ import goredis "github.com/redis/go-redis/v9"
 //
 //	P{C}:meta      hash: seq (last sequence), epoch, ttl (ms, from the latest Publish)
 //	P{C}:stream    stream: one entry per kept message, ID "<seq>-0",
-//	               fields data, binary, event, user, client, time (µs since epoch)
+//	               fields data, binary, event, user, client, time (µs since epoch),
+//	               and trace, tags (netstrings: key, value, …) and key when set
 //	P{C}:presence  sorted set: client id → expiry (ms since epoch)
 //	P{C}:users     hash: client id → user and transport, as netstrings
 //	Pch:C          pub/sub topic carrying messages, joins and leaves
@@ -66,10 +67,12 @@ end
 //
 // KEYS: meta, stream. ARGV: new epoch, size, ttl ms, meta grace ms, topic,
 // data, binary, event, user, client, seen epoch ("" for none), seen seq,
-// traceparent ("" for none). Returns {seq, epoch}. A traceparent is kept as
-// the entry's field "trace" and sent as a ninth field of the pub/sub
-// payload; without one, entry and payload are as before it existed, so
-// nodes that do not know it still read untraced messages.
+// traceparent, tags, key ("" for none). Returns {seq, epoch}. Each of the
+// last three is kept as the entry's field of its name (trace, tags, key)
+// only when set. The pub/sub payload sends them as its 9th, 10th and 11th
+// fields, up to the last one set: a message with none of them is sent, and
+// stored, as before they existed, so nodes that do not know them still
+// read it.
 var publishScript = goredis.NewScript(luaTrim + `
 local meta, stream = KEYS[1], KEYS[2]
 local size, ttl, grace = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
@@ -83,12 +86,14 @@ end
 redis.call('HSET', meta, 'ttl', ARGV[3])
 local t = now()
 local id = string.format('%d', seq)
-local trace = ARGV[13]
+local optional = {{'trace', ARGV[13]}, {'tags', ARGV[14]}, {'key', ARGV[15]}}
 if size > 0 then
   local entry = {'data', ARGV[6], 'binary', ARGV[7], 'event', ARGV[8],
     'user', ARGV[9], 'client', ARGV[10], 'time', t}
-  if trace ~= '' then
-    entry[#entry + 1], entry[#entry + 2] = 'trace', trace
+  for _, f in ipairs(optional) do
+    if f[2] ~= '' then
+      entry[#entry + 1], entry[#entry + 2] = f[1], f[2]
+    end
   end
   redis.call('XADD', stream, 'MAXLEN', size, id .. '-0', unpack(entry))
 end
@@ -100,9 +105,17 @@ else
   redis.call('PERSIST', stream)
   redis.call('PERSIST', meta)
 end
+local last = #optional
+while last > 0 and optional[last][2] == '' do
+  last = last - 1
+end
+local tail = ''
+for i = 1, last do
+  tail = tail .. netstring(optional[i][2])
+end
 redis.call('PUBLISH', ARGV[5], 'm' .. netstring(id) .. netstring(epoch) .. netstring(t) ..
   netstring(ARGV[7]) .. netstring(ARGV[8]) .. netstring(ARGV[9]) .. netstring(ARGV[10]) ..
-  netstring(ARGV[6]) .. (trace ~= '' and netstring(trace) or ''))
+  netstring(ARGV[6]) .. tail)
 return {seq, epoch}
 `)
 
