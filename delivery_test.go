@@ -65,7 +65,7 @@ func TestFiltersOnEveryBroker(t *testing.T) {
 				map[string]any{"all": []any{map[string]any{"tag": "alert", "exists": true}, map[string]any{"not": map[string]any{"tag": "sym", "eq": "TSLA"}}}},
 			}}
 			sub.MustOK(map[string]any{"op": "subscribe", "channel": "prices", "filter": filter})
-			sse := openSSE(t, nil, bases[1]+"/sse?channel=prices&filter="+url.QueryEscape(mustJSON(t, filter)), nil)
+			sse := openSSE(t, nil, bases[1]+"/sse?channel=prices&filter="+url.QueryEscape(string(mustJSON(filter))), nil)
 			sent := []map[string]string{
 				{"sym": "AAPL"}, {"sym": "TSLA"}, {"sym": "MSFT", "x": "1"}, {"sym": "TSLA", "alert": "1"},
 				{"sym": "GOOG", "alert": "1"}, nil, {"sym": "IBM"},
@@ -137,15 +137,6 @@ func manyTags(n int) map[string]string {
 	return tags
 }
 
-func mustJSON(t *testing.T, v any) string {
-	t.Helper()
-	b, err := json.Marshal(v)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(b)
-}
-
 func historyCounters(t *testing.T, msgs any) []int {
 	t.Helper()
 	list, _ := msgs.([]any)
@@ -187,15 +178,15 @@ func TestDeltasOnEveryBroker(t *testing.T) {
 		t.Run(b.name, func(t *testing.T) {
 			t.Parallel()
 			srvs, bases := deliveryNodes(t, b.nodes, herald.Config{})
-			sub := dial(t, bases[1])
-			sub.MustOK(map[string]any{"op": "subscribe", "channel": "doc", "delta": "fossil"})
+			sub := jsonFrames(t, bases[1])
+			sub.call(t, `{"id":1,"op":"subscribe","channel":"doc","delta":"fossil"}`)
 			doc := func(v int) json.RawMessage {
 				fields := make([]string, 64)
 				for i := range fields {
 					fields[i] = fmt.Sprintf(`"field%02d":"%s"`, i, strings.Repeat(string(rune('a'+i%26)), 52))
 				}
 				fields[v%64] = fmt.Sprintf(`"field%02d":"changed in version %d"`, v%64, v)
-				return json.RawMessage("{" + strings.Join(fields, ",") + fmt.Sprintf(`,"version":%d}`, v) + "}")
+				return json.RawMessage("{" + strings.Join(fields, ",") + fmt.Sprintf(`,"version":%d}`, v))
 			}
 			var base []byte
 			var wire, whole int
@@ -203,15 +194,13 @@ func TestDeltasOnEveryBroker(t *testing.T) {
 				if _, err := srvs[0].Publish(context.Background(), "doc", doc(v)); err != nil {
 					t.Fatal(err)
 				}
-				m := nextMessage(t, sub)
-				raw, _ := json.Marshal(m)
-				wire += len(raw)
+				m, size := sub.nextPush(t)
+				wire += size
 				whole += len(doc(v))
-				isDelta, _ := m["delta"].(bool)
-				if v == 0 && isDelta {
+				if v == 0 && m.Delta {
 					t.Fatal("the first push after subscribing is a delta")
 				}
-				if v > 0 && !isDelta {
+				if v > 0 && !m.Delta {
 					t.Fatalf("version %d went whole", v)
 				}
 				base = applyPush(t, base, m)
@@ -222,32 +211,35 @@ func TestDeltasOnEveryBroker(t *testing.T) {
 			if wire*4 > whole {
 				t.Fatalf("deltas took %d bytes on the wire for %d bytes of documents: want under a quarter", wire, whole)
 			}
-			sub.MustOK(map[string]any{"op": "unsubscribe", "channel": "doc"})
-			sub.MustOK(map[string]any{"op": "subscribe", "channel": "doc", "delta": "fossil"})
+			sub.call(t, `{"id":2,"op":"unsubscribe","channel":"doc"}`)
+			sub.call(t, `{"id":3,"op":"subscribe","channel":"doc","delta":"fossil"}`)
 			if _, err := srvs[0].Publish(context.Background(), "doc", doc(20)); err != nil {
 				t.Fatal(err)
 			}
-			if m := nextMessage(t, sub); m["delta"] != nil {
-				t.Fatalf("the first push after resubscribing is a delta: %v", m["delta"])
+			if m, _ := sub.nextPush(t); m.Delta || string(m.Data) != string(doc(20)) {
+				t.Fatalf("the first push after resubscribing is not whole: delta %v", m.Delta)
 			}
 		})
 	}
 }
 
-// applyPush returns the data a client has after push m, given base, the
-// data of the one before: m's data, or its delta applied to base.
-func applyPush(t *testing.T, base []byte, m map[string]any) []byte {
+// push is a message push as a delta-aware client reads it.
+type push struct {
+	Op    string          `json:"op"`
+	Data  json.RawMessage `json:"data"`
+	Delta bool            `json:"delta"`
+}
+
+// applyPush returns the data a client has after m, given base, the data
+// of the message before: m's data, or its delta applied to base.
+func applyPush(t *testing.T, base []byte, m push) []byte {
 	t.Helper()
-	if m["delta"] != true {
-		raw, ok := m["raw"].(json.RawMessage)
-		if !ok {
-			t.Fatalf("push without its raw data: %v", m)
-		}
-		return raw
+	if !m.Delta {
+		return m.Data
 	}
-	delta, ok := m["data"].(string)
-	if !ok {
-		t.Fatalf("delta push whose data is not a string: %v", m["data"])
+	var delta string
+	if err := json.Unmarshal(m.Data, &delta); err != nil {
+		t.Fatalf("delta push whose data is not a string: %s", m.Data)
 	}
 	out, err := fdelta.Apply(base, []byte(delta))
 	if err != nil {
@@ -319,24 +311,48 @@ func sameValues(a, b map[string]int) bool {
 	return true
 }
 
-// stalledConn is a JSON-protocol client whose socket takes few bytes and
-// that reads only when the test asks.
+// stalledConn is a JSON-protocol client that reads frames only when the
+// test asks, and sees them as they came.
 type stalledConn struct{ *frameConn }
 
-// stalledSubscriber subscribes to channel and stops reading.
-func stalledSubscriber(t *testing.T, base, channel string) *stalledConn {
+// jsonFrames connects to /ws and reads the welcome.
+func jsonFrames(t *testing.T, base string) *stalledConn {
 	t.Helper()
-	f := dialFrames(t, base, "/ws")
-	_ = f.c.(*net.TCPConn).SetReadBuffer(4096)
-	s := &stalledConn{f}
+	s := &stalledConn{dialFrames(t, base, "/ws")}
 	if w := s.nextJSON(t); w["op"] != "welcome" {
 		t.Fatalf("first frame %v", w)
 	}
-	f.write(true, 1, []byte(fmt.Sprintf(`{"id":1,"op":"subscribe","channel":%q}`, channel)))
-	if r := s.nextJSON(t); r["ok"] != true {
-		t.Fatalf("subscribe: %v", r)
-	}
 	return s
+}
+
+// stalledSubscriber subscribes to channel with a socket that takes few
+// bytes, and stops reading.
+func stalledSubscriber(t *testing.T, base, channel string) *stalledConn {
+	t.Helper()
+	s := jsonFrames(t, base)
+	_ = s.c.(*net.TCPConn).SetReadBuffer(4096)
+	s.call(t, fmt.Sprintf(`{"id":1,"op":"subscribe","channel":%q}`, channel))
+	return s
+}
+
+// call sends a command and fails unless the next frame is its success.
+func (s *stalledConn) call(t *testing.T, cmd string) {
+	t.Helper()
+	s.write(true, 1, []byte(cmd))
+	if r := s.nextJSON(t); r["ok"] != true {
+		t.Fatalf("%s: %v", cmd, r)
+	}
+}
+
+// nextPush reads the next frame, a message push, and its size.
+func (s *stalledConn) nextPush(t *testing.T) (push, int) {
+	t.Helper()
+	_, _, payload := s.read()
+	var p push
+	if err := json.Unmarshal(payload, &p); err != nil || p.Op != "message" {
+		t.Fatalf("want a message push, got %q (%v)", payload, err)
+	}
+	return p, len(payload)
 }
 
 // nextJSON reads the next text frame as JSON.
