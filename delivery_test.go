@@ -414,7 +414,7 @@ func TestReceiptsOnEveryBroker(t *testing.T) {
 			nextMessage(t, silent)
 			receiptsOf := func(base string) (acked, pending []string) {
 				var r struct {
-					Offset          string
+					Offset         string
 					Acked, Pending []struct{ Client string }
 				}
 				getJSON(t, base+"/api/channels/orders:7/receipts?offset="+off, &r)
