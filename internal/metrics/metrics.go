@@ -18,6 +18,10 @@ type Metrics struct {
 	// SlowConsumers counts connections closed because their outgoing queue
 	// overflowed.
 	SlowConsumers prometheus.Counter
+	// Conflated counts queued messages dropped from a conflating
+	// connection's full queue because a newer one of the same channel and
+	// key was queued behind them.
+	Conflated prometheus.Counter
 	// Refusals counts what herald turned away, by reason (RefusalReasons).
 	Refusals *prometheus.CounterVec
 	// ReceiptsDropped counts messages whose recipients were not recorded
@@ -84,6 +88,10 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "herald_receipts_dropped_total",
 			Help: "Messages whose recipients were not recorded for delivery receipts.",
 		}),
+		Conflated: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "herald_conflated_messages_total",
+			Help: "Queued messages dropped because a newer one of the same key was queued behind them (overflow: conflate).",
+		}),
 		Refusals: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "herald_refusals_total",
 			Help: "Requests, commands and connections refused or cut off, by reason.",
@@ -135,7 +143,7 @@ func New(reg prometheus.Registerer) *Metrics {
 		m.MessagesIn.WithLabelValues(src)
 	}
 	if reg != nil {
-		reg.MustRegister(m.Connections, m.Subscriptions, m.MessagesIn, m.MessagesOut, m.SlowConsumers, m.Refusals,
+		reg.MustRegister(m.Connections, m.Subscriptions, m.MessagesIn, m.MessagesOut, m.SlowConsumers, m.Conflated, m.Refusals,
 			m.DeliveryLatency, m.BytesIn, m.BytesOut, m.BrokerOps, m.BrokerErrors, m.BrokerSeconds, m.ReceiptsDropped)
 	}
 	return m

@@ -24,14 +24,24 @@ const (
 	asked
 )
 
+// queued is a payload of the outgoing queue, and whether it is live
+// fan-out, which the live bounds count and conflation may drop, or what
+// the client asked for.
+type queued struct {
+	p    *wire.Payload
+	live bool
+}
+
 // enqueue adds p to the outgoing queue without blocking and starts a write
 // when none is in flight: an idle session has no writer goroutine.
 //
 // A live delivery that finds the client further behind than QueueMessages
-// or QueueBytes of live messages closes the session as a slow consumer.
-// Replies and history catch-up are what the client asked for: they do not
-// close it, but they count toward QueueBytes, which paces them (throttle,
-// WaitRoom).
+// or QueueBytes of live messages closes the session as a slow consumer —
+// unless p is of a conflating channel (Payload.Conflate) and dropping the
+// queued messages that a newer one of the same key replaces makes room
+// for it (conflateLocked). Replies and history catch-up are what the
+// client asked for: they do not close it, but they count toward
+// QueueBytes, which paces them (throttle, WaitRoom).
 func (s *Session) enqueue(p *wire.Payload, k kind) {
 	s.qmu.Lock()
 	if s.closing {
@@ -40,19 +50,23 @@ func (s *Session) enqueue(p *wire.Payload, k kind) {
 		return
 	}
 	if k == live {
-		// Any one payload is taken when nothing live waits, so a message
-		// larger than the byte limit still reaches a reader that keeps up.
-		if s.liveLen > 0 && (s.liveLen >= s.cfg.QueueMessages || s.liveBytes+len(p.Bytes) > s.cfg.QueueBytes) {
-			s.qmu.Unlock()
-			dropped(p)
-			s.closeSlow()
-			return
+		if !s.roomLocked(len(p.Bytes)) {
+			fits := false
+			if p.Conflate {
+				p, fits = s.conflateLocked(p)
+			}
+			if !fits {
+				s.qmu.Unlock()
+				dropped(p)
+				s.closeSlow()
+				return
+			}
 		}
 		s.liveLen++
 		s.liveBytes += len(p.Bytes)
 	}
 	s.held += len(p.Bytes)
-	s.queue = append(s.queue, p)
+	s.queue = append(s.queue, queued{p: p, live: k == live})
 	if s.writing {
 		s.qmu.Unlock()
 		return
@@ -61,6 +75,13 @@ func (s *Session) enqueue(p *wire.Payload, k kind) {
 	batch := s.takeLocked()
 	s.qmu.Unlock()
 	s.cfg.Conn.Send(batch, s.sentFn)
+}
+
+// roomLocked reports whether a live payload of n bytes fits the live
+// bounds. Any one payload fits when nothing live waits, so a message
+// larger than the byte limit still reaches a reader that keeps up.
+func (s *Session) roomLocked(n int) bool {
+	return s.liveLen == 0 || (s.liveLen < s.cfg.QueueMessages && s.liveBytes+n <= s.cfg.QueueBytes)
 }
 
 // isClosing reports whether the session is closing.
@@ -258,16 +279,19 @@ const keptSlots = 4
 // or when the session closes (a write stuck past WriteTimeout closes it).
 func (s *Session) throttle() { _ = s.waitHeld(context.Background(), s.cfg.QueueBytes) }
 
-// takeLocked makes the whole queue the batch to send; the emptied slice
-// of the last batch takes new payloads.
+// takeLocked moves the whole queue to the batch to send; both slices
+// keep their room for the next payloads.
 func (s *Session) takeLocked() []*wire.Payload {
-	s.batch, s.queue = s.queue, s.batch[:0]
+	s.batch = s.batch[:0]
 	s.batchMessages = 0
-	for _, p := range s.batch {
-		if p.Push {
+	for _, q := range s.queue {
+		s.batch = append(s.batch, q.p)
+		if q.p.Push {
 			s.batchMessages++
 		}
 	}
+	clear(s.queue)
+	s.queue = s.queue[:0]
 	s.liveLen, s.liveBytes = 0, 0
 	return s.batch
 }
@@ -281,8 +305,8 @@ func dropped(p *wire.Payload) {
 
 // closeLocked marks the session closing and drops what is queued.
 func (s *Session) closeLocked() {
-	for _, p := range s.queue {
-		dropped(p)
+	for _, q := range s.queue {
+		dropped(q.p)
 	}
 	s.closing = true
 	s.queue, s.liveLen, s.liveBytes, s.held, s.holds = nil, 0, 0, 0, 0

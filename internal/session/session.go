@@ -4,7 +4,9 @@
 // write (an idle session runs no goroutine).
 //
 // Everything queued for the client counts against its bound (Config.
-// QueueBytes): live fan-out past it closes the session as a slow consumer;
+// QueueBytes): live fan-out past it closes the session as a slow consumer,
+// unless its channel conflates (wire.Payload.Conflate) and dropping the
+// queued messages that a newer one of the same key replaces makes room;
 // replies past it stop the session from handling commands until the client
 // reads (throttle); history catch-up is paced by the hub a page at a time
 // (the session is a hub.Paced). Commands are rate limited, publishes
@@ -124,7 +126,8 @@ type Config struct {
 	Expires time.Time
 	Limits  Limits
 	// QueueMessages and QueueBytes bound the outgoing queue. Live fan-out
-	// past either closes the session with 1008 (a slow consumer). What
+	// past either closes the session with 1008 (a slow consumer), unless
+	// conflation makes room for a conflating channel's message. What
 	// the client asked for (replies, history catch-up) counts against
 	// QueueBytes too: past it the session stops handling commands, and
 	// catch-up waits, until the client reads.
@@ -169,7 +172,7 @@ type Session struct {
 	cmdRate                       *rate.Limiter // other commands; likewise
 
 	qmu       sync.Mutex // guards the outgoing queue
-	queue     []*wire.Payload
+	queue     []queued
 	liveLen   int           // live fan-out payloads in queue
 	liveBytes int           // and their bytes
 	held      int           // bytes of everything queued or in flight

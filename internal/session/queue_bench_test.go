@@ -1,0 +1,70 @@
+package session_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+
+	"github.com/heraldhq/herald/internal/session"
+	"github.com/heraldhq/herald/internal/wire"
+)
+
+// discardConn writes every batch at once and keeps nothing.
+type discardConn struct{}
+
+func (discardConn) Send(_ []*wire.Payload, done func(error)) { done(nil) }
+func (discardConn) Close(int, string)                        {}
+
+// newDiscardSession returns a session over a discardConn, closed when the
+// test ends.
+func newDiscardSession(tb testing.TB) *session.Session {
+	s := session.New(context.Background(), session.Config{Conn: discardConn{}, QueueMessages: 1024, QueueBytes: 1 << 20})
+	tb.Cleanup(s.Close)
+	return s
+}
+
+// BenchmarkEnqueue is a live payload's way through a queue that keeps up:
+// queued, taken as a batch and written. A conflating payload costs what
+// any other does until its queue overflows.
+func BenchmarkEnqueue(b *testing.B) {
+	for _, conflate := range []bool{false, true} {
+		name := "conflate=false"
+		if conflate {
+			name = "conflate=true"
+		}
+		b.Run(name, func(b *testing.B) {
+			s := newDiscardSession(b)
+			p := &wire.Payload{Bytes: []byte(`{"channel":"c","data":{"n":1}}`), Push: true, Channel: "c", Key: "k", Conflate: conflate}
+			b.ReportAllocs()
+			for b.Loop() {
+				s.DeliverLive(p)
+			}
+		})
+	}
+}
+
+// BenchmarkConflate is a conflating subscriber that stopped reading, its
+// queue of 1024 full: each payload that does not fit compacts the queue.
+// With few keys a compaction frees most of it; with about as many keys
+// as the queue holds, nearly every payload compacts it.
+func BenchmarkConflate(b *testing.B) {
+	for _, keys := range []int{16, 1000} {
+		b.Run(fmt.Sprintf("queue=1024/keys=%d", keys), func(b *testing.B) {
+			s := session.New(context.Background(), session.Config{Conn: &fakeConn{held: true}, QueueMessages: 1024, QueueBytes: 1 << 30})
+			b.Cleanup(s.Close)
+			ps := make([]*wire.Payload, keys)
+			for i := range ps {
+				ps[i] = livePush("c", fmt.Sprint(i), i, true)
+			}
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				s.DeliverLive(ps[i%keys])
+				i++
+			}
+			if s.QueueState().Closing {
+				b.Fatal("the session closed")
+			}
+		})
+	}
+}
