@@ -52,6 +52,7 @@ type QueueItem struct {
 	Lease string
 }
 
-// ErrLeaseLost is returned by Ack and Retry for an item whose lease ended
-// and which was taken again since.
-var ErrLeaseLost = errors.New("broker: queue item's lease was lost")
+// ErrLeaseLost is returned by Queue's Ack and Retry for an item whose
+// lease ended and which was taken again since, and by Receipts' DoneDue
+// for a check likewise.
+var ErrLeaseLost = errors.New("broker: lease was lost")

@@ -12,19 +12,26 @@ import (
 // (keep) so that it cannot grow without bound. With the memory broker it
 // lives in the process.
 //
-// Acknowledgements are cumulative within an epoch: an Ack of an offset
-// acknowledges every earlier offset of the channel in that epoch, for
-// the client, and, when the client has a user, for every connection of
-// that user.
+// Acknowledgements are cumulative within an epoch: acknowledging an
+// offset acknowledges every earlier offset of the channel in that
+// epoch, for the client, and, when the client has a user, for every
+// connection of that user.
 type Receipts interface {
 	// Delivered records that off was delivered live to clients on this
-	// node, and schedules a check of those clients at due. Both are kept
-	// for keep. A node calls it once per message it fans out.
+	// node, and schedules a check of those clients at due; a zero due
+	// schedules none. Only each client's Client and User are kept. Both
+	// are kept for keep: a check not done by then is dropped, so keep
+	// should outlast due. Empty clients record nothing. A node calls it
+	// once per message it fans out.
 	Delivered(ctx context.Context, channel string, off Offset, clients []ClientInfo, due time.Time, keep time.Duration) error
-	// Ack records that c acknowledged off and every earlier offset of
-	// channel in off's epoch; it is kept for keep. An Ack below one
-	// already recorded changes nothing.
-	Ack(ctx context.Context, channel string, c ClientInfo, off Offset, keep time.Duration) error
+	// Acked records that c acknowledged off and every earlier offset of
+	// channel in off's epoch (none of another epoch); it is kept for
+	// keep. A client with a User acknowledges for every connection of
+	// that user; an anonymous one (User "") only for itself. An
+	// acknowledgement below one already recorded changes nothing.
+	//
+	// (It is not named Ack: Queue has an Ack, and one broker has both.)
+	Acked(ctx context.Context, channel string, c ClientInfo, off Offset, keep time.Duration) error
 	// Receipts returns the clients off was delivered to, on every node,
 	// split by whether they acknowledged it (each ClientInfo with Client
 	// and User only, sorted by Client); found is false when no delivery
@@ -32,12 +39,15 @@ type Receipts interface {
 	Receipts(ctx context.Context, channel string, off Offset) (r ReceiptState, found bool, err error)
 	// TakeDue leases up to max checks whose due time passed, each with
 	// the clients of its Delivered call that have not acknowledged its
-	// offset now. A check that is not done (DoneDue) before its lease
-	// ends is taken again, by this node or another.
+	// offset now (Client and User only, sorted by Client). A check whose
+	// every client acknowledged comes too, with no Pending: the caller
+	// finishes it all the same. A check that is not done (DoneDue) before
+	// its lease ends is taken again, by this node or another.
 	TakeDue(ctx context.Context, max int, lease time.Duration) ([]DueCheck, error)
-	// DoneDue removes a check TakeDue leased. A check whose lease ended
-	// and that was taken again meanwhile is left to its new taker, and
-	// ErrLeaseLost is returned.
+	// DoneDue removes a check TakeDue leased, also once its lease ended
+	// if nobody took it again. A check that was taken again meanwhile is
+	// left to its new taker, and ErrLeaseLost is returned; so it is for a
+	// check that is gone (done already, or dropped after keep).
 	DoneDue(ctx context.Context, d DueCheck) error
 }
 

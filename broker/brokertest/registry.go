@@ -120,14 +120,5 @@ func RunRegistry(t *testing.T, newBroker func(t *testing.T) broker.Broker, share
 // ends, and returns it as the broker.Registry it must be.
 func startRegistry(ctx context.Context, t *testing.T, newBroker func(t *testing.T) broker.Broker) broker.Registry {
 	t.Helper()
-	b := newBroker(t)
-	if err := b.Start(ctx, newRecorder()); err != nil {
-		t.Fatalf("Start: %v", err)
-	}
-	t.Cleanup(func() { _ = b.Close() })
-	r, ok := b.(broker.Registry)
-	if !ok {
-		t.Fatalf("%T is no broker.Registry", b)
-	}
-	return r
+	return startAbility[broker.Registry](ctx, t, newBroker)
 }

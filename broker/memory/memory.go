@@ -66,6 +66,7 @@ type Broker struct {
 	queues    queues    // the work queues (broker.Queue)
 	registry  registry  // what each node holds (broker.Registry)
 	occupancy occupancy // which nodes have subscribers of a channel (broker.Occupancy)
+	receipts  receipts  // deliveries, acknowledgements and due checks (broker.Receipts)
 }
 
 type channel struct {
@@ -483,7 +484,7 @@ func (b *Broker) Presence(_ context.Context, name string) ([]broker.ClientInfo, 
 }
 
 // sweep periodically forgets channels that nobody subscribes to, nobody is
-// present in and whose history is empty. A channel forgotten and later used
+// present in and whose history is empty, and expired receipts. A channel forgotten and later used
 // again starts a new epoch, so old offsets into it read as not recovered.
 func (b *Broker) sweep() {
 	defer close(b.done)
@@ -501,6 +502,7 @@ func (b *Broker) sweep() {
 
 func (b *Broker) sweepOnce() {
 	now := b.now()
+	b.receipts.sweep(now)
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	defer b.shrinkLocked()

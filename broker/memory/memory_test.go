@@ -7,7 +7,9 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/heraldhq/herald/broker"
 	"github.com/heraldhq/herald/broker/brokertest"
@@ -28,6 +30,10 @@ func TestRegistry(t *testing.T) {
 
 func TestQueue(t *testing.T) {
 	brokertest.RunQueue(t, func(*testing.T) broker.Broker { return memory.New() }, false)
+}
+
+func TestReceipts(t *testing.T) {
+	brokertest.RunReceipts(t, func(*testing.T) broker.Broker { return memory.New() }, false)
 }
 
 // start returns a started broker with the given history budget, closed
@@ -281,5 +287,50 @@ func TestChannelMapShrinks(t *testing.T) {
 	got, peak := b.Channels()
 	if got > 20 || peak > n/4 {
 		t.Fatalf("after leaving %d channels, 20 at most within the budget: %d held, map peak %d", n, got, peak)
+	}
+}
+
+// TestReceiptsAreFreed records receipts in many channels, then lets most
+// of them expire: the sweep frees them, rebuilds the maps that held them,
+// and keeps what has not expired.
+func TestReceiptsAreFreed(t *testing.T) {
+	var clock atomic.Int64
+	clock.Store(time.Now().UnixNano())
+	b := memory.New()
+	b.SetClock(func() time.Time { return time.Unix(0, clock.Load()) })
+	if err := b.Start(context.Background(), &recorder{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.Close() })
+	ctx := context.Background()
+	const n = 3000
+	now := time.Unix(0, clock.Load())
+	for c := range n {
+		ch, keep := fmt.Sprint("c", c), time.Minute
+		if c < 10 {
+			keep = time.Hour
+		}
+		off := broker.Offset{Epoch: "e", Seq: 1}
+		who := []broker.ClientInfo{{Client: "a", User: "u"}, {Client: "b"}}
+		if err := b.Delivered(ctx, ch, off, who, now.Add(time.Second), keep); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Acked(ctx, ch, who[0], off, keep); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := memory.ReceiptsCount{Channels: n, ChannelsPeak: n, Deliveries: n, Acks: 2 * n, Checks: n}
+	if got := b.ReceiptsSize(); got != want {
+		t.Fatalf("receipts hold %+v, want %+v", got, want)
+	}
+	clock.Add(int64(2 * time.Minute))
+	b.Sweep()
+	want = memory.ReceiptsCount{Channels: 10, ChannelsPeak: 10, Deliveries: 10, Acks: 20, Checks: 10}
+	if got := b.ReceiptsSize(); got != want {
+		t.Fatalf("after the sweep, receipts hold %+v, want %+v", got, want)
+	}
+	st, found, err := b.Receipts(ctx, "c3", broker.Offset{Epoch: "e", Seq: 1})
+	if err != nil || !found || len(st.Acked) != 1 || len(st.Pending) != 1 {
+		t.Fatalf("a channel kept for an hour: %+v %v %v", st, found, err)
 	}
 }

@@ -14,7 +14,9 @@
 //   - streams "p-queue-items" and "p-queue-keys" hold the work queues
 //     (broker.Queue), made when a queue is first used: see queue.go;
 //   - stream "p-registry" holds the nodes' beats, claims and entries
-//     (broker.Registry), made when first used: see registry.go.
+//     (broker.Registry), made when first used: see registry.go;
+//   - stream "p-receipts" holds deliveries, acknowledgements and due
+//     checks (broker.Receipts), made when first used: see receipts.go.
 //
 // The server must be NATS 2.9 or later with JetStream enabled (RePublish and
 // the expected-last-subject-sequence check).
@@ -118,6 +120,13 @@ type Config struct {
 	// messages of any channel go first. Zero means DefaultMaxBytes,
 	// negative means no cap.
 	MaxBytes int64
+	// ReceiptTTL caps how long receipts are kept (broker.Receipts): a
+	// keep above it is capped to it, as the receipts stream's MaxAge
+	// removes every record that long after it was written. Zero means
+	// MaxAge; set it at least as long as the longest keep in use (the
+	// history TTL receipts follow). The stream shares MaxBytes with the
+	// history stream's setting: when full, its oldest records go first.
+	ReceiptTTL time.Duration
 	// DialTimeout bounds connecting in Start. Zero means 2s.
 	DialTimeout time.Duration
 	// ReconnectWait is how long the broker waits between attempts to
@@ -167,7 +176,7 @@ type Broker struct {
 
 	// Lock order: mu, then channel.mu; queueMu, then mu. pubMu and
 	// chain.mu are taken alone.
-	mu       sync.Mutex // guards handler, nc, js, stream, kv, qstreams, rstream, epoch, channels, closed
+	mu       sync.Mutex // guards handler, nc, js, stream, kv, qstreams, rstream, rcstream, epoch, channels, closed
 	handler  broker.Handler
 	nc       *natsgo.Conn
 	js       jetstream.JetStream
@@ -179,6 +188,7 @@ type Broker struct {
 	closed   bool
 	qstreams *queueStreams    // nil until a queue is first used, and after a reconnection
 	rstream  jetstream.Stream // the registry's; likewise
+	rcstream jetstream.Stream // the receipts'; likewise
 
 	queueMu  sync.Mutex // one making of the queue streams at a time
 	ensureMu sync.Mutex // one ensureState at a time
@@ -241,13 +251,16 @@ func New(cfg Config) (*Broker, error) {
 	case cfg.MaxBytes < 0:
 		cfg.MaxBytes = -1 // JetStream's "no limit"
 	}
+	if cfg.ReceiptTTL == 0 {
+		cfg.ReceiptTTL = cfg.MaxAge
+	}
 	if cfg.DialTimeout == 0 {
 		cfg.DialTimeout = 2 * time.Second
 	}
 	if cfg.ReconnectWait == 0 {
 		cfg.ReconnectWait = 2 * time.Second
 	}
-	if cfg.PresenceTTL < 0 || cfg.MaxHistory < 0 || cfg.MaxAge < 0 || cfg.DialTimeout < 0 || cfg.ReconnectWait < 0 {
+	if cfg.PresenceTTL < 0 || cfg.MaxHistory < 0 || cfg.MaxAge < 0 || cfg.ReceiptTTL < 0 || cfg.DialTimeout < 0 || cfg.ReconnectWait < 0 {
 		return nil, errors.New("nats broker: negative limit in config")
 	}
 	log := cfg.Logger
@@ -399,7 +412,7 @@ func (b *Broker) ensureState() {
 		if err == nil {
 			b.mu.Lock()
 			b.stream, b.kv = stream, kv
-			b.qstreams, b.rstream = nil, nil // made again on next use
+			b.qstreams, b.rstream, b.rcstream = nil, nil, nil // made again on next use
 			b.mu.Unlock()
 			return
 		}

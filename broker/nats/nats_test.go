@@ -56,6 +56,7 @@ func newPrefix(t *testing.T) string {
 			func() error { return js.DeleteStream(ctx, prefix+"-queue-items") },
 			func() error { return js.DeleteStream(ctx, prefix+"-queue-keys") },
 			func() error { return js.DeleteStream(ctx, prefix+"-registry") },
+			func() error { return js.DeleteStream(ctx, prefix+"-receipts") },
 		} {
 			if err := del(); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) && !errors.Is(err, jetstream.ErrBucketNotFound) {
 				t.Errorf("cleanup of %s: %v", prefix, err)
@@ -97,6 +98,13 @@ func TestOccupancy(t *testing.T) {
 	// cluster.
 	prefix := brokertest.OnePerSubtest(newPrefix)
 	brokertest.RunOccupancy(t, func(t *testing.T) broker.Broker { return newBroker(t, prefix(t)) }, true)
+}
+
+func TestReceipts(t *testing.T) {
+	// The brokers of one subtest share a prefix: they are nodes of one
+	// cluster.
+	prefix := brokertest.OnePerSubtest(newPrefix)
+	brokertest.RunReceipts(t, func(t *testing.T) broker.Broker { return newBroker(t, prefix(t)) }, true)
 }
 
 func TestStartUnreachable(t *testing.T) {

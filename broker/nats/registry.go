@@ -65,28 +65,35 @@ func (b *Broker) regClockSubject() string { return b.cfg.Prefix + ".reg.clock" }
 // registry returns the JetStream handle and the registry's stream, making
 // the stream on first use.
 func (b *Broker) registry(ctx context.Context) (jetstream.JetStream, jetstream.Stream, error) {
-	b.mu.Lock()
-	js, rs, closed := b.js, b.rstream, b.closed
-	b.mu.Unlock()
-	if closed || js == nil {
-		return nil, nil, fmt.Errorf("nats broker: %w: closed or not started", broker.ErrUnavailable)
-	}
-	if rs != nil {
-		return js, rs, nil
-	}
-	rs, err := b.createStream(ctx, js, jetstream.StreamConfig{
+	return b.lazyStream(ctx, &b.rstream, jetstream.StreamConfig{
 		Name:              b.RegistryStreamName(),
 		Subjects:          []string{b.cfg.Prefix + ".reg.>"},
 		Storage:           jetstream.FileStorage,
 		MaxMsgsPerSubject: 1,
 	})
+}
+
+// lazyStream returns the JetStream handle and the stream *slot holds,
+// making it from cfg first when *slot is nil (never made, or forgotten
+// after a reconnection). b.mu guards *slot.
+func (b *Broker) lazyStream(ctx context.Context, slot *jetstream.Stream, cfg jetstream.StreamConfig) (jetstream.JetStream, jetstream.Stream, error) {
+	b.mu.Lock()
+	js, stream, closed := b.js, *slot, b.closed
+	b.mu.Unlock()
+	if closed || js == nil {
+		return nil, nil, fmt.Errorf("nats broker: %w: closed or not started", broker.ErrUnavailable)
+	}
+	if stream != nil {
+		return js, stream, nil
+	}
+	stream, err := b.createStream(ctx, js, cfg)
 	if err != nil {
 		return nil, nil, err
 	}
 	b.mu.Lock()
-	b.rstream = rs
+	*slot = stream
 	b.mu.Unlock()
-	return js, rs, nil
+	return js, stream, nil
 }
 
 // Beat implements broker.Registry.

@@ -41,6 +41,12 @@ func serverURL() string {
 // ends. It fails t when Redis cannot be reached.
 func testPrefix(t *testing.T) string {
 	t.Helper()
+	return prefixOf(t)
+}
+
+// prefixOf is testPrefix for tests and benchmarks.
+func prefixOf(t testing.TB) string {
+	t.Helper()
 	opts, err := goredis.ParseURL(serverURL())
 	if err != nil {
 		t.Fatal(err)
@@ -71,7 +77,7 @@ func testPrefix(t *testing.T) string {
 	return prefix
 }
 
-func newBroker(t *testing.T, cfg redis.Config) *redis.Broker {
+func newBroker(t testing.TB, cfg redis.Config) *redis.Broker {
 	t.Helper()
 	b, err := redis.New(cfg)
 	if err != nil {
@@ -105,6 +111,15 @@ func TestQueue(t *testing.T) {
 	// cluster.
 	prefix := brokertest.OnePerSubtest(testPrefix)
 	brokertest.RunQueue(t, func(t *testing.T) broker.Broker {
+		return newBroker(t, redis.Config{URL: serverURL(), Prefix: prefix(t)})
+	}, true)
+}
+
+func TestReceipts(t *testing.T) {
+	// The brokers of one subtest share a prefix: they are nodes of one
+	// cluster.
+	prefix := brokertest.OnePerSubtest(testPrefix)
+	brokertest.RunReceipts(t, func(t *testing.T) broker.Broker {
 		return newBroker(t, redis.Config{URL: serverURL(), Prefix: prefix(t)})
 	}, true)
 }
