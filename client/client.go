@@ -129,6 +129,10 @@ type Message struct {
 	Event   string          `json:"event,omitempty"`
 	User    string          `json:"user,omitempty"`
 	Client  string          `json:"client,omitempty"`
+	// Tags are the publisher's tags (WithTags); nil for none.
+	Tags map[string]string `json:"tags,omitempty"`
+	// Key is the publisher's conflation key (WithKey); "" for none.
+	Key string `json:"key,omitempty"`
 	// Binary marks data published as a binary frame in raw mode; Data is
 	// then its base64 as a JSON string.
 	Binary bool `json:"binary,omitempty"`
@@ -178,6 +182,7 @@ type call struct {
 	op    string
 	frame []byte
 	sent  bool                         // written on the current connection
+	once  bool                         // belongs to the connection it is made on: never sent on a later one
 	done  func(json.RawMessage, error) // called once, with the reply or why there is none
 }
 
@@ -403,7 +408,7 @@ func (c *Client) online(conn *websocket.Conn, w welcome) {
 	for id, p := range c.pending {
 		switch {
 		case p.sent:
-		case p.op == "subscribe":
+		case p.op == "subscribe" || p.once:
 			delete(c.pending, id) // every subscription is made again below
 		default:
 			waiting = append(waiting, p)
@@ -425,8 +430,8 @@ func (c *Client) online(conn *websocket.Conn, w welcome) {
 
 // offline forgets conn. A publish, rpc or refresh that was sent on it fails
 // (it may or may not have happened); a subscribe is made again by the next
-// connection's resubscribe; everything else that was sent waits to be sent
-// again.
+// connection's resubscribe; a call made for this connection only (once) is
+// dropped; everything else that was sent waits to be sent again.
 func (c *Client) offline(conn *websocket.Conn, err error) {
 	_ = conn.CloseNow()
 	var lost []*call
@@ -445,6 +450,10 @@ func (c *Client) offline(conn *websocket.Conn, err error) {
 			lost = append(lost, p)
 		case "subscribe":
 			delete(c.pending, id)
+		default:
+			if p.once {
+				delete(c.pending, id)
+			}
 		}
 	}
 	c.mu.Unlock()
@@ -555,7 +564,10 @@ func (c *Client) handle(line []byte) {
 	default:
 		return // join and leave are not surfaced by this client
 	}
-	var m Message
+	var m struct {
+		Message
+		Delta bool `json:"delta"` // Data is a Fossil delta, as a JSON string
+	}
 	if err := json.Unmarshal(line, &m); err != nil {
 		c.log.Warn("herald client: bad message", "err", err)
 		return
@@ -564,7 +576,7 @@ func (c *Client) handle(line []byte) {
 	s := c.subs[m.Channel]
 	c.mu.Unlock()
 	if s != nil {
-		s.push(m)
+		s.push(m.Message, m.Delta)
 	}
 }
 
@@ -576,6 +588,7 @@ func (c *Client) serverSubscription(op string, line []byte) {
 		Channel   string `json:"channel"`
 		Offset    string `json:"offset"`
 		Recovered bool   `json:"recovered"`
+		Receipts  bool   `json:"receipts"`
 	}
 	if err := json.Unmarshal(line, &p); err != nil {
 		c.log.Warn("herald client: bad "+op+" push", "err", err)
@@ -599,7 +612,7 @@ func (c *Client) serverSubscription(op string, line []byte) {
 		c.subs[p.Channel] = s
 	}
 	c.mu.Unlock()
-	s.madeByServer(p.Offset, p.Recovered)
+	s.madeByServer(p.Offset, p.Recovered, p.Receipts)
 	if fresh && c.opts.OnServerSubscribe != nil {
 		c.opts.OnServerSubscribe(s)
 	}
@@ -608,19 +621,25 @@ func (c *Client) serverSubscription(op string, line []byte) {
 // send makes a command; it goes out now when connected, else on the next
 // connection. done gets its reply.
 func (c *Client) send(op string, fields map[string]any, done func(json.RawMessage, error)) (*call, error) {
+	return c.sendCall(&call{op: op, done: done}, fields)
+}
+
+// sendCall sends p, whose op and done are set, with fields; it goes out
+// now when connected, else on the next connection (unless p.once).
+func (c *Client) sendCall(p *call, fields map[string]any) (*call, error) {
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
 		return nil, c.err
 	}
 	c.nextID++
-	fields["id"], fields["op"] = c.nextID, op
+	fields["id"], fields["op"] = c.nextID, p.op
 	b, err := json.Marshal(fields)
 	if err != nil {
 		c.mu.Unlock()
-		return nil, fmt.Errorf("herald client: encode %s: %w", op, err)
+		return nil, fmt.Errorf("herald client: encode %s: %w", p.op, err)
 	}
-	p := &call{id: c.nextID, op: op, frame: b, done: done}
+	p.id, p.frame = c.nextID, b
 	c.pending[p.id] = p
 	conn := c.conn
 	c.mu.Unlock()
@@ -682,10 +701,34 @@ func (c *Client) forget(p *call) {
 	delete(c.pending, p.id)
 }
 
+// PublishOption adds to a Publish.
+type PublishOption func(*publication)
+
+// publication is what PublishOptions set.
+type publication struct {
+	tags map[string]string
+	key  string
+}
+
+// WithTags gives the message tags, which subscribers' filters match (at
+// most 16; each key and value at most 128 bytes, or the server refuses the
+// publish with bad_request). Nil or empty tags send none.
+func WithTags(tags map[string]string) PublishOption {
+	return func(p *publication) { p.tags = tags }
+}
+
+// WithKey gives the message a conflation key (at most 128 bytes): in a
+// namespace that conflates, a slow subscriber may skip a message for a
+// newer one of the same key. "" sends none.
+func WithKey(key string) PublishOption {
+	return func(p *publication) { p.key = key }
+}
+
 // Publish publishes data (any value that encodes to JSON, or a
 // json.RawMessage) to channel and returns its offset once the server
-// acknowledged it. event, when not empty, names the message's event.
-func (c *Client) Publish(ctx context.Context, channel string, data any, event string) (string, error) {
+// acknowledged it. event, when not empty, names the message's event; opts
+// add tags (WithTags) and a key (WithKey).
+func (c *Client) Publish(ctx context.Context, channel string, data any, event string, opts ...PublishOption) (string, error) {
 	raw, err := encodeData(data)
 	if err != nil {
 		return "", err
@@ -693,6 +736,16 @@ func (c *Client) Publish(ctx context.Context, channel string, data any, event st
 	fields := map[string]any{"channel": channel, "data": raw}
 	if event != "" {
 		fields["event"] = event
+	}
+	var p publication
+	for _, o := range opts {
+		o(&p)
+	}
+	if len(p.tags) > 0 {
+		fields["tags"] = p.tags
+	}
+	if p.key != "" {
+		fields["key"] = p.key
 	}
 	b, err := c.do(ctx, "publish", fields)
 	if err != nil {
@@ -751,8 +804,13 @@ type HistoryOptions struct {
 	// returns them from the start of history.
 	Since    string
 	HasSince bool
-	// Limit caps how many are returned; 0 returns all.
+	// Limit caps how many are returned (counting only matching messages
+	// under Filter); 0 returns all.
 	Limit int
+	// Filter, when not empty, returns only the messages whose tags match
+	// it: a JSON filter object of the protocol ({"tag":K,"eq":V}, …), as
+	// Subscribe's Filter takes.
+	Filter json.RawMessage
 }
 
 // History returns messages of channel's history, oldest first.
@@ -763,6 +821,9 @@ func (c *Client) History(ctx context.Context, channel string, o HistoryOptions) 
 	}
 	if o.Limit > 0 {
 		fields["limit"] = o.Limit
+	}
+	if len(o.Filter) > 0 {
+		fields["filter"] = o.Filter
 	}
 	b, err := c.do(ctx, "history", fields)
 	if err != nil {

@@ -23,6 +23,14 @@ type Subscription struct {
 	server    bool  // made by the server: it makes it again on reconnection
 	err       error // why the subscription ended; nil while it lasts
 
+	filter json.RawMessage // sent with every subscribe; nil for none
+	delta  bool            // subscribed with "delta":"fossil"
+	base   []byte          // the channel's previous data, what the next delta applies to; nil after a (re)subscribe
+	broken bool            // a delta failed: pushes are dropped until the resubscribe's reply
+
+	receipts bool // the last subscribe reply said the namespace keeps receipts
+	acks     acks
+
 	ready    chan struct{} // closed at the first reply
 	readyErr error
 }
@@ -35,6 +43,25 @@ type SubscribeOption func(*Subscription)
 // of history.
 func Since(offset string) SubscribeOption {
 	return func(s *Subscription) { s.last, s.haveLast = offset, true }
+}
+
+// Filter makes the subscription receive only the messages whose tags match
+// filter, a JSON filter object of the protocol: {"tag":K,"eq":V},
+// {"tag":K,"in":[V…]}, {"tag":K,"exists":true|false}, {"all":[F…]},
+// {"any":[F…]}, {"not":F}. The server refuses a malformed filter, and one
+// together with Delta, with bad_request.
+func Filter(filter json.RawMessage) SubscribeOption {
+	return func(s *Subscription) { s.filter = filter }
+}
+
+// Delta asks the server to send each message as a Fossil delta against the
+// channel's previous one where that is smaller ("delta":"fossil"). The
+// Subscription applies the deltas: Next returns whole data all the same.
+// When a delta does not apply (a bad checksum, say), the messages from it on
+// are dropped and the subscription resubscribes after the last good offset,
+// so they come again, whole first.
+func Delta() SubscribeOption {
+	return func(s *Subscription) { s.delta = true }
 }
 
 // Subscribe subscribes to channel and returns once the server accepted it.
@@ -82,13 +109,14 @@ func newSubscription(c *Client, channel string) *Subscription {
 
 // madeByServer records that the server subscribed s (again), starting
 // after offset.
-func (s *Subscription) madeByServer(offset string, recovered bool) {
+func (s *Subscription) madeByServer(offset string, recovered, receipts bool) {
 	s.mu.Lock()
 	s.server = true
 	if !s.haveLast {
 		s.last, s.haveLast = offset, true
 	}
-	s.recovered = recovered
+	s.recovered, s.receipts = recovered, receipts
+	s.base, s.broken = nil, false
 	s.mu.Unlock()
 	select {
 	case <-s.ready:
@@ -112,12 +140,20 @@ func (s *Subscription) lastOffset() (string, bool) {
 }
 
 // subscribeCmd sends s's subscribe, resuming after the last offset seen.
+// The first push after it is whole: s forgets its delta base.
 func (c *Client) subscribeCmd(s *Subscription) {
 	fields := map[string]any{"channel": s.channel}
 	s.mu.Lock()
 	if s.haveLast {
 		fields["since"] = s.last
 	}
+	if len(s.filter) > 0 {
+		fields["filter"] = s.filter
+	}
+	if s.delta {
+		fields["delta"] = "fossil"
+	}
+	s.base = nil
 	s.mu.Unlock()
 	if _, err := c.send("subscribe", fields, s.subscribed); err != nil {
 		s.subscribed(nil, err)
@@ -150,13 +186,15 @@ func (s *Subscription) subscribed(raw json.RawMessage, err error) {
 	var r struct {
 		Offset    string `json:"offset"`
 		Recovered bool   `json:"recovered"`
+		Receipts  bool   `json:"receipts"`
 	}
 	_ = json.Unmarshal(raw, &r)
 	s.mu.Lock()
 	if !s.haveLast {
 		s.last, s.haveLast = r.Offset, true
 	}
-	s.recovered = r.Recovered
+	s.recovered, s.receipts = r.Recovered, r.Receipts
+	s.broken = false // what follows the reply is the new subscription's
 	s.mu.Unlock()
 	if first {
 		close(s.ready)
@@ -172,10 +210,30 @@ func (c *Client) drop(s *Subscription) {
 	}
 }
 
-// push queues a message of the channel.
-func (s *Subscription) push(m Message) {
+// push queues a message of the channel; delta says its Data is a Fossil
+// delta against the previous message's. A delta that does not apply breaks
+// the subscription: it resubscribes after the last good offset.
+func (s *Subscription) push(m Message, delta bool) {
 	s.mu.Lock()
-	if s.err != nil || (s.haveLast && m.Offset == s.last) {
+	if s.err != nil || s.broken {
+		s.mu.Unlock()
+		return
+	}
+	if s.delta || delta {
+		if delta {
+			data, err := applyDelta(s.base, m.Data)
+			if err != nil {
+				s.broken, s.base = true, nil
+				s.mu.Unlock()
+				s.c.log.Warn("herald client: resubscribing after a delta that does not apply", "channel", s.channel, "offset", m.Offset, "err", err)
+				go s.c.resubscribe(s)
+				return
+			}
+			m.Data = data
+		}
+		s.base = m.Data
+	}
+	if s.haveLast && m.Offset == s.last {
 		s.mu.Unlock()
 		return
 	}
@@ -205,13 +263,20 @@ func (s *Subscription) end(err error) {
 // Next returns the subscription's next message, waiting for one until ctx
 // is done. After Unsubscribe, Close or a kick (ErrKicked) it returns the
 // messages still queued, then the error that ended the subscription.
+//
+// Where the channel's namespace keeps receipts (Receipts), calling Next
+// again acknowledges the message it returned before: the reader is done
+// with it. Acks are cumulative and coalesced, one in flight at a time, and
+// go out in the background; Ack acknowledges without waiting for Next.
 func (s *Subscription) Next(ctx context.Context) (Message, error) {
+	s.ackReturned()
 	for {
 		s.mu.Lock()
 		if len(s.queue) > 0 {
 			m := s.queue[0]
 			s.queue[0] = Message{}
 			s.queue = s.queue[1:]
+			s.acks.returned(m.Offset)
 			s.mu.Unlock()
 			return m, nil
 		}
@@ -237,6 +302,15 @@ func (s *Subscription) Offset() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.last
+}
+
+// Receipts reports whether the channel's namespace keeps receipts (the last
+// subscribe reply said so): only then does the subscription acknowledge
+// messages.
+func (s *Subscription) Receipts() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.receipts
 }
 
 // Recovered reports whether the last (re)subscribe found everything after

@@ -4,6 +4,7 @@
 // clients/js (npm install <path>, or a published package), and the
 // repository root (what npm install <git URL> installs).
 // Needs a running herald: HERALD_URL=http://127.0.0.1:8080 node --test e2e/
+// Its size is measured by size.test.mjs, which needs no server.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -12,13 +13,11 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { gzipSync } from 'node:zlib';
 import * as esbuild from 'esbuild';
 import { launch, newPage, apiPublish } from './browser.mjs';
 
 const base = (process.env.HERALD_URL || '').replace(/\/+$/, '');
 const repo = dirname(dirname(fileURLToPath(import.meta.url)));
-const MAX_SIZE = 8 * 1024; // bytes of herald.js, minified and gzipped
 let browser;
 
 before(async () => {
@@ -109,16 +108,3 @@ for (const [what, dir] of [
     assert.ok(!paths.includes('/herald.js'), `the page used its bundle, not the server's /herald.js: ${paths}`);
   });
 }
-
-test(`herald.js is under ${MAX_SIZE} bytes minified and gzipped`, async (t) => {
-  const out = await esbuild.build({
-    entryPoints: [join(repo, 'clients', 'js', 'herald.js')],
-    format: 'esm',
-    minify: true,
-    write: false,
-    logLevel: 'silent',
-  });
-  const size = gzipSync(out.outputFiles[0].contents, { level: 9 }).length;
-  t.diagnostic(`herald.js: ${size} bytes minified (esbuild ${esbuild.version}) and gzipped (level 9)`);
-  assert.ok(size < MAX_SIZE, `herald.js is ${size} bytes minified and gzipped, over ${MAX_SIZE}`);
-});

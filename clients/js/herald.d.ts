@@ -31,7 +31,23 @@ export interface Message<T = unknown> {
   user?: string;
   /** The publisher's client id, where known. */
   client?: string;
+  /** The publisher's tags, when it gave some. */
+  tags?: Record<string, string>;
+  /** The publisher's conflation key, when it gave one. */
+  key?: string;
 }
+
+/**
+ * A filter on messages' tags (protocol v1.1): a message matches when its tags
+ * do. The server refuses a malformed one with `bad_request`.
+ */
+export type Filter =
+  | { tag: string; eq: string }
+  | { tag: string; in: string[] }
+  | { tag: string; exists: boolean }
+  | { all: Filter[] }
+  | { any: Filter[] }
+  | { not: Filter };
 
 /** How a client is connected: the JSON protocol, a raw WebSocket, or an SSE stream (which only reads). */
 export type Transport = 'websocket' | 'raw' | 'sse';
@@ -83,12 +99,39 @@ export interface HeraldOptions {
 export interface SubscribeOptions {
   /** Resume after this offset: its later messages that history holds come first. */
   since?: string;
+  /** Only the messages whose tags match (live and catch-up). WebSocket only; not with `delta`. */
+  filter?: Filter;
+  /**
+   * 'fossil': the server may send each message as a Fossil delta against the
+   * previous one; the SDK applies it, so the handler gets whole data. A delta
+   * that does not apply is never delivered: the subscription resubscribes after
+   * the last message delivered. WebSocket only; not with `filter`.
+   */
+  delta?: 'fossil';
 }
 
 export interface HistoryOptions {
   limit?: number;
   since?: string;
+  /** Only the messages whose tags match; `limit` then counts those. Not the subscription's filter unless given. */
+  filter?: Filter;
 }
+
+export interface PublishOptions {
+  /** The message's event name. */
+  event?: string;
+  /** Tags that subscribers' filters match: at most 16, each key and value at most 128 bytes. */
+  tags?: Record<string, string>;
+  /** A conflation key (at most 128 bytes): a slow subscriber in a conflating namespace may skip to the newest message of a key. */
+  key?: string;
+}
+
+/**
+ * The bytes a Fossil delta (fossil-scm's delta format, as herald's delta pushes
+ * carry it) makes of base. Throws an Error, and returns nothing, when the delta
+ * is malformed, reaches outside base, or its length or checksum does not match.
+ */
+export function applyDelta(base: Uint8Array, delta: Uint8Array): Uint8Array;
 
 export type Unlisten = () => void;
 
@@ -108,7 +151,7 @@ export class Subscription<T = unknown> {
   readonly recovered: boolean | undefined;
   /** Stops the subscription. */
   unsubscribe(): void;
-  /** The channel's messages, oldest first. */
+  /** The channel's messages, oldest first (with a filter, only those that match it). */
   history(opts?: HistoryOptions): Promise<Message<T>[]>;
   /** The clients subscribed to the channel. */
   presence(): Promise<PresenceClient[]>;
@@ -142,7 +185,10 @@ export class Herald {
   readonly user: string;
   /**
    * Subscribes to channel: handler gets each message once, in order, across
-   * reconnects. Throws if channel is already subscribed.
+   * reconnects. Throws if channel is already subscribed. Where the channel's
+   * namespace keeps receipts (the subscribe reply says `receipts: true`), each
+   * message is acknowledged after handler returns (not when it throws): acks
+   * are cumulative, one in flight at a time, naming the newest message handled.
    */
   subscribe<T = unknown>(
     channel: string,
@@ -153,7 +199,7 @@ export class Herald {
    * Publishes data and resolves with its offset; rejects with a HeraldError.
    * While disconnected it waits for the connection.
    */
-  publish(channel: string, data: unknown, opts?: { event?: string }): Promise<string>;
+  publish(channel: string, data: unknown, opts?: PublishOptions): Promise<string>;
   /**
    * Asks the server's application (its RPC hook, or `--proxy-rpc`) and
    * resolves with the data it answered; rejects with a HeraldError

@@ -53,6 +53,78 @@ function cursorOffsets(id) {
   return out;
 }
 
+// DIGITS are the Fossil delta format's base-64 digits, in ascending value.
+const DIGITS = '0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz~';
+
+const utf8 = (text) => new TextEncoder().encode(text);
+
+// applyDelta returns the bytes a Fossil delta (fossil-scm's delta format,
+// as herald's delta pushes carry it) makes of base, both Uint8Arrays. It
+// throws, rather than return other bytes, when the delta is malformed,
+// reaches outside base, or its length or checksum does not match.
+export function applyDelta(base, delta) {
+  let i = 0;
+  // int reads a number; like fossil, it wraps at 32 bits.
+  const int = () => {
+    let v = 0;
+    for (let d; (d = DIGITS.indexOf(String.fromCharCode(delta[i]))) >= 0; i++) v = ((v << 6) + d) >>> 0;
+    return v;
+  };
+  const fail = (why) => {
+    throw herr('bad_delta', 'herald: bad delta: ' + why);
+  };
+  const size = int();
+  if (delta[i++] !== 10) fail('no size');
+  const out = new Uint8Array(size);
+  let n = 0;
+  while (i < delta.length) {
+    const count = int();
+    const op = delta[i++];
+    let from = delta;
+    let at = i;
+    if (op === 64) {
+      // N@O, copies N bytes of base from offset O.
+      at = int();
+      if (delta[i++] !== 44) fail('copy');
+      from = base;
+    } else if (op === 58) i += count; // N: inserts the N bytes that follow
+    else if (op === 59) {
+      // N; ends: N is the checksum of the output, its 32-bit big-endian
+      // words (zero-padded) added up.
+      let sum = 0;
+      for (let j = 0; j < size; j += 4) sum = (sum + (((out[j] << 24) | (out[j + 1] << 16) | (out[j + 2] << 8) | out[j + 3]) >>> 0)) >>> 0;
+      if (n !== size || sum !== count) fail('checksum');
+      return out;
+    } else fail('command');
+    if (n + count > size || at + count > from.length) fail('out of range');
+    out.set(from.subarray(at, at + count), n);
+    n += count;
+  }
+  fail('no end');
+}
+
+// rawData returns the text of the top-level "data" value of a JSON object
+// line, as sent: the bytes the next delta applies to.
+function rawData(line) {
+  let depth = 0;
+  let start = -1;
+  for (let i = 0; i < line.length; i++) {
+    const c = line[i];
+    if (c === '"') {
+      const key = i;
+      while (i < line.length && line[++i] !== '"') if (line[i] === '\\') i++;
+      if (depth === 1 && start < 0 && line.slice(key, i + 1) === '"data"' && /^\s*:/.test(line.slice(i + 1))) {
+        start = line.indexOf(':', i) + 1;
+      }
+    } else if (c === '{' || c === '[') depth++;
+    else if (c === '}' || c === ']' || c === ',') {
+      if (start >= 0 && depth === 1) return line.slice(start, i).trim();
+      if (c !== ',') depth--;
+    }
+  }
+  throw herr('bad_delta', 'herald: no data');
+}
+
 function herr(code, message) {
   const e = new Error(message || code);
   e.code = code;
@@ -85,7 +157,7 @@ class Emitter {
 // Subscription is one channel subscribed by Herald.subscribe, or by the
 // server (Herald's 'subscription' event).
 export class Subscription extends Emitter {
-  constructor(herald, channel, handler, since) {
+  constructor(herald, channel, handler, since, filter, delta) {
     super();
     this.channel = channel;
     // offset is the last offset seen on the channel (a message's, or the
@@ -99,6 +171,15 @@ export class Subscription extends Emitter {
     this._fn = handler;
     this._seen = new Set();
     this._server = false; // made by the server, which makes it again on reconnect
+    this._filter = filter;
+    this._delta = delta; // 'fossil' or undefined
+    // this._base: the channel's previous data (UTF-8 bytes as received or
+    // rebuilt), what the next delta applies to; undefined after each
+    // (re)subscribe. this._broke: a delta failed, and pushes are dropped
+    // until the resubscribe's reply.
+    // Receipts: this._receipts is the last subscribe reply's flag;
+    // this._ack the newest offset handled and not yet acknowledged;
+    // this._acking whether an ack is in flight (one at a time).
   }
 
   // unsubscribe stops the subscription; the handler gets no more messages.
@@ -110,9 +191,10 @@ export class Subscription extends Emitter {
     else if (h.state === 'connected') h._call('unsubscribe', { channel: this.channel }).catch(() => {});
   }
 
-  // history resolves with the channel's messages, oldest first.
-  async history({ limit, since } = {}) {
-    return (await this._h._call('history', { channel: this.channel, limit, since })).messages;
+  // history resolves with the channel's messages, oldest first; with a
+  // filter, only those whose tags match it.
+  async history({ limit, since, filter } = {}) {
+    return (await this._h._call('history', { channel: this.channel, limit, since, filter })).messages;
   }
 
   // presence resolves with the clients subscribed to the channel.
@@ -120,13 +202,51 @@ export class Subscription extends Emitter {
     return (await this._h._call('presence', { channel: this.channel })).clients;
   }
 
-  _message(m) {
+  // _message delivers a message push; line is its JSON text (the
+  // WebSocket's), which a delta subscription keeps the data of.
+  _message(m, line) {
+    if (this._broke) return;
+    if (this._delta || m.delta) {
+      try {
+        if (m.delta) {
+          if (!this._base) throw 0; // a delta first after a (re)subscribe
+          this._base = applyDelta(this._base, utf8(m.data));
+          m.data = JSON.parse(new TextDecoder().decode(this._base));
+          delete m.delta;
+        } else this._base = utf8(rawData(line));
+      } catch {
+        // Deliver nothing from here on: subscribe again after the last
+        // message delivered, whose pushes start whole.
+        this._broke = true;
+        this._h._call('unsubscribe', { channel: this.channel }).catch(() => {});
+        return this._h._subscribe(this);
+      }
+    }
     if (this._seen.has(m.offset)) return;
     this._seen.add(m.offset);
     if (this._seen.size > SEEN_MAX) this._seen.delete(this._seen.values().next().value);
     this.offset = m.offset;
     this._fn && this._fn(m.data, m);
     this._emit('message', m.data, m);
+    this._ack = m.offset;
+    this._sendAck();
+  }
+
+  // _sendAck acknowledges the newest message handled where the namespace
+  // keeps receipts, unless an ack is in flight: the next goes when it is
+  // answered, and covers every earlier.
+  _sendAck() {
+    const offset = this._ack;
+    if (this._acking || offset === undefined || !this._receipts || this._h._subs.get(this.channel) !== this) return;
+    this._ack = undefined;
+    this._acking = true;
+    this._h
+      ._call('ack', { channel: this.channel, offset })
+      .catch(() => {})
+      .finally(() => {
+        this._acking = false;
+        this._sendAck();
+      });
   }
 }
 
@@ -164,10 +284,11 @@ export class Herald extends Emitter {
 
   // subscribe subscribes to channel; handler(data, message) gets each
   // message once, in order, across reconnects.
-  subscribe(channel, handler, { since } = {}) {
+  subscribe(channel, handler, { since, filter, delta } = {}) {
     if (this._closed) throw herr('unavailable', this._why);
     if (this._subs.has(channel)) throw herr('bad_request', 'herald: already subscribed to ' + channel);
-    const sub = new Subscription(this, channel, handler, since);
+    if ((delta && delta !== 'fossil') || (this._sse && (filter || delta))) throw herr('bad_request', 'herald: delta is fossil, and filter and delta need the WebSocket');
+    const sub = new Subscription(this, channel, handler, since, filter, delta);
     this._subs.set(channel, sub);
     if (this._sse) this._sseRestart();
     else if (this.state === 'connected') this._subscribe(sub);
@@ -176,8 +297,8 @@ export class Herald extends Emitter {
 
   // publish resolves with the message's offset, or rejects with an Error
   // whose code is the server's error code. While disconnected it waits.
-  async publish(channel, data, { event } = {}) {
-    return (await this._call('publish', { channel, data: data === undefined ? null : data, event })).offset;
+  async publish(channel, data, { event, tags, key } = {}) {
+    return (await this._call('publish', { channel, data: data === undefined ? null : data, event, tags, key })).offset;
   }
 
   // rpc asks the server's application method with data and resolves with
@@ -463,7 +584,7 @@ export class Herald extends Emitter {
     clearTimeout(this._refresher);
     this._out = [];
     for (const [id, p] of this._pending) {
-      if (p.op === 'history' || p.op === 'presence' || ((p.op === 'publish' || p.op === 'rpc') && !p.sent)) {
+      if (p.op === 'history' || p.op === 'presence' || p.op === 'ack' || ((p.op === 'publish' || p.op === 'rpc') && !p.sent)) {
         p.sent = false;
         continue;
       }
@@ -481,13 +602,17 @@ export class Herald extends Emitter {
   }
 
   // _subscribe sends sub's subscribe command. Its reply is handled at once,
-  // before the messages that follow it in the same frame.
+  // before the messages that follow it in the same frame. The first push
+  // after it is whole.
   _subscribe(sub) {
     const mine = () => this._subs.get(sub.channel) === sub;
-    this._cmd('subscribe', { channel: sub.channel, since: sub.offset }, (r) => {
+    sub._base = undefined;
+    this._cmd('subscribe', { channel: sub.channel, since: sub.offset, filter: sub._filter, delta: sub._delta }, (r) => {
       if (!mine()) return;
       if (sub.offset === undefined) sub.offset = r.offset;
       sub.recovered = r.recovered;
+      sub._receipts = r.receipts;
+      sub._broke = false;
       sub._emit('subscribed', { offset: r.offset, recovered: r.recovered });
     }, (e) => {
       // A subscription the server made itself meanwhile lives on.
@@ -510,6 +635,8 @@ export class Herald extends Emitter {
     sub._server = true;
     if (sub.offset === undefined) sub.offset = m.offset;
     sub.recovered = m.recovered;
+    sub._receipts = m.receipts;
+    sub._base = undefined;
     if (fresh) this._emit('subscription', sub);
     sub._emit('subscribed', { offset: m.offset, recovered: m.recovered });
   }
@@ -572,7 +699,7 @@ export class Herald extends Emitter {
       } else {
         const sub = this._subs.get(m.channel);
         if (!sub) continue;
-        if (m.op === 'message') sub._message(m);
+        if (m.op === 'message') sub._message(m, line);
         else if (m.op === 'join' || m.op === 'leave') sub._emit(m.op, m);
         else if (m.op === 'unsubscribed') {
           this._subs.delete(m.channel);
