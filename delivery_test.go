@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -259,6 +260,9 @@ func TestConflationOnEveryBroker(t *testing.T) {
 			t.Parallel()
 			srvs, bases := deliveryNodes(t, b.nodes, herald.Config{
 				QueueMessages: 64,
+				// The reader reads nothing until everything is published:
+				// it must not be closed for a write stalled meanwhile.
+				WriteTimeout: 10 * time.Minute,
 				Namespaces:    map[string]herald.Namespace{"ticks": {Overflow: herald.OverflowConflate, HistorySize: -1}, "plain": {HistorySize: -1}},
 			})
 			conflating := stalledSubscriber(t, bases[1], "ticks:all")
@@ -266,14 +270,31 @@ func TestConflationOnEveryBroker(t *testing.T) {
 			const messages, keys = 5000, 50
 			pad := strings.Repeat("x", 900)
 			last := map[string]int{}
-			for i := range messages {
-				key := fmt.Sprint("k", i%keys)
-				last[key] = i
-				for _, ch := range []string{"ticks:all", "plain:all"} {
-					if _, err := srvs[0].Publish(context.Background(), ch, map[string]any{"k": key, "v": i, "pad": pad}, herald.WithKey(key)); err != nil {
-						t.Fatal(err)
+			for i := messages - keys; i < messages; i++ {
+				last[fmt.Sprint("k", i%keys)] = i
+			}
+			// One publisher per key: each key's messages go in order.
+			var wg sync.WaitGroup
+			errs := make(chan error, keys)
+			for k := range keys {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					key := fmt.Sprint("k", k)
+					for i := k; i < messages; i += keys {
+						for _, ch := range []string{"ticks:all", "plain:all"} {
+							if _, err := srvs[0].Publish(context.Background(), ch, map[string]any{"k": key, "v": i, "pad": pad}, herald.WithKey(key)); err != nil {
+								errs <- err
+								return
+							}
+						}
 					}
-				}
+				}()
+			}
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				t.Fatal(err)
 			}
 			// The last messages reach the node before anything is read.
 			heraldtest.WaitFor(t, heraldtest.Timeout, func() error {

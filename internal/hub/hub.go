@@ -684,7 +684,7 @@ func (h *Hub) Ack(ctx context.Context, name string, c broker.ClientInfo, off bro
 	if !opts.Receipts || !ok {
 		return nil
 	}
-	if err := r.Ack(ctx, name, bare(c), off, ReceiptKeep(opts)); err != nil {
+	if err := r.Acked(ctx, name, bare(c), off, ReceiptKeep(opts)); err != nil {
 		return fmt.Errorf("hub: record ack of %q: %w", name, err)
 	}
 	return nil
