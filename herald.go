@@ -124,11 +124,13 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	var delivered func(broker.Message, []broker.ClientInfo)
+	var kept broker.Receipts
 	if s.receipts != nil {
-		delivered = s.delivered
+		delivered, kept = s.delivered, s.broker.(broker.Receipts)
 	}
 	s.hub = hub.New(hub.Config{
 		Delivered:       delivered,
+		Receipts:        kept,
 		Broker:          measure(s.broker, s.metrics),
 		Logger:          cfg.Logger,
 		PresenceRefresh: presenceRefresh,

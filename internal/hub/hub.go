@@ -128,6 +128,9 @@ type Config struct {
 	// speak the JSON protocol (those that can acknowledge it); never
 	// called with none. It must not block, and owns clients.
 	Delivered func(m broker.Message, clients []broker.ClientInfo)
+	// Receipts keeps acknowledgements and answers who acknowledged what;
+	// nil: no channel keeps receipts.
+	Receipts broker.Receipts
 }
 
 // Hub is one node's channel table. Its methods are safe for concurrent use.
@@ -139,6 +142,7 @@ type Hub struct {
 	tracer    *tracing.Tracer // nil: tracing off
 	occupied  func(channel string, occupied bool)
 	delivered func(m broker.Message, clients []broker.ClientInfo)
+	receipts  broker.Receipts // nil: no channel keeps receipts
 
 	mu       sync.RWMutex
 	channels map[string]*channel
@@ -305,6 +309,7 @@ func New(cfg Config) *Hub {
 		tracer:    cfg.Tracer,
 		occupied:  cfg.Occupied,
 		delivered: cfg.Delivered,
+		receipts:  cfg.Receipts,
 		stop:      make(chan struct{}),
 		done:      make(chan struct{}),
 
@@ -680,11 +685,10 @@ func (h *Hub) FilteredHistory(ctx context.Context, name string, q broker.History
 // does nothing.
 func (h *Hub) Ack(ctx context.Context, name string, c broker.ClientInfo, off broker.Offset) error {
 	opts := h.options(name)
-	r, ok := h.broker.(broker.Receipts)
-	if !opts.Receipts || !ok {
+	if !opts.Receipts || h.receipts == nil {
 		return nil
 	}
-	if err := r.Acked(ctx, name, bare(c), off, ReceiptKeep(opts)); err != nil {
+	if err := h.receipts.Acked(ctx, name, bare(c), off, ReceiptKeep(opts)); err != nil {
 		return fmt.Errorf("hub: record ack of %q: %w", name, err)
 	}
 	return nil
@@ -703,8 +707,7 @@ func ReceiptKeep(opts ChannelOptions) time.Duration {
 // node, and who of them acknowledged it. It is a not_found error where
 // the channel keeps no receipts, or history no longer holds off.
 func (h *Hub) Receipts(ctx context.Context, name string, off broker.Offset) (broker.ReceiptState, error) {
-	r, ok := h.broker.(broker.Receipts)
-	if !h.options(name).Receipts || !ok {
+	if !h.options(name).Receipts || h.receipts == nil {
 		return broker.ReceiptState{}, protocol.Errorf(protocol.CodeNotFound, "channel "+name+" keeps no receipts: turn them on in its namespace")
 	}
 	res, err := h.History(ctx, name, broker.HistoryQuery{Since: broker.Offset{Epoch: off.Epoch, Seq: off.Seq - 1}, Limit: 1})
@@ -714,7 +717,7 @@ func (h *Hub) Receipts(ctx context.Context, name string, off broker.Offset) (bro
 	if !res.Complete || len(res.Messages) == 0 || res.Messages[0].Offset != off {
 		return broker.ReceiptState{}, protocol.Errorf(protocol.CodeNotFound, "history no longer holds "+off.String())
 	}
-	st, _, err := r.Receipts(ctx, name, off)
+	st, _, err := h.receipts.Receipts(ctx, name, off)
 	if err != nil {
 		return st, fmt.Errorf("hub: read receipts of %q: %w", name, err)
 	}
