@@ -263,7 +263,7 @@ func TestConflationOnEveryBroker(t *testing.T) {
 				// The reader reads nothing until everything is published:
 				// it must not be closed for a write stalled meanwhile.
 				WriteTimeout: 10 * time.Minute,
-				Namespaces:    map[string]herald.Namespace{"ticks": {Overflow: herald.OverflowConflate, HistorySize: -1}, "plain": {HistorySize: -1}},
+				Namespaces:   map[string]herald.Namespace{"ticks": {Overflow: herald.OverflowConflate, HistorySize: -1}, "plain": {HistorySize: -1}},
 			})
 			conflating := stalledSubscriber(t, bases[1], "ticks:all")
 			cut := stalledSubscriber(t, bases[1], "plain:all")
@@ -291,6 +291,7 @@ func TestConflationOnEveryBroker(t *testing.T) {
 					}
 				}()
 			}
+
 			wg.Wait()
 			close(errs)
 			for err := range errs {
@@ -303,6 +304,9 @@ func TestConflationOnEveryBroker(t *testing.T) {
 				}
 				return nil
 			})
+			for _, c := range []*stalledConn{conflating, cut} {
+				c.reads() // a socket that takes few bytes would read for minutes
+			}
 			newest := map[string]int{}
 			for len(newest) < keys || !sameValues(newest, last) {
 				m := conflating.nextJSON(t)
@@ -351,10 +355,13 @@ func jsonFrames(t *testing.T, base string) *stalledConn {
 func stalledSubscriber(t *testing.T, base, channel string) *stalledConn {
 	t.Helper()
 	s := jsonFrames(t, base)
-	_ = s.c.(*net.TCPConn).SetReadBuffer(4096)
+	_ = s.c.(*net.TCPConn).SetReadBuffer(64 << 10)
 	s.call(t, fmt.Sprintf(`{"id":1,"op":"subscribe","channel":%q}`, channel))
 	return s
 }
+
+// reads gives the socket room again, for the reads to come.
+func (s *stalledConn) reads() { _ = s.c.(*net.TCPConn).SetReadBuffer(4 << 20) }
 
 // call sends a command and fails unless the next frame is its success.
 func (s *stalledConn) call(t *testing.T, cmd string) {
