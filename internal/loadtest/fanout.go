@@ -57,6 +57,16 @@ type fanoutResult struct {
 	ServerRSSKiB    int64             `json:"server_rss_kib,omitempty"`
 	Nodes           int               `json:"server_nodes,omitempty"` // processes in server_cores, with -node-pids
 	CPU             cpuUse            `json:"cpu"`
+	// Delivery options (fanout only); see options.go.
+	Filters int  `json:"filters,omitempty"`
+	Doc     bool `json:"doc,omitempty"`
+	Delta   bool `json:"delta,omitempty"`
+	// PayloadBytes are the bytes of the timed message pushes the
+	// subscribers read (WebSocket message payloads, JSONL lines, SSE event
+	// data); BytesPerDelivery is PayloadBytes / Received.
+	PayloadBytes     int64   `json:"payload_bytes"`
+	BytesPerDelivery float64 `json:"bytes_per_delivery"`
+	DeltaPushes      int64   `json:"delta_pushes,omitempty"` // of the timed pushes, those that were deltas
 }
 
 // fanoutFlags are the flags of the scenarios that fan messages out from
@@ -120,12 +130,17 @@ func runFanout(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	cm.register(fs, "fanout")
 	var ff fanoutFlags
 	ff.register(fs)
+	var opts optionFlags
+	opts.register(fs)
 	var subURLs string
 	fs.StringVar(&subURLs, "sub-urls", "", "comma-separated /ws endpoints the subscribers dial, spread round-robin (default: -url); the publisher uses -url")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if err := ff.check("fanout", fs); err != nil {
+		return err
+	}
+	if err := opts.check(cm.proto, ff.size); err != nil {
 		return err
 	}
 	t, err := cm.target()
@@ -137,17 +152,22 @@ func runFanout(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	var next atomic.Uint64
-	sc := fanoutScenario{name: "fanout", proto: t.proto, url: t.subscriberURL().String(),
+	sc := fanoutScenario{name: "fanout", proto: t.proto, url: t.subscriberURL().String(), options: opts,
 		subscribe: func(ctx context.Context, r *fanoutRun) (*subscriber, error) {
-			st := t
+			i := next.Add(1) - 1
+			st := *t
 			if len(subTargets) > 0 {
-				st = subTargets[(next.Add(1)-1)%uint64(len(subTargets))]
+				st = *subTargets[i%uint64(len(subTargets))]
 			}
+			st.subscribeFields = opts.subscribeFields(int(i))
 			c, err := st.subscribe(ctx, 4096, cm.dialTimeout)
 			if err != nil {
 				return nil, err
 			}
 			s := r.newSubscriber(c.close)
+			if opts.delta {
+				s.delta = &deltaState{}
+			}
 			go s.readWS(c, t.proto == "jsonl" || t.proto == "centrifugo")
 			return s, nil
 		}}
@@ -190,6 +210,8 @@ type fanoutScenario struct {
 	channels []string
 	// subscribe connects one subscriber, starts its reader and returns it.
 	subscribe func(ctx context.Context, r *fanoutRun) (*subscriber, error)
+	// options are the delivery options the run uses (fanout's flags).
+	options optionFlags
 }
 
 // runFanoutScenario dials ff.subs subscribers the scenario's way, then
@@ -198,7 +220,8 @@ type fanoutScenario struct {
 func runFanoutScenario(ctx context.Context, sc fanoutScenario, cm *common, t *target, ff fanoutFlags, stdout, stderr io.Writer) error {
 	name := sc.name
 	res := fanoutResult{Scenario: name, URL: sc.url, SubURLs: sc.subURLs, Proto: sc.proto, Subs: ff.subs,
-		Rate: ff.rate, Window: ff.window, DurationSeconds: ff.duration.Seconds(), Size: ff.size}
+		Rate: ff.rate, Window: ff.window, DurationSeconds: ff.duration.Seconds(), Size: ff.size,
+		Filters: sc.options.filters, Doc: sc.options.doc, Delta: sc.options.delta}
 	if ff.window > 0 {
 		res.Rate = 0
 	}
@@ -208,7 +231,10 @@ func runFanoutScenario(ctx context.Context, sc fanoutScenario, cm *common, t *ta
 			res.Nodes++
 		}
 	}
-	r := &fanoutRun{t: t, lat: new(histogram), ack: new(histogram), pending: map[uint64]pendingPub{}}
+	r := &fanoutRun{t: t, lat: new(histogram), ack: new(histogram), pending: map[uint64]pendingPub{}, options: sc.options}
+	if sc.options.doc {
+		r.doc = newDocument(ff.size)
+	}
 	r.channels = sc.channels
 	if len(r.channels) == 0 {
 		r.channels = []string{t.channel}
@@ -360,11 +386,16 @@ func runFanoutScenario(ctx context.Context, sc fanoutScenario, cm *common, t *ta
 		res.Received += s.distinct
 		res.Duplicates += s.dups
 		res.OutOfOrder += s.ooo
+		res.PayloadBytes += s.bytes
+		res.DeltaPushes += s.deltas
 		if s.distinct >= want {
 			res.SubsComplete++
 		}
 	}
 	res.Lost = res.Expected - res.Received
+	if res.Received > 0 {
+		res.BytesPerDelivery = round(float64(res.PayloadBytes)/float64(res.Received), 1)
+	}
 	if last := r.lastRecv.Load(); last > 0 && res.Received > 0 {
 		res.DeliveredPerSec = round(float64(res.Received)/time.Duration(last-pubStart.UnixNano()).Seconds(), 1)
 	}
@@ -386,6 +417,7 @@ func runFanoutScenario(ctx context.Context, sc fanoutScenario, cm *common, t *ta
 		{"delivered", fmt.Sprintf("%d of %d expected (%.0f msg/s)", res.Received, res.Expected, res.DeliveredPerSec)},
 		{"lost", fmt.Sprintf("%d (subscribers complete: %d/%d)", res.Lost, res.SubsComplete, res.Subscribed)},
 		{"duplicates / out of order", fmt.Sprintf("%d / %d", res.Duplicates, res.OutOfOrder)},
+		{"payload per delivery", fmt.Sprintf("%.1f bytes (%d delta pushes)", res.BytesPerDelivery, res.DeltaPushes)},
 		{"latency", fmt.Sprintf("p50 %.2fms  p90 %.2fms  p99 %.2fms  p99.9 %.2fms  max %.2fms  mean %.2fms",
 			res.P50Ms, res.P90Ms, res.P99Ms, res.P999Ms, res.MaxMs, res.MeanMs)},
 		{"publish ack", fmt.Sprintf("p50 %.2fms  p99 %.2fms", res.AckP50Ms, res.AckP99Ms)},
@@ -444,6 +476,9 @@ type fanoutRun struct {
 	closed   atomic.Int64 // subscribers the server closed
 	closing  atomic.Bool
 	once     sync.Once
+
+	options optionFlags
+	doc     *document // the data, with -doc; publishing goroutine only
 }
 
 // publish sends one publish carrying seq and the send time, padded to
@@ -469,18 +504,23 @@ func (r *fanoutRun) publish(seq uint64, ch int, size int, timed bool) error {
 		b.WriteString(strconv.FormatUint(id, 10))
 		b.WriteString(`,"op":"publish","channel":`)
 		b.WriteString(channel)
+		r.options.writeTags(&b, seq)
 		b.WriteString(`,"data":`)
 	}
-	dataStart := b.Len()
-	b.WriteString(`{"bench_ts":`)
-	b.WriteString(strconv.FormatInt(now.UnixNano(), 10))
-	b.WriteString(`,"bench_seq":`)
-	b.WriteString(strconv.FormatUint(seq, 10))
-	b.WriteString(`,"pad":"`)
-	if pad := size - (b.Len() - dataStart) - 2; pad > 0 {
-		b.WriteString(strings.Repeat("x", pad))
+	if r.doc != nil {
+		r.doc.write(&b, seq, now)
+	} else {
+		dataStart := b.Len()
+		b.WriteString(`{"bench_ts":`)
+		b.WriteString(strconv.FormatInt(now.UnixNano(), 10))
+		b.WriteString(`,"bench_seq":`)
+		b.WriteString(strconv.FormatUint(seq, 10))
+		b.WriteString(`,"pad":"`)
+		if pad := size - (b.Len() - dataStart) - 2; pad > 0 {
+			b.WriteString(strings.Repeat("x", pad))
+		}
+		b.WriteString(`"}`)
 	}
-	b.WriteString(`"}`)
 	switch r.t.proto {
 	case "ws":
 	case "centrifugo":
@@ -643,6 +683,9 @@ type subscriber struct {
 	dups     int64
 	ooo      int64
 	maxSeq   uint64
+	bytes    int64       // payload bytes of the timed pushes
+	delta    *deltaState // set for a subscription with deltas
+	deltas   int64       // timed pushes that were deltas
 }
 
 // newSubscriber returns a subscriber whose connection close closes; its
@@ -696,9 +739,23 @@ func (s *subscriber) readWS(c *wsConn, jsonl bool) {
 }
 
 // handle tallies one message; frames without the bench fields (replies,
-// the welcome) are ignored.
+// the welcome) are ignored. A subscription with deltas rebuilds the
+// message's data first, and a push it cannot rebuild is an error.
 func (s *subscriber) handle(msg []byte, now int64) {
-	seq, ok := numberAfter(msg, keySeq)
+	data, delta := msg, false
+	if s.delta != nil {
+		var ok bool
+		var err error
+		data, delta, ok, err = s.delta.rebuild(msg)
+		if err != nil {
+			s.r.errs.add("delta", err)
+			return
+		}
+		if !ok {
+			return
+		}
+	}
+	seq, ok := numberAfter(data, keySeq)
 	if !ok {
 		return
 	}
@@ -706,9 +763,13 @@ func (s *subscriber) handle(msg []byte, now int64) {
 		s.ready.Store(true)
 		return
 	}
-	ts, ok := numberAfter(msg, keyTS)
+	ts, ok := numberAfter(data, keyTS)
 	if !ok {
 		return
+	}
+	s.bytes += int64(len(msg))
+	if delta {
+		s.deltas++
 	}
 	s.r.lat.add(time.Duration(now - int64(ts)))
 	s.r.lastRecv.Store(now)

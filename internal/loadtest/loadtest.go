@@ -10,7 +10,8 @@
 //     rate; every message carries its send time and a sequence number, so
 //     each subscriber measures latency, loss, duplicates and order.
 //     -sub-urls spreads the subscribers over other nodes than the
-//     publisher's, to measure fan-out through a shared broker.
+//     publisher's, to measure fan-out through a shared broker. -filters
+//     and -delta measure herald's delivery options (see options.go).
 //   - sse: fanout with Server-Sent Events streams (GET /sse?channel=C, one
 //     HTTP/1.1 connection each) as the subscribers; the publisher still
 //     speaks WebSocket.
@@ -131,6 +132,9 @@ type target struct {
 	proto       string
 	subprotocol string
 	channel     string
+	// subscribeFields are members added to herald's subscribe command,
+	// such as a filter: `,"delta":"fossil"`.
+	subscribeFields string
 }
 
 func (c *common) target() (*target, error) {
@@ -204,7 +208,7 @@ func (t *target) subscribe(ctx context.Context, readBuf int, timeout time.Durati
 	case "centrifugo":
 		err = t.command(ctx, c, `{"id":2,"subscribe":{"channel":`+quote(t.channel)+`}}`, 2)
 	default:
-		err = t.command(ctx, c, `{"id":1,"op":"subscribe","channel":`+quote(t.channel)+`}`, 1)
+		err = t.command(ctx, c, `{"id":1,"op":"subscribe","channel":`+quote(t.channel)+t.subscribeFields+`}`, 1)
 	}
 	if err != nil {
 		_ = c.nc.Close()

@@ -4,7 +4,12 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -15,10 +20,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/centrifugal/fdelta"
 	"github.com/coder/websocket"
 
 	"github.com/heraldhq/herald"
 	"github.com/heraldhq/herald/heraldtest"
+	"github.com/heraldhq/herald/internal/filter"
 )
 
 // runBench runs `herald bench args…` against a fresh in-process server and
@@ -26,10 +33,17 @@ import (
 func runBench(t *testing.T, args ...string) map[string]any {
 	t.Helper()
 	_, hs := heraldtest.NewServer(t, herald.Config{PublishRate: -1}) // the tool publishes from one connection
+	return runBenchAt(t, heraldtest.WSURL(hs.URL, "/ws"), args...)
+}
+
+// runBenchAt runs `herald bench args… -url url` and decodes the JSON line
+// it prints last.
+func runBenchAt(t *testing.T, url string, args ...string) map[string]any {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	var stdout, stderr bytes.Buffer
-	args = append(args, "-url", heraldtest.WSURL(hs.URL, "/ws"))
+	args = append(args, "-url", url)
 	if err := Run(ctx, args, &stdout, &stderr); err != nil {
 		t.Fatalf("bench %v: %v\nstdout:\n%s\nstderr:\n%s", args, err, &stdout, &stderr)
 	}
@@ -166,6 +180,12 @@ func TestRunRefusesBadInput(t *testing.T) {
 		{"fanout", "-node-pids", "1,x"},
 		{"sse", "-subs", "0"},
 		{"sse", "-proto", "raw"},
+		{"fanout", "-filters", "-1"},
+		{"fanout", "-filters", "4", "-delta"}, // the contract refuses delta with filter
+		{"fanout", "-filters", "4", "-proto", "raw"},
+		{"fanout", "-delta", "-proto", "centrifugo"},
+		{"fanout", "-delta", "-size", "1000"}, // no room for the document
+		{"fanout", "-doc", "-size", "128"},
 	} {
 		if err := Run(ctx, args, &bytes.Buffer{}, &bytes.Buffer{}); err == nil {
 			t.Errorf("%v: no error", args)
@@ -300,5 +320,292 @@ func TestChurn(t *testing.T) {
 	res := runBench(t, "churn", "-duration", "500ms", "-c", "4", "-pid", strconv.Itoa(os.Getpid()))
 	if res["cycles"].(float64) < 10 || res["errors"] != 0.0 || res["connect_p99_ms"].(float64) <= 0 {
 		t.Fatalf("result %v", res)
+	}
+}
+
+// recorder is a TCP proxy in front of a server that keeps the text of
+// every WebSocket message a client sends through it, so a test can see
+// the commands the tool really sent.
+type recorder struct {
+	mu   sync.Mutex
+	sent []string
+}
+
+// recordCommands starts a recorder in front of upstream (host:port) and
+// returns its address.
+func recordCommands(t *testing.T, upstream string) (string, *recorder) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	rec := &recorder{}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go rec.forward(c, upstream)
+		}
+	}()
+	return ln.Addr().String(), rec
+}
+
+// forward copies c to upstream and back, decoding what c sends: an HTTP
+// upgrade, then masked frames.
+func (rec *recorder) forward(c net.Conn, upstream string) {
+	defer c.Close()
+	u, err := net.Dial("tcp", upstream)
+	if err != nil {
+		return
+	}
+	defer u.Close()
+	go func() {
+		_, _ = io.Copy(c, u)
+		_ = c.Close()
+	}()
+	r := bufio.NewReader(io.TeeReader(c, u))
+	if _, err := http.ReadRequest(r); err != nil {
+		return
+	}
+	for {
+		var h [14]byte
+		if _, err := io.ReadFull(r, h[:2]); err != nil {
+			return
+		}
+		n, hl := uint64(h[1]&0x7F), 2
+		switch n {
+		case 126:
+			hl = 4
+		case 127:
+			hl = 10
+		}
+		if _, err := io.ReadFull(r, h[2:hl+4]); err != nil {
+			return
+		}
+		switch n {
+		case 126:
+			n = uint64(binary.BigEndian.Uint16(h[2:4]))
+		case 127:
+			n = binary.BigEndian.Uint64(h[2:10])
+		}
+		p := make([]byte, n)
+		if _, err := io.ReadFull(r, p); err != nil {
+			return
+		}
+		for i := range p {
+			p[i] ^= h[hl+i%4]
+		}
+		if h[0]&0x0F == opText {
+			rec.mu.Lock()
+			rec.sent = append(rec.sent, string(p))
+			rec.mu.Unlock()
+		}
+	}
+}
+
+// commands returns the commands sent with op, decoded.
+func (rec *recorder) commands(t *testing.T, op string) []map[string]json.RawMessage {
+	t.Helper()
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	var out []map[string]json.RawMessage
+	for _, s := range rec.sent {
+		var c map[string]json.RawMessage
+		if err := json.Unmarshal([]byte(s), &c); err != nil {
+			t.Fatalf("command %.80q: %v", s, err)
+		}
+		if string(c["op"]) == quote(op) {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// -filters N: the subscribers ask for N distinct filters, each of which
+// passes only its own group's tag g and every message tagged all; the
+// publisher tags every message with both, so each message still reaches
+// every subscriber.
+func TestFanoutFilters(t *testing.T) {
+	for _, proto := range []string{"json", "jsonl"} {
+		t.Run("proto="+proto, func(t *testing.T) {
+			_, hs := heraldtest.NewServer(t, herald.Config{PublishRate: -1})
+			addr, rec := recordCommands(t, hs.Listener.Addr().String())
+			res := runBenchAt(t, "ws://"+addr+"/ws", "fanout", "-subs", "12", "-filters", "4",
+				"-rate", "100", "-duration", "500ms", "-proto", proto)
+			published := res["published"].(float64)
+			if published < 40 || res["acked"] != published || res["filters"] != 4.0 || res["errors"] != 0.0 {
+				t.Fatalf("result %v", res)
+			}
+			if res["lost"] != 0.0 || res["received"] != published*12 || res["subs_complete"] != 12.0 {
+				t.Fatalf("want every message delivered to every filtered subscriber: %v", res)
+			}
+
+			subs := rec.commands(t, "subscribe")
+			if len(subs) != 12 {
+				t.Fatalf("%d subscribe commands, want 12", len(subs))
+			}
+			perKey := map[string]int{}
+			for _, c := range subs {
+				f, err := filter.Parse(c["filter"])
+				if err != nil {
+					t.Fatalf("subscribe %v: %v", c, err)
+				}
+				perKey[f.Key()]++
+				// Without the all tag a filter passes one group of the four.
+				var groups []string
+				for g := range 4 {
+					if f.Match(map[string]string{"g": strconv.Itoa(g)}) {
+						groups = append(groups, strconv.Itoa(g))
+					}
+				}
+				if len(groups) != 1 || !f.Match(map[string]string{"g": "9", "all": "1"}) {
+					t.Fatalf("filter %s passes groups %v alone and all? %v", c["filter"], groups, f.Match(map[string]string{"all": "1"}))
+				}
+			}
+			if len(perKey) != 4 {
+				t.Fatalf("%d distinct filters, want 4: %v", len(perKey), perKey)
+			}
+			for k, n := range perKey {
+				if n != 3 {
+					t.Fatalf("filter %s has %d subscribers, want 3", k, n)
+				}
+			}
+
+			groups := map[string]int{}
+			for _, c := range rec.commands(t, "publish") {
+				var tags map[string]string
+				if err := json.Unmarshal(c["tags"], &tags); err != nil || tags["all"] == "" || len(tags) != 2 {
+					t.Fatalf("publish tags %s: %v", c["tags"], err)
+				}
+				groups[tags["g"]]++
+			}
+			if len(groups) != 4 || groups["0"] < 10 || groups["3"] < 10 {
+				t.Fatalf("publishes per group %v, want the four cycled", groups)
+			}
+		})
+	}
+}
+
+// -doc publishes a document in which one field changes per message; with
+// -delta the subscribers ask for Fossil deltas and rebuild every push, so
+// far fewer bytes arrive per delivery for the same deliveries.
+func TestFanoutDelta(t *testing.T) {
+	const size = 4096
+	bytesPer := map[string]float64{}
+	for _, mode := range []string{"-doc", "-delta"} {
+		t.Run(mode, func(t *testing.T) {
+			res := runBench(t, "fanout", "-subs", "5", mode, "-size", strconv.Itoa(size),
+				"-rate", "100", "-duration", "500ms", "-proto", "jsonl")
+			published := res["published"].(float64)
+			if published < 40 || res["acked"] != published || res["errors"] != 0.0 || res["doc"] != true {
+				t.Fatalf("result %v", res)
+			}
+			if res["lost"] != 0.0 || res["received"] != published*5 || res["duplicates"] != 0.0 || res["out_of_order"] != 0.0 {
+				t.Fatalf("result %v", res)
+			}
+			per := res["bytes_per_delivery"].(float64)
+			if got := per * res["received"].(float64); math.Abs(got-res["payload_bytes"].(float64)) > res["received"].(float64) {
+				t.Fatalf("bytes_per_delivery %v × received ≠ payload_bytes %v", per, res["payload_bytes"])
+			}
+			bytesPer[mode] = per
+			deltas, _ := res["delta_pushes"].(float64)
+			switch mode {
+			case "-delta":
+				// Every timed push follows the warm-up: each one a delta.
+				if res["delta"] != true || deltas != res["received"] {
+					t.Fatalf("delta pushes %v of %v received: %v", deltas, res["received"], res)
+				}
+			default:
+				if per < size || deltas != 0 || res["delta"] != nil {
+					t.Fatalf("whole documents: %v bytes per delivery, %v delta pushes", per, deltas)
+				}
+			}
+		})
+	}
+	if bytesPer["-delta"]*10 > bytesPer["-doc"] {
+		t.Fatalf("bytes per delivery: %v with deltas, %v without: want a tenth or less", bytesPer["-delta"], bytesPer["-doc"])
+	}
+}
+
+// A delta subscriber rebuilds each push from the one before; a delta that
+// does not apply to what it has is an error, not a delivery.
+func TestDeltaRebuild(t *testing.T) {
+	d := newDocument(2048)
+	var docs [][]byte
+	for seq := range uint64(4) {
+		var b bytes.Buffer
+		d.write(&b, seq, time.Unix(0, int64(1e18+seq)))
+		docs = append(docs, b.Bytes())
+	}
+	whole := func(doc []byte) []byte {
+		return []byte(`{"op":"message","channel":"c","offset":"1-a","data":` + string(doc) + `}`)
+	}
+	deltaPush := func(from, to []byte) []byte {
+		return []byte(`{"op":"message","channel":"c","offset":"1-a","data":` + quote(string(fdelta.Create(from, to))) + `,"delta":true}`)
+	}
+	r := &fanoutRun{lat: new(histogram)}
+	s := r.newSubscriber(func() {})
+	s.delta = &deltaState{}
+
+	s.handle([]byte(`{"id":1,"ok":true}`), 0)
+	s.handle(deltaPush(docs[0], docs[1]), 0) // nothing to apply it to
+	if r.errs.n.Load() != 1 || s.distinct != 0 {
+		t.Fatalf("a delta before any whole push: errors %d, delivered %d", r.errs.n.Load(), s.distinct)
+	}
+	// The subscriber has message 1 with another value in f10; the delta
+	// from the real message 1 copies f10 from what it has.
+	other := bytes.Clone(docs[1])
+	i := bytes.Index(other, []byte(`"f10":"`)) + len(`"f10":"`)
+	copy(other[i:], "ZZZZZ")
+	s.handle(whole(other), 0)
+	s.handle(deltaPush(docs[1], docs[2]), 0)
+	if r.errs.n.Load() != 2 || s.distinct != 1 {
+		t.Fatalf("a delta against the wrong base: errors %d, delivered %d", r.errs.n.Load(), s.distinct)
+	}
+	s.handle(whole(docs[2]), 0)
+	s.handle(deltaPush(docs[2], docs[3]), 0)
+	if r.errs.n.Load() != 2 || s.distinct != 3 || s.deltas != 1 || s.maxSeq != 3 || !bytes.Equal(s.delta.base, docs[3]) {
+		t.Fatalf("errors %d, delivered %d, deltas %d, last seq %d", r.errs.n.Load(), s.distinct, s.deltas, s.maxSeq)
+	}
+	if want := int64(len(whole(other)) + len(whole(docs[2])) + len(deltaPush(docs[2], docs[3]))); s.bytes != want {
+		t.Fatalf("payload bytes %d, want %d", s.bytes, want)
+	}
+}
+
+// A document is exactly its size, valid JSON of the bench fields and 64
+// more, and each message changes one of those 64 besides the bench fields.
+func TestDocument(t *testing.T) {
+	for _, size := range []int{minDocSize, 4096, 65536} {
+		d := newDocument(size)
+		var prev map[string]any
+		for _, seq := range []uint64{0, 1, 2, 9, 10, 64, 65, 99999, 100000, 1<<63 + 5} {
+			var b bytes.Buffer
+			d.write(&b, seq, time.Unix(0, 1_700_000_000_000_000_000+int64(seq%1000)))
+			if b.Len() != size {
+				t.Fatalf("size %d, seq %d: %d bytes", size, seq, b.Len())
+			}
+			var doc map[string]any
+			if err := json.Unmarshal(b.Bytes(), &doc); err != nil {
+				t.Fatalf("size %d, seq %d: %v\n%s", size, seq, err, b.Bytes())
+			}
+			if got, ok := numberAfter(b.Bytes(), keySeq); !ok || got != seq || len(doc) != docFields+2 {
+				t.Fatalf("size %d, seq %d: bench_seq %d, %d fields", size, seq, got, len(doc))
+			}
+			if prev != nil {
+				var changed []string
+				for k, v := range doc {
+					if k != "bench_ts" && k != "bench_seq" && k != fmt.Sprintf("f%02d", docFields-1) && prev[k] != v {
+						changed = append(changed, k)
+					}
+				}
+				if want := fmt.Sprintf("f%02d", seq%docFields); seq%docFields != docFields-1 && !slices.Equal(changed, []string{want}) {
+					t.Fatalf("size %d, seq %d: fields %v changed, want %s", size, seq, changed, want)
+				}
+			}
+			prev = doc
+		}
 	}
 }
