@@ -35,3 +35,4 @@ fuzz:
 	go test -run=NONE -fuzz=FuzzVerify -fuzztime=$(FUZZTIME) ./internal/auth
 	go test -run=NONE -fuzz=FuzzFrames -fuzztime=$(FUZZTIME) ./internal/transport/ws
 	go test -run=NONE -fuzz=FuzzMessages -fuzztime=$(FUZZTIME) ./internal/transport/ws
+	go test -run=NONE -fuzz=FuzzParse -fuzztime=$(FUZZTIME) ./internal/filter
