@@ -34,7 +34,6 @@ import (
 	"github.com/heraldhq/herald/broker/memory"
 	jsclient "github.com/heraldhq/herald/clients/js"
 	"github.com/heraldhq/herald/internal/auth"
-	"github.com/heraldhq/herald/internal/filter"
 	"github.com/heraldhq/herald/internal/hub"
 	"github.com/heraldhq/herald/internal/metrics"
 	"github.com/heraldhq/herald/internal/notifier"
@@ -454,12 +453,6 @@ func (s *Server) Publish(ctx context.Context, channel string, data any, opts ...
 	p := broker.Publication{Data: raw}
 	for _, o := range opts {
 		o(&p)
-	}
-	if err := filter.ValidateTags(p.Tags); err != nil {
-		return "", err
-	}
-	if err := filter.ValidateKey(p.Key); err != nil {
-		return "", err
 	}
 	off, err := s.hub.Publish(ctx, channel, p)
 	if err != nil {

@@ -31,7 +31,7 @@ func (s *Server) newReceipts() (*receipts.Keeper, error) {
 		Receipts: r,
 		Rules: func(channel string) (time.Duration, time.Duration) {
 			rules := s.cfg.rules(channel)
-			return rules.receiptTimeout, hub.ReceiptKeep(hub.ChannelOptions{History: rules.history})
+			return rules.receiptTimeout, hub.ReceiptKeep(rules.history)
 		},
 		Undelivered: s.reportUndelivered,
 		Logger:      s.cfg.Logger,

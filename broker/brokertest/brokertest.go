@@ -764,9 +764,9 @@ type presenceEvent struct {
 func samePresenceEvent(a, b presenceEvent) bool { return a.op == b.op && sameClient(a.c, b.c) }
 
 // sameClient reports whether a and b name the same client with the same
-// user and info.
+// user, transport and info.
 func sameClient(a, b broker.ClientInfo) bool {
-	return a.Client == b.Client && a.User == b.User && string(a.Info) == string(b.Info)
+	return a.Client == b.Client && a.User == b.User && a.Transport == b.Transport && string(a.Info) == string(b.Info)
 }
 
 // recorder is the suite's Handler: it records every call and whether calls

@@ -2,8 +2,6 @@ package redis
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 
 	goredis "github.com/redis/go-redis/v9"
@@ -49,9 +47,10 @@ return {occ, 1}
 
 // Occupy implements broker.Occupancy.
 func (b *Broker) Occupy(ctx context.Context, channel, node string) (string, bool, error) {
-	var id [8]byte
-	_, _ = rand.Read(id[:])
-	res, err := occupyScript.Run(ctx, b.client, []string{b.key(channel, "occ:nodes"), b.key(channel, "occ")}, node, hex.EncodeToString(id[:])).Slice()
+	// On the publisher, which never sends a command twice: a retry of an
+	// occupy whose reply was lost would find the occupation made and
+	// never announce it.
+	res, err := occupyScript.Run(ctx, b.publisher, []string{b.key(channel, "occ:nodes"), b.key(channel, "occ")}, node, newID()).Slice()
 	if err != nil {
 		return "", false, b.wrap(ctx, "occupy "+channel, err)
 	}
@@ -74,7 +73,8 @@ func (b *Broker) Vacate(ctx context.Context, channel, node string) (bool, error)
 
 // AnnounceVacant implements broker.Occupancy.
 func (b *Broker) AnnounceVacant(ctx context.Context, channel string) (string, bool, error) {
-	res, err := announceVacantScript.Run(ctx, b.client, []string{b.key(channel, "occ:nodes"), b.key(channel, "occ")}).Slice()
+	// Never twice, as Occupy: a retry would find nothing to announce.
+	res, err := announceVacantScript.Run(ctx, b.publisher, []string{b.key(channel, "occ:nodes"), b.key(channel, "occ")}).Slice()
 	if err != nil {
 		return "", false, b.wrap(ctx, "announce "+channel+" vacant", err)
 	}

@@ -2,8 +2,6 @@ package redis
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"strconv"
 	"strings"
@@ -130,11 +128,9 @@ func (b *Broker) Push(ctx context.Context, queue, key string, data []byte) error
 
 // Take implements broker.Queue.
 func (b *Broker) Take(ctx context.Context, queue string, limit int, lease time.Duration) ([]broker.QueueItem, error) {
-	var tag [8]byte
-	_, _ = rand.Read(tag[:])
 	res, err := queueTakeScript.Run(ctx, b.publisher,
 		[]string{b.queueKey(queue, "ready"), b.queueKey(queue, "lease"), b.queueKey(queue, "attempts")},
-		limit, max(lease.Milliseconds(), 1), b.queueKey(queue, "items:"), hex.EncodeToString(tag[:])+"-",
+		limit, max(lease.Milliseconds(), 1), b.queueKey(queue, "items:"), newID()+"-",
 	).Slice()
 	if err != nil {
 		return nil, b.wrap(ctx, "queue "+queue+": take", err)

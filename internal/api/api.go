@@ -326,12 +326,6 @@ func decodePublish(b []byte) (publishRequest, *protocol.Error) {
 	if req.Data == nil {
 		return req, protocol.Errorf(protocol.CodeBadRequest, "data is required")
 	}
-	if err := filter.ValidateTags(req.Tags); err != nil {
-		return req, protocol.Public(err, nil)
-	}
-	if err := filter.ValidateKey(req.Key); err != nil {
-		return req, protocol.Public(err, nil)
-	}
 	var buf bytes.Buffer
 	if err := json.Compact(&buf, req.Data); err != nil {
 		return req, protocol.Errorf(protocol.CodeBadRequest, "malformed data")

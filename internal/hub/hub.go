@@ -39,6 +39,7 @@ import (
 	"time"
 
 	"github.com/heraldhq/herald/broker"
+	"github.com/heraldhq/herald/internal/filter"
 	"github.com/heraldhq/herald/internal/protocol"
 	"github.com/heraldhq/herald/internal/tracing"
 )
@@ -89,6 +90,10 @@ type SubscribeOptions struct {
 	// follows its previous one with is sent as a delta against it when
 	// that is smaller (Delivery.Delta).
 	Delta bool
+	// Acks marks a subscriber that can acknowledge messages (the JSON
+	// protocol): in a channel with receipts, it is among the recipients
+	// the hub reports (Config.Delivered).
+	Acks bool
 }
 
 // Filter is a subscription's tag filter. Subscribers of a channel whose
@@ -125,8 +130,9 @@ type Config struct {
 	Occupied func(channel string, occupied bool)
 	// Delivered, when set, is told of each message fanned out live in a
 	// channel with Receipts, with the subscribers it was handed to that
-	// speak the JSON protocol (those that can acknowledge it); never
-	// called with none. It must not block, and owns clients.
+	// can acknowledge it (SubscribeOptions.Acks); never called with none.
+	// It is called under the channel's lock: it must not block, and owns
+	// clients.
 	Delivered func(m broker.Message, clients []broker.ClientInfo)
 	// Receipts keeps acknowledgements and answers who acknowledged what;
 	// nil: no channel keeps receipts.
@@ -234,6 +240,7 @@ type entry struct {
 	cu     *catchup
 	filter *sharedFilter
 	delta  bool
+	acks   bool
 	last   broker.Offset
 }
 
@@ -279,6 +286,7 @@ func (ch *channel) addOptionsLocked(e *entry, o SubscribeOptions) {
 		e.delta = true
 		ch.deltas++
 	}
+	e.acks = o.Acks
 }
 
 // dropOptionsLocked undoes addOptionsLocked for an entry that leaves.
@@ -625,8 +633,15 @@ func (h *Hub) dropIfUnusedLocked(ch *channel) {
 }
 
 // Publish publishes p to channel with the channel's history options and
-// returns the offset the broker assigned.
+// returns the offset the broker assigned. Tags or a key over the
+// contract's limits are a bad_request, whoever publishes.
 func (h *Hub) Publish(ctx context.Context, name string, p broker.Publication) (broker.Offset, error) {
+	if err := filter.ValidateTags(p.Tags); err != nil {
+		return broker.Offset{}, err
+	}
+	if err := filter.ValidateKey(p.Key); err != nil {
+		return broker.Offset{}, err
+	}
 	if h.tracer != nil {
 		return h.publishTraced(ctx, name, p)
 	}
@@ -688,7 +703,7 @@ func (h *Hub) Ack(ctx context.Context, name string, c broker.ClientInfo, off bro
 	if !opts.Receipts || h.receipts == nil {
 		return nil
 	}
-	if err := h.receipts.Acked(ctx, name, bare(c), off, ReceiptKeep(opts)); err != nil {
+	if err := h.receipts.Acked(ctx, name, bare(c), off, ReceiptKeep(opts.History)); err != nil {
 		return fmt.Errorf("hub: record ack of %q: %w", name, err)
 	}
 	return nil
@@ -696,9 +711,9 @@ func (h *Hub) Ack(ctx context.Context, name string, c broker.ClientInfo, off bro
 
 // ReceiptKeep is how long a channel's receipts are kept: as long as its
 // history keeps a message, or a day where only its size bounds history.
-func ReceiptKeep(opts ChannelOptions) time.Duration {
-	if opts.History.TTL > 0 {
-		return opts.History.TTL
+func ReceiptKeep(history broker.HistoryOptions) time.Duration {
+	if history.TTL > 0 {
+		return history.TTL
 	}
 	return 24 * time.Hour
 }
@@ -876,18 +891,22 @@ func (ch *channel) fanOutLocked(m broker.Message, tr *tracing.Tracer, delivered 
 	var (
 		delta      *Delivery // d as a delta, made for the first subscriber that can take one
 		recipients []broker.ClientInfo
-		receipts   = ch.opts.Receipts && delivered != nil
 	)
+	receipts := ch.opts.Receipts && delivered != nil
+	if receipts {
+		recipients = make([]broker.ClientInfo, 0, len(ch.subs))
+	}
 	handed := 0
 	for sub, e := range ch.subs {
 		switch {
+		case e.filter != nil && !e.filter.match(ch.fanOuts, m.Tags):
+			// Not for this subscriber, live or in its catch-up.
+			continue
 		case e.cu != nil:
 			e.cu.bufferLocked(sub, m)
 			continue
 		case m.Offset.Epoch == e.from.Epoch && m.Offset.Seq <= e.from.Seq:
 			// From before the subscriber's start: it has it, or asked not to.
-			continue
-		case e.filter != nil && !e.filter.match(ch.fanOuts, m.Tags):
 			continue
 		case e.delta && ch.prevData != nil && e.last == ch.prev && !m.Binary:
 			if delta == nil {
@@ -901,7 +920,7 @@ func (ch *channel) fanOutLocked(m broker.Message, tr *tracing.Tracer, delivered 
 			e.last = m.Offset
 		}
 		handed++
-		if receipts && e.info.Transport == TransportJSON {
+		if receipts && e.acks {
 			recipients = append(recipients, bare(e.info))
 		}
 	}
@@ -919,10 +938,6 @@ func (ch *channel) fanOutLocked(m broker.Message, tr *tracing.Tracer, delivered 
 		delivered(m, recipients)
 	}
 }
-
-// TransportJSON is ClientInfo.Transport for a client of the JSON
-// protocol, the only kind that can acknowledge messages.
-const TransportJSON = "websocket"
 
 // holdLocked keeps a live message until the repair in progress ends.
 func (ch *channel) holdLocked(m broker.Message) {

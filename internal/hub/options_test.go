@@ -72,7 +72,8 @@ func newOptionsHub(t *testing.T, opts hub.ChannelOptions, delivered func(broker.
 
 func subscribeWith(t *testing.T, h *hub.Hub, sub hub.Subscriber, client, channel string, since *broker.Offset, so hub.SubscribeOptions) {
 	t.Helper()
-	info := broker.ClientInfo{Client: client, Transport: hub.TransportJSON}
+	info := broker.ClientInfo{Client: client}
+	so.Acks = true
 	if err := h.SubscribeWith(context.Background(), sub, info, channel, since, so, func(hub.SubscribeResult) {}); err != nil {
 		t.Fatal(err)
 	}
@@ -230,6 +231,9 @@ func TestDeltaNotSmallerGoesWhole(t *testing.T) {
 	subscribeWith(t, h, c, "c", "n", nil, hub.SubscribeOptions{Delta: true})
 	publishTagged(t, h, "n", `1`, nil)
 	publishTagged(t, h, "n", `2`, nil)
+	if n := len(c.deliveries()); n != 2 {
+		t.Fatalf("%d deliveries, want 2", n)
+	}
 	for i, d := range c.deliveries() {
 		if d.Delta() {
 			t.Fatalf("message %d went as a delta, larger than its data", i)

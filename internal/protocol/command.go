@@ -59,7 +59,7 @@ type Command struct {
 	Method string
 	// Tags and Key are a publish's tags and conflation key (v1.1); nil
 	// and "" when not given. Their limits are checked by whoever
-	// publishes (filter.ValidateTags), as for the server API.
+	// publishes (hub.Publish), as for the server API.
 	Tags map[string]string
 	Key  string
 	// Filter is a subscribe's or history's tag filter, as sent (nil when

@@ -38,6 +38,12 @@ var seedFrames = []string{
 	`{"id":17,"op":"refresh","token":"a.b.c"}`,
 	`{"id":18,"op":"rpc","method":"get_user","data":{"id":7}}`,
 	`{"id":19,"op":"rpc","method":"now"}`,
+	`{"id":20,"op":"publish","channel":"p","data":1,"tags":{"sym":"AAPL","x":""},"key":"AAPL"}`,
+	`{"id":21,"op":"subscribe","channel":"p","filter":{"any":[{"tag":"sym","in":["A","B"]},{"not":{"tag":"x","exists":true}}]}}`,
+	`{"id":22,"op":"subscribe","channel":"doc","delta":"fossil","since":""}`,
+	`{"id":23,"op":"history","channel":"p","filter":{"tag":"a","eq":"b"},"limit":2}`,
+	`{"id":24,"op":"ack","channel":"orders:1","offset":"7-e1"}`,
+	`{"id":25,"op":"publish","channel":"a","data":1,"traceparent":"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}`,
 }
 
 func FuzzDecodeCommand(f *testing.F) {
@@ -81,9 +87,12 @@ func checkCommand(t *testing.T, frame []byte, c Command) {
 		if (c.Op == OpRefresh) != (c.Token != "") {
 			t.Fatalf("%s with token %q", c.Op, c.Token)
 		}
-	case OpSubscribe, OpUnsubscribe, OpPublish, OpHistory, OpPresence:
+	case OpSubscribe, OpUnsubscribe, OpPublish, OpHistory, OpPresence, OpAck:
 		if !ValidChannel(c.Channel) {
 			t.Fatalf("DecodeCommand(%q) accepted channel %q", frame, c.Channel)
+		}
+		if (c.Op == OpAck) == c.Offset.IsZero() {
+			t.Fatalf("%s with offset %q", c.Op, c.Offset.String())
 		}
 	case OpRPC:
 		if c.Method == "" || c.Channel != "" || c.Data == nil {
@@ -114,6 +123,15 @@ func checkCommand(t *testing.T, frame []byte, c Command) {
 	}
 	if c.Limit < -1 || (c.Limit >= 0 && c.Op != OpHistory) {
 		t.Fatalf("%s has limit %d", c.Op, c.Limit)
+	}
+	if (c.Tags != nil || c.Key != "") && c.Op != OpPublish {
+		t.Fatalf("%s carries tags or a key", c.Op)
+	}
+	if c.Filter != nil && c.Op != OpSubscribe && c.Op != OpHistory {
+		t.Fatalf("%s carries a filter", c.Op)
+	}
+	if c.Delta != "" && (c.Op != OpSubscribe || c.Delta != DeltaFossil || c.Filter != nil) {
+		t.Fatalf("%s carries delta %q (filter %s)", c.Op, c.Delta, c.Filter)
 	}
 }
 
@@ -147,6 +165,27 @@ func encodeCommand(c Command) []byte {
 	if c.Data != nil {
 		b.WriteString(`,"data":`)
 		b.Write(c.Data)
+	}
+	if c.Traceparent != "" {
+		b.WriteString(`,"traceparent":` + q(c.Traceparent))
+	}
+	if c.Tags != nil {
+		tags, _ := json.Marshal(c.Tags)
+		b.WriteString(`,"tags":`)
+		b.Write(tags)
+	}
+	if c.Key != "" {
+		b.WriteString(`,"key":` + q(c.Key))
+	}
+	if c.Filter != nil {
+		b.WriteString(`,"filter":`)
+		b.Write(c.Filter)
+	}
+	if c.Delta != "" {
+		b.WriteString(`,"delta":` + q(c.Delta))
+	}
+	if !c.Offset.IsZero() {
+		b.WriteString(`,"offset":` + q(c.Offset.String()))
 	}
 	b.WriteByte('}')
 	return []byte(b.String())

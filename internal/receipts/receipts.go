@@ -46,7 +46,8 @@ type Keeper struct {
 	waiting chan delivery
 	ctx     context.Context
 	cancel  context.CancelFunc
-	wg      sync.WaitGroup
+	records sync.WaitGroup // the recorders, which end once waiting is drained
+	checks  sync.WaitGroup // the due loop, which ends on cancel
 }
 
 // delivery is one message's recipients on this node, waiting to be
@@ -83,10 +84,11 @@ func New(cfg Config) *Keeper {
 
 // Start starts recording and checking.
 func (k *Keeper) Start() {
-	k.wg.Add(recorders + 1)
+	k.records.Add(recorders)
 	for range recorders {
 		go k.recordLoop()
 	}
+	k.checks.Add(1)
 	go k.dueLoop()
 }
 
@@ -100,22 +102,24 @@ func (k *Keeper) Stop(ctx context.Context) {
 	k.stopped = true
 	close(k.waiting)
 	k.mu.Unlock()
-	done := make(chan struct{})
+	recorded := make(chan struct{})
 	go func() {
-		k.wg.Wait()
-		close(done)
+		k.records.Wait()
+		close(recorded)
 	}()
 	select {
-	case <-done:
+	case <-recorded:
 	case <-ctx.Done():
 	}
-	k.cancel()
-	<-done
+	k.cancel() // ends the due loop, and the recorders' broker calls
+	<-recorded
+	k.checks.Wait()
 }
 
 // Delivered is the hub's report of one message fanned out to clients on
 // this node (hub.Config.Delivered). It never blocks: the record waits for
-// a recorder, or is dropped when too many wait.
+// a recorder, or is dropped (and counted, Config.Dropped) when too many
+// wait.
 func (k *Keeper) Delivered(m broker.Message, clients []broker.ClientInfo) {
 	at := m.Time
 	if at.IsZero() {
@@ -129,7 +133,8 @@ func (k *Keeper) Delivered(m broker.Message, clients []broker.ClientInfo) {
 	select {
 	case k.waiting <- delivery{channel: m.Channel, offset: m.Offset, at: at, clients: clients}:
 	default:
-		k.cfg.Logger.Warn("receipts: too many deliveries waiting for the broker; one dropped", "channel", m.Channel, "offset", m.Offset.String())
+		// Counted, not logged: this runs on the fan-out path, when the
+		// broker is already behind.
 		if k.cfg.Dropped != nil {
 			k.cfg.Dropped()
 		}
@@ -138,7 +143,7 @@ func (k *Keeper) Delivered(m broker.Message, clients []broker.ClientInfo) {
 
 // recordLoop records waiting deliveries until Stop.
 func (k *Keeper) recordLoop() {
-	defer k.wg.Done()
+	defer k.records.Done()
 	for d := range k.waiting {
 		timeout, keep := k.cfg.Rules(d.channel)
 		ctx, cancel := context.WithTimeout(k.ctx, callTimeout)
@@ -155,7 +160,7 @@ func (k *Keeper) recordLoop() {
 
 // dueLoop works through due checks every Poll until Stop.
 func (k *Keeper) dueLoop() {
-	defer k.wg.Done()
+	defer k.checks.Done()
 	t := time.NewTicker(k.cfg.Poll)
 	defer t.Stop()
 	for {

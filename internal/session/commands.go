@@ -103,6 +103,7 @@ func (s *Session) cmdSubscribe(cmd protocol.Command) {
 		s.replyError(cmd.ID, perr)
 		return
 	}
+	so.Acks = true // a JSON client, which is told receipts and acknowledges
 	receipts := s.cfg.Hub.Rules(cmd.Channel).Receipts
 	ok, perr := s.subscribe(cmd.Channel, since, false, so, func(r hub.SubscribeResult) {
 		s.reply(protocol.Reply(cmd.ID, protocol.SubscribeReply{
@@ -131,9 +132,16 @@ func subscribeOptions(rawFilter json.RawMessage, delta string) (hub.SubscribeOpt
 }
 
 // cmdAck records the client's acknowledgement of a channel's messages up
-// to an offset, where the channel's namespace keeps receipts; elsewhere
-// there is nothing to record and the ack is answered all the same.
+// to an offset, where the client is subscribed and the channel's
+// namespace keeps receipts; elsewhere there is nothing to record (a
+// client can only have been sent what it subscribed to) and the ack is
+// answered all the same, so acks cannot grow the broker's state past the
+// connection's subscriptions.
 func (s *Session) cmdAck(cmd protocol.Command) {
+	if !s.subscribed(cmd.Channel) {
+		s.reply(protocol.Reply(cmd.ID, nil))
+		return
+	}
 	if err := s.cfg.Hub.Ack(s.ctx, cmd.Channel, s.cfg.Client, cmd.Offset); err != nil {
 		s.replyError(cmd.ID, s.asProtocolError(err))
 		return
@@ -234,14 +242,6 @@ func (s *Session) cmdUnsubscribe(cmd protocol.Command) {
 }
 
 func (s *Session) cmdPublish(cmd protocol.Command) {
-	if err := filter.ValidateTags(cmd.Tags); err != nil {
-		s.replyError(cmd.ID, protocol.Public(err, nil))
-		return
-	}
-	if err := filter.ValidateKey(cmd.Key); err != nil {
-		s.replyError(cmd.ID, protocol.Public(err, nil))
-		return
-	}
 	off, err := s.publish(tracing.WithTraceparent(s.ctx, cmd.Traceparent), cmd.Channel, broker.Publication{
 		Data:   cmd.Data,
 		Event:  cmd.Event,
