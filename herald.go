@@ -125,7 +125,7 @@ func New(cfg Config) (*Server, error) {
 	var delivered func(broker.Message, []broker.ClientInfo)
 	var kept broker.Receipts
 	if s.receipts != nil {
-		delivered, kept = s.delivered, s.broker.(broker.Receipts)
+		delivered, kept = s.receipts.Delivered, s.receipts.Store()
 	}
 	s.hub = hub.New(hub.Config{
 		Delivered:       delivered,

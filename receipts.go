@@ -62,9 +62,3 @@ func (s *Server) reportUndelivered(ctx context.Context, d broker.DueCheck) error
 	}
 	return nil
 }
-
-// delivered hands the hub's report of a message's recipients to the
-// receipts keeper.
-func (s *Server) delivered(m broker.Message, clients []broker.ClientInfo) {
-	s.receipts.Delivered(m, clients)
-}

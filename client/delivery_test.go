@@ -14,7 +14,8 @@ import (
 
 // Against a real server: a filtered subscription gets only what its
 // filter matches, with the tags; a delta subscription's Next returns
-// every version of a document whole, byte for byte; in a namespace with
+// every version of a document whole, byte for byte, though the server
+// sent all but the first as deltas; in a namespace with
 // receipts, Next acknowledges the message it returned before, as the
 // receipts API then shows.
 func TestDeliveryOptionsAgainstServer(t *testing.T) {
@@ -46,6 +47,9 @@ func TestDeliveryOptionsAgainstServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A second delta subscriber that sees the frames as they are sent.
+	wire := heraldtest.Dial(t, heraldtest.WSURL(hs.URL, "/ws"))
+	wire.MustOK(map[string]any{"op": "subscribe", "channel": "doc", "delta": "fossil"})
 	doc := func(v int) string {
 		return fmt.Sprintf(`{"body":%q,"version":%d,"note":"é %d"}`, strings.Repeat("lorem ipsum ", 300), v, v)
 	}
@@ -60,6 +64,15 @@ func TestDeliveryOptionsAgainstServer(t *testing.T) {
 		if string(m.Data) != doc(v) {
 			t.Fatalf("version %d came as %.60q…", v, m.Data)
 		}
+	}
+	sent := 0
+	for range 5 {
+		if wire.Next()["delta"] == true {
+			sent++
+		}
+	}
+	if sent != 4 {
+		t.Fatalf("%d of the 5 versions went as deltas, want every one after the first", sent)
 	}
 
 	orders, err := a.Subscribe(ctx, "orders:1")

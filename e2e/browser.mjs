@@ -30,7 +30,7 @@ export function launch(extra = []) {
 
 // newPage opens a page in a browser context of its own (its own storage,
 // closed when t ends) and fails the test on any error in the page except
-// console errors matching ignore.
+// console errors matching ignore (their text and URL).
 export async function newPage(browser, t, { ignore = null, viewport = null } = {}) {
   const context = await browser.newContext(viewport ? { viewport } : {});
   t.after(() => context.close());
@@ -39,7 +39,8 @@ export async function newPage(browser, t, { ignore = null, viewport = null } = {
   const errors = [];
   page.on('pageerror', (e) => errors.push(e.message));
   page.on('console', (m) => {
-    if (m.type() === 'error' && !(ignore && ignore.test(m.text()))) errors.push(m.text() + ' ' + m.location().url);
+    const error = m.text() + ' ' + m.location().url;
+    if (m.type() === 'error' && !(ignore && ignore.test(error))) errors.push(error);
   });
   t.after(() => assert.deepEqual(errors, [], 'errors in the page'));
   return page;
@@ -82,14 +83,18 @@ export async function message(page, text) {
 }
 
 // apiPublish publishes data to channel with the server API at base
-// (loopback callers need no key) and fails the test unless it answers 200.
-export async function apiPublish(base, channel, data) {
+// (loopback callers need no key), with the body's extra fields (tags,
+// key, event), fails the test unless it answers 200 and resolves with the
+// message's offset.
+export async function apiPublish(base, channel, data, extra = {}) {
   const res = await fetch(`${base}/api/publish`, {
     method: 'POST',
     headers: { 'Content-Type': 'application/json' },
-    body: JSON.stringify({ channel, data }),
+    body: JSON.stringify({ channel, data, ...extra }),
   });
-  assert.equal(res.status, 200, `publish: ${res.status} ${await res.text()}`);
+  const body = await res.text();
+  assert.equal(res.status, 200, `publish: ${res.status} ${body}`);
+  return JSON.parse(body).offset;
 }
 
 // subscribe opens a page in context with one herald.js client subscribed to

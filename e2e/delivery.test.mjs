@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { WAIT, launch, freePort, startHerald, stopHeralds } from './browser.mjs';
+import { WAIT, launch, newPage, freePort, startHerald, stopHeralds, apiPublish } from './browser.mjs';
 
 let browser;
 let base;
@@ -29,24 +29,13 @@ after(async () => {
   await stopHeralds();
 });
 
-// publish publishes through the server API with delivery options.
-async function publish(channel, data, extra = {}) {
-  const res = await fetch(`${base}/api/publish`, {
-    method: 'POST',
-    headers: { 'Content-Type': 'application/json' },
-    body: JSON.stringify({ channel, data, ...extra }),
-  });
-  assert.equal(res.status, 200, `publish: ${res.status}`);
-  return (await res.json()).offset;
-}
+const publish = (channel, data, extra) => apiPublish(base, channel, data, extra);
 
 // open loads a page of herald's, subscribes herald.js there to channel
 // with opts, and resolves once it is subscribed; received() returns what
 // its handler got so far.
 async function open(t, channel, opts) {
-  const page = await browser.newPage();
-  t.after(() => page.close());
-  page.setDefaultTimeout(WAIT);
+  const page = await newPage(browser, t, { ignore: /favicon\.ico/ }); // a script URL has no icon
   const frames = [];
   page.on('websocket', (ws) => ws.on('framereceived', (f) => frames.push(String(f.payload))));
   await page.goto(base + '/herald.js');

@@ -14,18 +14,7 @@ func RunOccupancy(t *testing.T, newBroker func(t *testing.T) broker.Broker, shar
 		t.Parallel()
 		ctx, cancel := context.WithTimeout(context.Background(), 2*Timeout)
 		t.Cleanup(cancel)
-		start := func() broker.Occupancy {
-			b := newBroker(t)
-			if err := b.Start(ctx, newRecorder()); err != nil {
-				t.Fatalf("Start: %v", err)
-			}
-			t.Cleanup(func() { _ = b.Close() })
-			o, ok := b.(broker.Occupancy)
-			if !ok {
-				t.Fatalf("%T is no broker.Occupancy", b)
-			}
-			return o
-		}
+		start := func() broker.Occupancy { return startAbility[broker.Occupancy](ctx, t, newBroker) }
 		x := start()
 		y := x
 		if shared {

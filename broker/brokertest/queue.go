@@ -35,18 +35,7 @@ func RunQueue(t *testing.T, newBroker func(t *testing.T) broker.Broker, shared b
 			t.Parallel()
 			ctx, cancel := context.WithTimeout(context.Background(), 4*Timeout)
 			t.Cleanup(cancel)
-			start := func() broker.Queue {
-				b := newBroker(t)
-				if err := b.Start(ctx, newRecorder()); err != nil {
-					t.Fatalf("Start: %v", err)
-				}
-				t.Cleanup(func() { _ = b.Close() })
-				q, ok := b.(broker.Queue)
-				if !ok {
-					t.Fatalf("%T is no broker.Queue", b)
-				}
-				return q
-			}
+			start := func() broker.Queue { return startAbility[broker.Queue](ctx, t, newBroker) }
 			e := &queueEnv{t: t, ctx: ctx, q: start(), name: uniquePrefix(t) + "q"}
 			if tt.needsTwo {
 				e.other = start()

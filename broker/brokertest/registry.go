@@ -17,7 +17,7 @@ func RunRegistry(t *testing.T, newBroker func(t *testing.T) broker.Broker, share
 		t.Parallel()
 		ctx, cancel := context.WithTimeout(context.Background(), 4*Timeout)
 		t.Cleanup(cancel)
-		start := func() broker.Registry { return startRegistry(ctx, t, newBroker) }
+		start := func() broker.Registry { return startAbility[broker.Registry](ctx, t, newBroker) }
 		a := start()
 		b := a
 		if shared {
@@ -84,7 +84,7 @@ func RunRegistry(t *testing.T, newBroker func(t *testing.T) broker.Broker, share
 		t.Parallel()
 		ctx, cancel := context.WithTimeout(context.Background(), Timeout)
 		t.Cleanup(cancel)
-		r := startRegistry(ctx, t, newBroker)
+		r := startAbility[broker.Registry](ctx, t, newBroker)
 		// A node starting writes entries before its first beat, and one
 		// thought dead and forgotten may still delete one: neither makes
 		// it dead.
@@ -114,11 +114,4 @@ func RunRegistry(t *testing.T, newBroker func(t *testing.T) broker.Broker, share
 			seen[node] = true
 		}
 	})
-}
-
-// startRegistry starts a broker from newBroker, closed when the test
-// ends, and returns it as the broker.Registry it must be.
-func startRegistry(ctx context.Context, t *testing.T, newBroker func(t *testing.T) broker.Broker) broker.Registry {
-	t.Helper()
-	return startAbility[broker.Registry](ctx, t, newBroker)
 }

@@ -226,7 +226,14 @@ export class Subscription extends Emitter {
     this._seen.add(m.offset);
     if (this._seen.size > SEEN_MAX) this._seen.delete(this._seen.values().next().value);
     this.offset = m.offset;
-    this._fn && this._fn(m.data, m);
+    try {
+      this._fn && this._fn(m.data, m);
+    } catch (e) {
+      // Report it, acknowledge nothing, and go on with the frame's other
+      // lines (as _emit does for listeners).
+      setTimeout(() => { throw e; });
+      return;
+    }
     this._emit('message', m.data, m);
     this._ack = m.offset;
     this._sendAck();

@@ -69,7 +69,7 @@ type serveFlags struct {
 	HistoryTTL   span   `name:"history-ttl" default:"${history_ttl}" help:"how long messages are kept" group:"brokers"`
 	HistoryBytes count  `default:"${history_bytes}" help:"bytes of history kept in all (memory broker: in this process, least recently published channels dropped first; NATS: the stream's size; Redis: not applied, bound it with maxmemory; 0: no bound)" group:"brokers"`
 
-	Webhook         string   `help:"URL of the application's webhook endpoint: herald POSTs it signed events (connect, disconnect, subscribe, unsubscribe, occupied, vacated), at least once, in order per client, even when a node dies" placeholder:"URL" group:"backend"`
+	Webhook         string   `help:"URL of the application's webhook endpoint: herald POSTs it signed events (connect, disconnect, subscribe, unsubscribe, occupied, vacated, undelivered), at least once, in order per client, even when a node dies" placeholder:"URL" group:"backend"`
 	WebhookSecret   string   `help:"secret that signs the webhook events (Herald-Signature); required with --webhook" group:"backend"`
 	WebhookEvents   []string `help:"the webhook event types to send (default: all)" enum:"connect,disconnect,subscribe,unsubscribe,occupied,vacated,undelivered" placeholder:"TYPE" group:"backend"`
 	WebhookRetryFor span     `default:"1h" help:"how long a webhook event the app does not acknowledge is retried, with backoff, before it is dropped" group:"backend"`

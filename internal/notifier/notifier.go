@@ -17,6 +17,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"maps"
 	"math/rand/v2"
@@ -155,7 +156,9 @@ func New(cfg Config) (*Notifier, error) {
 		cfg.NodeTTL = 30 * time.Second
 	}
 	if cfg.Client == nil {
-		cfg.Client = &http.Client{}
+		t := http.DefaultTransport.(*http.Transport).Clone()
+		t.MaxIdleConnsPerHost = workersTotal // one kept connection per POST in flight
+		cfg.Client = &http.Client{Transport: t}
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -191,10 +194,6 @@ func New(cfg Config) (*Notifier, error) {
 	}
 	return n, nil
 }
-
-// Wants reports whether events of type t are sent, so a producer can skip
-// building the others.
-func (n *Notifier) Wants(t string) bool { return n != nil && n.events[t] }
 
 // Notify queues e to be sent, stamped with this node and, when e has
 // none, the time now. It never blocks: the event waits in the process
@@ -624,6 +623,9 @@ func (n *Notifier) post(body []byte) error {
 	if err != nil {
 		return err
 	}
+	// Read a little of the answer, so that its connection is kept for
+	// the next event.
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<10))
 	resp.Body.Close()
 	if resp.StatusCode/100 != 2 {
 		return fmt.Errorf("the app answered %s", resp.Status)

@@ -82,6 +82,9 @@ func New(cfg Config) *Keeper {
 	return &Keeper{cfg: cfg, waiting: make(chan delivery, cfg.MaxWaiting), ctx: ctx, cancel: cancel}
 }
 
+// Store returns where the keeper keeps receipts (Config.Receipts).
+func (k *Keeper) Store() broker.Receipts { return k.cfg.Receipts }
+
 // Start starts recording and checking.
 func (k *Keeper) Start() {
 	k.records.Add(recorders)
