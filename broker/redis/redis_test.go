@@ -535,11 +535,12 @@ func TestStreamBoundedBySizeAndTTL(t *testing.T) {
 
 // replyDropper is a TCP proxy to Redis that, once, forwards a command
 // containing marker and closes the client's connection instead of passing
-// on Redis's reply: the command ran, but the client never learns it.
+// on Redis's reply: the command ran, but the client never learns it. Only
+// the connection that carried the marker drops its reply; the client's
+// other connections keep going.
 type replyDropper struct {
 	l      net.Listener
 	marker []byte
-	armed  atomic.Bool // the marker went through; drop the next reply
 	used   atomic.Bool // dropped once already
 }
 
@@ -571,6 +572,7 @@ func newReplyDropper(t *testing.T, target, marker string) *replyDropper {
 func (p *replyDropper) pipe(c, s net.Conn) {
 	defer c.Close()
 	defer s.Close()
+	var armed atomic.Bool // the marker went through here; drop the next reply
 	go func() {
 		defer c.Close()
 		defer s.Close()
@@ -581,7 +583,7 @@ func (p *replyDropper) pipe(c, s net.Conn) {
 				return
 			}
 			if !p.used.Load() && bytes.Contains(buf[:n], p.marker) {
-				p.armed.Store(true)
+				armed.Store(true)
 			}
 			if _, err := s.Write(buf[:n]); err != nil {
 				return
@@ -594,7 +596,7 @@ func (p *replyDropper) pipe(c, s net.Conn) {
 		if err != nil {
 			return
 		}
-		if p.armed.Load() && p.used.CompareAndSwap(false, true) {
+		if armed.Load() && p.used.CompareAndSwap(false, true) {
 			return // the reply to the marked command is lost
 		}
 		if _, err := c.Write(buf[:n]); err != nil {
