@@ -83,7 +83,12 @@ func cpuBetween(a, b cpuSample) cpuUse {
 		return cpuUse{}
 	}
 	wall := b.at.Sub(a.at).Seconds()
-	cores := func(t0, t1 uint64) float64 { return round(float64(t1-t0)/clockTicks/wall, 2) }
+	cores := func(t0, t1 uint64) float64 {
+		if t1 < t0 { // a process ended between the samples
+			return 0
+		}
+		return round(float64(t1-t0)/clockTicks/wall, 2)
+	}
 	u := cpuUse{
 		HostBusy:    round(float64(b.busy-a.busy)/float64(b.total-a.total), 3),
 		ClientCores: cores(a.self, b.self),
@@ -94,6 +99,18 @@ func cpuBetween(a, b cpuSample) cpuUse {
 	ncpu := float64(b.total-a.total) / clockTicks / wall
 	u.OtherCores = round(max(0, u.HostBusy*ncpu-u.ClientCores-u.ServerCores), 2)
 	return u
+}
+
+// serverCPUPerDelivery is the server's CPU time between samples a and b,
+// every node's together, in microseconds per delivery, where deliveries
+// is what the subscribers received between the same two samples. It is
+// zero when there is no server to measure (no -pid), nothing was
+// delivered, or a node ended between the samples (its ticks are gone).
+func serverCPUPerDelivery(a, b cpuSample, deliveries int64) float64 {
+	if !a.ok || !b.ok || deliveries <= 0 || b.other == 0 || b.other < a.other {
+		return 0
+	}
+	return round(float64(b.other-a.other)/clockTicks*1e6/float64(deliveries), 2)
 }
 
 func cpuText(u cpuUse) string {

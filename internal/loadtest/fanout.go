@@ -57,6 +57,10 @@ type fanoutResult struct {
 	ServerRSSKiB    int64             `json:"server_rss_kib,omitempty"`
 	Nodes           int               `json:"server_nodes,omitempty"` // processes in server_cores, with -node-pids
 	CPU             cpuUse            `json:"cpu"`
+	// ServerCPUPerDelivery is the server's CPU time (all nodes, given
+	// -pid) while publishing, in microseconds, over the deliveries the
+	// subscribers received in that same interval; see serverCPUPerDelivery.
+	ServerCPUPerDelivery float64 `json:"server_cpu_us_per_delivery,omitempty"`
 	// Delivery options (fanout only); see options.go.
 	Filters int  `json:"filters,omitempty"`
 	Doc     bool `json:"doc,omitempty"`
@@ -353,7 +357,13 @@ func runFanoutScenario(ctx context.Context, sc fanoutScenario, cm *common, t *ta
 		published.Store(int64(seq))
 	}
 	pubEnd := time.Now()
-	res.CPU = cpuBetween(cpu0, sampleCPU(ff.pid, ff.nodePIDs...))
+	// The CPU and the deliveries cover the same interval, from the first
+	// publish to the last: deliveries still in flight then (at most a
+	// window's, or a latency's worth of the rate) had part of their cost
+	// counted and none of their deliveries.
+	cpu1 := sampleCPU(ff.pid, ff.nodePIDs...)
+	res.CPU = cpuBetween(cpu0, cpu1)
+	res.ServerCPUPerDelivery = serverCPUPerDelivery(cpu0, cpu1, r.received())
 	if ff.pid > 0 {
 		if v, err := rssKiB(ff.pid); err == nil {
 			res.ServerRSSKiB = v
@@ -423,6 +433,7 @@ func runFanoutScenario(ctx context.Context, sc fanoutScenario, cm *common, t *ta
 		{"publish ack", fmt.Sprintf("p50 %.2fms  p99 %.2fms", res.AckP50Ms, res.AckP99Ms)},
 		{"publisher max lag", fmt.Sprintf("%.2fms", res.PublisherLagMs)},
 		{"CPU while publishing", cpuText(res.CPU)},
+		{"server CPU per delivery", fmt.Sprintf("%.2fµs (all nodes, while publishing)", res.ServerCPUPerDelivery)},
 		{"closed by server", strconv.FormatInt(res.Closed, 10)},
 		{"errors", strconv.FormatInt(res.Errors, 10)},
 	}

@@ -91,6 +91,15 @@ func TestFanout(t *testing.T) {
 	}
 }
 
+// TestFanoutCPUPerDelivery measures this process as the server: it
+// serves and loads at once, so its CPU per delivery is positive.
+func TestFanoutCPUPerDelivery(t *testing.T) {
+	res := runBench(t, "fanout", "-subs", "20", "-window", "20", "-duration", "500ms", "-pid", strconv.Itoa(os.Getpid()))
+	if v, _ := res["server_cpu_us_per_delivery"].(float64); v <= 0 || res["received"].(float64) == 0 {
+		t.Fatalf("server_cpu_us_per_delivery %v: %v", res["server_cpu_us_per_delivery"], res)
+	}
+}
+
 // TestFanoutSubURLs spreads the subscribers over two servers that share no
 // broker, so exactly the half dialled to the publisher's server receive.
 func TestFanoutSubURLs(t *testing.T) {
@@ -213,6 +222,28 @@ func TestHistogram(t *testing.T) {
 	for v := int64(0); v < 1<<20; v = v*3/2 + 1 {
 		if i := bucketOf(v); v > upperOf(i) || (i > 0 && v <= upperOf(i-1)) {
 			t.Fatalf("value %d lands in bucket %d [%d, %d]", v, i, upperOf(i-1)+1, upperOf(i))
+		}
+	}
+}
+
+func TestServerCPUPerDelivery(t *testing.T) {
+	t.Parallel()
+	a := cpuSample{ok: true, other: 1000}
+	for _, c := range []struct {
+		name       string
+		a, b       cpuSample
+		deliveries int64
+		want       float64
+	}{
+		// 150 ticks = 1.5 s of CPU over 1,000,000 deliveries.
+		{"measured", a, cpuSample{ok: true, other: 1150}, 1_000_000, 1.5},
+		{"nothing delivered", a, cpuSample{ok: true, other: 1150}, 0, 0},
+		{"no server", cpuSample{ok: true}, cpuSample{ok: true}, 1000, 0},
+		{"a node ended", a, cpuSample{ok: true, other: 400}, 1000, 0},
+		{"unreadable /proc", a, cpuSample{other: 1150}, 1000, 0},
+	} {
+		if got := serverCPUPerDelivery(c.a, c.b, c.deliveries); got != c.want {
+			t.Errorf("%s: %v µs per delivery, want %v", c.name, got, c.want)
 		}
 	}
 }
