@@ -50,17 +50,7 @@ BIN="$OUT/herald"
 echo "building herald into $BIN" >&2
 go build -o "$BIN" ./cmd/herald
 
-NODE_PIDS=()
-stop_nodes() {
-	local pid
-	for pid in "${NODE_PIDS[@]}"; do
-		kill -TERM "$pid" 2>/dev/null || true
-	done
-	for pid in "${NODE_PIDS[@]}"; do
-		wait "$pid" 2>/dev/null || true
-	done
-	NODE_PIDS=()
-}
+. bench/lib.sh
 trap stop_nodes EXIT
 trap 'exit 130' INT TERM
 
@@ -84,8 +74,6 @@ ticks() {
 	read -r -a f <<<"$s"
 	echo $((f[11] + f[12]))
 }
-
-. bench/lib.sh
 
 run() { # broker name, run number
 	local name=$1 i=$2 try line
@@ -112,11 +100,11 @@ try_once() { # broker name, run number, try
 		subs=$url
 		;;
 	redis | nats)
-		local b=$REDIS_URL
-		[[ $name == nats ]] && b=$NATS_URL
-		start_node "$PORT" "$b"
-		start_node "$((PORT + 1))" "$b"
-		start_node "$((PORT + 2))" "$b"
+		local broker=$REDIS_URL
+		[[ $name == nats ]] && broker=$NATS_URL
+		start_node "$PORT" "$broker"
+		start_node "$((PORT + 1))" "$broker"
+		start_node "$((PORT + 2))" "$broker"
 		url="ws://127.0.0.1:$PORT/ws"
 		subs="ws://127.0.0.1:$((PORT + 1))/ws,ws://127.0.0.1:$((PORT + 2))/ws"
 		;;
@@ -153,7 +141,7 @@ for i in $(seq "$RUNS"); do
 	done
 done
 
-fields="delivered_per_sec p50_ms p99_ms max_ms lost duplicates out_of_order errors subs_complete ack_p50_ms client_cores server_cores other_cores host_cpu_busy"
+fields="delivered_per_sec server_cpu_us_per_delivery p50_ms p99_ms max_ms lost duplicates out_of_order errors subs_complete ack_p50_ms client_cores server_cores other_cores host_cpu_busy"
 echo
 echo "fan-out to $SUBS subscribers at $RATE/s for $DURATION; medians of $RUNS runs (raw results in $OUT)"
 printf '  %-18s' broker

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # bench/lib.sh: helpers shared by bench/run.sh, bench/cluster.sh and
 # bench/compare.sh, which source it. Uses QUIET_WAIT, MAX_OTHER_CORES and
 # OUT from the caller.
@@ -52,6 +53,21 @@ wait_listen() {
 	done
 	echo "$name did not listen on 127.0.0.1:$port" >&2
 	exit 1
+}
+
+# NODE_PIDS are the server processes (one, or every node of a cluster)
+# that a script runs at a time; stop_nodes stops them (SIGTERM) and waits
+# for them.
+NODE_PIDS=()
+stop_nodes() {
+	local pid
+	for pid in "${NODE_PIDS[@]}"; do
+		kill -TERM "$pid" 2>/dev/null || true
+	done
+	for pid in "${NODE_PIDS[@]}"; do
+		wait "$pid" 2>/dev/null || true
+	done
+	NODE_PIDS=()
 }
 
 # SERVER_PID is the server a script runs one at a time; stop_server stops

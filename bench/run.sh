@@ -98,7 +98,7 @@ for scenario in $SCENARIOS; do
 		what="WebSocket subscribers"
 		[[ $scenario == sse ]] && what="SSE streams"
 		echo "$scenario, $SUBS $what at $RATE/s for $DURATION ($(wc -l < "$OUT/$scenario.disturbed.jsonl") disturbed runs set aside):"
-		fields="delivered_per_sec p50_ms p99_ms max_ms lost duplicates out_of_order errors server_cores client_cores other_cores"
+		fields="delivered_per_sec server_cpu_us_per_delivery p50_ms p99_ms max_ms lost duplicates out_of_order errors server_cores client_cores other_cores"
 		;;
 	esac
 	for f in $fields; do
