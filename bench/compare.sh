@@ -2,36 +2,88 @@
 # bench/compare.sh: herald side by side with the peers users would pick
 # instead, in one run, with the same load tool (`herald bench`):
 #
-#   herald      herald serve (idle: herald.v1; fan-out: herald.v1.jsonl)
-#   ws          a Node broadcast server on npm's ws (on message, send it to
-#               every open client), written into $OUT at run time
-#   centrifugo  Centrifugo v5.4.9, built from the Go module proxy, insecure
-#               client mode with client publishing allowed
+#   herald       herald serve (idle: herald.v1; fan-out: herald.v1.jsonl)
+#   ws           a Node broadcast server on npm's ws (on message, send it to
+#                every open client), written into $OUT at run time
+#   centrifugo   Centrifugo (v6.9.1; CENTRIFUGO_VERSION=v5.4.9 for the
+#                last v5), built from the Go module proxy, insecure client
+#                mode with client publishing allowed
+#
+# MODE=cluster runs two nodes of each server instead, the publisher on
+# node 1 and every subscriber on node 2, so every message crosses the
+# broker before it reaches anyone:
+#
+#   herald       two herald serve on Redis (REDIS_URL)
+#   herald-nats  two herald serve on NATS JetStream (NATS_URL)
+#   centrifugo   two Centrifugo on its Redis engine (REDIS_URL), with
+#                history (100 messages, 10 minutes) and forced recovery on
+#                the benchmark channel, the guarantee herald's history gives
+#
+# Node's ws has no cluster mode and is left out of it. Each run uses a
+# channel of its own (bench-RUNID-…), so no history carries over from run
+# to run, and Centrifugo a key prefix of its own; nothing else in Redis or
+# NATS is touched. Their history expires after 11 minutes at the latest;
+# at the end the script deletes its own Redis keys (when redis-cli is
+# there). server_cores and server_cpu_us_per_delivery count both nodes.
+#
+# PIN=1 starts every server process (each node) under `taskset -c 0` and
+# the load tool under `taskset -c 1`, so that the server's CPU and latency
+# are measured without the load tool on its core. Go sizes GOMAXPROCS from
+# the CPUs it may run on (herald and Centrifugo get 1 then); Node runs its
+# JavaScript on one thread anyway. Redis and NATS are not pinned.
 #
 # Scenarios (SCENARIOS, any of):
-#   idle     N subscribed connections held; memory per connection, connect rate
+#   idle     N subscribed connections held; memory per connection, connect
+#            rate (one node only). N may list several counts, e.g.
+#            N="5000 10000 19900", to see whether memory grows linearly:
+#            each count is a case of its own (idle-5000, …) and a growth
+#            table follows the others
 #   closed   fan-out to SUBS subscribers, closed loop: at most WINDOW messages
 #            not yet delivered to every subscriber; delivered messages/s
 #   rate     fan-out to SUBS subscribers at RATE publishes/s; latency, loss
+# Every fan-out reports server_cpu_us_per_delivery: the server's CPU time
+# (all nodes) from the first publish to the last, in microseconds, over the
+# deliveries received in that same interval.
 #
-# Every run starts a fresh server and stops it after; the servers alternate
-# (herald, ws, centrifugo, herald, …) and so do the scenarios, RUNS times,
-# so that a drift of the machine touches them alike. A run during which
-# other processes used more than MAX_OTHER_CORES is set aside and repeated,
-# at most RETRIES times. At the end: medians, min–max, and herald/peer.
-# Nothing of the peers is kept in the repository: they are fetched (npm,
-# the Go module proxy) into OUT.
+# Every run starts fresh servers and stops them after; the servers
+# alternate (herald, ws, centrifugo, herald, …) and so do the scenarios,
+# RUNS times, so that a drift of the machine touches them alike. A run
+# during which other processes used more than MAX_OTHER_CORES is set aside
+# and repeated, at most RETRIES times. At the end: medians, [min–max], and
+# herald/peer. Nothing of the peers is kept in the repository: they are
+# fetched (npm, the Go module proxy) into OUT.
 #
-# Settings (environment): SCENARIOS="idle closed rate" SERVERS="herald ws
-# centrifugo" RUNS=3 N=10000 SUBS=1000 WINDOW=100 RATE=100 DURATION=20s
-# PORT=18390 OUT=<new temp dir> QUIET_WAIT=120 MAX_OTHER_CORES=0.2 RETRIES=2
-# CENTRIFUGO=<a centrifugo binary to use instead of building one>
-# WS_VERSION=8.23.0 CENTRIFUGO_VERSION=v5.4.9
-# Raw results: $OUT/SCENARIO.SERVER.jsonl, one JSON line per run.
+# Open files: a process here may hold 20,000 (the hard limit); Go raises
+# its soft limit to the hard one at start, so herald, Centrifugo and the
+# load tool each get them all. N=19900 leaves each about a hundred for its
+# listener, poller, standard streams and /metrics.
+#
+# Settings (environment): MODE=one (or cluster) PIN=0 (or 1)
+# SCENARIOS="idle closed rate" (cluster: "closed rate")
+# SERVERS="herald ws centrifugo" (cluster: "herald herald-nats centrifugo")
+# RUNS=3 N=10000 SUBS=1000 WINDOW=100 RATE=100 DURATION=20s
+# PORT=18390 (nodes on PORT and PORT+1) OUT=<new temp dir> QUIET_WAIT=120
+# MAX_OTHER_CORES=0.2 RETRIES=2 REDIS_URL=redis://127.0.0.1:6379/0
+# NATS_URL=nats://127.0.0.1:4222 WS_VERSION=8.23.0
+# CENTRIFUGO_VERSION=v6.9.1 CENTRIFUGO=<a centrifugo binary of that
+# version to use instead of building one>
+# Raw results: $OUT/CASE.SERVER.jsonl (CASE: idle-N, closed, rate), one
+# JSON line per run; the runs set aside in $OUT/CASE.SERVER.disturbed.jsonl.
 set -euo pipefail
 
-SCENARIOS=${SCENARIOS:-idle closed rate}
-SERVERS=${SERVERS:-herald ws centrifugo}
+MODE=${MODE:-one}
+PIN=${PIN:-0}
+case $MODE in
+one)
+	SCENARIOS=${SCENARIOS:-idle closed rate}
+	SERVERS=${SERVERS:-herald ws centrifugo}
+	;;
+cluster)
+	SCENARIOS=${SCENARIOS:-closed rate}
+	SERVERS=${SERVERS:-herald herald-nats centrifugo}
+	;;
+*) echo "MODE must be one or cluster, not $MODE" >&2; exit 2 ;;
+esac
 RUNS=${RUNS:-3}
 N=${N:-10000}
 SUBS=${SUBS:-1000}
@@ -42,13 +94,45 @@ PORT=${PORT:-18390}
 QUIET_WAIT=${QUIET_WAIT:-120}
 MAX_OTHER_CORES=${MAX_OTHER_CORES-0.2}
 RETRIES=${RETRIES:-2}
+REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379/0}
+NATS_URL=${NATS_URL:-nats://127.0.0.1:4222}
 WS_VERSION=${WS_VERSION:-8.23.0}
-CENTRIFUGO_VERSION=${CENTRIFUGO_VERSION:-v5.4.9}
+CENTRIFUGO_VERSION=${CENTRIFUGO_VERSION:-v6.9.1}
+CENTRIFUGO_MAJOR=${CENTRIFUGO_VERSION%%.*}
 OUT=${OUT:-$(mktemp -d -t herald-compare.XXXXXX)}
 mkdir -p "$OUT"
+# RUNID names this script's channels and keys in the shared Redis and NATS.
+RUNID=$(date +%s)-$$
 
 cd "$(dirname "$0")/.."
 . bench/lib.sh
+
+for scenario in $SCENARIOS; do
+	case $MODE.$scenario in
+	one.idle | *.closed | *.rate) ;;
+	*) echo "unknown scenario $scenario (in MODE=$MODE)" >&2; exit 2 ;;
+	esac
+done
+for server in $SERVERS; do
+	case $MODE.$server in
+	one.herald | one.ws | *.centrifugo | cluster.herald | cluster.herald-nats) ;;
+	*) echo "unknown server $server (in MODE=$MODE)" >&2; exit 2 ;;
+	esac
+done
+case $CENTRIFUGO_MAJOR in
+v5 | v6) ;;
+*) echo "CENTRIFUGO_VERSION $CENTRIFUGO_VERSION: want v5.x.y or v6.x.y" >&2; exit 2 ;;
+esac
+SERVER_PIN=()
+TOOL_PIN=()
+if [[ $PIN == 1 ]]; then
+	if (($(nproc) < 2)); then
+		echo "PIN=1 needs two CPUs, this process may use $(nproc)" >&2
+		exit 2
+	fi
+	SERVER_PIN=(taskset -c 0)
+	TOOL_PIN=(taskset -c 1)
+fi
 
 BIN="$OUT/herald"
 echo "building herald into $BIN" >&2
@@ -71,129 +155,226 @@ wss.on('connection', (ws) => {
 });
 EOF
 fi
-if [[ " $SERVERS " == *" centrifugo "* ]]; then
-	if [[ -z ${CENTRIFUGO:-} ]]; then
-		CENTRIFUGO=$OUT/centrifugo
-		if [[ ! -x $CENTRIFUGO ]]; then
-			echo "building Centrifugo $CENTRIFUGO_VERSION into $CENTRIFUGO (a few minutes the first time)" >&2
-			dir=$(go mod download -json "github.com/centrifugal/centrifugo/v5@$CENTRIFUGO_VERSION" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
-			(cd "$dir" && go build -o "$CENTRIFUGO" -ldflags "-X github.com/centrifugal/centrifugo/v5/internal/build.Version=${CENTRIFUGO_VERSION#v}" .)
-		fi
+if [[ " $SERVERS " == *" centrifugo "* && -z ${CENTRIFUGO:-} ]]; then
+	CENTRIFUGO=$OUT/centrifugo-$CENTRIFUGO_VERSION
+	if [[ ! -x $CENTRIFUGO ]]; then
+		echo "building Centrifugo $CENTRIFUGO_VERSION into $CENTRIFUGO (a few minutes the first time)" >&2
+		module=github.com/centrifugal/centrifugo/$CENTRIFUGO_MAJOR
+		dir=$(go mod download -json "$module@$CENTRIFUGO_VERSION" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+		(cd "$dir" && go build -o "$CENTRIFUGO" -ldflags "-X $module/internal/build.Version=${CENTRIFUGO_VERSION#v}" .)
 	fi
-	cat > "$OUT/centrifugo.json" <<'EOF'
-{
-  "client_insecure": true,
-  "allow_subscribe_for_client": true,
-  "allow_publish_for_client": true,
-  "allowed_origins": ["*"],
-  "log_level": "error"
-}
-EOF
 fi
 
-trap stop_server EXIT
+# centrifugo_config writes the config of a Centrifugo node on port $1 into
+# $OUT and prints its path; in cluster mode it joins the Redis engine
+# under prefix $2.
+centrifugo_config() {
+	local port=$1 prefix=$2 file="$OUT/centrifugo-$1.json" engine="" history=""
+	if [[ $CENTRIFUGO_MAJOR == v5 ]]; then
+		if [[ $MODE == cluster ]]; then
+			engine=",\"engine\":\"redis\",\"redis_address\":\"$REDIS_URL\",\"redis_prefix\":\"$prefix\""
+			history=',"history_size":100,"history_ttl":"600s","history_meta_ttl":"660s","force_recovery":true'
+		fi
+		cat > "$file" <<EOF
+{"address":"127.0.0.1","port":$port,"log_level":"error","client_insecure":true,"allowed_origins":["*"],
+"allow_subscribe_for_client":true,"allow_publish_for_client":true$engine$history}
+EOF
+	else
+		if [[ $MODE == cluster ]]; then
+			engine=",\"engine\":{\"type\":\"redis\",\"redis\":{\"address\":[\"$REDIS_URL\"],\"prefix\":\"$prefix\"}}"
+			history=',"history_size":100,"history_ttl":"600s","history_meta_ttl":"660s","force_recovery":true'
+		fi
+		cat > "$file" <<EOF
+{"http_server":{"address":"127.0.0.1","port":$port},"log":{"level":"error"},
+"client":{"insecure":true,"allowed_origins":["*"]},
+"channel":{"without_namespace":{"allow_subscribe_for_client":true,"allow_publish_for_client":true$history}},
+"http_api":{"key":"bench-$RUNID"}$engine}
+EOF
+	fi
+	echo "$file"
+}
+
+# cleanup stops the nodes and deletes what the runs kept in Redis under
+# this script's RUNID: herald's keys of its channels, Centrifugo's prefix.
+cleanup() {
+	stop_nodes
+	[[ $MODE == cluster ]] && command -v redis-cli >/dev/null || return 0
+	local pattern
+	for pattern in "herald:{bench-$RUNID-*" "centrifugo-bench-$RUNID*"; do
+		redis-cli -u "$REDIS_URL" --scan --pattern "$pattern" | xargs -r redis-cli -u "$REDIS_URL" unlink >/dev/null || true
+	done
+}
+trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# start_server starts server $1 on PORT and waits until it listens.
-start_server() {
-	case $1 in
-	herald)
+# start_node starts node $2 (1 or 2) of server $1 on PORT+$2-1 and waits
+# until it listens; its pid joins NODE_PIDS.
+start_node() {
+	local server=$1 port=$((PORT + $2 - 1)) broker=memory config
+	case $server in
+	herald | herald-nats)
+		[[ $MODE == cluster ]] && broker=$REDIS_URL
+		[[ $server == herald-nats ]] && broker=$NATS_URL
 		# No per-connection publish limit, no connection cap: the load tool
 		# publishes from one connection and holds many from one address.
-		"$BIN" serve --addr "127.0.0.1:$PORT" --log-level warn --publish-rate 0 --max-connections 0 2>>"$OUT/server.log" &
+		# History as herald's defaults, spelled out: Centrifugo's is set alike.
+		"${SERVER_PIN[@]}" "$BIN" serve --addr "127.0.0.1:$port" --broker "$broker" --log-level warn \
+			--publish-rate 0 --max-connections 0 --history-size 100 --history-ttl 10m 2>>"$OUT/server.log" &
 		;;
-	ws) PORT=$PORT node "$OUT/node/server.mjs" 2>>"$OUT/server.log" & ;;
-	centrifugo) "$CENTRIFUGO" --config "$OUT/centrifugo.json" --address 127.0.0.1 --port "$PORT" 2>>"$OUT/server.log" >&2 & ;;
+	ws) PORT=$port "${SERVER_PIN[@]}" node "$OUT/node/server.mjs" 2>>"$OUT/server.log" & ;;
+	centrifugo)
+		config=$(centrifugo_config "$port" "centrifugo-bench-$RUNID")
+		"${SERVER_PIN[@]}" "$CENTRIFUGO" --config "$config" 2>>"$OUT/server.log" >&2 &
+		;;
 	esac
-	SERVER_PID=$!
-	wait_listen "$PORT" "$SERVER_PID" "$1"
+	NODE_PIDS+=("$!")
+	wait_listen "$port" "$!" "$server"
 }
 
-# bench_args prints the load tool's arguments for scenario $1 on server $2.
-bench_args() {
-	local proto url
-	case $2 in
-	herald) url="ws://127.0.0.1:$PORT/ws"; proto=jsonl; [[ $1 == idle ]] && proto=json ;;
-	ws) url="ws://127.0.0.1:$PORT/"; proto=ws ;;
-	centrifugo) url="ws://127.0.0.1:$PORT"; proto=centrifugo ;;
-	esac
+# url prints where the load tool dials node $2 of server $1.
+url() {
+	local port=$((PORT + $2 - 1))
 	case $1 in
-	idle) echo "idle -proto $proto -url $url -n $N" ;;
-	closed) echo "fanout -proto $proto -url $url -subs $SUBS -window $WINDOW -duration $DURATION" ;;
-	rate) echo "fanout -proto $proto -url $url -subs $SUBS -rate $RATE -duration $DURATION" ;;
+	herald | herald-nats) echo "ws://127.0.0.1:$port/ws" ;;
+	ws) echo "ws://127.0.0.1:$port/" ;;
+	centrifugo) echo "ws://127.0.0.1:$port" ;;
 	esac
 }
 
-run() { # scenario, server, run number
-	local scenario=$1 server=$2 i=$3 try line out
+# bench_args prints the load tool's arguments for case $1 on server $2 in
+# run $3, try $4.
+bench_args() {
+	local proto nodes=""
+	case $2 in
+	herald | herald-nats) proto=jsonl; [[ $1 == idle-* ]] && proto=json ;;
+	*) proto=$2 ;;
+	esac
+	if [[ $MODE == cluster ]]; then
+		nodes="-sub-urls $(url "$2" 2) -node-pids ${NODE_PIDS[1]} -channel bench-$RUNID-$1-$3-$4"
+	fi
+	case $1 in
+	idle-*) echo "idle -proto $proto -url $(url "$2" 1) -n ${1#idle-}" ;;
+	closed) echo "fanout -proto $proto -url $(url "$2" 1) $nodes -subs $SUBS -window $WINDOW -duration $DURATION" ;;
+	rate) echo "fanout -proto $proto -url $(url "$2" 1) $nodes -subs $SUBS -rate $RATE -duration $DURATION" ;;
+	esac
+}
+
+run() { # case, server, run number
+	local case=$1 server=$2 i=$3 try line out
 	for try in $(seq 0 "$RETRIES"); do
 		wait_quiet
-		start_server "$server"
-		out="$OUT/$scenario.$server.$i.txt"
-		echo "== $scenario on $server, run $i/$RUNS, try $((try + 1)) (pid $SERVER_PID)" >&2
+		start_node "$server" 1
+		[[ $MODE == cluster ]] && start_node "$server" 2
+		out="$OUT/$case.$server.$i.txt"
+		echo "== $case on $server, run $i/$RUNS, try $((try + 1)) (pids ${NODE_PIDS[*]})" >&2
 		# shellcheck disable=SC2046 # the arguments are words
-		"$BIN" bench $(bench_args "$scenario" "$server") -pid "$SERVER_PID" | tee "$out" >&2
-		stop_server
+		"${TOOL_PIN[@]}" "$BIN" bench $(bench_args "$case" "$server" "$i" "$try") -pid "${NODE_PIDS[0]}" | tee "$out" >&2 ||
+			echo "== the load tool failed (see above); its last line is kept as it is" >&2
+		stop_nodes
 		line=$(tail -n 1 "$out")
-		if ((try < RETRIES)) && disturbed "$line"; then
-			echo "== other processes used more than $MAX_OTHER_CORES cores: repeating" >&2
-			echo "$line" >> "$OUT/$scenario.$server.disturbed.jsonl"
+		if [[ $line != "{"* ]]; then
+			echo "== no result from $case on $server, run $i" >&2
 			continue
 		fi
-		echo "$line" >> "$OUT/$scenario.$server.jsonl"
+		if ((try < RETRIES)) && disturbed "$line"; then
+			echo "== other processes used more than $MAX_OTHER_CORES cores: repeating" >&2
+			echo "$line" >> "$OUT/$case.$server.disturbed.jsonl"
+			continue
+		fi
+		echo "$line" >> "$OUT/$case.$server.jsonl"
 		break
 	done
 }
 
+CASES=()
 for scenario in $SCENARIOS; do
-	case $scenario in
-	idle | closed | rate) ;;
-	*) echo "unknown scenario $scenario" >&2; exit 2 ;;
-	esac
+	if [[ $scenario == idle ]]; then
+		for n in $N; do CASES+=("idle-$n"); done
+	else
+		CASES+=("$scenario")
+	fi
+done
+for case in "${CASES[@]}"; do
 	for server in $SERVERS; do
-		: > "$OUT/$scenario.$server.jsonl"
+		: > "$OUT/$case.$server.jsonl"
+		: > "$OUT/$case.$server.disturbed.jsonl"
 	done
 done
+start=$SECONDS
 for i in $(seq "$RUNS"); do
-	for scenario in $SCENARIOS; do
+	for case in "${CASES[@]}"; do
 		for server in $SERVERS; do
-			run "$scenario" "$server" "$i"
+			run "$case" "$server" "$i"
 		done
 	done
 done
 
+# The summary: herald's servers against the peers.
+HERALDS=() PEERS=()
+for server in $SERVERS; do
+	case $server in
+	herald*) HERALDS+=("$server") ;;
+	*) PEERS+=("$server") ;;
+	esac
+done
+setup="one node"
+[[ $MODE == cluster ]] && setup="two nodes, publisher on node 1, subscribers on node 2"
+[[ $PIN == 1 ]] && setup+=", servers on CPU 0 and the load tool on CPU 1"
 echo
-echo "medians of $RUNS runs, [min–max], and herald/peer (raw results in $OUT):"
-for scenario in $SCENARIOS; do
-	case $scenario in
-	idle)
-		echo "idle: $N subscribed connections"
-		fields="mem_per_conn_kib connect_rate dropped errors"
+echo "$setup;"
+echo "medians of $RUNS runs, [min–max], and herald/peer; $((SECONDS - start))s (raw results in $OUT):"
+for case in "${CASES[@]}"; do
+	case $case in
+	idle-*)
+		echo "idle: ${case#idle-} subscribed connections"
+		fields="mem_per_conn_kib connect_rate subscribed errors dropped server_cores other_cores"
 		;;
 	closed)
 		echo "closed: $SUBS subscribers, window $WINDOW, $DURATION"
-		fields="delivered_per_sec p50_ms p99_ms lost server_cores client_cores other_cores"
+		fields="delivered_per_sec server_cpu_us_per_delivery p50_ms p99_ms lost errors server_cores client_cores other_cores"
 		;;
 	rate)
 		echo "rate: $SUBS subscribers at $RATE/s, $DURATION"
-		fields="delivered_per_sec p50_ms p99_ms max_ms lost server_cores other_cores"
+		fields="delivered_per_sec server_cpu_us_per_delivery p50_ms p99_ms max_ms lost errors server_cores other_cores"
 		;;
 	esac
-	printf '  %-18s' ""
-	for server in $SERVERS; do printf ' %-26s' "$server"; done
-	for server in $SERVERS; do [[ $server == herald ]] || printf ' %-16s' "herald/$server"; done
+	printf '  %-27s' ""
+	for server in $SERVERS; do printf ' %-36s' "$server"; done
+	for h in "${HERALDS[@]}"; do for p in "${PEERS[@]}"; do printf ' %-18s' "$h/$p"; done; done
 	echo
 	for f in $fields; do
-		printf '  %-18s' "$f"
+		printf '  %-27s' "$f"
 		for server in $SERVERS; do
-			printf ' %-26s' "$(median "$OUT/$scenario.$server.jsonl" "$f") [$(span "$OUT/$scenario.$server.jsonl" "$f")]"
+			printf ' %-36s' "$(median "$OUT/$case.$server.jsonl" "$f") [$(span "$OUT/$case.$server.jsonl" "$f")]"
 		done
-		h=$(median "$OUT/$scenario.herald.jsonl" "$f" 2>/dev/null || echo n/a)
-		for server in $SERVERS; do
-			[[ $server == herald ]] && continue
-			p=$(median "$OUT/$scenario.$server.jsonl" "$f")
-			printf ' %-16s' "$(awk -v h="$h" -v p="$p" 'BEGIN {if (p + 0 == 0 || h == "n/a") print "-"; else printf "%.2f", h / p}')"
+		for h in "${HERALDS[@]}"; do
+			for p in "${PEERS[@]}"; do
+				printf ' %-18s' "$(awk -v h="$(median "$OUT/$case.$h.jsonl" "$f")" -v p="$(median "$OUT/$case.$p.jsonl" "$f")" \
+					'BEGIN {if (p + 0 == 0 || h == "n/a") print "-"; else printf "%.2f", h / p}')"
+			done
 		done
 		echo
 	done
+	for server in $SERVERS; do
+		d=$(wc -l < "$OUT/$case.$server.disturbed.jsonl")
+		((d == 0)) || echo "  ($server: $d disturbed runs set aside)"
+	done
 done
+
+# Growth of idle memory with the number of connections: linear growth
+# keeps memory per connection flat.
+idles=()
+for case in "${CASES[@]}"; do [[ $case == idle-* ]] && idles+=("$case"); done
+if ((${#idles[@]} > 1)); then
+	echo "idle growth (medians): connections, RSS growth, memory per connection, connect rate"
+	for server in $SERVERS; do
+		echo "  $server:"
+		for case in "${idles[@]}"; do
+			growth=$(awk 'match($0, /"rss_before_kib":[0-9]+/) {b = substr($0, RSTART + 17, RLENGTH - 17)}
+				match($0, /"rss_after_kib":[0-9]+/) {print (substr($0, RSTART + 16, RLENGTH - 16) - b) / 1024}' \
+				"$OUT/$case.$server.jsonl" | sort -g | awk '{v[NR] = $1} END {if (NR == 0) print "n/a"; else printf "%.1f", (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}')
+			printf '    %7s  %8s MiB  %8s KiB/conn  %10s conns/s\n' "${case#idle-}" "$growth" \
+				"$(median "$OUT/$case.$server.jsonl" mem_per_conn_kib)" "$(median "$OUT/$case.$server.jsonl" connect_rate)"
+		done
+	done
+fi
