@@ -74,7 +74,7 @@ func runChurn(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		el := time.Since(start).Seconds()
 		return fmt.Sprintf("churn: %4.0fs %d cycles (%.0f/s), errors %d", el, cycles.Load(), float64(cycles.Load())/el, errs.n.Load())
 	})
-	cpu0 := sampleCPU(*pid)
+	cpu0 := sampleCPU(*pid, nil, nil)
 	for range cm.concurrency {
 		wg.Go(func() {
 			// A cycle started before the end runs to its end: cutting it
@@ -96,7 +96,7 @@ func runChurn(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
-	res.CPU = cpuBetween(cpu0, sampleCPU(*pid))
+	res.CPU = cpuBetween(cpu0, sampleCPU(*pid, nil, nil))
 	close(stop)
 	pw.Wait()
 	if *pid > 0 {

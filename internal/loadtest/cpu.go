@@ -11,18 +11,20 @@ import (
 // clockTicks is USER_HZ, the unit of /proc CPU times (100 on Linux).
 const clockTicks = 100
 
-// cpuSample is a reading of the machine's and two processes' CPU time,
+// cpuSample is a reading of the machine's and some processes' CPU time,
 // from /proc; fields are zero where /proc cannot be read.
 type cpuSample struct {
 	at          time.Time
 	busy, total uint64 // machine: non-idle and all ticks, over every core
 	self, other uint64 // ticks of this process and of the server (pid and more)
+	broker      uint64 // ticks of the broker's servers (Redis, NATS)
 	ok          bool
 }
 
-// sampleCPU reads the machine's CPU time, this process's and, as the
-// server's, the sum of pid's and more's (further nodes).
-func sampleCPU(pid int, more ...int) cpuSample {
+// sampleCPU reads the machine's CPU time, this process's, as the server's
+// the sum of pid's and nodes' (further nodes), and as the broker's the sum
+// of brokers'.
+func sampleCPU(pid int, nodes, brokers []int) cpuSample {
 	s := cpuSample{at: time.Now()}
 	b, err := os.ReadFile("/proc/stat")
 	if err != nil {
@@ -44,10 +46,13 @@ func sampleCPU(pid int, more ...int) cpuSample {
 		}
 	}
 	s.self = procTicks(os.Getpid())
-	for _, p := range append([]int{pid}, more...) {
+	for _, p := range append([]int{pid}, nodes...) {
 		if p > 0 {
 			s.other += procTicks(p)
 		}
+	}
+	for _, p := range brokers {
+		s.broker += procTicks(p)
 	}
 	s.ok = true
 	return s
@@ -75,6 +80,7 @@ type cpuUse struct {
 	HostBusy    float64 `json:"host_cpu_busy"`          // fraction of all cores busy
 	ClientCores float64 `json:"client_cores"`           // cores this process used
 	ServerCores float64 `json:"server_cores,omitempty"` // cores the server used (given -pid; with -node-pids, all nodes)
+	BrokerCores float64 `json:"broker_cores,omitempty"` // cores the broker's servers used (given -broker-pids)
 	OtherCores  float64 `json:"other_cores"`            // cores anything else used
 }
 
@@ -96,8 +102,11 @@ func cpuBetween(a, b cpuSample) cpuUse {
 	if b.other > 0 {
 		u.ServerCores = cores(a.other, b.other)
 	}
+	if b.broker > 0 {
+		u.BrokerCores = cores(a.broker, b.broker)
+	}
 	ncpu := float64(b.total-a.total) / clockTicks / wall
-	u.OtherCores = round(max(0, u.HostBusy*ncpu-u.ClientCores-u.ServerCores), 2)
+	u.OtherCores = round(max(0, u.HostBusy*ncpu-u.ClientCores-u.ServerCores-u.BrokerCores), 2)
 	return u
 }
 
@@ -118,5 +127,26 @@ func cpuText(u cpuUse) string {
 	if u.ServerCores > 0 {
 		s += fmt.Sprintf(", server %.2f cores", u.ServerCores)
 	}
+	if u.BrokerCores > 0 {
+		s += fmt.Sprintf(", broker %.2f cores", u.BrokerCores)
+	}
 	return s + fmt.Sprintf(", other processes %.2f cores", u.OtherCores)
+}
+
+// pidList is a flag.Func that parses comma-separated process ids into dst.
+func pidList(dst *[]int) func(string) error {
+	return func(v string) error {
+		*dst = (*dst)[:0]
+		for _, w := range strings.Split(v, ",") {
+			if w = strings.TrimSpace(w); w == "" {
+				continue
+			}
+			n, err := strconv.Atoi(w)
+			if err != nil || n < 1 {
+				return fmt.Errorf("want process ids, got %q", w)
+			}
+			*dst = append(*dst, n)
+		}
+		return nil
+	}
 }

@@ -84,6 +84,8 @@ type fanoutFlags struct {
 	drain    time.Duration
 	pid      int
 	nodePIDs []int
+	// brokerPIDs are the broker's servers: their CPU is broker_cores.
+	brokerPIDs []int
 }
 
 func (f *fanoutFlags) register(fs *flag.FlagSet) {
@@ -94,20 +96,8 @@ func (f *fanoutFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&f.size, "size", 128, "bytes of each message's data (timestamp, sequence number and padding)")
 	fs.DurationVar(&f.drain, "drain", 10*time.Second, "longest wait for deliveries after the last publish")
 	fs.IntVar(&f.pid, "pid", 0, "the server's process id, to report its CPU and RSS (0: not measured)")
-	fs.Func("node-pids", "comma-separated process ids of further server nodes, whose CPU counts in server_cores with -pid's", func(v string) error {
-		f.nodePIDs = f.nodePIDs[:0]
-		for _, w := range strings.Split(v, ",") {
-			if w = strings.TrimSpace(w); w == "" {
-				continue
-			}
-			n, err := strconv.Atoi(w)
-			if err != nil || n < 1 {
-				return fmt.Errorf("want process ids, got %q", w)
-			}
-			f.nodePIDs = append(f.nodePIDs, n)
-		}
-		return nil
-	})
+	fs.Func("node-pids", "comma-separated process ids of further server nodes, whose CPU counts in server_cores with -pid's", pidList(&f.nodePIDs))
+	fs.Func("broker-pids", "comma-separated process ids of the broker's servers (Redis, NATS), whose CPU is reported as broker_cores instead of in other_cores", pidList(&f.brokerPIDs))
 }
 
 // check validates the parsed flags of scenario name.
@@ -311,7 +301,7 @@ func runFanoutScenario(ctx context.Context, sc fanoutScenario, cm *common, t *ta
 
 	// Publish at a fixed rate.
 	interval := time.Duration(float64(time.Second) / ff.rate)
-	cpu0 := sampleCPU(ff.pid, ff.nodePIDs...)
+	cpu0 := sampleCPU(ff.pid, ff.nodePIDs, ff.brokerPIDs)
 	pubStart := time.Now()
 	r.pubStart.Store(pubStart.UnixNano())
 	end := pubStart.Add(ff.duration)
@@ -361,7 +351,7 @@ func runFanoutScenario(ctx context.Context, sc fanoutScenario, cm *common, t *ta
 	// publish to the last: deliveries still in flight then (at most a
 	// window's, or a latency's worth of the rate) had part of their cost
 	// counted and none of their deliveries.
-	cpu1 := sampleCPU(ff.pid, ff.nodePIDs...)
+	cpu1 := sampleCPU(ff.pid, ff.nodePIDs, ff.brokerPIDs)
 	res.CPU = cpuBetween(cpu0, cpu1)
 	res.ServerCPUPerDelivery = serverCPUPerDelivery(cpu0, cpu1, r.received())
 	if ff.pid > 0 {

@@ -89,7 +89,7 @@ func runIdle(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		conns = make([]*wsConn, 0, *n)
 		errs  errorLog
 	)
-	cpu0 := sampleCPU(*pid)
+	cpu0 := sampleCPU(*pid, nil, nil)
 	start := time.Now()
 	stop := make(chan struct{})
 	pw := progress(stderr, time.Second, stop, func() string {
@@ -107,7 +107,7 @@ func runIdle(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	close(stop)
 	pw.Wait()
 	dialDur := time.Since(start)
-	res.DialCPU = cpuBetween(cpu0, sampleCPU(*pid))
+	res.DialCPU = cpuBetween(cpu0, sampleCPU(*pid, nil, nil))
 	res.Subscribed = len(conns)
 	res.DialSeconds = round(dialDur.Seconds(), 3)
 	res.ConnectRate = round(float64(len(conns))/dialDur.Seconds(), 1)

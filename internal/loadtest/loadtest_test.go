@@ -91,12 +91,17 @@ func TestFanout(t *testing.T) {
 	}
 }
 
-// TestFanoutCPUPerDelivery measures this process as the server: it
-// serves and loads at once, so its CPU per delivery is positive.
+// TestFanoutCPUPerDelivery measures this process as the server and as the
+// broker: it serves and loads at once, so its CPU per delivery is positive.
 func TestFanoutCPUPerDelivery(t *testing.T) {
-	res := runBench(t, "fanout", "-subs", "20", "-window", "20", "-duration", "500ms", "-pid", strconv.Itoa(os.Getpid()))
+	self := strconv.Itoa(os.Getpid())
+	res := runBench(t, "fanout", "-subs", "20", "-window", "20", "-duration", "500ms", "-pid", self, "-broker-pids", self)
 	if v, _ := res["server_cpu_us_per_delivery"].(float64); v <= 0 || res["received"].(float64) == 0 {
 		t.Fatalf("server_cpu_us_per_delivery %v: %v", res["server_cpu_us_per_delivery"], res)
+	}
+	cpu := res["cpu"].(map[string]any)
+	if v, _ := cpu["broker_cores"].(float64); v <= 0 {
+		t.Fatalf("broker_cores %v: %v", cpu["broker_cores"], cpu)
 	}
 }
 
