@@ -24,7 +24,9 @@
 # to run, and Centrifugo a key prefix of its own; nothing else in Redis or
 # NATS is touched. Their history expires after 11 minutes at the latest;
 # at the end the script deletes its own Redis keys (when redis-cli is
-# there). server_cores and server_cpu_us_per_delivery count both nodes.
+# there). server_cores and server_cpu_us_per_delivery count both nodes;
+# broker_cores is the Redis or NATS server's CPU (found by its port with
+# ss), kept out of other_cores.
 #
 # PIN=1 starts every server process (each node) under `taskset -c 0` and
 # the load tool under `taskset -c 1`, so that the server's CPU and latency
@@ -241,6 +243,15 @@ url() {
 	esac
 }
 
+# listener_pid prints the process id of what listens on the port of URL
+# $1 (the Redis or NATS server), or nothing when it cannot be seen.
+listener_pid() {
+	local port=${1#*://}
+	port=${port%%/*}
+	port=${port##*:}
+	ss -Hltnp "sport = :$port" 2>/dev/null | grep -o 'pid=[0-9]*' | head -n 1 | cut -d= -f2 || true
+}
+
 # bench_args prints the load tool's arguments for case $1 on server $2 in
 # run $3, try $4.
 bench_args() {
@@ -251,6 +262,9 @@ bench_args() {
 	esac
 	if [[ $MODE == cluster ]]; then
 		nodes="-sub-urls $(url "$2" 2) -node-pids ${NODE_PIDS[1]} -channel bench-$RUNID-$1-$3-$4"
+		local broker
+		broker=$(listener_pid "$([[ $2 == herald-nats ]] && echo "$NATS_URL" || echo "$REDIS_URL")")
+		[[ -z $broker ]] || nodes+=" -broker-pids $broker"
 	fi
 	case $1 in
 	idle-*) echo "idle -proto $proto -url $(url "$2" 1) -n ${1#idle-}" ;;
@@ -338,6 +352,7 @@ for case in "${CASES[@]}"; do
 		fields="delivered_per_sec server_cpu_us_per_delivery p50_ms p99_ms max_ms lost errors server_cores other_cores"
 		;;
 	esac
+	[[ $MODE == cluster ]] && fields+=" broker_cores"
 	printf '  %-27s' ""
 	for server in $SERVERS; do printf ' %-36s' "$server"; done
 	for h in "${HERALDS[@]}"; do for p in "${PEERS[@]}"; do printf ' %-18s' "$h/$p"; done; done
@@ -366,15 +381,20 @@ done
 idles=()
 for case in "${CASES[@]}"; do [[ $case == idle-* ]] && idles+=("$case"); done
 if ((${#idles[@]} > 1)); then
-	echo "idle growth (medians): connections, RSS growth, memory per connection, connect rate"
+	echo "idle growth (medians): connections, RSS growth, memory per connection, the growth per"
+	echo "connection added since the count before (flat when growth is linear), connect rate"
 	for server in $SERVERS; do
 		echo "  $server:"
+		prev_n="" prev_growth=""
 		for case in "${idles[@]}"; do
 			growth=$(awk 'match($0, /"rss_before_kib":[0-9]+/) {b = substr($0, RSTART + 17, RLENGTH - 17)}
 				match($0, /"rss_after_kib":[0-9]+/) {print (substr($0, RSTART + 16, RLENGTH - 16) - b) / 1024}' \
 				"$OUT/$case.$server.jsonl" | sort -g | awk '{v[NR] = $1} END {if (NR == 0) print "n/a"; else printf "%.1f", (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}')
-			printf '    %7s  %8s MiB  %8s KiB/conn  %10s conns/s\n' "${case#idle-}" "$growth" \
-				"$(median "$OUT/$case.$server.jsonl" mem_per_conn_kib)" "$(median "$OUT/$case.$server.jsonl" connect_rate)"
+			marginal=$(awk -v n="${case#idle-}" -v g="$growth" -v pn="$prev_n" -v pg="$prev_growth" \
+				'BEGIN {if (pn == "" || g == "n/a" || pg == "n/a" || n == pn) print "-"; else printf "%.2f", (g - pg) * 1024 / (n - pn)}')
+			printf '    %7s  %8s MiB  %8s KiB/conn  %8s KiB/added conn  %10s conns/s\n' "${case#idle-}" "$growth" \
+				"$(median "$OUT/$case.$server.jsonl" mem_per_conn_kib)" "$marginal" "$(median "$OUT/$case.$server.jsonl" connect_rate)"
+			prev_n=${case#idle-} prev_growth=$growth
 		done
 	done
 fi
