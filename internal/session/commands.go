@@ -208,7 +208,7 @@ func (s *Session) subscribe(channel string, since *string, server bool, so hub.S
 	if s.cfg.Observer == nil {
 		started = ready
 	}
-	err := s.cfg.Hub.SubscribeWith(context.Background(), s, s.cfg.Client, channel, from, so, started)
+	err := s.cfg.Hub.SubscribeWith(context.Background(), s, &s.cfg.Client, channel, from, so, started)
 	s.mu.Lock()
 	if i := slices.Index(s.making, channel); i >= 0 {
 		s.making = slices.Delete(s.making, i, i+1)
