@@ -212,6 +212,9 @@ func (s *Session) subscribe(channel string, since *string, server bool, so hub.S
 	s.mu.Lock()
 	if i := slices.Index(s.making, channel); i >= 0 {
 		s.making = slices.Delete(s.making, i, i+1)
+		if len(s.making) == 0 {
+			s.making = nil // most sessions subscribe once: keep no array for the next
+		}
 	}
 	if err != nil {
 		s.removeSubLocked(channel)
