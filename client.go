@@ -1,7 +1,6 @@
 package herald
 
 import (
-	"context"
 	"net/http"
 
 	"github.com/heraldhq/herald/broker"
@@ -49,20 +48,15 @@ func (s *Server) newClientConn(c clientSpec) *clientConn {
 	if events != nil {
 		observer = events
 	}
-	sess := session.New(context.Background(), session.Config{
-		Hub:           s.hub,
-		Conn:          c.conn,
-		Client:        broker.ClientInfo{Client: c.who.client, User: c.who.user, Transport: contractTransport(c.transport), Info: c.who.info},
-		Mode:          c.mode,
-		RawChannel:    c.rawChannel,
-		Policy:        c.policy,
-		Expires:       c.who.expires,
-		Limits:        s.sessionLimits(),
-		QueueMessages: s.cfg.QueueMessages,
-		QueueBytes:    s.cfg.QueueBytes,
-		Metrics:       s.metrics,
-		Logger:        s.cfg.Logger,
-		Observer:      observer,
+	sess := session.New(session.Config{
+		Shared:     s.sessions,
+		Conn:       c.conn,
+		Client:     broker.ClientInfo{Client: c.who.client, User: c.who.user, Transport: contractTransport(c.transport), Info: c.who.info},
+		Mode:       c.mode,
+		RawChannel: c.rawChannel,
+		Policy:     c.policy,
+		Expires:    c.who.expires,
+		Observer:   observer,
 	})
 	return &clientConn{s: s, sess: sess, transport: c.transport, ip: c.ip, header: c.who.header, events: events}
 }

@@ -68,6 +68,7 @@ type Server struct {
 	notifier   *notifier.Notifier // nil without webhooks
 	receipts   *receipts.Keeper   // nil where no namespace keeps receipts
 	desk       *orderDesk         // takes this node's orders and keeps its connections
+	sessions   *session.Shared    // what every session of this server shares
 
 	nodeID   string
 	clientN  atomic.Uint64
@@ -141,6 +142,14 @@ func New(cfg Config) (*Server, error) {
 			return hub.ChannelOptions{History: r.history, Presence: r.presence, JoinLeave: r.joinLeave, Conflate: r.conflate, Receipts: r.receipts}
 		},
 	})
+	s.sessions = &session.Shared{
+		Hub:           s.hub,
+		Limits:        s.sessionLimits(),
+		QueueMessages: cfg.QueueMessages,
+		QueueBytes:    cfg.QueueBytes,
+		Metrics:       s.metrics,
+		Logger:        cfg.Logger,
+	}
 	if s.ws, err = ws.New(ws.Config{
 		MaxMessageSize:     cfg.MaxMessageSize,
 		PingInterval:       cfg.PingInterval,

@@ -180,3 +180,54 @@ func TestIdleConnectionsHoldNoGoroutine(t *testing.T) {
 	})
 	t.Logf("goroutines: %d before, %d with %d idle connections", before, after, n)
 }
+
+// idleHeapBound is the most live heap one idle subscribed WebSocket may
+// cost, the test's own end of the socket included (about 300 bytes of
+// it). Measured at about 1,850 bytes, down from 2,150–2,200: the bound
+// leaves room for noise, not for the structs' old sizes.
+const idleHeapBound = 2048
+
+// An idle connection subscribed to a channel — the server's most common
+// state, held by the hundred thousand — costs at most idleHeapBound bytes
+// of live heap: its socket, transport connection, session, client,
+// subscription and presence entry. Not parallel: the heap must be this
+// test's alone.
+func TestIdleSubscribedConnectionHeap(t *testing.T) {
+	_, base := newServer(t, herald.Config{})
+	const warm, n = 100, 2000
+	subscribe := clientFrame(true, opText, []byte(`{"id":1,"op":"subscribe","channel":"idle"}`))
+	conns := make([]net.Conn, 0, warm+n)
+	defer func() {
+		for _, c := range conns {
+			_ = c.Close()
+		}
+	}()
+	open := func(k int) {
+		t.Helper()
+		for range k {
+			c, err := upgrade(base, "/ws")
+			if err != nil {
+				t.Fatal(err)
+			}
+			conns = append(conns, c)
+			if _, err := c.Write(subscribe); err != nil {
+				t.Fatal(err)
+			}
+		}
+		heraldtest.WaitFor(t, heraldtest.Timeout, func() error {
+			if got := metric(t, base, "herald_subscriptions"); got != float64(len(conns)) {
+				return fmt.Errorf("%v subscriptions, want %d", got, len(conns))
+			}
+			return nil
+		})
+	}
+	open(warm) // pools, maps and the channel itself exist before the count
+	_, before := settle()
+	open(n)
+	_, after := settle()
+	per := (int64(after) - int64(before)) / n
+	t.Logf("live heap %d → %d bytes with %d more idle subscribed connections: %d bytes each", before, after, n, per)
+	if per > idleHeapBound {
+		t.Fatalf("an idle subscribed connection costs %d bytes of heap, want at most %d", per, idleHeapBound)
+	}
+}

@@ -140,7 +140,7 @@ func (s *Server) Connections(ctx context.Context, sel Selector) ([]Connection, e
 	_, _ = rand.Read(id[:])
 	reply := replyPrefix + hex.EncodeToString(id[:])
 	col := &answers{got: map[string][]Connection{}, arrived: make(chan struct{}, 1)}
-	if err := s.hub.Subscribe(ctx, col, broker.ClientInfo{Client: "node:" + s.nodeID}, reply, nil, func(hub.SubscribeResult) {}); err != nil {
+	if err := s.hub.Subscribe(ctx, col, &broker.ClientInfo{Client: "node:" + s.nodeID}, reply, nil, func(hub.SubscribeResult) {}); err != nil {
 		return nil, fmt.Errorf("herald: connections: %w", err)
 	}
 	defer s.hub.Unsubscribe(context.Background(), col, broker.ClientInfo{Client: "node:" + s.nodeID}, reply)
@@ -258,7 +258,7 @@ func newOrderDesk(s *Server) *orderDesk {
 
 // start subscribes to the orders and starts beating.
 func (d *orderDesk) start(ctx context.Context) error {
-	if err := d.s.hub.Subscribe(ctx, d, broker.ClientInfo{Client: "node:" + d.s.nodeID}, ordersChannel, nil, func(hub.SubscribeResult) {}); err != nil {
+	if err := d.s.hub.Subscribe(ctx, d, &broker.ClientInfo{Client: "node:" + d.s.nodeID}, ordersChannel, nil, func(hub.SubscribeResult) {}); err != nil {
 		return fmt.Errorf("herald: subscribe to orders: %w", err)
 	}
 	d.done.Add(2)

@@ -93,7 +93,7 @@ func TestCatchUpPagesAndOverflow(t *testing.T) {
 	publish(100)
 	g := newGated()
 	zero := broker.Offset{}
-	if err := h.Subscribe(context.Background(), g, broker.ClientInfo{Client: "g"}, room, &zero, func(hub.SubscribeResult) {}); err != nil {
+	if err := h.Subscribe(context.Background(), g, &broker.ClientInfo{Client: "g"}, room, &zero, func(hub.SubscribeResult) {}); err != nil {
 		t.Fatal(err)
 	}
 	// Nothing arrives before the subscriber has room.
@@ -114,7 +114,7 @@ func TestCatchUpFellBehind(t *testing.T) {
 	publish(20)
 	g := newGated()
 	zero := broker.Offset{}
-	if err := h.Subscribe(context.Background(), g, broker.ClientInfo{Client: "g"}, room, &zero, func(hub.SubscribeResult) {}); err != nil {
+	if err := h.Subscribe(context.Background(), g, &broker.ClientInfo{Client: "g"}, room, &zero, func(hub.SubscribeResult) {}); err != nil {
 		t.Fatal(err)
 	}
 	publish(100) // history now starts far past where the catch-up stands

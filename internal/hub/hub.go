@@ -235,7 +235,7 @@ func (ch *channel) endedLocked(epoch string) bool {
 // (nil: every message); a delta subscriber's last is the newest message
 // handed to it.
 type entry struct {
-	info   broker.ClientInfo
+	info   *broker.ClientInfo // the subscriber's, which does not change while it is subscribed
 	from   broker.Offset
 	cu     *catchup
 	filter *sharedFilter
@@ -408,7 +408,7 @@ func (h *Hub) refreshPresenceOnce() {
 		infos := make([]broker.ClientInfo, 0, len(ch.subs))
 		for _, e := range ch.subs {
 			if e.cu == nil {
-				infos = append(infos, e.info)
+				infos = append(infos, *e.info)
 			}
 		}
 		ch.mu.Unlock()
@@ -438,12 +438,15 @@ type SubscribeResult struct {
 // since that history holds, then live ones, with no gap and no duplicate.
 // ready is called exactly once on success, before anything is delivered to
 // sub for this channel, so a reply queued there precedes the messages.
-func (h *Hub) Subscribe(ctx context.Context, sub Subscriber, info broker.ClientInfo, name string, since *broker.Offset, ready func(SubscribeResult)) error {
+// info is the subscriber's: the hub keeps the pointer, not a copy (a
+// server may hold a subscription per idle connection), so *info must not
+// change until sub is unsubscribed.
+func (h *Hub) Subscribe(ctx context.Context, sub Subscriber, info *broker.ClientInfo, name string, since *broker.Offset, ready func(SubscribeResult)) error {
 	return h.SubscribeWith(ctx, sub, info, name, since, SubscribeOptions{}, ready)
 }
 
 // SubscribeWith is Subscribe with delivery options.
-func (h *Hub) SubscribeWith(ctx context.Context, sub Subscriber, info broker.ClientInfo, name string, since *broker.Offset, so SubscribeOptions, ready func(SubscribeResult)) error {
+func (h *Hub) SubscribeWith(ctx context.Context, sub Subscriber, info *broker.ClientInfo, name string, since *broker.Offset, so SubscribeOptions, ready func(SubscribeResult)) error {
 	ch, err := h.acquire(ctx, name)
 	if err != nil {
 		return err
@@ -481,7 +484,7 @@ func (h *Hub) SubscribeWith(ctx context.Context, sub Subscriber, info broker.Cli
 	// there after its subscribe reply finds itself.
 	opts := h.options(name)
 	if opts.Presence && h.presence != nil {
-		if err := h.presence.AddPresence(ctx, name, info); err != nil {
+		if err := h.presence.AddPresence(ctx, name, *info); err != nil {
 			h.log.Warn("add presence", "channel", name, "err", err)
 		}
 	}
@@ -520,7 +523,7 @@ func (h *Hub) SubscribeWith(ctx context.Context, sub Subscriber, info broker.Cli
 	}
 
 	if opts.JoinLeave {
-		if err := h.broker.PublishJoin(ctx, name, bare(info)); err != nil {
+		if err := h.broker.PublishJoin(ctx, name, bare(*info)); err != nil {
 			h.log.Warn("publish join", "channel", name, "err", err)
 		}
 	}
@@ -921,7 +924,7 @@ func (ch *channel) fanOutLocked(m broker.Message, tr *tracing.Tracer, delivered 
 		}
 		handed++
 		if receipts && e.acks {
-			recipients = append(recipients, bare(e.info))
+			recipients = append(recipients, bare(*e.info))
 		}
 	}
 	if d.trace != nil {

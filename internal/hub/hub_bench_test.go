@@ -74,7 +74,7 @@ func benchFanOutWith(b *testing.B, size, subs int, tr *tracing.Tracer) {
 	for i := range ss {
 		ss[i] = &countingSubscriber{}
 		info := broker.ClientInfo{Client: fmt.Sprintf("c%d", i)}
-		if err := h.Subscribe(ctx, ss[i], info, "bench", nil, func(hub.SubscribeResult) {}); err != nil {
+		if err := h.Subscribe(ctx, ss[i], &info, "bench", nil, func(hub.SubscribeResult) {}); err != nil {
 			b.Fatal(err)
 		}
 	}

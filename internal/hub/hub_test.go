@@ -32,7 +32,7 @@ func TestPresenceIsRefreshed(t *testing.T) {
 	defer b.Close()
 	defer h.Stop()
 	me := broker.ClientInfo{Client: "c1", User: "u1", Info: json.RawMessage(`{"plan":"pro"}`)}
-	if err := h.Subscribe(ctx, nopSubscriber{}, me, "room", nil, func(hub.SubscribeResult) {}); err != nil {
+	if err := h.Subscribe(ctx, nopSubscriber{}, &me, "room", nil, func(hub.SubscribeResult) {}); err != nil {
 		t.Fatal(err)
 	}
 	if err := b.RemovePresence(ctx, "room", me); err != nil { // the entry expires

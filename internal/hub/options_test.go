@@ -74,7 +74,7 @@ func subscribeWith(t *testing.T, h *hub.Hub, sub hub.Subscriber, client, channel
 	t.Helper()
 	info := broker.ClientInfo{Client: client}
 	so.Acks = true
-	if err := h.SubscribeWith(context.Background(), sub, info, channel, since, so, func(hub.SubscribeResult) {}); err != nil {
+	if err := h.SubscribeWith(context.Background(), sub, &info, channel, since, so, func(hub.SubscribeResult) {}); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -264,7 +264,7 @@ func TestDeliveredReportsRecipients(t *testing.T) {
 	subscribeWith(t, h, &collector{}, "all", "alerts", nil, hub.SubscribeOptions{})
 	subscribeWith(t, h, &collector{}, "red", "alerts", nil, hub.SubscribeOptions{Filter: eqFilter{tag: "level", value: "red", calls: &calls}})
 	sse := broker.ClientInfo{Client: "stream", Transport: "sse"}
-	if err := h.Subscribe(context.Background(), &collector{}, sse, "alerts", nil, func(hub.SubscribeResult) {}); err != nil {
+	if err := h.Subscribe(context.Background(), &collector{}, &sse, "alerts", nil, func(hub.SubscribeResult) {}); err != nil {
 		t.Fatal(err)
 	}
 	first := publishTagged(t, h, "alerts", `"a"`, map[string]string{"level": "red"})

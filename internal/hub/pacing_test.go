@@ -59,7 +59,7 @@ func TestFirstPageOverflowIsReadBack(t *testing.T) {
 	r.openGate()
 	since := broker.Offset{Epoch: off.Epoch, Seq: 1}
 	b.armed.Store(true)
-	if err := h.Subscribe(context.Background(), r, broker.ClientInfo{Client: "r"}, room, &since, func(hub.SubscribeResult) {}); err != nil {
+	if err := h.Subscribe(context.Background(), r, &broker.ClientInfo{Client: "r"}, room, &since, func(hub.SubscribeResult) {}); err != nil {
 		t.Fatal(err)
 	}
 	r.waitSeqs(t, "subscriber", seqs(2, 2003)...)
@@ -166,7 +166,7 @@ func TestManyCatchUpsShareOneBound(t *testing.T) {
 			}
 		}
 		zero := broker.Offset{}
-		if err := h.Subscribe(context.Background(), s, broker.ClientInfo{Client: "s"}, name, &zero, func(hub.SubscribeResult) {}); err != nil {
+		if err := h.Subscribe(context.Background(), s, &broker.ClientInfo{Client: "s"}, name, &zero, func(hub.SubscribeResult) {}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -212,7 +212,7 @@ func TestUnsubscribedCatchUpsEnd(t *testing.T) {
 	before := runtime.NumGoroutine()
 	for range 1000 {
 		zero := broker.Offset{}
-		if err := h.Subscribe(context.Background(), s, broker.ClientInfo{Client: "s"}, room, &zero, func(hub.SubscribeResult) {}); err != nil {
+		if err := h.Subscribe(context.Background(), s, &broker.ClientInfo{Client: "s"}, room, &zero, func(hub.SubscribeResult) {}); err != nil {
 			t.Fatal(err)
 		}
 		h.Unsubscribe(context.Background(), s, broker.ClientInfo{Client: "s"}, room)

@@ -135,7 +135,7 @@ func newRepairEnvOn(t *testing.T, mb *memory.Broker) *repairEnv {
 func (e *repairEnv) subscribe(since *broker.Offset) *recording {
 	e.t.Helper()
 	r := &recording{}
-	if err := e.h.Subscribe(e.ctx, r, broker.ClientInfo{Client: fmt.Sprint(r)}, room, since, func(hub.SubscribeResult) {}); err != nil {
+	if err := e.h.Subscribe(e.ctx, r, &broker.ClientInfo{Client: fmt.Sprint(r)}, room, since, func(hub.SubscribeResult) {}); err != nil {
 		e.t.Fatal(err)
 	}
 	return r

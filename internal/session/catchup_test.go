@@ -69,7 +69,7 @@ func TestCatchUpGoesOnPastBufferedLiveMessages(t *testing.T) {
 		}
 	}
 	c := &heldConn{}
-	s := session.New(context.Background(), session.Config{Hub: h, Conn: c, Mode: session.ModeSSE, QueueMessages: 1000, QueueBytes: 4000})
+	s := session.New(session.Config{Conn: c, Mode: session.ModeSSE, Shared: &session.Shared{Hub: h, QueueMessages: 1000, QueueBytes: 4000}})
 	t.Cleanup(s.Close)
 	since := first.String()
 	if _, err := s.SubscribeStream("c", &since, false, nil); err != nil {

@@ -69,7 +69,7 @@ func (s *Session) cmdRefresh(cmd protocol.Command) {
 		s.replyError(cmd.ID, protocol.Errorf(protocol.CodeBadRequest, "this server takes no tokens"))
 		return
 	}
-	exp, err := s.cfg.Policy.Refresh(s.ctx, s.cfg.Client, cmd.Token)
+	exp, err := s.cfg.Policy.Refresh(context.Background(), s.cfg.Client, cmd.Token)
 	if err != nil {
 		s.replyError(cmd.ID, s.asProtocolError(err))
 		return
@@ -85,7 +85,7 @@ func (s *Session) cmdRPC(cmd protocol.Command) {
 		s.replyError(cmd.ID, protocol.Errorf(protocol.CodeBadRequest, "rpc is not enabled on this server"))
 		return
 	}
-	data, err := h.RPC(s.ctx, s.cfg.Client, cmd.Method, cmd.Data)
+	data, err := h.RPC(context.Background(), s.cfg.Client, cmd.Method, cmd.Data)
 	if err != nil {
 		s.replyError(cmd.ID, s.asProtocolError(err))
 		return
@@ -142,7 +142,7 @@ func (s *Session) cmdAck(cmd protocol.Command) {
 		s.reply(protocol.Reply(cmd.ID, nil))
 		return
 	}
-	if err := s.cfg.Hub.Ack(s.ctx, cmd.Channel, s.cfg.Client, cmd.Offset); err != nil {
+	if err := s.cfg.Hub.Ack(context.Background(), cmd.Channel, s.cfg.Client, cmd.Offset); err != nil {
 		s.replyError(cmd.ID, s.asProtocolError(err))
 		return
 	}
@@ -164,7 +164,7 @@ func (s *Session) subscribe(channel string, since *string, server bool, so hub.S
 		from = &off
 	}
 	if s.cfg.Policy != nil && !server {
-		if err := s.cfg.Policy.AuthorizeSubscribe(s.ctx, s.cfg.Client, channel); err != nil {
+		if err := s.cfg.Policy.AuthorizeSubscribe(context.Background(), s.cfg.Client, channel); err != nil {
 			return false, s.asProtocolError(err)
 		}
 	}
@@ -208,10 +208,13 @@ func (s *Session) subscribe(channel string, since *string, server bool, so hub.S
 	if s.cfg.Observer == nil {
 		started = ready
 	}
-	err := s.cfg.Hub.SubscribeWith(s.ctx, s, s.cfg.Client, channel, from, so, started)
+	err := s.cfg.Hub.SubscribeWith(context.Background(), s, &s.cfg.Client, channel, from, so, started)
 	s.mu.Lock()
 	if i := slices.Index(s.making, channel); i >= 0 {
 		s.making = slices.Delete(s.making, i, i+1)
+		if len(s.making) == 0 {
+			s.making = nil // most sessions subscribe once: keep no array for the next
+		}
 	}
 	if err != nil {
 		s.removeSubLocked(channel)
@@ -223,7 +226,7 @@ func (s *Session) subscribe(channel string, since *string, server bool, so hub.S
 	closed := s.closed
 	s.mu.Unlock()
 	if closed {
-		s.cfg.Hub.Unsubscribe(s.ctx, s, s.cfg.Client, channel)
+		s.cfg.Hub.Unsubscribe(context.Background(), s, s.cfg.Client, channel)
 		return true, nil
 	}
 	s.subscriptionsDelta(1)
@@ -235,14 +238,14 @@ func (s *Session) cmdUnsubscribe(cmd protocol.Command) {
 	ok := s.removeSubLocked(cmd.Channel)
 	s.mu.Unlock()
 	if ok {
-		s.cfg.Hub.Unsubscribe(s.ctx, s, s.cfg.Client, cmd.Channel)
+		s.cfg.Hub.Unsubscribe(context.Background(), s, s.cfg.Client, cmd.Channel)
 		s.subscriptionsDelta(-1)
 	}
 	s.reply(protocol.Reply(cmd.ID, nil))
 }
 
 func (s *Session) cmdPublish(cmd protocol.Command) {
-	off, err := s.publish(tracing.WithTraceparent(s.ctx, cmd.Traceparent), cmd.Channel, broker.Publication{
+	off, err := s.publish(tracing.WithTraceparent(context.Background(), cmd.Traceparent), cmd.Channel, broker.Publication{
 		Data:   cmd.Data,
 		Event:  cmd.Event,
 		User:   s.cfg.Client.User,
@@ -282,7 +285,7 @@ func (s *Session) publish(ctx context.Context, channel string, p broker.Publicat
 
 func (s *Session) cmdHistory(cmd protocol.Command) {
 	if s.cfg.Policy != nil {
-		if err := s.cfg.Policy.AuthorizeSubscribe(s.ctx, s.cfg.Client, cmd.Channel); err != nil {
+		if err := s.cfg.Policy.AuthorizeSubscribe(context.Background(), s.cfg.Client, cmd.Channel); err != nil {
 			s.replyError(cmd.ID, s.asProtocolError(err))
 			return
 		}
@@ -301,7 +304,7 @@ func (s *Session) cmdHistory(cmd protocol.Command) {
 		s.replyError(cmd.ID, perr)
 		return
 	}
-	res, err := s.cfg.Hub.FilteredHistory(s.ctx, cmd.Channel, broker.HistoryQuery{Since: since, Limit: cmd.Limit}, so.Filter)
+	res, err := s.cfg.Hub.FilteredHistory(context.Background(), cmd.Channel, broker.HistoryQuery{Since: since, Limit: cmd.Limit}, so.Filter)
 	if err != nil {
 		s.replyError(cmd.ID, s.asProtocolError(err))
 		return
@@ -315,12 +318,12 @@ func (s *Session) cmdHistory(cmd protocol.Command) {
 
 func (s *Session) cmdPresence(cmd protocol.Command) {
 	if s.cfg.Policy != nil {
-		if err := s.cfg.Policy.AuthorizeSubscribe(s.ctx, s.cfg.Client, cmd.Channel); err != nil {
+		if err := s.cfg.Policy.AuthorizeSubscribe(context.Background(), s.cfg.Client, cmd.Channel); err != nil {
 			s.replyError(cmd.ID, s.asProtocolError(err))
 			return
 		}
 	}
-	cs, err := s.cfg.Hub.Presence(s.ctx, cmd.Channel)
+	cs, err := s.cfg.Hub.Presence(context.Background(), cmd.Channel)
 	if err != nil {
 		s.replyError(cmd.ID, s.asProtocolError(err))
 		return

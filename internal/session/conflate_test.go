@@ -39,7 +39,7 @@ func stuckSession(t *testing.T, queueMessages int) (*fakeConn, *session.Session,
 	t.Helper()
 	m := newMetrics()
 	c := &fakeConn{held: true}
-	s := open(t, newHub(t), c, session.Config{QueueMessages: queueMessages, Metrics: m})
+	s := open(t, newHub(t), c, session.Config{Shared: &session.Shared{QueueMessages: queueMessages, Metrics: m}})
 	return c, s, m
 }
 

@@ -159,7 +159,12 @@ func newMetrics() *metrics.Metrics { return metrics.New(prometheus.NewRegistry()
 // open returns an open session on h over c, closed when the test ends.
 func open(t *testing.T, h *hub.Hub, c *fakeConn, cfg session.Config) *session.Session {
 	t.Helper()
-	cfg.Hub, cfg.Conn = h, c
+	shared := session.Shared{}
+	if cfg.Shared != nil {
+		shared = *cfg.Shared
+	}
+	cfg.Shared, cfg.Conn = &shared, c
+	cfg.Hub = h
 	if cfg.Client.Client == "" {
 		cfg.Client = broker.ClientInfo{Client: fmt.Sprintf("c%p", c)}
 	}
@@ -169,7 +174,7 @@ func open(t *testing.T, h *hub.Hub, c *fakeConn, cfg session.Config) *session.Se
 	if cfg.QueueBytes == 0 {
 		cfg.QueueBytes = 1 << 20
 	}
-	s := session.New(context.Background(), cfg)
+	s := session.New(cfg)
 	t.Cleanup(s.Close)
 	if err := s.Open(nil); err != nil {
 		t.Fatal(err)

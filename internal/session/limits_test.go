@@ -47,7 +47,7 @@ func TestPublishRateLimit(t *testing.T) {
 	h := newHub(t)
 	m := newMetrics()
 	c := &fakeConn{}
-	s := open(t, h, c, session.Config{Limits: session.Limits{PublishRate: 2, PublishBurst: 5}, Metrics: m})
+	s := open(t, h, c, session.Config{Shared: &session.Shared{Limits: session.Limits{PublishRate: 2, PublishBurst: 5}, Metrics: m}})
 	ok, limited := 0, 0
 	for i := 1; i <= 12; i++ {
 		r := call(t, s, c, i, fmt.Sprintf(`"op":"publish","channel":"r","data":%d`, i))
@@ -91,7 +91,7 @@ func TestRawPublishRateLimitCloses(t *testing.T) {
 	h := newHub(t)
 	m := newMetrics()
 	c := &fakeConn{}
-	s := open(t, h, c, session.Config{Mode: session.ModeRaw, RawChannel: "rr", Limits: session.Limits{PublishRate: 1, PublishBurst: 3}, Metrics: m})
+	s := open(t, h, c, session.Config{Mode: session.ModeRaw, RawChannel: "rr", Shared: &session.Shared{Limits: session.Limits{PublishRate: 1, PublishBurst: 3}, Metrics: m}})
 	for i := range 10 {
 		s.HandleText(fmt.Appendf(nil, "m%d", i))
 	}
@@ -106,7 +106,7 @@ func TestRawPublishRateLimitCloses(t *testing.T) {
 func TestPublishRateUnlimited(t *testing.T) {
 	h := newHub(t)
 	c := &fakeConn{}
-	s := open(t, h, c, session.Config{Limits: session.Limits{PublishRate: -1}})
+	s := open(t, h, c, session.Config{Shared: &session.Shared{Limits: session.Limits{PublishRate: -1}}})
 	for i := 1; i <= 300; i++ {
 		if r := call(t, s, c, i, fmt.Sprintf(`"op":"publish","channel":"u","data":%d`, i)); r["ok"] != true {
 			t.Fatalf("publish %d: %v", i, r)
@@ -118,7 +118,7 @@ func TestSubscriptionLimit(t *testing.T) {
 	h := newHub(t)
 	m := newMetrics()
 	c := &fakeConn{}
-	s := open(t, h, c, session.Config{Limits: session.Limits{MaxSubscriptions: 2}, Metrics: m})
+	s := open(t, h, c, session.Config{Shared: &session.Shared{Limits: session.Limits{MaxSubscriptions: 2}, Metrics: m}})
 	mustOK := func(id int, fields string) {
 		t.Helper()
 		if r := call(t, s, c, id, fields); r["ok"] != true {
@@ -149,7 +149,7 @@ func TestCommandRateLimit(t *testing.T) {
 	m := newMetrics()
 	limits := session.Limits{CommandRate: 5, CommandBurst: 20}
 	c := &fakeConn{}
-	s := open(t, h, c, session.Config{Limits: limits, Metrics: m})
+	s := open(t, h, c, session.Config{Shared: &session.Shared{Limits: limits, Metrics: m}})
 	limited := 0
 	for i := range 60 {
 		op := []string{"ping", "presence", "history", "unsubscribe"}[i%4]
@@ -164,7 +164,7 @@ func TestCommandRateLimit(t *testing.T) {
 		t.Fatalf("%d of 60 commands were rate limited, want most past the burst of 20", limited)
 	}
 	other := &fakeConn{}
-	so := open(t, h, other, session.Config{Limits: limits, Metrics: m})
+	so := open(t, h, other, session.Config{Shared: &session.Shared{Limits: limits, Metrics: m}})
 	if r := call(t, so, other, 1, `"op":"ping"`); r["ok"] != true {
 		t.Fatalf("another connection's ping: %v", r)
 	}

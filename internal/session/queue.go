@@ -283,17 +283,24 @@ func (s *Session) throttle() { _ = s.waitHeld(context.Background(), s.cfg.QueueB
 // keep their room for the next payloads.
 func (s *Session) takeLocked() []*wire.Payload {
 	s.batch = s.batch[:0]
-	s.batchMessages = 0
 	for _, q := range s.queue {
 		s.batch = append(s.batch, q.p)
-		if q.p.Push {
-			s.batchMessages++
-		}
 	}
 	clear(s.queue)
 	s.queue = s.queue[:0]
 	s.liveLen, s.liveBytes = 0, 0
 	return s.batch
+}
+
+// pushes counts the messages among ps (the rest are replies).
+func pushes(ps []*wire.Payload) int {
+	n := 0
+	for _, p := range ps {
+		if p.Push {
+			n++
+		}
+	}
+	return n
 }
 
 // dropped tells a traced payload's fan-out it will not be written.
@@ -326,7 +333,7 @@ func (s *Session) wakeLocked() {
 func (s *Session) sent(err error) {
 	measure := s.cfg.Metrics != nil && err == nil
 	if measure {
-		s.cfg.Metrics.MessagesOut.Add(float64(s.batchMessages))
+		s.cfg.Metrics.MessagesOut.Add(float64(pushes(s.batch)))
 	}
 	now, written := time.Now(), 0
 	for _, p := range s.batch {

@@ -1,7 +1,6 @@
 package session_test
 
 import (
-	"context"
 	"fmt"
 	"testing"
 
@@ -18,7 +17,7 @@ func (discardConn) Close(int, string)                        {}
 // newDiscardSession returns a session over a discardConn, closed when the
 // test ends.
 func newDiscardSession(tb testing.TB) *session.Session {
-	s := session.New(context.Background(), session.Config{Conn: discardConn{}, QueueMessages: 1024, QueueBytes: 1 << 20})
+	s := session.New(session.Config{Conn: discardConn{}, Shared: &session.Shared{QueueMessages: 1024, QueueBytes: 1 << 20}})
 	tb.Cleanup(s.Close)
 	return s
 }
@@ -50,7 +49,7 @@ func BenchmarkEnqueue(b *testing.B) {
 func BenchmarkConflate(b *testing.B) {
 	for _, keys := range []int{16, 1000} {
 		b.Run(fmt.Sprintf("queue=1024/keys=%d", keys), func(b *testing.B) {
-			s := session.New(context.Background(), session.Config{Conn: &fakeConn{held: true}, QueueMessages: 1024, QueueBytes: 1 << 30})
+			s := session.New(session.Config{Conn: &fakeConn{held: true}, Shared: &session.Shared{QueueMessages: 1024, QueueBytes: 1 << 30}})
 			b.Cleanup(s.Close)
 			ps := make([]*wire.Payload, keys)
 			for i := range ps {

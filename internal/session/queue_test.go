@@ -57,9 +57,9 @@ func TestSlowConsumerIsDropped(t *testing.T) {
 			h := newHub(t)
 			m := newMetrics()
 			healthy := &fakeConn{}
-			hs := open(t, h, healthy, session.Config{Mode: mode, RawChannel: "flood", QueueMessages: 16, Metrics: m})
+			hs := open(t, h, healthy, session.Config{Mode: mode, RawChannel: "flood", Shared: &session.Shared{QueueMessages: 16, Metrics: m}})
 			stuck := &fakeConn{held: true}
-			ss := open(t, h, stuck, session.Config{Mode: mode, RawChannel: "flood", QueueMessages: 16, Metrics: m})
+			ss := open(t, h, stuck, session.Config{Mode: mode, RawChannel: "flood", Shared: &session.Shared{QueueMessages: 16, Metrics: m}})
 			if mode == session.ModeJSON {
 				command(hs, 1, `"op":"subscribe","channel":"flood"`)
 				command(ss, 1, `"op":"subscribe","channel":"flood"`)
@@ -127,7 +127,7 @@ func TestLiveQueueBounds(t *testing.T) {
 			h := newHub(t)
 			m := newMetrics()
 			c := &fakeConn{held: true}
-			s := open(t, h, c, session.Config{Mode: session.ModeRaw, RawChannel: "q", QueueMessages: tt.messages, QueueBytes: tt.bytes, Metrics: m})
+			s := open(t, h, c, session.Config{Mode: session.ModeRaw, RawChannel: "q", Shared: &session.Shared{QueueMessages: tt.messages, QueueBytes: tt.bytes, Metrics: m}})
 			for range 1 + tt.fit { // one in flight, then the queue
 				publish(t, h, "q", tt.data)
 			}
@@ -160,7 +160,7 @@ func TestRepliesThrottleCommands(t *testing.T) {
 	h := newHub(t)
 	c := &fakeConn{held: true}
 	const commands = 40
-	s := open(t, h, c, session.Config{QueueMessages: 1, QueueBytes: 200})
+	s := open(t, h, c, session.Config{Shared: &session.Shared{QueueMessages: 1, QueueBytes: 200}})
 	handled := make(chan int, commands)
 	go func() {
 		for i := 1; i <= commands; i++ {

@@ -83,8 +83,7 @@ func TestUnsubscribeServerDuringSubscribe(t *testing.T) {
 	h, b := newGatedHub(t, "room")
 	obs := &observed{}
 	m := newMetrics()
-	s := open(t, h, &fakeConn{}, session.Config{Mode: session.ModeJSON, Observer: obs, Metrics: m,
-		Client: broker.ClientInfo{Client: "c1"}})
+	s := open(t, h, &fakeConn{}, session.Config{Mode: session.ModeJSON, Observer: obs, Client: broker.ClientInfo{Client: "c1"}, Shared: &session.Shared{Metrics: m}})
 	done := make(chan error, 1)
 	go func() { done <- s.SubscribeServer("room", nil) }()
 	<-b.entered
@@ -111,7 +110,7 @@ func TestUnsubscribeServerDuringSubscribe(t *testing.T) {
 func TestCloseDuringSubscribe(t *testing.T) {
 	h, b := newGatedHub(t, "room")
 	m := newMetrics()
-	s := open(t, h, &fakeConn{}, session.Config{Mode: session.ModeJSON, Metrics: m})
+	s := open(t, h, &fakeConn{}, session.Config{Mode: session.ModeJSON, Shared: &session.Shared{Metrics: m}})
 	done := make(chan struct{})
 	go func() { command(s, 1, `"op":"subscribe","channel":"room"`); close(done) }()
 	<-b.entered

@@ -110,9 +110,12 @@ type Limits struct {
 	CommandBurst int
 }
 
-// Config configures a Session.
+// Config configures a Session: what is its own, and the settings it
+// shares with every session of its server.
 type Config struct {
-	Hub    *hub.Hub
+	// Shared is required; sessions of one server share one, which they
+	// must not modify.
+	*Shared
 	Conn   Conn
 	Client broker.ClientInfo
 	Mode   Mode
@@ -124,7 +127,18 @@ type Config struct {
 	// the connection with 1008 then, unless a refresh (or the Policy, when
 	// it is a Renewer) moves it. Zero: never.
 	Expires time.Time
-	Limits  Limits
+	// Observer, when set, is told of each subscription that starts and
+	// ends; nil: nobody is.
+	Observer Observer
+}
+
+// Shared is what the sessions of one server have in common. A server
+// makes one and gives every session a pointer to it, rather than each
+// session a copy: it is most of what a session would otherwise hold, and
+// an idle server holds its sessions by the hundred thousand.
+type Shared struct {
+	Hub    *hub.Hub
+	Limits Limits
 	// QueueMessages and QueueBytes bound the outgoing queue. Live fan-out
 	// past either closes the session with 1008 (a slow consumer), unless
 	// conflation makes room for a conflating channel's message. What
@@ -134,10 +148,8 @@ type Config struct {
 	QueueMessages int
 	QueueBytes    int
 	Metrics       *metrics.Metrics
-	Logger        *slog.Logger
-	// Observer, when set, is told of each subscription that starts and
-	// ends; nil: nobody is.
-	Observer Observer
+	// Logger receives what sessions log; nil discards.
+	Logger *slog.Logger
 }
 
 // Observer is told when a session's subscriptions start (the hub took
@@ -151,9 +163,13 @@ type Observer interface {
 
 // Session is one connection. HandleText and HandleBinary must be called
 // from one goroutine at a time; Deliver and Close from any.
+//
+// A server holds as many sessions as it has idle connections: the struct
+// is kept small (the fields are ordered so that small ones share words),
+// what every session has in common is in Shared, and state that few
+// sessions need is made when first needed.
 type Session struct {
 	cfg Config
-	ctx context.Context
 
 	mu     sync.Mutex          // guards subs, making, serverSubs, closed and expiry
 	subs   []string            // a few per connection: a slice is smaller than a map
@@ -177,27 +193,34 @@ type Session struct {
 	liveBytes int           // and their bytes
 	held      int           // bytes of everything queued or in flight
 	drained   chan struct{} // closed when held falls; nil unless someone waits
+	cause     *Cause        // the first close the session made; nil when none
 	writing   bool          // a batch is in flight
 	closing   bool
-	cause     *Cause // the first close the session made; nil when none
-	paging    bool   // a catch-up page is reserved (TryRoom, WaitRoom)
-	holds     int32  // bytes of held that the hub buffers (Hold), not queued
+	paging    bool  // a catch-up page is reserved (TryRoom, WaitRoom)
+	holds     int32 // bytes of held that the hub buffers (Hold), not queued
 
 	// The batch in flight (used only by whoever set writing) and s.sent
 	// bound once.
-	batch         []*wire.Payload
-	batchMessages int
-	sentFn        func(error)
+	batch  []*wire.Payload
+	sentFn func(error)
 }
 
+// discard is the Logger of a Shared without one.
+var discard = slog.New(slog.DiscardHandler)
+
 // New returns a session; the caller calls Open next.
-func New(ctx context.Context, cfg Config) *Session {
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.DiscardHandler)
-	}
-	s := &Session{cfg: cfg, ctx: ctx}
+func New(cfg Config) *Session {
+	s := &Session{cfg: cfg}
 	s.sentFn = s.sent
 	return s
+}
+
+// logger is the sessions' Logger.
+func (s *Session) logger() *slog.Logger {
+	if s.cfg.Logger == nil {
+		return discard
+	}
+	return s.cfg.Logger
 }
 
 // Client returns the session's client and user ids.
@@ -305,7 +328,7 @@ func (s *Session) UnsubscribeServer(channel string) bool {
 	if !ok {
 		return false
 	}
-	s.cfg.Hub.Unsubscribe(s.ctx, s, s.cfg.Client, channel)
+	s.cfg.Hub.Unsubscribe(context.Background(), s, s.cfg.Client, channel)
 	s.subscriptionsDelta(-1)
 	if s.cfg.Mode == ModeJSON || s.cfg.Mode == ModeJSONL {
 		s.enqueue(wire.NewPayload(protocol.UnsubscribedPush(channel)), asked)
@@ -465,7 +488,7 @@ func (s *Session) expire() {
 // timer's goroutine. A failure is tried again after a quarter of the time
 // left (at least renewRetry), while that comes before t.
 func (s *Session) renew(t time.Time) {
-	ctx, cancel := context.WithDeadline(s.ctx, t)
+	ctx, cancel := context.WithDeadline(context.Background(), t)
 	next, err := s.cfg.Policy.(Renewer).Renew(ctx, s.cfg.Client)
 	cancel()
 	if err == nil {
@@ -478,7 +501,7 @@ func (s *Session) renew(t time.Time) {
 		s.closeConn(pe.Code.CloseCode(), pe.Message)
 		return
 	}
-	s.cfg.Logger.Warn("renewing a connection failed", "client", s.cfg.Client.Client, "err", pe.Message)
+	s.logger().Warn("renewing a connection failed", "client", s.cfg.Client.Client, "err", pe.Message)
 	retry := time.Now().Add(max(renewRetry, time.Until(t)/4))
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -532,7 +555,7 @@ func (s *Session) refused(reason string) {
 	if s.cfg.Metrics != nil {
 		s.cfg.Metrics.Refusals.WithLabelValues(reason).Inc()
 	}
-	s.cfg.Logger.Info("refused", "reason", reason, "client", s.cfg.Client.Client, "user", s.cfg.Client.User)
+	s.logger().Info("refused", "reason", reason, "client", s.cfg.Client.Client, "user", s.cfg.Client.User)
 }
 
 // Disconnect closes the connection with a close code and reason.
@@ -570,7 +593,7 @@ func (s *Session) publishRaw(frame []byte, binary bool) {
 	} else {
 		p.Data = quoteJSON(frame)
 	}
-	if _, err := s.publish(s.ctx, s.cfg.RawChannel, p); err != nil {
+	if _, err := s.publish(context.Background(), s.cfg.RawChannel, p); err != nil {
 		pe := s.asProtocolError(err)
 		if pe.Code == protocol.CodeForbidden || pe.Code == protocol.CodeUnauthorized {
 			s.refused(string(pe.Code))
@@ -583,6 +606,6 @@ func (s *Session) publishRaw(frame []byte, binary bool) {
 // what it hides (protocol.Public).
 func (s *Session) asProtocolError(err error) *protocol.Error {
 	return protocol.Public(err, func(err error) {
-		s.cfg.Logger.Error("command failed", "client", s.cfg.Client.Client, "err", err)
+		s.logger().Error("command failed", "client", s.cfg.Client.Client, "err", err)
 	})
 }

@@ -32,10 +32,8 @@ type Conn struct {
 	lastRead     atomic.Int64 // coarse unix nanoseconds of the last bytes read
 	writingSince atomic.Int64 // coarse unix nanoseconds a write started; 0 when none is in flight
 	pinged       atomic.Bool  // a keepalive ping is outstanding
-	closed       atomic.Bool  // the connection is gone; the Handler was told
-	closing      atomic.Bool  // Close was called
-	closeOnce    sync.Once
-	goneOnce     sync.Once
+	closed       atomic.Bool  // the connection is gone; the Handler was told (set once, by gone)
+	closing      atomic.Bool  // a close frame was sent or is on its way (set once)
 
 	hmu    sync.Mutex // orders setting h with the connection ending
 	handed bool       // setHandler was called
@@ -45,13 +43,9 @@ type Conn struct {
 	// event at a time. rmu is never contended (the poller arms a socket
 	// for one event at a time); it makes that order visible to the memory
 	// model, which knows nothing of epoll.
-	rmu      sync.Mutex
-	pend     []byte // bytes of an incomplete frame
-	fragOp   ws.OpCode
-	frag     []byte
-	fragZip  bool
-	fragSize int
-	hist     *history // the client's window when it keeps its compression context; nil when it does not
+	rmu  sync.Mutex
+	asm  *assembly // a frame or message not complete yet; nil between messages
+	hist *history  // the client's window when it keeps its compression context; nil when it does not
 
 	wmu sync.Mutex // one write on the socket at a time
 
@@ -329,14 +323,14 @@ func controlFrame(op ws.OpCode, payload []byte) net.Buffers {
 // connection, without blocking. A peer that does not read gets WriteTimeout
 // to take the frame; then the socket is closed regardless.
 func (c *Conn) Close(code int, reason string) {
-	c.closeOnce.Do(func() {
-		c.closing.Store(true)
-		timer := time.AfterFunc(c.t.cfg.WriteTimeout, c.gone)
-		body := ws.NewCloseFrameBody(ws.StatusCode(code), protocol.CloseReason(reason))
-		c.control(ws.OpClose, body, func() {
-			timer.Stop()
-			c.gone()
-		})
+	if !c.closing.CompareAndSwap(false, true) {
+		return
+	}
+	timer := time.AfterFunc(c.t.cfg.WriteTimeout, c.gone)
+	body := ws.NewCloseFrameBody(ws.StatusCode(code), protocol.CloseReason(reason))
+	c.control(ws.OpClose, body, func() {
+		timer.Stop()
+		c.gone()
 	})
 }
 
@@ -359,20 +353,20 @@ func (c *Conn) setHandler(h Handler) {
 // never waits for it. Every path that closes the socket goes through
 // here, since the poller reports nothing for a socket closed under it.
 func (c *Conn) gone() {
-	c.goneOnce.Do(func() {
-		c.closed.Store(true)
-		if c.t.loop != nil {
-			c.t.loop.remove(c)
-		}
-		_ = c.nc.Close()
-		c.hmu.Lock()
-		c.isGone = true
-		h, handed := c.h, c.handed
-		c.hmu.Unlock()
-		if handed {
-			go c.release(h)
-		}
-	})
+	if !c.closed.CompareAndSwap(false, true) {
+		return
+	}
+	if c.t.loop != nil {
+		c.t.loop.remove(c)
+	}
+	_ = c.nc.Close()
+	c.hmu.Lock()
+	c.isGone = true
+	h, handed := c.h, c.handed
+	c.hmu.Unlock()
+	if handed {
+		go c.release(h)
+	}
 }
 
 // release tells h, if set, that c is gone, then forgets c: until then c
@@ -436,9 +430,10 @@ func (c *Conn) readBlocking(buf []byte) bool {
 // them; what is left of an incomplete frame stays pending. It reports
 // false when the connection must end.
 func (c *Conn) consume(data []byte) bool {
-	kept := len(c.pend) > 0
+	a := c.asm
+	kept := a != nil && len(a.pend) > 0
 	if kept {
-		data = append(c.pend, data...) // amortized: a frame that trickles in is not copied per read
+		data = append(a.pend, data...) // amortized: a frame that trickles in is not copied per read
 	}
 	for len(data) > 0 {
 		r := bytes.NewReader(data)
@@ -453,8 +448,10 @@ func (c *Conn) consume(data []byte) bool {
 		if c.deflate {
 			state |= ws.StateExtended
 		}
-		if c.fragOp != 0 {
+		fragSize := 0
+		if c.asm != nil && c.asm.op != 0 {
 			state |= ws.StateFragmented
+			fragSize = len(c.asm.msg)
 		}
 		if err := ws.CheckHeader(h, state); err != nil {
 			return c.fail(ws.StatusProtocolError, err.Error())
@@ -465,7 +462,7 @@ func (c *Conn) consume(data []byte) bool {
 		if h.Rsv2() || h.Rsv3() || h.Rsv1() && (h.OpCode.IsControl() || h.OpCode == ws.OpContinuation) {
 			return c.fail(ws.StatusProtocolError, "unexpected RSV bits")
 		}
-		if h.Length > int64(c.t.cfg.MaxMessageSize) || (h.OpCode.IsData() || h.OpCode == ws.OpContinuation) && int64(c.fragSize)+h.Length > int64(c.t.cfg.MaxMessageSize) {
+		if h.Length > int64(c.t.cfg.MaxMessageSize) || (h.OpCode.IsData() || h.OpCode == ws.OpContinuation) && int64(fragSize)+h.Length > int64(c.t.cfg.MaxMessageSize) {
 			c.t.refused("too_large")
 			return c.fail(ws.StatusMessageTooBig, "message too big")
 		}
@@ -482,13 +479,43 @@ func (c *Conn) consume(data []byte) bool {
 	}
 	switch {
 	case len(data) == 0:
-		c.pend = nil
+		if c.asm != nil {
+			c.asm.pend = nil
+			c.tidy()
+		}
 	case kept:
-		c.pend = data // the end of pend's own array
+		c.asm.pend = data // the end of pend's own array
 	default:
-		c.pend = append([]byte(nil), data...) // data is the caller's buffer
+		c.assembling().pend = append([]byte(nil), data...) // data is the caller's buffer
 	}
 	return true
+}
+
+// assembly is what a connection holds of input not complete yet: the
+// bytes of a frame that has not fully arrived, and the fragments of a
+// message whose last frame has not. Most connections read whole messages
+// in one frame and one read, and never need one: it is made when first
+// needed and dropped once it is empty again (tidy).
+type assembly struct {
+	pend []byte    // bytes of an incomplete frame
+	op   ws.OpCode // the fragmented message's opcode; 0 when none is under way
+	zip  bool      // the fragmented message is compressed
+	msg  []byte    // its payload so far
+}
+
+// assembling returns c's assembly, making it when c has none.
+func (c *Conn) assembling() *assembly {
+	if c.asm == nil {
+		c.asm = &assembly{}
+	}
+	return c.asm
+}
+
+// tidy drops c's assembly once nothing is left in it.
+func (c *Conn) tidy() {
+	if a := c.asm; a != nil && len(a.pend) == 0 && a.op == 0 {
+		c.asm = nil
+	}
 }
 
 // handleFrame handles one complete frame.
@@ -513,27 +540,31 @@ func (c *Conn) handleFrame(h ws.Header, payload []byte) bool {
 		if len(payload) == 0 {
 			echo = nil
 		}
-		c.closeOnce.Do(func() {
-			c.closing.Store(true)
+		if c.closing.CompareAndSwap(false, true) {
 			c.control(ws.OpClose, echo, c.gone)
-		})
+		}
 		return false
 	}
-	if h.OpCode != ws.OpContinuation { // the first frame of a message
-		c.fragOp, c.fragSize = h.OpCode, 0
-		c.fragZip = h.Rsv1()
+	if h.Fin && h.OpCode != ws.OpContinuation { // a message in one frame
+		return c.message(h.OpCode, h.Rsv1(), payload)
 	}
+	a := c.assembling()
+	if h.OpCode != ws.OpContinuation { // the first frame of a fragmented message
+		a.op, a.zip = h.OpCode, h.Rsv1()
+	}
+	a.msg = append(a.msg, payload...)
 	if !h.Fin {
-		c.frag = append(c.frag, payload...)
-		c.fragSize = len(c.frag)
 		return true
 	}
-	msg := payload
-	if len(c.frag) > 0 {
-		msg = append(c.frag, payload...)
-	}
-	op, zip := c.fragOp, c.fragZip
-	c.frag, c.fragOp, c.fragZip, c.fragSize = nil, 0, false, 0
+	op, zip, msg := a.op, a.zip, a.msg
+	a.op, a.zip, a.msg = 0, false, nil
+	c.tidy()
+	return c.message(op, zip, msg)
+}
+
+// message handles one complete message of opcode op, compressed when zip
+// is set.
+func (c *Conn) message(op ws.OpCode, zip bool, msg []byte) bool {
 	if zip {
 		var err error
 		var hist []byte

@@ -210,7 +210,10 @@ func (t *Transport) Upgrade(w http.ResponseWriter, r *http.Request, accept func(
 		b, _ := rw.Reader.Peek(n)
 		early = append([]byte(nil), b...)
 	}
-	c, drain := t.newConn(nc, hs.Protocol, neg.got)
+	if hs.Protocol != proto {
+		proto = "" // the client offered none of ours
+	}
+	c, drain := t.newConn(nc, proto, neg.got) // proto, not hs.Protocol: that is a copy of it, 16 bytes a connection
 	// Nothing is written before the response: writes wait for wmu.
 	c.wmu.Lock()
 	h, err := accept(c)
