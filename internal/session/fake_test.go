@@ -159,11 +159,10 @@ func newMetrics() *metrics.Metrics { return metrics.New(prometheus.NewRegistry()
 // open returns an open session on h over c, closed when the test ends.
 func open(t *testing.T, h *hub.Hub, c *fakeConn, cfg session.Config) *session.Session {
 	t.Helper()
-	shared := session.Shared{}
-	if cfg.Shared != nil {
-		shared = *cfg.Shared
+	if cfg.Shared == nil {
+		cfg.Shared = &session.Shared{}
 	}
-	cfg.Shared, cfg.Conn = &shared, c
+	cfg.Conn = c
 	cfg.Hub = h
 	if cfg.Client.Client == "" {
 		cfg.Client = broker.ClientInfo{Client: fmt.Sprintf("c%p", c)}

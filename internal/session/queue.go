@@ -66,6 +66,9 @@ func (s *Session) enqueue(p *wire.Payload, k kind) {
 		s.liveBytes += len(p.Bytes)
 	}
 	s.held += len(p.Bytes)
+	if len(s.queue) == cap(s.queue) && len(s.queue) >= keptSlots {
+		s.queue = s.growQueueLocked() // smaller, append's own growth is as cheap
+	}
 	s.queue = append(s.queue, queued{p: p, live: k == live})
 	if s.writing {
 		s.qmu.Unlock()
@@ -279,9 +282,21 @@ const keptSlots = 4
 // or when the session closes (a write stuck past WriteTimeout closes it).
 func (s *Session) throttle() { _ = s.waitHeld(context.Background(), s.cfg.QueueBytes) }
 
+// growQueueLocked returns the queue moved to a pooled slice of twice its
+// room, and gives the old one back to the pool.
+func (s *Session) growQueueLocked() []queued {
+	bigger := append(s.cfg.queues.get(2*cap(s.queue)), s.queue...)
+	s.cfg.queues.put(s.queue)
+	return bigger
+}
+
 // takeLocked moves the whole queue to the batch to send; both slices
 // keep their room for the next payloads.
 func (s *Session) takeLocked() []*wire.Payload {
+	if len(s.queue) > cap(s.batch) && len(s.queue) > keptSlots {
+		s.cfg.batches.put(s.batch)
+		s.batch = s.cfg.batches.get(len(s.queue))
+	}
 	s.batch = s.batch[:0]
 	for _, q := range s.queue {
 		s.batch = append(s.batch, q.p)
@@ -339,7 +354,7 @@ func (s *Session) sent(err error) {
 	for _, p := range s.batch {
 		written += len(p.Bytes)
 		if measure && !p.Accepted.IsZero() {
-			s.cfg.Metrics.DeliveryLatency.Observe(now.Sub(p.Accepted).Seconds())
+			s.cfg.Metrics.DeliveryLatency.Observe(now.Sub(p.Accepted))
 		}
 		if p.Trace != nil {
 			p.Trace.Done(err == nil, now)
@@ -356,13 +371,22 @@ func (s *Session) sent(err error) {
 	}
 	if len(s.queue) == 0 || s.closing {
 		s.writing = false
-		// An idle session keeps its two slices only while they are
-		// small: then the next message allocates nothing.
+		// An idle session keeps two small slices, so that the next
+		// message allocates nothing; larger ones go back to the pool,
+		// which has small ones to give.
 		if cap(s.queue) > keptSlots || s.closing {
+			s.cfg.queues.put(s.queue)
 			s.queue = nil
+			if !s.closing {
+				s.queue = s.cfg.queues.get(keptSlots)
+			}
 		}
 		if cap(s.batch) > keptSlots || s.closing {
+			s.cfg.batches.put(s.batch)
 			s.batch = nil
+			if !s.closing {
+				s.batch = s.cfg.batches.get(keptSlots)
+			}
 		}
 		if err != nil {
 			s.causeLocked(protocol.CloseNormal, "write failed")

@@ -114,7 +114,8 @@ type Limits struct {
 // shares with every session of its server.
 type Config struct {
 	// Shared is required; sessions of one server share one, which they
-	// must not modify.
+	// must not modify (but for its pools of queue slices, which are safe
+	// for concurrent use).
 	*Shared
 	Conn   Conn
 	Client broker.ClientInfo
@@ -150,6 +151,10 @@ type Shared struct {
 	Metrics       *metrics.Metrics
 	// Logger receives what sessions log; nil discards.
 	Logger *slog.Logger
+
+	// The queue slices sessions let go when they fall idle (slicePool).
+	queues  slicePool[queued]
+	batches slicePool[*wire.Payload]
 }
 
 // Observer is told when a session's subscriptions start (the hub took
