@@ -30,7 +30,7 @@ type Metrics struct {
 	ReceiptsDropped prometheus.Counter
 	// DeliveryLatency is the time from a message's acceptance by the
 	// broker to its write to a subscriber's socket, per delivery.
-	DeliveryLatency prometheus.Histogram
+	DeliveryLatency *Latency
 	// BytesIn and BytesOut count bytes read from and written to client
 	// connections (WebSocket frames, SSE streams), by transport.
 	BytesIn, BytesOut *prometheus.CounterVec
@@ -100,11 +100,9 @@ func New(reg prometheus.Registerer) *Metrics {
 	for _, r := range RefusalReasons {
 		m.Refusals.WithLabelValues(r)
 	}
-	m.DeliveryLatency = prometheus.NewHistogram(prometheus.HistogramOpts{
-		Name:    "herald_delivery_latency_seconds",
-		Help:    "From a message's acceptance by the broker to its write to a subscriber's socket.",
-		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
-	})
+	m.DeliveryLatency = NewLatency("herald_delivery_latency_seconds",
+		"From a message's acceptance by the broker to its write to a subscriber's socket.",
+		[]float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5})
 	m.BytesIn = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "herald_bytes_in_total",
 		Help: "Bytes read from client connections, by transport.",

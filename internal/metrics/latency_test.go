@@ -1,0 +1,76 @@
+package metrics
+
+import (
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+var testBuckets = []float64{.001, .01, .1}
+
+// What many goroutines observe at once adds up, over the shards, to one
+// histogram: every count in its bucket (bounds inclusive), the sum exact.
+func TestLatencyAddsUpShards(t *testing.T) {
+	l := NewLatency("test_latency_seconds", "test", testBuckets)
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(l)
+	durations := []time.Duration{0, time.Millisecond, 2 * time.Millisecond, 10 * time.Millisecond, 50 * time.Millisecond, time.Second, -time.Second}
+	const goroutines, rounds = 8, 1000
+	var wg sync.WaitGroup
+	for range goroutines {
+		wg.Go(func() {
+			for range rounds {
+				for _, d := range durations {
+					l.Observe(d)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := mfs[0].GetMetric()[0].GetHistogram()
+	const per = goroutines * rounds
+	if got, want := h.GetSampleCount(), uint64(per*len(durations)); got != want {
+		t.Fatalf("count %d, want %d", got, want)
+	}
+	wantSum := per * (time.Millisecond + 2*time.Millisecond + 10*time.Millisecond + 50*time.Millisecond + time.Second).Seconds()
+	if got := h.GetSampleSum(); got < wantSum*0.999999 || got > wantSum*1.000001 {
+		t.Fatalf("sum %v, want %v (a negative duration counts as 0)", got, wantSum)
+	}
+	// ≤ 1ms: 0, 1ms and the negative one; ≤ 10ms: and 2ms, 10ms; ≤ 100ms: and 50ms.
+	for i, want := range []uint64{3 * per, 5 * per, 6 * per} {
+		b := h.GetBucket()[i]
+		if b.GetUpperBound() != testBuckets[i] || b.GetCumulativeCount() != want {
+			t.Fatalf("bucket %d: ≤ %v holds %d, want ≤ %v holding %d", i, b.GetUpperBound(), b.GetCumulativeCount(), testBuckets[i], want)
+		}
+	}
+}
+
+// BenchmarkLatencyObserve is one observation per delivery from every
+// core at once, against client_golang's Histogram with the same buckets.
+func BenchmarkLatencyObserve(b *testing.B) {
+	buckets := []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5}
+	b.Run("sharded", func(b *testing.B) {
+		l := NewLatency("b", "b", buckets)
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				l.Observe(3 * time.Millisecond)
+			}
+		})
+	})
+	b.Run("client_golang", func(b *testing.B) {
+		h := prometheus.NewHistogram(prometheus.HistogramOpts{Name: "b", Buckets: buckets})
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				h.Observe((3 * time.Millisecond).Seconds())
+			}
+		})
+	})
+}
