@@ -34,6 +34,16 @@
 # the CPUs it may run on (herald and Centrifugo get 1 then); Node runs its
 # JavaScript on one thread anyway. Redis and NATS are not pinned.
 #
+# STEER=1 (with PIN=1) also steers loopback's receive processing to CPU 1
+# (receive packet steering: /sys/class/net/lo/queues/rx-0/rps_cpus, root
+# only, restored at exit). On loopback the kernel otherwise runs the
+# receiving side of every segment a server sends — the subscriber's TCP
+# receive, queueing and wake-up — on the sending core, in the server's
+# time: a third of a server's CPU per delivery at 50 publishes/s is the
+# load tool's receive path. Steered, the server's core does what it would
+# do with its clients on other machines: the sending side only, plus an
+# inter-processor interrupt when CPU 1's backlog was empty.
+#
 # Scenarios (SCENARIOS, any of):
 #   idle     N subscribed connections held; memory per connection, connect
 #            rate (one node only). N may list several counts, e.g.
@@ -60,7 +70,7 @@
 # load tool each get them all. N=19900 leaves each about a hundred for its
 # listener, poller, standard streams and /metrics.
 #
-# Settings (environment): MODE=one (or cluster) PIN=0 (or 1)
+# Settings (environment): MODE=one (or cluster) PIN=0 (or 1) STEER=0 (or 1)
 # SCENARIOS="idle closed rate" (cluster: "closed rate")
 # SERVERS="herald ws centrifugo" (cluster: "herald herald-nats centrifugo")
 # RUNS=3 N=10000 SUBS=1000 WINDOW=100 RATE=100 DURATION=20s
@@ -75,6 +85,8 @@ set -euo pipefail
 
 MODE=${MODE:-one}
 PIN=${PIN:-0}
+STEER=${STEER:-0}
+RPS=/sys/class/net/lo/queues/rx-0/rps_cpus
 case $MODE in
 one)
 	SCENARIOS=${SCENARIOS:-idle closed rate}
@@ -134,6 +146,14 @@ if [[ $PIN == 1 ]]; then
 	fi
 	SERVER_PIN=(taskset -c 0)
 	TOOL_PIN=(taskset -c 1)
+fi
+RPS_BEFORE=
+if [[ $STEER == 1 ]]; then
+	if [[ $PIN != 1 || ! -w $RPS ]]; then
+		echo "STEER=1 needs PIN=1 and a writable $RPS (root)" >&2
+		exit 2
+	fi
+	RPS_BEFORE=$(cat "$RPS")
 fi
 
 BIN="$OUT/herald"
@@ -200,6 +220,7 @@ EOF
 # this script's RUNID: herald's keys of its channels, Centrifugo's prefix.
 cleanup() {
 	stop_nodes
+	[[ -n $RPS_BEFORE ]] && echo "$RPS_BEFORE" > "$RPS"
 	[[ $MODE == cluster ]] && command -v redis-cli >/dev/null || return 0
 	local pattern
 	for pattern in "herald:{bench-$RUNID-*" "centrifugo-bench-$RUNID*"; do
@@ -208,6 +229,7 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+[[ $STEER == 1 ]] && echo 2 > "$RPS" # CPU 1's bit
 
 # start_node starts node $2 (1 or 2) of server $1 on PORT+$2-1 and waits
 # until it listens; its pid joins NODE_PIDS.
@@ -334,6 +356,7 @@ done
 setup="one node"
 [[ $MODE == cluster ]] && setup="two nodes, publisher on node 1, subscribers on node 2"
 [[ $PIN == 1 ]] && setup+=", servers on CPU 0 and the load tool on CPU 1"
+[[ $STEER == 1 ]] && setup+=", loopback receive steered to CPU 1"
 echo
 echo "$setup;"
 echo "medians of $RUNS runs, [min–max], and herald/peer; $((SECONDS - start))s (raw results in $OUT):"
