@@ -225,7 +225,7 @@ func runFanoutScenario(ctx context.Context, sc fanoutScenario, cm *common, t *ta
 			res.Nodes++
 		}
 	}
-	r := &fanoutRun{t: t, lat: new(histogram), ack: new(histogram), pending: map[uint64]pendingPub{}, options: sc.options}
+	r := &fanoutRun{t: t, lat: new(shardedHistogram), ack: new(histogram), pending: map[uint64]pendingPub{}, options: sc.options}
 	if sc.options.doc {
 		r.doc = newDocument(ff.size)
 	}
@@ -311,7 +311,7 @@ func runFanoutScenario(ctx context.Context, sc fanoutScenario, cm *common, t *ta
 		el := time.Since(pubStart).Seconds()
 		got := r.received()
 		return fmt.Sprintf("%s: %4.0fs published %d, delivered %d (%.0f/s), p99 %.2fms, closed %d",
-			name, el, published.Load(), got, float64(got)/el, ms(r.lat.quantile(0.99)), r.closed.Load())
+			name, el, published.Load(), got, float64(got)/el, ms(r.lat.merged().quantile(0.99)), r.closed.Load())
 	})
 	var maxLag time.Duration
 	timer := time.NewTimer(0)
@@ -320,7 +320,7 @@ func runFanoutScenario(ctx context.Context, sc fanoutScenario, cm *common, t *ta
 		if ff.window > 0 {
 			// Closed loop: wait until every live subscriber has all but
 			// the last window messages.
-			for r.minSeen()+uint64(ff.window) < seq && time.Now().Before(end) && ctx.Err() == nil {
+			for !r.seenBy(seq-min(seq, uint64(ff.window))) && time.Now().Before(end) && ctx.Err() == nil {
 				time.Sleep(20 * time.Microsecond)
 			}
 			if !time.Now().Before(end) {
@@ -399,9 +399,10 @@ func runFanoutScenario(ctx context.Context, sc fanoutScenario, cm *common, t *ta
 	if last := r.lastRecv.Load(); last > 0 && res.Received > 0 {
 		res.DeliveredPerSec = round(float64(res.Received)/time.Duration(last-pubStart.UnixNano()).Seconds(), 1)
 	}
-	res.P50Ms, res.P90Ms = ms(r.lat.quantile(0.50)), ms(r.lat.quantile(0.90))
-	res.P99Ms, res.P999Ms = ms(r.lat.quantile(0.99)), ms(r.lat.quantile(0.999))
-	res.MaxMs, res.MeanMs = ms(time.Duration(r.lat.max.Load())), ms(r.lat.mean())
+	lat := r.lat.merged()
+	res.P50Ms, res.P90Ms = ms(lat.quantile(0.50)), ms(lat.quantile(0.90))
+	res.P99Ms, res.P999Ms = ms(lat.quantile(0.99)), ms(lat.quantile(0.999))
+	res.MaxMs, res.MeanMs = ms(time.Duration(lat.max.Load())), ms(lat.mean())
 	res.AckP50Ms, res.AckP99Ms = ms(r.ack.quantile(0.50)), ms(r.ack.quantile(0.99))
 	res.Closed = r.closed.Load()
 	res.Errors = r.errs.n.Load()
@@ -462,8 +463,9 @@ type fanoutRun struct {
 	ackedBy  []atomic.Int64 // timed publishes acknowledged, per channel
 	subs     []*subscriber
 	errs     errorLog
-	lat      *histogram // delivery latency
-	ack      *histogram // publish → ok reply
+	lat      *shardedHistogram // delivery latency, a shard per subscriber
+	nsubs    atomic.Int64      // subscribers made, for their shards
+	ack      *histogram        // publish → ok reply
 
 	pub      *wsConn
 	pubDone  chan struct{}
@@ -480,6 +482,10 @@ type fanoutRun struct {
 
 	options optionFlags
 	doc     *document // the data, with -doc; publishing goroutine only
+
+	// behind is the subscriber that was furthest behind at the last look;
+	// publishing goroutine only (seenBy).
+	behind *subscriber
 }
 
 // publish sends one publish carrying seq and the send time, padded to
@@ -537,19 +543,36 @@ func (r *fanoutRun) publish(seq uint64, ch int, size int, timed bool) error {
 	return r.pub.writeText(b.Bytes())
 }
 
-// minSeen is the highest sequence number every subscriber still
-// connected has reached (closed ones no longer hold the loop back).
-func (r *fanoutRun) minSeen() uint64 {
-	low := uint64(1<<64 - 1)
-	for _, s := range r.subs {
-		select {
-		case <-s.done:
-			continue
-		default:
-		}
-		low = min(low, s.high.Load())
+// seenBy reports whether every subscriber still connected has every
+// message up to seq. It checks the subscriber that was furthest behind
+// first, and looks at all of them only once that one has caught up: the
+// closed loop asks many times per message, and reading every
+// subscriber's progress each time was a tenth of the load tool's CPU.
+func (r *fanoutRun) seenBy(seq uint64) bool {
+	if b := r.behind; b != nil && !readerDone(b) && b.high.Load() < seq {
+		return false
 	}
-	return low
+	low := uint64(1<<64 - 1)
+	r.behind = nil
+	for _, s := range r.subs {
+		if readerDone(s) {
+			continue
+		}
+		if h := s.high.Load(); h < low {
+			low, r.behind = h, s
+		}
+	}
+	return low >= seq
+}
+
+// readerDone reports whether s's reader has returned.
+func readerDone(s *subscriber) bool {
+	select {
+	case <-s.done:
+		return true
+	default:
+		return false
+	}
 }
 
 // readAcks reads the publisher's replies: herald's and Centrifugo's by
@@ -678,6 +701,7 @@ type subscriber struct {
 	ready   atomic.Bool   // received the warm-up message
 	count   atomic.Int64  // distinct sequence numbers received, for progress
 	high    atomic.Uint64 // every sequence number up to this one received (closed loop)
+	lat     *histogram    // the shard of fanoutRun.lat this subscriber adds to
 
 	seen     []uint64 // bitset of sequence numbers received
 	distinct int64
@@ -692,7 +716,8 @@ type subscriber struct {
 // newSubscriber returns a subscriber whose connection close closes; its
 // reader must close s.done when it returns.
 func (r *fanoutRun) newSubscriber(close func()) *subscriber {
-	return &subscriber{r: r, close: close, done: make(chan struct{})}
+	lat := r.lat.shard(int(r.nsubs.Add(1)))
+	return &subscriber{r: r, close: close, done: make(chan struct{}), lat: lat}
 }
 
 var (
@@ -756,7 +781,13 @@ func (s *subscriber) handle(msg []byte, now int64) {
 			return
 		}
 	}
-	seq, ok := numberAfter(data, keySeq)
+	// The data starts {"bench_ts":T,"bench_seq":S: the sequence number
+	// is looked for after the timestamp, not from the start again.
+	ts, rest, ok := numberAfterIn(data, keyTS)
+	if !ok {
+		return
+	}
+	seq, _, ok := numberAfterIn(rest, keySeq)
 	if !ok {
 		return
 	}
@@ -764,15 +795,11 @@ func (s *subscriber) handle(msg []byte, now int64) {
 		s.ready.Store(true)
 		return
 	}
-	ts, ok := numberAfter(data, keyTS)
-	if !ok {
-		return
-	}
 	s.bytes += int64(len(msg))
 	if delta {
 		s.deltas++
 	}
-	s.r.lat.add(time.Duration(now - int64(ts)))
+	s.lat.add(time.Duration(now - int64(ts)))
 	s.r.lastRecv.Store(now)
 	w, bit := seq/64, uint64(1)<<(seq%64)
 	for uint64(len(s.seen)) <= w {
@@ -796,15 +823,21 @@ func (s *subscriber) handle(msg []byte, now int64) {
 
 // numberAfter parses the unsigned integer that follows key in b.
 func numberAfter(b, key []byte) (uint64, bool) {
+	n, _, ok := numberAfterIn(b, key)
+	return n, ok
+}
+
+// numberAfterIn parses the unsigned integer that follows key in b, and
+// returns what follows it.
+func numberAfterIn(b, key []byte) (n uint64, rest []byte, ok bool) {
 	i := bytes.Index(b, key)
 	if i < 0 {
-		return 0, false
+		return 0, nil, false
 	}
 	b = b[i+len(key):]
-	var n uint64
 	j := 0
 	for ; j < len(b) && b[j] >= '0' && b[j] <= '9'; j++ {
 		n = n*10 + uint64(b[j]-'0')
 	}
-	return n, j > 0
+	return n, b[j:], j > 0
 }

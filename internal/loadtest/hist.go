@@ -83,3 +83,32 @@ func (h *histogram) mean() time.Duration {
 	}
 	return time.Duration(h.sum.Load() / int64(n))
 }
+
+// shardedHistogram is a histogram that many goroutines add to on
+// different cores: each adds to a shard of its own, so that they do not
+// contend on one set of counters, and readers merge the shards.
+type shardedHistogram struct {
+	shards [histShards]histogram
+}
+
+const histShards = 8
+
+// shard returns the i-th shard (any i: it wraps around).
+func (h *shardedHistogram) shard(i int) *histogram { return &h.shards[i%histShards] }
+
+// merged returns the shards added up, as they are when it reads them.
+func (h *shardedHistogram) merged() *histogram {
+	m := new(histogram)
+	for i := range h.shards {
+		s := &h.shards[i]
+		for b := range s.counts {
+			if c := s.counts[b].Load(); c > 0 {
+				m.counts[b].Add(c)
+			}
+		}
+		m.n.Add(s.n.Load())
+		m.sum.Add(s.sum.Load())
+		m.max.Store(max(m.max.Load(), s.max.Load()))
+	}
+	return m
+}

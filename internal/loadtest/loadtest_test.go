@@ -582,7 +582,7 @@ func TestDeltaRebuild(t *testing.T) {
 	deltaPush := func(from, to []byte) []byte {
 		return []byte(`{"op":"message","channel":"c","offset":"1-a","data":` + quote(string(fdelta.Create(from, to))) + `,"delta":true}`)
 	}
-	r := &fanoutRun{lat: new(histogram)}
+	r := &fanoutRun{lat: new(shardedHistogram)}
 	s := r.newSubscriber(func() {})
 	s.delta = &deltaState{}
 
