@@ -34,6 +34,12 @@ func serverURL() string {
 // bucket when t ends (after the brokers using it are closed).
 func newPrefix(t *testing.T) string {
 	t.Helper()
+	return prefixOf(t)
+}
+
+// prefixOf is newPrefix for tests and benchmarks.
+func prefixOf(t testing.TB) string {
+	t.Helper()
 	var r [6]byte
 	_, _ = rand.Read(r[:])
 	prefix := "heraldtest-" + hex.EncodeToString(r[:])
@@ -66,7 +72,7 @@ func newPrefix(t *testing.T) string {
 	return prefix
 }
 
-func newBroker(t *testing.T, prefix string) *nats.Broker {
+func newBroker(t testing.TB, prefix string) *nats.Broker {
 	t.Helper()
 	b, err := nats.New(nats.Config{URL: serverURL(), Prefix: prefix, PresenceTTL: time.Minute})
 	if err != nil {
@@ -649,4 +655,13 @@ func TestCursorAtEvictedMessage(t *testing.T) {
 				tt.since, offs[5:], got, res.Complete, offs[5:], tt.complete)
 		}
 	}
+}
+
+// BenchmarkPublish measures Publish on one node through to HandleMessage
+// on another (see brokertest.BenchPublish).
+func BenchmarkPublish(b *testing.B) {
+	brokertest.BenchPublish(b, func(b *testing.B) (pub, sub broker.Broker) {
+		prefix := prefixOf(b)
+		return newBroker(b, prefix), newBroker(b, prefix)
+	})
 }

@@ -704,3 +704,13 @@ func TestLibraryLogsGoToSlog(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// BenchmarkPublish measures Publish on one node through to HandleMessage
+// on another (see brokertest.BenchPublish).
+func BenchmarkPublish(b *testing.B) {
+	brokertest.BenchPublish(b, func(b *testing.B) (pub, sub broker.Broker) {
+		prefix := prefixOf(b)
+		return newBroker(b, redis.Config{URL: serverURL(), Prefix: prefix}),
+			newBroker(b, redis.Config{URL: serverURL(), Prefix: prefix})
+	})
+}
