@@ -8,7 +8,6 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 	"unicode/utf8"
 
@@ -21,8 +20,8 @@ import (
 // Conn is one WebSocket connection.
 type Conn struct {
 	t           *Transport
-	nc          net.Conn
-	rc          syscall.RawConn
+	nc          net.Conn // Go's connection where herald does not own the socket (no event loop, or TLS); nil when it does
+	sock        sock     // the socket herald owns when nc is nil
 	h           Handler
 	subprotocol string
 	deflate     bool   // permessage-deflate; what herald sends is compressed message by message
@@ -95,7 +94,7 @@ func (c *Conn) Send(ps []*wire.Payload, done func(error)) {
 	start := !c.writing
 	c.writing = true
 	c.bmu.Unlock()
-	if start && (c.rc == nil || c.t.flusher == nil || !c.t.flusher.add(c)) { // no flusher without a raw socket
+	if start && (c.nc != nil || c.t.flusher == nil || !c.t.flusher.add(c)) { // flushers write only sockets herald owns
 		go c.writer(batch{})
 	}
 }
@@ -264,13 +263,36 @@ func (c *Conn) writeLocked(bufs *net.Buffers) error {
 	}
 	// No deadline per write: the keepalive sweep ends a connection whose
 	// write has taken longer than WriteTimeout.
-	n, err := bufs.WriteTo(c.nc)
-	c.t.traffic(0, int(n))
-	if err != nil {
+	if err := c.writeAll(bufs, 0, true); err != nil {
 		go c.gone() // not under wmu: gone waits for nothing, but keep writes short
 		return err
 	}
 	return nil
+}
+
+// writeAll writes bufs whole, with wmu held, waiting for the socket as
+// long as it takes — or timeout, when it is not 0 — and tells Traffic of
+// the bytes written when count is set.
+func (c *Conn) writeAll(bufs *net.Buffers, timeout time.Duration, count bool) error {
+	if c.nc == nil {
+		return c.writeRaw(bufs, timeout, count)
+	}
+	if timeout > 0 {
+		_ = c.nc.SetWriteDeadline(time.Now().Add(timeout))
+		defer func() { _ = c.nc.SetWriteDeadline(time.Time{}) }()
+	}
+	n, err := bufs.WriteTo(c.nc)
+	if count {
+		c.t.traffic(0, int(n))
+	}
+	return err
+}
+
+// respond writes an HTTP response on the hijacked connection within
+// HandshakeTimeout, with wmu held.
+func (c *Conn) respond(resp []byte) error {
+	bufs := net.Buffers{resp}
+	return c.writeAll(&bufs, c.t.cfg.HandshakeTimeout, false)
 }
 
 // frame appends the frame of one message to bufs — its header, then the
@@ -359,7 +381,11 @@ func (c *Conn) gone() {
 	if c.t.loop != nil {
 		c.t.loop.remove(c)
 	}
-	_ = c.nc.Close()
+	if c.nc != nil {
+		_ = c.nc.Close()
+	} else {
+		c.sock.close()
+	}
 	c.hmu.Lock()
 	c.isGone = true
 	h, handed := c.h, c.handed
@@ -383,37 +409,8 @@ func (c *Conn) release(h Handler) {
 	}
 }
 
-// readable reads what the socket has without blocking and handles every
-// complete frame. It reports false once the connection is over.
-func (c *Conn) readable(buf []byte) bool {
-	for {
-		var n int
-		var rerr error
-		err := c.rc.Read(func(fd uintptr) bool {
-			n, rerr = syscall.Read(int(fd), buf)
-			return true // never wait: the poller says when there is more
-		})
-		switch {
-		case err != nil:
-			return false
-		case errors.Is(rerr, syscall.EAGAIN) || errors.Is(rerr, syscall.EINTR):
-			return true
-		case rerr != nil || n <= 0:
-			return false
-		}
-		c.touch()
-		c.t.traffic(n, 0)
-		if !c.consume(buf[:n]) {
-			return false
-		}
-		if n < len(buf) {
-			return true
-		}
-	}
-}
-
-// readBlocking reads once, waiting for data: the reader of systems without
-// the event loop.
+// readBlocking reads once, waiting for data: the reader of a connection
+// whose socket stays Go's.
 func (c *Conn) readBlocking(buf []byte) bool {
 	n, err := c.nc.Read(buf)
 	if n > 0 {

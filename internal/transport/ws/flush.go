@@ -33,7 +33,7 @@ type flusher struct {
 type flushWorker struct {
 	f     *flusher
 	chunk []*Conn // connections taken from the queue, being written
-	flusherIO
+	sender
 }
 
 // flushChunk is how many connections a goroutine takes from the queue at
@@ -47,7 +47,6 @@ func newFlusher(workers int) *flusher {
 	f.work.L = &f.mu
 	for range workers {
 		w := &flushWorker{f: f, chunk: make([]*Conn, 0, flushChunk)}
-		w.initIO()
 		f.running.Go(w.run)
 	}
 	return f
@@ -145,7 +144,10 @@ func (c *Conn) flush(w *flushWorker) {
 		go c.writer(b)
 		return
 	}
-	rest, err := w.writeNow(c, b.bufs)
+	rest, n, err := w.writeNow(c, b.bufs)
+	if n > 0 {
+		c.t.traffic(0, n)
+	}
 	if err == nil && len(rest) > 0 {
 		if hook := c.t.cfg.hooks.partialWrite; hook != nil {
 			hook(c)

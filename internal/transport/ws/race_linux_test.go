@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/gobwas/ws"
+	"golang.org/x/sys/unix"
 
 	"github.com/heraldhq/herald/internal/wire"
 )
@@ -34,7 +35,7 @@ func TestPartialWriteIsNotInterleaved(t *testing.T) {
 	for round := range 5 {
 		nc, br := dialWS(t, url, smallReader(t, url))
 		s := accepted(t, conns)
-		_ = s.c.nc.(*net.TCPConn).SetWriteBuffer(4 << 10)
+		setSendBuffer(t, s.c, 4<<10)
 
 		sent := make(chan error, 1)
 		s.c.Send([]*wire.Payload{wire.NewPayload(msg)}, func(err error) { sent <- err })
@@ -97,15 +98,36 @@ func TestRearmAfterCloseSparesReusedDescriptor(t *testing.T) {
 		}
 	}
 	tr, url, conns := testServer(t, cfg, ln)
+	// A descriptor held from before the first connection, below its
+	// socket's: reopen frees it for the new connection's accept, so that
+	// the duplicate the transport keeps gets the next free one, c's.
+	spare, err := unix.Open("/dev/null", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var spareClosed atomic.Bool
+	closeSpare := func() {
+		if !spareClosed.Swap(true) {
+			_ = unix.Close(spare)
+		}
+	}
+	t.Cleanup(closeSpare)
 	// reopen closes c and makes a new connection take its descriptor: its
-	// client socket is made before c closes, and the server accepts it
-	// after, when the lowest free descriptor is c's.
+	// client socket is made before c closes, every free descriptor below
+	// c's but the spare is taken, and the server accepts it after, when
+	// the lowest free descriptors are the spare's and then c's.
 	reopen = func(c *Conn) reuse {
 		old := rawFD(t, c)
 		pre, err := net.Dial("tcp", inner.Addr().String())
 		if err != nil {
 			return reuse{err: err}
 		}
+		filled, err := fillBelow(old)
+		defer closeAll(filled)
+		if err != nil {
+			return reuse{err: err}
+		}
+		closeSpare()
 		c.gone()
 		ln.gate <- struct{}{}
 		dialed := make(chan reuse, 1)
@@ -169,6 +191,30 @@ func TestRearmAfterCloseSparesReusedDescriptor(t *testing.T) {
 	}
 }
 
+// fillBelow opens /dev/null until every descriptor below fd is taken,
+// and returns the descriptors it took.
+func fillBelow(fd int) ([]int, error) {
+	var filled []int
+	for {
+		f, err := unix.Open("/dev/null", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return filled, fmt.Errorf("open /dev/null: %w", err)
+		}
+		if f > fd {
+			_ = unix.Close(f)
+			return filled, nil
+		}
+		filled = append(filled, f)
+	}
+}
+
+// closeAll closes the descriptors fds.
+func closeAll(fds []int) {
+	for _, fd := range fds {
+		_ = unix.Close(fd)
+	}
+}
+
 // smallReader connects to url's host with a receive buffer of a few KiB,
 // set before connecting: shrinking it later can stall the connection.
 func smallReader(t *testing.T, url string) net.Conn {
@@ -214,13 +260,37 @@ func (l *gatedListener) Close() error {
 	return l.Listener.Close()
 }
 
-// rawFD returns the descriptor of c's socket.
+// rawFD returns the descriptor of c's socket, herald's own.
 func rawFD(t *testing.T, c *Conn) int {
-	fd := -1
-	if err := c.rc.Control(func(f uintptr) { fd = int(f) }); err != nil {
-		t.Errorf("descriptor: %v", err)
+	fd, ok := c.sock.acquire()
+	if !ok {
+		t.Errorf("descriptor of a closed socket")
+		return -1
 	}
+	c.sock.release()
 	return fd
+}
+
+// setSendBuffer sets the send buffer of c's socket, herald's own, to n
+// bytes, or fails t.
+func setSendBuffer(t *testing.T, c *Conn, n int) {
+	if err := sendBuffer(c, n); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// sendBuffer sets the send buffer of c's socket, herald's own, to n
+// bytes.
+func sendBuffer(c *Conn, n int) error {
+	fd, ok := c.sock.acquire()
+	if !ok {
+		return errClosed
+	}
+	defer c.sock.release()
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, n); err != nil {
+		return fmt.Errorf("set send buffer: %w", err)
+	}
+	return nil
 }
 
 // watching reports whether p watches c.

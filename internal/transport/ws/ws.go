@@ -3,18 +3,24 @@
 // turns a request into a Conn whose messages go to a Handler, and Conn
 // writes the batches a session gives it.
 //
-// An idle connection costs no goroutine and no timer. On Linux its socket
-// waits in an epoll set of the Transport's own; when it becomes readable a
+// An idle connection costs no goroutine and no timer. On Linux, once the
+// handshake is read, a plain TCP connection's socket is taken from Go's
+// net package and becomes the Conn's own descriptor (sock.go): neither
+// the runtime's poller nor net's objects keep anything of it. It waits in
+// an epoll set of the Transport's own; when it becomes readable a
 // goroutine reads what is there, handles every complete frame — commands
 // one at a time, in order — and returns, leaving the socket to the poller
 // again. Writes go out from a few flusher goroutines, one per processor,
 // which take the connections that have a batch to write from one shared
 // queue and write with non-blocking writes; a connection whose socket is
-// full gets a writer goroutine until it drains. Keepalive is one ticker
-// for all connections, which pings connections that were quiet for
-// PingInterval and closes those quiet for PingInterval + PongTimeout, or
-// whose write is stuck past WriteTimeout. Where there is no epoll, each
-// connection has a reading goroutine and its writes a writer goroutine.
+// full gets a writer goroutine until it drains, which waits for room in a
+// second epoll set of the Transport's. Keepalive is one ticker for all
+// connections, which pings connections that were quiet for PingInterval
+// and closes those quiet for PingInterval + PongTimeout, or whose write
+// is stuck past WriteTimeout. Where there is no epoll, and for a
+// connection that is not plain TCP (TLS served by herald itself), the
+// socket stays Go's: each such connection has a reading goroutine and its
+// writes a writer goroutine.
 //
 // permessage-deflate is negotiated for any offer RFC 7692 permits, always
 // with server_no_context_takeover: every message herald sends is
@@ -48,7 +54,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/gobwas/ws"
@@ -222,13 +227,13 @@ func (t *Transport) Upgrade(w http.ResponseWriter, r *http.Request, accept func(
 		if !errors.As(err, &ref) {
 			ref = &Refusal{Status: http.StatusInternalServerError, Body: []byte("internal error\n")}
 		}
-		_ = t.respond(nc, ref.response())
+		_ = c.respond(ref.response())
 		c.wmu.Unlock()
 		c.gone()
 		c.setHandler(nil)
 		return fmt.Errorf("ws: accept: %w", err)
 	}
-	werr := t.respond(nc, held.buf.Bytes())
+	werr := c.respond(held.buf.Bytes())
 	c.wmu.Unlock()
 	h.Opened()
 	c.setHandler(h)
@@ -248,24 +253,33 @@ func (t *Transport) Upgrade(w http.ResponseWriter, r *http.Request, accept func(
 		}
 		return nil
 	}
-	if t.loop == nil || c.rc == nil || t.loop.add(c) != nil {
+	if c.nc != nil {
 		go t.readLoop(c)
+		return nil
+	}
+	if err := t.loop.add(c); err != nil { // the socket is herald's: only the event loop reads it
+		c.gone()
+		return fmt.Errorf("ws: watch connection: %w", err)
 	}
 	return nil
 }
 
 // newConn returns a connection over nc, counted from here on, so that a
 // shutdown while it is being accepted closes and waits for it too; and
-// how to close it if a shutdown is under way.
+// how to close it if a shutdown is under way. With the event loop, a
+// plain TCP connection's socket becomes the connection's own, and nc is
+// closed; any other (TLS, say) stays Go's.
 func (t *Transport) newConn(nc net.Conn, subprotocol string, z deflate) (*Conn, *closeInfo) {
 	c := &Conn{t: t, nc: nc, subprotocol: subprotocol, deflate: z.on, zipBits: z.zipBits}
 	if z.window > 0 {
 		c.hist = &history{max: z.window}
 	}
 	c.lastRead.Store(t.now.Load())
-	if sc, ok := nc.(syscall.Conn); ok {
-		if rc, err := sc.SyscallConn(); err == nil {
-			c.rc = rc
+	c.sock.state.Store(sockClosed) // until it is the connection's own: never touched while nc is Go's
+	if t.loop != nil {
+		if fd, err := detach(nc); err == nil {
+			c.nc, c.sock.fd = nil, int32(fd)
+			c.sock.state.Store(0)
 		}
 	}
 	t.mu.Lock()
@@ -361,7 +375,8 @@ func (t *Transport) serve(c *Conn) {
 	}
 }
 
-// readLoop is a connection's reader where there is no event loop.
+// readLoop is the reader of a connection whose socket stays Go's: where
+// there is no event loop, or the connection is not plain TCP.
 func (t *Transport) readLoop(c *Conn) {
 	defer func() {
 		if v := recover(); v != nil {

@@ -3,6 +3,7 @@ package ws
 import (
 	"bufio"
 	"context"
+	"errors"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -196,4 +197,14 @@ func TestNewRefusesAMissingField(t *testing.T) {
 			t.Errorf("New(%+v) gave no error", cfg)
 		}
 	}
+}
+
+// socketClosed reports whether the server has closed c's socket: nothing
+// more can be written on it.
+func socketClosed(c *Conn) bool {
+	if c.nc != nil {
+		_, err := c.nc.Write([]byte{0})
+		return errors.Is(err, net.ErrClosed)
+	}
+	return c.sock.isClosed()
 }
