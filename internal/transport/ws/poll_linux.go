@@ -93,7 +93,7 @@ func (p *poller) add(c *Conn) error {
 	p.mu.Lock()
 	p.conns[c.id] = c
 	p.mu.Unlock()
-	if err := p.ctl(p.rd.fd, c, unix.EPOLL_CTL_ADD, armed); err != nil {
+	if err := p.ctl(&p.rd, c, unix.EPOLL_CTL_ADD, armed); err != nil {
 		p.mu.Lock()
 		delete(p.conns, c.id)
 		p.mu.Unlock()
@@ -110,7 +110,7 @@ func (p *poller) rearm(c *Conn) error {
 	if hook := p.t.cfg.hooks.rearm; hook != nil {
 		hook(c)
 	}
-	if err := p.ctl(p.rd.fd, c, unix.EPOLL_CTL_MOD, armed); err != nil {
+	if err := p.ctl(&p.rd, c, unix.EPOLL_CTL_MOD, armed); err != nil {
 		return fmt.Errorf("epoll_ctl mod: %w", err)
 	}
 	return nil
@@ -129,17 +129,19 @@ func (p *poller) remove(c *Conn) {
 		close(w)
 	}
 	if ok {
-		_ = p.ctl(p.rd.fd, c, unix.EPOLL_CTL_DEL, 0)
+		_ = p.ctl(&p.rd, c, unix.EPOLL_CTL_DEL, 0)
 	}
 	// The write set's entry, if any, goes when the socket is closed:
 	// nothing else holds the socket open.
 }
 
-// ctl changes c's entry in the set epfd. The descriptor is used between
-// the socket's acquire and release, which keep it from being closed
-// meanwhile: once the socket is closed its number may be a new
-// connection's, and ctl fails instead of touching that one.
-func (p *poller) ctl(epfd int, c *Conn, op int, events uint32) error {
+// ctl changes c's entry in set. The socket's descriptor is used between
+// its acquire and release, which keep it from being closed meanwhile: once
+// the socket is closed its number may be a new connection's, and ctl
+// fails instead of touching that one. The set's own descriptor is used
+// inside its file's Control, for the same reason: once the poller closed
+// it, ctl fails instead of changing whatever set took its number.
+func (p *poller) ctl(set *epollSet, c *Conn, op int, events uint32) error {
 	fd, ok := c.sock.acquire()
 	if !ok {
 		return errClosed
@@ -149,27 +151,37 @@ func (p *poller) ctl(epfd int, c *Conn, op int, events uint32) error {
 	if op != unix.EPOLL_CTL_DEL {
 		ev = &unix.EpollEvent{Events: events, Fd: int32(c.id), Pad: int32(c.id >> 32)}
 	}
-	return unix.EpollCtl(epfd, op, fd, ev)
+	var cerr error
+	if err := set.rc.Control(func(epfd uintptr) { cerr = unix.EpollCtl(int(epfd), op, fd, ev) }); err != nil {
+		return fmt.Errorf("epoll set: %w", err)
+	}
+	return cerr
 }
 
-// waitWritable waits until c's socket has room, c is gone, the poller
-// closes, or timeout passes when it is not 0. The keepalive sweep ends
-// connections whose write takes longer than WriteTimeout, which wakes
-// the wait.
+// waitWritable waits until c's socket has room, c is gone, or timeout
+// passes when it is not 0. The keepalive sweep ends connections whose
+// write takes longer than WriteTimeout, which wakes the wait. Once the
+// poller is closed (the Transport closed, its connections not yet) it
+// waits without it (pollWritable); a wait under way when it closes
+// returns early, and the caller's next try waits that way.
 func (p *poller) waitWritable(c *Conn, timeout time.Duration) error {
 	ch := make(chan struct{})
 	p.mu.Lock()
-	if c.closed.Load() || p.closed.Load() { // gone sets closed before it takes mu to wake writers
+	if c.closed.Load() { // gone sets closed before it takes mu to wake writers
 		p.mu.Unlock()
 		return errClosed
+	}
+	if p.closed.Load() {
+		p.mu.Unlock()
+		return pollWritable(c, timeout)
 	}
 	p.writers[c.id] = ch
 	p.mu.Unlock()
 	// Armed one-shot, the entry stays, disarmed, after its event:
 	// modify it, or add it the first time.
-	err := p.ctl(p.wr.fd, c, unix.EPOLL_CTL_MOD, writable)
+	err := p.ctl(&p.wr, c, unix.EPOLL_CTL_MOD, writable)
 	if errors.Is(err, unix.ENOENT) {
-		err = p.ctl(p.wr.fd, c, unix.EPOLL_CTL_ADD, writable)
+		err = p.ctl(&p.wr, c, unix.EPOLL_CTL_ADD, writable)
 	}
 	if err != nil {
 		p.stopWaiting(c.id, ch)
@@ -187,10 +199,49 @@ func (p *poller) waitWritable(c *Conn, timeout time.Duration) error {
 	} else {
 		<-ch
 	}
-	if c.closed.Load() || p.closed.Load() {
+	if c.closed.Load() {
 		return errClosed
 	}
 	return nil
+}
+
+// pollSlice is how long pollWritable waits at a time before it looks
+// whether the connection is gone.
+const pollSlice = 100 * time.Millisecond
+
+// pollWritable waits for room on c's socket with poll(2), for a
+// connection that outlives its Transport's event loop: a slice at a time,
+// so that a connection closed meanwhile ends the wait, until timeout when
+// it is not 0.
+func pollWritable(c *Conn, timeout time.Duration) error {
+	var end time.Time
+	if timeout > 0 {
+		end = time.Now().Add(timeout)
+	}
+	for {
+		wait := pollSlice
+		if !end.IsZero() {
+			if wait = min(wait, time.Until(end)); wait <= 0 {
+				return os.ErrDeadlineExceeded
+			}
+		}
+		fd, ok := c.sock.acquire()
+		if !ok || c.closed.Load() {
+			if ok {
+				c.sock.release()
+			}
+			return errClosed
+		}
+		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}
+		n, err := unix.Poll(fds, int(wait.Milliseconds())+1)
+		c.sock.release()
+		if err != nil && !errors.Is(err, unix.EINTR) {
+			return fmt.Errorf("poll for writing: %w", err)
+		}
+		if n > 0 {
+			return nil // room, or an error the next send reports
+		}
+	}
 }
 
 // stopWaiting forgets the writer waiting on ch, unless it was woken.
@@ -245,9 +296,10 @@ func (p *poller) run(s epollSet, handle func(id uint64)) {
 	}
 }
 
-// close stops the loop and wakes every writer waiting for room, which
-// fails: nothing would wake it any more. Connections still watched are
-// left to their owners.
+// close stops the loop and wakes every writer waiting for room: each
+// tries its send again and, if it must still wait, waits without the
+// loop (pollWritable). Connections still watched are left to their
+// owners, which close them.
 func (p *poller) close() {
 	if p.closed.Swap(true) {
 		return

@@ -258,6 +258,12 @@ func (t *Transport) Upgrade(w http.ResponseWriter, r *http.Request, accept func(
 		return nil
 	}
 	if err := t.loop.add(c); err != nil { // the socket is herald's: only the event loop reads it
+		if c.closing.Load() {
+			// A shutdown closed the Transport while this connection was
+			// accepted: its close frame is on its way, and Close ends
+			// the connection once it is written or its time is up.
+			return nil
+		}
 		c.gone()
 		return fmt.Errorf("ws: watch connection: %w", err)
 	}
