@@ -36,16 +36,7 @@ func TestCloseAllClosesConnectionsBeingAccepted(t *testing.T) {
 	}))
 	t.Cleanup(hs.Close)
 
-	type dialed struct {
-		nc  net.Conn
-		br  *bufio.Reader
-		err error
-	}
-	done := make(chan dialed, 1)
-	go func() {
-		nc, br, _, err := ws.Dialer{Timeout: waitTimeout}.Dial(context.Background(), "ws"+strings.TrimPrefix(hs.URL, "http"))
-		done <- dialed{nc, br, err}
-	}()
+	done := dialAsync("ws" + strings.TrimPrefix(hs.URL, "http"))
 	select {
 	case <-entered:
 	case <-time.After(waitTimeout):
@@ -68,9 +59,6 @@ func TestCloseAllClosesConnectionsBeingAccepted(t *testing.T) {
 		t.Fatalf("dial: %v", d.err)
 	}
 	t.Cleanup(func() { _ = d.nc.Close() })
-	if d.br == nil {
-		d.br = bufio.NewReader(d.nc)
-	}
 	expectClose(t, d.nc, d.br, ws.StatusGoingAway)
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
@@ -78,4 +66,48 @@ func TestCloseAllClosesConnectionsBeingAccepted(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitClosed(t, rec.closed, "the Handler of the connection accepted during CloseAll")
+}
+
+// heldAccept is a server whose first upgrade stops in accept until
+// release is closed.
+type heldAccept struct {
+	url      string
+	entered  chan struct{} // closed when the upgrade is in accept
+	release  chan struct{} // close to let it go on
+	upgraded chan error    // what Upgrade returned
+}
+
+func holdAccept(t *testing.T, tr *Transport) *heldAccept {
+	t.Helper()
+	h := &heldAccept{entered: make(chan struct{}), release: make(chan struct{}), upgraded: make(chan error, 1)}
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h.upgraded <- tr.Upgrade(w, r, func(*Conn) (Handler, error) {
+			close(h.entered)
+			<-h.release
+			return newRecorder(), nil
+		})
+	}))
+	t.Cleanup(hs.Close)
+	h.url = "ws" + strings.TrimPrefix(hs.URL, "http")
+	return h
+}
+
+// dialResult is what dialing a WebSocket gave.
+type dialResult struct {
+	nc  net.Conn
+	br  *bufio.Reader // reads nc, with what the handshake read beyond its response
+	err error
+}
+
+// dialAsync dials url on a goroutine of its own.
+func dialAsync(url string) <-chan dialResult {
+	done := make(chan dialResult, 1)
+	go func() {
+		nc, br, _, err := ws.Dialer{Timeout: waitTimeout}.Dial(context.Background(), url)
+		if err == nil && br == nil {
+			br = bufio.NewReader(nc)
+		}
+		done <- dialResult{nc, br, err}
+	}()
+	return done
 }

@@ -1,11 +1,7 @@
 package ws
 
 import (
-	"bufio"
 	"context"
-	"net"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"strconv"
 	"strings"
@@ -58,49 +54,21 @@ func TestShutdownLetsWriterWaitingForRoomFinish(t *testing.T) {
 // so with a close frame, although the event loop it would join is gone.
 func TestShutdownDuringAcceptSendsCloseFrame(t *testing.T) {
 	tr := newTransport(t, Config{PingInterval: time.Hour})
-	entered, release := make(chan struct{}), make(chan struct{})
-	upgraded := make(chan error, 1)
-	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		upgraded <- tr.Upgrade(w, r, func(*Conn) (Handler, error) {
-			close(entered)
-			<-release
-			return newRecorder(), nil
-		})
-	}))
-	t.Cleanup(hs.Close)
-	type dialed struct {
-		nc  net.Conn
-		br  *bufio.Reader
-		err error
-	}
-	done := make(chan dialed, 1)
-	go func() {
-		nc, br, _, err := ws.Dialer{Timeout: waitTimeout}.Dial(context.Background(), "ws"+strings.TrimPrefix(hs.URL, "http"))
-		done <- dialed{nc, br, err}
-	}()
-	<-entered
+	h := holdAccept(t, tr)
+	dialed := dialAsync(h.url)
+	<-h.entered
 	tr.CloseAll(int(ws.StatusGoingAway), "server shutting down")
 	tr.Close()
-	close(release)
-	d := <-done
+	close(h.release)
+	d := <-dialed
 	if d.err != nil {
 		t.Fatal(d.err)
 	}
 	defer d.nc.Close()
-	if err := <-upgraded; err != nil {
+	if err := <-h.upgraded; err != nil {
 		t.Errorf("Upgrade during shutdown: %v, want nil (the close frame ends it)", err)
 	}
-	if d.br == nil {
-		d.br = bufio.NewReader(d.nc)
-	}
-	_ = d.nc.SetReadDeadline(time.Now().Add(waitTimeout))
-	f, err := ws.ReadFrame(d.br)
-	if err != nil {
-		t.Fatalf("no close frame: %v", err)
-	}
-	if code, _ := ws.ParseCloseFrameData(f.Payload); f.Header.OpCode != ws.OpClose || code != ws.StatusGoingAway {
-		t.Fatalf("got op %v code %v, want close 1001", f.Header.OpCode, code)
-	}
+	expectClose(t, d.nc, d.br, ws.StatusGoingAway)
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
 	if err := tr.WaitEmpty(ctx); err != nil {
@@ -113,34 +81,18 @@ func TestShutdownDuringAcceptSendsCloseFrame(t *testing.T) {
 // descriptor number: the sets are used only while their files are open.
 func TestClosedEpollSetNumberNotReused(t *testing.T) {
 	tr := newTransport(t, Config{PingInterval: time.Hour})
-	entered, release := make(chan struct{}), make(chan struct{})
-	upgraded := make(chan error, 1)
-	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		upgraded <- tr.Upgrade(w, r, func(*Conn) (Handler, error) {
-			close(entered)
-			<-release
-			return newRecorder(), nil
-		})
-	}))
-	t.Cleanup(hs.Close)
-	dialed := make(chan net.Conn, 1)
-	go func() {
-		nc, _, _, err := ws.Dialer{Timeout: waitTimeout}.Dial(context.Background(), "ws"+strings.TrimPrefix(hs.URL, "http"))
-		if err != nil {
-			t.Error(err)
-		}
-		dialed <- nc
-	}()
-	<-entered
+	h := holdAccept(t, tr)
+	dialed := dialAsync(h.url)
+	<-h.entered
 	old := []int{tr.loop.rd.fd, tr.loop.wr.fd}
 	tr.Close() // without CloseAll
 	tr2 := newTransport(t, Config{PingInterval: time.Hour})
 	defer tr2.Close()
-	close(release)
-	if nc := <-dialed; nc != nil {
-		defer nc.Close()
+	close(h.release)
+	if d := <-dialed; d.err == nil {
+		defer d.nc.Close()
 	}
-	if err := <-upgraded; err == nil {
+	if err := <-h.upgraded; err == nil {
 		t.Error("Upgrade after its Transport closed returned nil, want an error")
 	}
 	for _, fd := range []int{tr2.loop.rd.fd, tr2.loop.wr.fd} {
