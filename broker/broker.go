@@ -99,6 +99,14 @@ type Message struct {
 	// none). Brokers carry both live and keep them in history.
 	Tags map[string]string
 	Key  string
+	// Ended is set on the first message of an epoch a node started
+	// because the broker had lost messages it had acknowledged (it came
+	// back with an older state, or without the channel's messages): the
+	// newest offset of the lost epoch that node had seen. A receiver that
+	// saw less of that epoch may have missed acknowledged messages that
+	// no history holds any more, and tells its subscribers so. Zero
+	// otherwise. Live delivery is what needs it; history may leave it out.
+	Ended Offset
 }
 
 // Publication is what a publisher hands to Publish; the broker adds the

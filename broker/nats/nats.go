@@ -152,11 +152,12 @@ const (
 	hdrUser   = "Herald-User"
 	hdrClient = "Herald-Client"
 	hdrBinary = "Herald-Binary"
-	hdrTime   = "Herald-Time" // Unix nanoseconds when Publish was called
-	hdrKind   = "Herald-Kind" // "join" or "leave" on presence events
-	hdrTrace  = "Traceparent" // W3C trace context of the publish, as OpenTelemetry's NATS carriers name it
-	hdrTags   = "Herald-Tags" // the publisher's tags, as a URL query (key=value&…), only when it has some
-	hdrKey    = "Herald-Key"  // the conflation key, only when set
+	hdrTime   = "Herald-Time"  // Unix nanoseconds when Publish was called
+	hdrKind   = "Herald-Kind"  // "join" or "leave" on presence events
+	hdrTrace  = "Traceparent"  // W3C trace context of the publish, as OpenTelemetry's NATS carriers name it
+	hdrTags   = "Herald-Tags"  // the publisher's tags, as a URL query (key=value&…), only when it has some
+	hdrKey    = "Herald-Key"   // the conflation key, only when set
+	hdrEnded  = "Herald-Ended" // Message.Ended, on the first message of an epoch started after a loss
 )
 
 // flushTimeout bounds Subscribe's wait for the server when ctx has no
@@ -220,6 +221,10 @@ type chain struct {
 	prev  uint64
 	lastN uint64
 	known bool
+	// ended is the lost epoch's newest offset this node had seen, when
+	// the next message starts an epoch because the stream lost messages
+	// (Message.Ended); zero otherwise.
+	ended broker.Offset
 }
 
 // maxChains bounds the chain cache; it is cleared when it grows past this.
@@ -683,10 +688,12 @@ func (b *Broker) message(name string, seq uint64, h natsgo.Header, data []byte) 
 		}
 		return s
 	}
+	ended, _ := broker.ParseOffset(h.Get(hdrEnded)) // a malformed one is no loss to report
 	return broker.Message{
 		Channel: name,
 		Offset:  broker.Offset{Epoch: b.epochOf(h), Seq: seq},
 		Prev:    md.prev,
+		Ended:   ended,
 		Data:    json.RawMessage(data),
 		Binary:  h.Get(hdrBinary) == "1",
 		Event:   unesc(hdrEvent),
@@ -772,6 +779,9 @@ func (b *Broker) Publish(ctx context.Context, name string, p broker.Publication,
 		if tags != "" {
 			m.Header.Set(hdrTags, tags)
 		}
+		if ch.prev == 0 && !ch.ended.IsZero() {
+			m.Header.Set(hdrEnded, ch.ended.String())
+		}
 		for k, v := range map[string]string{hdrEvent: p.Event, hdrUser: p.User, hdrClient: p.Client, hdrKey: p.Key} {
 			if v != "" {
 				m.Header.Set(k, url.PathEscape(v))
@@ -786,7 +796,7 @@ func (b *Broker) Publish(ctx context.Context, name string, p broker.Publication,
 			ch.known = false
 			return broker.Offset{}, b.wrap("publish "+name, err)
 		}
-		ch.lastSeq, ch.prev, ch.lastN = ack.Sequence, ack.Sequence, ch.lastN+1
+		ch.lastSeq, ch.prev, ch.lastN, ch.ended = ack.Sequence, ack.Sequence, ch.lastN+1, broker.Offset{}
 		off := broker.Offset{Epoch: ch.epoch, Seq: ack.Sequence}
 		b.seen.Observe(name, off)
 		return off, nil
@@ -812,6 +822,7 @@ func (b *Broker) readHead(ctx context.Context, stream jetstream.Stream, name, su
 	switch {
 	case errors.Is(err, jetstream.ErrMsgNotFound):
 		ch.lastSeq, ch.epoch, ch.prev, ch.lastN = 0, broker.NewEpoch(), 0, 0
+		ch.ended = b.seen.Get(name) // zero for a channel this node never saw
 	case err != nil:
 		return b.wrap("publish "+name, err)
 	default:
@@ -820,7 +831,7 @@ func (b *Broker) readHead(ctx context.Context, stream jetstream.Stream, name, su
 		if seen := b.seen.Get(name); seen.Epoch == ch.epoch && seen.Seq > last.Sequence {
 			b.log.Warn("nats broker: the stream lost messages it had stored; starting a new epoch",
 				"channel", name, "seen", seen.String(), "stored", last.Sequence)
-			ch.epoch, ch.prev, ch.lastN = broker.NewEpoch(), 0, 0
+			ch.epoch, ch.prev, ch.lastN, ch.ended = broker.NewEpoch(), 0, 0, seen
 		}
 	}
 	ch.known = true

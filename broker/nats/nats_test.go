@@ -212,13 +212,15 @@ func TestTwoNodes(t *testing.T) {
 }
 
 type handler struct {
-	mu   sync.Mutex
-	offs []broker.Offset
+	mu    sync.Mutex
+	offs  []broker.Offset
+	ended []broker.Offset // each message's Ended
 }
 
 func (h *handler) HandleMessage(m broker.Message) {
 	h.mu.Lock()
 	h.offs = append(h.offs, m.Offset)
+	h.ended = append(h.ended, m.Ended)
 	h.mu.Unlock()
 }
 func (h *handler) HandleJoin(string, broker.ClientInfo)  {}
@@ -440,6 +442,17 @@ func TestLostMessagesStartNewEpoch(t *testing.T) {
 				got := waitCount(t, h, 4+len(after), fmt.Sprintf("node %d after the loss", i))
 				if !slices.Equal(got[:4], hs[0].offsets()[:4]) || got[4].Epoch != after[0].Epoch {
 					t.Fatalf("node %d was delivered %v", i, got)
+				}
+				// The new epoch's first message says how far the lost one
+				// went, as its publisher had seen it: up to last, like
+				// both nodes; no other message says anything.
+				h.mu.Lock()
+				ended := slices.Clone(h.ended)
+				h.mu.Unlock()
+				for j, e := range ended {
+					if want := (broker.Offset{}); j == 4 && e != last || j != 4 && e != want {
+						t.Errorf("node %d: message %v ended %v (the first of the new epoch: want %v)", i, got[j], e, last)
+					}
 				}
 			}
 			res, err := nodes[1].History(ctx, "c", broker.HistoryQuery{Since: last, Limit: -1})

@@ -413,11 +413,11 @@ func (b *Broker) deliver(topic, payload string) {
 
 // decodeMessage builds a Message from the fields the publish script sends:
 // seq, epoch, time µs, binary, event, user, client, data, then the
-// traceparent, tags and key up to the last one the message has. Fields
-// after those, from a newer node, are left alone.
+// traceparent, tags, key and the ended epoch's offset up to the last one
+// the message has. Fields after those, from a newer node, are left alone.
 func decodeMessage(channel string, f []string) (broker.Message, error) {
-	var trace, tags, key string
-	optional := []*string{&trace, &tags, &key}
+	var trace, tags, key, endedAt string
+	optional := []*string{&trace, &tags, &key, &endedAt}
 	for i, v := range f[8:min(len(f), 8+len(optional))] {
 		*optional[i] = v
 	}
@@ -433,10 +433,12 @@ func decodeMessage(channel string, f []string) (broker.Message, error) {
 	if err != nil {
 		return broker.Message{}, err
 	}
+	ended, _ := broker.ParseOffset(endedAt) // a malformed one is no loss to report
 	return broker.Message{
 		Channel: channel,
 		Offset:  broker.Offset{Epoch: f[1], Seq: seq},
 		Prev:    seq - 1, // sequences are contiguous (HINCRBY)
+		Ended:   ended,
 		Data:    []byte(f[7]),
 		Binary:  f[3] == "1",
 		Event:   f[4],

@@ -441,6 +441,20 @@ func TestOlderStateStartsNewEpoch(t *testing.T) {
 				t.Fatalf("node %d was delivered %v, an offset it had been given before", i, o)
 			}
 		}
+		// The new epoch's first message says how far the lost one went,
+		// as its publisher had seen it: up to last, like both nodes.
+		rec.mu.Lock()
+		for _, m := range rec.msgs[6:] {
+			if want := (broker.Offset{}); m.Prev == 0 {
+				want = last
+				if m.Ended != want {
+					t.Errorf("node %d: the new epoch's first message %v ended %v, want %v", i, m.Offset, m.Ended, want)
+				}
+			} else if m.Ended != want {
+				t.Errorf("node %d: message %v inside the new epoch ended %v, want none", i, m.Offset, m.Ended)
+			}
+		}
+		rec.mu.Unlock()
 	}
 	res, err := nodes[1].History(ctx, "c", broker.HistoryQuery{Since: last, Limit: -1})
 	if err != nil {

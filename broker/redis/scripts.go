@@ -77,18 +77,23 @@ end
 // traceparent, tags, key ("" for none). Returns {seq, epoch}. Each of the
 // last three is kept as the entry's field of its name (trace, tags, key)
 // only when set. The pub/sub payload sends them as its 9th, 10th and 11th
-// fields, up to the last one set: a message with none of them is sent, and
-// stored, as before they existed, so nodes that do not know them still
-// read it.
+// fields, and as its 12th the offset the publishing node had seen when a
+// new epoch starts after it (Message.Ended), up to the last one set: a
+// message with none of them is sent, and stored, as before they existed,
+// so nodes that do not know them still read it.
 var publishScript = goredis.NewScript(luaTrim + `
 local meta, stream = KEYS[1], KEYS[2]
 local size, ttl, grace = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local seq = redis.call('HINCRBY', meta, 'seq', 1)
 local epoch = redis.call('HGET', meta, 'epoch')
+local ended = ''
 if seq == 1 or not epoch or (epoch == ARGV[11] and seq <= tonumber(ARGV[12])) then
   epoch, seq = ARGV[1], 1
   redis.call('HSET', meta, 'epoch', epoch, 'seq', seq)
   redis.call('DEL', stream)
+  if ARGV[11] ~= '' then
+    ended = ARGV[12] .. '-' .. ARGV[11]
+  end
 end
 redis.call('HSET', meta, 'ttl', ARGV[3])
 local t = now()
@@ -112,6 +117,7 @@ else
   redis.call('PERSIST', stream)
   redis.call('PERSIST', meta)
 end
+optional[#optional + 1] = {'ended', ended}
 local last = #optional
 while last > 0 and optional[last][2] == '' do
   last = last - 1

@@ -73,8 +73,8 @@ func TestTagsAndKeyOnlyWhenSet(t *testing.T) {
 	}
 }
 
-// A payload with fields after the key, from a node newer than this one,
-// is read for the fields this node knows.
+// A payload with fields after the ended epoch's offset, from a node newer
+// than this one, is read for the fields this node knows.
 func TestPayloadWithMoreFieldsIsRead(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*brokertest.Timeout)
 	defer cancel()
@@ -91,7 +91,7 @@ func TestPayloadWithMoreFieldsIsRead(t *testing.T) {
 	var payload strings.Builder
 	payload.WriteString("m")
 	for _, f := range []string{"7", "ep", "1700000000000000", "0", "ev", "u", "cl", `"data"`,
-		"tp", redis.Netstring("a") + redis.Netstring("1"), "key", "a field to come"} {
+		"tp", redis.Netstring("a") + redis.Netstring("1"), "key", "5-old", "a field to come"} {
 		payload.WriteString(redis.Netstring(f))
 	}
 	if err := adminClient(t).Publish(ctx, prefix+"ch:c", payload.String()).Err(); err != nil {
@@ -108,7 +108,7 @@ func TestPayloadWithMoreFieldsIsRead(t *testing.T) {
 	}
 	m := rec.msgs[0]
 	if m.Offset != (broker.Offset{Epoch: "ep", Seq: 7}) || string(m.Data) != `"data"` || m.Trace != "tp" ||
-		!maps.Equal(m.Tags, map[string]string{"a": "1"}) || m.Key != "key" {
+		!maps.Equal(m.Tags, map[string]string{"a": "1"}) || m.Key != "key" || m.Ended != (broker.Offset{Epoch: "old", Seq: 5}) {
 		t.Fatalf("Handler saw %+v", m)
 	}
 }

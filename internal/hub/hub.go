@@ -812,6 +812,14 @@ func (h *Hub) HandleMessage(m broker.Message) {
 	case ch.seen.IsZero():
 		ch.fanOutLocked(m, h.tracer, h.delivered)
 	case m.Offset.Epoch != ch.seen.Epoch:
+		if m.Prev == 0 && !ch.endedLocked(m.Offset.Epoch) && missedEnd(ch.seen, m.Ended) {
+			// The broker lost the end of the epoch this node was in, and
+			// the node that started this one had seen more of it: those
+			// messages were acknowledged, and no history holds them.
+			h.log.Warn("new epoch after the broker lost messages this node never received; subscribers told",
+				"channel", m.Channel, "after", ch.seen.String(), "lost up to", m.Ended.String())
+			ch.tellMissedLocked(ch.seen, m.Offset)
+		}
 		if m.Prev == 0 || ch.endedLocked(m.Offset.Epoch) {
 			ch.fanOutLocked(m, h.tracer, h.delivered) // a new epoch from its start, or a late copy
 			return
@@ -834,6 +842,16 @@ func (h *Hub) HandleMessage(m broker.Message) {
 	default:
 		ch.fanOutLocked(m, h.tracer, h.delivered)
 	}
+}
+
+// missedEnd reports whether a node that fanned out up to seen missed
+// messages of the epoch that ended, lost, at ended (Message.Ended): it
+// saw less of that epoch, or was in another.
+func missedEnd(seen, ended broker.Offset) bool {
+	if ended.IsZero() {
+		return false
+	}
+	return seen.Epoch != ended.Epoch || seen.Seq < ended.Seq
 }
 
 // HandleReconnect repairs every channel from the newest message it fanned

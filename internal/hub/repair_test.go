@@ -282,3 +282,36 @@ func TestNewEpochJoinedLateIsRepaired(t *testing.T) {
 		t.Fatalf("got %v, want the old epoch's 1 2 then the new one's 1 2 3", got)
 	}
 }
+
+// A new epoch that a node started because the broker lost messages
+// (Message.Ended) tells the subscribers that started in the old epoch
+// that they missed some, when the node saw less of that epoch than the
+// one that started the new; a node that saw as much tells nobody. Either
+// way the new epoch's messages are delivered.
+func TestNewEpochAfterLossTellsWhoSawLess(t *testing.T) {
+	for _, tt := range []struct {
+		name       string
+		endedAhead uint64 // how far past this node's last message the lost epoch went
+		told       int
+	}{
+		{"saw less", 1, 1},
+		{"saw as much", 0, 0},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newRepairEnv(t)
+			r := e.subscribe(nil)
+			last := e.publish(2)
+			r.waitSeqs(t, "the old epoch", 1, 2)
+			e.h.HandleMessage(broker.Message{
+				Channel: room,
+				Offset:  broker.Offset{Epoch: "after-the-loss", Seq: 1},
+				Data:    json.RawMessage(`3`),
+				Ended:   broker.Offset{Epoch: last.Epoch, Seq: last.Seq + tt.endedAhead},
+			})
+			r.waitSeqs(t, "the new epoch's first message", 1, 2, 1)
+			if got := r.missedCount(); got != tt.told {
+				t.Fatalf("MissedMessages called %d times, want %d", got, tt.told)
+			}
+		})
+	}
+}
