@@ -517,16 +517,18 @@ func TestPresence(t *testing.T) {
 	if got, want := list("lobby"), sorted(a); !equalJSON(got, want) {
 		t.Errorf("presence after b unsubscribed = %v, want %v", got, want)
 	}
+	// A closed connection leaves each of its channels in turn: wait for
+	// both, not one and then look at the other.
 	_ = a.Conn.Close(websocket.StatusNormalClosure, "")
 	heraldtest.WaitFor(t, heraldtest.Timeout, func() error {
 		if got := list("lobby"); len(got) != 0 {
 			return fmt.Errorf("presence of lobby after a closed: %v, want none", got)
 		}
+		if got, want := list("room:1"), sorted(b); !equalJSON(got, want) {
+			return fmt.Errorf("presence of room:1 after a left = %v, want %v", got, want)
+		}
 		return nil
 	})
-	if got, want := list("room:1"), sorted(b); !equalJSON(got, want) {
-		t.Errorf("presence of room:1 after a left = %v, want %v", got, want)
-	}
 }
 
 // Presence and joins say how each client is connected, so that a page can
