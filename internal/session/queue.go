@@ -67,7 +67,9 @@ func (s *Session) enqueue(p *wire.Payload, k kind) {
 	}
 	s.held += len(p.Bytes)
 	if len(s.queue) == cap(s.queue) && len(s.queue) >= keptSlots {
-		s.queue = s.growQueueLocked() // smaller, append's own growth is as cheap
+		// Past what an idle session keeps, the queue grows through the
+		// pool; below, append's own growth costs as little.
+		s.queue = s.growQueueLocked()
 	}
 	s.queue = append(s.queue, queued{p: p, live: k == live})
 	if s.writing {
