@@ -463,7 +463,7 @@ type fanoutRun struct {
 	ackedBy  []atomic.Int64 // timed publishes acknowledged, per channel
 	subs     []*subscriber
 	errs     errorLog
-	lat      *shardedHistogram // delivery latency, a shard per subscriber
+	lat      *shardedHistogram // delivery latency, its shards dealt out to the subscribers
 	nsubs    atomic.Int64      // subscribers made, for their shards
 	ack      *histogram        // publish → ok reply
 
