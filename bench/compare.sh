@@ -220,7 +220,7 @@ EOF
 # this script's RUNID: herald's keys of its channels, Centrifugo's prefix.
 cleanup() {
 	stop_nodes
-	[[ -n $RPS_BEFORE ]] && echo "$RPS_BEFORE" > "$RPS"
+	[[ -n $RPS_BEFORE ]] && { echo "$RPS_BEFORE" > "$RPS" || true; }
 	[[ $MODE == cluster ]] && command -v redis-cli >/dev/null || return 0
 	local pattern
 	for pattern in "herald:{bench-$RUNID-*" "centrifugo-bench-$RUNID*"; do

@@ -812,14 +812,6 @@ func (h *Hub) HandleMessage(m broker.Message) {
 	case ch.seen.IsZero():
 		ch.fanOutLocked(m, h.tracer, h.delivered)
 	case m.Offset.Epoch != ch.seen.Epoch:
-		if m.Prev == 0 && !ch.endedLocked(m.Offset.Epoch) && missedEnd(ch.seen, m.Ended) {
-			// The broker lost the end of the epoch this node was in, and
-			// the node that started this one had seen more of it: those
-			// messages were acknowledged, and no history holds them.
-			h.log.Warn("new epoch after the broker lost messages this node never received; subscribers told",
-				"channel", m.Channel, "after", ch.seen.String(), "lost up to", m.Ended.String())
-			ch.tellMissedLocked(ch.seen, m.Offset)
-		}
 		if m.Prev == 0 || ch.endedLocked(m.Offset.Epoch) {
 			ch.fanOutLocked(m, h.tracer, h.delivered) // a new epoch from its start, or a late copy
 			return
@@ -904,6 +896,14 @@ func (ch *channel) fanOutLocked(m broker.Message, tr *tracing.Tracer, delivered 
 	if m.Offset.Epoch != ch.seen.Epoch {
 		if ch.endedLocked(m.Offset.Epoch) {
 			return
+		}
+		if m.Prev == 0 && !ch.seen.IsZero() && missedEnd(ch.seen, m.Ended) {
+			// The broker lost the end of the epoch this node was in, and
+			// the node that started this one had seen more of it: those
+			// messages were acknowledged, and no history holds them. Here,
+			// not in HandleMessage, so that a message held during a
+			// repair is checked too.
+			ch.tellMissedLocked(ch.seen, m.Offset)
 		}
 		ch.endLocked(ch.seen.Epoch)
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -313,5 +314,59 @@ func TestNewEpochAfterLossTellsWhoSawLess(t *testing.T) {
 				t.Fatalf("MissedMessages called %d times, want %d", got, tt.told)
 			}
 		})
+	}
+}
+
+// gatedBroker, once armed, holds every History call until open is closed,
+// so that a repair stays under way while the test delivers live messages.
+type gatedBroker struct {
+	*lossyBroker
+	armed   atomic.Bool
+	entered chan struct{} // closed when the first armed History call arrives
+	open    chan struct{}
+	once    sync.Once
+}
+
+func (b *gatedBroker) History(ctx context.Context, ch string, q broker.HistoryQuery) (broker.HistoryResult, error) {
+	if b.armed.Load() {
+		b.once.Do(func() { close(b.entered) })
+		<-b.open
+	}
+	return b.lossyBroker.History(ctx, ch, q)
+}
+
+// A new epoch's first message that arrives while a repair is under way
+// (after a broker outage, just when a broker loses messages) is held and
+// fanned out when the repair ends: its Message.Ended is checked then too.
+func TestNewEpochAfterLossHeldDuringRepairTells(t *testing.T) {
+	b := &gatedBroker{lossyBroker: &lossyBroker{Broker: memory.New()}, entered: make(chan struct{}), open: make(chan struct{})}
+	h := hub.New(hub.Config{
+		Broker:  b,
+		Options: func(string) hub.ChannelOptions { return hub.ChannelOptions{History: broker.HistoryOptions{Size: 100}} },
+	})
+	e := &repairEnv{t: t, h: h, ctx: context.Background()}
+	if err := h.Start(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		h.Stop()
+		_ = b.Close()
+	})
+	r := e.subscribe(nil)
+	last := e.publish(2)
+	r.waitSeqs(t, "the old epoch", 1, 2)
+	b.armed.Store(true)
+	h.HandleReconnect()
+	<-b.entered
+	h.HandleMessage(broker.Message{
+		Channel: room,
+		Offset:  broker.Offset{Epoch: "after-the-loss", Seq: 1},
+		Data:    json.RawMessage(`3`),
+		Ended:   broker.Offset{Epoch: last.Epoch, Seq: last.Seq + 1},
+	})
+	close(b.open)
+	r.waitSeqs(t, "the new epoch's first message, after the repair", 1, 2, 1)
+	if got := r.missedCount(); got != 1 {
+		t.Fatalf("MissedMessages called %d times, want 1", got)
 	}
 }

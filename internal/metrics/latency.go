@@ -2,6 +2,7 @@ package metrics
 
 import (
 	"math/rand/v2"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -19,6 +20,7 @@ type Latency struct {
 	desc   *prometheus.Desc
 	bounds []time.Duration // upper bounds, ascending
 	upper  []float64       // the same in seconds
+	_      [64]byte        // the shards share no cache line with the fields above
 	shards [latencyShards]latencyShard
 }
 
@@ -28,20 +30,22 @@ const (
 )
 
 // latencyShard is one shard's counts: per bucket (not cumulative), the
-// last for what is above every bound, and the sum in nanoseconds.
+// last for what is above every bound, and the sum in nanoseconds (it
+// wraps after 584 years of latency in one shard; Collect adds the shards
+// in floating point).
 type latencyShard struct {
 	counts [maxLatencyBuckets + 1]atomic.Uint64
-	sum    atomic.Int64
+	sum    atomic.Uint64
 	_      [56]byte // to a multiple of 64 bytes: shards share no cache line
 }
 
 // NewLatency returns a histogram named name with the given upper bounds
 // in seconds, ascending; at most 15.
 func NewLatency(name, help string, buckets []float64) *Latency {
-	if len(buckets) > maxLatencyBuckets {
-		panic("metrics: too many latency buckets")
+	if len(buckets) > maxLatencyBuckets || !slices.IsSorted(buckets) {
+		panic("metrics: latency buckets must be ascending, at most 15")
 	}
-	l := &Latency{desc: prometheus.NewDesc(name, help, nil, nil), upper: buckets}
+	l := &Latency{desc: prometheus.NewDesc(name, help, nil, nil), upper: slices.Clone(buckets)}
 	for _, b := range buckets {
 		l.bounds = append(l.bounds, time.Duration(b*float64(time.Second)))
 	}
@@ -57,7 +61,7 @@ func (l *Latency) Observe(d time.Duration) {
 	}
 	s := &l.shards[rand.Uint32()%latencyShards]
 	s.counts[i].Add(1)
-	s.sum.Add(int64(d))
+	s.sum.Add(uint64(d))
 }
 
 // Describe implements prometheus.Collector.
@@ -66,13 +70,13 @@ func (l *Latency) Describe(ch chan<- *prometheus.Desc) { ch <- l.desc }
 // Collect implements prometheus.Collector: the shards added up.
 func (l *Latency) Collect(ch chan<- prometheus.Metric) {
 	var counts [maxLatencyBuckets + 1]uint64
-	var sum int64
+	var sum float64 // nanoseconds
 	for i := range l.shards {
 		s := &l.shards[i]
 		for b := range counts {
 			counts[b] += s.counts[b].Load()
 		}
-		sum += s.sum.Load()
+		sum += float64(s.sum.Load())
 	}
 	cumulative := make(map[float64]uint64, len(l.upper))
 	var n uint64
@@ -81,5 +85,5 @@ func (l *Latency) Collect(ch chan<- prometheus.Metric) {
 		cumulative[upper] = n
 	}
 	n += counts[len(l.upper)]
-	ch <- prometheus.MustNewConstHistogram(l.desc, n, time.Duration(sum).Seconds(), cumulative)
+	ch <- prometheus.MustNewConstHistogram(l.desc, n, sum/float64(time.Second), cumulative)
 }

@@ -74,3 +74,23 @@ func BenchmarkLatencyObserve(b *testing.B) {
 		})
 	})
 }
+
+// Shards whose sums add up past what an int64 of nanoseconds holds still
+// give a positive sum: a negative one would read as a counter reset.
+func TestLatencySumDoesNotWrap(t *testing.T) {
+	l := NewLatency("test_latency_seconds", "test", testBuckets)
+	for i := range l.shards {
+		l.shards[i].counts[0].Store(1)
+		l.shards[i].sum.Store(1 << 62)
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(l)
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := float64(latencyShards) * (1 << 62) / 1e9
+	if got := mfs[0].GetMetric()[0].GetHistogram().GetSampleSum(); got < want*0.999999 || got > want*1.000001 {
+		t.Fatalf("sum %v s, want %v s", got, want)
+	}
+}
