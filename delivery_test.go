@@ -18,6 +18,7 @@ import (
 	"github.com/heraldhq/herald"
 	"github.com/heraldhq/herald/broker"
 	"github.com/heraldhq/herald/heraldtest"
+	"github.com/heraldhq/herald/webhook"
 )
 
 // deliveryBrokers are the brokers every delivery option is tested on:
@@ -495,13 +496,5 @@ func TestReceiptsOnEveryBroker(t *testing.T) {
 // undelivered returns the clients the app was told did not acknowledge
 // the message at offset.
 func (a *hookApp) undelivered(offset string) []string {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	var out []string
-	for _, e := range a.events {
-		if e.Type == "undelivered" && e.Offset == offset {
-			out = append(out, e.Client)
-		}
-	}
-	return out
+	return a.pick(func(e webhook.Event) (string, bool) { return e.Client, e.Type == "undelivered" && e.Offset == offset })
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -58,15 +59,22 @@ func (a *hookApp) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// of returns client's events as "type channel/reason/transport" strings.
-func (a *hookApp) of(client string) []string {
+// pick returns, in order, what keep says of each event it keeps.
+func (a *hookApp) pick(keep func(e webhook.Event) (string, bool)) []string {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	var out []string
 	for _, e := range a.events {
-		if e.Client != client {
-			continue
+		if s, ok := keep(e); ok {
+			out = append(out, s)
 		}
+	}
+	return out
+}
+
+// of returns client's events as "type channel/reason/transport" strings.
+func (a *hookApp) of(client string) []string {
+	return a.pick(func(e webhook.Event) (string, bool) {
 		s := e.Type
 		for _, f := range []string{e.Channel, e.Reason, e.Transport} {
 			if f != "" {
@@ -76,20 +84,26 @@ func (a *hookApp) of(client string) []string {
 		if e.User == nil {
 			s += " (no user)"
 		}
-		out = append(out, s)
-	}
-	return out
+		return s, e.Client == client
+	})
+}
+
+// waitList waits until list returns want; what names the list in the
+// failure.
+func waitList(t *testing.T, what string, list func() []string, want ...string) {
+	t.Helper()
+	heraldtest.WaitFor(t, heraldtest.Timeout, func() error {
+		if got := list(); !slices.Equal(got, want) {
+			return fmt.Errorf("%s %q, want %q", what, got, want)
+		}
+		return nil
+	})
 }
 
 // waitEvents waits until client's events are want, in that order.
 func (a *hookApp) waitEvents(t *testing.T, client string, want ...string) {
 	t.Helper()
-	heraldtest.WaitFor(t, heraldtest.Timeout, func() error {
-		if got := a.of(client); strings.Join(got, "|") != strings.Join(want, "|") {
-			return fmt.Errorf("client %s's events %q, want %q", client, got, want)
-		}
-		return nil
-	})
+	waitList(t, "client "+client+"'s events", func() []string { return a.of(client) }, want...)
 }
 
 func hookConfig(url string) herald.Config {
@@ -245,25 +259,12 @@ func TestWebhookServerSideChannelsAfterConnect(t *testing.T) {
 
 // onChannel returns channel's occupied and vacated events, in order.
 func (a *hookApp) onChannel(channel string) []string {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	var out []string
-	for _, e := range a.events {
-		if e.Client == "" && e.Channel == channel {
-			out = append(out, e.Type)
-		}
-	}
-	return out
+	return a.pick(func(e webhook.Event) (string, bool) { return e.Type, e.Client == "" && e.Channel == channel })
 }
 
 func (a *hookApp) waitChannel(t *testing.T, channel string, want ...string) {
 	t.Helper()
-	heraldtest.WaitFor(t, heraldtest.Timeout, func() error {
-		if got := a.onChannel(channel); strings.Join(got, " ") != strings.Join(want, " ") {
-			return fmt.Errorf("channel %s's events %q, want %q", channel, got, want)
-		}
-		return nil
-	})
+	waitList(t, "channel "+channel+"'s events", func() []string { return a.onChannel(channel) }, want...)
 }
 
 // A channel's first subscriber across the cluster sends occupied, its last

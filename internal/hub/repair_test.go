@@ -118,8 +118,14 @@ func newRepairEnv(t *testing.T) *repairEnv { return newRepairEnvOn(t, memory.New
 // newRepairEnvOn is newRepairEnv on a memory broker of the caller's.
 func newRepairEnvOn(t *testing.T, mb *memory.Broker) *repairEnv {
 	b := &lossyBroker{Broker: mb}
+	return newRepairEnvThrough(t, b, b)
+}
+
+// newRepairEnvThrough is newRepairEnv whose hub uses hb, a broker that
+// wraps b.
+func newRepairEnvThrough(t *testing.T, b *lossyBroker, hb broker.Broker) *repairEnv {
 	h := hub.New(hub.Config{
-		Broker:  b,
+		Broker:  hb,
 		Options: func(string) hub.ChannelOptions { return hub.ChannelOptions{History: broker.HistoryOptions{Size: 100}} },
 	})
 	e := &repairEnv{t: t, b: b, h: h, ctx: context.Background()}
@@ -340,18 +346,8 @@ func (b *gatedBroker) History(ctx context.Context, ch string, q broker.HistoryQu
 // fanned out when the repair ends: its Message.Ended is checked then too.
 func TestNewEpochAfterLossHeldDuringRepairTells(t *testing.T) {
 	b := &gatedBroker{lossyBroker: &lossyBroker{Broker: memory.New()}, entered: make(chan struct{}), open: make(chan struct{})}
-	h := hub.New(hub.Config{
-		Broker:  b,
-		Options: func(string) hub.ChannelOptions { return hub.ChannelOptions{History: broker.HistoryOptions{Size: 100}} },
-	})
-	e := &repairEnv{t: t, h: h, ctx: context.Background()}
-	if err := h.Start(e.ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		h.Stop()
-		_ = b.Close()
-	})
+	e := newRepairEnvThrough(t, b.lossyBroker, b)
+	h := e.h
 	r := e.subscribe(nil)
 	last := e.publish(2)
 	r.waitSeqs(t, "the old epoch", 1, 2)

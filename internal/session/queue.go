@@ -309,17 +309,6 @@ func (s *Session) takeLocked() []*wire.Payload {
 	return s.batch
 }
 
-// pushes counts the messages among ps (the rest are replies).
-func pushes(ps []*wire.Payload) int {
-	n := 0
-	for _, p := range ps {
-		if p.Push {
-			n++
-		}
-	}
-	return n
-}
-
 // dropped tells a traced payload's fan-out it will not be written.
 func dropped(p *wire.Payload) {
 	if p.Trace != nil {
@@ -349,18 +338,21 @@ func (s *Session) wakeLocked() {
 // queued meanwhile, or ends the write cycle.
 func (s *Session) sent(err error) {
 	measure := s.cfg.Metrics != nil && err == nil
-	if measure {
-		s.cfg.Metrics.MessagesOut.Add(float64(pushes(s.batch)))
-	}
-	now, written := time.Now(), 0
+	now, written, messages := time.Now(), 0, 0
 	for _, p := range s.batch {
 		written += len(p.Bytes)
+		if p.Push {
+			messages++ // the rest are replies
+		}
 		if measure && !p.Accepted.IsZero() {
 			s.cfg.Metrics.DeliveryLatency.Observe(now.Sub(p.Accepted))
 		}
 		if p.Trace != nil {
 			p.Trace.Done(err == nil, now)
 		}
+	}
+	if measure {
+		s.cfg.Metrics.MessagesOut.Add(float64(messages))
 	}
 	clear(s.batch)
 	s.qmu.Lock()

@@ -57,6 +57,3 @@ func (s *sock) close() {
 		}
 	}
 }
-
-// isClosed reports whether close was called.
-func (s *sock) isClosed() bool { return s.state.Load()&sockClosed != 0 }

@@ -206,5 +206,5 @@ func socketClosed(c *Conn) bool {
 		_, err := c.nc.Write([]byte{0})
 		return errors.Is(err, net.ErrClosed)
 	}
-	return c.sock.isClosed()
+	return c.sock.state.Load()&sockClosed != 0
 }
