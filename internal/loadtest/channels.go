@@ -55,7 +55,7 @@ func runChannels(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		}
 		s := r.newSubscriber(c.close)
 		s.channel = ch
-		go s.readWS(c, t.proto == "jsonl" || t.proto == "centrifugo")
+		r.readWS(s, c, t.proto == "jsonl" || t.proto == "centrifugo")
 		return s, nil
 	}
 	return runFanoutScenario(ctx, sc, &cm, t, ff, stdout, stderr)

@@ -162,7 +162,7 @@ func runFanout(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			if opts.delta {
 				s.delta = &deltaState{}
 			}
-			go s.readWS(c, t.proto == "jsonl" || t.proto == "centrifugo")
+			r.readWS(s, c, t.proto == "jsonl" || t.proto == "centrifugo")
 			return s, nil
 		}}
 	for _, st := range subTargets {
@@ -234,6 +234,7 @@ func runFanoutScenario(ctx context.Context, sc fanoutScenario, cm *common, t *ta
 		r.channels = []string{t.channel}
 	}
 	r.ackedBy = make([]atomic.Int64, len(r.channels))
+	r.pollers = newPollers()
 
 	// Subscribers.
 	var mu sync.Mutex
@@ -476,6 +477,7 @@ type fanoutRun struct {
 	pubErrs  atomic.Int64
 	pubStart atomic.Int64
 	lastRecv atomic.Int64 // unix nanoseconds of the latest delivery
+	pollers  *pollers     // read the WebSocket subscribers; nil: goroutines do
 	closed   atomic.Int64 // subscribers the server closed
 	closing  atomic.Bool
 	once     sync.Once
@@ -684,6 +686,7 @@ func (r *fanoutRun) closeAll() {
 		for _, s := range r.subs {
 			<-s.done
 		}
+		r.pollers.stop()
 		if r.pub != nil {
 			r.pub.close()
 			<-r.pubDone
@@ -751,16 +754,29 @@ func (s *subscriber) readWS(c *wsConn, jsonl bool) {
 			s.ended(err)
 			return
 		}
-		now := time.Now().UnixNano()
-		if !jsonl {
-			s.handle(msg, now)
-			continue
-		}
-		for len(msg) > 0 {
-			var line []byte
-			line, msg, _ = bytes.Cut(msg, []byte{'\n'})
-			s.handle(line, now)
-		}
+		s.message(msg, time.Now().UnixNano(), jsonl)
+	}
+}
+
+// message tallies one WebSocket message received at now; jsonl splits it
+// into lines.
+func (s *subscriber) message(msg []byte, now int64, jsonl bool) {
+	if !jsonl {
+		s.handle(msg, now)
+		return
+	}
+	for len(msg) > 0 {
+		var line []byte
+		line, msg, _ = bytes.Cut(msg, []byte{'\n'})
+		s.handle(line, now)
+	}
+}
+
+// readWS starts reading a WebSocket subscriber: from one of the run's
+// epoll sets where it has them, else on a goroutine of its own.
+func (r *fanoutRun) readWS(s *subscriber, c *wsConn, jsonl bool) {
+	if r.pollers.watch(s, c, jsonl) != nil {
+		go s.readWS(c, jsonl)
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -37,7 +38,10 @@ const maxFrame = 16 << 20
 // goroutine of its own. The bufio.Reader br is only needed while reading;
 // an idle connection may hand its buffered bytes to pend and drop br.
 type wsConn struct {
-	nc           net.Conn
+	nc net.Conn
+	// sock is the socket once an epoll set reads it (takeSocket): nc is
+	// closed then, and writes go here.
+	sock         *os.File
 	br           *bufio.Reader
 	subprotocol  string
 	wmu          sync.Mutex // serialises writes
@@ -161,7 +165,12 @@ func (c *wsConn) writeFrame(op byte, payload []byte) error {
 		b[i] ^= m[(i-start)&3]
 	}
 	c.wbuf = b
-	_, err := c.nc.Write(b)
+	var err error
+	if c.sock != nil {
+		_, err = c.sock.Write(b)
+	} else {
+		_, err = c.nc.Write(b)
+	}
 	return err
 }
 

@@ -1,0 +1,287 @@
+package loadtest
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// pollers read WebSocket subscribers from epoll sets, one goroutine per
+// set and as many sets as the tool has processors, instead of a goroutine
+// per subscriber. A goroutine of Go's net package costs a delivery two
+// reads (the second finds nothing and parks it) and a park and a wake-up;
+// a set costs one read per socket that has something, and one wait for
+// all of them. At a thousand subscribers that is most of the tool's CPU
+// per delivery, which the tool would otherwise add to the latency it
+// measures once a server sends faster than the tool reads.
+type pollers struct {
+	sets    []*pollSet
+	next    atomic.Uint64
+	running sync.WaitGroup
+}
+
+// pollSet is one epoll set and the subscribers in it, by the id the set
+// gave them (descriptors are reused; ids are not). The set's own
+// descriptor is watched by Go's poller, so that a set with nothing to
+// read parks its goroutine rather than holding a thread in epoll_wait.
+type pollSet struct {
+	p      *pollers
+	epfd   int
+	file   *os.File // epfd, for Go's poller
+	rc     syscall.RawConn
+	mu     sync.Mutex
+	subs   map[uint64]*polled
+	nextID uint64
+}
+
+// polled is one subscriber read by a set.
+type polled struct {
+	s     *subscriber
+	c     *wsConn
+	jsonl bool
+}
+
+// newPollers starts the sets; nil when epoll cannot be had, and the
+// subscribers then read on goroutines of their own.
+func newPollers() *pollers {
+	p := &pollers{}
+	for range runtime.GOMAXPROCS(0) {
+		set, err := newPollSet(p)
+		if err != nil {
+			p.stop()
+			return nil
+		}
+		p.sets = append(p.sets, set)
+		p.running.Add(1)
+		go set.run()
+	}
+	return p
+}
+
+// newPollSet opens an epoll set for Go's poller to watch.
+func newPollSet(p *pollers) (*pollSet, error) {
+	fd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("epoll_create1: %w", err)
+	}
+	if err := unix.SetNonblock(fd, true); err != nil {
+		_ = unix.Close(fd)
+		return nil, fmt.Errorf("epoll set non-blocking: %w", err)
+	}
+	file := os.NewFile(uintptr(fd), "epoll")
+	rc, err := file.SyscallConn()
+	if err != nil {
+		_ = file.Close()
+		return nil, fmt.Errorf("epoll set: %w", err)
+	}
+	return &pollSet{p: p, epfd: fd, file: file, rc: rc, subs: make(map[uint64]*polled)}, nil
+}
+
+// watch takes c over from Go's poller and reads it for s from one of the
+// sets. On an error c is as it was, and the caller reads it itself.
+func (p *pollers) watch(s *subscriber, c *wsConn, jsonl bool) error {
+	if p == nil {
+		return errors.New("no epoll sets")
+	}
+	if err := c.takeSocket(); err != nil {
+		return err
+	}
+	pd := &polled{s: s, c: c, jsonl: jsonl}
+	s.close = pd.close
+	// What arrived with the subscribe reply is read here, before the set
+	// can see the subscriber.
+	if err := pd.consume(nil, time.Now().UnixNano()); err != nil {
+		pd.end(err)
+		return nil
+	}
+	set := p.sets[p.next.Add(1)%uint64(len(p.sets))]
+	set.mu.Lock()
+	set.nextID++
+	id := set.nextID
+	set.subs[id] = pd
+	set.mu.Unlock()
+	// Level-triggered: a read that leaves something behind is told again.
+	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP, Fd: int32(id), Pad: int32(id >> 32)}
+	var cerr error
+	if err := c.control(func(fd int) { cerr = unix.EpollCtl(set.epfd, unix.EPOLL_CTL_ADD, fd, &ev) }); err != nil {
+		cerr = err
+	}
+	if cerr != nil {
+		set.forget(id)
+		pd.end(fmt.Errorf("epoll_ctl: %w", cerr))
+	}
+	return nil
+}
+
+// stop ends the sets' goroutines; the subscribers in them must have ended.
+func (p *pollers) stop() {
+	if p == nil {
+		return
+	}
+	for _, set := range p.sets {
+		_ = set.file.Close() // wakes run
+	}
+	p.running.Wait()
+}
+
+// run reads the set's subscribers until stop.
+func (set *pollSet) run() {
+	defer set.p.running.Done()
+	events := make([]unix.EpollEvent, 256)
+	buf := make([]byte, 64<<10)
+	for {
+		var n int
+		var werr error
+		err := set.rc.Read(func(fd uintptr) bool {
+			n, werr = unix.EpollWait(int(fd), events, 0)
+			// Nothing yet: Go's poller waits until there is.
+			return n > 0 || werr != nil && !errors.Is(werr, unix.EINTR)
+		})
+		if err != nil {
+			return // stop closed the set
+		}
+		if werr != nil {
+			set.endAll(fmt.Errorf("epoll_wait: %w", werr))
+			return
+		}
+		for i := range events[:n] {
+			id := uint64(uint32(events[i].Fd)) | uint64(uint32(events[i].Pad))<<32
+			set.mu.Lock()
+			pd := set.subs[id]
+			set.mu.Unlock()
+			if pd == nil {
+				continue
+			}
+			if err := pd.readOnce(buf); err != nil {
+				set.forget(id)
+				pd.end(err)
+			}
+		}
+	}
+}
+
+// forget takes id out of the set.
+func (set *pollSet) forget(id uint64) {
+	set.mu.Lock()
+	delete(set.subs, id)
+	set.mu.Unlock()
+}
+
+// endAll ends every subscriber of a set that can no longer wait.
+func (set *pollSet) endAll(err error) {
+	set.mu.Lock()
+	subs := set.subs
+	set.subs = make(map[uint64]*polled)
+	set.mu.Unlock()
+	for _, pd := range subs {
+		pd.end(err)
+	}
+}
+
+// readOnce reads what the socket has (the set said it has something, so
+// the read does not wait) and handles every whole frame in it.
+func (pd *polled) readOnce(buf []byte) error {
+	n, err := pd.c.sock.Read(buf)
+	if n > 0 {
+		if cerr := pd.consume(buf[:n], time.Now().UnixNano()); cerr != nil {
+			return cerr
+		}
+	}
+	return err // io.EOF once the server has closed
+}
+
+// consume handles the whole frames of the connection's unread bytes
+// followed by b, and keeps the rest for the next read.
+func (pd *polled) consume(b []byte, now int64) error {
+	c := pd.c
+	if len(c.pend) > 0 {
+		c.pend = append(c.pend, b...)
+		b = c.pend
+	}
+	for len(b) > 0 {
+		fin, op, p, used, err := parseFrame(b)
+		if err != nil {
+			return err
+		}
+		if used == 0 {
+			break
+		}
+		b = b[used:]
+		_, p, done, err := c.handleFrame(fin, op, p)
+		if err != nil {
+			return err
+		}
+		if done && !c.answeredAppPing(p) {
+			pd.s.message(p, now, pd.jsonl)
+		}
+	}
+	// What is left is part of a frame: keep it, at the start of pend.
+	if len(b) == 0 {
+		c.pend = c.pend[:0]
+	} else {
+		c.pend = append(c.pend[:0], b...) // copy moves b down when it is in pend
+	}
+	return nil
+}
+
+// end closes the subscriber's socket and reports why it ended.
+func (pd *polled) end(err error) {
+	_ = pd.c.sock.Close()
+	pd.s.ended(err)
+	close(pd.s.done)
+}
+
+// close sends a close frame and shuts the socket down, which the set then
+// reads as its end.
+func (pd *polled) close() {
+	_ = pd.c.writeFrame(opClose, []byte{0x03, 0xE8}) // 1000
+	_ = pd.c.control(func(fd int) { _ = unix.Shutdown(fd, unix.SHUT_RDWR) })
+}
+
+// control runs f with the descriptor of the socket taken over, which stays
+// open until f returns; an error once it is closed.
+func (c *wsConn) control(f func(fd int)) error {
+	rc, err := c.sock.SyscallConn()
+	if err != nil {
+		return err
+	}
+	return rc.Control(func(fd uintptr) { f(int(fd)) })
+}
+
+// takeSocket moves c from Go's net package (and its poller, which would
+// wake for every message too) to a socket of its own in blocking mode:
+// reads come only when an epoll set says there is something, and writes
+// (pongs, the close frame) are a few bytes.
+func (c *wsConn) takeSocket() error {
+	tc, ok := c.nc.(*net.TCPConn)
+	if !ok {
+		return errors.New("not a TCP connection")
+	}
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return fmt.Errorf("raw connection: %w", err)
+	}
+	fd, derr := -1, error(nil)
+	if err := rc.Control(func(s uintptr) { fd, derr = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
+		return fmt.Errorf("raw connection: %w", err)
+	}
+	if derr != nil {
+		return fmt.Errorf("dup socket: %w", derr)
+	}
+	if err := unix.SetNonblock(fd, false); err != nil {
+		_ = unix.Close(fd)
+		return fmt.Errorf("socket blocking: %w", err)
+	}
+	c.detach() // what the reader had buffered goes to pend
+	_ = tc.Close()
+	c.sock = os.NewFile(uintptr(fd), "subscriber")
+	return nil
+}

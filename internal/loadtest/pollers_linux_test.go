@@ -1,0 +1,164 @@
+package loadtest
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/heraldhq/herald/heraldtest"
+)
+
+// serverFrame is one unmasked frame as a server sends it.
+func serverFrame(op byte, payload []byte) []byte {
+	b := []byte{0x80 | op}
+	switch n := len(payload); {
+	case n < 126:
+		b = append(b, byte(n))
+	default:
+		b = append(b, 126)
+		b = binary.BigEndian.AppendUint16(b, uint16(n))
+	}
+	return append(b, payload...)
+}
+
+// acceptWS answers a WebSocket handshake by hand and returns the
+// connection, which then carries frames as the test writes them; nil
+// when it cannot be taken over.
+func acceptWS(w http.ResponseWriter, r *http.Request) net.Conn {
+	nc, brw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		return nil
+	}
+	_, _ = brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: " +
+		acceptKey(r.Header.Get("Sec-WebSocket-Key")) + "\r\n\r\n")
+	if err := brw.Flush(); err != nil {
+		_ = nc.Close()
+		return nil
+	}
+	return nc
+}
+
+// polledSubscriber dials the test server at base and hands the
+// connection to a new run's epoll sets.
+func polledSubscriber(t *testing.T, base string) (*fanoutRun, *subscriber, *wsConn) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), heraldtest.Timeout)
+	defer cancel()
+	u, err := url.Parse(heraldtest.WSURL(base, "/"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := dialWS(ctx, u, "", 4096)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &fanoutRun{lat: new(shardedHistogram), pollers: newPollers()}
+	if r.pollers == nil {
+		t.Fatal("no epoll sets")
+	}
+	s := r.newSubscriber(c.close)
+	r.readWS(s, c, true)
+	return r, s, c
+}
+
+// A subscriber read from an epoll set handles frames that arrive a byte
+// at a time, answers a ping, and ends on the server's close frame with
+// its code counted.
+func TestPolledSubscriberReadsSplitFrames(t *testing.T) {
+	pong := make(chan []byte, 1)
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		nc := acceptWS(w, r)
+		if nc == nil {
+			return
+		}
+		defer nc.Close()
+		var out []byte
+		for seq := 1; seq <= 3; seq++ {
+			push := `{"bench_ts":` + strconv.FormatInt(time.Now().UnixNano(), 10) + `,"bench_seq":` + strconv.Itoa(seq) + `}`
+			out = append(out, serverFrame(opText, []byte(push+"\n"+push))...) // a duplicate line, counted as one
+		}
+		out = append(out, serverFrame(opPing, []byte("hi"))...)
+		for i := range out { // a byte at a time: every frame arrives in parts
+			if _, err := nc.Write(out[i : i+1]); err != nil {
+				return
+			}
+			time.Sleep(50 * time.Microsecond) // spread the bytes over many reads
+		}
+		// The pong: a masked frame of the two bytes sent.
+		br := bufio.NewReader(nc)
+		h := make([]byte, 2+4+2)
+		_ = nc.SetReadDeadline(time.Now().Add(heraldtest.Timeout))
+		if _, err := io.ReadFull(br, h); err == nil && h[0] == 0x80|opPong {
+			p := []byte{h[6] ^ h[2], h[7] ^ h[3]}
+			pong <- p
+		}
+		_, _ = nc.Write(serverFrame(opClose, []byte{0x03, 0xF0})) // 1008
+		_, _ = io.Copy(io.Discard, br)                            // until the client closes
+	}))
+	defer hs.Close()
+	r, s, c := polledSubscriber(t, hs.URL)
+	if c.sock == nil {
+		t.Fatal("the subscriber was not handed to an epoll set")
+	}
+	select {
+	case p := <-pong:
+		if string(p) != "hi" {
+			t.Fatalf("pong carries %q, want %q", p, "hi")
+		}
+	case <-time.After(heraldtest.Timeout):
+		t.Fatal("no pong")
+	}
+	select {
+	case <-s.done:
+	case <-time.After(heraldtest.Timeout):
+		t.Fatal("the subscriber did not end on the server's close frame")
+	}
+	r.pollers.stop()
+	if s.distinct != 3 || s.dups != 3 || s.ooo != 0 || s.high.Load() != 3 {
+		t.Fatalf("distinct %d, duplicates %d, out of order %d, high %d; want 3, 3, 0, 3", s.distinct, s.dups, s.ooo, s.high.Load())
+	}
+	if got := r.closed.Load(); got != 1 {
+		t.Fatalf("%d subscribers closed by the server, want 1", got)
+	}
+	if got := r.lat.merged().quantile(0.5); got <= 0 {
+		t.Fatalf("median latency %v, want above zero", got)
+	}
+}
+
+// Closing a polled subscriber (the end of a run) ends its reader, and its
+// socket is closed.
+func TestPolledSubscriberClose(t *testing.T) {
+	closed := make(chan struct{})
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		nc := acceptWS(w, r)
+		if nc == nil {
+			return
+		}
+		defer nc.Close()
+		_, _ = io.Copy(io.Discard, nc)
+		close(closed)
+	}))
+	defer hs.Close()
+	r, s, c := polledSubscriber(t, hs.URL)
+	r.closing.Store(true)
+	s.close()
+	for _, ch := range []chan struct{}{s.done, closed} {
+		select {
+		case <-ch:
+		case <-time.After(heraldtest.Timeout):
+			t.Fatal("close did not end the reader and the connection")
+		}
+	}
+	r.pollers.stop()
+	if _, err := c.sock.Write([]byte{0}); err == nil {
+		t.Fatal("the socket is still open")
+	}
+}
