@@ -325,16 +325,58 @@ func header(op ws.OpCode, n int, zip bool) []byte {
 	return b.Bytes()
 }
 
-// control writes a control frame (ping, pong, close; never compressed) on
-// a goroutine of its own, then runs then.
+// control writes a control frame (ping, pong, close; never compressed)
+// without waiting, then runs then. A frame with nothing to run after it
+// goes out at once when no other write is under way and the socket takes
+// it (an idle connection's ping: a sweep pings thousands); the rest is
+// written on a goroutine of its own.
 func (c *Conn) control(op ws.OpCode, payload []byte, then func()) {
 	bufs := controlFrame(op, payload)
+	if then == nil && c.writeIdle(&bufs) {
+		return
+	}
 	go func() {
 		_ = c.write(&bufs)
 		if then != nil {
 			then()
 		}
 	}()
+}
+
+// writeIdle writes bufs without waiting when nothing else is being
+// written, and reports whether it is done with them. When the socket
+// takes part of them only, a goroutine writes the rest, holding the write
+// lock until it has (frames are never interleaved); when it takes none,
+// bufs are left to the caller.
+func (c *Conn) writeIdle(bufs *net.Buffers) bool {
+	if c.nc != nil || !c.wmu.TryLock() {
+		return false
+	}
+	if c.closed.Load() {
+		c.wmu.Unlock()
+		return true // as write would: nothing goes out
+	}
+	var s sender
+	rest, n, err := s.writeNow(c, *bufs)
+	c.t.traffic(0, n)
+	switch {
+	case err != nil:
+		c.wmu.Unlock()
+		go c.gone()
+		return true
+	case len(rest) == 0:
+		c.wmu.Unlock()
+		return true
+	case n == 0:
+		c.wmu.Unlock()
+		return false
+	}
+	*bufs = rest
+	go func() {
+		defer c.wmu.Unlock()
+		_ = c.writeLocked(bufs)
+	}()
+	return true
 }
 
 func controlFrame(op ws.OpCode, payload []byte) net.Buffers {

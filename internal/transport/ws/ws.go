@@ -492,11 +492,15 @@ func (t *Transport) refused(reason string) {
 	}
 }
 
+// tick is how often keepalive sweeps.
+func (t *Transport) tick() time.Duration {
+	return min(t.cfg.PingInterval, t.cfg.PongTimeout, t.cfg.WriteTimeout) / 2
+}
+
 // keepalive is the one timer of all connections.
 func (t *Transport) keepalive() {
 	defer close(t.done)
-	tick := min(t.cfg.PingInterval, t.cfg.PongTimeout, t.cfg.WriteTimeout) / 2
-	tk := time.NewTicker(tick)
+	tk := time.NewTicker(t.tick())
 	defer tk.Stop()
 	for {
 		select {
@@ -531,15 +535,49 @@ func (t *Transport) sweep(now int64) {
 		}
 	}
 	t.mu.Unlock()
-	for _, c := range quiet {
-		c.pinged.Store(true)
-		c.control(ws.OpPing, nil, nil)
-	}
+	t.ping(quiet)
 	for _, c := range gone {
 		if since := c.writingSince.Load(); since != 0 && now-since > writeTimeout {
 			t.refused("write_timeout")
 		}
 		c.gone() // a peer that reads nothing gets no close frame
+	}
+}
+
+// pingBatch is how many pings a sweep sends at once, and pingPause how
+// long it waits before the next batch (at least: see ping).
+const (
+	pingBatch = 128
+	pingPause = time.Millisecond
+)
+
+// ping pings quiet, a batch at a time. Sent together, the pings of
+// connections that were opened together (a deploy, a reconnect storm)
+// come back as pongs together, and the event loop starts a goroutine for
+// each readable connection: a round over a hundred thousand idle
+// connections would hold a hundred thousand stacks at once, and the
+// server keep that memory after. A batch's pongs are back and read well
+// within the pause on loopback, and any round's pings go out within a
+// fifth of the sweep's tick: a bigger round sends bigger batches. Close
+// stops a round.
+func (t *Transport) ping(quiet []*Conn) {
+	batch := pingBatch
+	if rounds := int(t.tick() / 5 / pingPause); rounds > 0 && len(quiet) > rounds*batch {
+		batch = (len(quiet) + rounds - 1) / rounds
+	}
+	pause := time.NewTimer(0)
+	defer pause.Stop()
+	for i, c := range quiet {
+		if i > 0 && i%batch == 0 {
+			pause.Reset(pingPause)
+			select {
+			case <-t.stop:
+				return
+			case <-pause.C:
+			}
+		}
+		c.pinged.Store(true)
+		c.control(ws.OpPing, nil, nil)
 	}
 }
 
