@@ -55,7 +55,6 @@ func (s *Server) newClientConn(c clientSpec) *clientConn {
 		Mode:       c.mode,
 		RawChannel: c.rawChannel,
 		Policy:     c.policy,
-		Expires:    c.who.expires,
 		Observer:   observer,
 	})
 	return &clientConn{s: s, sess: sess, transport: c.transport, ip: c.ip, header: c.who.header, events: events}

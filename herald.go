@@ -367,7 +367,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request, rawChannel stri
 		// subscription is refused sees its connection open and close with
 		// the refusal (it has no other way to read why); a JSON client
 		// whose server-side subscriptions fail gets an HTTP error.
-		err := cc.sess.Open(since)
+		err := cc.sess.Open(since, who.expires)
 		if err == nil && mode != session.ModeRaw {
 			err = s.subscribeServer(cc.sess, who.channels, resume)
 		}

@@ -88,7 +88,7 @@ func (s *Server) runSSE(w http.ResponseWriter, r *http.Request, channels []strin
 	defer stream.Release()
 	c.transport, c.conn, c.mode = "sse", stream, session.ModeSSE
 	cc := s.newClientConn(c)
-	_ = cc.sess.Open(nil) // an SSE session only starts its token's expiry there
+	_ = cc.sess.Open(nil, c.who.expires) // an SSE session only starts its token's expiry there
 	// Subscribe every channel before the stream starts, so that a refusal
 	// is still an HTTP error and the first `id:` covers every channel.
 	// Server-side channels come first, unchecked.

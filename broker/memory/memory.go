@@ -13,6 +13,7 @@ package memory
 import (
 	"container/list"
 	"context"
+	"encoding/json"
 	"errors"
 	"maps"
 	"sync"
@@ -79,8 +80,37 @@ type channel struct {
 	history    []broker.Message // oldest first
 	ttl        time.Duration    // from the latest Publish; 0 keeps messages until pushed out
 	subscribed bool
-	presence   map[string]broker.ClientInfo // by client id
-	gone       bool                         // dropped from Broker.channels: look the name up again
+	presence   map[string]present // by client id
+	gone       bool               // dropped from Broker.channels: look the name up again
+}
+
+// present is a client's presence in a channel, its id being the map's
+// key. A channel holds one per subscriber, so it keeps less than a
+// broker.ClientInfo: no second copy of the id, and the info, which few
+// connections have, behind a pointer.
+type present struct {
+	user      string
+	transport string
+	info      *json.RawMessage // nil for none
+}
+
+// newPresent returns c's presence.
+func newPresent(c broker.ClientInfo) present {
+	p := present{user: c.User, transport: c.Transport}
+	if c.Info != nil {
+		info := c.Info
+		p.info = &info
+	}
+	return p
+}
+
+// clientInfo returns the ClientInfo of the client id present as p.
+func (p present) clientInfo(id string) broker.ClientInfo {
+	c := broker.ClientInfo{Client: id, User: p.user, Transport: p.transport}
+	if p.info != nil {
+		c.Info = *p.info
+	}
+	return c
 }
 
 // New returns an in-memory broker with the default history budget.
@@ -452,9 +482,9 @@ func (b *Broker) AddPresence(_ context.Context, name string, c broker.ClientInfo
 	}
 	defer ch.mu.Unlock()
 	if ch.presence == nil {
-		ch.presence = make(map[string]broker.ClientInfo)
+		ch.presence = make(map[string]present)
 	}
-	ch.presence[c.Client] = c
+	ch.presence[c.Client] = newPresent(c)
 	return nil
 }
 
@@ -477,8 +507,8 @@ func (b *Broker) Presence(_ context.Context, name string) ([]broker.ClientInfo, 
 	}
 	defer ch.mu.Unlock()
 	out := make([]broker.ClientInfo, 0, len(ch.presence))
-	for _, c := range ch.presence {
-		out = append(out, c)
+	for id, p := range ch.presence {
+		out = append(out, p.clientInfo(id))
 	}
 	return out, nil
 }

@@ -263,7 +263,7 @@ func (s *Session) cmdPublish(cmd protocol.Command) {
 // publish authorizes and publishes p to channel; ctx carries the
 // publisher's trace, if any.
 func (s *Session) publish(ctx context.Context, channel string, p broker.Publication) (broker.Offset, error) {
-	if s.cfg.Mode != ModeRaw && !s.allowPublish() {
+	if s.mode != ModeRaw && !s.allowPublish() {
 		s.refused("rate_limited")
 		return broker.Offset{}, protocol.Errorf(protocol.CodeRateLimited,
 			fmt.Sprintf("publish rate limit: %g per second, bursts of %d", float64(s.cfg.Limits.PublishRate), max(s.cfg.Limits.PublishBurst, 1)))

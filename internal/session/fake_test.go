@@ -175,7 +175,7 @@ func open(t *testing.T, h *hub.Hub, c *fakeConn, cfg session.Config) *session.Se
 	}
 	s := session.New(cfg)
 	t.Cleanup(s.Close)
-	if err := s.Open(nil); err != nil {
+	if err := s.Open(nil, time.Time{}); err != nil {
 		t.Fatal(err)
 	}
 	return s

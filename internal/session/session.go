@@ -51,7 +51,7 @@ type Conn interface {
 }
 
 // Mode is how a session speaks.
-type Mode int
+type Mode uint8
 
 // The session modes.
 const (
@@ -124,13 +124,20 @@ type Config struct {
 	RawChannel string
 	// Policy is consulted for every subscribe and publish; nil allows all.
 	Policy Policy
-	// Expires is when the connection's token expires: the session closes
-	// the connection with 1008 then, unless a refresh (or the Policy, when
-	// it is a Renewer) moves it. Zero: never.
-	Expires time.Time
 	// Observer, when set, is told of each subscription that starts and
 	// ends; nil: nobody is.
 	Observer Observer
+}
+
+// settings is what a session keeps of its Config: all of it but the
+// mode, which it keeps with its other small fields.
+type settings struct {
+	*Shared
+	Conn       Conn
+	Client     broker.ClientInfo
+	RawChannel string
+	Policy     Policy
+	Observer   Observer
 }
 
 // Shared is what the sessions of one server have in common. A server
@@ -174,13 +181,14 @@ type Observer interface {
 // what every session has in common is in Shared, and state that few
 // sessions need is made when first needed.
 type Session struct {
-	cfg Config
+	cfg settings
 
 	mu     sync.Mutex          // guards subs, making, serverSubs, closed and expiry
 	subs   []string            // a few per connection: a slice is smaller than a map
 	making []string            // subs the hub is still making: only their subscribe undoes them
 	told   map[string]struct{} // subs whose start the Observer was told; nil without one
 	closed bool
+	mode   Mode
 	// serverSubs counts the server-side subscriptions, which are the
 	// first of subs: they do not count against MaxSubscriptions.
 	serverSubs uint16
@@ -215,7 +223,10 @@ var discard = slog.New(slog.DiscardHandler)
 
 // New returns a session; the caller calls Open next.
 func New(cfg Config) *Session {
-	s := &Session{cfg: cfg}
+	s := &Session{mode: cfg.Mode, cfg: settings{
+		Shared: cfg.Shared, Conn: cfg.Conn, Client: cfg.Client, RawChannel: cfg.RawChannel,
+		Policy: cfg.Policy, Observer: cfg.Observer,
+	}}
 	s.sentFn = s.sent
 	return s
 }
@@ -232,15 +243,18 @@ func (s *Session) logger() *slog.Logger {
 func (s *Session) Client() broker.ClientInfo { return s.cfg.Client }
 
 // Open starts the session: a JSON session sends its welcome, a raw session
-// subscribes to its channel (resuming after since when it is set).
-func (s *Session) Open(since *string) error {
-	if !s.cfg.Expires.IsZero() {
-		s.setExpiry(s.cfg.Expires)
+// subscribes to its channel (resuming after since when it is set). From
+// expires on, when it is not zero (the connection's token expires then),
+// the session closes the connection with 1008, unless a refresh (or the
+// Policy, when it is a Renewer) moves it.
+func (s *Session) Open(since *string, expires time.Time) error {
+	if !expires.IsZero() {
+		s.setExpiry(expires)
 	}
-	if s.cfg.Mode == ModeSSE {
+	if s.mode == ModeSSE {
 		return nil
 	}
-	if s.cfg.Mode != ModeRaw {
+	if s.mode != ModeRaw {
 		s.enqueue(wire.NewPayload(protocol.Welcome(s.cfg.Client.Client, s.cfg.Client.User)), asked)
 		return nil
 	}
@@ -257,7 +271,7 @@ func (s *Session) Open(since *string) error {
 
 // Deliver queues a delivery for the client; called by the hub.
 func (s *Session) Deliver(d *hub.Delivery) {
-	switch s.cfg.Mode {
+	switch s.mode {
 	case ModeRaw:
 		if p := d.Raw(); p != nil {
 			s.enqueue(p, deliveryKind(d))
@@ -305,7 +319,7 @@ func (s *Session) SubscribeServer(channel string, since *string) error {
 	if e := protocol.Reserved(channel); e != nil {
 		return e
 	}
-	if s.cfg.Mode == ModeSSE {
+	if s.mode == ModeSSE {
 		// A stream has no pushes: the channel's messages carry it into
 		// the stream's cursor.
 		if _, err := s.SubscribeStream(channel, since, true, nil); err != nil && !s.subscribed(channel) {
@@ -335,7 +349,7 @@ func (s *Session) UnsubscribeServer(channel string) bool {
 	}
 	s.cfg.Hub.Unsubscribe(context.Background(), s, s.cfg.Client, channel)
 	s.subscriptionsDelta(-1)
-	if s.cfg.Mode == ModeJSON || s.cfg.Mode == ModeJSONL {
+	if s.mode == ModeJSON || s.mode == ModeJSONL {
 		s.enqueue(wire.NewPayload(protocol.UnsubscribedPush(channel)), asked)
 	}
 	return true
@@ -349,7 +363,7 @@ func (s *Session) Channels() []string {
 }
 
 // Mode returns how the session speaks.
-func (s *Session) Mode() Mode { return s.cfg.Mode }
+func (s *Session) Mode() Mode { return s.mode }
 
 // subscribed reports whether the session is subscribed to channel.
 func (s *Session) subscribed(channel string) bool {
@@ -360,7 +374,7 @@ func (s *Session) subscribed(channel string) bool {
 
 // HandleText handles one text frame.
 func (s *Session) HandleText(frame []byte) {
-	switch s.cfg.Mode {
+	switch s.mode {
 	case ModeRaw:
 		s.publishRaw(frame, false)
 	case ModeJSONL:
@@ -373,7 +387,7 @@ func (s *Session) HandleText(frame []byte) {
 // HandleBinary handles one binary frame: raw mode relays it, the JSON
 // protocol refuses it.
 func (s *Session) HandleBinary(frame []byte) {
-	if s.cfg.Mode == ModeRaw {
+	if s.mode == ModeRaw {
 		s.publishRaw(frame, true)
 		return
 	}
