@@ -16,12 +16,22 @@ import (
 // newClientConn, then opened once it is served and closed when it ends,
 // or abandon if it never was.
 type clientConn struct {
-	s         *Server
-	sess      *session.Session
-	transport string        // the metrics label: ws, raw or sse
-	ip        string        // the limits slot to release; "" when none was taken
-	header    http.Header   // completes the Client the hooks see
-	events    *clientEvents // its webhook events; nil without webhooks
+	s      *Server
+	sess   *session.Session
+	ip     string        // the limits slot to release; "" when none was taken
+	header http.Header   // completes the Client the hooks see
+	events *clientEvents // its webhook events; nil without webhooks
+}
+
+// label is the client's transport as the metrics name it: ws, raw or sse.
+func (c *clientConn) label() string {
+	switch c.sess.Mode() {
+	case session.ModeRaw:
+		return "raw"
+	case session.ModeSSE:
+		return "sse"
+	}
+	return "ws"
 }
 
 // clientSpec is what newClientConn needs to know of a client.
@@ -57,7 +67,7 @@ func (s *Server) newClientConn(c clientSpec) *clientConn {
 		Policy:     c.policy,
 		Observer:   observer,
 	})
-	return &clientConn{s: s, sess: sess, transport: c.transport, ip: c.ip, header: c.who.header, events: events}
+	return &clientConn{s: s, sess: sess, ip: c.ip, header: c.who.header, events: events}
 }
 
 // client is the connection as the Connected and Disconnected hooks see it.
@@ -68,9 +78,9 @@ func (c *clientConn) client() Client {
 // opened counts the connection and runs the Connected hook, once the
 // client is served.
 func (c *clientConn) opened() {
-	c.s.metrics.Connections.WithLabelValues(c.transport).Inc()
+	c.s.metrics.Connections.WithLabelValues(c.label()).Inc()
 	info := c.sess.Client()
-	c.s.cfg.Logger.Debug("client connected", "client", info.Client, "user", info.User, "transport", c.transport)
+	c.s.cfg.Logger.Debug("client connected", "client", info.Client, "user", info.User, "transport", c.label())
 	c.s.desk.add(c)
 	if c.events != nil {
 		c.events.connected()
@@ -89,9 +99,9 @@ func (c *clientConn) closed() {
 	if c.events != nil {
 		c.events.disconnected(c.s.disconnectReason(c.sess.Cause()))
 	}
-	c.s.metrics.Connections.WithLabelValues(c.transport).Dec()
+	c.s.metrics.Connections.WithLabelValues(c.label()).Dec()
 	info := c.sess.Client()
-	c.s.cfg.Logger.Debug("client disconnected", "client", info.Client, "transport", c.transport)
+	c.s.cfg.Logger.Debug("client disconnected", "client", info.Client, "transport", c.label())
 	if c.s.cfg.Hooks.Disconnected != nil {
 		c.s.cfg.Hooks.Disconnected(c.client())
 	}

@@ -407,7 +407,7 @@ func (d *orderDesk) carryOut(o order) {
 			info := c.sess.Client()
 			list = append(list, Connection{
 				Client: info.Client, User: info.User, Node: d.s.nodeID,
-				Transport: contractTransport(c.transport), Channels: c.sess.Channels(),
+				Transport: contractTransport(c.label()), Channels: c.sess.Channels(),
 			})
 		}
 		if len(list) > api.MaxListed {

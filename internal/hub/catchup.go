@@ -185,7 +185,7 @@ func (e *entry) replayOne(sub Subscriber, m broker.Message) {
 		return
 	}
 	sub.Deliver(&Delivery{Message: m, Replay: true})
-	e.last = m.Offset
+	e.handed(m)
 }
 
 // finishLocked ends a catch-up that reached last: the live messages

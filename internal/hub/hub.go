@@ -232,16 +232,26 @@ func (ch *channel) endedLocked(epoch string) bool {
 // entry is one subscriber's state in a channel. from is the offset it
 // started after: it never gets a message up to it. cu is set while it
 // catches up from history (see catchup.go). filter is its shared filter
-// (nil: every message); a delta subscriber's last is the newest message
-// handed to it.
+// (nil: every message). last is set for a subscriber that asked for
+// deltas only (a channel holds an entry per subscriber, and few ask): the
+// newest message handed to it.
 type entry struct {
 	info   *broker.ClientInfo // the subscriber's, which does not change while it is subscribed
 	from   broker.Offset
 	cu     *catchup
 	filter *sharedFilter
-	delta  bool
+	last   *broker.Offset
 	acks   bool
-	last   broker.Offset
+}
+
+// delta reports whether the subscriber asked for deltas.
+func (e *entry) delta() bool { return e.last != nil }
+
+// handed records that m was handed to the subscriber.
+func (e *entry) handed(m broker.Message) {
+	if e.last != nil {
+		*e.last = m.Offset
+	}
 }
 
 // passes reports whether the entry's filter lets m through, evaluating it
@@ -283,7 +293,7 @@ func (ch *channel) addOptionsLocked(e *entry, o SubscribeOptions) {
 		e.filter = sf
 	}
 	if o.Delta {
-		e.delta = true
+		e.last = new(broker.Offset)
 		ch.deltas++
 	}
 	e.acks = o.Acks
@@ -296,7 +306,7 @@ func (ch *channel) dropOptionsLocked(e *entry) {
 			delete(ch.filters, sf.f.Key())
 		}
 	}
-	if e.delta {
+	if e.delta() {
 		if ch.deltas--; ch.deltas == 0 {
 			ch.prev, ch.prevData = broker.Offset{}, nil
 		}
@@ -929,7 +939,7 @@ func (ch *channel) fanOutLocked(m broker.Message, tr *tracing.Tracer, delivered 
 		case m.Offset.Epoch == e.from.Epoch && m.Offset.Seq <= e.from.Seq:
 			// From before the subscriber's start: it has it, or asked not to.
 			continue
-		case e.delta && ch.prevData != nil && e.last == ch.prev && !m.Binary:
+		case e.delta() && ch.prevData != nil && *e.last == ch.prev && !m.Binary:
 			if delta == nil {
 				delta = d.deltaFrom(ch.prevData)
 			}
@@ -937,9 +947,7 @@ func (ch *channel) fanOutLocked(m broker.Message, tr *tracing.Tracer, delivered 
 		default:
 			sub.Deliver(d)
 		}
-		if e.delta {
-			e.last = m.Offset
-		}
+		e.handed(m)
 		handed++
 		if receipts && e.acks {
 			recipients = append(recipients, bare(*e.info))
