@@ -44,6 +44,15 @@
 # do with its clients on other machines: the sending side only, plus an
 # inter-processor interrupt when CPU 1's backlog was empty.
 #
+# SPIN=1 (with PIN=1) has the load tool read its subscribers by polling
+# without sleeping (`herald bench fanout -spin`), its core whole. A reader
+# that sleeps must be woken by each segment that reaches it, and on
+# loopback the sending core does that waking — on a virtual machine an
+# inter-processor interrupt, charged to the server — while the tool's own
+# time per delivery (the read and its wake-up, about 4 µs at 50/s) bounds
+# the latency it can see: a server faster than that has its p99 set by
+# the tool. A spinning reader is never woken and reads as the data comes.
+#
 # Scenarios (SCENARIOS, any of):
 #   idle     N subscribed connections held; memory per connection, connect
 #            rate (one node only). N may list several counts, e.g.
@@ -71,6 +80,7 @@
 # listener, poller, standard streams and /metrics.
 #
 # Settings (environment): MODE=one (or cluster) PIN=0 (or 1) STEER=0 (or 1)
+# SPIN=0 (or 1)
 # SCENARIOS="idle closed rate" (cluster: "closed rate")
 # SERVERS="herald ws centrifugo" (cluster: "herald herald-nats centrifugo")
 # RUNS=3 N=10000 SUBS=1000 WINDOW=100 RATE=100 DURATION=20s
@@ -86,6 +96,7 @@ set -euo pipefail
 MODE=${MODE:-one}
 PIN=${PIN:-0}
 STEER=${STEER:-0}
+SPIN=${SPIN:-0}
 RPS=/sys/class/net/lo/queues/rx-0/rps_cpus
 case $MODE in
 one)
@@ -146,6 +157,14 @@ if [[ $PIN == 1 ]]; then
 	fi
 	SERVER_PIN=(taskset -c 0)
 	TOOL_PIN=(taskset -c 1)
+fi
+SPIN_FLAG=
+if [[ $SPIN == 1 ]]; then
+	if [[ $PIN != 1 ]]; then
+		echo "SPIN=1 needs PIN=1: a spinning load tool takes a core whole" >&2
+		exit 2
+	fi
+	SPIN_FLAG=" -spin"
 fi
 RPS_BEFORE=
 if [[ $STEER == 1 ]]; then
@@ -290,8 +309,8 @@ bench_args() {
 	fi
 	case $1 in
 	idle-*) echo "idle -proto $proto -url $(url "$2" 1) -n ${1#idle-}" ;;
-	closed) echo "fanout -proto $proto -url $(url "$2" 1) $nodes -subs $SUBS -window $WINDOW -duration $DURATION" ;;
-	rate) echo "fanout -proto $proto -url $(url "$2" 1) $nodes -subs $SUBS -rate $RATE -duration $DURATION" ;;
+	closed) echo "fanout -proto $proto -url $(url "$2" 1) $nodes -subs $SUBS -window $WINDOW -duration $DURATION$SPIN_FLAG" ;;
+	rate) echo "fanout -proto $proto -url $(url "$2" 1) $nodes -subs $SUBS -rate $RATE -duration $DURATION$SPIN_FLAG" ;;
 	esac
 }
 
@@ -357,6 +376,7 @@ setup="one node"
 [[ $MODE == cluster ]] && setup="two nodes, publisher on node 1, subscribers on node 2"
 [[ $PIN == 1 ]] && setup+=", servers on CPU 0 and the load tool on CPU 1"
 [[ $STEER == 1 ]] && setup+=", loopback receive steered to CPU 1"
+[[ $SPIN == 1 ]] && setup+=", the load tool's readers spinning"
 echo
 echo "$setup;"
 echo "medians of $RUNS runs, [min–max], and herald/peer; $((SECONDS - start))s (raw results in $OUT):"

@@ -65,6 +65,8 @@ type fanoutResult struct {
 	Filters int  `json:"filters,omitempty"`
 	Doc     bool `json:"doc,omitempty"`
 	Delta   bool `json:"delta,omitempty"`
+	// Spin: the subscribers were read by polling (-spin).
+	Spin bool `json:"spin,omitempty"`
 	// PayloadBytes are the bytes of the timed message pushes the
 	// subscribers read (WebSocket message payloads, JSONL lines, SSE event
 	// data); BytesPerDelivery is PayloadBytes / Received.
@@ -86,6 +88,8 @@ type fanoutFlags struct {
 	nodePIDs []int
 	// brokerPIDs are the broker's servers: their CPU is broker_cores.
 	brokerPIDs []int
+	// spin: the subscribers' readers poll without sleeping (see pollers).
+	spin bool
 }
 
 func (f *fanoutFlags) register(fs *flag.FlagSet) {
@@ -98,6 +102,7 @@ func (f *fanoutFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&f.pid, "pid", 0, "the server's process id, to report its CPU and RSS (0: not measured)")
 	fs.Func("node-pids", "comma-separated process ids of further server nodes, whose CPU counts in server_cores with -pid's", pidList(&f.nodePIDs))
 	fs.Func("broker-pids", "comma-separated process ids of the broker's servers (Redis, NATS), whose CPU is reported as broker_cores instead of in other_cores", pidList(&f.brokerPIDs))
+	fs.BoolVar(&f.spin, "spin", false, "read the WebSocket subscribers by polling without sleeping, each reader using a core whole, so that no server send has to wake a reader (for a tool with cores of its own; Linux)")
 }
 
 // check validates the parsed flags of scenario name.
@@ -215,7 +220,7 @@ func runFanoutScenario(ctx context.Context, sc fanoutScenario, cm *common, t *ta
 	name := sc.name
 	res := fanoutResult{Scenario: name, URL: sc.url, SubURLs: sc.subURLs, Proto: sc.proto, Subs: ff.subs,
 		Rate: ff.rate, Window: ff.window, DurationSeconds: ff.duration.Seconds(), Size: ff.size,
-		Filters: sc.options.filters, Doc: sc.options.doc, Delta: sc.options.delta}
+		Filters: sc.options.filters, Doc: sc.options.doc, Delta: sc.options.delta, Spin: ff.spin}
 	if ff.window > 0 {
 		res.Rate = 0
 	}
@@ -234,7 +239,7 @@ func runFanoutScenario(ctx context.Context, sc fanoutScenario, cm *common, t *ta
 		r.channels = []string{t.channel}
 	}
 	r.ackedBy = make([]atomic.Int64, len(r.channels))
-	r.pollers = newPollers()
+	r.pollers = newPollers(ff.spin)
 
 	// Subscribers.
 	var mu sync.Mutex

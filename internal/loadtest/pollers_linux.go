@@ -22,10 +22,21 @@ import (
 // all of them. At a thousand subscribers that is most of the tool's CPU
 // per delivery, which the tool would otherwise add to the latency it
 // measures once a server sends faster than the tool reads.
+//
+// With spin, a set never sleeps: it polls its sockets, yielding to the
+// tool's other goroutines between polls. On loopback the sending core
+// runs the receiving side of every segment, and when the reader sleeps
+// that includes waking it: on a virtual machine an inter-processor
+// interrupt, some microseconds, charged to the server. A reader that
+// never sleeps is never woken, as no remote client costs its server;
+// the price is a core of the tool's, so it is for a tool with cores of
+// its own (pinned).
 type pollers struct {
-	sets    []*pollSet
-	next    atomic.Uint64
-	running sync.WaitGroup
+	sets     []*pollSet
+	spin     bool
+	stopping atomic.Bool
+	next     atomic.Uint64
+	running  sync.WaitGroup
 }
 
 // pollSet is one epoll set and the subscribers in it, by the id the set
@@ -49,10 +60,10 @@ type polled struct {
 	jsonl bool
 }
 
-// newPollers starts the sets; nil when epoll cannot be had, and the
-// subscribers then read on goroutines of their own.
-func newPollers() *pollers {
-	p := &pollers{}
+// newPollers starts the sets, spinning ones with spin; nil when epoll
+// cannot be had, and the subscribers then read on goroutines of their own.
+func newPollers(spin bool) *pollers {
+	p := &pollers{spin: spin}
 	for range runtime.GOMAXPROCS(0) {
 		set, err := newPollSet(p)
 		if err != nil {
@@ -126,6 +137,7 @@ func (p *pollers) stop() {
 	if p == nil {
 		return
 	}
+	p.stopping.Store(true)
 	for _, set := range p.sets {
 		_ = set.file.Close() // wakes run
 	}
@@ -142,11 +154,16 @@ func (set *pollSet) run() {
 		var werr error
 		err := set.rc.Read(func(fd uintptr) bool {
 			n, werr = unix.EpollWait(int(fd), events, 0)
-			// Nothing yet: Go's poller waits until there is.
-			return n > 0 || werr != nil && !errors.Is(werr, unix.EINTR)
+			// Nothing yet: Go's poller waits until there is, unless the
+			// set spins.
+			return set.p.spin || n > 0 || werr != nil && !errors.Is(werr, unix.EINTR)
 		})
-		if err != nil {
+		if err != nil || set.p.stopping.Load() {
 			return // stop closed the set
+		}
+		if n == 0 && (werr == nil || errors.Is(werr, unix.EINTR)) { // spinning
+			runtime.Gosched()
+			continue
 		}
 		if werr != nil {
 			set.endAll(fmt.Errorf("epoll_wait: %w", werr))

@@ -60,7 +60,7 @@ func polledSubscriber(t *testing.T, base string) (*fanoutRun, *subscriber, *wsCo
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &fanoutRun{lat: new(shardedHistogram), pollers: newPollers()}
+	r := &fanoutRun{lat: new(shardedHistogram), pollers: newPollers(false)}
 	if r.pollers == nil {
 		t.Fatal("no epoll sets")
 	}
@@ -160,5 +160,15 @@ func TestPolledSubscriberClose(t *testing.T) {
 	r.pollers.stop()
 	if _, err := c.sock.Write([]byte{0}); err == nil {
 		t.Fatal("the socket is still open")
+	}
+}
+
+// With -spin the subscribers' readers poll without sleeping: every
+// message still arrives once, and the run ends (the spinning sets stop).
+func TestFanoutSpin(t *testing.T) {
+	res := runBench(t, "fanout", "-subs", "10", "-rate", "100", "-duration", "500ms", "-proto", "jsonl", "-spin")
+	published := res["published"].(float64)
+	if published < 40 || res["spin"] != true || res["lost"] != 0.0 || res["received"] != published*10 || res["duplicates"] != 0.0 {
+		t.Fatalf("published %v, result %v", published, res)
 	}
 }
