@@ -239,7 +239,9 @@ func runFanoutScenario(ctx context.Context, sc fanoutScenario, cm *common, t *ta
 		r.channels = []string{t.channel}
 	}
 	r.ackedBy = make([]atomic.Int64, len(r.channels))
-	r.pollers = newPollers(ff.spin)
+	if ff.spin {
+		r.pollers = newPollers()
+	}
 
 	// Subscribers.
 	var mu sync.Mutex
@@ -482,7 +484,7 @@ type fanoutRun struct {
 	pubErrs  atomic.Int64
 	pubStart atomic.Int64
 	lastRecv atomic.Int64 // unix nanoseconds of the latest delivery
-	pollers  *pollers     // read the WebSocket subscribers; nil: goroutines do
+	pollers  *pollers     // read the WebSocket subscribers with -spin; nil: goroutines do
 	closed   atomic.Int64 // subscribers the server closed
 	closing  atomic.Bool
 	once     sync.Once
@@ -778,7 +780,8 @@ func (s *subscriber) message(msg []byte, now int64, jsonl bool) {
 }
 
 // readWS starts reading a WebSocket subscriber: from one of the run's
-// epoll sets where it has them, else on a goroutine of its own.
+// spinning epoll sets with -spin (where the system has them), else on a
+// goroutine of its own.
 func (r *fanoutRun) readWS(s *subscriber, c *wsConn, jsonl bool) {
 	if r.pollers.watch(s, c, jsonl) != nil {
 		go s.readWS(c, jsonl)

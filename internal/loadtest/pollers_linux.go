@@ -8,46 +8,38 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
 )
 
-// pollers read WebSocket subscribers from epoll sets, one goroutine per
-// set and as many sets as the tool has processors, instead of a goroutine
-// per subscriber. A goroutine of Go's net package costs a delivery two
-// reads (the second finds nothing and parks it) and a park and a wake-up;
-// a set costs one read per socket that has something, and one wait for
-// all of them. At a thousand subscribers that is most of the tool's CPU
-// per delivery, which the tool would otherwise add to the latency it
-// measures once a server sends faster than the tool reads.
+// pollers read WebSocket subscribers for -spin: from epoll sets, one per
+// processor the tool has, each polled by a goroutine that never sleeps
+// (it yields to the tool's other goroutines between polls), instead of a
+// goroutine per subscriber that sleeps until its socket has something.
 //
-// With spin, a set never sleeps: it polls its sockets, yielding to the
-// tool's other goroutines between polls. On loopback the sending core
-// runs the receiving side of every segment, and when the reader sleeps
-// that includes waking it: on a virtual machine an inter-processor
-// interrupt, some microseconds, charged to the server. A reader that
-// never sleeps is never woken, as no remote client costs its server;
-// the price is a core of the tool's, so it is for a tool with cores of
-// its own (pinned).
+// On loopback the sending core runs the receiving side of every segment,
+// and when the reader sleeps that includes waking it: on a virtual
+// machine an inter-processor interrupt, some microseconds, charged to the
+// server. And a sleeping reader's own time per delivery (two reads, the
+// second finding nothing, a park and a wake-up: about 4 µs at 50
+// publishes/s) bounds the latency it can see: a server that sends faster
+// than that has its p99 set by the tool. A spinning reader is never woken
+// (as no remote client costs its server) and reads as the data comes; the
+// price is the tool's cores, whole, so it is for a tool with cores of its
+// own (pinned).
 type pollers struct {
 	sets     []*pollSet
-	spin     bool
 	stopping atomic.Bool
 	next     atomic.Uint64
 	running  sync.WaitGroup
 }
 
 // pollSet is one epoll set and the subscribers in it, by the id the set
-// gave them (descriptors are reused; ids are not). The set's own
-// descriptor is watched by Go's poller, so that a set with nothing to
-// read parks its goroutine rather than holding a thread in epoll_wait.
+// gave them (descriptors are reused; ids are not).
 type pollSet struct {
 	p      *pollers
 	epfd   int
-	file   *os.File // epfd, for Go's poller
-	rc     syscall.RawConn
 	mu     sync.Mutex
 	subs   map[uint64]*polled
 	nextID uint64
@@ -60,40 +52,22 @@ type polled struct {
 	jsonl bool
 }
 
-// newPollers starts the sets, spinning ones with spin; nil when epoll
-// cannot be had, and the subscribers then read on goroutines of their own.
-func newPollers(spin bool) *pollers {
-	p := &pollers{spin: spin}
+// newPollers starts the sets; nil when epoll cannot be had, and the
+// subscribers then read on goroutines of their own.
+func newPollers() *pollers {
+	p := &pollers{}
 	for range runtime.GOMAXPROCS(0) {
-		set, err := newPollSet(p)
+		fd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 		if err != nil {
 			p.stop()
 			return nil
 		}
+		set := &pollSet{p: p, epfd: fd, subs: make(map[uint64]*polled)}
 		p.sets = append(p.sets, set)
 		p.running.Add(1)
 		go set.run()
 	}
 	return p
-}
-
-// newPollSet opens an epoll set for Go's poller to watch.
-func newPollSet(p *pollers) (*pollSet, error) {
-	fd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
-	if err != nil {
-		return nil, fmt.Errorf("epoll_create1: %w", err)
-	}
-	if err := unix.SetNonblock(fd, true); err != nil {
-		_ = unix.Close(fd)
-		return nil, fmt.Errorf("epoll set non-blocking: %w", err)
-	}
-	file := os.NewFile(uintptr(fd), "epoll")
-	rc, err := file.SyscallConn()
-	if err != nil {
-		_ = file.Close()
-		return nil, fmt.Errorf("epoll set: %w", err)
-	}
-	return &pollSet{p: p, epfd: fd, file: file, rc: rc, subs: make(map[uint64]*polled)}, nil
 }
 
 // watch takes c over from Go's poller and reads it for s from one of the
@@ -138,10 +112,10 @@ func (p *pollers) stop() {
 		return
 	}
 	p.stopping.Store(true)
-	for _, set := range p.sets {
-		_ = set.file.Close() // wakes run
-	}
 	p.running.Wait()
+	for _, set := range p.sets {
+		_ = unix.Close(set.epfd)
+	}
 }
 
 // run reads the set's subscribers until stop.
@@ -149,24 +123,14 @@ func (set *pollSet) run() {
 	defer set.p.running.Done()
 	events := make([]unix.EpollEvent, 256)
 	buf := make([]byte, 64<<10)
-	for {
-		var n int
-		var werr error
-		err := set.rc.Read(func(fd uintptr) bool {
-			n, werr = unix.EpollWait(int(fd), events, 0)
-			// Nothing yet: Go's poller waits until there is, unless the
-			// set spins.
-			return set.p.spin || n > 0 || werr != nil && !errors.Is(werr, unix.EINTR)
-		})
-		if err != nil || set.p.stopping.Load() {
-			return // stop closed the set
-		}
-		if n == 0 && (werr == nil || errors.Is(werr, unix.EINTR)) { // spinning
+	for !set.p.stopping.Load() {
+		n, err := unix.EpollWait(set.epfd, events, 0)
+		switch {
+		case n == 0 && (err == nil || errors.Is(err, unix.EINTR)):
 			runtime.Gosched()
 			continue
-		}
-		if werr != nil {
-			set.endAll(fmt.Errorf("epoll_wait: %w", werr))
+		case err != nil:
+			set.endAll(fmt.Errorf("epoll_wait: %w", err))
 			return
 		}
 		for i := range events[:n] {

@@ -60,7 +60,7 @@ func polledSubscriber(t *testing.T, base string) (*fanoutRun, *subscriber, *wsCo
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &fanoutRun{lat: new(shardedHistogram), pollers: newPollers(false)}
+	r := &fanoutRun{lat: new(shardedHistogram), pollers: newPollers()}
 	if r.pollers == nil {
 		t.Fatal("no epoll sets")
 	}
