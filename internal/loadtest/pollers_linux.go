@@ -28,10 +28,17 @@ import (
 // (as no remote client costs its server) and reads as the data comes; the
 // price is the tool's cores, whole, so it is for a tool with cores of its
 // own (pinned).
+//
+// The sets spin on as many processors as the tool had, and the tool gets
+// one processor more while they do: goroutines that wait on Go's net
+// package (the publisher's replies) are woken by a processor that goes
+// idle to wait for the network, and a spinning one never does.
 type pollers struct {
 	sets     []*pollSet
+	procs    int // GOMAXPROCS before start raised it; 0 before start
 	stopping atomic.Bool
 	next     atomic.Uint64
+	taken    atomic.Int64 // subscribers watch took
 	running  sync.WaitGroup
 }
 
@@ -43,6 +50,7 @@ type pollSet struct {
 	mu     sync.Mutex
 	subs   map[uint64]*polled
 	nextID uint64
+	dead   bool // epoll_wait failed: the set takes no more subscribers
 }
 
 // polled is one subscriber read by a set.
@@ -52,8 +60,9 @@ type polled struct {
 	jsonl bool
 }
 
-// newPollers starts the sets; nil when epoll cannot be had, and the
-// subscribers then read on goroutines of their own.
+// newPollers opens the sets, one per processor, which start spinning at
+// start; nil when epoll cannot be had, and the subscribers then read on
+// goroutines of their own.
 func newPollers() *pollers {
 	p := &pollers{}
 	for range runtime.GOMAXPROCS(0) {
@@ -62,12 +71,30 @@ func newPollers() *pollers {
 			p.stop()
 			return nil
 		}
-		set := &pollSet{p: p, epfd: fd, subs: make(map[uint64]*polled)}
-		p.sets = append(p.sets, set)
+		p.sets = append(p.sets, &pollSet{p: p, epfd: fd, subs: make(map[uint64]*polled)})
+	}
+	return p
+}
+
+// start sets the sets spinning; stop ends them.
+func (p *pollers) start() {
+	if p == nil || p.procs > 0 {
+		return
+	}
+	p.procs = runtime.GOMAXPROCS(0)
+	runtime.GOMAXPROCS(p.procs + 1)
+	for _, set := range p.sets {
 		p.running.Add(1)
 		go set.run()
 	}
-	return p
+}
+
+// watched is how many subscribers the sets took.
+func (p *pollers) watched() int {
+	if p == nil {
+		return 0
+	}
+	return int(p.taken.Load())
 }
 
 // watch takes c over from Go's poller and reads it for s from one of the
@@ -89,6 +116,11 @@ func (p *pollers) watch(s *subscriber, c *wsConn, jsonl bool) error {
 	}
 	set := p.sets[p.next.Add(1)%uint64(len(p.sets))]
 	set.mu.Lock()
+	if set.dead {
+		set.mu.Unlock()
+		pd.end(errors.New("its epoll set failed"))
+		return nil
+	}
 	set.nextID++
 	id := set.nextID
 	set.subs[id] = pd
@@ -102,7 +134,9 @@ func (p *pollers) watch(s *subscriber, c *wsConn, jsonl bool) error {
 	if cerr != nil {
 		set.forget(id)
 		pd.end(fmt.Errorf("epoll_ctl: %w", cerr))
+		return nil
 	}
+	p.taken.Add(1)
 	return nil
 }
 
@@ -116,6 +150,9 @@ func (p *pollers) stop() {
 	for _, set := range p.sets {
 		_ = unix.Close(set.epfd)
 	}
+	if p.procs > 0 {
+		runtime.GOMAXPROCS(p.procs)
+	}
 }
 
 // run reads the set's subscribers until stop.
@@ -126,7 +163,7 @@ func (set *pollSet) run() {
 	for !set.p.stopping.Load() {
 		n, err := unix.EpollWait(set.epfd, events, 0)
 		switch {
-		case n == 0 && (err == nil || errors.Is(err, unix.EINTR)):
+		case errors.Is(err, unix.EINTR), err == nil && n == 0:
 			runtime.Gosched()
 			continue
 		case err != nil:
@@ -156,9 +193,11 @@ func (set *pollSet) forget(id uint64) {
 	set.mu.Unlock()
 }
 
-// endAll ends every subscriber of a set that can no longer wait.
+// endAll ends every subscriber of a set that can no longer poll, and
+// the set takes no more.
 func (set *pollSet) endAll(err error) {
 	set.mu.Lock()
+	set.dead = true
 	subs := set.subs
 	set.subs = make(map[uint64]*polled)
 	set.mu.Unlock()
@@ -260,6 +299,13 @@ func (c *wsConn) takeSocket() error {
 	if err := unix.SetNonblock(fd, false); err != nil {
 		_ = unix.Close(fd)
 		return fmt.Errorf("socket blocking: %w", err)
+	}
+	// A write waits a second at most, as wsConn.close's does: a server
+	// that reads nothing must not hold up the end of a run.
+	tv := unix.NsecToTimeval(time.Second.Nanoseconds())
+	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_SNDTIMEO, &tv); err != nil {
+		_ = unix.Close(fd)
+		return fmt.Errorf("socket send timeout: %w", err)
 	}
 	c.detach() // what the reader had buffered goes to pend
 	_ = tc.Close()

@@ -2,21 +2,25 @@ package loadtest
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/heraldhq/herald/heraldtest"
 )
 
-// serverFrame is one unmasked frame as a server sends it.
+// serverFrame returns one unmasked frame as a server sends it.
 func serverFrame(op byte, payload []byte) []byte {
 	b := []byte{0x80 | op}
 	switch n := len(payload); {
@@ -64,8 +68,13 @@ func polledSubscriber(t *testing.T, base string) (*fanoutRun, *subscriber, *wsCo
 	if r.pollers == nil {
 		t.Fatal("no epoll sets")
 	}
+	t.Cleanup(r.pollers.stop)
 	s := r.newSubscriber(c.close)
 	r.readWS(s, c, true)
+	r.pollers.start()
+	if got := r.pollers.watched(); got != 1 {
+		t.Fatalf("the sets took %d subscribers, want 1", got)
+	}
 	return r, s, c
 }
 
@@ -158,17 +167,24 @@ func TestPolledSubscriberClose(t *testing.T) {
 		}
 	}
 	r.pollers.stop()
-	if _, err := c.sock.Write([]byte{0}); err == nil {
-		t.Fatal("the socket is still open")
+	if _, err := c.sock.Write([]byte{0}); !errors.Is(err, os.ErrClosed) {
+		t.Fatalf("writing after the end: %v, want the socket closed", err)
 	}
 }
 
 // With -spin the subscribers' readers poll without sleeping: every
-// message still arrives once, and the run ends (the spinning sets stop).
+// message still arrives once, every subscriber was read by a spinning set
+// ("spin" says so only then), and the run ends (the spinning sets stop).
+// SSE streams cannot spin.
 func TestFanoutSpin(t *testing.T) {
 	res := runBench(t, "fanout", "-subs", "10", "-rate", "100", "-duration", "500ms", "-proto", "jsonl", "-spin")
 	published := res["published"].(float64)
 	if published < 40 || res["spin"] != true || res["lost"] != 0.0 || res["received"] != published*10 || res["duplicates"] != 0.0 {
 		t.Fatalf("published %v, result %v", published, res)
+	}
+	var stdout, stderr bytes.Buffer
+	err := Run(context.Background(), []string{"sse", "-spin", "-url", "ws://127.0.0.1:1/ws"}, &stdout, &stderr)
+	if err == nil || !strings.Contains(err.Error(), "-spin") {
+		t.Fatalf("bench sse -spin: %v, want a refusal naming -spin", err)
 	}
 }

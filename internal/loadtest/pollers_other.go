@@ -14,5 +14,11 @@ func newPollers() *pollers { return nil }
 // watch refuses: the caller reads c itself.
 func (*pollers) watch(*subscriber, *wsConn, bool) error { return errors.New("no epoll sets") }
 
+// start does nothing.
+func (*pollers) start() {}
+
+// watched is none.
+func (*pollers) watched() int { return 0 }
+
 // stop does nothing.
 func (*pollers) stop() {}

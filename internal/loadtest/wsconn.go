@@ -386,7 +386,8 @@ func (c *wsConn) poll(buf []byte) (data int, err error) {
 	}
 }
 
-// close sends a normal close frame and closes the socket.
+// close sends a normal close frame and closes the socket; not for a
+// connection an epoll set took (takeSocket), which polled.close ends.
 func (c *wsConn) close() {
 	_ = c.nc.SetWriteDeadline(time.Now().Add(time.Second))
 	_ = c.writeFrame(opClose, []byte{0x03, 0xE8}) // 1000

@@ -188,7 +188,7 @@ type Session struct {
 	making []string            // subs the hub is still making: only their subscribe undoes them
 	told   map[string]struct{} // subs whose start the Observer was told; nil without one
 	closed bool
-	mode   Mode
+	mode   Mode // set by New, never changed: read without mu
 	// serverSubs counts the server-side subscriptions, which are the
 	// first of subs: they do not count against MaxSubscriptions.
 	serverSubs uint16

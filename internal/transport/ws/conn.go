@@ -358,7 +358,9 @@ func (c *Conn) writeIdle(bufs *net.Buffers) bool {
 	}
 	var s sender
 	rest, n, err := s.writeNow(c, *bufs)
-	c.t.traffic(0, n)
+	if n > 0 {
+		c.t.traffic(0, n)
+	}
 	switch {
 	case err != nil:
 		c.wmu.Unlock()

@@ -513,11 +513,12 @@ func (t *Transport) keepalive() {
 	}
 }
 
-// sweep pings quiet connections and closes dead ones: those quiet for
-// PingInterval + PongTimeout, and those whose batch has not been written
-// within WriteTimeout. It waits for nothing: writes go out on goroutines
-// of their own, and a dead connection's socket is closed at once, its
-// Handler told on a goroutine of its own.
+// sweep closes dead connections — those quiet for PingInterval +
+// PongTimeout, and those whose batch has not been written within
+// WriteTimeout — and then pings quiet ones. It waits for nothing but the
+// pauses between batches of pings (see ping): a dead connection's socket
+// is closed at once, its Handler told on a goroutine of its own, and a
+// ping is written at once or on a goroutine of its own.
 func (t *Transport) sweep(now int64) {
 	ping := int64(t.cfg.PingInterval)
 	dead := ping + int64(t.cfg.PongTimeout)
@@ -535,13 +536,13 @@ func (t *Transport) sweep(now int64) {
 		}
 	}
 	t.mu.Unlock()
-	t.ping(quiet)
 	for _, c := range gone {
 		if since := c.writingSince.Load(); since != 0 && now-since > writeTimeout {
 			t.refused("write_timeout")
 		}
 		c.gone() // a peer that reads nothing gets no close frame
 	}
+	t.ping(quiet)
 }
 
 // pingBatch is how many pings a sweep sends at once, and pingPause how
@@ -557,13 +558,14 @@ const (
 // each readable connection: a round over a hundred thousand idle
 // connections would hold a hundred thousand stacks at once, and the
 // server keep that memory after. A batch's pongs are back and read well
-// within the pause on loopback, and any round's pings go out within a
-// fifth of the sweep's tick: a bigger round sends bigger batches. Close
-// stops a round.
+// within the pause on loopback, and a round's pings go out within about a
+// fifth of the sweep's tick (when the tick is 5 ms or more): a bigger
+// round sends bigger batches. A connection that began closing meanwhile
+// is not pinged (nothing follows a close frame). Close stops a round.
 func (t *Transport) ping(quiet []*Conn) {
 	batch := pingBatch
-	if rounds := int(t.tick() / 5 / pingPause); rounds > 0 && len(quiet) > rounds*batch {
-		batch = (len(quiet) + rounds - 1) / rounds
+	if batches := int(t.tick() / 5 / pingPause); batches > 0 && len(quiet) > batches*batch {
+		batch = (len(quiet) + batches - 1) / batches
 	}
 	pause := time.NewTimer(0)
 	defer pause.Stop()
@@ -575,6 +577,9 @@ func (t *Transport) ping(quiet []*Conn) {
 				return
 			case <-pause.C:
 			}
+		}
+		if c.closing.Load() {
+			continue
 		}
 		c.pinged.Store(true)
 		c.control(ws.OpPing, nil, nil)
