@@ -183,9 +183,10 @@ func TestIdleConnectionsHoldNoGoroutine(t *testing.T) {
 
 // idleHeapBound is the most live heap one idle subscribed WebSocket may
 // cost, the test's own end of the socket included (about 300 bytes of
-// it). Measured at about 1,850 bytes, down from 2,150–2,200: the bound
-// leaves room for noise, not for the structs' old sizes.
-const idleHeapBound = 2048
+// it). Measured at 1,400–1,425 bytes, down from 1,550 before the session,
+// presence, hub entry and client bookkeeping were cut, and from 2,150–2,200
+// before that: the bound leaves room for noise, not for the old sizes.
+const idleHeapBound = 1536
 
 // An idle connection subscribed to a channel — the server's most common
 // state, held by the hundred thousand — costs at most idleHeapBound bytes
