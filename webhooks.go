@@ -160,7 +160,10 @@ func (e *clientEvents) disconnected(reason string) {
 }
 
 // disconnectReason names why a session's connection ended, for its
-// disconnect event.
+// disconnect event. A write that failed while the server was shutting
+// down failed because the shutdown closed the connection under it (a
+// presence push, say, on its way as the drain began): that is the
+// shutdown's.
 func (s *Server) disconnectReason(c session.Cause) string {
 	switch {
 	case c.Reason == "slow consumer":
@@ -169,6 +172,8 @@ func (s *Server) disconnectReason(c session.Cause) string {
 		return webhook.ReasonExpired
 	case c.Code == protocol.CloseKicked:
 		return webhook.ReasonKicked
+	case c.Reason == session.WriteFailed && s.draining.Load():
+		return webhook.ReasonShutdown
 	case c.Code != 0:
 		return webhook.ReasonError
 	case s.draining.Load():

@@ -126,6 +126,11 @@ type Cause struct {
 	Reason string
 }
 
+// WriteFailed is the Reason of a Cause when a write to the connection
+// failed — the peer went away, or the server closed the connection while
+// the session was writing to it.
+const WriteFailed = "write failed"
+
 // closeConn closes the connection with code and reason, and keeps them as
 // the session's Cause unless it has one.
 func (s *Session) closeConn(code int, reason string) {
@@ -383,7 +388,7 @@ func (s *Session) sent(err error) {
 			}
 		}
 		if err != nil {
-			s.causeLocked(protocol.CloseNormal, "write failed")
+			s.causeLocked(protocol.CloseNormal, WriteFailed)
 		}
 		s.qmu.Unlock()
 		if err != nil {
