@@ -83,6 +83,44 @@ func idleConn(t *testing.T, base string) keepAlive {
 	return k
 }
 
+// heldIdle keeps n idle connections open to base. ensure replaces those
+// the server closed: a connection is counted toward the limits only once
+// the server has marked it idle, which it may do after the client read
+// its answer, so a dial right after may take the place first — and the
+// server then closes the idle connection, which had none.
+type heldIdle struct {
+	base  string
+	conns []keepAlive
+}
+
+func holdIdle(t *testing.T, base string, n int) *heldIdle {
+	t.Helper()
+	h := &heldIdle{base: base}
+	for range n {
+		h.conns = append(h.conns, idleConn(t, base))
+	}
+	return h
+}
+
+// ensure reopens the connections the server closed.
+func (h *heldIdle) ensure(t *testing.T) {
+	t.Helper()
+	for i, k := range h.conns {
+		if k.closedNow() {
+			h.conns[i] = idleConn(t, h.base)
+		}
+	}
+}
+
+// closedNow reports whether the server has closed k, without waiting.
+func (k keepAlive) closedNow() bool {
+	_ = k.SetReadDeadline(time.Now().Add(time.Millisecond))
+	defer func() { _ = k.SetReadDeadline(time.Time{}) }()
+	_, err := k.r.Peek(1)
+	var ne net.Error
+	return err != nil && !(errors.As(err, &ne) && ne.Timeout())
+}
+
 // closedWithin waits for the server to close k and returns how long that
 // took; it fails the test if k is still open after d.
 func (k keepAlive) closedWithin(t *testing.T, d time.Duration) time.Duration {
@@ -107,10 +145,10 @@ func (k keepAlive) closedWithin(t *testing.T, d time.Duration) time.Duration {
 func TestIdleKeepAliveCountsTowardConnectionLimit(t *testing.T) {
 	t.Parallel()
 	base := newWiredServer(t, herald.Config{MaxConnections: 2}, time.Minute)
-	a := idleConn(t, base)
-	idleConn(t, base)
+	held := holdIdle(t, base, 2)
 	ws := heraldtest.WSURL(base, "/ws")
 	heraldtest.WaitFor(t, heraldtest.Timeout, func() error {
+		held.ensure(t)
 		status, body := dialStatus(t, ws)
 		if status != http.StatusServiceUnavailable {
 			return fmt.Errorf("dial with two idle connections held: status %d %q, want 503", status, body)
@@ -120,7 +158,7 @@ func TestIdleKeepAliveCountsTowardConnectionLimit(t *testing.T) {
 	// A third idle connection has no place: the server closes it at once,
 	// long before the idle timeout.
 	idleConn(t, base).closedWithin(t, heraldtest.Timeout)
-	_ = a.Close()
+	_ = held.conns[0].Close()
 	heraldtest.WaitFor(t, heraldtest.Timeout, func() error {
 		status, body := dialStatus(t, ws)
 		if status != http.StatusSwitchingProtocols {
@@ -134,8 +172,9 @@ func TestIdleKeepAliveCountsTowardConnectionLimit(t *testing.T) {
 func TestIdleKeepAliveCountsTowardPerAddressLimit(t *testing.T) {
 	t.Parallel()
 	base := newWiredServer(t, herald.Config{MaxConnectionsPerIP: 1}, time.Minute)
-	idleConn(t, base)
+	held := holdIdle(t, base, 1)
 	heraldtest.WaitFor(t, heraldtest.Timeout, func() error {
+		held.ensure(t)
 		status, body := dialStatus(t, heraldtest.WSURL(base, "/ws"))
 		if status != http.StatusTooManyRequests {
 			return fmt.Errorf("dial with an idle connection from this address: status %d %q, want 429", status, body)
