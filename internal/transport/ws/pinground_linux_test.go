@@ -45,7 +45,7 @@ func TestPingRoundKeepsReadersFew(t *testing.T) {
 	// A few batches' pongs at once (the goroutines that read them wait
 	// their turn behind the clients here, which answer on the server's
 	// cores, as remote clients would not): 450–900 of them, as against
-	// 3,800 when the whole round went out together.
+	// 2,500–3,000 when the whole round went out together.
 	const most = n / 3
 	t.Logf("%d connections: %d goroutines before the ping round, at most %d during it", n, base, peak)
 	if peak-base > most {
