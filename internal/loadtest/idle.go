@@ -244,7 +244,7 @@ func (s *sweeper) sweep() {
 		if s.gone[i] {
 			continue
 		}
-		if _, err := c.poll(s.buf); err != nil {
+		if err := c.poll(s.buf); err != nil {
 			s.gone[i] = true
 			s.dropped.Add(1)
 			s.errs.add("dropped", err)

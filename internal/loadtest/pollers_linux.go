@@ -219,37 +219,10 @@ func (pd *polled) readOnce(buf []byte) error {
 }
 
 // consume handles the whole frames of the connection's unread bytes
-// followed by b, and keeps the rest for the next read.
+// followed by b (wsConn.frames), each data message tallied as received
+// at now.
 func (pd *polled) consume(b []byte, now int64) error {
-	c := pd.c
-	if len(c.pend) > 0 {
-		c.pend = append(c.pend, b...)
-		b = c.pend
-	}
-	for len(b) > 0 {
-		fin, op, p, used, err := parseFrame(b)
-		if err != nil {
-			return err
-		}
-		if used == 0 {
-			break
-		}
-		b = b[used:]
-		_, p, done, err := c.handleFrame(fin, op, p)
-		if err != nil {
-			return err
-		}
-		if done && !c.answeredAppPing(p) {
-			pd.s.message(p, now, pd.jsonl)
-		}
-	}
-	// What is left is part of a frame: keep it, at the start of pend.
-	if len(b) == 0 {
-		c.pend = c.pend[:0]
-	} else {
-		c.pend = append(c.pend[:0], b...) // copy moves b down when it is in pend
-	}
-	return nil
+	return pd.c.frames(b, func(msg []byte) { pd.s.message(msg, now, pd.jsonl) })
 }
 
 // end closes the subscriber's socket and reports why it ended.

@@ -350,40 +350,55 @@ func (c *wsConn) detach() {
 
 // poll handles whatever an idle (detached) connection has received,
 // without blocking: it answers pings and returns the error that ended the
-// connection, if any. data counts data messages received.
-func (c *wsConn) poll(buf []byte) (data int, err error) {
+// connection, if any.
+func (c *wsConn) poll(buf []byte) error {
 	for {
 		n, rerr := readNow(c.nc, buf)
-		if n > 0 {
-			c.pend = append(c.pend, buf[:n]...)
-		}
-		for len(c.pend) > 0 {
-			fin, op, p, used, perr := parseFrame(c.pend)
-			if perr != nil {
-				return data, perr
-			}
-			if used == 0 {
-				break
-			}
-			_, p, done, herr := c.handleFrame(fin, op, p)
-			if herr != nil {
-				return data, herr
-			}
-			if done && !c.answeredAppPing(p) {
-				data++
-			}
-			c.pend = c.pend[used:]
-		}
-		if len(c.pend) == 0 {
-			c.pend = nil
+		if err := c.frames(buf[:n], nil); err != nil {
+			return err
 		}
 		if rerr != nil {
-			return data, rerr
+			return rerr
 		}
 		if n < len(buf) {
-			return data, nil
+			return nil
 		}
 	}
+}
+
+// frames handles the whole frames of c's unread bytes (pend) followed by
+// b — answering pings, gathering fragments — and hands each data message
+// to each, when set; the payload is valid only during the call. What is
+// left, part of a frame, stays in pend for the bytes that follow; an
+// empty pend is dropped, as an idle connection keeps none.
+func (c *wsConn) frames(b []byte, each func(msg []byte)) error {
+	if len(c.pend) > 0 {
+		c.pend = append(c.pend, b...)
+		b = c.pend
+	}
+	for len(b) > 0 {
+		fin, op, p, used, err := parseFrame(b)
+		if err != nil {
+			return err
+		}
+		if used == 0 {
+			break
+		}
+		b = b[used:]
+		_, p, done, err := c.handleFrame(fin, op, p)
+		if err != nil {
+			return err
+		}
+		if done && !c.answeredAppPing(p) && each != nil {
+			each(p)
+		}
+	}
+	if len(b) == 0 {
+		c.pend = nil
+	} else {
+		c.pend = append(c.pend[:0], b...) // moves b down when it is in pend
+	}
+	return nil
 }
 
 // close sends a normal close frame and closes the socket; not for a

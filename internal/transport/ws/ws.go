@@ -567,15 +567,12 @@ func (t *Transport) ping(quiet []*Conn) {
 	if batches := int(t.tick() / 5 / pingPause); batches > 0 && len(quiet) > batches*batch {
 		batch = (len(quiet) + batches - 1) / batches
 	}
-	pause := time.NewTimer(0)
-	defer pause.Stop()
 	for i, c := range quiet {
 		if i > 0 && i%batch == 0 {
-			pause.Reset(pingPause)
 			select {
 			case <-t.stop:
 				return
-			case <-pause.C:
+			case <-time.After(pingPause):
 			}
 		}
 		if c.closing.Load() {
