@@ -55,13 +55,53 @@ func NewLatency(name, help string, buckets []float64) *Latency {
 // Observe records d in a shard picked at random.
 func (l *Latency) Observe(d time.Duration) {
 	d = max(d, 0)
+	s := &l.shards[rand.Uint32()%latencyShards]
+	s.counts[l.bucket(d)].Add(1)
+	s.sum.Add(uint64(d))
+}
+
+// bucket returns the index of the first bound d is within, or len(bounds)
+// when it is above them all.
+func (l *Latency) bucket(d time.Duration) int {
 	i := 0
 	for i < len(l.bounds) && d > l.bounds[i] {
 		i++
 	}
+	return i
+}
+
+// LatencyTally gathers observations for a Latency and adds them to it in
+// one step: a write that carries many messages counts them with one
+// atomic add per bucket it touched, not two per message. Its zero value
+// is ready to use; it is not safe for concurrent use.
+type LatencyTally struct {
+	counts [maxLatencyBuckets + 1]uint32
+	sum    uint64
+	n      int
+}
+
+// Observe gathers d for l.
+func (t *LatencyTally) Observe(l *Latency, d time.Duration) {
+	d = max(d, 0)
+	t.counts[l.bucket(d)]++
+	t.sum += uint64(d)
+	t.n++
+}
+
+// AddTo adds what t gathered to l, in a shard picked at random, and
+// empties t.
+func (t *LatencyTally) AddTo(l *Latency) {
+	if t.n == 0 {
+		return
+	}
 	s := &l.shards[rand.Uint32()%latencyShards]
-	s.counts[i].Add(1)
-	s.sum.Add(uint64(d))
+	for i, c := range t.counts {
+		if c != 0 {
+			s.counts[i].Add(uint64(c))
+		}
+	}
+	s.sum.Add(t.sum)
+	*t = LatencyTally{}
 }
 
 // Describe implements prometheus.Collector.

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 )
 
 var testBuckets = []float64{.001, .01, .1}
@@ -51,6 +52,50 @@ func TestLatencyAddsUpShards(t *testing.T) {
 	}
 }
 
+// A tally adds to the histogram what as many Observe calls would, and
+// nothing until it is added; it is empty after.
+func TestLatencyTallyAddsWhatObserveWould(t *testing.T) {
+	observed := NewLatency("test_latency_seconds", "test", testBuckets)
+	tallied := NewLatency("test_latency_seconds", "test", testBuckets)
+	durations := []time.Duration{0, time.Millisecond, 2 * time.Millisecond, 10 * time.Millisecond, 50 * time.Millisecond, time.Second, -time.Second}
+	var tally LatencyTally
+	for range 3 {
+		for _, d := range durations {
+			observed.Observe(d)
+			tally.Observe(tallied, d)
+		}
+	}
+	if got := gather(t, tallied).GetSampleCount(); got != 0 {
+		t.Fatalf("the histogram holds %d before the tally is added", got)
+	}
+	tally.AddTo(tallied)
+	want, got := gather(t, observed), gather(t, tallied)
+	if got.GetSampleCount() != want.GetSampleCount() || got.GetSampleSum() != want.GetSampleSum() {
+		t.Fatalf("tallied count %d sum %v, observed %d %v", got.GetSampleCount(), got.GetSampleSum(), want.GetSampleCount(), want.GetSampleSum())
+	}
+	for i, b := range want.GetBucket() {
+		if got.GetBucket()[i].GetCumulativeCount() != b.GetCumulativeCount() {
+			t.Fatalf("bucket ≤ %v: tallied %d, observed %d", b.GetUpperBound(), got.GetBucket()[i].GetCumulativeCount(), b.GetCumulativeCount())
+		}
+	}
+	tally.AddTo(tallied) // empty now: adds nothing
+	if again := gather(t, tallied); again.GetSampleCount() != want.GetSampleCount() {
+		t.Fatalf("adding the tally twice counts %d, want %d", again.GetSampleCount(), want.GetSampleCount())
+	}
+}
+
+// gather returns l's histogram as a scrape reads it.
+func gather(t *testing.T, l *Latency) *dto.Histogram {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(l)
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return mfs[0].GetMetric()[0].GetHistogram()
+}
+
 // BenchmarkLatencyObserve is one observation per delivery from every
 // core at once, against client_golang's Histogram with the same buckets.
 func BenchmarkLatencyObserve(b *testing.B) {
@@ -62,6 +107,20 @@ func BenchmarkLatencyObserve(b *testing.B) {
 			for pb.Next() {
 				l.Observe(3 * time.Millisecond)
 			}
+		})
+	})
+	b.Run("tally-of-16", func(b *testing.B) { // a write of 16 messages
+		l := NewLatency("b", "b", buckets)
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			var t LatencyTally
+			for i := 0; pb.Next(); i++ {
+				t.Observe(l, 3*time.Millisecond)
+				if i%16 == 15 {
+					t.AddTo(l)
+				}
+			}
+			t.AddTo(l)
 		})
 	})
 	b.Run("client_golang", func(b *testing.B) {

@@ -6,6 +6,7 @@ import (
 	"math"
 	"time"
 
+	"github.com/heraldhq/herald/internal/metrics"
 	"github.com/heraldhq/herald/internal/protocol"
 	"github.com/heraldhq/herald/internal/wire"
 )
@@ -344,19 +345,21 @@ func (s *Session) wakeLocked() {
 func (s *Session) sent(err error) {
 	measure := s.cfg.Metrics != nil && err == nil
 	now, written, messages := time.Now(), 0, 0
+	var latency metrics.LatencyTally // one add to the histogram per write, not per message
 	for _, p := range s.batch {
 		written += len(p.Bytes)
 		if p.Push {
 			messages++ // the rest are replies
 		}
 		if measure && !p.Accepted.IsZero() {
-			s.cfg.Metrics.DeliveryLatency.Observe(now.Sub(p.Accepted))
+			latency.Observe(s.cfg.Metrics.DeliveryLatency, now.Sub(p.Accepted))
 		}
 		if p.Trace != nil {
 			p.Trace.Done(err == nil, now)
 		}
 	}
 	if measure {
+		latency.AddTo(s.cfg.Metrics.DeliveryLatency)
 		s.cfg.Metrics.MessagesOut.Add(float64(messages))
 	}
 	clear(s.batch)

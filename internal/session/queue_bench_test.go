@@ -3,7 +3,11 @@ package session_test
 import (
 	"fmt"
 	"testing"
+	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/heraldhq/herald/internal/metrics"
 	"github.com/heraldhq/herald/internal/session"
 	"github.com/heraldhq/herald/internal/wire"
 )
@@ -88,17 +92,27 @@ func (c *burstConn) release() {
 // arrives while a write is in flight, so the queue grows past what an
 // idle session keeps, then drains and the session falls idle. The grown
 // slices come from the server's pool and go back to it: a burst allocates
-// nothing.
+// nothing. With metrics, each write also records its messages' delivery
+// latency.
 func BenchmarkBurst(b *testing.B) {
-	c := &burstConn{}
-	s := session.New(session.Config{Conn: c, Shared: &session.Shared{QueueMessages: 1024, QueueBytes: 1 << 20}})
-	b.Cleanup(s.Close)
-	p := &wire.Payload{Bytes: []byte(`{"channel":"c","data":{"n":1}}`), Push: true, Channel: "c"}
-	b.ReportAllocs()
-	for b.Loop() {
-		for range 32 {
-			s.DeliverLive(p)
-		}
-		c.release()
+	for _, measured := range []bool{false, true} {
+		b.Run(fmt.Sprintf("metrics=%v", measured), func(b *testing.B) {
+			c := &burstConn{}
+			cfg := session.Config{Conn: c, Shared: &session.Shared{QueueMessages: 1024, QueueBytes: 1 << 20}}
+			p := &wire.Payload{Bytes: []byte(`{"channel":"c","data":{"n":1}}`), Push: true, Channel: "c"}
+			if measured {
+				cfg.Metrics = metrics.New(prometheus.NewRegistry())
+				p.Accepted = time.Now()
+			}
+			s := session.New(cfg)
+			b.Cleanup(s.Close)
+			b.ReportAllocs()
+			for b.Loop() {
+				for range 32 {
+					s.DeliverLive(p)
+				}
+				c.release()
+			}
+		})
 	}
 }
