@@ -53,6 +53,14 @@
 # the latency it can see: a server faster than that has its p99 set by
 # the tool. A spinning reader is never woken and reads as the data comes.
 #
+# EPOLL=1 has the load tool read its subscribers from epoll sets, a
+# goroutine per processor that sleeps until some of them have something
+# (`herald bench fanout -epoll`), instead of a goroutine per subscriber:
+# a wake-up, a park and a read that finds nothing less per segment. On
+# this machine the tool shares the cores with the servers, and what it
+# spends per delivery is taken from them; in a closed loop the server
+# that sends in the fewest segments loses least to it.
+#
 # Scenarios (SCENARIOS, any of):
 #   idle     N subscribed connections held; memory per connection, connect
 #            rate (one node only). N may list several counts, e.g.
@@ -80,7 +88,7 @@
 # listener, poller, standard streams and /metrics.
 #
 # Settings (environment): MODE=one (or cluster) PIN=0 (or 1) STEER=0 (or 1)
-# SPIN=0 (or 1)
+# SPIN=0 (or 1) EPOLL=0 (or 1)
 # SCENARIOS="idle closed rate" (cluster: "closed rate")
 # SERVERS="herald ws centrifugo" (cluster: "herald herald-nats centrifugo")
 # RUNS=3 N=10000 SUBS=1000 WINDOW=100 RATE=100 DURATION=20s
@@ -97,6 +105,7 @@ MODE=${MODE:-one}
 PIN=${PIN:-0}
 STEER=${STEER:-0}
 SPIN=${SPIN:-0}
+EPOLL=${EPOLL:-0}
 RPS=/sys/class/net/lo/queues/rx-0/rps_cpus
 case $MODE in
 one)
@@ -158,13 +167,20 @@ if [[ $PIN == 1 ]]; then
 	SERVER_PIN=(taskset -c 0)
 	TOOL_PIN=(taskset -c 1)
 fi
-SPIN_FLAG=
+READ_FLAG=
 if [[ $SPIN == 1 ]]; then
 	if [[ $PIN != 1 ]]; then
 		echo "SPIN=1 needs PIN=1: a spinning load tool takes a core whole" >&2
 		exit 2
 	fi
-	SPIN_FLAG=" -spin"
+	READ_FLAG=" -spin"
+fi
+if [[ $EPOLL == 1 ]]; then
+	if [[ $SPIN == 1 ]]; then
+		echo "SPIN=1 and EPOLL=1 are two ways for the tool to read: choose one" >&2
+		exit 2
+	fi
+	READ_FLAG=" -epoll"
 fi
 RPS_BEFORE=
 if [[ $STEER == 1 ]]; then
@@ -309,8 +325,8 @@ bench_args() {
 	fi
 	case $1 in
 	idle-*) echo "idle -proto $proto -url $(url "$2" 1) -n ${1#idle-}" ;;
-	closed) echo "fanout -proto $proto -url $(url "$2" 1) $nodes -subs $SUBS -window $WINDOW -duration $DURATION$SPIN_FLAG" ;;
-	rate) echo "fanout -proto $proto -url $(url "$2" 1) $nodes -subs $SUBS -rate $RATE -duration $DURATION$SPIN_FLAG" ;;
+	closed) echo "fanout -proto $proto -url $(url "$2" 1) $nodes -subs $SUBS -window $WINDOW -duration $DURATION$READ_FLAG" ;;
+	rate) echo "fanout -proto $proto -url $(url "$2" 1) $nodes -subs $SUBS -rate $RATE -duration $DURATION$READ_FLAG" ;;
 	esac
 }
 
@@ -377,6 +393,7 @@ setup="one node"
 [[ $PIN == 1 ]] && setup+=", servers on CPU 0 and the load tool on CPU 1"
 [[ $STEER == 1 ]] && setup+=", loopback receive steered to CPU 1"
 [[ $SPIN == 1 ]] && setup+=", the load tool's readers spinning"
+[[ $EPOLL == 1 ]] && setup+=", the load tool reading from epoll sets"
 echo
 echo "$setup;"
 echo "medians of $RUNS runs, [min–max], and herald/peer; $((SECONDS - start))s (raw results in $OUT):"

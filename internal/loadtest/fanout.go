@@ -67,6 +67,9 @@ type fanoutResult struct {
 	Delta   bool `json:"delta,omitempty"`
 	// Spin: every subscriber was read by a spinning epoll set (-spin).
 	Spin bool `json:"spin,omitempty"`
+	// Epoll: every subscriber was read by an epoll set that sleeps in
+	// Go's poller (-epoll).
+	Epoll bool `json:"epoll,omitempty"`
 	// PayloadBytes are the bytes of the timed message pushes the
 	// subscribers read (WebSocket message payloads, JSONL lines, SSE event
 	// data); BytesPerDelivery is PayloadBytes / Received.
@@ -90,6 +93,9 @@ type fanoutFlags struct {
 	brokerPIDs []int
 	// spin: the subscribers' readers poll without sleeping (see pollers).
 	spin bool
+	// epoll: the subscribers are read from epoll sets, a goroutine per
+	// processor, not one per subscriber (see pollers).
+	epoll bool
 }
 
 func (f *fanoutFlags) register(fs *flag.FlagSet) {
@@ -103,6 +109,7 @@ func (f *fanoutFlags) register(fs *flag.FlagSet) {
 	fs.Func("node-pids", "comma-separated process ids of further server nodes, whose CPU counts in server_cores with -pid's", pidList(&f.nodePIDs))
 	fs.Func("broker-pids", "comma-separated process ids of the broker's servers (Redis, NATS), whose CPU is reported as broker_cores instead of in other_cores", pidList(&f.brokerPIDs))
 	fs.BoolVar(&f.spin, "spin", false, "read the WebSocket subscribers by polling without sleeping, each reader using a core whole, so that no server send has to wake a reader (for a tool with cores of its own; Linux)")
+	fs.BoolVar(&f.epoll, "epoll", false, "read the WebSocket subscribers from epoll sets, a goroutine per processor that sleeps until some of them have something, instead of a goroutine per subscriber: less of the tool's time per delivery (Linux)")
 }
 
 // check validates the parsed flags of scenario name.
@@ -118,8 +125,12 @@ func (f *fanoutFlags) check(name string, fs *flag.FlagSet) error {
 		return fmt.Errorf("bench %s: -window must not be negative", name)
 	case f.duration <= 0:
 		return fmt.Errorf("bench %s: -duration must be positive", name)
+	case f.spin && f.epoll:
+		return fmt.Errorf("bench %s: -spin and -epoll are two ways to read: choose one", name)
 	case f.spin && name == "sse":
 		return errors.New("bench sse: -spin reads WebSocket subscribers only")
+	case f.epoll && name == "sse":
+		return errors.New("bench sse: -epoll reads WebSocket subscribers only")
 	}
 	return nil
 }
@@ -241,8 +252,8 @@ func runFanoutScenario(ctx context.Context, sc fanoutScenario, cm *common, t *ta
 		r.channels = []string{t.channel}
 	}
 	r.ackedBy = make([]atomic.Int64, len(r.channels))
-	if ff.spin {
-		r.pollers = newPollers()
+	if ff.spin || ff.epoll {
+		r.pollers = newPollers(ff.spin)
 	}
 
 	// Subscribers.
@@ -268,11 +279,12 @@ func runFanoutScenario(ctx context.Context, sc fanoutScenario, cm *common, t *ta
 	close(stop)
 	pw.Wait()
 	res.Subscribed = len(r.subs)
-	// The spinning sets start once the subscribers are in, so that they
-	// do not slow the handshakes; a run spins only when they took every
-	// subscriber.
+	// The epoll sets start once the subscribers are in, so that spinning
+	// ones do not slow the handshakes; a run says it spun (or read from
+	// sets) only when they took every subscriber.
 	r.pollers.start()
-	res.Spin = ff.spin && r.pollers.watched() == len(r.subs)
+	all := r.pollers.watched() == len(r.subs)
+	res.Spin, res.Epoll = ff.spin && all, ff.epoll && all
 	fmt.Fprintf(stderr, "%s: %d subscribers in %v, %d errors\n", name, len(r.subs), time.Since(start).Round(time.Millisecond), r.errs.n.Load())
 	defer r.closeAll()
 	if len(r.subs) == 0 {
@@ -491,7 +503,7 @@ type fanoutRun struct {
 	pubErrs  atomic.Int64
 	pubStart atomic.Int64
 	lastRecv atomic.Int64 // unix nanoseconds of the latest delivery
-	pollers  *pollers     // read the WebSocket subscribers with -spin; nil: goroutines do
+	pollers  *pollers     // read the WebSocket subscribers with -spin or -epoll; nil: goroutines do
 	closed   atomic.Int64 // subscribers the server closed
 	closing  atomic.Bool
 	once     sync.Once
@@ -719,6 +731,9 @@ type subscriber struct {
 	count   atomic.Int64  // distinct sequence numbers received, for progress
 	high    atomic.Uint64 // every sequence number up to this one received (closed loop)
 	lat     *histogram    // the shard of fanoutRun.lat this subscriber adds to
+	pending latencyBatch  // what the frame being read adds to lat
+	tsAt    int           // where "bench_ts" was in the last message
+	seqAt   int           // where "bench_seq" was after the timestamp
 
 	seen     []uint64 // bitset of sequence numbers received
 	distinct int64
@@ -775,6 +790,7 @@ func (s *subscriber) readWS(c *wsConn, jsonl bool) {
 // message tallies one WebSocket message received at now; jsonl splits it
 // into lines.
 func (s *subscriber) message(msg []byte, now int64, jsonl bool) {
+	defer s.pending.flush(s.lat)
 	if !jsonl {
 		s.handle(msg, now)
 		return
@@ -814,11 +830,11 @@ func (s *subscriber) handle(msg []byte, now int64) {
 	}
 	// The data starts {"bench_ts":T,"bench_seq":S: the sequence number
 	// is looked for after the timestamp, not from the start again.
-	ts, rest, ok := numberAfterIn(data, keyTS)
+	ts, rest, ok := numberAt(data, keyTS, &s.tsAt)
 	if !ok {
 		return
 	}
-	seq, _, ok := numberAfterIn(rest, keySeq)
+	seq, _, ok := numberAt(rest, keySeq, &s.seqAt)
 	if !ok {
 		return
 	}
@@ -830,7 +846,7 @@ func (s *subscriber) handle(msg []byte, now int64) {
 	if delta {
 		s.deltas++
 	}
-	s.lat.add(time.Duration(now - int64(ts)))
+	s.pending.add(s.lat, time.Duration(now-int64(ts)))
 	s.r.lastRecv.Store(now)
 	w, bit := seq/64, uint64(1)<<(seq%64)
 	for uint64(len(s.seen)) <= w {
@@ -861,9 +877,21 @@ func numberAfter(b, key []byte) (uint64, bool) {
 // numberAfterIn parses the unsigned integer that follows key in b, and
 // returns what follows it.
 func numberAfterIn(b, key []byte) (n uint64, rest []byte, ok bool) {
-	i := bytes.Index(b, key)
-	if i < 0 {
-		return 0, nil, false
+	at := -1
+	return numberAt(b, key, &at)
+}
+
+// numberAt is numberAfterIn looking for key at *at first, and setting
+// *at to where it found it: a server puts a field of its pushes to one
+// subscriber at the same place in each, or nearly, so that the search
+// through the envelope is rarely needed.
+func numberAt(b, key []byte, at *int) (n uint64, rest []byte, ok bool) {
+	i := *at
+	if i < 0 || i > len(b)-len(key) || !bytes.Equal(b[i:i+len(key)], key) {
+		if i = bytes.Index(b, key); i < 0 {
+			return 0, nil, false
+		}
+		*at = i
 	}
 	b = b[i+len(key):]
 	j := 0

@@ -57,6 +57,40 @@ func (h *histogram) add(d time.Duration) {
 	}
 }
 
+// latencyBatch gathers the latencies a reader finds in one frame for its
+// histogram shard: each goes to its bucket at once, and the count, sum
+// and maximum — counters every reader of the shard shares — go once per
+// frame.
+type latencyBatch struct {
+	n        uint64
+	sum, max int64
+}
+
+// add counts d in h's bucket and gathers it for the rest.
+func (b *latencyBatch) add(h *histogram, d time.Duration) {
+	v := int64(d)
+	h.counts[bucketOf(v)].Add(1)
+	b.n++
+	b.sum += v
+	b.max = max(b.max, v)
+}
+
+// flush adds what b gathered to h and empties b.
+func (b *latencyBatch) flush(h *histogram) {
+	if b.n == 0 {
+		return
+	}
+	h.n.Add(b.n)
+	h.sum.Add(b.sum)
+	for {
+		m := h.max.Load()
+		if b.max <= m || h.max.CompareAndSwap(m, b.max) {
+			break
+		}
+	}
+	*b = latencyBatch{}
+}
+
 // quantile returns the value at or below which a fraction q of the
 // samples fall (rounded up to its bucket's upper bound), 0 when empty.
 func (h *histogram) quantile(q float64) time.Duration {

@@ -645,3 +645,44 @@ func TestDocument(t *testing.T) {
 		}
 	}
 }
+
+// A subscriber reads each push's numbers wherever they are, also when
+// the envelope before them grows or shrinks from one push to the next
+// (it looks where they were last first), and a frame's latencies are in
+// the histogram once the frame is read: count, sum and maximum.
+func TestSubscriberTalliesFramesWhereverTheFieldsMove(t *testing.T) {
+	r := &fanoutRun{lat: new(shardedHistogram)}
+	s := r.newSubscriber(func() {})
+	push := func(offset string, seq, ts int) string {
+		return `{"op":"message","channel":"c","offset":"` + offset + `","data":{"bench_ts":` + strconv.Itoa(ts) + `,"bench_seq":` + strconv.Itoa(seq) + `,"pad":"x"}}`
+	}
+	frame := strings.Join([]string{push("9-e", 1, 1000), push("10-e", 2, 2000), push("1-e", 3, 3000), `{"id":7,"ok":true}`, push("11-e", 4, 1500)}, "\n")
+	s.message([]byte(frame), 5000, true)
+	if s.distinct != 4 || s.maxSeq != 4 || s.ooo != 0 || s.dups != 0 {
+		t.Fatalf("delivered %d, last seq %d, out of order %d, duplicates %d; want 4, 4, 0, 0", s.distinct, s.maxSeq, s.ooo, s.dups)
+	}
+	lat := r.lat.merged()
+	if lat.n.Load() != 4 || lat.sum.Load() != 4000+3000+2000+3500 || lat.max.Load() != 4000 {
+		t.Fatalf("latencies: n %d, sum %d, max %d; want 4, 12500, 4000", lat.n.Load(), lat.sum.Load(), lat.max.Load())
+	}
+	if got := lat.quantile(0.5); got < 3000 || got > 3000*129/128 {
+		t.Fatalf("median %v, want 3µs", got)
+	}
+}
+
+// BenchmarkSubscriberMessage is the load tool's work per delivery: a
+// frame of 16 pushes as herald packs them under load, each tallied.
+func BenchmarkSubscriberMessage(b *testing.B) {
+	r := &fanoutRun{lat: new(shardedHistogram)}
+	s := r.newSubscriber(func() {})
+	lines := make([]string, 16)
+	for i := range lines {
+		lines[i] = `{"op":"message","channel":"bench-1","offset":"` + strconv.Itoa(1000+i) + `-0123456789abcdef","data":{"bench_ts":1,"bench_seq":1,"pad":"` + strings.Repeat("x", 100) + `"},"client":"0123456789abcdef"}`
+	}
+	frame := []byte(strings.Join(lines, "\n"))
+	b.ReportAllocs()
+	for b.Loop() {
+		s.message(frame, 2, true)
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(lines)), "ns/push")
+}

@@ -13,10 +13,20 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// pollers read WebSocket subscribers for -spin: from epoll sets, one per
-// processor the tool has, each polled by a goroutine that never sleeps
-// (it yields to the tool's other goroutines between polls), instead of a
-// goroutine per subscriber that sleeps until its socket has something.
+// pollers read WebSocket subscribers for -spin and -epoll: from epoll
+// sets, one per processor the tool has, instead of a goroutine per
+// subscriber that sleeps until its socket has something.
+//
+// With -epoll a set's goroutine sleeps in Go's poller (the set's own
+// descriptor is in it) until some of its subscribers have something, then
+// reads each of those once. A goroutine per subscriber costs, for every
+// segment that reaches it, a wake-up, a park and a second read that
+// finds nothing; a set wakes once for all that arrived meanwhile, and
+// reads none twice. That is the tool's time per delivery, which on a
+// machine it shares with the servers is time they do not get.
+//
+// With -spin a set's goroutine never sleeps (it yields to the tool's
+// other goroutines between polls).
 //
 // On loopback the sending core runs the receiving side of every segment,
 // and when the reader sleeps that includes waking it: on a virtual
@@ -35,7 +45,9 @@ import (
 // idle to wait for the network, and a spinning one never does.
 type pollers struct {
 	sets     []*pollSet
-	procs    int // GOMAXPROCS before start raised it; 0 before start
+	spin     bool // the sets poll without sleeping
+	started  bool
+	procs    int // GOMAXPROCS before a spinning start raised it; 0 if it did not
 	stopping atomic.Bool
 	next     atomic.Uint64
 	taken    atomic.Int64 // subscribers watch took
@@ -47,6 +59,7 @@ type pollers struct {
 type pollSet struct {
 	p      *pollers
 	epfd   int
+	file   *os.File // epfd in Go's poller, where a set that sleeps waits; nil when spinning
 	mu     sync.Mutex
 	subs   map[uint64]*polled
 	nextID uint64
@@ -60,29 +73,42 @@ type polled struct {
 	jsonl bool
 }
 
-// newPollers opens the sets, one per processor, which start spinning at
-// start; nil when epoll cannot be had, and the subscribers then read on
-// goroutines of their own.
-func newPollers() *pollers {
-	p := &pollers{}
+// newPollers opens the sets, one per processor, which start reading at
+// start, spinning or not; nil when epoll cannot be had, and the
+// subscribers then read on goroutines of their own.
+func newPollers(spin bool) *pollers {
+	p := &pollers{spin: spin}
 	for range runtime.GOMAXPROCS(0) {
 		fd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 		if err != nil {
 			p.stop()
 			return nil
 		}
-		p.sets = append(p.sets, &pollSet{p: p, epfd: fd, subs: make(map[uint64]*polled)})
+		set := &pollSet{p: p, epfd: fd, subs: make(map[uint64]*polled)}
+		p.sets = append(p.sets, set)
+		if spin {
+			continue
+		}
+		// Non-blocking, so that os.NewFile puts it in Go's poller.
+		if err := unix.SetNonblock(fd, true); err != nil {
+			p.stop()
+			return nil
+		}
+		set.file = os.NewFile(uintptr(fd), "epoll set")
 	}
 	return p
 }
 
-// start sets the sets spinning; stop ends them.
+// start sets the sets reading; stop ends them.
 func (p *pollers) start() {
-	if p == nil || p.procs > 0 {
+	if p == nil || p.started {
 		return
 	}
-	p.procs = runtime.GOMAXPROCS(0)
-	runtime.GOMAXPROCS(p.procs + 1)
+	p.started = true
+	if p.spin {
+		p.procs = runtime.GOMAXPROCS(0)
+		runtime.GOMAXPROCS(p.procs + 1)
+	}
 	for _, set := range p.sets {
 		p.running.Add(1)
 		go set.run()
@@ -146,9 +172,16 @@ func (p *pollers) stop() {
 		return
 	}
 	p.stopping.Store(true)
+	for _, set := range p.sets {
+		if set.file != nil {
+			_ = set.file.Close() // wakes a sleeping set, and closes epfd once it is out
+		}
+	}
 	p.running.Wait()
 	for _, set := range p.sets {
-		_ = unix.Close(set.epfd)
+		if set.file == nil {
+			_ = unix.Close(set.epfd)
+		}
 	}
 	if p.procs > 0 {
 		runtime.GOMAXPROCS(p.procs)
@@ -160,6 +193,10 @@ func (set *pollSet) run() {
 	defer set.p.running.Done()
 	events := make([]unix.EpollEvent, 256)
 	buf := make([]byte, 64<<10)
+	if set.file != nil {
+		set.sleepy(events, buf)
+		return
+	}
 	for !set.p.stopping.Load() {
 		n, err := unix.EpollWait(set.epfd, events, 0)
 		switch {
@@ -170,18 +207,54 @@ func (set *pollSet) run() {
 			set.endAll(fmt.Errorf("epoll_wait: %w", err))
 			return
 		}
-		for i := range events[:n] {
-			id := uint64(uint32(events[i].Fd)) | uint64(uint32(events[i].Pad))<<32
-			set.mu.Lock()
-			pd := set.subs[id]
-			set.mu.Unlock()
-			if pd == nil {
-				continue
-			}
-			if err := pd.readOnce(buf); err != nil {
-				set.forget(id)
-				pd.end(err)
-			}
+		set.read(events[:n], buf)
+	}
+}
+
+// sleepy reads the set's subscribers until stop closes the set, sleeping
+// in Go's poller whenever none has anything.
+func (set *pollSet) sleepy(events []unix.EpollEvent, buf []byte) {
+	rc, err := set.file.SyscallConn()
+	if err != nil {
+		set.endAll(fmt.Errorf("epoll set: %w", err))
+		return
+	}
+	for {
+		var n int
+		var werr error
+		// Read calls the function again each time Go's poller says the
+		// set is readable, until it reports done: here, once it has
+		// events or an error.
+		err := rc.Read(func(fd uintptr) bool {
+			n, werr = unix.EpollWait(int(fd), events, 0)
+			return n > 0 || werr != nil
+		})
+		switch {
+		case err != nil: // stop closed the set
+			return
+		case errors.Is(werr, unix.EINTR):
+			continue
+		case werr != nil:
+			set.endAll(fmt.Errorf("epoll_wait: %w", werr))
+			return
+		}
+		set.read(events[:n], buf)
+	}
+}
+
+// read reads each subscriber events name once.
+func (set *pollSet) read(events []unix.EpollEvent, buf []byte) {
+	for i := range events {
+		id := uint64(uint32(events[i].Fd)) | uint64(uint32(events[i].Pad))<<32
+		set.mu.Lock()
+		pd := set.subs[id]
+		set.mu.Unlock()
+		if pd == nil {
+			continue
+		}
+		if err := pd.readOnce(buf); err != nil {
+			set.forget(id)
+			pd.end(err)
 		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -52,7 +53,7 @@ func acceptWS(w http.ResponseWriter, r *http.Request) net.Conn {
 
 // polledSubscriber dials the test server at base and hands the
 // connection to a new run's epoll sets.
-func polledSubscriber(t *testing.T, base string) (*fanoutRun, *subscriber, *wsConn) {
+func polledSubscriber(t *testing.T, base string, spin bool) (*fanoutRun, *subscriber, *wsConn) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), heraldtest.Timeout)
 	defer cancel()
@@ -64,7 +65,7 @@ func polledSubscriber(t *testing.T, base string) (*fanoutRun, *subscriber, *wsCo
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &fanoutRun{lat: new(shardedHistogram), pollers: newPollers()}
+	r := &fanoutRun{lat: new(shardedHistogram), pollers: newPollers(spin)}
 	if r.pollers == nil {
 		t.Fatal("no epoll sets")
 	}
@@ -82,6 +83,17 @@ func polledSubscriber(t *testing.T, base string) (*fanoutRun, *subscriber, *wsCo
 // at a time, answers a ping, and ends on the server's close frame with
 // its code counted.
 func TestPolledSubscriberReadsSplitFrames(t *testing.T) {
+	forEachSet(t, testPolledSubscriberReadsSplitFrames)
+}
+
+// forEachSet runs test with sets that spin and with sets that sleep.
+func forEachSet(t *testing.T, test func(t *testing.T, spin bool)) {
+	for _, spin := range []bool{true, false} {
+		t.Run(fmt.Sprintf("spin=%v", spin), func(t *testing.T) { test(t, spin) })
+	}
+}
+
+func testPolledSubscriberReadsSplitFrames(t *testing.T, spin bool) {
 	pong := make(chan []byte, 1)
 	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		nc := acceptWS(w, r)
@@ -113,7 +125,7 @@ func TestPolledSubscriberReadsSplitFrames(t *testing.T) {
 		_, _ = io.Copy(io.Discard, br)                            // until the client closes
 	}))
 	defer hs.Close()
-	r, s, c := polledSubscriber(t, hs.URL)
+	r, s, c := polledSubscriber(t, hs.URL, spin)
 	if c.sock == nil {
 		t.Fatal("the subscriber was not handed to an epoll set")
 	}
@@ -144,7 +156,9 @@ func TestPolledSubscriberReadsSplitFrames(t *testing.T) {
 
 // Closing a polled subscriber (the end of a run) ends its reader, and its
 // socket is closed.
-func TestPolledSubscriberClose(t *testing.T) {
+func TestPolledSubscriberClose(t *testing.T) { forEachSet(t, testPolledSubscriberClose) }
+
+func testPolledSubscriberClose(t *testing.T, spin bool) {
 	closed := make(chan struct{})
 	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		nc := acceptWS(w, r)
@@ -156,7 +170,7 @@ func TestPolledSubscriberClose(t *testing.T) {
 		close(closed)
 	}))
 	defer hs.Close()
-	r, s, c := polledSubscriber(t, hs.URL)
+	r, s, c := polledSubscriber(t, hs.URL, spin)
 	r.closing.Store(true)
 	s.close()
 	for _, ch := range []chan struct{}{s.done, closed} {
@@ -186,5 +200,24 @@ func TestFanoutSpin(t *testing.T) {
 	err := Run(context.Background(), []string{"sse", "-spin", "-url", "ws://127.0.0.1:1/ws"}, &stdout, &stderr)
 	if err == nil || !strings.Contains(err.Error(), "-spin") {
 		t.Fatalf("bench sse -spin: %v, want a refusal naming -spin", err)
+	}
+}
+
+// With -epoll the subscribers are read from sets that sleep in Go's
+// poller: every message still arrives once, "epoll" says so, and the run
+// ends (stop wakes the sleeping sets). SSE streams cannot use them, nor
+// can -spin be asked for as well.
+func TestFanoutEpoll(t *testing.T) {
+	res := runBench(t, "fanout", "-subs", "10", "-rate", "100", "-duration", "500ms", "-proto", "jsonl", "-epoll")
+	published := res["published"].(float64)
+	if published < 40 || res["epoll"] != true || res["spin"] != nil || res["lost"] != 0.0 || res["received"] != published*10 || res["duplicates"] != 0.0 {
+		t.Fatalf("published %v, result %v", published, res)
+	}
+	for _, args := range [][]string{{"sse", "-epoll"}, {"fanout", "-epoll", "-spin"}} {
+		var stdout, stderr bytes.Buffer
+		err := Run(context.Background(), append(args, "-url", "ws://127.0.0.1:1/ws"), &stdout, &stderr)
+		if err == nil || !strings.Contains(err.Error(), "-epoll") {
+			t.Fatalf("bench %v: %v, want a refusal naming -epoll", args, err)
+		}
 	}
 }

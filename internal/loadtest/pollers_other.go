@@ -4,12 +4,12 @@ package loadtest
 
 import "errors"
 
-// pollers stand for the spinning epoll sets of Linux (-spin), which other
+// pollers stand for the epoll sets of Linux (-spin, -epoll), which other
 // systems do not have: their subscribers read on goroutines of their own.
 type pollers struct{}
 
 // newPollers returns nil: there are no sets to read from.
-func newPollers() *pollers { return nil }
+func newPollers(bool) *pollers { return nil }
 
 // watch refuses: the caller reads c itself.
 func (*pollers) watch(*subscriber, *wsConn, bool) error { return errors.New("no epoll sets") }

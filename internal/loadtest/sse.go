@@ -242,5 +242,6 @@ func (s *subscriber) readSSE(c *sseConn) {
 			s.r.errs.add("sse: event type", fmt.Errorf("event %.60q", ev.typ))
 		}
 		s.handle(ev.data, now)
+		s.pending.flush(s.lat)
 	}
 }
