@@ -547,6 +547,55 @@ func TestStreamBoundedBySizeAndTTL(t *testing.T) {
 	}
 }
 
+// A publish trims the stream's expired entries at most once a second: in
+// between they stay in Redis, bounded by the history size, but a history
+// read trims them first and never returns them; the first publish a
+// second after the last trim drops them. (Publishes 20 ms apart keep the
+// stream itself, whose key expires with the TTL, alive.)
+func TestPublishTrimsExpiredOnceASecond(t *testing.T) {
+	prefix := testPrefix(t)
+	b := newBroker(t, redis.Config{URL: serverURL(), Prefix: prefix})
+	ctx := context.Background()
+	if err := b.Start(ctx, &collector{}); err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	opts := broker.HistoryOptions{Size: 1000, TTL: 50 * time.Millisecond}
+	admin := adminClient(t)
+	stream := keysOf(prefix, "c")[1]
+	start := time.Now() // the first publish trims: no trim is recorded yet
+	published, checkedHistory, atHistory := 0, false, 0
+	for time.Since(start) < 1200*time.Millisecond {
+		if _, err := b.Publish(ctx, "c", broker.Publication{Data: json.RawMessage(`1`)}, opts); err != nil {
+			t.Fatal(err)
+		}
+		published++
+		n, err := admin.XLen(ctx, stream).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch since := time.Since(start); {
+		case !checkedHistory && since < 900*time.Millisecond && n != int64(published):
+			t.Fatalf("XLEN = %d after %d publishes within a second of the first: want every entry kept until the next trim", n, published)
+		case since < 900*time.Millisecond && since > 4*opts.TTL && !checkedHistory:
+			res, err := b.History(ctx, "c", broker.HistoryQuery{Limit: -1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(res.Messages) == 0 || len(res.Messages) >= published/2 {
+				t.Fatalf("history holds %d of %d entries kept, want only the few of the last %v: a read trims first", len(res.Messages), published, opts.TTL)
+			}
+			checkedHistory, atHistory = true, published
+		case checkedHistory && since > 1100*time.Millisecond && n >= int64(published-atHistory):
+			t.Fatalf("XLEN = %d, with %d publishes since the history read trimmed, more than a second after the first publish trimmed: want the expired ones trimmed again", n, published-atHistory)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !checkedHistory {
+		t.Fatal("the history was never read: the machine was too slow for the test's timing")
+	}
+}
+
 // replyDropper is a TCP proxy to Redis that, once, forwards a command
 // containing marker and closes the client's connection instead of passing
 // on Redis's reply: the command ran, but the client never learns it. Only

@@ -5,7 +5,8 @@ import goredis "github.com/redis/go-redis/v9"
 // Key layout, per channel C under prefix P (the {C} hash tag keeps one
 // channel's keys in one cluster slot):
 //
-//	P{C}:meta      hash: seq (last sequence), epoch, ttl (ms, from the latest Publish)
+//	P{C}:meta      hash: seq (last sequence), epoch, ttl (ms, from the latest Publish),
+//	               trimmed (µs since epoch: when a Publish last trimmed the stream)
 //	P{C}:stream    stream: one entry per kept message, ID "<seq>-0",
 //	               fields data, binary, event, user, client, time (µs since epoch),
 //	               and trace, tags (netstrings: key, value, …) and key when set
@@ -18,8 +19,8 @@ import goredis "github.com/redis/go-redis/v9"
 // luaTrim drops the stream entries older than the cutoff (µs). Entries are
 // in time order, so it stops at the first one still fresh. It reads the
 // oldest entry alone first: that one is fresh on nearly every call, and
-// reading it costs Redis a fraction of reading a batch (a publish runs
-// trim every time its channel has a TTL).
+// reading it costs Redis a fraction of reading a batch (a history read
+// runs trim every time its channel has a TTL, a publish once a second).
 const luaTrim = `
 local function field(kv, name)
   for i = 1, #kv, 2 do
@@ -72,6 +73,13 @@ end
 // offsets, the first to publish starts the new epoch and the others carry
 // on in it.
 //
+// Each redis.call costs Redis about as much again as the command it runs,
+// so the script makes few: the meta hash is read in one call and written
+// in one, and the stream's expired entries are trimmed at most once a
+// second (meta's trimmed field, µs) — a read of the history trims first,
+// so what a trim has not dropped yet is never read, and the history size
+// bounds the stream meanwhile.
+//
 // KEYS: meta, stream. ARGV: new epoch, size, ttl ms, meta grace ms, topic,
 // data, binary, event, user, client, seen epoch ("" for none), seen seq,
 // traceparent, tags, key ("" for none). Returns {seq, epoch}. Each of the
@@ -84,18 +92,16 @@ end
 var publishScript = goredis.NewScript(luaTrim + `
 local meta, stream = KEYS[1], KEYS[2]
 local size, ttl, grace = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local seq = redis.call('HINCRBY', meta, 'seq', 1)
-local epoch = redis.call('HGET', meta, 'epoch')
+local m = redis.call('HMGET', meta, 'seq', 'epoch', 'trimmed')
+local seq, epoch = (tonumber(m[1]) or 0) + 1, m[2]
 local ended = ''
 if seq == 1 or not epoch or (epoch == ARGV[11] and seq <= tonumber(ARGV[12])) then
   epoch, seq = ARGV[1], 1
-  redis.call('HSET', meta, 'epoch', epoch, 'seq', seq)
   redis.call('DEL', stream)
   if ARGV[11] ~= '' then
     ended = ARGV[12] .. '-' .. ARGV[11]
   end
 end
-redis.call('HSET', meta, 'ttl', ARGV[3])
 local t = now()
 local id = string.format('%d', seq)
 local optional = {{'trace', ARGV[13]}, {'tags', ARGV[14]}, {'key', ARGV[15]}}
@@ -109,11 +115,18 @@ if size > 0 then
   end
   redis.call('XADD', stream, 'MAXLEN', size, id .. '-0', unpack(entry))
 end
+local state = {'seq', seq, 'epoch', epoch, 'ttl', ARGV[3]}
 if ttl > 0 then
-  trim(stream, tonumber(t) - ttl * 1000)
+  local trimmed = tonumber(m[3] or '')
+  if not trimmed or tonumber(t) - trimmed >= 1000000 or tonumber(t) < trimmed then
+    trim(stream, tonumber(t) - ttl * 1000)
+    state[#state + 1], state[#state + 2] = 'trimmed', t
+  end
+  redis.call('HSET', meta, unpack(state))
   redis.call('PEXPIRE', stream, ttl)
   redis.call('PEXPIRE', meta, ttl + grace)
 else
+  redis.call('HSET', meta, unpack(state))
   redis.call('PERSIST', stream)
   redis.call('PERSIST', meta)
 end
