@@ -803,7 +803,7 @@ func (s *subscriber) message(msg []byte, now int64, jsonl bool) {
 }
 
 // readWS starts reading a WebSocket subscriber: from one of the run's
-// spinning epoll sets with -spin (where the system has them), else on a
+// epoll sets with -spin or -epoll (where the system has them), else on a
 // goroutine of its own.
 func (r *fanoutRun) readWS(s *subscriber, c *wsConn, jsonl bool) {
 	if r.pollers.watch(s, c, jsonl) != nil {

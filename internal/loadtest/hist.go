@@ -60,7 +60,9 @@ func (h *histogram) add(d time.Duration) {
 // latencyBatch gathers the latencies a reader finds in one frame for its
 // histogram shard: each goes to its bucket at once, and the count, sum
 // and maximum — counters every reader of the shard shares — go once per
-// frame.
+// frame. Until then a reading of the shard (the progress line) may find
+// a frame's buckets without its count and maximum; the run's result is
+// read after every reader has ended.
 type latencyBatch struct {
 	n        uint64
 	sum, max int64

@@ -168,10 +168,9 @@ func (p *pollers) watch(s *subscriber, c *wsConn, jsonl bool) error {
 
 // stop ends the sets' goroutines; the subscribers in them must have ended.
 func (p *pollers) stop() {
-	if p == nil {
+	if p == nil || p.stopping.Swap(true) {
 		return
 	}
-	p.stopping.Store(true)
 	for _, set := range p.sets {
 		if set.file != nil {
 			_ = set.file.Close() // wakes a sleeping set, and closes epfd once it is out
@@ -230,7 +229,10 @@ func (set *pollSet) sleepy(events []unix.EpollEvent, buf []byte) {
 			return n > 0 || werr != nil
 		})
 		switch {
-		case err != nil: // stop closed the set
+		case err != nil:
+			if !set.p.stopping.Load() { // not stop closing the set: Go's poller failed it
+				set.endAll(fmt.Errorf("epoll set: %w", err))
+			}
 			return
 		case errors.Is(werr, unix.EINTR):
 			continue

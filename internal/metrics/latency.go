@@ -72,8 +72,9 @@ func (l *Latency) bucket(d time.Duration) int {
 
 // LatencyTally gathers observations for a Latency and adds them to it in
 // one step: a write that carries many messages counts them with one
-// atomic add per bucket it touched, not two per message. Its zero value
-// is ready to use; it is not safe for concurrent use.
+// atomic add per bucket it touched, not two per message. Its buckets are
+// those of the Latency it observes for, so it must be added to that one.
+// Its zero value is ready to use; it is not safe for concurrent use.
 type LatencyTally struct {
 	counts [maxLatencyBuckets + 1]uint32
 	sum    uint64
