@@ -298,10 +298,17 @@ func TestConflationOnEveryBroker(t *testing.T) {
 			for err := range errs {
 				t.Fatal(err)
 			}
-			// The reader's queue overflowed (and conflated) before it reads.
+			// Both readers' queues overflowed before they read: the
+			// conflating one conflated, the other was cut. (The brokers
+			// deliver to node 2 after Publish returns, and the two overflow
+			// at about the same message: seeing the first alone, the
+			// readers' larger buffers could let the other's rest fit.)
 			heraldtest.WaitFor(t, heraldtest.Timeout, func() error {
 				if n := metric(t, bases[1], "herald_conflated_messages_total"); n == 0 {
 					return fmt.Errorf("nothing conflated yet")
+				}
+				if n := metric(t, bases[1], "herald_slow_consumer_disconnects_total"); n == 0 {
+					return fmt.Errorf("the non-conflating reader not cut yet")
 				}
 				return nil
 			})
@@ -357,6 +364,13 @@ func stalledSubscriber(t *testing.T, base, channel string) *stalledConn {
 	t.Helper()
 	s := jsonFrames(t, base)
 	_ = s.c.(*net.TCPConn).SetReadBuffer(64 << 10)
+	// After a long stall on a full socket, TCP backs off (its probes of
+	// a closed window and its retransmissions come at intervals that
+	// double): once the reader reads again, a frame can come seconds
+	// late on a busy machine, and on one in about ten runs of the full
+	// suite it came more than 10 s late, with nothing left to write on
+	// the server's side.
+	s.wait = 4 * heraldtest.Timeout
 	s.call(t, fmt.Sprintf(`{"id":1,"op":"subscribe","channel":%q}`, channel))
 	return s
 }

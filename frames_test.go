@@ -24,6 +24,8 @@ type frameConn struct {
 	t  *testing.T
 	c  net.Conn
 	br *bufio.Reader
+	// wait is how long a read waits for a frame; 0: heraldtest.Timeout.
+	wait time.Duration
 }
 
 func dialFrames(t *testing.T, base, path string) *frameConn {
@@ -68,7 +70,11 @@ func clientFrame(fin bool, op byte, payload []byte) []byte {
 // read returns the next frame from the server (servers never mask).
 func (f *frameConn) read() (fin bool, op byte, payload []byte) {
 	f.t.Helper()
-	_ = f.c.SetReadDeadline(time.Now().Add(heraldtest.Timeout))
+	wait := f.wait
+	if wait == 0 {
+		wait = heraldtest.Timeout
+	}
+	_ = f.c.SetReadDeadline(time.Now().Add(wait))
 	var h [2]byte
 	if _, err := io.ReadFull(f.br, h[:]); err != nil {
 		f.t.Fatalf("read frame header: %v", err)

@@ -244,7 +244,7 @@ func (set *pollSet) sleepy(events []unix.EpollEvent, buf []byte) {
 	}
 }
 
-// read reads each subscriber events name once.
+// read reads each subscriber that events name, once.
 func (set *pollSet) read(events []unix.EpollEvent, buf []byte) {
 	for i := range events {
 		id := uint64(uint32(events[i].Fd)) | uint64(uint32(events[i].Pad))<<32
