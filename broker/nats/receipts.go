@@ -321,8 +321,14 @@ func readLast(ctx context.Context, stream jetstream.Stream, filter string) ([]je
 	}
 	info := cons.CachedInfo()
 	defer func() { _ = stream.DeleteConsumer(context.WithoutCancel(ctx), info.Name) }()
+	return fetchPending(ctx, cons, filter, info.NumPending)
+}
+
+// fetchPending reads what consumer cons (of filter) has to deliver, of
+// which it counted pending when it was made.
+func fetchPending(ctx context.Context, cons jetstream.Consumer, filter string, pending uint64) ([]jetstream.RawStreamMsg, error) {
 	var out []jetstream.RawStreamMsg
-	for pending := info.NumPending; pending > 0; {
+	for pending > 0 {
 		wait := 5 * time.Second
 		if deadline, ok := ctx.Deadline(); ok {
 			wait = min(wait, time.Until(deadline))
@@ -345,7 +351,17 @@ func readLast(ctx context.Context, stream jetstream.Stream, filter string) ([]je
 			return nil, err
 		}
 		if got == 0 {
-			return nil, fmt.Errorf("reading %s: %d messages pending, none delivered", filter, pending)
+			// A message that expired (the stream's MaxAge) or was deleted
+			// after the consumer counted it is never delivered: what is
+			// left is what the consumer counts now.
+			ci, err := cons.Info(ctx)
+			if err != nil {
+				return nil, fmt.Errorf("reading %s: %w", filter, err)
+			}
+			if ci.NumPending > 0 {
+				return nil, fmt.Errorf("reading %s: %d messages pending, none delivered", filter, ci.NumPending)
+			}
+			pending = 0
 		}
 	}
 	return out, nil

@@ -10,6 +10,7 @@ import (
 	"github.com/heraldhq/herald/broker"
 	"github.com/heraldhq/herald/broker/brokertest"
 	"github.com/heraldhq/herald/broker/nats"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // TestReceiptsManyClients delivers a message to more clients than one
@@ -84,5 +85,43 @@ func TestReceiptsKeepIsCapped(t *testing.T) {
 func TestNewRejectsNegativeReceiptTTL(t *testing.T) {
 	if _, err := nats.New(nats.Config{ReceiptTTL: -time.Second}); err == nil {
 		t.Fatal("New accepted a negative ReceiptTTL")
+	}
+}
+
+// A record that leaves the stream (it expired, or was deleted) after a
+// read's consumer counted it is not there to read: the read returns what
+// is left, here nothing, instead of an error (TestReceiptsKeepIsCapped
+// met it once in a while, a record expiring between the two).
+func TestReadSkipsRecordsGoneAfterCounted(t *testing.T) {
+	js := jetStream(t)
+	ctx, cancel := context.WithTimeout(context.Background(), brokertest.Timeout)
+	defer cancel()
+	name := newPrefix(t) + "-gone"
+	stream, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: name, Subjects: []string{name + ".>"}, Storage: jetstream.MemoryStorage})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = js.DeleteStream(context.WithoutCancel(ctx), name) }()
+	ack, err := js.Publish(ctx, name+".a", []byte("record"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cons, err := stream.CreateConsumer(ctx, jetstream.ConsumerConfig{
+		FilterSubject: name + ".>", DeliverPolicy: jetstream.DeliverLastPerSubjectPolicy,
+		AckPolicy: jetstream.AckNonePolicy, MemoryStorage: true,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	counted := cons.CachedInfo().NumPending
+	if counted != 1 {
+		t.Fatalf("the consumer counts %d records, want 1", counted)
+	}
+	if err := stream.DeleteMsg(ctx, ack.Sequence); err != nil {
+		t.Fatal(err)
+	}
+	msgs, err := nats.FetchPending(ctx, cons, name+".>", counted) // the fetch waits its 5 s for the record first
+	if err != nil || len(msgs) != 0 {
+		t.Fatalf("read %d records, %v; want none and no error", len(msgs), err)
 	}
 }
