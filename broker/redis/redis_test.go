@@ -86,6 +86,17 @@ func newBroker(t testing.TB, cfg redis.Config) *redis.Broker {
 	return b
 }
 
+// startBroker starts a broker on cfg, closed when t ends.
+func startBroker(t *testing.T, cfg redis.Config) *redis.Broker {
+	t.Helper()
+	b := newBroker(t, cfg)
+	if err := b.Start(context.Background(), &collector{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.Close() })
+	return b
+}
+
 func TestBroker(t *testing.T) {
 	brokertest.Run(t, func(t *testing.T) broker.Broker {
 		return newBroker(t, redis.Config{URL: serverURL(), Prefix: testPrefix(t)})
@@ -523,12 +534,8 @@ func TestSubscribedMapShrinks(t *testing.T) {
 // channel's offsets a minute later).
 func TestStreamBoundedBySizeAndTTL(t *testing.T) {
 	prefix := testPrefix(t)
-	b := newBroker(t, redis.Config{URL: serverURL(), Prefix: prefix})
+	b := startBroker(t, redis.Config{URL: serverURL(), Prefix: prefix})
 	ctx := context.Background()
-	if err := b.Start(ctx, &collector{}); err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
 	for range 5 {
 		if _, err := b.Publish(ctx, "c", broker.Publication{Data: json.RawMessage(`1`)}, broker.HistoryOptions{Size: 3, TTL: time.Hour}); err != nil {
 			t.Fatal(err)
@@ -556,12 +563,7 @@ func TestStreamBoundedBySizeAndTTL(t *testing.T) {
 // on a new channel.
 func TestPublishTrimsExpiredOnceASecond(t *testing.T) {
 	prefix := testPrefix(t)
-	b := newBroker(t, redis.Config{URL: serverURL(), Prefix: prefix})
-	ctx := context.Background()
-	if err := b.Start(ctx, &collector{}); err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	b := startBroker(t, redis.Config{URL: serverURL(), Prefix: prefix})
 	for attempt := range 3 {
 		if trimsOnceASecond(t, b, prefix, fmt.Sprintf("c%d", attempt)) {
 			return
@@ -701,11 +703,7 @@ func TestPublishReplyLostStoresOnce(t *testing.T) {
 	prefix := testPrefix(t)
 	target := strings.TrimSuffix(strings.TrimPrefix(serverURL(), "redis://"), "/0")
 	p := newReplyDropper(t, target, "lost-reply-marker")
-	b := newBroker(t, redis.Config{URL: "redis://" + p.l.Addr().String() + "/0", Prefix: prefix})
-	if err := b.Start(ctx, &collector{}); err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	b := startBroker(t, redis.Config{URL: "redis://" + p.l.Addr().String() + "/0", Prefix: prefix})
 	opts := broker.HistoryOptions{Size: 10}
 	_, lostErr := b.Publish(ctx, "c", broker.Publication{Data: []byte(`"lost-reply-marker"`)}, opts)
 	if !p.used.Load() {
@@ -739,11 +737,7 @@ func TestUnsubscribeReturnsWhenConnectionDrops(t *testing.T) {
 	prefix := testPrefix(t)
 	target := strings.TrimSuffix(strings.TrimPrefix(serverURL(), "redis://"), "/0")
 	p := newReplyDropper(t, target, "unsubscribe")
-	b := newBroker(t, redis.Config{URL: "redis://" + p.l.Addr().String() + "/0", Prefix: prefix})
-	if err := b.Start(ctx, &collector{}); err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	b := startBroker(t, redis.Config{URL: "redis://" + p.l.Addr().String() + "/0", Prefix: prefix})
 	if err := b.Subscribe(ctx, "c"); err != nil {
 		t.Fatal(err)
 	}

@@ -117,7 +117,7 @@ if size > 0 then
 end
 local state = {'seq', seq, 'epoch', epoch, 'ttl', ARGV[3]}
 if ttl > 0 then
-  local trimmed = tonumber(m[3] or '')
+  local trimmed = tonumber(m[3])
   if not trimmed or tonumber(t) - trimmed >= 1000000 or tonumber(t) < trimmed then
     trim(stream, tonumber(t) - ttl * 1000)
     state[#state + 1], state[#state + 2] = 'trimmed', t

@@ -21,11 +21,7 @@ func TestTagsAndKeyOnlyWhenSet(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*brokertest.Timeout)
 	defer cancel()
 	prefix := testPrefix(t)
-	b := newBroker(t, redis.Config{URL: serverURL(), Prefix: prefix})
-	if err := b.Start(ctx, &collector{}); err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	b := startBroker(t, redis.Config{URL: serverURL(), Prefix: prefix})
 	admin := adminClient(t)
 	ps := admin.Subscribe(ctx, prefix+"ch:c")
 	defer ps.Close()

@@ -54,55 +54,51 @@ func NewLatency(name, help string, buckets []float64) *Latency {
 
 // Observe records d in a shard picked at random.
 func (l *Latency) Observe(d time.Duration) {
-	d = max(d, 0)
-	s := &l.shards[rand.Uint32()%latencyShards]
-	s.counts[l.bucket(d)].Add(1)
-	s.sum.Add(uint64(d))
+	t := l.Tally()
+	t.Observe(d)
+	t.Add()
 }
 
-// bucket returns the index of the first bound d is within, or len(bounds)
-// when it is above them all.
-func (l *Latency) bucket(d time.Duration) int {
-	i := 0
-	for i < len(l.bounds) && d > l.bounds[i] {
-		i++
-	}
-	return i
-}
+// Tally returns an empty tally of observations for l.
+func (l *Latency) Tally() LatencyTally { return LatencyTally{l: l} }
 
 // LatencyTally gathers observations for a Latency and adds them to it in
 // one step: a write that carries many messages counts them with one
-// atomic add per bucket it touched, not two per message. Its buckets are
-// those of the Latency it observes for, so it must be added to that one.
-// Its zero value is ready to use; it is not safe for concurrent use.
+// atomic add per bucket it touched, not two per message. It is not safe
+// for concurrent use.
 type LatencyTally struct {
+	l      *Latency
 	counts [maxLatencyBuckets + 1]uint32
 	sum    uint64
 	n      int
 }
 
-// Observe gathers d for l.
-func (t *LatencyTally) Observe(l *Latency, d time.Duration) {
+// Observe gathers d.
+func (t *LatencyTally) Observe(d time.Duration) {
 	d = max(d, 0)
-	t.counts[l.bucket(d)]++
+	i := 0
+	for i < len(t.l.bounds) && d > t.l.bounds[i] {
+		i++
+	}
+	t.counts[i]++
 	t.sum += uint64(d)
 	t.n++
 }
 
-// AddTo adds what t gathered to l, in a shard picked at random, and
-// empties t.
-func (t *LatencyTally) AddTo(l *Latency) {
+// Add adds what t gathered to its Latency, in a shard picked at random,
+// and empties t.
+func (t *LatencyTally) Add() {
 	if t.n == 0 {
 		return
 	}
-	s := &l.shards[rand.Uint32()%latencyShards]
+	s := &t.l.shards[rand.Uint32()%latencyShards]
 	for i, c := range t.counts {
 		if c != 0 {
 			s.counts[i].Add(uint64(c))
 		}
 	}
 	s.sum.Add(t.sum)
-	*t = LatencyTally{}
+	*t = LatencyTally{l: t.l}
 }
 
 // Describe implements prometheus.Collector.

@@ -58,17 +58,17 @@ func TestLatencyTallyAddsWhatObserveWould(t *testing.T) {
 	observed := NewLatency("test_latency_seconds", "test", testBuckets)
 	tallied := NewLatency("test_latency_seconds", "test", testBuckets)
 	durations := []time.Duration{0, time.Millisecond, 2 * time.Millisecond, 10 * time.Millisecond, 50 * time.Millisecond, time.Second, -time.Second}
-	var tally LatencyTally
+	tally := tallied.Tally()
 	for range 3 {
 		for _, d := range durations {
 			observed.Observe(d)
-			tally.Observe(tallied, d)
+			tally.Observe(d)
 		}
 	}
 	if got := gather(t, tallied).GetSampleCount(); got != 0 {
 		t.Fatalf("the histogram holds %d before the tally is added", got)
 	}
-	tally.AddTo(tallied)
+	tally.Add()
 	want, got := gather(t, observed), gather(t, tallied)
 	if got.GetSampleCount() != want.GetSampleCount() || got.GetSampleSum() != want.GetSampleSum() {
 		t.Fatalf("tallied count %d sum %v, observed %d %v", got.GetSampleCount(), got.GetSampleSum(), want.GetSampleCount(), want.GetSampleSum())
@@ -78,7 +78,7 @@ func TestLatencyTallyAddsWhatObserveWould(t *testing.T) {
 			t.Fatalf("bucket ≤ %v: tallied %d, observed %d", b.GetUpperBound(), got.GetBucket()[i].GetCumulativeCount(), b.GetCumulativeCount())
 		}
 	}
-	tally.AddTo(tallied) // empty now: adds nothing
+	tally.Add() // empty now: adds nothing
 	if again := gather(t, tallied); again.GetSampleCount() != want.GetSampleCount() {
 		t.Fatalf("adding the tally twice counts %d, want %d", again.GetSampleCount(), want.GetSampleCount())
 	}
@@ -113,14 +113,14 @@ func BenchmarkLatencyObserve(b *testing.B) {
 		l := NewLatency("b", "b", buckets)
 		b.ReportAllocs()
 		b.RunParallel(func(pb *testing.PB) {
-			var t LatencyTally
+			t := l.Tally()
 			for i := 0; pb.Next(); i++ {
-				t.Observe(l, 3*time.Millisecond)
+				t.Observe(3 * time.Millisecond)
 				if i%16 == 15 {
-					t.AddTo(l)
+					t.Add()
 				}
 			}
-			t.AddTo(l)
+			t.Add()
 		})
 	})
 	b.Run("client_golang", func(b *testing.B) {

@@ -346,20 +346,23 @@ func (s *Session) sent(err error) {
 	measure := s.cfg.Metrics != nil && err == nil
 	now, written, messages := time.Now(), 0, 0
 	var latency metrics.LatencyTally // one add to the histogram per write, not per message
+	if measure {
+		latency = s.cfg.Metrics.DeliveryLatency.Tally()
+	}
 	for _, p := range s.batch {
 		written += len(p.Bytes)
 		if p.Push {
 			messages++ // the rest are replies
 		}
 		if measure && !p.Accepted.IsZero() {
-			latency.Observe(s.cfg.Metrics.DeliveryLatency, now.Sub(p.Accepted))
+			latency.Observe(now.Sub(p.Accepted))
 		}
 		if p.Trace != nil {
 			p.Trace.Done(err == nil, now)
 		}
 	}
 	if measure {
-		latency.AddTo(s.cfg.Metrics.DeliveryLatency)
+		latency.Add()
 		s.cfg.Metrics.MessagesOut.Add(float64(messages))
 	}
 	clear(s.batch)
