@@ -47,6 +47,7 @@ func newFlusher(workers int) *flusher {
 	f.work.L = &f.mu
 	for range workers {
 		w := &flushWorker{f: f, chunk: make([]*Conn, 0, flushChunk)}
+		w.gather = true
 		f.running.Go(w.run)
 	}
 	return f

@@ -410,17 +410,37 @@ func (c *Conn) writeRaw(bufs *net.Buffers, timeout time.Duration, count bool) er
 }
 
 // sender is what a writer needs to send: an iovec array reused for every
-// send, and the message header sendmsg takes.
+// send, the message header sendmsg takes, and, for a sender that gathers
+// (a flusher's), a buffer to copy small pieces into.
 type sender struct {
-	iov []unix.Iovec
-	msg unix.Msghdr
+	iov    []unix.Iovec
+	msg    unix.Msghdr
+	gather bool   // copy many small buffers into flat and send it whole
+	flat   []byte // grown to what gathered sends needed, at most maxGather
 }
+
+// maxGather is the most bytes a gathering sender copies into one buffer,
+// and gatherPiece the largest average piece it copies: a frame of many
+// short lines (a batch of herald.v1.jsonl messages: each message and each
+// newline a buffer of its own) costs the kernel far more as an iovec per
+// piece than copied once into one buffer here — measured on loopback, a
+// frame of 24 lines in 48 iovecs took 8 µs of CPU to send, 5 once
+// copied — while a frame of one large buffer would only be copied twice.
+const (
+	maxGather   = 64 << 10
+	gatherPiece = 1 << 10
+)
 
 // writeNow writes what c's socket takes of bufs without waiting, and
 // returns the rest and how many bytes it wrote. It allocates nothing
-// once its iovec array has grown: the buffers go to the kernel through
-// it.
+// once its iovec array (and gathering buffer) has grown: the buffers go
+// to the kernel through it.
 func (s *sender) writeNow(c *Conn, bufs net.Buffers) (net.Buffers, int, error) {
+	if s.gather && len(bufs) > 2 {
+		if rest, n, ok, err := s.gathered(c, bufs); ok {
+			return rest, n, err
+		}
+	}
 	written := 0
 	for len(bufs) > 0 {
 		chunk := bufs[:min(len(bufs), maxIovecs)]
@@ -449,6 +469,37 @@ func (s *sender) writeNow(c *Conn, bufs net.Buffers) (net.Buffers, int, error) {
 		bufs = bufs[len(chunk):]
 	}
 	return nil, written, nil
+}
+
+// gathered sends bufs copied into one buffer, as writeNow would send
+// them, when they are small enough (maxGather, gatherPiece); ok is false
+// when they are not, and nothing was sent.
+func (s *sender) gathered(c *Conn, bufs net.Buffers) (rest net.Buffers, n int, ok bool, err error) {
+	total := 0
+	for _, b := range bufs {
+		total += len(b)
+	}
+	if total == 0 || total > maxGather || total > gatherPiece*len(bufs) {
+		return bufs, 0, false, nil
+	}
+	s.flat = s.flat[:0]
+	for _, b := range bufs {
+		s.flat = append(s.flat, b...)
+	}
+	v := unix.Iovec{Base: &s.flat[0]}
+	v.SetLen(total)
+	s.iov = append(s.iov[:0], v)
+	n, err = s.send(c)
+	s.iov[0] = unix.Iovec{}
+	switch {
+	case errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR):
+		return bufs, 0, true, nil
+	case err != nil:
+		return bufs, 0, true, err
+	case n < total:
+		return advance(bufs, n), n, true, nil // the rest is still in bufs
+	}
+	return nil, n, true, nil
 }
 
 // send sends s.iov on c's socket once, never waiting.

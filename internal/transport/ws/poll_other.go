@@ -32,7 +32,7 @@ func (c *Conn) readable([]byte) bool { return false }
 func (c *Conn) writeRaw(*net.Buffers, time.Duration, bool) error { return errClosed }
 
 // sender is what a flusher needs to write; nothing here.
-type sender struct{}
+type sender struct{ gather bool }
 
 // writeNow is never called without the event loop: no flusher runs.
 func (s *sender) writeNow(_ *Conn, bufs net.Buffers) (net.Buffers, int, error) { return bufs, 0, nil }
