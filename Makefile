@@ -25,14 +25,18 @@ vet:
 # a count: with a duration, Go 1.26's fuzzing coordinator can fail a target
 # with "context deadline exceeded" when the time runs out on a loaded
 # machine (go.dev/issue/75804, fixed in Go 1.27); a count has no deadline.
+# FUZZMINIMIZE bounds the time Go spends shrinking each new input the
+# fuzzer finds: 60s per input by default, during which a run makes no
+# progress (in one CI run FuzzMessages sat at 0 execs/s for 80 s).
 FUZZTIME ?= 30s
+FUZZMINIMIZE ?= 10s
 fuzz:
-	go test -run=NONE -fuzz=FuzzDecodeCommand -fuzztime=$(FUZZTIME) ./internal/protocol
-	go test -run=NONE -fuzz=FuzzValidChannel -fuzztime=$(FUZZTIME) ./internal/protocol
-	go test -run=NONE -fuzz=FuzzSSECursor -fuzztime=$(FUZZTIME) ./internal/protocol
-	go test -run=NONE -fuzz=FuzzParseOffset -fuzztime=$(FUZZTIME) ./broker
-	go test -run=NONE -fuzz=FuzzDecodePublish -fuzztime=$(FUZZTIME) ./internal/api
-	go test -run=NONE -fuzz=FuzzVerify -fuzztime=$(FUZZTIME) ./internal/auth
-	go test -run=NONE -fuzz=FuzzFrames -fuzztime=$(FUZZTIME) ./internal/transport/ws
-	go test -run=NONE -fuzz=FuzzMessages -fuzztime=$(FUZZTIME) ./internal/transport/ws
-	go test -run=NONE -fuzz=FuzzParse -fuzztime=$(FUZZTIME) ./internal/filter
+	go test -run=NONE -fuzz=FuzzDecodeCommand -fuzztime=$(FUZZTIME) -fuzzminimizetime=$(FUZZMINIMIZE) ./internal/protocol
+	go test -run=NONE -fuzz=FuzzValidChannel -fuzztime=$(FUZZTIME) -fuzzminimizetime=$(FUZZMINIMIZE) ./internal/protocol
+	go test -run=NONE -fuzz=FuzzSSECursor -fuzztime=$(FUZZTIME) -fuzzminimizetime=$(FUZZMINIMIZE) ./internal/protocol
+	go test -run=NONE -fuzz=FuzzParseOffset -fuzztime=$(FUZZTIME) -fuzzminimizetime=$(FUZZMINIMIZE) ./broker
+	go test -run=NONE -fuzz=FuzzDecodePublish -fuzztime=$(FUZZTIME) -fuzzminimizetime=$(FUZZMINIMIZE) ./internal/api
+	go test -run=NONE -fuzz=FuzzVerify -fuzztime=$(FUZZTIME) -fuzzminimizetime=$(FUZZMINIMIZE) ./internal/auth
+	go test -run=NONE -fuzz=FuzzFrames -fuzztime=$(FUZZTIME) -fuzzminimizetime=$(FUZZMINIMIZE) ./internal/transport/ws
+	go test -run=NONE -fuzz=FuzzMessages -fuzztime=$(FUZZTIME) -fuzzminimizetime=$(FUZZMINIMIZE) ./internal/transport/ws
+	go test -run=NONE -fuzz=FuzzParse -fuzztime=$(FUZZTIME) -fuzzminimizetime=$(FUZZMINIMIZE) ./internal/filter
