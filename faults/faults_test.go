@@ -4,12 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -124,18 +126,51 @@ func (s *brokerServer) newBroker(t *testing.T) broker.Broker {
 	case "redis":
 		b, err = redis.New(redis.Config{
 			URL:    "redis://" + s.addr() + "/0?dial_timeout=200ms&read_timeout=500ms&write_timeout=500ms&max_retries=0",
-			Prefix: "faults:",
+			Prefix: "faults:", Logger: testLogger(t),
 		})
 	case "nats":
 		b, err = nats.New(nats.Config{
 			URL: "nats://" + s.addr(), Prefix: "faults",
 			DialTimeout: time.Second, ReconnectWait: 50 * time.Millisecond,
+			Logger: testLogger(t),
 		})
 	}
 	if err != nil {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// testLogger returns a logger whose records go to t's log, shown when the
+// test fails (or with -v): the broker's disconnections, reconnections and
+// retries, for a failure that happens once in many runs. What is logged
+// once the test has ended is dropped.
+func testLogger(t *testing.T) *slog.Logger {
+	w := &testLogWriter{t: t}
+	t.Cleanup(w.end)
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+// testLogWriter writes each record to its test's log until end.
+type testLogWriter struct {
+	mu    sync.Mutex
+	t     *testing.T
+	ended bool
+}
+
+func (w *testLogWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.ended {
+		w.t.Log(strings.TrimSuffix(string(p), "\n"))
+	}
+	return len(p), nil
+}
+
+func (w *testLogWriter) end() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.ended = true
 }
 
 // A fault is done to the broker server while traffic flows.
