@@ -82,6 +82,7 @@ func TestGatheringSenderCopiesSmallPieces(t *testing.T) {
 		{"jsonl lines", 40, 200, true},
 		{"one line", 1, 200, false}, // a single buffer
 		{"large lines", 4, 40 << 10, false},
+		{"lines over gatherPiece on average", 5, 3000, false},
 		{"more than maxGather", 400, 200, false},
 	}
 	for _, tc := range cases {
@@ -97,13 +98,39 @@ func TestGatheringSenderCopiesSmallPieces(t *testing.T) {
 				t.Fatalf("gathered %v (%d bytes copied), want %v", got, len(s.flat), tc.gather)
 			}
 			var got bytes.Buffer
-			for got.Len() < len(want) {
-				readAvailable(t, peer, &got)
-			}
+			readAvailable(t, peer, &got) // all of it: the socket took it whole
 			if !bytes.Equal(got.Bytes(), want) {
-				t.Fatal("the peer got other bytes than those sent")
+				t.Fatalf("the peer got %d bytes, want the %d sent, in order", got.Len(), len(want))
 			}
 		})
+	}
+}
+
+// Empty buffers among the pieces, as a frame may hold, are skipped.
+func TestGatheringSenderSkipsEmptyPieces(t *testing.T) {
+	c, peer := socketPair(t, 1<<20)
+	bufs := net.Buffers{[]byte("ab"), nil, []byte("c"), {}, []byte("de")}
+	s := sender{gather: true}
+	rest, n, err := s.writeNow(c, bufs)
+	if err != nil || len(rest) != 0 || n != 5 || string(s.flat) != "abcde" {
+		t.Fatalf("writeNow: %d bytes, %d buffers left, err %v, gathered %q; want 5, none, nil, \"abcde\"", n, len(rest), err, s.flat)
+	}
+	var got bytes.Buffer
+	readAvailable(t, peer, &got)
+	if got.String() != "abcde" {
+		t.Fatalf("the peer got %q, want \"abcde\"", got.String())
+	}
+}
+
+// A gathered send on a closed connection fails, and says so.
+func TestGatheredSendOnClosedSocketFails(t *testing.T) {
+	c, _ := socketPair(t, 0)
+	c.sock.close()
+	bufs, _ := pieces(10, 100)
+	s := sender{gather: true}
+	rest, n, err := s.writeNow(c, bufs)
+	if err == nil || n != 0 || len(rest) != len(bufs) {
+		t.Fatalf("writeNow on a closed socket: %d bytes, %d of %d buffers left, err %v; want an error, nothing sent", n, len(rest), len(bufs), err)
 	}
 }
 
@@ -116,7 +143,7 @@ func TestGatheredPartialSendGoesOnFromWhereItStopped(t *testing.T) {
 	bufs, want := pieces(300, 150) // ~45 KiB, far more than the socket holds
 	s := sender{gather: true}
 	var got bytes.Buffer
-	partial := 0
+	partial, sent := 0, 0
 	for rest := bufs; len(rest) > 0; {
 		var n int
 		var err error
@@ -124,21 +151,22 @@ func TestGatheredPartialSendGoesOnFromWhereItStopped(t *testing.T) {
 		if err != nil {
 			t.Fatalf("writeNow: %v", err)
 		}
-		if len(rest) > 0 {
+		sent += n
+		if len(rest) > 0 && n > 0 {
 			partial++
-			if n > 0 && len(s.flat) == 0 {
+			if len(s.flat) == 0 {
 				t.Fatal("the partial send did not gather")
 			}
-			s.flat = append(s.flat[:0], bytes.Repeat([]byte{'X'}, cap(s.flat))...) // what a send to another connection leaves there
-			readAvailable(t, peer, &got)
 		}
+		// What a send to another connection leaves in the buffer.
+		s.flat = append(s.flat[:0], bytes.Repeat([]byte{'X'}, cap(s.flat))...)[:0]
+		readAvailable(t, peer, &got)
 	}
-	readAvailable(t, peer, &got)
 	if partial == 0 {
 		t.Fatal("every send was taken whole; the test needs a socket that fills")
 	}
-	if !bytes.Equal(got.Bytes(), want) {
-		t.Fatalf("the peer got %d bytes, want %d, the same in order", got.Len(), len(want))
+	if sent != len(want) || !bytes.Equal(got.Bytes(), want) {
+		t.Fatalf("writeNow counted %d bytes and the peer got %d; want %d, the same in order", sent, got.Len(), len(want))
 	}
 }
 

@@ -416,15 +416,15 @@ type sender struct {
 	iov    []unix.Iovec
 	msg    unix.Msghdr
 	gather bool   // copy many small buffers into flat and send it whole
-	flat   []byte // grown to what gathered sends needed, at most maxGather
+	flat   []byte // grown to what gathered sends needed (a little over maxGather at most)
 }
 
 // maxGather is the most bytes a gathering sender copies into one buffer,
 // and gatherPiece the largest average piece it copies: a frame of many
 // short lines (a batch of herald.v1.jsonl messages: each message and each
-// newline a buffer of its own) costs the kernel far more as an iovec per
-// piece than copied once into one buffer here — measured on loopback, a
-// frame of 24 lines in 48 iovecs took 8 µs of CPU to send, 5 once
+// newline a buffer of its own) costs the kernel more as an iovec per
+// piece than copied once into one buffer here — BenchmarkSendLines, 24
+// lines to a loopback peer: 6.9–7.2 µs of CPU as 47 iovecs, 6.2–6.4
 // copied — while a frame of one large buffer would only be copied twice.
 const (
 	maxGather   = 64 << 10
@@ -434,7 +434,7 @@ const (
 // writeNow writes what c's socket takes of bufs without waiting, and
 // returns the rest and how many bytes it wrote. It allocates nothing
 // once its iovec array (and gathering buffer) has grown: the buffers go
-// to the kernel through it.
+// to the kernel through the iovecs, or copied into the gathering buffer.
 func (s *sender) writeNow(c *Conn, bufs net.Buffers) (net.Buffers, int, error) {
 	if s.gather && len(bufs) > 2 {
 		if rest, n, ok, err := s.gathered(c, bufs); ok {

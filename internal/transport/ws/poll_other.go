@@ -31,7 +31,8 @@ func (c *Conn) readable([]byte) bool { return false }
 // writeRaw is never called: no socket is herald's own here.
 func (c *Conn) writeRaw(*net.Buffers, time.Duration, bool) error { return errClosed }
 
-// sender is what a flusher needs to write; nothing here.
+// sender is what a flusher needs to write: here only the setting the
+// flushers give it, for they never write (see writeNow).
 type sender struct{ gather bool }
 
 // writeNow is never called without the event loop: no flusher runs.
