@@ -5,12 +5,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -25,77 +22,32 @@ import (
 	"github.com/heraldhq/herald/broker/nats"
 	"github.com/heraldhq/herald/broker/redis"
 	"github.com/heraldhq/herald/heraldtest"
+	"github.com/heraldhq/herald/internal/serverproc"
 )
 
 // brokerServer is a Redis or NATS server process of the test's own, on a
-// fixed port and a data directory that outlives its restarts.
+// fixed port and a data directory that outlive its restarts.
 type brokerServer struct {
+	*serverproc.Server
 	t    *testing.T
 	kind string // "redis" or "nats"
-	port int
-	dir  string
-	cmd  *exec.Cmd
 }
 
 func newBrokerServer(t *testing.T, kind string) *brokerServer {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	s := &brokerServer{t: t, kind: kind}
+	switch kind {
+	case "redis":
+		s.Server = serverproc.Redis(t)
+	case "nats":
+		s.Server = serverproc.NATS(t)
 	}
-	port := l.Addr().(*net.TCPAddr).Port
-	_ = l.Close()
-	s := &brokerServer{t: t, kind: kind, port: port, dir: t.TempDir()}
-	s.start()
-	t.Cleanup(s.kill)
 	return s
 }
-
-func (s *brokerServer) addr() string { return "127.0.0.1:" + strconv.Itoa(s.port) }
-
-// start runs the server on its port and data directory and waits until it
-// accepts connections.
-func (s *brokerServer) start() {
-	s.t.Helper()
-	p := strconv.Itoa(s.port)
-	switch s.kind {
-	case "redis":
-		// Every write is on disk before Redis answers, so a kill loses
-		// nothing Redis acknowledged; what a restart loses is the test's
-		// doing (empty, older copy).
-		s.cmd = exec.Command("redis-server", "--port", p, "--bind", "127.0.0.1", "--save", "",
-			"--appendonly", "yes", "--appendfsync", "always", "--dir", s.dir, "--logfile", "")
-	case "nats":
-		s.cmd = exec.Command("nats-server", "-a", "127.0.0.1", "-p", p, "-js", "-sd", s.dir)
-	}
-	if err := s.cmd.Start(); err != nil {
-		s.t.Fatalf("start %s (it must be on PATH): %v", s.kind, err)
-	}
-	heraldtest.WaitFor(s.t, heraldtest.Timeout, func() error {
-		c, err := net.Dial("tcp", s.addr())
-		if err != nil {
-			return fmt.Errorf("%s is not accepting connections yet: %w", s.kind, err)
-		}
-		_ = c.Close()
-		return nil
-	})
-}
-
-// stop ends the server with sig and waits for it.
-func (s *brokerServer) stop(sig syscall.Signal) {
-	if s.cmd == nil {
-		return
-	}
-	_ = s.cmd.Process.Signal(sig)
-	_ = s.cmd.Wait()
-	s.cmd = nil
-}
-
-func (s *brokerServer) kill() { s.stop(syscall.SIGKILL) }
 
 // copyData copies the server's data directory to dst (the server stopped).
 func (s *brokerServer) copyData(dst string) {
 	s.t.Helper()
-	if err := os.CopyFS(dst, os.DirFS(s.dir)); err != nil {
+	if err := os.CopyFS(dst, os.DirFS(s.Dir())); err != nil {
 		s.t.Fatal(err)
 	}
 }
@@ -104,14 +56,14 @@ func (s *brokerServer) copyData(dst string) {
 // stopped); src "" empties it.
 func (s *brokerServer) setData(src string) {
 	s.t.Helper()
-	if err := os.RemoveAll(s.dir); err != nil {
+	if err := os.RemoveAll(s.Dir()); err != nil {
 		s.t.Fatal(err)
 	}
-	if err := os.MkdirAll(s.dir, 0o700); err != nil {
+	if err := os.MkdirAll(s.Dir(), 0o700); err != nil {
 		s.t.Fatal(err)
 	}
 	if src != "" {
-		if err := os.CopyFS(s.dir, os.DirFS(src)); err != nil {
+		if err := os.CopyFS(s.Dir(), os.DirFS(src)); err != nil {
 			s.t.Fatal(err)
 		}
 	}
@@ -125,12 +77,12 @@ func (s *brokerServer) newBroker(t *testing.T) broker.Broker {
 	switch s.kind {
 	case "redis":
 		b, err = redis.New(redis.Config{
-			URL:    "redis://" + s.addr() + "/0?dial_timeout=200ms&read_timeout=500ms&write_timeout=500ms&max_retries=0",
+			URL:    "redis://" + s.Addr() + "/0?dial_timeout=200ms&read_timeout=500ms&write_timeout=500ms&max_retries=0",
 			Prefix: "faults:", Logger: testLogger(t),
 		})
 	case "nats":
 		b, err = nats.New(nats.Config{
-			URL: "nats://" + s.addr(), Prefix: "faults",
+			URL: "nats://" + s.Addr(), Prefix: "faults",
 			DialTimeout: time.Second, ReconnectWait: 50 * time.Millisecond,
 			Logger: testLogger(t),
 		})
@@ -180,9 +132,9 @@ type fault struct {
 }
 
 var faultsToInject = []fault{
-	{"killed", func(s *brokerServer) { s.kill(); s.start() }},
-	{"restarted", func(s *brokerServer) { s.stop(syscall.SIGTERM); s.start() }},
-	{"restarted empty", func(s *brokerServer) { s.kill(); s.setData(""); s.start() }},
+	{"killed", func(s *brokerServer) { s.Kill(); s.Start() }},
+	{"restarted", func(s *brokerServer) { s.Stop(syscall.SIGTERM); s.Start() }},
+	{"restarted empty", func(s *brokerServer) { s.Kill(); s.setData(""); s.Start() }},
 	{"restored to an older state", nil}, // needs a copy taken earlier: see runFault
 }
 
@@ -226,7 +178,7 @@ func runFault(t *testing.T, kind string, f fault) {
 	s := newBrokerServer(t, kind)
 	older := t.TempDir()
 	if f.do == nil { // restored to an older state
-		f.do = func(s *brokerServer) { s.kill(); s.setData(older); s.start() }
+		f.do = func(s *brokerServer) { s.Kill(); s.setData(older); s.Start() }
 	}
 	var nodes []*herald.Server
 	var bases []string
@@ -292,9 +244,9 @@ func runFault(t *testing.T, kind string, f fault) {
 
 	heraldtest.WaitFor(t, heraldtest.Timeout, ackedAtLeast(300))
 	if f.name == "restored to an older state" {
-		s.stop(syscall.SIGTERM)
+		s.Stop(syscall.SIGTERM)
 		s.copyData(older)
-		s.start()
+		s.Start()
 		mark := ackedCount()
 		heraldtest.WaitFor(t, heraldtest.Timeout, ackedAtLeast(mark+300))
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/heraldhq/herald/broker"
 	"github.com/heraldhq/herald/broker/nats"
 	"github.com/heraldhq/herald/internal/logtest"
+	"github.com/heraldhq/herald/internal/serverproc"
 )
 
 // nats.go's asynchronous errors (here, the server refusing a publish the
@@ -25,9 +26,9 @@ func TestAsyncErrorsAreLogged(t *testing.T) {
 	if err := os.WriteFile(conf, []byte(rules), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	s := newOwnServer(t, "-c", conf)
+	s := serverproc.NATS(t, "-c", conf)
 	h := logtest.New()
-	b := startBroker(t, nats.Config{URL: "nats://herald:pw@127.0.0.1:" + strconv.Itoa(s.port), Prefix: "denied", Logger: h.Logger()})
+	b := startBroker(t, nats.Config{URL: "nats://herald:pw@127.0.0.1:" + strconv.Itoa(s.Port()), Prefix: "denied", Logger: h.Logger()})
 	if err := b.PublishJoin(context.Background(), "c", broker.ClientInfo{Client: "x"}); err != nil {
 		t.Fatal(err) // the refusal comes later, from the server
 	}
@@ -41,12 +42,10 @@ func TestAsyncErrorsAreLogged(t *testing.T) {
 // A server that enters lame duck mode (about to shut down) is logged.
 func TestLameDuckModeIsLogged(t *testing.T) {
 	t.Parallel()
-	s := newOwnServer(t)
+	s := serverproc.NATS(t)
 	h := logtest.New()
-	startBroker(t, nats.Config{URL: s.url(), Prefix: "ldm", Logger: h.Logger()})
-	if err := s.cmd.Process.Signal(syscall.SIGUSR2); err != nil { // nats-server: enter lame duck mode
-		t.Fatal(err)
-	}
+	startBroker(t, nats.Config{URL: natsURL(s), Prefix: "ldm", Logger: h.Logger()})
+	s.Signal(syscall.SIGUSR2) // nats-server: enter lame duck mode
 	waitUntil(t, "lame duck mode is logged", func() bool {
 		return h.Has(func(r slog.Record) bool { return r.Level == slog.LevelInfo && strings.Contains(r.Message, "lame duck") })
 	})

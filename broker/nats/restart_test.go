@@ -2,66 +2,17 @@ package nats_test
 
 import (
 	"context"
-	"net"
 	"os"
-	"os/exec"
-	"strconv"
 	"testing"
 	"time"
 
 	"github.com/heraldhq/herald/broker"
 	"github.com/heraldhq/herald/broker/nats"
+	"github.com/heraldhq/herald/internal/serverproc"
 )
 
-// ownServer is a nats-server process of the test's own, on a fixed port
-// and a store directory that outlives its restarts.
-type ownServer struct {
-	t    *testing.T
-	port int
-	dir  string
-	args []string // more nats-server arguments
-	cmd  *exec.Cmd
-}
-
-// newOwnServer starts a nats-server with JetStream, and args.
-func newOwnServer(t *testing.T, args ...string) *ownServer {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &ownServer{t: t, port: l.Addr().(*net.TCPAddr).Port, dir: t.TempDir(), args: args}
-	_ = l.Close()
-	s.start()
-	t.Cleanup(s.kill)
-	return s
-}
-
-func (s *ownServer) url() string { return "nats://127.0.0.1:" + strconv.Itoa(s.port) }
-
-func (s *ownServer) start() {
-	s.t.Helper()
-	s.cmd = exec.Command("nats-server", append([]string{"-a", "127.0.0.1", "-p", strconv.Itoa(s.port), "-js", "-sd", s.dir}, s.args...)...)
-	if err := s.cmd.Start(); err != nil {
-		s.t.Fatalf("start nats-server (it must be on PATH): %v", err)
-	}
-	waitUntil(s.t, "nats-server accepts connections", func() bool {
-		c, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(s.port))
-		if err == nil {
-			_ = c.Close()
-		}
-		return err == nil
-	})
-}
-
-func (s *ownServer) kill() {
-	if s.cmd == nil {
-		return
-	}
-	_ = s.cmd.Process.Kill()
-	_ = s.cmd.Wait()
-	s.cmd = nil
-}
+// natsURL returns the URL of s.
+func natsURL(s *serverproc.Server) string { return "nats://" + s.Addr() }
 
 // waitUntil polls cond for up to 10 s.
 func waitUntil(t *testing.T, what string, cond func() bool) {
@@ -95,8 +46,8 @@ func startBroker(t *testing.T, cfg nats.Config) *nats.Broker {
 // publishing, history, presence and queues work without a restart of the
 // node.
 func TestServerRestartedEmpty(t *testing.T) {
-	s := newOwnServer(t)
-	b := startBroker(t, nats.Config{URL: s.url(), Prefix: "empty", DialTimeout: time.Second, ReconnectWait: 50 * time.Millisecond})
+	s := serverproc.NATS(t)
+	b := startBroker(t, nats.Config{URL: natsURL(s), Prefix: "empty", DialTimeout: time.Second, ReconnectWait: 50 * time.Millisecond})
 	ctx := context.Background()
 	opts := broker.HistoryOptions{Size: 10}
 	if _, err := b.Publish(ctx, "c", broker.Publication{Data: []byte(`1`)}, opts); err != nil {
@@ -106,11 +57,11 @@ func TestServerRestartedEmpty(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	s.kill()
-	if err := os.RemoveAll(s.dir); err != nil {
+	s.Kill()
+	if err := os.RemoveAll(s.Dir()); err != nil {
 		t.Fatal(err)
 	}
-	s.start()
+	s.Start()
 
 	var off broker.Offset
 	waitUntil(t, "a publish succeeds after the restart", func() bool {
