@@ -116,17 +116,16 @@ if size > 0 then
   redis.call('XADD', stream, 'MAXLEN', size, id .. '-0', unpack(entry))
 end
 local state = {'seq', seq, 'epoch', epoch, 'ttl', ARGV[3]}
+local trimmed = tonumber(m[3])
+if ttl > 0 and (not trimmed or tonumber(t) - trimmed >= 1000000 or tonumber(t) < trimmed) then
+  trim(stream, tonumber(t) - ttl * 1000)
+  state[#state + 1], state[#state + 2] = 'trimmed', t
+end
+redis.call('HSET', meta, unpack(state))
 if ttl > 0 then
-  local trimmed = tonumber(m[3])
-  if not trimmed or tonumber(t) - trimmed >= 1000000 or tonumber(t) < trimmed then
-    trim(stream, tonumber(t) - ttl * 1000)
-    state[#state + 1], state[#state + 2] = 'trimmed', t
-  end
-  redis.call('HSET', meta, unpack(state))
   redis.call('PEXPIRE', stream, ttl)
   redis.call('PEXPIRE', meta, ttl + grace)
 else
-  redis.call('HSET', meta, unpack(state))
   redis.call('PERSIST', stream)
   redis.call('PERSIST', meta)
 end

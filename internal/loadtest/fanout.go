@@ -870,21 +870,16 @@ func (s *subscriber) handle(msg []byte, now int64) {
 
 // numberAfter parses the unsigned integer that follows key in b.
 func numberAfter(b, key []byte) (uint64, bool) {
-	n, _, ok := numberAfterIn(b, key)
+	at := -1
+	n, _, ok := numberAt(b, key, &at)
 	return n, ok
 }
 
-// numberAfterIn parses the unsigned integer that follows key in b, and
-// returns what follows it.
-func numberAfterIn(b, key []byte) (n uint64, rest []byte, ok bool) {
-	at := -1
-	return numberAt(b, key, &at)
-}
-
-// numberAt is numberAfterIn looking for key at *at first, and setting
-// *at to where it found it: a server puts a field of its pushes to one
-// subscriber at the same place in each, or nearly, so that the search
-// through the envelope is rarely needed.
+// numberAt parses the unsigned integer that follows key in b, and returns
+// what follows it. It looks for key at *at first, and sets *at to where
+// it found it: a server puts a field of its pushes to one subscriber at
+// the same place in each, or nearly, so that the search through the
+// envelope is rarely needed.
 func numberAt(b, key []byte, at *int) (n uint64, rest []byte, ok bool) {
 	i := *at
 	if i < 0 || i > len(b)-len(key) || !bytes.Equal(b[i:i+len(key)], key) {

@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -192,32 +193,51 @@ func (set *pollSet) run() {
 	defer set.p.running.Done()
 	events := make([]unix.EpollEvent, 256)
 	buf := make([]byte, 64<<10)
+	wait := set.spin
 	if set.file != nil {
-		set.sleepy(events, buf)
-		return
+		rc, err := set.file.SyscallConn()
+		if err != nil {
+			set.endAll(fmt.Errorf("epoll set: %w", err))
+			return
+		}
+		wait = func(events []unix.EpollEvent) (int, error) { return set.sleep(rc, events) }
 	}
-	for !set.p.stopping.Load() {
-		n, err := unix.EpollWait(set.epfd, events, 0)
+	for {
+		n, err := wait(events)
 		switch {
-		case errors.Is(err, unix.EINTR), err == nil && n == 0:
-			runtime.Gosched()
-			continue
+		case errors.Is(err, errStopping):
+			return
 		case err != nil:
-			set.endAll(fmt.Errorf("epoll_wait: %w", err))
+			set.endAll(err)
 			return
 		}
 		set.read(events[:n], buf)
 	}
 }
 
-// sleepy reads the set's subscribers until stop closes the set, sleeping
-// in Go's poller whenever none has anything.
-func (set *pollSet) sleepy(events []unix.EpollEvent, buf []byte) {
-	rc, err := set.file.SyscallConn()
-	if err != nil {
-		set.endAll(fmt.Errorf("epoll set: %w", err))
-		return
+// errStopping is what a set's wait returns once stop has begun.
+var errStopping = errors.New("stopping")
+
+// spin polls the set without sleeping, yielding to the tool's other
+// goroutines between polls, until some of its subscribers have something.
+func (set *pollSet) spin(events []unix.EpollEvent) (int, error) {
+	for !set.p.stopping.Load() {
+		n, err := unix.EpollWait(set.epfd, events, 0)
+		switch {
+		case errors.Is(err, unix.EINTR), err == nil && n == 0:
+			runtime.Gosched()
+		case err != nil:
+			return 0, fmt.Errorf("epoll_wait: %w", err)
+		default:
+			return n, nil
+		}
 	}
+	return 0, errStopping
+}
+
+// sleep waits in Go's poller, where rc (the set's descriptor) is, until
+// some of the set's subscribers have something.
+func (set *pollSet) sleep(rc syscall.RawConn, events []unix.EpollEvent) (int, error) {
 	for {
 		var n int
 		var werr error
@@ -229,18 +249,16 @@ func (set *pollSet) sleepy(events []unix.EpollEvent, buf []byte) {
 			return n > 0 || werr != nil
 		})
 		switch {
+		case err != nil && set.p.stopping.Load():
+			return 0, errStopping // stop closed the set
 		case err != nil:
-			if !set.p.stopping.Load() { // not stop closing the set: Go's poller failed it
-				set.endAll(fmt.Errorf("epoll set: %w", err))
-			}
-			return
+			return 0, fmt.Errorf("epoll set: %w", err) // Go's poller failed it
 		case errors.Is(werr, unix.EINTR):
-			continue
 		case werr != nil:
-			set.endAll(fmt.Errorf("epoll_wait: %w", werr))
-			return
+			return 0, fmt.Errorf("epoll_wait: %w", werr)
+		default:
+			return n, nil
 		}
-		set.read(events[:n], buf)
 	}
 }
 

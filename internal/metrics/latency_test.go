@@ -15,8 +15,6 @@ var testBuckets = []float64{.001, .01, .1}
 // histogram: every count in its bucket (bounds inclusive), the sum exact.
 func TestLatencyAddsUpShards(t *testing.T) {
 	l := NewLatency("test_latency_seconds", "test", testBuckets)
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(l)
 	durations := []time.Duration{0, time.Millisecond, 2 * time.Millisecond, 10 * time.Millisecond, 50 * time.Millisecond, time.Second, -time.Second}
 	const goroutines, rounds = 8, 1000
 	var wg sync.WaitGroup
@@ -30,11 +28,7 @@ func TestLatencyAddsUpShards(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := mfs[0].GetMetric()[0].GetHistogram()
+	h := gather(t, l)
 	const per = goroutines * rounds
 	if got, want := h.GetSampleCount(), uint64(per*len(durations)); got != want {
 		t.Fatalf("count %d, want %d", got, want)
