@@ -12,6 +12,7 @@
 package client
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"encoding/base64"
@@ -280,7 +281,9 @@ func (c *Client) connect(ctx context.Context) (*websocket.Conn, welcome, error) 
 	_, b, err := conn.Read(ctx)
 	var w welcome
 	if err == nil {
-		err = json.Unmarshal(firstLine(b), &w)
+		var first []byte
+		first, w.rest, _ = bytes.Cut(b, []byte("\n"))
+		err = json.Unmarshal(first, &w)
 	}
 	if err != nil || w.Op != "welcome" {
 		_ = conn.CloseNow()
@@ -322,6 +325,10 @@ type welcome struct {
 	Op     string `json:"op"`
 	Client string `json:"client"`
 	User   string `json:"user"`
+	// rest is what followed the welcome in its frame: in herald.v1.jsonl
+	// the server may send the next lines with it (the server-side
+	// subscriptions, say).
+	rest []byte
 }
 
 // dialError turns a refused handshake into the server's *Error when the
@@ -339,11 +346,6 @@ func dialError(resp *http.Response, err error) error {
 		}
 	}
 	return fmt.Errorf("herald client: connect: %w", err)
-}
-
-func firstLine(b []byte) []byte {
-	line, _, _ := strings.Cut(string(b), "\n")
-	return []byte(line)
 }
 
 // run serves one connection after another until Close, or until the
@@ -415,6 +417,7 @@ func (c *Client) online(conn *websocket.Conn, w welcome) {
 		}
 	}
 	c.mu.Unlock()
+	c.handleLines(w.rest)
 	for _, s := range subs {
 		if !s.isServer() { // the server makes its own again
 			c.subscribeCmd(s)
@@ -516,10 +519,15 @@ func (c *Client) read(conn *websocket.Conn) error {
 		if err != nil {
 			return err
 		}
-		for _, line := range strings.Split(string(b), "\n") {
-			if strings.TrimSpace(line) != "" {
-				c.handle([]byte(line))
-			}
+		c.handleLines(b)
+	}
+}
+
+// handleLines handles each line of a frame, in order.
+func (c *Client) handleLines(b []byte) {
+	for line := range bytes.SplitSeq(b, []byte("\n")) {
+		if len(bytes.TrimSpace(line)) != 0 {
+			c.handle(line)
 		}
 	}
 }

@@ -154,3 +154,43 @@ func TestKickedDuringSubscribe(t *testing.T) {
 		t.Fatalf("Subscribe cut by the disconnect: %v, want ErrKicked", err)
 	}
 }
+
+// In herald.v1.jsonl the server may send more lines in the welcome's
+// frame (a server-side subscription and its first message, say): the
+// client handles each of them, as it does the lines of any later frame.
+// A stand-in server sends them, since herald packs them only when they
+// are ready at the same moment.
+func TestLinesAfterTheWelcomeAreHandled(t *testing.T) {
+	t.Parallel()
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		conn, err := websocket.Accept(w, r, &websocket.AcceptOptions{Subprotocols: []string{"herald.v1.jsonl"}})
+		if err != nil {
+			return
+		}
+		defer conn.CloseNow()
+		first := `{"op":"welcome","client":"c1","user":"ann"}` + "\n" +
+			`{"op":"subscribed","channel":"feed:ann","offset":"e:0","recovered":true}` + "\n" +
+			`{"op":"message","channel":"feed:ann","offset":"e:1","data":1}`
+		if conn.Write(r.Context(), websocket.MessageText, []byte(first)) != nil {
+			return
+		}
+		_, _, _ = conn.Read(r.Context()) // until the client goes
+	}))
+	t.Cleanup(hs.Close)
+	subs := make(chan *client.Subscription, 1)
+	c := dial(t, hs.URL, &client.Options{OnServerSubscribe: func(s *client.Subscription) { subs <- s }})
+	if c.ID() != "c1" {
+		t.Fatalf("client id %q, want c1 from the welcome", c.ID())
+	}
+	ctx := ctxT(t)
+	var s *client.Subscription
+	select {
+	case s = <-subs:
+	case <-ctx.Done():
+		t.Fatal("the subscription in the welcome's frame was not surfaced")
+	}
+	m, err := s.Next(ctx)
+	if err != nil || m.Channel != "feed:ann" || m.Offset != "e:1" || string(m.Data) != "1" {
+		t.Fatalf("first message %+v, %v; want feed:ann e:1 with data 1", m, err)
+	}
+}
