@@ -79,11 +79,17 @@ func TestOneClientCannotExhaustMemory(t *testing.T) {
 	cases := []struct {
 		name string
 		// stalls: the replies and pushes are more than the sockets hold,
-		// so the client's writes stall and the server closes it.
+		// so the client's writes stall and the server closes it. Not so
+		// for catch-up: each unsubscribe ends its catch-up wherever it
+		// got to, and when most end early (the command reader ran ahead
+		// of the catch-ups) the rest fits the sockets (the server's send
+		// buffer grows to 4 MiB), so the server may finish every command
+		// with nothing left to write; flood then ends as soon as the
+		// server has handled every command or closed the client.
 		stalls bool
 		cmds   func(i int) []string
 	}{
-		{"catch-up", true, func(i int) []string {
+		{"catch-up", false, func(i int) []string {
 			return []string{
 				fmt.Sprintf(`{"id":%d,"op":"subscribe","channel":"room","since":""}`, 2*i+1),
 				fmt.Sprintf(`{"id":%d,"op":"unsubscribe","channel":"room"}`, 2*i+2),

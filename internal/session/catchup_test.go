@@ -18,14 +18,15 @@ import (
 // heldConn is a Conn whose writes complete only when the test says so.
 type heldConn struct {
 	mu      sync.Mutex
-	pending []func(error)
+	pending []wire.Source
 	out     int
 }
 
-func (c *heldConn) Send(ps []*wire.Payload, done func(error)) {
+func (c *heldConn) Send(src wire.Source) {
+	ps := src.Take()
 	c.mu.Lock()
 	c.out += len(ps)
-	c.pending = append(c.pending, done)
+	c.pending = append(c.pending, src)
 	c.mu.Unlock()
 }
 
@@ -38,8 +39,8 @@ func (c *heldConn) release() int {
 	p, n := c.pending, c.out
 	c.pending = nil
 	c.mu.Unlock()
-	for _, done := range p {
-		done(nil)
+	for _, src := range p {
+		src.Written(nil)
 	}
 	return n
 }

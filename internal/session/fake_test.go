@@ -27,7 +27,7 @@ type fakeConn struct {
 
 	mu      sync.Mutex
 	written [][]byte      // every payload sent, in order
-	pending []func(error) // writes not yet completed (held)
+	pending []wire.Source // writes not yet completed (held)
 	closes  []closeCall
 }
 
@@ -36,18 +36,19 @@ type closeCall struct {
 	reason string
 }
 
-func (c *fakeConn) Send(ps []*wire.Payload, done func(error)) {
+func (c *fakeConn) Send(src wire.Source) {
+	ps := src.Take()
 	c.mu.Lock()
 	for _, p := range ps {
 		c.written = append(c.written, append([]byte(nil), p.Bytes...))
 	}
 	if c.held {
-		c.pending = append(c.pending, done)
+		c.pending = append(c.pending, src)
 		c.mu.Unlock()
 		return
 	}
 	c.mu.Unlock()
-	done(nil)
+	src.Written(nil)
 }
 
 func (c *fakeConn) Close(code int, reason string) {
@@ -62,8 +63,8 @@ func (c *fakeConn) release(err error) {
 	p := c.pending
 	c.pending = nil
 	c.mu.Unlock()
-	for _, done := range p {
-		done(err)
+	for _, src := range p {
+		src.Written(err)
 	}
 }
 

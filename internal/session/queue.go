@@ -34,7 +34,9 @@ type queued struct {
 }
 
 // enqueue adds p to the outgoing queue without blocking and starts a write
-// when none is in flight: an idle session has no writer goroutine.
+// when none is in flight: an idle session has no writer goroutine. The
+// Conn takes the queue when the write begins (Take), so what is queued
+// until then goes out in the same write.
 //
 // A live delivery that finds the client further behind than QueueMessages
 // or QueueBytes of live messages closes the session as a slow consumer —
@@ -78,9 +80,8 @@ func (s *Session) enqueue(p *wire.Payload, k kind) {
 		return
 	}
 	s.writing = true
-	batch := s.takeLocked()
 	s.qmu.Unlock()
-	s.cfg.Conn.Send(batch, s.sentFn)
+	s.cfg.Conn.Send(s)
 }
 
 // roomLocked reports whether a live payload of n bytes fits the live
@@ -298,6 +299,14 @@ func (s *Session) growQueueLocked() []queued {
 	return bigger
 }
 
+// Take moves the whole queue to the batch the Conn writes now; called by
+// the Conn when its write begins (wire.Source).
+func (s *Session) Take() []*wire.Payload {
+	s.qmu.Lock()
+	defer s.qmu.Unlock()
+	return s.takeLocked()
+}
+
 // takeLocked moves the whole queue to the batch to send; both slices
 // keep their room for the next payloads.
 func (s *Session) takeLocked() []*wire.Payload {
@@ -340,9 +349,10 @@ func (s *Session) wakeLocked() {
 	}
 }
 
-// sent is called by the Conn when a batch is written; it sends what was
+// Written is called by the Conn when the batch it took is written, or
+// the write failed (wire.Source); it starts the next write when more was
 // queued meanwhile, or ends the write cycle.
-func (s *Session) sent(err error) {
+func (s *Session) Written(err error) {
 	measure := s.cfg.Metrics != nil && err == nil
 	now, written, messages := time.Now(), 0, 0
 	var latency metrics.LatencyTally // one add to the histogram per write, not per message
@@ -365,8 +375,9 @@ func (s *Session) sent(err error) {
 		latency.Add()
 		s.cfg.Metrics.MessagesOut.Add(float64(messages))
 	}
-	clear(s.batch)
 	s.qmu.Lock()
+	clear(s.batch)
+	s.batch = s.batch[:0] // empty should the next write fail before Take
 	if !s.closing {
 		s.held -= written
 	}
@@ -402,7 +413,6 @@ func (s *Session) sent(err error) {
 		}
 		return
 	}
-	batch := s.takeLocked()
 	s.qmu.Unlock()
-	s.cfg.Conn.Send(batch, s.sentFn)
+	s.cfg.Conn.Send(s)
 }

@@ -15,8 +15,8 @@ import (
 // discardConn writes every batch at once and keeps nothing.
 type discardConn struct{}
 
-func (discardConn) Send(_ []*wire.Payload, done func(error)) { done(nil) }
-func (discardConn) Close(int, string)                        {}
+func (discardConn) Send(src wire.Source) { src.Take(); src.Written(nil) }
+func (discardConn) Close(int, string)    {}
 
 // newDiscardSession returns a session over a discardConn, closed when the
 // test ends.
@@ -74,17 +74,19 @@ func BenchmarkConflate(b *testing.B) {
 
 // burstConn holds each write until release completes it, and keeps nothing
 // of what it is sent.
-type burstConn struct{ done func(error) }
+type burstConn struct{ src wire.Source }
 
-func (c *burstConn) Send(_ []*wire.Payload, done func(error)) { c.done = done }
-func (c *burstConn) Close(int, string)                        {}
+func (c *burstConn) Send(src wire.Source) { c.src = src }
+func (c *burstConn) Close(int, string)    {}
 
-// release completes the write in flight, and those it starts in turn.
+// release takes and completes the write in flight, and those it starts in
+// turn.
 func (c *burstConn) release() {
-	for c.done != nil {
-		done := c.done
-		c.done = nil
-		done(nil)
+	for c.src != nil {
+		src := c.src
+		c.src = nil
+		src.Take()
+		src.Written(nil)
 	}
 }
 

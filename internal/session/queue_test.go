@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 
@@ -17,6 +18,7 @@ import (
 	"github.com/heraldhq/herald/internal/hub"
 	"github.com/heraldhq/herald/internal/protocol"
 	"github.com/heraldhq/herald/internal/session"
+	"github.com/heraldhq/herald/internal/wire"
 )
 
 // publish publishes data to channel through the hub.
@@ -239,5 +241,59 @@ func TestFailedWriteCloses(t *testing.T) {
 	c.release(nil)
 	if got := counters(t, c); len(got) != 1 || got[0] != 1 {
 		t.Fatalf("written %v, want only message 1 (in flight when it failed)", got)
+	}
+}
+
+// lateConn is a session.Conn whose writes begin only when the test takes
+// them: it keeps the Source of the write Send started.
+type lateConn struct {
+	sends int
+	src   wire.Source
+}
+
+func (c *lateConn) Send(src wire.Source) { c.sends, c.src = c.sends+1, src }
+func (c *lateConn) Close(int, string)    {}
+
+// A write takes the queue when it begins, not when it is started: what
+// is queued meanwhile goes out in the same write, counted by the live
+// bounds until then; a write that fails before it took anything closes
+// the session and drops the queue.
+func TestWriteTakesWhatWasQueuedUntilItBegins(t *testing.T) {
+	c := &lateConn{}
+	s := session.New(session.Config{Conn: c, Shared: &session.Shared{QueueMessages: 16, QueueBytes: 1 << 20}})
+	t.Cleanup(s.Close)
+	ps := []*wire.Payload{wire.NewPayload([]byte("1")), wire.NewPayload([]byte("22")), wire.NewPayload([]byte("333"))}
+	for _, p := range ps {
+		s.DeliverLive(p)
+	}
+	if c.sends != 1 {
+		t.Fatalf("%d writes started for 3 payloads queued before the first began, want 1", c.sends)
+	}
+	if q := s.QueueState(); q.LiveLen != 3 || q.LiveBytes != 6 || q.Held != 6 {
+		t.Fatalf("before the write began the queue counted %+v, want 3 live payloads of 6 bytes", q)
+	}
+	got := c.src.Take()
+	if !slices.Equal(got, ps) {
+		t.Fatalf("the write took %d payloads, want the 3 queued, in order", len(got))
+	}
+	if q := s.QueueState(); q.Queued != 0 || q.LiveLen != 0 || q.InFlightBytes != 6 || q.Held != 6 {
+		t.Fatalf("once taken the queue counted %+v, want empty with 6 bytes in flight", q)
+	}
+	c.src.Written(nil)
+	if q := s.QueueState(); c.sends != 1 || q.Held != 0 || q.InFlightBytes != 0 {
+		t.Fatalf("after the write: %d writes started, queue %+v; want 1 and nothing held", c.sends, q)
+	}
+
+	s.DeliverLive(wire.NewPayload([]byte("4444")))
+	if c.sends != 2 {
+		t.Fatalf("%d writes started after a payload reached an idle queue, want 2", c.sends)
+	}
+	c.src.Written(errors.New("broken pipe")) // fails before it took anything
+	if q := s.QueueState(); !q.Closing || q.Queued != 0 || q.Held != 0 {
+		t.Fatalf("after a write failed before it began the queue is %+v, want closing and empty", q)
+	}
+	s.DeliverLive(wire.NewPayload([]byte("5")))
+	if c.sends != 2 {
+		t.Fatalf("%d writes started after the session closed, want still 2", c.sends)
 	}
 }

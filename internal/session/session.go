@@ -36,15 +36,17 @@ import (
 var (
 	_ hub.Paced         = (*Session)(nil)
 	_ hub.Interruptible = (*Session)(nil)
+	_ wire.Source       = (*Session)(nil)
 )
 
 // Conn is the transport side of a session.
 type Conn interface {
-	// Send queues payloads for writing, in order, without blocking, and
-	// calls done once they are written or have failed; done may call Send.
-	// The session sends the next batch only after done: one batch is in
-	// flight at a time. Send must not keep ps after it returns.
-	Send(ps []*wire.Payload, done func(error))
+	// Send tells the Conn, without blocking, that src has payloads to
+	// write. When the write begins the Conn takes them (src.Take), writes
+	// them in order, and then calls src.Written, which may call Send
+	// again. The session calls Send again only after Written: one write
+	// is in flight at a time.
+	Send(src wire.Source)
 	// Close closes the connection with a close code and reason. It must not
 	// block, and may be called more than once.
 	Close(code int, reason string)
@@ -212,10 +214,9 @@ type Session struct {
 	paging    bool  // a catch-up page is reserved (TryRoom, WaitRoom)
 	holds     int32 // bytes of held that the hub buffers (Hold), not queued
 
-	// The batch in flight (used only by whoever set writing) and s.sent
-	// bound once.
-	batch  []*wire.Payload
-	sentFn func(error)
+	// The batch in flight, between Take and Written (used only by the
+	// Conn's write in progress).
+	batch []*wire.Payload
 }
 
 // discard is the Logger of a Shared without one.
@@ -227,7 +228,6 @@ func New(cfg Config) *Session {
 		Shared: cfg.Shared, Conn: cfg.Conn, Client: cfg.Client, RawChannel: cfg.RawChannel,
 		Policy: cfg.Policy, Observer: cfg.Observer,
 	}}
-	s.sentFn = s.sent
 	return s
 }
 

@@ -14,6 +14,21 @@ import (
 	"github.com/heraldhq/herald/broker"
 )
 
+// Source is where a connection's writes come from: a session's queue of
+// payloads. The connection takes them when its write begins rather than
+// when it is told they wait, so that whatever was queued meanwhile goes
+// out in the same write.
+type Source interface {
+	// Take returns the payloads to write, in order; the connection calls
+	// it once per write, when the write begins, and does not keep the
+	// slice after calling Written.
+	Take() []*Payload
+	// Written reports that what Take returned is written, or that the
+	// write failed (err); on failure Take may not have been called. It
+	// may hand the connection its next write.
+	Written(err error)
+}
+
 // Payload is one frame's content, encoded once and shared by every
 // subscriber that speaks the same wire format. It is immutable once built.
 type Payload struct {

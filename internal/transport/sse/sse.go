@@ -73,18 +73,13 @@ type Stream struct {
 	closed chan struct{} // closed by Close
 	once   sync.Once
 
-	mu      sync.Mutex // guards pending and ended
-	pending *batch
+	mu      sync.Mutex  // guards pending and ended
+	pending wire.Source // what has payloads to write, from Send; nil when nothing waits
 	ended   bool
 
 	cursor protocol.SSECursor
 	index  map[string]int // channel → position in cursor
 	buf    []byte
-}
-
-type batch struct {
-	ps   []*wire.Payload
-	done func(error)
 }
 
 // NewStream returns a stream over w, registered with t, or ErrClosing
@@ -163,17 +158,17 @@ func (s *Stream) SetPosition(channel string, off broker.Offset) {
 	s.cursor = append(s.cursor, protocol.SSEPosition{Channel: channel, Offset: off})
 }
 
-// Send queues ps for the stream's writer without blocking and calls done
-// once they are written or have failed; done may call Send. One batch is in
-// flight at a time.
-func (s *Stream) Send(ps []*wire.Payload, done func(error)) {
+// Send wakes the stream's writer without blocking: it takes what src has
+// queued (src.Take) when it gets to write it, and then calls src.Written,
+// which may call Send again. One write is in flight at a time.
+func (s *Stream) Send(src wire.Source) {
 	s.mu.Lock()
 	if s.ended {
 		s.mu.Unlock()
-		done(errClosed)
+		src.Written(errClosed)
 		return
 	}
-	s.pending = &batch{ps: append([]*wire.Payload(nil), ps...), done: done}
+	s.pending = src
 	s.mu.Unlock()
 	select {
 	case s.wake <- struct{}{}:
@@ -215,14 +210,14 @@ func (s *Stream) Serve(ctx context.Context) error {
 			}
 		case <-s.wake:
 			s.mu.Lock()
-			b := s.pending
+			src := s.pending
 			s.pending = nil
 			s.mu.Unlock()
-			if b == nil {
+			if src == nil {
 				continue
 			}
-			err := s.writeBatch(b.ps)
-			b.done(err)
+			err := s.writeBatch(src.Take())
+			src.Written(err)
 			if err != nil {
 				return err
 			}
@@ -238,11 +233,11 @@ func (s *Stream) Release() {
 	s.Close(0, "")
 	s.mu.Lock()
 	s.ended = true
-	b := s.pending
+	src := s.pending
 	s.pending = nil
 	s.mu.Unlock()
-	if b != nil {
-		b.done(errClosed)
+	if src != nil {
+		src.Written(errClosed)
 	}
 	s.t.mu.Lock()
 	delete(s.t.streams, s)

@@ -156,7 +156,7 @@ func (h *tagEcho) sent(err error) {
 	}
 	h.sends++
 	size := 1 << (10 + h.sends%7)
-	h.c.Send([]*wire.Payload{{Bytes: bytes.Repeat(h.tag, size/len(h.tag))}}, h.sent)
+	h.c.Send(batchOf([]*wire.Payload{{Bytes: bytes.Repeat(h.tag, size/len(h.tag))}}, h.sent))
 }
 
 // tagClient is a client that checks that every frame it receives is made

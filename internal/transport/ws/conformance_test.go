@@ -52,7 +52,7 @@ func (e *echo) handle(b []byte, binary bool) {
 	}
 	e.busy = true
 	e.mu.Unlock()
-	e.c.Send(ps, e.sent)
+	e.c.Send(batchOf(ps, e.sent))
 }
 
 // sent sends what was queued while the last batch was in flight.
@@ -66,7 +66,7 @@ func (e *echo) sent(err error) {
 		return
 	}
 	e.mu.Unlock()
-	e.c.Send(ps, e.sent)
+	e.c.Send(batchOf(ps, e.sent))
 }
 
 // echoServer serves an echo Handler on each connection with a Transport

@@ -61,36 +61,22 @@ func (c *Conn) touch() {
 	c.pinged.Store(false)
 }
 
-// Send writes ps, in order, without blocking the caller, and calls done
-// once they are written or have failed; done may call Send again. One
-// batch is in flight at a time: the caller waits for done before the next
-// Send. A push payload (Payload.Push) is framed — and compressed —
-// once for all of them; in herald.v1.jsonl several payloads go out as one
-// frame of lines. The frames of a batch go to the socket in one write, by
-// the connection's flusher, or by a writer goroutine while the socket is
-// full; a write that has not ended after WriteTimeout gets its connection
-// closed by the keepalive sweep.
-func (c *Conn) Send(ps []*wire.Payload, done func(error)) {
-	var bufs net.Buffers
-	var lines *lineFrame
-	switch {
-	case len(ps) == 1 && ps[0].Push:
-		bufs = ps[0].Prepared(newPrepared).(*prepared).get(c.zips(len(ps[0].Bytes))) // shared: written, never modified
-	case len(ps) > 1 && c.subprotocol == protocol.SubprotocolJSONL:
-		lines = c.lines(ps)
-		bufs = lines.bufs
-	default:
-		for _, p := range ps {
-			if p.Push {
-				bufs = append(bufs, p.Prepared(newPrepared).(*prepared).get(c.zips(len(p.Bytes)))...)
-				continue
-			}
-			bufs = c.frame(opcode(p), p.Bytes, bufs)
-		}
-	}
+// Send starts a write of what src has queued, without blocking the
+// caller; when the write ends, or fails, it calls src.Written, which may
+// call Send again. One write is in flight at a time: the caller waits for
+// Written before the next Send. The payloads are taken (src.Take) when
+// the write begins — by the connection's flusher when its turn comes, or
+// by a writer goroutine while the socket is full — so that what was
+// queued meanwhile goes in the same write. A push payload (Payload.Push)
+// is framed — and compressed — once for all connections; in
+// herald.v1.jsonl several payloads go out as one frame of lines. The
+// frames of a write go to the socket in one write; a write that has
+// not ended after WriteTimeout gets its connection closed by the
+// keepalive sweep.
+func (c *Conn) Send(src wire.Source) {
 	c.writingSince.Store(c.t.now.Load())
 	c.bmu.Lock()
-	c.batch = batch{bufs: bufs, lines: lines, done: done}
+	c.batch = batch{src: src}
 	start := !c.writing
 	c.writing = true
 	c.bmu.Unlock()
@@ -99,23 +85,46 @@ func (c *Conn) Send(ps []*wire.Payload, done func(error)) {
 	}
 }
 
-// batch is what Send hands the writer.
+// batch is one write: where its payloads come from and, once taken, their
+// frames.
 type batch struct {
+	src   wire.Source
 	bufs  net.Buffers // the frames; may be shared with other connections: never modified
 	lines *lineFrame  // the pooled frame bufs belongs to, if any
-	done  func(error)
 }
 
-// takeBatch takes the batch Send handed over; when there is none it ends
-// the write cycle and reports false.
+// take takes b's payloads from its source and frames them.
+func (c *Conn) take(b *batch) {
+	ps := b.src.Take()
+	switch {
+	case len(ps) == 1 && ps[0].Push:
+		b.bufs = ps[0].Prepared(newPrepared).(*prepared).get(c.zips(len(ps[0].Bytes))) // shared: written, never modified
+	case len(ps) > 1 && c.subprotocol == protocol.SubprotocolJSONL:
+		b.lines = c.lines(ps)
+		b.bufs = b.lines.bufs
+	default:
+		for _, p := range ps {
+			if p.Push {
+				b.bufs = append(b.bufs, p.Prepared(newPrepared).(*prepared).get(c.zips(len(p.Bytes)))...)
+				continue
+			}
+			b.bufs = c.frame(opcode(p), p.Bytes, b.bufs)
+		}
+	}
+}
+
+// takeBatch takes the write Send started, with its payloads framed; when
+// there is none it ends the write cycle and reports false.
 func (c *Conn) takeBatch() (batch, bool) {
 	c.bmu.Lock()
-	defer c.bmu.Unlock()
 	if !c.pendingLocked() {
+		c.bmu.Unlock()
 		return batch{}, false
 	}
 	b := c.batch
 	c.batch = batch{}
+	c.bmu.Unlock()
+	c.take(&b)
 	return b, true
 }
 
@@ -130,20 +139,21 @@ func (c *Conn) hasBatch() bool {
 // pendingLocked reports whether a batch waits; when none does, the write
 // cycle ends: the next Send starts one.
 func (c *Conn) pendingLocked() bool {
-	if c.batch.done == nil {
+	if c.batch.src == nil {
 		c.writing = false
 		return false
 	}
 	return true
 }
 
-// writer writes b, if it is set, and then batches while Send keeps giving
-// them (done usually sends the next one at once), waiting for the socket
-// as long as it takes; then it ends. It serves connections a flusher
-// cannot: those whose socket is full, or that have no event loop.
+// writer writes b, if it is set (taken already), and then batches while
+// Send keeps starting them (Written usually starts the next one at once),
+// waiting for the socket as long as it takes; then it ends. It serves
+// connections a flusher cannot: those whose socket is full, or that have
+// no event loop.
 func (c *Conn) writer(b batch) {
 	for {
-		if b.done == nil {
+		if b.src == nil {
 			var ok bool
 			if b, ok = c.takeBatch(); !ok {
 				return
@@ -175,7 +185,7 @@ func (c *Conn) finish(b batch, err error) {
 	if err == nil && (c.closed.Load() || c.closing.Load()) {
 		err = errClosed
 	}
-	b.done(err)
+	b.src.Written(err)
 }
 
 // lineFrame is one herald.v1.jsonl frame of several payloads, built

@@ -14,10 +14,11 @@ import (
 // costs one non-blocking write and no goroutine of its own; one whose
 // socket is full is handed to a writer goroutine that waits for it.
 // Connections are written in rounds: one that gets a new batch while its
-// last is written goes to the back of the queue, and by the time it comes
-// up again its session has queued everything that arrived meanwhile, so
-// that under load each write carries several messages, and when idle a
-// message goes out as soon as a goroutine gets to it.
+// last is written goes to the back of the queue. A connection's payloads
+// are taken from its session when its turn comes, not when it joins the
+// queue, so that each write carries everything that arrived until then:
+// under load, several messages; when idle, a message goes out as soon as
+// a goroutine gets to it.
 type flusher struct {
 	mu      sync.Mutex
 	work    sync.Cond // signalled when a connection is queued for an idle goroutine

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -15,18 +16,25 @@ import (
 	"github.com/heraldhq/herald/internal/wire"
 )
 
-// In herald.v1.jsonl a batch of several payloads goes out as one text
-// message of lines, with and without permessage-deflate (where each
-// payload is compressed on its own and the pieces are joined): every line
-// is one whole payload, in order. Pushes, framed once for every
-// connection, go to both connections and come out right in both forms.
-func TestJSONLBatchIsOneMessageOfLines(t *testing.T) {
+// serveJSONL serves connections that speak herald.v1.jsonl and hands
+// each (two at most) to the returned channel.
+func serveJSONL(t *testing.T) (string, chan served) {
 	conns := make(chan served, 2)
 	_, url := serveWith(t, Config{}, nil, func(c *Conn) Handler {
 		h := newRecorder()
 		conns <- served{c, h}
 		return h
 	}, protocol.SubprotocolJSONL)
+	return url, conns
+}
+
+// In herald.v1.jsonl a batch of several payloads goes out as one text
+// message of lines, with and without permessage-deflate (where each
+// payload is compressed on its own and the pieces are joined): every line
+// is one whole payload, in order. Pushes, framed once for every
+// connection, go to both connections and come out right in both forms.
+func TestJSONLBatchIsOneMessageOfLines(t *testing.T) {
+	url, conns := serveJSONL(t)
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
 	type client struct {
@@ -65,7 +73,7 @@ func TestJSONLBatchIsOneMessageOfLines(t *testing.T) {
 		}
 		for _, cl := range clients {
 			sent := make(chan error, 1)
-			cl.s.c.Send(ps, func(err error) { sent <- err })
+			cl.s.c.Send(batchOf(ps, func(err error) { sent <- err }))
 			select {
 			case err := <-sent:
 				if err != nil {
@@ -83,5 +91,69 @@ func TestJSONLBatchIsOneMessageOfLines(t *testing.T) {
 					round, cl.s.c.deflate, typ, bytes.Count(msg, []byte("\n"))+1, msg, n)
 			}
 		}
+	}
+}
+
+// lateSource is a wire.Source whose write may begin only once the test
+// says so (begin): Take waits for it, so a Send that took the payloads
+// itself, before returning, would find only what was queued by then.
+type lateSource struct {
+	begin   chan struct{}
+	written chan error
+
+	mu sync.Mutex
+	ps []*wire.Payload
+}
+
+func (s *lateSource) add(p *wire.Payload) {
+	s.mu.Lock()
+	s.ps = append(s.ps, p)
+	s.mu.Unlock()
+}
+
+func (s *lateSource) Take() []*wire.Payload {
+	select {
+	case <-s.begin:
+	case <-time.After(waitTimeout):
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.ps
+}
+
+func (s *lateSource) Written(err error) { s.written <- err }
+
+// A write takes its payloads when it begins, not when Send starts it: a
+// payload queued after Send returned goes out in the same frame.
+func TestWriteTakesItsPayloadsWhenItBegins(t *testing.T) {
+	url, conns := serveJSONL(t)
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	c, _, err := websocket.Dial(ctx, url, &websocket.DialOptions{Subprotocols: []string{protocol.SubprotocolJSONL}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseNow()
+	s := accepted(t, conns)
+
+	src := &lateSource{begin: make(chan struct{}), written: make(chan error, 1)}
+	src.add(&wire.Payload{Bytes: []byte(`{"n":1}`), Push: true})
+	s.c.Send(src)
+	src.add(&wire.Payload{Bytes: []byte(`{"n":2}`), Push: true})
+	close(src.begin)
+	select {
+	case err := <-src.written:
+		if err != nil {
+			t.Fatalf("write: %v", err)
+		}
+	case <-time.After(2 * waitTimeout):
+		t.Fatal("the write never ended")
+	}
+	_, msg, err := c.Read(ctx)
+	if err != nil {
+		t.Fatalf("read: %v", err)
+	}
+	if want := "{\"n\":1}\n{\"n\":2}"; string(msg) != want {
+		t.Fatalf("the write carried %q, want both payloads, %q", msg, want)
 	}
 }

@@ -38,7 +38,7 @@ func TestPartialWriteIsNotInterleaved(t *testing.T) {
 		setSendBuffer(t, s.c, 4<<10)
 
 		sent := make(chan error, 1)
-		s.c.Send([]*wire.Payload{wire.NewPayload(msg)}, func(err error) { sent <- err })
+		s.c.Send(batchOf([]*wire.Payload{wire.NewPayload(msg)}, func(err error) { sent <- err }))
 		var gotText, gotPing bool
 		for !gotText || !gotPing {
 			_ = nc.SetReadDeadline(time.Now().Add(waitTimeout))

@@ -34,7 +34,7 @@ func TestWriteTimeoutCloses(t *testing.T) {
 	// 32 MiB: more than the socket buffers between hold.
 	sent := make(chan error, 1)
 	start := time.Now()
-	s.c.Send([]*wire.Payload{{Bytes: make([]byte, 32<<20), Binary: true}}, func(err error) { sent <- err })
+	s.c.Send(batchOf([]*wire.Payload{{Bytes: make([]byte, 32<<20), Binary: true}}, func(err error) { sent <- err }))
 	select {
 	case err := <-sent:
 		if err == nil {
@@ -91,7 +91,7 @@ func TestPausedReaderGetsEverythingInOrder(t *testing.T) {
 				sent <- err
 				return
 			}
-			s.c.Send([]*wire.Payload{{Bytes: msgs[n], Binary: true}}, send(n+1))
+			s.c.Send(batchOf([]*wire.Payload{{Bytes: msgs[n], Binary: true}}, send(n+1)))
 		}
 	}
 	send(0)(nil)
