@@ -61,6 +61,15 @@
 # spends per delivery is taken from them; in a closed loop the server
 # that sends in the fewest segments loses least to it.
 #
+# STAMPS=1 (with SPIN=1 or EPOLL=1) has the load tool time each message by
+# when its segment reached the tool's socket — the kernel's receive time
+# (`herald bench fanout -kernel-stamps`): on loopback, when the server's
+# send reached the receiving side — not by when the tool got to read it.
+# The tool reads its subscribers one after the other; a server that sends
+# a fan-out faster than the tool reads it otherwise has its latency set by
+# the tool's queue of reads. The latency then is the server's: from the
+# publish to the send, the same for every server.
+#
 # Scenarios (SCENARIOS, any of):
 #   idle     N subscribed connections held; memory per connection, connect
 #            rate (one node only). N may list several counts, e.g.
@@ -88,7 +97,7 @@
 # listener, poller, standard streams and /metrics.
 #
 # Settings (environment): MODE=one (or cluster) PIN=0 (or 1) STEER=0 (or 1)
-# SPIN=0 (or 1) EPOLL=0 (or 1)
+# SPIN=0 (or 1) EPOLL=0 (or 1) STAMPS=0 (or 1)
 # SCENARIOS="idle closed rate" (cluster: "closed rate")
 # SERVERS="herald ws centrifugo" (cluster: "herald herald-nats centrifugo")
 # RUNS=3 N=10000 SUBS=1000 WINDOW=100 RATE=100 DURATION=20s
@@ -106,6 +115,7 @@ PIN=${PIN:-0}
 STEER=${STEER:-0}
 SPIN=${SPIN:-0}
 EPOLL=${EPOLL:-0}
+STAMPS=${STAMPS:-0}
 RPS=/sys/class/net/lo/queues/rx-0/rps_cpus
 case $MODE in
 one)
@@ -181,6 +191,13 @@ if [[ $EPOLL == 1 ]]; then
 		exit 2
 	fi
 	READ_FLAG=" -epoll"
+fi
+if [[ $STAMPS == 1 ]]; then
+	if [[ -z $READ_FLAG ]]; then
+		echo "STAMPS=1 needs SPIN=1 or EPOLL=1: the epoll sets take the kernel's receive times" >&2
+		exit 2
+	fi
+	READ_FLAG+=" -kernel-stamps"
 fi
 RPS_BEFORE=
 if [[ $STEER == 1 ]]; then
@@ -394,6 +411,7 @@ setup="one node"
 [[ $STEER == 1 ]] && setup+=", loopback receive steered to CPU 1"
 [[ $SPIN == 1 ]] && setup+=", the load tool's readers spinning"
 [[ $EPOLL == 1 ]] && setup+=", the load tool reading from epoll sets"
+[[ $STAMPS == 1 ]] && setup+=", messages timed by the kernel's receive time"
 echo
 echo "$setup;"
 echo "medians of $RUNS runs, [min–max], and herald/peer; $((SECONDS - start))s (raw results in $OUT):"

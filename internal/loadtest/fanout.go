@@ -70,6 +70,9 @@ type fanoutResult struct {
 	// Epoll: every subscriber was read by an epoll set that sleeps in
 	// Go's poller (-epoll).
 	Epoll bool `json:"epoll,omitempty"`
+	// KernelStamps: every subscriber's messages were timed by when the
+	// kernel received them, not when the tool read them (-kernel-stamps).
+	KernelStamps bool `json:"kernel_stamps,omitempty"`
 	// PayloadBytes are the bytes of the timed message pushes the
 	// subscribers read (WebSocket message payloads, JSONL lines, SSE event
 	// data); BytesPerDelivery is PayloadBytes / Received.
@@ -96,6 +99,9 @@ type fanoutFlags struct {
 	// epoll: the subscribers are read from epoll sets, a goroutine per
 	// processor, not one per subscriber (see pollers).
 	epoll bool
+	// kernelStamps: the sets time each message by its segment's arrival
+	// in the kernel (see pollers).
+	kernelStamps bool
 }
 
 func (f *fanoutFlags) register(fs *flag.FlagSet) {
@@ -110,6 +116,7 @@ func (f *fanoutFlags) register(fs *flag.FlagSet) {
 	fs.Func("broker-pids", "comma-separated process ids of the broker's servers (Redis, NATS), whose CPU is reported as broker_cores instead of in other_cores", pidList(&f.brokerPIDs))
 	fs.BoolVar(&f.spin, "spin", false, "read the WebSocket subscribers by polling without sleeping, each reader using a core whole, so that no server send has to wake a reader (for a tool with cores of its own; Linux)")
 	fs.BoolVar(&f.epoll, "epoll", false, "read the WebSocket subscribers from epoll sets, a goroutine per processor that sleeps until some of them have something, instead of a goroutine per subscriber: less of the tool's time per delivery (Linux)")
+	fs.BoolVar(&f.kernelStamps, "kernel-stamps", false, "with -spin or -epoll, time each message by when the kernel received it (SO_TIMESTAMPNS), not by when the tool read it: the latency then leaves out the tool's own queue of reads (Linux)")
 }
 
 // check validates the parsed flags of scenario name.
@@ -127,6 +134,8 @@ func (f *fanoutFlags) check(name string, fs *flag.FlagSet) error {
 		return fmt.Errorf("bench %s: -duration must be positive", name)
 	case f.spin && f.epoll:
 		return fmt.Errorf("bench %s: -spin and -epoll are two ways to read: choose one", name)
+	case f.kernelStamps && !f.spin && !f.epoll:
+		return fmt.Errorf("bench %s: -kernel-stamps needs -spin or -epoll", name)
 	case f.spin && name == "sse":
 		return errors.New("bench sse: -spin reads WebSocket subscribers only")
 	case f.epoll && name == "sse":
@@ -253,7 +262,7 @@ func runFanoutScenario(ctx context.Context, sc fanoutScenario, cm *common, t *ta
 	}
 	r.ackedBy = make([]atomic.Int64, len(r.channels))
 	if ff.spin || ff.epoll {
-		r.pollers = newPollers(ff.spin)
+		r.pollers = newPollers(ff.spin, ff.kernelStamps)
 	}
 
 	// Subscribers.
@@ -285,6 +294,7 @@ func runFanoutScenario(ctx context.Context, sc fanoutScenario, cm *common, t *ta
 	r.pollers.start()
 	all := r.pollers.watched() == len(r.subs)
 	res.Spin, res.Epoll = ff.spin && all, ff.epoll && all
+	res.KernelStamps = ff.kernelStamps && all
 	fmt.Fprintf(stderr, "%s: %d subscribers in %v, %d errors\n", name, len(r.subs), time.Since(start).Round(time.Millisecond), r.errs.n.Load())
 	defer r.closeAll()
 	if len(r.subs) == 0 {

@@ -3,6 +3,7 @@ package loadtest
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"runtime"
@@ -10,6 +11,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -40,6 +42,14 @@ import (
 // price is the tool's cores, whole, so it is for a tool with cores of its
 // own (pinned).
 //
+// With kernel stamps (-kernel-stamps) a set asks the kernel for the time
+// each segment arrived (SO_TIMESTAMPNS: on loopback, when the server's
+// send reached the receiving side) and times the messages of a read by
+// it, not by when the set got to the read: the latency then measures the
+// server, not the tool's own queue of reads, which a server faster than
+// the tool fills. A read that spans several segments has the time of the
+// last: its earlier messages are timed late, never early.
+//
 // The sets spin on as many processors as the tool had, and the tool gets
 // one processor more while they do: goroutines that wait on Go's net
 // package (the publisher's replies) are woken by a processor that goes
@@ -47,6 +57,7 @@ import (
 type pollers struct {
 	sets     []*pollSet
 	spin     bool // the sets poll without sleeping
+	stamps   bool // the sets time messages by the kernel's receive time
 	started  bool
 	procs    int // GOMAXPROCS before a spinning start raised it; 0 if it did not
 	stopping atomic.Bool
@@ -69,16 +80,18 @@ type pollSet struct {
 
 // polled is one subscriber read by a set.
 type polled struct {
-	s     *subscriber
-	c     *wsConn
-	jsonl bool
+	s      *subscriber
+	c      *wsConn
+	jsonl  bool
+	stamps bool // time messages by the kernel's receive time (takeSocket asked for it)
 }
 
 // newPollers opens the sets, one per processor, which start reading at
-// start, spinning or not; nil when epoll cannot be had, and the
+// start, spinning or not, timing messages by the kernel's receive time
+// (stamps) or by their read; nil when epoll cannot be had, and the
 // subscribers then read on goroutines of their own.
-func newPollers(spin bool) *pollers {
-	p := &pollers{spin: spin}
+func newPollers(spin, stamps bool) *pollers {
+	p := &pollers{spin: spin, stamps: stamps}
 	for range runtime.GOMAXPROCS(0) {
 		fd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 		if err != nil {
@@ -130,10 +143,10 @@ func (p *pollers) watch(s *subscriber, c *wsConn, jsonl bool) error {
 	if p == nil {
 		return errors.New("no epoll sets")
 	}
-	if err := c.takeSocket(); err != nil {
+	if err := c.takeSocket(p.stamps); err != nil {
 		return err
 	}
-	pd := &polled{s: s, c: c, jsonl: jsonl}
+	pd := &polled{s: s, c: c, jsonl: jsonl, stamps: p.stamps}
 	s.close = pd.close
 	// What arrived with the subscribe reply is read here, before the set
 	// can see the subscriber.
@@ -193,6 +206,10 @@ func (set *pollSet) run() {
 	defer set.p.running.Done()
 	events := make([]unix.EpollEvent, 256)
 	buf := make([]byte, 64<<10)
+	var oob []byte
+	if set.p.stamps {
+		oob = make([]byte, unix.CmsgSpace(int(unsafe.Sizeof(unix.Timespec{}))))
+	}
 	wait := set.spin
 	if set.file != nil {
 		rc, err := set.file.SyscallConn()
@@ -211,7 +228,7 @@ func (set *pollSet) run() {
 			set.endAll(err)
 			return
 		}
-		set.read(events[:n], buf)
+		set.read(events[:n], buf, oob)
 	}
 }
 
@@ -262,8 +279,9 @@ func (set *pollSet) sleep(rc syscall.RawConn, events []unix.EpollEvent) (int, er
 	}
 }
 
-// read reads each subscriber that events name, once.
-func (set *pollSet) read(events []unix.EpollEvent, buf []byte) {
+// read reads each subscriber that events name, once, into buf (and oob,
+// the room for a receive time).
+func (set *pollSet) read(events []unix.EpollEvent, buf, oob []byte) {
 	for i := range events {
 		id := uint64(uint32(events[i].Fd)) | uint64(uint32(events[i].Pad))<<32
 		set.mu.Lock()
@@ -272,7 +290,7 @@ func (set *pollSet) read(events []unix.EpollEvent, buf []byte) {
 		if pd == nil {
 			continue
 		}
-		if err := pd.readOnce(buf); err != nil {
+		if err := pd.readOnce(buf, oob); err != nil {
 			set.forget(id)
 			pd.end(err)
 		}
@@ -300,8 +318,12 @@ func (set *pollSet) endAll(err error) {
 }
 
 // readOnce reads what the socket has (the set said it has something, so
-// the read does not wait) and handles every whole frame in it.
-func (pd *polled) readOnce(buf []byte) error {
+// the read does not wait) and handles every whole frame in it, timed by
+// the kernel's receive time when pd has stamps (oob holds its message).
+func (pd *polled) readOnce(buf, oob []byte) error {
+	if pd.stamps {
+		return pd.readStamped(buf, oob)
+	}
 	n, err := pd.c.sock.Read(buf)
 	if n > 0 {
 		if cerr := pd.consume(buf[:n], time.Now().UnixNano()); cerr != nil {
@@ -309,6 +331,45 @@ func (pd *polled) readOnce(buf []byte) error {
 		}
 	}
 	return err // io.EOF once the server has closed
+}
+
+// readStamped is readOnce with the time the kernel received the last
+// segment read (SO_TIMESTAMPNS), or, should a read come without it, the
+// time of the read.
+func (pd *polled) readStamped(buf, oob []byte) error {
+	var n, oobn int
+	var rerr error
+	if err := pd.c.control(func(fd int) { n, oobn, _, _, rerr = unix.Recvmsg(fd, buf, oob, 0) }); err != nil {
+		return err
+	}
+	switch {
+	case errors.Is(rerr, unix.EINTR) || errors.Is(rerr, unix.EAGAIN):
+		return nil // level-triggered: the set reports it again
+	case rerr != nil:
+		return rerr
+	case n == 0:
+		return io.EOF
+	}
+	at := receivedAt(oob[:oobn])
+	if at == 0 {
+		at = time.Now().UnixNano()
+	}
+	return pd.consume(buf[:n], at)
+}
+
+// receivedAt returns the receive time in oob, a control message of a
+// socket with SO_TIMESTAMPNS, in Unix nanoseconds; 0 when it has none.
+func receivedAt(oob []byte) int64 {
+	msgs, err := unix.ParseSocketControlMessage(oob)
+	if err != nil {
+		return 0
+	}
+	for _, m := range msgs {
+		if m.Header.Level == unix.SOL_SOCKET && m.Header.Type == unix.SO_TIMESTAMPNS_NEW && len(m.Data) >= int(unsafe.Sizeof(unix.Timespec{})) {
+			return (*unix.Timespec)(unsafe.Pointer(&m.Data[0])).Nano()
+		}
+	}
+	return 0
 }
 
 // consume handles the whole frames of the connection's unread bytes
@@ -345,8 +406,9 @@ func (c *wsConn) control(f func(fd int)) error {
 // takeSocket moves c from Go's net package (and its poller, which would
 // wake for every message too) to a socket of its own in blocking mode:
 // reads come only when an epoll set says there is something, and writes
-// (pongs, the close frame) are a few bytes.
-func (c *wsConn) takeSocket() error {
+// (pongs, the close frame) are a few bytes. With stamps the kernel tells
+// each read when its data arrived.
+func (c *wsConn) takeSocket(stamps bool) error {
 	tc, ok := c.nc.(*net.TCPConn)
 	if !ok {
 		return errors.New("not a TCP connection")
@@ -372,6 +434,12 @@ func (c *wsConn) takeSocket() error {
 	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_SNDTIMEO, &tv); err != nil {
 		_ = unix.Close(fd)
 		return fmt.Errorf("socket send timeout: %w", err)
+	}
+	if stamps {
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TIMESTAMPNS_NEW, 1); err != nil {
+			_ = unix.Close(fd)
+			return fmt.Errorf("socket receive timestamps: %w", err)
+		}
 	}
 	c.detach() // what the reader had buffered goes to pend
 	_ = tc.Close()

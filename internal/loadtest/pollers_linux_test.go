@@ -13,6 +13,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -52,8 +53,18 @@ func acceptWS(w http.ResponseWriter, r *http.Request) net.Conn {
 }
 
 // polledSubscriber dials the test server at base and hands the
-// connection to a new run's epoll sets.
+// connection to a new run's epoll sets, which start reading.
 func polledSubscriber(t *testing.T, base string, spin bool) (*fanoutRun, *subscriber, *wsConn) {
+	t.Helper()
+	r, s, c := watchedSubscriber(t, base, spin, false)
+	r.pollers.start()
+	return r, s, c
+}
+
+// watchedSubscriber dials the test server at base and hands the
+// connection to a new run's epoll sets, timing by the kernel's receive
+// time with stamps; the sets are not started.
+func watchedSubscriber(t *testing.T, base string, spin, stamps bool) (*fanoutRun, *subscriber, *wsConn) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), heraldtest.Timeout)
 	defer cancel()
@@ -65,14 +76,13 @@ func polledSubscriber(t *testing.T, base string, spin bool) (*fanoutRun, *subscr
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &fanoutRun{lat: new(shardedHistogram), pollers: newPollers(spin)}
+	r := &fanoutRun{lat: new(shardedHistogram), pollers: newPollers(spin, stamps)}
 	if r.pollers == nil {
 		t.Fatal("no epoll sets")
 	}
 	t.Cleanup(r.pollers.stop)
 	s := r.newSubscriber(c.close)
 	r.readWS(s, c, true)
-	r.pollers.start()
 	if got := r.pollers.watched(); got != 1 {
 		t.Fatalf("the sets took %d subscribers, want 1", got)
 	}
@@ -219,5 +229,78 @@ func TestFanoutEpoll(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "-epoll") {
 			t.Fatalf("bench %v: %v, want a refusal naming -epoll", args, err)
 		}
+	}
+}
+
+// With kernel stamps a message is timed by when it reached the tool's
+// socket, not by when a set got to read it: a push that waits 100 ms in
+// the socket before the sets start counts far less than that; without,
+// it counts the wait.
+func TestKernelStampsTimeArrivalNotRead(t *testing.T) {
+	for _, stamps := range []bool{true, false} {
+		t.Run(fmt.Sprintf("stamps=%v", stamps), func(t *testing.T) {
+			watched, written := make(chan struct{}), make(chan struct{})
+			hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				nc := acceptWS(w, r)
+				if nc == nil {
+					return
+				}
+				defer nc.Close()
+				select { // not with the handshake, which the dial reads whole
+				case <-watched:
+				case <-time.After(heraldtest.Timeout):
+					return
+				}
+				push := `{"bench_ts":` + strconv.FormatInt(time.Now().UnixNano(), 10) + `,"bench_seq":1}`
+				if _, err := nc.Write(serverFrame(opText, []byte(push))); err != nil {
+					return
+				}
+				close(written)
+				_, _ = io.Copy(io.Discard, nc) // until the client closes
+			}))
+			defer hs.Close()
+			r, s, _ := watchedSubscriber(t, hs.URL, false, stamps)
+			close(watched)
+			select {
+			case <-written:
+			case <-time.After(heraldtest.Timeout):
+				t.Fatal("the server wrote no push")
+			}
+			const wait = 100 * time.Millisecond
+			time.Sleep(wait) // the read comes late: that is what is measured
+			r.pollers.start()
+			deadline := time.Now().Add(heraldtest.Timeout)
+			for s.high.Load() != 1 {
+				if time.Now().After(deadline) {
+					t.Fatal("the push was never read")
+				}
+				runtime.Gosched()
+			}
+			r.closing.Store(true)
+			s.close()
+			<-s.done
+			lat := r.lat.merged().quantile(0.5)
+			switch {
+			case stamps && lat >= wait/2:
+				t.Fatalf("with kernel stamps the push counted %v, want well under the %v it waited to be read", lat, wait)
+			case !stamps && lat < wait:
+				t.Fatalf("timed by its read the push counted %v, want at least the %v it waited", lat, wait)
+			}
+		})
+	}
+}
+
+// -kernel-stamps needs the epoll sets: alone it is refused, and with
+// -epoll a run says every subscriber was timed by them.
+func TestFanoutKernelStamps(t *testing.T) {
+	res := runBench(t, "fanout", "-subs", "10", "-rate", "100", "-duration", "500ms", "-proto", "jsonl", "-epoll", "-kernel-stamps")
+	published := res["published"].(float64)
+	if published < 40 || res["kernel_stamps"] != true || res["lost"] != 0.0 || res["received"] != published*10 || res["p99_ms"].(float64) <= 0 {
+		t.Fatalf("published %v, result %v", published, res)
+	}
+	var stdout, stderr bytes.Buffer
+	err := Run(context.Background(), []string{"fanout", "-kernel-stamps", "-url", "ws://127.0.0.1:1/ws"}, &stdout, &stderr)
+	if err == nil || !strings.Contains(err.Error(), "-kernel-stamps") {
+		t.Fatalf("bench fanout -kernel-stamps alone: %v, want a refusal naming it", err)
 	}
 }

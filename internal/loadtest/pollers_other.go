@@ -9,7 +9,7 @@ import "errors"
 type pollers struct{}
 
 // newPollers returns nil: there are no sets to read from.
-func newPollers(bool) *pollers { return nil }
+func newPollers(bool, bool) *pollers { return nil }
 
 // watch refuses: the caller reads c itself.
 func (*pollers) watch(*subscriber, *wsConn, bool) error { return errors.New("no epoll sets") }
