@@ -10,8 +10,8 @@
 // an epoll set of the Transport's own; when it becomes readable a
 // goroutine reads what is there, handles every complete frame — commands
 // one at a time, in order — and returns, leaving the socket to the poller
-// again. Writes go out from a few flusher goroutines, one per processor,
-// which take the connections that have a batch to write from one shared
+// again. Writes go out from a few flusher goroutines, one per processor
+// but one (flusherCount), which take the connections that have a batch to write from one shared
 // queue and write with non-blocking writes; a connection whose socket is
 // full gets a writer goroutine until it drains, which waits for room in a
 // second epoll set of the Transport's. Keepalive is one ticker for all
@@ -177,7 +177,7 @@ func New(cfg Config, subprotocols ...string) (*Transport, error) {
 	}
 	t.loop = loop
 	if loop != nil {
-		t.flusher = newFlusher(runtime.GOMAXPROCS(0))
+		t.flusher = newFlusher(flusherCount(runtime.GOMAXPROCS(0)))
 	}
 	go t.keepalive()
 	return t, nil
