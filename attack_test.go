@@ -143,9 +143,15 @@ func TestOneClientCannotExhaustMemory(t *testing.T) {
 			before := heapInUse()
 			peak, written := flood(t, base, attacker, cmds, tc.stalls)
 			grew := peak - before
-			t.Logf("%d of %d commands written; heap %d MiB → peak %d MiB", written, len(cmds)+1, before>>20, peak>>20)
+			out := metric(t, base, "herald_messages_out_total")
+			t.Logf("%d of %d commands written; %v pushes written; heap %d MiB → peak %d MiB", written, len(cmds)+1, out, before>>20, peak>>20)
 			if grew > 16<<20 {
 				t.Fatalf("one client that reads nothing grew the heap by %d MiB (bound: 1 MiB queue)", grew>>20)
+			}
+			if tc.name == "catch-up" && out < float64(perChannel) {
+				// The bound held over catch-ups that ran, not over
+				// unsubscribes that all came first.
+				t.Fatalf("the server wrote %v pushes, want at least one whole catch-up (%d)", out, perChannel)
 			}
 			if got := metric(t, base, "herald_slow_consumer_disconnects_total"); got != 0 {
 				t.Errorf("%v slow consumer disconnects: what a client asked for must pace it, not close it", got)

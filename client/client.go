@@ -227,7 +227,7 @@ func Dial(ctx context.Context, rawURL string, opts *Options) (*Client, error) {
 		return nil, err
 	}
 	c.online(conn, welcome)
-	go c.run(conn)
+	go c.run(conn, welcome.rest)
 	return c, nil
 }
 
@@ -348,12 +348,13 @@ func dialError(resp *http.Response, err error) error {
 	return fmt.Errorf("herald client: connect: %w", err)
 }
 
-// run serves one connection after another until Close, or until the
+// run serves one connection after another, from conn (first: what
+// followed its welcome in the welcome's frame), until Close, or until the
 // server closes one with closeKicked.
-func (c *Client) run(conn *websocket.Conn) {
+func (c *Client) run(conn *websocket.Conn, first []byte) {
 	defer close(c.done)
 	for {
-		err := c.read(conn)
+		err := c.read(conn, first)
 		c.offline(conn, err)
 		if kicked := kickedError(err); kicked != nil {
 			c.shut(kicked)
@@ -371,6 +372,7 @@ func (c *Client) run(conn *websocket.Conn) {
 			cancel()
 			if err == nil {
 				c.online(conn, w)
+				first = w.rest
 				break
 			}
 			if errors.Is(err, ErrKicked) {
@@ -417,7 +419,6 @@ func (c *Client) online(conn *websocket.Conn, w welcome) {
 		}
 	}
 	c.mu.Unlock()
-	c.handleLines(w.rest)
 	for _, s := range subs {
 		if !s.isServer() { // the server makes its own again
 			c.subscribeCmd(s)
@@ -512,8 +513,10 @@ func (c *Client) User() string {
 	return c.user
 }
 
-// read handles frames until the connection fails.
-func (c *Client) read(conn *websocket.Conn) error {
+// read handles first, the lines that followed the welcome in its frame,
+// then frames until the connection fails.
+func (c *Client) read(conn *websocket.Conn, first []byte) error {
+	c.handleLines(first)
 	for {
 		_, b, err := conn.Read(context.Background())
 		if err != nil {

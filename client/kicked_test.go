@@ -157,7 +157,8 @@ func TestKickedDuringSubscribe(t *testing.T) {
 
 // In herald.v1.jsonl the server may send more lines in the welcome's
 // frame (a server-side subscription and its first message, say): the
-// client handles each of them, as it does the lines of any later frame.
+// client handles each of them, as it does the lines of any later frame,
+// on its own goroutine.
 // A stand-in server sends them, since herald packs them only when they
 // are ready at the same moment.
 func TestLinesAfterTheWelcomeAreHandled(t *testing.T) {
@@ -177,8 +178,18 @@ func TestLinesAfterTheWelcomeAreHandled(t *testing.T) {
 		_, _, _ = conn.Read(r.Context()) // until the client goes
 	}))
 	t.Cleanup(hs.Close)
-	subs := make(chan *client.Subscription, 1)
-	c := dial(t, hs.URL, &client.Options{OnServerSubscribe: func(s *client.Subscription) { subs <- s }})
+	// The callback runs on the client's goroutine, not Dial's: it may
+	// wait for Dial to return.
+	subs, dialed := make(chan *client.Subscription, 1), make(chan struct{})
+	c := dial(t, hs.URL, &client.Options{OnServerSubscribe: func(s *client.Subscription) {
+		select {
+		case <-dialed:
+			subs <- s
+		case <-time.After(heraldtest.Timeout):
+			t.Error("OnServerSubscribe ran before Dial returned")
+		}
+	}})
+	close(dialed)
 	if c.ID() != "c1" {
 		t.Fatalf("client id %q, want c1 from the welcome", c.ID())
 	}

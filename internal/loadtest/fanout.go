@@ -71,8 +71,11 @@ type fanoutResult struct {
 	// Go's poller (-epoll).
 	Epoll bool `json:"epoll,omitempty"`
 	// KernelStamps: every subscriber's messages were timed by when the
-	// kernel received them, not when the tool read them (-kernel-stamps).
-	KernelStamps bool `json:"kernel_stamps,omitempty"`
+	// kernel received them, not when the tool read them (-kernel-stamps);
+	// UnstampedReads counts the reads that came without the kernel's time
+	// all the same, whose messages were timed by the read.
+	KernelStamps   bool  `json:"kernel_stamps,omitempty"`
+	UnstampedReads int64 `json:"unstamped_reads,omitempty"`
 	// PayloadBytes are the bytes of the timed message pushes the
 	// subscribers read (WebSocket message payloads, JSONL lines, SSE event
 	// data); BytesPerDelivery is PayloadBytes / Received.
@@ -443,6 +446,7 @@ func runFanoutScenario(ctx context.Context, sc fanoutScenario, cm *common, t *ta
 	res.AckP50Ms, res.AckP99Ms = ms(r.ack.quantile(0.50)), ms(r.ack.quantile(0.99))
 	res.Closed = r.closed.Load()
 	res.Errors = r.errs.n.Load()
+	res.UnstampedReads = r.pollers.unstampedReads()
 	res.ErrorKinds = r.errs.summary()
 	if v, err := rssKiB(os.Getpid()); err == nil {
 		res.ClientRSSKiB = v

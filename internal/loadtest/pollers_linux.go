@@ -1,6 +1,7 @@
 package loadtest
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -11,7 +12,6 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -55,15 +55,16 @@ import (
 // package (the publisher's replies) are woken by a processor that goes
 // idle to wait for the network, and a spinning one never does.
 type pollers struct {
-	sets     []*pollSet
-	spin     bool // the sets poll without sleeping
-	stamps   bool // the sets time messages by the kernel's receive time
-	started  bool
-	procs    int // GOMAXPROCS before a spinning start raised it; 0 if it did not
-	stopping atomic.Bool
-	next     atomic.Uint64
-	taken    atomic.Int64 // subscribers watch took
-	running  sync.WaitGroup
+	sets      []*pollSet
+	spin      bool         // the sets poll without sleeping
+	stamps    bool         // the sets time messages by the kernel's receive time
+	unstamped atomic.Int64 // reads that came without it all the same
+	started   bool
+	procs     int // GOMAXPROCS before a spinning start raised it; 0 if it did not
+	stopping  atomic.Bool
+	next      atomic.Uint64
+	taken     atomic.Int64 // subscribers watch took
+	running   sync.WaitGroup
 }
 
 // pollSet is one epoll set and the subscribers in it, by the id the set
@@ -80,10 +81,10 @@ type pollSet struct {
 
 // polled is one subscriber read by a set.
 type polled struct {
-	s      *subscriber
-	c      *wsConn
-	jsonl  bool
-	stamps bool // time messages by the kernel's receive time (takeSocket asked for it)
+	s     *subscriber
+	c     *wsConn
+	jsonl bool
+	p     *pollers
 }
 
 // newPollers opens the sets, one per processor, which start reading at
@@ -146,7 +147,7 @@ func (p *pollers) watch(s *subscriber, c *wsConn, jsonl bool) error {
 	if err := c.takeSocket(p.stamps); err != nil {
 		return err
 	}
-	pd := &polled{s: s, c: c, jsonl: jsonl, stamps: p.stamps}
+	pd := &polled{s: s, c: c, jsonl: jsonl, p: p}
 	s.close = pd.close
 	// What arrived with the subscribe reply is read here, before the set
 	// can see the subscriber.
@@ -208,7 +209,7 @@ func (set *pollSet) run() {
 	buf := make([]byte, 64<<10)
 	var oob []byte
 	if set.p.stamps {
-		oob = make([]byte, unix.CmsgSpace(int(unsafe.Sizeof(unix.Timespec{}))))
+		oob = make([]byte, unix.CmsgSpace(stampSize))
 	}
 	wait := set.spin
 	if set.file != nil {
@@ -321,7 +322,7 @@ func (set *pollSet) endAll(err error) {
 // the read does not wait) and handles every whole frame in it, timed by
 // the kernel's receive time when pd has stamps (oob holds its message).
 func (pd *polled) readOnce(buf, oob []byte) error {
-	if pd.stamps {
+	if pd.p.stamps {
 		return pd.readStamped(buf, oob)
 	}
 	n, err := pd.c.sock.Read(buf)
@@ -334,8 +335,9 @@ func (pd *polled) readOnce(buf, oob []byte) error {
 }
 
 // readStamped is readOnce with the time the kernel received the last
-// segment read (SO_TIMESTAMPNS), or, should a read come without it, the
-// time of the read.
+// segment read (SO_TIMESTAMPNS), or, should a read come without it (the
+// kernel turns its stamps on a moment after the first socket asks), the
+// time of the read, counted in unstamped.
 func (pd *polled) readStamped(buf, oob []byte) error {
 	var n, oobn int
 	var rerr error
@@ -353,23 +355,37 @@ func (pd *polled) readStamped(buf, oob []byte) error {
 	at := receivedAt(oob[:oobn])
 	if at == 0 {
 		at = time.Now().UnixNano()
+		pd.p.unstamped.Add(1)
 	}
 	return pd.consume(buf[:n], at)
 }
 
 // receivedAt returns the receive time in oob, a control message of a
-// socket with SO_TIMESTAMPNS, in Unix nanoseconds; 0 when it has none.
+// socket with SO_TIMESTAMPNS_NEW (a 64-bit seconds and nanoseconds pair
+// on every architecture), in Unix nanoseconds; 0 when it has none.
 func receivedAt(oob []byte) int64 {
 	msgs, err := unix.ParseSocketControlMessage(oob)
 	if err != nil {
 		return 0
 	}
 	for _, m := range msgs {
-		if m.Header.Level == unix.SOL_SOCKET && m.Header.Type == unix.SO_TIMESTAMPNS_NEW && len(m.Data) >= int(unsafe.Sizeof(unix.Timespec{})) {
-			return (*unix.Timespec)(unsafe.Pointer(&m.Data[0])).Nano()
+		if m.Header.Level == unix.SOL_SOCKET && m.Header.Type == unix.SO_TIMESTAMPNS_NEW && len(m.Data) >= stampSize {
+			sec, nsec := int64(binary.NativeEndian.Uint64(m.Data)), int64(binary.NativeEndian.Uint64(m.Data[8:]))
+			return sec*1e9 + nsec
 		}
 	}
 	return 0
+}
+
+// stampSize is the bytes of a receive time (struct __kernel_timespec).
+const stampSize = 16
+
+// unstampedReads counts the reads with stamps on that came without one.
+func (p *pollers) unstampedReads() int64 {
+	if p == nil {
+		return 0
+	}
+	return p.unstamped.Load()
 }
 
 // consume handles the whole frames of the connection's unread bytes

@@ -19,6 +19,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/heraldhq/herald/heraldtest"
 )
 
@@ -259,6 +261,9 @@ func TestKernelStampsTimeArrivalNotRead(t *testing.T) {
 				_, _ = io.Copy(io.Discard, nc) // until the client closes
 			}))
 			defer hs.Close()
+			if stamps {
+				stampsOn(t)
+			}
 			r, s, _ := watchedSubscriber(t, hs.URL, false, stamps)
 			close(watched)
 			select {
@@ -279,6 +284,9 @@ func TestKernelStampsTimeArrivalNotRead(t *testing.T) {
 			r.closing.Store(true)
 			s.close()
 			<-s.done
+			if n := r.pollers.unstampedReads(); n != 0 {
+				t.Fatalf("%d reads came without the kernel's time", n)
+			}
 			lat := r.lat.merged().quantile(0.5)
 			switch {
 			case stamps && lat >= wait/2:
@@ -291,11 +299,13 @@ func TestKernelStampsTimeArrivalNotRead(t *testing.T) {
 }
 
 // -kernel-stamps needs the epoll sets: alone it is refused, and with
-// -epoll a run says every subscriber was timed by them.
+// -epoll a run says every subscriber was timed by them, and no read came
+// without the kernel's time.
 func TestFanoutKernelStamps(t *testing.T) {
+	stampsOn(t)
 	res := runBench(t, "fanout", "-subs", "10", "-rate", "100", "-duration", "500ms", "-proto", "jsonl", "-epoll", "-kernel-stamps")
 	published := res["published"].(float64)
-	if published < 40 || res["kernel_stamps"] != true || res["lost"] != 0.0 || res["received"] != published*10 || res["p99_ms"].(float64) <= 0 {
+	if published < 40 || res["kernel_stamps"] != true || res["unstamped_reads"] != nil || res["lost"] != 0.0 || res["received"] != published*10 || res["p99_ms"].(float64) <= 0 {
 		t.Fatalf("published %v, result %v", published, res)
 	}
 	var stdout, stderr bytes.Buffer
@@ -303,4 +313,46 @@ func TestFanoutKernelStamps(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "-kernel-stamps") {
 		t.Fatalf("bench fanout -kernel-stamps alone: %v, want a refusal naming it", err)
 	}
+}
+
+// stampsOn waits until the kernel stamps what it receives, which it
+// begins a moment after the first socket asks for it (a deferred switch),
+// and keeps it so until the test ends: a socket of its own asks, and
+// datagrams go to it until one comes with its time.
+func stampsOn(t *testing.T) {
+	t.Helper()
+	rx, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = rx.Close() })
+	rc, err := rx.(*net.UDPConn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_TIMESTAMPNS_NEW, 1) }); err != nil || serr != nil {
+		t.Fatalf("SO_TIMESTAMPNS_NEW: %v %v", err, serr)
+	}
+	tx, err := net.Dial("udp", rx.LocalAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Close()
+	buf, oob := make([]byte, 16), make([]byte, unix.CmsgSpace(stampSize))
+	deadline := time.Now().Add(heraldtest.Timeout)
+	for time.Now().Before(deadline) {
+		if _, err := tx.Write([]byte("x")); err != nil {
+			t.Fatal(err)
+		}
+		_, oobn, _, _, err := rx.(*net.UDPConn).ReadMsgUDP(buf, oob)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if receivedAt(oob[:oobn]) != 0 {
+			return
+		}
+		runtime.Gosched()
+	}
+	t.Fatal("the kernel never stamped a datagram")
 }

@@ -22,3 +22,6 @@ func (*pollers) watched() int { return 0 }
 
 // stop does nothing.
 func (*pollers) stop() {}
+
+// unstampedReads is none.
+func (*pollers) unstampedReads() int64 { return 0 }

@@ -44,8 +44,10 @@ type Conn interface {
 	// Send tells the Conn, without blocking, that src has payloads to
 	// write. When the write begins the Conn takes them (src.Take), writes
 	// them in order, and then calls src.Written, which may call Send
-	// again. The session calls Send again only after Written: one write
-	// is in flight at a time.
+	// again; a connection that fails or has ended before the write began
+	// calls Written with the error without taking anything. The session
+	// calls Send again only after Written: one write is in flight at a
+	// time.
 	Send(src wire.Source)
 	// Close closes the connection with a close code and reason. It must not
 	// block, and may be called more than once.
@@ -149,8 +151,10 @@ type settings struct {
 type Shared struct {
 	Hub    *hub.Hub
 	Limits Limits
-	// QueueMessages and QueueBytes bound the outgoing queue. Live fan-out
-	// past either closes the session with 1008 (a slow consumer), unless
+	// QueueMessages and QueueBytes bound the outgoing queue: what waits
+	// for the connection's next write to take it (the write in flight is
+	// not counted). Live fan-out past either closes the session with 1008
+	// (a slow consumer), unless
 	// conflation makes room for a conflating channel's message. What
 	// the client asked for (replies, history catch-up) counts against
 	// QueueBytes too: past it the session stops handling commands, and
@@ -209,7 +213,7 @@ type Session struct {
 	held      int           // bytes of everything queued or in flight
 	drained   chan struct{} // closed when held falls; nil unless someone waits
 	cause     *Cause        // the first close the session made; nil when none
-	writing   bool          // a batch is in flight
+	writing   bool          // a write was started (Send) and is not yet Written
 	closing   bool
 	paging    bool  // a catch-up page is reserved (TryRoom, WaitRoom)
 	holds     int32 // bytes of held that the hub buffers (Hold), not queued

@@ -160,7 +160,8 @@ func (s *Stream) SetPosition(channel string, off broker.Offset) {
 
 // Send wakes the stream's writer without blocking: it takes what src has
 // queued (src.Take) when it gets to write it, and then calls src.Written,
-// which may call Send again. One write is in flight at a time.
+// which may call Send again; a stream that has ended calls Written with
+// the error without taking anything. One write is in flight at a time.
 func (s *Stream) Send(src wire.Source) {
 	s.mu.Lock()
 	if s.ended {

@@ -85,17 +85,19 @@ func (c *Conn) Send(src wire.Source) {
 	}
 }
 
-// batch is one write: where its payloads come from and, once taken, their
-// frames.
+// batch is one write: where its payloads come from, the payloads once
+// taken, and their frames once prepared.
 type batch struct {
 	src   wire.Source
-	bufs  net.Buffers // the frames; may be shared with other connections: never modified
-	lines *lineFrame  // the pooled frame bufs belongs to, if any
+	ps    []*wire.Payload // taken, not framed yet; nil once prepare framed them
+	bufs  net.Buffers     // the frames; may be shared with other connections: never modified
+	lines *lineFrame      // the pooled frame bufs belongs to, if any
 }
 
-// take takes b's payloads from its source and frames them.
-func (c *Conn) take(b *batch) {
-	ps := b.src.Take()
+// prepare frames b's payloads, once.
+func (c *Conn) prepare(b *batch) {
+	ps := b.ps
+	b.ps = nil
 	switch {
 	case len(ps) == 1 && ps[0].Push:
 		b.bufs = ps[0].Prepared(newPrepared).(*prepared).get(c.zips(len(ps[0].Bytes))) // shared: written, never modified
@@ -113,8 +115,30 @@ func (c *Conn) take(b *batch) {
 	}
 }
 
-// takeBatch takes the write Send started, with its payloads framed; when
-// there is none it ends the write cycle and reports false.
+// compressesMuch reports whether framing ps means compressing more than
+// maxFlusherZip bytes of replies for this connection alone (a push is
+// compressed once for every connection, and is one message at most): a
+// flusher hands such a batch to a writer goroutine rather than hold up
+// every other connection's write while it compresses.
+func (c *Conn) compressesMuch(ps []*wire.Payload) bool {
+	if !c.deflate {
+		return false
+	}
+	n := 0
+	for _, p := range ps {
+		if !p.Push && c.zips(len(p.Bytes)) {
+			n += len(p.Bytes)
+		}
+	}
+	return n > maxFlusherZip
+}
+
+// maxFlusherZip is the most bytes of replies a flusher compresses for one
+// write (a history reply can be megabytes).
+const maxFlusherZip = 64 << 10
+
+// takeBatch takes the write Send started and its payloads (not framed
+// yet); when there is none it ends the write cycle and reports false.
 func (c *Conn) takeBatch() (batch, bool) {
 	c.bmu.Lock()
 	if !c.pendingLocked() {
@@ -124,7 +148,7 @@ func (c *Conn) takeBatch() (batch, bool) {
 	b := c.batch
 	c.batch = batch{}
 	c.bmu.Unlock()
-	c.take(&b)
+	b.ps = b.src.Take()
 	return b, true
 }
 
@@ -146,11 +170,11 @@ func (c *Conn) pendingLocked() bool {
 	return true
 }
 
-// writer writes b, if it is set (taken already), and then batches while
-// Send keeps starting them (Written usually starts the next one at once),
-// waiting for the socket as long as it takes; then it ends. It serves
-// connections a flusher cannot: those whose socket is full, or that have
-// no event loop.
+// writer writes b, if it is set (taken already, framed or not), and then
+// batches while Send keeps starting them (Written usually starts the next
+// one at once), waiting for the socket as long as it takes; then it ends.
+// It serves connections a flusher cannot: those whose socket is full,
+// those with much to compress, or that have no event loop.
 func (c *Conn) writer(b batch) {
 	for {
 		if b.src == nil {
@@ -159,6 +183,7 @@ func (c *Conn) writer(b batch) {
 				return
 			}
 		}
+		c.prepare(&b)
 		bufs := slices.Clone(b.bufs) // writing consumes the slice, which may be shared
 		c.finish(b, c.write(&bufs))
 		b = batch{}

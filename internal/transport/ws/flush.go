@@ -9,10 +9,11 @@ import (
 // flusher writes the batches of many connections from a few goroutines
 // (flusherCount), which take connections from one shared queue a few at
 // a time: should the system stop one goroutine's thread for a while, the
-// others (where there are others) go on with the rest of the queue. A connection whose socket
-// takes its whole batch at once — nearly every connection that keeps up —
-// costs one non-blocking write and no goroutine of its own; one whose
-// socket is full is handed to a writer goroutine that waits for it.
+// others (where there are others) go on with the rest of the queue. A
+// connection whose socket takes its whole batch at once — nearly every
+// connection that keeps up — costs one non-blocking write and no
+// goroutine of its own; one whose socket is full is handed to a writer
+// goroutine that waits for it.
 // Connections are written in rounds: one that gets a new batch while its
 // last is written goes to the back of the queue. A connection's payloads
 // are taken from its session when its turn comes, not when it joins the
@@ -147,12 +148,18 @@ const maxKeptQueue = 4096
 // flush writes c's batch without waiting for the socket, then queues c
 // for the next round if a new batch came meanwhile. What the socket does
 // not take at once goes to a writer goroutine, with the rest of the batch
-// and the write lock.
+// and the write lock; a batch with much to compress (compressesMuch)
+// goes to one whole.
 func (c *Conn) flush(w *flushWorker) {
 	b, ok := c.takeBatch()
 	if !ok {
 		return
 	}
+	if c.compressesMuch(b.ps) {
+		go c.writer(b)
+		return
+	}
+	c.prepare(&b)
 	if !c.wmu.TryLock() { // a control frame is being written
 		go c.writer(b)
 		return

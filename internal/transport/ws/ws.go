@@ -1,7 +1,7 @@
 // Package ws is herald's WebSocket transport, the only code that touches a
 // WebSocket. Frames are read and written with github.com/gobwas/ws; Upgrade
 // turns a request into a Conn whose messages go to a Handler, and Conn
-// writes the batches a session gives it.
+// writes what a session has queued, taking it when each write begins.
 //
 // An idle connection costs no goroutine and no timer. On Linux, once the
 // handshake is read, a plain TCP connection's socket is taken from Go's
@@ -11,13 +11,13 @@
 // goroutine reads what is there, handles every complete frame — commands
 // one at a time, in order — and returns, leaving the socket to the poller
 // again. Writes go out from a few flusher goroutines, one per processor
-// but one (flusherCount), which take the connections that have a batch to write from one shared
-// queue and write with non-blocking writes; a connection whose socket is
-// full gets a writer goroutine until it drains, which waits for room in a
-// second epoll set of the Transport's. Keepalive is one ticker for all
-// connections, which pings connections that were quiet for PingInterval
-// and closes those quiet for PingInterval + PongTimeout, or whose write
-// is stuck past WriteTimeout. Where there is no epoll, and for a
+// but one (flusherCount), which take the connections that have a batch
+// to write from one shared queue and write with non-blocking writes; a
+// connection whose socket is full gets a writer goroutine until it
+// drains, which waits for room in a second epoll set of the Transport's.
+// Keepalive is one ticker for all connections, which pings connections
+// that were quiet for PingInterval and closes those quiet for
+// PingInterval + PongTimeout, or whose write is stuck past WriteTimeout. Where there is no epoll, and for a
 // connection that is not plain TCP (TLS served by herald itself), the
 // socket stays Go's: each such connection has a reading goroutine and its
 // writes a writer goroutine.
@@ -228,8 +228,11 @@ func (t *Transport) Upgrade(w http.ResponseWriter, r *http.Request, accept func(
 			ref = &Refusal{Status: http.StatusInternalServerError, Body: []byte("internal error\n")}
 		}
 		_ = c.respond(ref.response())
-		c.wmu.Unlock()
+		// Gone before the write lock is let go: a write the accept
+		// started (a welcome queued before the refusal) finds the
+		// connection closed, and nothing follows the HTTP response.
 		c.gone()
+		c.wmu.Unlock()
 		c.setHandler(nil)
 		return fmt.Errorf("ws: accept: %w", err)
 	}
