@@ -84,7 +84,7 @@ type polled struct {
 	s     *subscriber
 	c     *wsConn
 	jsonl bool
-	p     *pollers
+	p     *pollers // its sets: whether they take the kernel's times, and where reads without one count
 }
 
 // newPollers opens the sets, one per processor, which start reading at
