@@ -317,16 +317,27 @@ func TestFanoutKernelStamps(t *testing.T) {
 
 // stampsOn waits until the kernel stamps what it receives, which it
 // begins a moment after the first socket asks for it (a deferred switch),
-// and keeps it so until the test ends: a socket of its own asks, and
-// datagrams go to it until one comes with its time.
+// and keeps it so until the test ends: a TCP socket of its own asks, and
+// bytes go to it until a read comes with their time. (TCP, because a UDP
+// socket is given the time of its read when the kernel had none.)
 func stampsOn(t *testing.T) {
 	t.Helper()
-	rx, err := net.ListenPacket("udp", "127.0.0.1:0")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	tx, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = tx.Close() })
+	rx, err := ln.Accept()
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = rx.Close() })
-	rc, err := rx.(*net.UDPConn).SyscallConn()
+	rc, err := rx.(*net.TCPConn).SyscallConn()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -334,25 +345,24 @@ func stampsOn(t *testing.T) {
 	if err := rc.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_TIMESTAMPNS_NEW, 1) }); err != nil || serr != nil {
 		t.Fatalf("SO_TIMESTAMPNS_NEW: %v %v", err, serr)
 	}
-	tx, err := net.Dial("udp", rx.LocalAddr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tx.Close()
 	buf, oob := make([]byte, 16), make([]byte, unix.CmsgSpace(stampSize))
 	deadline := time.Now().Add(heraldtest.Timeout)
 	for time.Now().Before(deadline) {
 		if _, err := tx.Write([]byte("x")); err != nil {
 			t.Fatal(err)
 		}
-		_, oobn, _, _, err := rx.(*net.UDPConn).ReadMsgUDP(buf, oob)
-		if err != nil {
-			t.Fatal(err)
+		var oobn int
+		var rerr error
+		if err := rc.Read(func(fd uintptr) bool {
+			_, oobn, _, _, rerr = unix.Recvmsg(int(fd), buf, oob, 0)
+			return !errors.Is(rerr, unix.EAGAIN)
+		}); err != nil || rerr != nil {
+			t.Fatalf("reading the stamped socket: %v %v", err, rerr)
 		}
 		if receivedAt(oob[:oobn]) != 0 {
 			return
 		}
 		runtime.Gosched()
 	}
-	t.Fatal("the kernel never stamped a datagram")
+	t.Fatal("the kernel never stamped a segment")
 }
