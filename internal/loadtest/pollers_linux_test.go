@@ -208,11 +208,7 @@ func TestFanoutSpin(t *testing.T) {
 	if published < 40 || res["spin"] != true || res["lost"] != 0.0 || res["received"] != published*10 || res["duplicates"] != 0.0 {
 		t.Fatalf("published %v, result %v", published, res)
 	}
-	var stdout, stderr bytes.Buffer
-	err := Run(context.Background(), []string{"sse", "-spin", "-url", "ws://127.0.0.1:1/ws"}, &stdout, &stderr)
-	if err == nil || !strings.Contains(err.Error(), "-spin") {
-		t.Fatalf("bench sse -spin: %v, want a refusal naming -spin", err)
-	}
+	refusedNaming(t, "-spin", "sse", "-spin")
 }
 
 // With -epoll the subscribers are read from sets that sleep in Go's
@@ -225,13 +221,8 @@ func TestFanoutEpoll(t *testing.T) {
 	if published < 40 || res["epoll"] != true || res["spin"] != nil || res["lost"] != 0.0 || res["received"] != published*10 || res["duplicates"] != 0.0 {
 		t.Fatalf("published %v, result %v", published, res)
 	}
-	for _, args := range [][]string{{"sse", "-epoll"}, {"fanout", "-epoll", "-spin"}} {
-		var stdout, stderr bytes.Buffer
-		err := Run(context.Background(), append(args, "-url", "ws://127.0.0.1:1/ws"), &stdout, &stderr)
-		if err == nil || !strings.Contains(err.Error(), "-epoll") {
-			t.Fatalf("bench %v: %v, want a refusal naming -epoll", args, err)
-		}
-	}
+	refusedNaming(t, "-epoll", "sse", "-epoll")
+	refusedNaming(t, "-epoll", "fanout", "-epoll", "-spin")
 }
 
 // With kernel stamps a message is timed by when it reached the tool's
@@ -308,10 +299,17 @@ func TestFanoutKernelStamps(t *testing.T) {
 	if published < 40 || res["kernel_stamps"] != true || res["unstamped_reads"] != nil || res["lost"] != 0.0 || res["received"] != published*10 || res["p99_ms"].(float64) <= 0 {
 		t.Fatalf("published %v, result %v", published, res)
 	}
+	refusedNaming(t, "-kernel-stamps", "fanout", "-kernel-stamps")
+}
+
+// refusedNaming runs the tool with args (and a URL nothing serves) and
+// fails unless it refuses them with an error naming flag.
+func refusedNaming(t *testing.T, flag string, args ...string) {
+	t.Helper()
 	var stdout, stderr bytes.Buffer
-	err := Run(context.Background(), []string{"fanout", "-kernel-stamps", "-url", "ws://127.0.0.1:1/ws"}, &stdout, &stderr)
-	if err == nil || !strings.Contains(err.Error(), "-kernel-stamps") {
-		t.Fatalf("bench fanout -kernel-stamps alone: %v, want a refusal naming it", err)
+	err := Run(context.Background(), append(args, "-url", "ws://127.0.0.1:1/ws"), &stdout, &stderr)
+	if err == nil || !strings.Contains(err.Error(), flag) {
+		t.Fatalf("bench %v: %v, want a refusal naming %s", args, err, flag)
 	}
 }
 

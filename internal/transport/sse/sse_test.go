@@ -18,6 +18,7 @@ import (
 	"github.com/heraldhq/herald/internal/protocol"
 	"github.com/heraldhq/herald/internal/transport/sse"
 	"github.com/heraldhq/herald/internal/wire"
+	"github.com/heraldhq/herald/internal/wire/wiretest"
 )
 
 // timeout bounds every wait of these tests.
@@ -153,7 +154,7 @@ func (c *client) ended(t *testing.T) {
 func send(t *testing.T, st *sse.Stream, ps ...*wire.Payload) error {
 	t.Helper()
 	done := make(chan error, 1)
-	st.Send(batchOf(ps, func(err error) { done <- err }))
+	st.Send(wiretest.Batch(ps, func(err error) { done <- err }))
 	select {
 	case err := <-done:
 		return err
@@ -161,22 +162,6 @@ func send(t *testing.T, st *sse.Stream, ps ...*wire.Payload) error {
 		t.Fatal("a batch was neither written nor failed")
 		return nil
 	}
-}
-
-// fixedBatch is a wire.Source of payloads fixed in advance, for the tests
-// that write without a session.
-type fixedBatch struct {
-	ps      []*wire.Payload
-	written func(error)
-}
-
-func (b *fixedBatch) Take() []*wire.Payload { return b.ps }
-func (b *fixedBatch) Written(err error)     { b.written(err) }
-
-// batchOf returns a Source that gives ps and calls written when they are
-// written or failed.
-func batchOf(ps []*wire.Payload, written func(error)) wire.Source {
-	return &fixedBatch{ps: ps, written: written}
 }
 
 // event returns an SSE payload of channel at offset seq.
@@ -325,7 +310,7 @@ func TestLargeBatchIsWrittenInChunks(t *testing.T) {
 		ps[i] = event(fmt.Sprintf("%s%02d", strings.Repeat("c", 60), i%32), uint64(i+1), fmt.Sprint(i))
 	}
 	errc := make(chan error, 1)
-	st.Send(batchOf(ps, func(err error) { errc <- err }))
+	st.Send(wiretest.Batch(ps, func(err error) { errc <- err }))
 	total := 0
 	for i := range n {
 		b := c.block(t)

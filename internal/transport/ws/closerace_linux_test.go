@@ -16,6 +16,7 @@ import (
 	"github.com/gobwas/ws"
 
 	"github.com/heraldhq/herald/internal/wire"
+	"github.com/heraldhq/herald/internal/wire/wiretest"
 )
 
 // Connections closed while flushers write to them, writers wait for their
@@ -156,7 +157,7 @@ func (h *tagEcho) sent(err error) {
 	}
 	h.sends++
 	size := 1 << (10 + h.sends%7)
-	h.c.Send(batchOf([]*wire.Payload{{Bytes: bytes.Repeat(h.tag, size/len(h.tag))}}, h.sent))
+	h.c.Send(wiretest.Batch([]*wire.Payload{{Bytes: bytes.Repeat(h.tag, size/len(h.tag))}}, h.sent))
 }
 
 // tagClient is a client that checks that every frame it receives is made

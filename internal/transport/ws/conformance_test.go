@@ -18,6 +18,7 @@ import (
 	"github.com/gobwas/ws"
 
 	"github.com/heraldhq/herald/internal/wire"
+	"github.com/heraldhq/herald/internal/wire/wiretest"
 )
 
 // echo is a Handler that writes every message back, in order, as its
@@ -52,7 +53,7 @@ func (e *echo) handle(b []byte, binary bool) {
 	}
 	e.busy = true
 	e.mu.Unlock()
-	e.c.Send(batchOf(ps, e.sent))
+	e.c.Send(wiretest.Batch(ps, e.sent))
 }
 
 // sent sends what was queued while the last batch was in flight.
@@ -66,7 +67,7 @@ func (e *echo) sent(err error) {
 		return
 	}
 	e.mu.Unlock()
-	e.c.Send(batchOf(ps, e.sent))
+	e.c.Send(wiretest.Batch(ps, e.sent))
 }
 
 // echoServer serves an echo Handler on each connection with a Transport

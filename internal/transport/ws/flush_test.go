@@ -5,12 +5,12 @@ import (
 	"context"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/coder/websocket"
 
 	"github.com/heraldhq/herald/internal/protocol"
 	"github.com/heraldhq/herald/internal/wire"
+	"github.com/heraldhq/herald/internal/wire/wiretest"
 )
 
 // The flushers leave one processor to the goroutines that read and fan
@@ -72,15 +72,8 @@ func TestLargeCompressedReplyIsWritten(t *testing.T) {
 		t.Fatal("the batch is not one a flusher hands off")
 	}
 	sent := make(chan error, 1)
-	s.c.Send(batchOf(ps, func(err error) { sent <- err }))
-	select {
-	case err := <-sent:
-		if err != nil {
-			t.Fatalf("send: %v", err)
-		}
-	case <-time.After(waitTimeout):
-		t.Fatal("the batch was not written")
-	}
+	s.c.Send(wiretest.Batch(ps, func(err error) { sent <- err }))
+	waitWritten(t, sent, waitTimeout)
 	_, msg, err := c.Read(ctx)
 	if err != nil {
 		t.Fatalf("read: %v", err)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/heraldhq/herald/internal/protocol"
 	"github.com/heraldhq/herald/internal/wire"
+	"github.com/heraldhq/herald/internal/wire/wiretest"
 )
 
 // serveJSONL serves connections that speak herald.v1.jsonl and hands
@@ -73,7 +74,7 @@ func TestJSONLBatchIsOneMessageOfLines(t *testing.T) {
 		}
 		for _, cl := range clients {
 			sent := make(chan error, 1)
-			cl.s.c.Send(batchOf(ps, func(err error) { sent <- err }))
+			cl.s.c.Send(wiretest.Batch(ps, func(err error) { sent <- err }))
 			select {
 			case err := <-sent:
 				if err != nil {
@@ -141,14 +142,7 @@ func TestWriteTakesItsPayloadsWhenItBegins(t *testing.T) {
 	s.c.Send(src)
 	src.add(&wire.Payload{Bytes: []byte(`{"n":2}`), Push: true})
 	close(src.begin)
-	select {
-	case err := <-src.written:
-		if err != nil {
-			t.Fatalf("write: %v", err)
-		}
-	case <-time.After(2 * waitTimeout):
-		t.Fatal("the write never ended")
-	}
+	waitWritten(t, src.written, 2*waitTimeout)
 	_, msg, err := c.Read(ctx)
 	if err != nil {
 		t.Fatalf("read: %v", err)

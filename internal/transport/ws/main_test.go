@@ -2,10 +2,9 @@ package ws
 
 import (
 	"testing"
+	"time"
 
 	"go.uber.org/goleak"
-
-	"github.com/heraldhq/herald/internal/wire"
 )
 
 // TestMain fails the run if a goroutine outlives the tests: every test's
@@ -15,18 +14,16 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-// fixedBatch is a wire.Source of payloads fixed in advance, for the tests
-// that write without a session.
-type fixedBatch struct {
-	ps      []*wire.Payload
-	written func(error)
-}
-
-func (b *fixedBatch) Take() []*wire.Payload { return b.ps }
-func (b *fixedBatch) Written(err error)     { b.written(err) }
-
-// batchOf returns a Source that gives ps and calls written when they are
-// written or failed.
-func batchOf(ps []*wire.Payload, written func(error)) wire.Source {
-	return &fixedBatch{ps: ps, written: written}
+// waitWritten waits up to within for the write's report on written, and
+// fails the test when it is an error or does not come.
+func waitWritten(t *testing.T, written <-chan error, within time.Duration) {
+	t.Helper()
+	select {
+	case err := <-written:
+		if err != nil {
+			t.Fatalf("write: %v", err)
+		}
+	case <-time.After(within):
+		t.Fatalf("the write did not end within %v", within)
+	}
 }

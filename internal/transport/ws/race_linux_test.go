@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/heraldhq/herald/internal/wire"
+	"github.com/heraldhq/herald/internal/wire/wiretest"
 )
 
 // A frame the socket only partly takes is finished before any other frame
@@ -38,7 +39,7 @@ func TestPartialWriteIsNotInterleaved(t *testing.T) {
 		setSendBuffer(t, s.c, 4<<10)
 
 		sent := make(chan error, 1)
-		s.c.Send(batchOf([]*wire.Payload{wire.NewPayload(msg)}, func(err error) { sent <- err }))
+		s.c.Send(wiretest.Batch([]*wire.Payload{wire.NewPayload(msg)}, func(err error) { sent <- err }))
 		var gotText, gotPing bool
 		for !gotText || !gotPing {
 			_ = nc.SetReadDeadline(time.Now().Add(waitTimeout))

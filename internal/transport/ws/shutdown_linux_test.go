@@ -11,6 +11,7 @@ import (
 	"github.com/gobwas/ws"
 
 	"github.com/heraldhq/herald/internal/wire"
+	"github.com/heraldhq/herald/internal/wire/wiretest"
 )
 
 // A server shutting down closes every connection and then its Transport
@@ -27,7 +28,7 @@ func TestShutdownLetsWriterWaitingForRoomFinish(t *testing.T) {
 	setSendBuffer(t, s.c, 4<<10)
 	sent := make(chan error, 1)
 	const size = 1 << 20
-	s.c.Send(batchOf([]*wire.Payload{{Bytes: make([]byte, size), Binary: true}}, func(err error) { sent <- err }))
+	s.c.Send(wiretest.Batch([]*wire.Payload{{Bytes: make([]byte, size), Binary: true}}, func(err error) { sent <- err }))
 	waitFor(t, "the writer to wait for room", func() bool {
 		tr.loop.mu.Lock()
 		defer tr.loop.mu.Unlock()

@@ -11,6 +11,7 @@ import (
 	"github.com/gobwas/ws"
 
 	"github.com/heraldhq/herald/internal/wire"
+	"github.com/heraldhq/herald/internal/wire/wiretest"
 )
 
 // A peer whose socket stops taking bytes is closed once a write has waited
@@ -34,7 +35,7 @@ func TestWriteTimeoutCloses(t *testing.T) {
 	// 32 MiB: more than the socket buffers between hold.
 	sent := make(chan error, 1)
 	start := time.Now()
-	s.c.Send(batchOf([]*wire.Payload{{Bytes: make([]byte, 32<<20), Binary: true}}, func(err error) { sent <- err }))
+	s.c.Send(wiretest.Batch([]*wire.Payload{{Bytes: make([]byte, 32<<20), Binary: true}}, func(err error) { sent <- err }))
 	select {
 	case err := <-sent:
 		if err == nil {
@@ -91,7 +92,7 @@ func TestPausedReaderGetsEverythingInOrder(t *testing.T) {
 				sent <- err
 				return
 			}
-			s.c.Send(batchOf([]*wire.Payload{{Bytes: msgs[n], Binary: true}}, send(n+1)))
+			s.c.Send(wiretest.Batch([]*wire.Payload{{Bytes: msgs[n], Binary: true}}, send(n+1)))
 		}
 	}
 	send(0)(nil)
@@ -112,12 +113,5 @@ func TestPausedReaderGetsEverythingInOrder(t *testing.T) {
 			t.Fatalf("frame %d: the message's bytes differ from those sent", want)
 		}
 	}
-	select {
-	case err := <-sent:
-		if err != nil {
-			t.Fatalf("send: %v", err)
-		}
-	case <-time.After(waitTimeout):
-		t.Fatal("the last send did not complete")
-	}
+	waitWritten(t, sent, waitTimeout)
 }
